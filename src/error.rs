@@ -1,0 +1,199 @@
+//! The one error type of the crate.
+//!
+//! Operating errors (I/O, corrupt bytes, bad input, bad configuration, producer protocol
+//! violations) are values of [`Error`]; programmer errors are assertions. Every variant carries the
+//! context a user needs to act on it (file, byte position, offsets, producer id).
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::format::DecodeError;
+use crate::types::{Offset, ProducerEpoch, ProducerId, Sequence};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O call failed.
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Bytes on disk are damaged in a region that was durable (or is otherwise not a torn tail).
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: DecodeError,
+    },
+    /// A file other than a batch (index, snapshot, checkpoint) failed validation.
+    CorruptFile { path: PathBuf, reason: String },
+    /// An earlier fsync/msync failed; the log refuses writes until it is reopened.
+    PreviousIo,
+    /// The configuration is invalid; the message names the field.
+    InvalidConfig(String),
+    /// Input bytes or arguments are not a valid batch.
+    InvalidBatch(DecodeError),
+    /// A batch is larger than the configured maximum.
+    BatchTooLarge { size: u64, max: u64 },
+    /// The offset is outside `[log_start_offset, log_end_offset]`.
+    OffsetOutOfRange {
+        requested: Offset,
+        log_start: Offset,
+        log_end: Offset,
+    },
+    /// Another process (or another `Log` in this process) holds the directory lock.
+    Locked(PathBuf),
+    /// The log was opened read-only (after corruption was reported).
+    ReadOnly,
+    /// The log is closed.
+    Closed,
+    /// A follower append did not start at the log end offset.
+    UnexpectedAppendOffset { expected: Offset, actual: Offset },
+    /// The batch's producer epoch is older than the one recorded (Kafka's INVALID_PRODUCER_EPOCH).
+    ProducerFenced {
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+        current_epoch: ProducerEpoch,
+    },
+    /// A sequence gap, partial overlap or other mismatch (Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER).
+    OutOfOrderSequence {
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+        first_sequence: Sequence,
+        expected_sequence: Sequence,
+    },
+    /// The batch was written long ago: its sequence range is older than the retained window.
+    /// Nothing was appended; the client must treat the batch as written (not re-send it).
+    DuplicateSequence {
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+        first_sequence: Sequence,
+    },
+    /// The producer id is unknown and the batch does not start at sequence 0.
+    UnknownProducerId {
+        producer_id: ProducerId,
+        first_sequence: Sequence,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when the error is a full disk (ENOSPC / EFBIG / EDQUOT).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EFBIG) | Some(libc::EDQUOT)
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { op, path, source } => {
+                write!(f, "{op} failed on {}: {source}", path.display())
+            }
+            Error::Corrupt {
+                path,
+                position,
+                reason,
+            } => write!(
+                f,
+                "corruption in {} at byte {position}: {reason}",
+                path.display()
+            ),
+            Error::CorruptFile { path, reason } => {
+                write!(f, "corrupt file {}: {reason}", path.display())
+            }
+            Error::PreviousIo => write!(
+                f,
+                "an earlier fsync/msync failed; the log refuses writes until it is reopened"
+            ),
+            Error::InvalidConfig(msg) => write!(f, "invalid configuration: {msg}"),
+            Error::InvalidBatch(reason) => write!(f, "invalid batch: {reason}"),
+            Error::BatchTooLarge { size, max } => {
+                write!(
+                    f,
+                    "batch of {size} bytes exceeds the maximum of {max} bytes"
+                )
+            }
+            Error::OffsetOutOfRange {
+                requested,
+                log_start,
+                log_end,
+            } => write!(
+                f,
+                "offset {requested} is outside the log [{log_start}, {log_end}]"
+            ),
+            Error::Locked(path) => write!(f, "log directory {} is locked", path.display()),
+            Error::ReadOnly => write!(f, "the log is open read-only"),
+            Error::Closed => write!(f, "the log is closed"),
+            Error::UnexpectedAppendOffset { expected, actual } => write!(
+                f,
+                "replicated batch starts at offset {actual}, expected the log end {expected}"
+            ),
+            Error::ProducerFenced {
+                producer_id,
+                epoch,
+                current_epoch,
+            } => write!(
+                f,
+                "producer {} epoch {epoch} is fenced by epoch {current_epoch}",
+                producer_id.0
+            ),
+            Error::OutOfOrderSequence {
+                producer_id,
+                epoch,
+                first_sequence,
+                expected_sequence,
+            } => {
+                write!(
+                    f,
+                    "producer {} epoch {epoch}: sequence {first_sequence} is out of order \
+                     (expected {expected_sequence})",
+                    producer_id.0
+                )
+            }
+            Error::DuplicateSequence {
+                producer_id,
+                epoch,
+                first_sequence,
+            } => write!(
+                f,
+                "producer {} epoch {epoch}: sequence {first_sequence} was written before and is \
+                 older than the retained window",
+                producer_id.0
+            ),
+            Error::UnknownProducerId {
+                producer_id,
+                first_sequence,
+            } => write!(
+                f,
+                "producer {} is unknown and its first sequence is {first_sequence}, not 0",
+                producer_id.0
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

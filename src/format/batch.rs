@@ -1,0 +1,766 @@
+//! The record batch: oncelog's on-disk and in-memory unit of append, replication and dedup.
+//!
+//! Layout (little-endian; see `docs/format.md`):
+//!
+//! ```text
+//! Format: { base_offset u64 | batch_length u32 | leader_epoch i32 | append_timestamp i64 |
+//!           magic u8 | crc u32 |
+//!           attributes u16 | last_offset_delta i32 | base_timestamp i64 | max_timestamp i64 |
+//!           producer_id i64 | producer_epoch i16 | base_sequence i32 | record_count i32 |
+//!           records (Kafka v2 record encoding) }
+//! ```
+//!
+//! The checksum is CRC-32 (IEEE, crc32fast) over every byte except the crc field itself:
+//! `[0, CRC_OFFSET) ++ [ATTRIBUTES_OFFSET, batch_length)`. Unlike Kafka's CRC-32C it covers the
+//! base offset and the leader epoch, so a batch written at the wrong offset or re-stamped by the
+//! wrong leader fails its check. The builder hashes the tail `[ATTRIBUTES_OFFSET, end)` once;
+//! stamping offsets at append hashes only the 25-byte prefix and combines the two checksums.
+//!
+//! `append_timestamp` is not in Kafka's header: it is the log's clock at append, stamped with
+//! the base offset. Producer expiry and time retention use it, so every replica and every
+//! recovery decides them identically and client timestamps cannot drive deletion.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use super::le;
+use super::varint::{get_varint, get_varlong, put_varint, put_varlong, varint_len, varlong_len};
+use super::DecodeError;
+use crate::types::{increment_sequence, LeaderEpoch, ProducerEpoch, ProducerId, Sequence};
+
+pub const BASE_OFFSET_OFFSET: usize = 0;
+pub const LENGTH_OFFSET: usize = BASE_OFFSET_OFFSET + 8;
+pub const LEADER_EPOCH_OFFSET: usize = LENGTH_OFFSET + 4;
+pub const APPEND_TIMESTAMP_OFFSET: usize = LEADER_EPOCH_OFFSET + 4;
+pub const MAGIC_OFFSET: usize = APPEND_TIMESTAMP_OFFSET + 8;
+pub const CRC_OFFSET: usize = MAGIC_OFFSET + 1;
+pub const ATTRIBUTES_OFFSET: usize = CRC_OFFSET + 4;
+pub const LAST_OFFSET_DELTA_OFFSET: usize = ATTRIBUTES_OFFSET + 2;
+pub const BASE_TIMESTAMP_OFFSET: usize = LAST_OFFSET_DELTA_OFFSET + 4;
+pub const MAX_TIMESTAMP_OFFSET: usize = BASE_TIMESTAMP_OFFSET + 8;
+pub const PRODUCER_ID_OFFSET: usize = MAX_TIMESTAMP_OFFSET + 8;
+pub const PRODUCER_EPOCH_OFFSET: usize = PRODUCER_ID_OFFSET + 8;
+pub const BASE_SEQUENCE_OFFSET: usize = PRODUCER_EPOCH_OFFSET + 2;
+pub const RECORD_COUNT_OFFSET: usize = BASE_SEQUENCE_OFFSET + 4;
+pub const RECORDS_OFFSET: usize = RECORD_COUNT_OFFSET + 4;
+/// Size of the batch header.
+pub const HEADER_SIZE: usize = RECORDS_OFFSET;
+const _: () = assert!(
+    HEADER_SIZE == 69,
+    "Kafka's 61-byte v2 header plus the append timestamp"
+);
+
+/// The magic byte: version 1 of oncelog's batch format.
+pub const MAGIC: u8 = 1;
+/// The largest batch any build accepts (a config may lower it).
+pub const MAX_BATCH_SIZE: u32 = 1 << 30;
+
+/// Attribute bits (Kafka's layout): 0-2 compression, 3 timestamp type, 4 transactional, 5 control.
+pub mod attributes {
+    pub const COMPRESSION_MASK: u16 = 0x07;
+    pub const TIMESTAMP_LOG_APPEND: u16 = 0x08;
+    pub const TRANSACTIONAL: u16 = 0x10;
+    pub const CONTROL: u16 = 0x20;
+}
+
+/// The decoded fixed-size header of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: u64,
+    /// Total bytes of the batch, header included.
+    pub batch_length: u32,
+    pub leader_epoch: LeaderEpoch,
+    /// The log's clock when the batch was appended (ms); -1 until stamped.
+    pub append_timestamp: i64,
+    pub magic: u8,
+    pub crc: u32,
+    pub attributes: u16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+    pub base_sequence: Sequence,
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    /// Decodes and structurally checks a header (not the checksum). `buf` may be longer.
+    pub fn decode(buf: &[u8]) -> Result<BatchHeader, DecodeError> {
+        if buf.len() < HEADER_SIZE {
+            return Err(DecodeError::TooShort {
+                need: HEADER_SIZE as u64,
+                have: buf.len() as u64,
+            });
+        }
+        let batch_length = le::u32_at(buf, LENGTH_OFFSET)?;
+        let header = BatchHeader {
+            base_offset: le::u64_at(buf, BASE_OFFSET_OFFSET)?,
+            batch_length,
+            leader_epoch: le::i32_at(buf, LEADER_EPOCH_OFFSET)?,
+            append_timestamp: le::i64_at(buf, APPEND_TIMESTAMP_OFFSET)?,
+            magic: le::u8_at(buf, MAGIC_OFFSET)?,
+            crc: le::u32_at(buf, CRC_OFFSET)?,
+            attributes: le::u16_at(buf, ATTRIBUTES_OFFSET)?,
+            last_offset_delta: le::i32_at(buf, LAST_OFFSET_DELTA_OFFSET)?,
+            base_timestamp: le::i64_at(buf, BASE_TIMESTAMP_OFFSET)?,
+            max_timestamp: le::i64_at(buf, MAX_TIMESTAMP_OFFSET)?,
+            producer_id: ProducerId(le::i64_at(buf, PRODUCER_ID_OFFSET)?),
+            producer_epoch: le::i16_at(buf, PRODUCER_EPOCH_OFFSET)?,
+            base_sequence: le::i32_at(buf, BASE_SEQUENCE_OFFSET)?,
+            record_count: le::i32_at(buf, RECORD_COUNT_OFFSET)?,
+        };
+        header.check_fields()?;
+        Ok(header)
+    }
+
+    fn check_fields(&self) -> Result<(), DecodeError> {
+        if self.batch_length == 0 && self.magic == 0 && self.crc == 0 && self.record_count == 0 {
+            return Err(DecodeError::Zeroes);
+        }
+        if (self.batch_length as usize) < HEADER_SIZE || self.batch_length > MAX_BATCH_SIZE {
+            return Err(DecodeError::BadLength {
+                length: u64::from(self.batch_length),
+            });
+        }
+        if self.magic != MAGIC {
+            return Err(DecodeError::BadMagic { magic: self.magic });
+        }
+        let codec = (self.attributes & attributes::COMPRESSION_MASK) as u8;
+        if codec != 0 {
+            return Err(DecodeError::UnsupportedCompression { codec });
+        }
+        let bad = |field, value: i64| Err(DecodeError::BadField { field, value });
+        if self.last_offset_delta < 0 {
+            return bad("last_offset_delta", i64::from(self.last_offset_delta));
+        }
+        if self.record_count != self.last_offset_delta.wrapping_add(1) {
+            return bad("record_count", i64::from(self.record_count));
+        }
+        if self.base_offset > i64::MAX as u64 - self.last_offset_delta as u64 {
+            return bad("base_offset", self.base_offset as i64);
+        }
+        if self.producer_id.is_some() && (self.producer_epoch < 0 || self.base_sequence < 0) {
+            return bad(
+                "producer_epoch/base_sequence",
+                i64::from(self.base_sequence),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset + self.last_offset_delta as u64
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.last_offset() + 1
+    }
+
+    /// The sequence of the batch's last record (wrapping after `i32::MAX`).
+    pub fn last_sequence(&self) -> Sequence {
+        increment_sequence(self.base_sequence, self.last_offset_delta)
+    }
+
+    pub fn is_idempotent(&self) -> bool {
+        self.producer_id.is_some()
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & attributes::CONTROL != 0
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & attributes::TRANSACTIONAL != 0
+    }
+}
+
+/// CRC-32 of `prefix` followed by a tail whose checksum `tail_crc` and length are known.
+fn combine_crc(prefix: &[u8], tail_crc: u32, tail_len: u64) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(prefix);
+    h.combine(&crc32fast::Hasher::new_with_initial_len(tail_crc, tail_len));
+    h.finalize()
+}
+
+/// Computes the checksum of a whole batch (`bytes` is exactly one batch).
+pub fn compute_crc(bytes: &[u8]) -> Result<u32, DecodeError> {
+    let prefix = bytes.get(..CRC_OFFSET);
+    let tail = bytes.get(ATTRIBUTES_OFFSET..);
+    match (prefix, tail) {
+        (Some(prefix), Some(tail)) => Ok(combine_crc(
+            prefix,
+            crc32fast::hash(tail),
+            tail.len() as u64,
+        )),
+        _ => Err(DecodeError::TooShort {
+            need: HEADER_SIZE as u64,
+            have: bytes.len() as u64,
+        }),
+    }
+}
+
+/// A validated, zero-copy view of one batch in a buffer (a segment mapping or a `Vec`).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchView<'a> {
+    header: BatchHeader,
+    bytes: &'a [u8],
+}
+
+impl<'a> BatchView<'a> {
+    /// Parses the batch at the start of `buf` and verifies its checksum. Returns the view and
+    /// the bytes after it.
+    pub fn parse(buf: &'a [u8]) -> Result<(BatchView<'a>, &'a [u8]), DecodeError> {
+        let header = BatchHeader::decode(buf)?;
+        let len = header.batch_length as usize;
+        let (bytes, rest) = match (buf.get(..len), buf.get(len..)) {
+            (Some(b), Some(r)) => (b, r),
+            _ => {
+                return Err(DecodeError::TooShort {
+                    need: len as u64,
+                    have: buf.len() as u64,
+                })
+            }
+        };
+        let computed = compute_crc(bytes)?;
+        if computed != header.crc {
+            return Err(DecodeError::ChecksumMismatch {
+                stored: header.crc,
+                computed,
+            });
+        }
+        Ok((BatchView { header, bytes }, rest))
+    }
+
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The whole batch, header included, exactly as stored.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    pub fn base_offset(&self) -> u64 {
+        self.header.base_offset
+    }
+
+    pub fn last_offset(&self) -> u64 {
+        self.header.last_offset()
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Iterates the records. Each item is a `Result`: record bytes are decoded lazily.
+    pub fn records(&self) -> RecordIter<'a> {
+        RecordIter {
+            buf: self.bytes.get(RECORDS_OFFSET..).unwrap_or(&[]),
+            pos: 0,
+            index: 0,
+            count: self.header.record_count as u32,
+            base_timestamp: self.header.base_timestamp,
+        }
+    }
+
+    /// Decodes every record and checks count, offset deltas and that records fill the batch.
+    pub fn verify_records(&self) -> Result<(), DecodeError> {
+        let mut found = 0u32;
+        for rec in self.records() {
+            let rec = rec?;
+            if rec.offset_delta != found as i32 {
+                return Err(DecodeError::BadRecord {
+                    index: found,
+                    reason: "offset delta",
+                });
+            }
+            found += 1;
+        }
+        let declared = self.header.record_count as u32;
+        if found != declared {
+            return Err(DecodeError::RecordCountMismatch { declared, found });
+        }
+        Ok(())
+    }
+}
+
+/// One record, borrowed from its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub offset_delta: i32,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// The encoded headers (count already consumed); see [`Record::headers`].
+    headers: &'a [u8],
+    header_count: u32,
+}
+
+impl<'a> Record<'a> {
+    /// Iterates `(key, value)` headers.
+    pub fn headers(&self) -> HeaderIter<'a> {
+        HeaderIter {
+            buf: self.headers,
+            pos: 0,
+            left: self.header_count,
+        }
+    }
+}
+
+fn take<'a>(
+    buf: &'a [u8],
+    pos: &mut usize,
+    len: i32,
+    index: u32,
+) -> Result<Option<&'a [u8]>, DecodeError> {
+    if len == -1 {
+        return Ok(None);
+    }
+    let bad = DecodeError::BadRecord {
+        index,
+        reason: "field length",
+    };
+    let len = usize::try_from(len).map_err(|_| bad.clone())?;
+    let end = pos.checked_add(len).ok_or(bad.clone())?;
+    let bytes = buf.get(*pos..end).ok_or(bad)?;
+    *pos = end;
+    Ok(Some(bytes))
+}
+
+/// Lazily decodes the records of a batch.
+#[derive(Debug, Clone)]
+pub struct RecordIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    index: u32,
+    count: u32,
+    base_timestamp: i64,
+}
+
+impl<'a> RecordIter<'a> {
+    fn decode_one(&mut self) -> Result<Record<'a>, DecodeError> {
+        let index = self.index;
+        let bad = |reason| DecodeError::BadRecord { index, reason };
+        let mut pos = self.pos;
+        let len = get_varint(self.buf, &mut pos).map_err(|_| bad("length varint"))?;
+        let len = usize::try_from(len).map_err(|_| bad("negative length"))?;
+        let end = pos.checked_add(len).ok_or(bad("length"))?;
+        let body = self.buf.get(..end).ok_or(bad("length past batch end"))?;
+        let _attributes = *body.get(pos).ok_or(bad("attributes"))?;
+        pos += 1;
+        let ts_delta = get_varlong(body, &mut pos).map_err(|_| bad("timestamp delta"))?;
+        let offset_delta = get_varint(body, &mut pos).map_err(|_| bad("offset delta"))?;
+        let key_len = get_varint(body, &mut pos).map_err(|_| bad("key length"))?;
+        let key = take(body, &mut pos, key_len, index)?;
+        let value_len = get_varint(body, &mut pos).map_err(|_| bad("value length"))?;
+        let value = take(body, &mut pos, value_len, index)?;
+        let header_count = get_varint(body, &mut pos).map_err(|_| bad("header count"))?;
+        let header_count = u32::try_from(header_count).map_err(|_| bad("header count"))?;
+        let headers = body.get(pos..end).ok_or(bad("headers"))?;
+        // Walk the headers once so a malformed one is reported here, not later.
+        let mut walk = HeaderIter {
+            buf: headers,
+            pos: 0,
+            left: header_count,
+        };
+        for h in walk.by_ref() {
+            h.map_err(|_| bad("header"))?;
+        }
+        if walk.pos != headers.len() {
+            return Err(bad("trailing bytes"));
+        }
+        self.pos = end;
+        Ok(Record {
+            offset_delta,
+            timestamp: self.base_timestamp.wrapping_add(ts_delta),
+            key,
+            value,
+            headers,
+            header_count,
+        })
+    }
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = Result<Record<'a>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.index >= self.count {
+            if self.pos != self.buf.len() {
+                self.pos = self.buf.len();
+                return Some(Err(DecodeError::BadRecord {
+                    index: self.index,
+                    reason: "bytes after the last record",
+                }));
+            }
+            return None;
+        }
+        let item = self.decode_one();
+        self.index += 1;
+        if item.is_err() {
+            self.index = self.count;
+            self.pos = self.buf.len();
+        }
+        Some(item)
+    }
+}
+
+/// Iterates `(key, value)` record headers.
+#[derive(Debug, Clone)]
+pub struct HeaderIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    left: u32,
+}
+
+impl<'a> Iterator for HeaderIter<'a> {
+    type Item = Result<(&'a [u8], Option<&'a [u8]>), DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let mut one = || {
+            let klen = get_varint(self.buf, &mut self.pos)?;
+            let key = take(self.buf, &mut self.pos, klen, 0)?.ok_or(DecodeError::BadRecord {
+                index: 0,
+                reason: "null header key",
+            })?;
+            let vlen = get_varint(self.buf, &mut self.pos)?;
+            let value = take(self.buf, &mut self.pos, vlen, 0)?;
+            Ok((key, value))
+        };
+        let item = one();
+        if item.is_err() {
+            self.left = 0;
+        }
+        Some(item)
+    }
+}
+
+/// The fields the log writes into a batch at append: they are covered by the checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub base_offset: u64,
+    pub leader_epoch: LeaderEpoch,
+    pub append_timestamp: i64,
+}
+
+impl Stamp {
+    /// What a freshly built batch carries until the log stamps it.
+    pub const UNSTAMPED: Stamp = Stamp {
+        base_offset: 0,
+        leader_epoch: -1,
+        append_timestamp: -1,
+    };
+}
+
+/// An owned, valid batch ready to append: produced by [`BatchBuilder`] or validated by
+/// [`RecordBatch::from_bytes`]. It caches the checksum of its tail so the log can stamp a base
+/// offset and leader epoch without re-hashing the records.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecordBatch {
+    bytes: Vec<u8>,
+    header: BatchHeader,
+    tail_crc: u32,
+}
+
+impl std::fmt::Debug for RecordBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordBatch")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecordBatch {
+    /// Validates `bytes` as exactly one batch: header, checksum and every record.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<RecordBatch, DecodeError> {
+        let (view, rest) = BatchView::parse(&bytes)?;
+        if !rest.is_empty() {
+            return Err(DecodeError::BadLength {
+                length: bytes.len() as u64,
+            });
+        }
+        view.verify_records()?;
+        let header = *view.header();
+        let tail_crc = crc32fast::hash(bytes.get(ATTRIBUTES_OFFSET..).unwrap_or(&[]));
+        Ok(RecordBatch {
+            bytes,
+            header,
+            tail_crc,
+        })
+    }
+
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub fn record_count(&self) -> u32 {
+        self.header.record_count as u32
+    }
+
+    pub fn view(&self) -> BatchView<'_> {
+        BatchView {
+            header: self.header,
+            bytes: &self.bytes,
+        }
+    }
+
+    /// Copies the batch into `dst` (exactly `self.len()` bytes) with a new base offset, leader
+    /// epoch and append timestamp, and writes the checksum by combining the cached tail checksum
+    /// with the new prefix.
+    pub fn write_stamped(&self, dst: &mut [u8], stamp: Stamp) {
+        assert_eq!(
+            dst.len(),
+            self.bytes.len(),
+            "destination must fit the batch exactly"
+        );
+        dst.copy_from_slice(&self.bytes);
+        let mut prefix = [0u8; CRC_OFFSET];
+        prefix.copy_from_slice(self.bytes.get(..CRC_OFFSET).unwrap_or(&[0; CRC_OFFSET]));
+        prefix[BASE_OFFSET_OFFSET..LENGTH_OFFSET].copy_from_slice(&stamp.base_offset.to_le_bytes());
+        prefix[LEADER_EPOCH_OFFSET..APPEND_TIMESTAMP_OFFSET]
+            .copy_from_slice(&stamp.leader_epoch.to_le_bytes());
+        prefix[APPEND_TIMESTAMP_OFFSET..MAGIC_OFFSET]
+            .copy_from_slice(&stamp.append_timestamp.to_le_bytes());
+        let tail_len = (self.bytes.len() - ATTRIBUTES_OFFSET) as u64;
+        let crc = combine_crc(&prefix, self.tail_crc, tail_len);
+        if let Some(head) = dst.get_mut(..ATTRIBUTES_OFFSET) {
+            head[..CRC_OFFSET].copy_from_slice(&prefix);
+            head[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        }
+    }
+
+    /// A copy with a new stamp (used by tests and replication).
+    pub fn stamped(&self, stamp: Stamp) -> RecordBatch {
+        let mut bytes = vec![0u8; self.bytes.len()];
+        self.write_stamped(&mut bytes, stamp);
+        let mut header = self.header;
+        header.base_offset = stamp.base_offset;
+        header.leader_epoch = stamp.leader_epoch;
+        header.append_timestamp = stamp.append_timestamp;
+        header.crc = le::u32_at(&bytes, CRC_OFFSET).unwrap_or(0);
+        RecordBatch {
+            bytes,
+            header,
+            tail_crc: self.tail_crc,
+        }
+    }
+}
+
+/// Encodes records into a [`RecordBatch`] (Kafka v2 record encoding, no compression).
+#[derive(Debug, Clone)]
+pub struct BatchBuilder {
+    buf: Vec<u8>,
+    count: i32,
+    base_timestamp: Option<i64>,
+    max_timestamp: i64,
+    producer_id: ProducerId,
+    producer_epoch: ProducerEpoch,
+    base_sequence: Sequence,
+    attributes: u16,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BatchBuilder {
+    pub fn new() -> BatchBuilder {
+        Self::with_capacity(4096)
+    }
+
+    pub fn with_capacity(bytes: usize) -> BatchBuilder {
+        let mut buf = Vec::with_capacity(bytes.max(HEADER_SIZE));
+        buf.resize(HEADER_SIZE, 0);
+        BatchBuilder {
+            buf,
+            count: 0,
+            base_timestamp: None,
+            max_timestamp: -1,
+            producer_id: ProducerId::NONE,
+            producer_epoch: -1,
+            base_sequence: -1,
+            attributes: 0,
+        }
+    }
+
+    /// Marks the batch idempotent: producer id, epoch and the sequence of its first record.
+    pub fn producer(
+        mut self,
+        id: ProducerId,
+        epoch: ProducerEpoch,
+        base_sequence: Sequence,
+    ) -> Self {
+        self.producer_id = id;
+        self.producer_epoch = epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Sets the producer fields in place (used by the `Producer` handle when it assigns
+    /// sequences to an already-filled builder).
+    pub fn set_producer(&mut self, id: ProducerId, epoch: ProducerEpoch, base_sequence: Sequence) {
+        self.producer_id = id;
+        self.producer_epoch = epoch;
+        self.base_sequence = base_sequence;
+    }
+
+    pub fn record_count(&self) -> i32 {
+        self.count
+    }
+
+    /// Bytes the batch would have if built now.
+    pub fn size(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends a record with no headers.
+    pub fn push(&mut self, timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> &mut Self {
+        self.push_with_headers(timestamp, key, value, &[])
+    }
+
+    /// Appends a record. Header keys are UTF-8 in Kafka; here they are plain bytes.
+    pub fn push_with_headers(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) -> &mut Self {
+        let base = *self.base_timestamp.get_or_insert(timestamp);
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        let ts_delta = timestamp.wrapping_sub(base);
+        let offset_delta = self.count;
+        let field_len = |b: Option<&[u8]>| match b {
+            None => varint_len(-1),
+            Some(b) => varint_len(len_i32(b.len())) + b.len(),
+        };
+        let mut body_len = 1 + varlong_len(ts_delta) + varint_len(offset_delta);
+        body_len += field_len(key) + field_len(value);
+        body_len += varint_len(len_i32(headers.len()));
+        for (hk, hv) in headers {
+            body_len += field_len(Some(hk)) + field_len(*hv);
+        }
+        let out = &mut self.buf;
+        put_varint(out, len_i32(body_len));
+        out.push(0);
+        put_varlong(out, ts_delta);
+        put_varint(out, offset_delta);
+        let put_field = |out: &mut Vec<u8>, b: Option<&[u8]>| match b {
+            None => put_varint(out, -1),
+            Some(b) => {
+                put_varint(out, len_i32(b.len()));
+                out.extend_from_slice(b);
+            }
+        };
+        put_field(out, key);
+        put_field(out, value);
+        put_varint(out, len_i32(headers.len()));
+        for (hk, hv) in headers {
+            put_field(out, Some(hk));
+            put_field(out, *hv);
+        }
+        self.count += 1;
+        self
+    }
+
+    /// Finishes the batch: base offset 0 and leader epoch -1 until the log stamps them.
+    pub fn build(self) -> Result<RecordBatch, DecodeError> {
+        let BatchBuilder { mut buf, count, .. } = self;
+        if count == 0 {
+            return Err(DecodeError::BadField {
+                field: "record_count",
+                value: 0,
+            });
+        }
+        let batch_length = u32::try_from(buf.len())
+            .ok()
+            .filter(|&l| l <= MAX_BATCH_SIZE)
+            .ok_or(DecodeError::BadLength {
+                length: buf.len() as u64,
+            })?;
+        let header = BatchHeader {
+            base_offset: 0,
+            batch_length,
+            leader_epoch: -1,
+            append_timestamp: -1,
+            magic: MAGIC,
+            crc: 0,
+            attributes: self.attributes,
+            last_offset_delta: count - 1,
+            base_timestamp: self.base_timestamp.unwrap_or(-1),
+            max_timestamp: self.max_timestamp,
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            base_sequence: self.base_sequence,
+            record_count: count,
+        };
+        header.check_fields()?;
+        encode_header(&header, &mut buf);
+        let tail_crc = crc32fast::hash(buf.get(ATTRIBUTES_OFFSET..).unwrap_or(&[]));
+        let batch = RecordBatch {
+            bytes: buf,
+            header,
+            tail_crc,
+        };
+        Ok(batch.stamped(Stamp::UNSTAMPED))
+    }
+}
+
+fn len_i32(len: usize) -> i32 {
+    // Batches are at most MAX_BATCH_SIZE (1 GiB) bytes; build() rejects longer ones, so a field
+    // longer than i32::MAX is clamped here and rejected there.
+    i32::try_from(len).unwrap_or(i32::MAX)
+}
+
+/// Writes every header field except the checksum into `buf[..HEADER_SIZE]`.
+// Format: { base_offset | batch_length | leader_epoch | magic | crc | attributes | ... }
+fn encode_header(h: &BatchHeader, buf: &mut [u8]) {
+    let Some(out) = buf.get_mut(..HEADER_SIZE) else {
+        return;
+    };
+    let mut put = |at: usize, bytes: &[u8]| {
+        if let Some(dst) = out.get_mut(at..at + bytes.len()) {
+            dst.copy_from_slice(bytes);
+        }
+    };
+    put(BASE_OFFSET_OFFSET, &h.base_offset.to_le_bytes());
+    put(LENGTH_OFFSET, &h.batch_length.to_le_bytes());
+    put(LEADER_EPOCH_OFFSET, &h.leader_epoch.to_le_bytes());
+    put(APPEND_TIMESTAMP_OFFSET, &h.append_timestamp.to_le_bytes());
+    put(MAGIC_OFFSET, &[h.magic]);
+    put(CRC_OFFSET, &h.crc.to_le_bytes());
+    put(ATTRIBUTES_OFFSET, &h.attributes.to_le_bytes());
+    put(LAST_OFFSET_DELTA_OFFSET, &h.last_offset_delta.to_le_bytes());
+    put(BASE_TIMESTAMP_OFFSET, &h.base_timestamp.to_le_bytes());
+    put(MAX_TIMESTAMP_OFFSET, &h.max_timestamp.to_le_bytes());
+    put(PRODUCER_ID_OFFSET, &h.producer_id.0.to_le_bytes());
+    put(PRODUCER_EPOCH_OFFSET, &h.producer_epoch.to_le_bytes());
+    put(BASE_SEQUENCE_OFFSET, &h.base_sequence.to_le_bytes());
+    put(RECORD_COUNT_OFFSET, &h.record_count.to_le_bytes());
+}

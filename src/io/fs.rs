@@ -1,0 +1,206 @@
+//! The real file system: std::fs plus `fallocate(2)`, `fdatasync(2)` and memmap2.
+#![allow(
+    unsafe_code,
+    reason = "fallocate(2) and mmap(2) are foreign calls; each block says why"
+)]
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use memmap2::{Advice, MmapOptions, MmapRaw};
+
+use super::mmap::{MapBacking, MappedRegion};
+use super::{Allocation, DirLock, OpenMode, Storage, StorageFile};
+
+/// The operating system's file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealStorage;
+
+impl RealStorage {
+    pub fn new() -> Self {
+        RealStorage
+    }
+}
+
+#[derive(Debug)]
+struct RealLock(#[allow(dead_code, reason = "held for its lock")] File);
+impl DirLock for RealLock {}
+
+/// The name of the lock file inside a log directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+impl Storage for RealStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                if let Ok(name) = entry.file_name().into_string() {
+                    names.push(name);
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
+        let mut o = OpenOptions::new();
+        o.read(true).write(true);
+        match mode {
+            OpenMode::CreateNew => o.create_new(true),
+            OpenMode::CreateTruncate => o.create(true).truncate(true),
+            OpenMode::Existing => &mut o,
+        };
+        Ok(Box::new(RealFile {
+            file: o.open(path)?,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))?;
+        match f.try_lock() {
+            Ok(()) => Ok(Box::new(RealLock(f))),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "directory is locked",
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RealFile {
+    file: File,
+    path: PathBuf,
+}
+
+static ZERO_FILL_REPORTED: AtomicBool = AtomicBool::new(false);
+
+impl RealFile {
+    /// The fallback when fallocate is refused: write real zeros (never a sparse hole) and sync.
+    fn zero_fill(&self, from: u64, len: u64) -> io::Result<()> {
+        let chunk = vec![0u8; 1 << 20];
+        let mut pos = from;
+        while pos < len {
+            let n = (len - pos).min(chunk.len() as u64) as usize;
+            self.file.write_all_at(&chunk[..n], pos)?;
+            pos += n as u64;
+        }
+        self.file.sync_data()
+    }
+}
+
+impl StorageFile for RealFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, pos)
+    }
+
+    fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(data, pos)
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<Allocation> {
+        let Ok(flen) = libc::off_t::try_from(len) else {
+            return Err(io::Error::from_raw_os_error(libc::EFBIG));
+        };
+        // SAFETY: fallocate only reads its integer arguments; the fd is owned by `self.file`
+        // and stays open for the duration of the call.
+        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, flen) };
+        if rc == 0 {
+            return Ok(Allocation::Fallocated);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+                if !ZERO_FILL_REPORTED.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "oncelog: the file system of {} refuses fallocate ({err}); \
+                         reserving segment space by writing zeros instead",
+                        self.path.display()
+                    );
+                }
+                let current = self.len()?;
+                if current < len {
+                    self.zero_fill(current, len)?;
+                }
+                Ok(Allocation::ZeroFilled)
+            }
+            _ => Err(err),
+        }
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn map(&self, len: usize) -> io::Result<MappedRegion> {
+        if len == 0 {
+            return Ok(MappedRegion::empty());
+        }
+        if self.len()? < len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "mapping past end of file",
+            ));
+        }
+        let raw = MmapOptions::new().len(len).map_raw(&self.file)?;
+        let ptr = raw.as_mut_ptr();
+        // SAFETY: `raw` is a shared read-write mapping of `len` bytes that stays mapped until the
+        // backing (which owns `raw`) drops; the file is at least `len` bytes (checked above) and
+        // only ever shrinks to a length at or above every published end (docs/safety.md).
+        Ok(unsafe { MappedRegion::new(ptr, len, Box::new(RealMap(raw))) })
+    }
+}
+
+#[derive(Debug)]
+struct RealMap(MmapRaw);
+
+impl MapBacking for RealMap {
+    fn flush(&self, offset: usize, len: usize) -> io::Result<()> {
+        self.0.flush_range(offset, len)
+    }
+
+    fn populate(&self, offset: usize, len: usize) {
+        // Best effort: older kernels answer EINVAL and the first write faults the page instead.
+        let _ = self.0.advise_range(Advice::PopulateWrite, offset, len);
+    }
+}

@@ -1,0 +1,106 @@
+//! The only module that touches the file system, and the only one allowed `unsafe`.
+//!
+//! Everything the engine does to files goes through the narrow [`Storage`] and
+//! [`StorageFile`] traits, so tests can swap the real file system ([`fs::RealStorage`]) for a
+//! simulated one ([`sim::SimStorage`]) that loses unsynced writes the way power loss does.
+//! Segment data is accessed only through a [`mmap::MappedRegion`] obtained from
+//! [`StorageFile::map`]; `docs/safety.md` argues why that is sound.
+
+pub mod fs;
+pub mod mmap;
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+pub use mmap::{AppendMap, MapBacking, MappedRegion};
+
+/// How a file was reserved by [`StorageFile::allocate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// Real `fallocate(2)`: blocks reserved, writes through a mapping cannot hit ENOSPC.
+    Fallocated,
+    /// The file system refused `fallocate` (EOPNOTSUPP); zeros were written and synced instead.
+    ZeroFilled,
+}
+
+/// How to open a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create a new file; fail if it exists.
+    CreateNew,
+    /// Create or truncate to empty.
+    CreateTruncate,
+    /// Open an existing file read-write.
+    Existing,
+}
+
+/// A directory tree of files. Paths are absolute or relative to the process's working directory.
+pub trait Storage: Send + Sync + fmt::Debug {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names (not paths) of the regular files directly inside `dir`, unsorted.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>>;
+    fn exists(&self, path: &Path) -> bool;
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Atomically replaces `to` with `from` (rename(2)).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes creates, renames and removes in `dir` durable (fsync of the directory).
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes the exclusive lock on `dir`; `ErrorKind::WouldBlock` if someone else holds it.
+    /// The lock is released when the guard drops.
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>>;
+}
+
+/// An exclusive directory lock; dropping it releases the lock.
+pub trait DirLock: Send + Sync + fmt::Debug {}
+
+/// One open file.
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    fn len(&self) -> io::Result<u64>;
+    /// Reads exactly `buf.len()` bytes at `pos` (UnexpectedEof if the file is shorter).
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Writes all of `data` at `pos`, extending the file if needed.
+    fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()>;
+    /// Reserves `[0, len)` with real blocks (never a sparse hole).
+    fn allocate(&self, len: u64) -> io::Result<Allocation>;
+    /// Truncates or extends the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// fdatasync(2): data and the metadata needed to read it (size) are durable.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Maps `[0, len)` read-write and shared. The file must be at least `len` bytes long.
+    fn map(&self, len: usize) -> io::Result<MappedRegion>;
+
+    /// Reads the whole file.
+    fn read_all(&self) -> io::Result<Vec<u8>> {
+        let len = usize::try_from(self.len()?)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
+        let mut buf = vec![0u8; len];
+        self.read_at(0, &mut buf)?;
+        Ok(buf)
+    }
+}
+
+/// Writes `bytes` to `path` atomically and durably: write `path.tmp`, fsync it, rename over
+/// `path`, fsync the directory. A crash leaves either the old or the new file, never a mix.
+pub fn write_atomic(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    {
+        let f = storage.open(&tmp, OpenMode::CreateTruncate)?;
+        f.write_at(0, bytes)?;
+        f.sync_data()?;
+    }
+    storage.rename(&tmp, path)?;
+    storage.sync_dir(dir)
+}
+
+/// Creates `path` durably (the file and its directory entry), for files written later.
+pub fn create_durable(storage: &dyn Storage, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+    let f = storage.open(path, OpenMode::CreateNew)?;
+    f.sync_data()?;
+    storage.sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    Ok(f)
+}

@@ -1,0 +1,22 @@
+//! oncelog: the partition log of a Kafka-like system, as an embeddable library.
+//!
+//! An application opens a directory and gets an append-only, segmented log in memory-mapped
+//! files with checksummed record batches, sparse offset and time indexes, size/time retention,
+//! and crash recovery that keeps exactly the valid prefix — and never turns damage in synced
+//! data into silent truncation.
+//!
+//! Start with `docs/README.md` for the reading order; `docs/architecture.md` has the components
+//! and every fsync in write order, `docs/format.md` every byte.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod format;
+pub mod io;
+pub mod types;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{LogConfig, RecoveryMode, SyncMode};
+pub use error::{Error, Result};
+pub use format::batch::{BatchBuilder, BatchHeader, BatchView, Record, RecordBatch, Stamp};
+pub use types::{LeaderEpoch, Offset, Position, ProducerEpoch, ProducerId, Sequence};
