@@ -13,6 +13,8 @@ pub mod config;
 pub mod error;
 pub mod format;
 pub mod io;
+pub mod log;
+pub mod segment;
 pub mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -20,3 +22,4 @@ pub use config::{LogConfig, RecoveryMode, SyncMode};
 pub use error::{Error, Result};
 pub use format::batch::{BatchBuilder, BatchHeader, BatchView, Record, RecordBatch, Stamp};
 pub use types::{LeaderEpoch, Offset, Position, ProducerEpoch, ProducerId, Sequence};
+pub use log::{AppendInfo, Fetch, Log, RecoveryReport};

@@ -4,6 +4,7 @@
 //! All integers are little-endian. `docs/format.md` holds the byte tables these codecs mirror.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod file_name;
 pub mod index;
 pub mod varint;

@@ -1,0 +1,173 @@
+//! The append path: validate, stamp, maybe roll, copy into the map, publish, index.
+//!
+//! Order (docs/architecture.md): everything that can fail without side effects runs first;
+//! the copy into the map cannot fail (the file is preallocated); publishing the segment's end
+//! (Release) happens before the log end offset moves, so a reader that sees an offset below the
+//! log end always finds its bytes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::flush::Job;
+use super::{Appender, Log};
+use crate::config::SyncMode;
+use crate::error::{Error, Result};
+use crate::format::batch::{RecordBatch, Stamp};
+use crate::segment::index::IndexBuilder;
+use crate::segment::Segment;
+use crate::types::Offset;
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    /// The log's clock when the batch was appended (the batch's `append_timestamp`).
+    pub append_time_ms: i64,
+    /// The batch was a retry of one already in the log: nothing was appended and the offsets
+    /// are the original ones.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// A client batch: the log assigns offsets, leader epoch and append time.
+    Client,
+    /// A batch copied from a leader (or replayed): stored verbatim at its own offsets.
+    Replicated,
+}
+
+impl Log {
+    /// Appends a batch: assigns offsets from the log end and stamps the leader epoch and the
+    /// log's clock. With `SyncMode::EveryAppend` it returns only once the batch is durable.
+    pub fn append(&self, batch: &RecordBatch) -> Result<AppendInfo> {
+        self.append_with(batch, Origin::Client)
+    }
+
+    /// Appends a batch verbatim (same offsets, epoch, append time and bytes), as a follower
+    /// does with a leader's batches. Its base offset must equal the log end offset.
+    pub fn append_replicated(&self, batch: &RecordBatch) -> Result<AppendInfo> {
+        self.append_with(batch, Origin::Replicated)
+    }
+
+    fn append_with(&self, batch: &RecordBatch, origin: Origin) -> Result<AppendInfo> {
+        self.check_writable()?;
+        let len = batch.len();
+        let max = self.inner.config.max_batch_bytes;
+        if len > max as usize {
+            return Err(Error::BatchTooLarge { size: len as u64, max: u64::from(max) });
+        }
+        let mut guard = self.inner.appender.lock();
+        self.check_writable()?;
+        let a = &mut *guard;
+        let leo = self.inner.log_end.load(Ordering::Acquire);
+        let stamp = match origin {
+            Origin::Client => {
+                let now = self.inner.config.clock.now_ms().max(a.last_append_ms);
+                Stamp { base_offset: leo, leader_epoch: a.leader_epoch, append_timestamp: now }
+            }
+            Origin::Replicated => {
+                let h = batch.header();
+                if h.base_offset != leo {
+                    return Err(Error::UnexpectedAppendOffset { expected: Offset(leo), actual: Offset(h.base_offset) });
+                }
+                Stamp { base_offset: h.base_offset, leader_epoch: h.leader_epoch, append_timestamp: h.append_timestamp }
+            }
+        };
+        let last = leo + u64::from(batch.record_count()) - 1;
+        self.maybe_roll(a, len, last, stamp.append_timestamp)?;
+        let writer = a.writer.as_mut().ok_or(Error::ReadOnly)?;
+        let pos = writer.position();
+        let Some(dst) = writer.reserve(len) else {
+            return Err(Error::BatchTooLarge { size: len as u64, max: writer.remaining() as u64 });
+        };
+        match origin {
+            Origin::Client => batch.write_stamped(dst, stamp),
+            Origin::Replicated => dst.copy_from_slice(batch.as_bytes()),
+        }
+        writer.advance(len);
+        writer.publish();
+        let mut header = *batch.header();
+        header.base_offset = stamp.base_offset;
+        header.leader_epoch = stamp.leader_epoch;
+        header.append_timestamp = stamp.append_timestamp;
+        let entries = a.index.on_batch(a.active.relative(leo), pos as u32, len as u32, header.max_timestamp);
+        a.active.on_published(&header, entries);
+        a.last_append_ms = a.last_append_ms.max(stamp.append_timestamp);
+        self.inner.log_end.store(last + 1, Ordering::Release);
+        self.maybe_prefault(a, pos + len);
+        drop(guard);
+
+        if self.inner.config.sync == SyncMode::EveryAppend {
+            self.sync_to(last + 1)?;
+        }
+        Ok(AppendInfo {
+            base_offset: Offset(leo),
+            last_offset: Offset(last),
+            append_time_ms: stamp.append_timestamp,
+            duplicate: false,
+        })
+    }
+
+    /// Rolls to a new segment when the batch does not fit, the index is full, the offsets would
+    /// not fit relative to the base, or the segment is older than `segment_ms`.
+    fn maybe_roll(&self, a: &mut Appender, len: usize, last_offset: u64, now: i64) -> Result<()> {
+        let cfg = &self.inner.config;
+        let active = &a.active;
+        if active.is_empty() {
+            return Ok(());
+        }
+        let remaining = a.writer.as_ref().map_or(0, |w| w.remaining());
+        let tail = active.tail();
+        let roll = remaining < len
+            || active.index().len() >= cfg.index_max_entries as usize
+            || !active.fits_offset(last_offset)
+            || cfg.segment_ms.is_some_and(|ms| now.saturating_sub(tail.first_append_ms) >= ms as i64);
+        if roll {
+            self.roll(a)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new active segment at the log end; the old one is sealed in the background.
+    pub(super) fn roll(&self, a: &mut Appender) -> Result<()> {
+        let cfg = &self.inner.config;
+        let leo = self.inner.log_end.load(Ordering::Acquire);
+        let seg = Segment::create(cfg.storage.as_ref(), &self.inner.dir, leo, cfg.segment_bytes)?;
+        let seg = Arc::new(seg);
+        a.writer = None;
+        let old = std::mem::replace(&mut a.active, Arc::clone(&seg));
+        a.writer = seg.map().writer();
+        a.index = IndexBuilder::new(cfg.index_interval_bytes);
+        a.prefaulted_to = 0;
+        {
+            let mut segments = self.inner.segments.write();
+            let mut list = (**segments).clone();
+            list.push(seg);
+            *segments = Arc::new(list);
+        }
+        match self.inner.background.lock().as_ref().filter(|b| b.is_running()) {
+            Some(bg) => bg.send(Job::Seal(old)),
+            None => old.seal(cfg.storage.as_ref())?,
+        }
+        Ok(())
+    }
+
+    /// Asks the background thread to fault in the next region of the active segment before the
+    /// appender reaches it (the first touch of a fresh mapped page is the slow part).
+    fn maybe_prefault(&self, a: &mut Appender, written_to: usize) {
+        let ahead = self.inner.config.prefault_bytes as usize;
+        if ahead == 0 || written_to + ahead / 2 < a.prefaulted_to {
+            return;
+        }
+        let from = a.prefaulted_to.max(written_to);
+        let to = (written_to + ahead).min(a.active.map().capacity());
+        if from >= to {
+            return;
+        }
+        a.prefaulted_to = to;
+        if let Some(bg) = self.inner.background.lock().as_ref() {
+            bg.send(Job::Prefault(Arc::clone(&a.active), from, to));
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The small files beside the segments: recovery point, log start offset and clean-shutdown
+//! marker (formats in `format::checkpoint`, byte tables in docs/format.md).
+//!
+//! * `recovery-point`: two 512-byte slots rewritten in place and fdatasync'ed alternately; the
+//!   valid slot with the higher sequence wins, so a torn slot write leaves the other intact.
+//!   It is rewritten after every sync, so it must cost one write and one fdatasync, no rename.
+//! * `log-start-offset` and `clean-shutdown`: whole-file atomic replace (temp, fsync, rename,
+//!   directory fsync).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::checkpoint::{self, CheckpointKind};
+use crate::io::{write_atomic, OpenMode, Storage, StorageFile};
+
+pub const RECOVERY_POINT_FILE: &str = "recovery-point";
+pub const LOG_START_FILE: &str = "log-start-offset";
+pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+/// Slot size: one sector, so a torn write damages at most the slot being written.
+pub const SLOT_BYTES: u64 = 512;
+
+/// The recovery-point file, open for in-place slot updates.
+#[derive(Debug)]
+pub struct RecoveryPointFile {
+    path: PathBuf,
+    file: Box<dyn StorageFile>,
+    /// Sequence of the newest slot written; the next write goes to slot `(sequence + 1) % 2`.
+    sequence: u64,
+    /// The value last written.
+    value: u64,
+}
+
+impl RecoveryPointFile {
+    /// Reads the newest valid slot. A missing file or no valid slot means "nothing is known to
+    /// be synced" (0). The file is created (durably) if missing.
+    pub fn open(storage: &dyn Storage, dir: &Path) -> Result<RecoveryPointFile> {
+        let path = dir.join(RECOVERY_POINT_FILE);
+        let io = |op| { let p = path.clone(); move |e| Error::io(op, p, e) };
+        let (file, best) = if storage.exists(&path) {
+            let file = storage.open(&path, OpenMode::Existing).map_err(io("open recovery point"))?;
+            let bytes = file.read_all().map_err(io("read recovery point"))?;
+            let best = bytes
+                .chunks(SLOT_BYTES as usize)
+                .take(2)
+                .filter_map(|slot| checkpoint::decode(slot, CheckpointKind::RecoveryPoint).ok())
+                .filter_map(|(seq, v)| v.first().map(|&v| (seq, v)))
+                .max();
+            (file, best)
+        } else {
+            let file = storage.open(&path, OpenMode::CreateNew).map_err(io("create recovery point"))?;
+            file.sync_data().map_err(io("fsync recovery point"))?;
+            storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+            (file, None)
+        };
+        let (sequence, value) = best.unwrap_or((0, 0));
+        Ok(RecoveryPointFile { path, file, sequence, value })
+    }
+
+    pub fn value(&self) -> u64 {
+        self.value
+    }
+
+    /// Durably records `offset` as the recovery point (one write and one fdatasync).
+    pub fn store(&mut self, offset: u64) -> Result<()> {
+        if offset == self.value && self.sequence > 0 {
+            return Ok(());
+        }
+        let sequence = self.sequence + 1;
+        let bytes = checkpoint::encode(CheckpointKind::RecoveryPoint, sequence, &[offset]);
+        let slot = sequence % 2;
+        let io = |op| { let p = self.path.clone(); move |e| Error::io(op, p, e) };
+        self.file.write_at(slot * SLOT_BYTES, &bytes).map_err(io("write recovery point"))?;
+        self.file.sync_data().map_err(io("fsync recovery point"))?;
+        self.sequence = sequence;
+        self.value = offset;
+        Ok(())
+    }
+}
+
+/// Reads a whole-file checkpoint; `Ok(None)` if missing, `Err` if present but damaged.
+pub fn read_values(storage: &dyn Storage, path: &Path, kind: CheckpointKind) -> Result<Option<Vec<u64>>> {
+    if !storage.exists(path) {
+        return Ok(None);
+    }
+    let bytes = storage
+        .open(path, OpenMode::Existing)
+        .and_then(|f| f.read_all())
+        .map_err(|e| Error::io("read checkpoint", path, e))?;
+    checkpoint::decode(&bytes, kind)
+        .map(|(_, v)| Some(v))
+        .map_err(|e| Error::CorruptFile { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// Atomically replaces a whole-file checkpoint.
+pub fn write_values(storage: &dyn Storage, path: &Path, kind: CheckpointKind, values: &[u64]) -> Result<()> {
+    write_atomic(storage, path, &checkpoint::encode(kind, 0, values))
+        .map_err(|e| Error::io("write checkpoint", path, e))
+}

@@ -1,0 +1,266 @@
+//! Durability: syncs, group commit, the background sealer, clean close and simulated crashes.
+//!
+//! Group commit is a mutex, not a queue: an appender that needs durability takes the `sync`
+//! lock; if a sync that finished while it waited already covered its batch it returns at once,
+//! otherwise it syncs everything published so far — its own batch and every batch appended by
+//! the appenders queued behind it. One msync + one recovery-point fdatasync serve them all, and
+//! no thread hand-off sits on the latency path (docs/architecture.md).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::checkpoints::{self, CLEAN_SHUTDOWN_FILE};
+use super::{Log, LogInner};
+use crate::config::SyncMode;
+use crate::error::{Error, Result};
+use crate::format::checkpoint::CheckpointKind;
+use crate::segment::Segment;
+
+const BACKGROUND_THREAD: &str = "oncelog-background";
+
+/// Work for the background thread.
+#[derive(Debug)]
+pub(super) enum Job {
+    /// Seal a rolled segment (msync, trim, index files).
+    Seal(Arc<Segment>),
+    /// Prefault `[from, to)` of the active segment's map.
+    Prefault(Arc<Segment>, usize, usize),
+    /// Finish queued seals and exit.
+    Stop,
+    /// Exit now, dropping queued work (simulated crash).
+    Abort,
+}
+
+#[derive(Debug)]
+pub(super) struct Background {
+    tx: Sender<Job>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    pub(super) fn start(log: &Log) -> Background {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let weak = Arc::downgrade(&log.inner);
+        let handle = std::thread::Builder::new()
+            .name(BACKGROUND_THREAD.into())
+            .spawn(move || background_loop(&weak, &rx))
+            .ok();
+        Background { tx, handle }
+    }
+
+    pub(super) fn send(&self, job: Job) {
+        // If the thread is gone (spawn failed), do seals inline via the caller's fallback.
+        let _ = self.tx.send(job);
+    }
+
+    fn stop(mut self, job: Job) {
+        let _ = self.tx.send(job);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+
+    pub(super) fn is_running(&self) -> bool {
+        self.handle.is_some()
+    }
+}
+
+fn background_loop(weak: &Weak<LogInner>, rx: &Receiver<Job>) {
+    let tick = Duration::from_millis(50);
+    let mut last_sync = Instant::now();
+    loop {
+        let job = rx.recv_timeout(tick);
+        let Some(inner) = weak.upgrade() else { return };
+        let log = Log { inner };
+        match job {
+            Ok(Job::Seal(seg)) => {
+                if let Err(e) = seal(&log, &seg) {
+                    log.poison(&e);
+                }
+            }
+            Ok(Job::Prefault(seg, from, to)) => seg.map().populate(from, to),
+            Ok(Job::Stop) => {
+                while let Ok(job) = rx.try_recv() {
+                    if let Job::Seal(seg) = job {
+                        if let Err(e) = seal(&log, &seg) {
+                            log.poison(&e);
+                        }
+                    }
+                }
+                return;
+            }
+            Ok(Job::Abort) | Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if let SyncMode::Interval { ms, bytes } = log.inner.config.sync {
+            let unsynced = log.unsynced_bytes();
+            if unsynced > 0 && (last_sync.elapsed() >= Duration::from_millis(ms) || unsynced >= bytes) {
+                last_sync = Instant::now();
+                if let Err(e) = log.flush() {
+                    log.poison(&e);
+                }
+            }
+        }
+        if log.inner.config.retention_ms.is_some() || log.inner.config.retention_bytes.is_some() {
+            let _ = log.apply_retention();
+        }
+    }
+}
+
+fn seal(log: &Log, seg: &Segment) -> Result<()> {
+    seg.seal(log.inner.config.storage.as_ref())
+}
+
+impl Log {
+    /// Makes every batch appended so far durable and advances the recovery point to the log end.
+    pub fn flush(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.flush_unchecked()
+    }
+
+    pub(super) fn flush_unchecked(&self) -> Result<()> {
+        self.sync_to(self.inner.log_end.load(Ordering::Acquire))
+    }
+
+    /// Bytes published but not yet covered by the recovery point (approximate).
+    pub fn unsynced_bytes(&self) -> u64 {
+        let sync = self.inner.sync.lock();
+        let segments = self.segments();
+        segments
+            .iter()
+            .filter(|s| s.next_offset() > self.inner.recovery_point.load(Ordering::Acquire))
+            .map(|s| s.size() - if s.base_offset() == sync.synced_base { sync.synced_len as u64 } else { 0 })
+            .sum()
+    }
+
+    /// Group commit: returns once every batch below `target` is durable.
+    pub(super) fn sync_to(&self, target: u64) -> Result<()> {
+        if self.inner.recovery_point.load(Ordering::Acquire) >= target {
+            return Ok(());
+        }
+        let mut sync = self.inner.sync.lock();
+        if self.inner.recovery_point.load(Ordering::Acquire) >= target {
+            return Ok(());
+        }
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(Error::PreviousIo);
+        }
+        // Load the end first: every batch below it is published in its segment, so syncing the
+        // segments' published bytes afterwards covers it.
+        let end = self.inner.log_end.load(Ordering::Acquire);
+        let rp = self.inner.recovery_point.load(Ordering::Acquire);
+        let segments = self.segments();
+        let mut last = (sync.synced_base, sync.synced_len);
+        for seg in segments.iter().filter(|s| s.next_offset() > rp) {
+            let from = if seg.base_offset() == sync.synced_base { sync.synced_len } else { 0 };
+            let to = seg.map().published();
+            if to > from {
+                if let Err(e) = seg.flush_range(from, to) {
+                    self.poison(&e);
+                    return Err(e);
+                }
+            }
+            last = (seg.base_offset(), to);
+        }
+        if let Err(e) = sync.checkpoint.store(end) {
+            self.poison(&e);
+            return Err(e);
+        }
+        (sync.synced_base, sync.synced_len) = last;
+        self.inner.recovery_point.fetch_max(end, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Marks the log failed after an I/O error in a sync: the kernel may have dropped the dirty
+    /// pages, so a retried sync could report success for lost data (fsyncgate).
+    pub(super) fn poison(&self, _e: &Error) {
+        self.inner.poisoned.store(true, Ordering::Release);
+    }
+
+    /// True after a failed sync; the log refuses writes until reopened.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Closes the log cleanly: seals pending segments, syncs everything, writes the active
+    /// segment's index files, trims it, writes the clean-shutdown marker and releases the lock.
+    /// The next open needs no scan.
+    pub fn close(self) -> Result<()> {
+        self.close_inner()
+    }
+
+    /// Drops the log the way a crash would: no sync, no index files, no marker. Queued seals are
+    /// abandoned. The directory lock is released so the same process can reopen the log.
+    pub fn simulate_crash(self) {
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::Release);
+        let bg = inner.background.lock().take();
+        if let Some(bg) = bg {
+            bg.stop(Job::Abort);
+        }
+        let _appender = inner.appender.lock();
+        inner.lock.lock().take();
+    }
+}
+
+impl Log {
+    pub(super) fn close_inner(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let result = self.inner.close_steps(self);
+        self.inner.lock.lock().take();
+        result
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // The last handle closes the log cleanly (best effort; call `close` to see errors). The
+        // background thread's temporary handle never does: it would join itself.
+        let on_background = std::thread::current().name() == Some(BACKGROUND_THREAD);
+        if Arc::strong_count(&self.inner) == 1
+            && !on_background
+            && !self.inner.closed.load(Ordering::Acquire)
+        {
+            let _ = self.close_inner();
+        }
+    }
+}
+
+impl LogInner {
+    fn close_steps(&self, log: &Log) -> Result<()> {
+        // Stop the background thread after its queued seals (it may need the appender lock),
+        // then wait for an in-flight append.
+        let bg = self.background.lock().take();
+        if let Some(bg) = bg {
+            bg.stop(Job::Stop);
+        }
+        let mut appender = self.appender.lock();
+        if self.read_only {
+            return Ok(());
+        }
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::PreviousIo);
+        }
+        appender.writer = None;
+        let storage = self.config.storage.as_ref();
+        let segments = Arc::clone(&self.segments.read());
+        for seg in segments.iter().take(segments.len().saturating_sub(1)) {
+            seg.seal(storage)?;
+        }
+        log.flush_unchecked()?;
+        let active = &appender.active;
+        active.write_index_files(storage)?;
+        active.trim_for_close()?;
+        let leo = self.log_end.load(Ordering::Acquire);
+        let values = [leo, active.base_offset(), active.size()];
+        checkpoints::write_values(storage, &self.dir.join(CLEAN_SHUTDOWN_FILE), CheckpointKind::CleanShutdown, &values)
+    }
+}

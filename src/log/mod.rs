@@ -1,0 +1,177 @@
+//! The partition log: an ordered list of segments, the last one active.
+//!
+//! Invariants (checked by [`Log::check_invariants`] in tests):
+//! * `log_start_offset <= recovery_point <= log_end_offset` (the recovery point is clamped);
+//! * segments are ordered by base offset and contiguous: each segment's base offset is the
+//!   previous segment's next offset; the last segment is the only active (unsealed) one, except
+//!   for segments waiting for the background sealer;
+//! * every batch below `log_end_offset` is published in its segment's map; every batch below
+//!   `recovery_point` is durable;
+//! * after an fsync/msync error (`poisoned`) no append succeeds until the log is reopened.
+//!
+//! Threads: any number of readers (lock-free apart from an `Arc` clone of the segment list),
+//! one appender at a time (the `appender` mutex), syncs serialised by the `sync` mutex (group
+//! commit: whoever holds it syncs everything published so far), and one background thread that
+//! seals rolled segments and runs interval syncs.
+
+mod append;
+mod checkpoints;
+mod flush;
+mod read;
+mod recovery;
+mod retention;
+mod truncate;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::config::LogConfig;
+use crate::error::{Error, Result};
+use crate::io::DirLock;
+use crate::segment::index::IndexBuilder;
+use crate::segment::Segment;
+use crate::types::{LeaderEpoch, Offset};
+
+pub use append::AppendInfo;
+pub use read::Fetch;
+pub use recovery::RecoveryReport;
+
+use checkpoints::RecoveryPointFile;
+use flush::Background;
+
+/// A handle to an open log; cheap to clone and usable from many threads.
+#[derive(Debug, Clone)]
+pub struct Log {
+    inner: Arc<LogInner>,
+}
+
+#[derive(Debug)]
+struct LogInner {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Invariant: ordered by base offset, contiguous; never empty.
+    segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    log_start: AtomicU64,
+    log_end: AtomicU64,
+    /// Every batch below this offset is durable.
+    recovery_point: AtomicU64,
+    appender: Mutex<Appender>,
+    sync: Mutex<SyncState>,
+    /// Set by a failed sync; sticky until reopen.
+    poisoned: AtomicBool,
+    read_only: bool,
+    closed: AtomicBool,
+    background: Mutex<Option<Background>>,
+    report: RecoveryReport,
+    lock: Mutex<Option<Box<dyn DirLock>>>,
+}
+
+/// State owned by the single appender.
+#[derive(Debug)]
+struct Appender {
+    active: Arc<Segment>,
+    writer: Option<crate::io::mmap::MapWriter>,
+    index: IndexBuilder,
+    leader_epoch: LeaderEpoch,
+    /// The largest append timestamp stamped so far: append timestamps never go backwards.
+    last_append_ms: i64,
+    /// The active segment is prefaulted up to this byte position.
+    prefaulted_to: usize,
+}
+
+/// State owned by whoever is syncing.
+#[derive(Debug)]
+struct SyncState {
+    checkpoint: RecoveryPointFile,
+    /// Segment and byte length synced by the last sync (`u64::MAX`: none).
+    synced_base: u64,
+    synced_len: usize,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, recovering after a crash. See
+    /// docs/recovery.md for what open does with each state the directory can be in.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
+        recovery::open(dir.as_ref(), config)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    /// The first offset still in the log.
+    pub fn log_start_offset(&self) -> Offset {
+        Offset(self.inner.log_start.load(Ordering::Acquire))
+    }
+
+    /// The offset the next appended record will get.
+    pub fn log_end_offset(&self) -> Offset {
+        Offset(self.inner.log_end.load(Ordering::Acquire))
+    }
+
+    /// Every record below this offset is durable.
+    pub fn recovery_point(&self) -> Offset {
+        Offset(self.inner.recovery_point.load(Ordering::Acquire))
+    }
+
+    /// What open found and did.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// The current segments, oldest first.
+    pub fn segments(&self) -> Arc<Vec<Arc<Segment>>> {
+        Arc::clone(&self.inner.segments.read())
+    }
+
+    /// Bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments().iter().map(|s| s.size()).sum()
+    }
+
+    /// Sets the leader epoch stamped on batches appended from now on.
+    pub fn set_leader_epoch(&self, epoch: LeaderEpoch) {
+        self.inner.appender.lock().leader_epoch = epoch;
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(Error::PreviousIo);
+        }
+        Ok(())
+    }
+
+    /// Asserts the invariants listed in the module documentation.
+    pub fn check_invariants(&self) {
+        let start = self.inner.log_start.load(Ordering::Acquire);
+        let end = self.inner.log_end.load(Ordering::Acquire);
+        let rp = self.inner.recovery_point.load(Ordering::Acquire);
+        assert!(start <= end, "log start {start} > log end {end}");
+        assert!(rp <= end, "recovery point {rp} > log end {end}");
+        let segments = self.segments();
+        assert!(!segments.is_empty(), "a log always has an active segment");
+        for pair in segments.windows(2) {
+            assert_eq!(pair[0].next_offset(), pair[1].base_offset(), "segments not contiguous");
+        }
+        let last = segments.last().map(|s| s.next_offset());
+        assert_eq!(last, Some(end), "log end is the active segment's next offset");
+        assert!(segments.first().is_some_and(|s| s.base_offset() <= start.max(s.base_offset())));
+    }
+}

@@ -1,0 +1,101 @@
+//! Reads: zero-copy views of whole batches below a bound, and lookups by timestamp.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::Log;
+use crate::error::{Error, Result};
+use crate::format::batch::BatchView;
+use crate::segment::Segment;
+use crate::types::Offset;
+
+/// Whole batches from one segment, borrowed from its mapping. Holding a `Fetch` keeps the
+/// segment mapped even if retention or truncation deletes it meanwhile.
+#[derive(Debug, Clone, Default)]
+pub struct Fetch {
+    segment: Option<Arc<Segment>>,
+    start: usize,
+    end: usize,
+}
+
+impl Fetch {
+    /// The raw bytes of the batches, exactly as stored.
+    pub fn bytes(&self) -> &[u8] {
+        self.segment
+            .as_ref()
+            .and_then(|s| s.map().bytes(self.start, self.end))
+            .unwrap_or(&[])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// The batches, each checksum-verified as it is yielded. A checksum failure is an
+    /// `Error::Corrupt` naming the file and byte position, and ends the iteration.
+    pub fn batches(&self) -> impl Iterator<Item = Result<BatchView<'_>>> + '_ {
+        let mut rest = self.bytes();
+        let mut pos = self.start;
+        let path = self.segment.as_ref().map(|s| s.path().to_path_buf());
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            match BatchView::parse(rest) {
+                Ok((view, tail)) => {
+                    rest = tail;
+                    pos += view.len();
+                    Some(Ok(view))
+                }
+                Err(reason) => {
+                    rest = &[];
+                    let path = path.clone().unwrap_or_default();
+                    Some(Err(Error::Corrupt { path, position: pos as u64, reason }))
+                }
+            }
+        })
+    }
+}
+
+impl Log {
+    /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
+    /// (the first batch is returned whole even if larger), below the log end offset.
+    pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<Fetch> {
+        self.read_bounded(offset, max_bytes, Offset(u64::MAX))
+    }
+
+    /// Like [`Log::read`], returning only batches that start below `limit` (a high-water mark).
+    pub fn read_bounded(&self, offset: Offset, max_bytes: usize, limit: Offset) -> Result<Fetch> {
+        let start = self.inner.log_start.load(Ordering::Acquire);
+        let end = self.inner.log_end.load(Ordering::Acquire);
+        if offset.0 < start || offset.0 > end {
+            return Err(Error::OffsetOutOfRange { requested: offset, log_start: Offset(start), log_end: Offset(end) });
+        }
+        let limit = limit.0.min(end);
+        if offset.0 >= limit {
+            return Ok(Fetch::default());
+        }
+        let segments = self.segments();
+        let i = segments.partition_point(|s| s.base_offset() <= offset.0);
+        let Some(seg) = i.checked_sub(1).and_then(|i| segments.get(i)) else {
+            return Err(Error::OffsetOutOfRange { requested: offset, log_start: Offset(start), log_end: Offset(end) });
+        };
+        match seg.locate(offset.0, max_bytes, limit)? {
+            Some((s, e)) => Ok(Fetch { segment: Some(Arc::clone(seg)), start: s, end: e }),
+            None => Ok(Fetch::default()),
+        }
+    }
+
+    /// The first offset (at or after the log start) of a record whose timestamp is at or after
+    /// `timestamp`, or `None` if every record is older.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<Offset>> {
+        let start = self.inner.log_start.load(Ordering::Acquire);
+        let end = self.inner.log_end.load(Ordering::Acquire);
+        for seg in self.segments().iter().filter(|s| s.next_offset() > start) {
+            if let Some(o) = seg.find_timestamp(timestamp, end)? {
+                return Ok(Some(Offset(o.max(start))));
+            }
+        }
+        Ok(None)
+    }
+}

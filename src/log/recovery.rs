@@ -1,0 +1,477 @@
+//! Opening a log directory: the rows of docs/recovery.md, in code.
+//!
+//! | row | situation                                            | action                          |
+//! |-----|------------------------------------------------------|---------------------------------|
+//! | R1  | clean-shutdown marker valid and matches the files    | no scan; load indexes and tails |
+//! | R2  | segment entirely below the recovery point            | trusted: load indexes + tail    |
+//! | R3  | trusted segment with missing/damaged index           | rebuild by full scan            |
+//! | R4  | damage (bad CRC, zeros, bad offset) in trusted data  | corruption: fail / read-only    |
+//! | R5  | segment at or past the recovery point                | full scan from position 0       |
+//! | R6  | scan stops below the recovery point                  | corruption: fail / read-only    |
+//! | R7  | scan stops at zeros exactly where the next segment starts | crash during seal: keep, re-seal |
+//! | R8  | scan stops at or past the recovery point otherwise   | torn tail: truncate here, delete later segments |
+//! | R9  | recovery point beyond the recovered end              | corruption (synced data missing) |
+//! | R10 | segments entirely below the log start checkpoint     | delete (crash during retention) |
+//! | R11 | no segments                                          | create an empty one at log start |
+//! | R12 | temp files, index files without a `.log`             | delete                          |
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::checkpoints::{self, RecoveryPointFile, CLEAN_SHUTDOWN_FILE, LOG_START_FILE};
+use super::flush::Background;
+use super::{Appender, Log, LogInner, SyncState};
+use crate::config::{LogConfig, RecoveryMode};
+use crate::error::{Error, Result};
+use crate::format::batch::BatchView;
+use crate::format::checkpoint::CheckpointKind;
+use crate::format::file_name::{parse_file_name, FileKind};
+use crate::format::index as index_format;
+use crate::format::DecodeError;
+use crate::io::{AppendMap, OpenMode, Storage};
+use crate::segment::index::{IndexBuilder, IndexEntries};
+use crate::segment::scan::scan_segment;
+use crate::segment::{segment_path, Segment, SegmentTail};
+
+/// What open found and did. `oncelog stat` and the tests read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The directory held a valid clean-shutdown marker matching its files (row R1).
+    pub clean_shutdown: bool,
+    /// The recovery point read from the checkpoint.
+    pub checkpoint_recovery_point: u64,
+    pub segments: usize,
+    /// Segments scanned batch by batch (0 after a clean shutdown).
+    pub segments_scanned: usize,
+    pub bytes_scanned: u64,
+    pub indexes_rebuilt: usize,
+    /// The torn tail that was cut off (row R8): offset of the first dropped byte's batch.
+    pub truncated_at: Option<u64>,
+    pub bytes_truncated: u64,
+    pub segments_deleted: usize,
+    /// Set when the log was opened read-only because of corruption.
+    pub corruption: Option<String>,
+}
+
+/// One segment as recovery sees it before it is opened for use.
+#[derive(Debug)]
+struct Loaded {
+    base: u64,
+    valid_len: u64,
+    entries: IndexEntries,
+    tail: SegmentTail,
+    /// The file's bytes past `valid_len` must go, or index files must be (re)written.
+    needs_reseal: bool,
+}
+
+struct Ctx<'a> {
+    storage: &'a dyn Storage,
+    dir: &'a Path,
+    config: &'a LogConfig,
+    report: RecoveryReport,
+}
+
+fn corrupt(path: PathBuf, position: u64, reason: DecodeError) -> Error {
+    Error::Corrupt { path, position, reason }
+}
+
+impl Ctx<'_> {
+    fn log_path(&self, base: u64) -> PathBuf {
+        segment_path(self.dir, base, FileKind::Log)
+    }
+
+    /// Maps a segment file read-only-in-spirit (nothing writes through this map) for scanning.
+    fn map_file(&self, base: u64) -> Result<Arc<AppendMap>> {
+        let path = self.log_path(base);
+        let file = self
+            .storage
+            .open(&path, OpenMode::Existing)
+            .map_err(|e| Error::io("open segment", &path, e))?;
+        let len = file.len().map_err(|e| Error::io("stat segment", &path, e))?;
+        let region = file.map(len as usize).map_err(|e| Error::io("mmap segment", &path, e))?;
+        Ok(AppendMap::new(region, len as usize))
+    }
+
+    /// Row R2/R3/R4: a segment whose bytes are all durable and exactly as long as its file.
+    fn load_trusted(&mut self, base: u64) -> Result<Loaded> {
+        let map = self.map_file(base)?;
+        let bytes = map.published_bytes();
+        let path = self.log_path(base);
+        if let Some(entries) = self.read_index_files(base, bytes.len() as u64) {
+            // Walk only the tail after the last index entry (at most one index interval).
+            let (start_pos, start_offset) = entries
+                .offsets
+                .last()
+                .map_or((0usize, base), |e| (e.position as usize, base + u64::from(e.relative_offset)));
+            let mut pos = start_pos;
+            let mut next = start_offset;
+            let mut tail = SegmentTail::empty(base);
+            tail.max_timestamp = entries.times.last().map_or(-1, |t| t.timestamp);
+            while pos < bytes.len() {
+                let rest = bytes.get(pos..).unwrap_or(&[]);
+                let (view, _) = BatchView::parse(rest).map_err(|e| corrupt(path.clone(), pos as u64, e))?;
+                let h = view.header();
+                if h.base_offset != next {
+                    let e = DecodeError::BadField { field: "base_offset", value: h.base_offset as i64 };
+                    return Err(corrupt(path, pos as u64, e));
+                }
+                next = h.next_offset();
+                tail.max_timestamp = tail.max_timestamp.max(h.max_timestamp);
+                tail.last_append_ms = h.append_timestamp;
+                pos += view.len();
+            }
+            tail.next_offset = next;
+            if let Ok((view, _)) = BatchView::parse(bytes) {
+                tail.first_append_ms = view.header().append_timestamp;
+            }
+            // Time entries must point inside the segment (bogus entries never steer lookups).
+            let in_range = entries.times.iter().all(|t| base + u64::from(t.relative_offset) < next);
+            if !in_range {
+                return self.rebuild_trusted(base, &map);
+            }
+            return Ok(Loaded { base, valid_len: bytes.len() as u64, entries, tail, needs_reseal: false });
+        }
+        self.rebuild_trusted(base, &map)
+    }
+
+    /// Row R3: rebuild the index; any stop inside the file is damage in synced data (R4).
+    fn rebuild_trusted(&mut self, base: u64, map: &AppendMap) -> Result<Loaded> {
+        let bytes = map.published_bytes();
+        let path = self.log_path(base);
+        let interval = self.config.index_interval_bytes;
+        self.report.indexes_rebuilt += 1;
+        let out = scan_segment(bytes, base, interval, |_, _| {});
+        self.report.bytes_scanned += out.valid_len as u64;
+        if let Some((pos, reason)) = out.stop {
+            return Err(corrupt(path, pos as u64, reason));
+        }
+        let tail = tail_of(base, &out, bytes);
+        Ok(Loaded {
+            base,
+            valid_len: out.valid_len as u64,
+            entries: out.entries,
+            tail,
+            needs_reseal: true,
+        })
+    }
+
+    /// Loads and checks both index files; `None` if either is missing or fails any check.
+    fn read_index_files(&self, base: u64, log_len: u64) -> Option<IndexEntries> {
+        let read = |kind| {
+            let path = segment_path(self.dir, base, kind);
+            self.storage.open(&path, OpenMode::Existing).and_then(|f| f.read_all()).ok()
+        };
+        let offsets = index_format::decode_offset_index(&read(FileKind::Index)?, base).ok()?;
+        let times = index_format::decode_time_index(&read(FileKind::TimeIndex)?, base).ok()?;
+        if offsets.iter().any(|e| u64::from(e.position) >= log_len) {
+            return None;
+        }
+        Some(IndexEntries { offsets, times })
+    }
+}
+
+fn tail_of(base: u64, out: &crate::segment::scan::ScanOutcome, bytes: &[u8]) -> SegmentTail {
+    let first_append_ms = BatchView::parse(bytes).map_or(-1, |(v, _)| v.header().append_timestamp);
+    SegmentTail {
+        next_offset: out.next_offset,
+        max_timestamp: if out.batch_count == 0 { -1 } else { out.max_timestamp },
+        first_append_ms: if out.batch_count == 0 { -1 } else { first_append_ms },
+        last_append_ms: out.last_batch.map_or(-1, |h| h.append_timestamp),
+    }
+    .with_base(base)
+}
+
+impl SegmentTail {
+    fn with_base(self, base: u64) -> Self {
+        debug_assert!(self.next_offset >= base);
+        self
+    }
+}
+
+/// How a scanned segment ended.
+enum ScanEnd {
+    /// Consumed or stopped exactly where the next segment begins (rows R5, R7).
+    Complete,
+    /// Torn tail at `offset` (row R8): keep this prefix, drop everything after.
+    Torn { offset: u64, dropped: u64 },
+}
+
+pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
+    config.validate()?;
+    let storage = Arc::clone(&config.storage);
+    let storage: &dyn Storage = storage.as_ref();
+    storage.create_dir_all(dir).map_err(|e| Error::io("create log directory", dir, e))?;
+    let lock = storage.lock_dir(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => Error::Locked(dir.to_path_buf()),
+        _ => Error::io("lock log directory", dir, e),
+    })?;
+    let mut ctx = Ctx { storage, dir, config: &config, report: RecoveryReport::default() };
+
+    // Row R12: leftovers of interrupted atomic writes and orphaned indexes.
+    let names = storage.list(dir).map_err(|e| Error::io("list log directory", dir, e))?;
+    let mut bases: Vec<u64> = Vec::new();
+    let mut index_bases: Vec<(u64, PathBuf)> = Vec::new();
+    for name in &names {
+        let path = dir.join(name);
+        if name.ends_with(".tmp") {
+            storage.remove(&path).map_err(|e| Error::io("remove temp file", &path, e))?;
+            continue;
+        }
+        match parse_file_name(name) {
+            Some((o, FileKind::Log)) => bases.push(o.0),
+            Some((o, FileKind::Index | FileKind::TimeIndex)) => index_bases.push((o.0, path)),
+            _ => {}
+        }
+    }
+    bases.sort_unstable();
+    for (base, path) in index_bases {
+        if bases.binary_search(&base).is_err() {
+            storage.remove(&path).map_err(|e| Error::io("remove orphan index", &path, e))?;
+        }
+    }
+
+    let marker_path = dir.join(CLEAN_SHUTDOWN_FILE);
+    let marker = checkpoints::read_values(storage, &marker_path, CheckpointKind::CleanShutdown)
+        .ok()
+        .flatten();
+    let log_start_path = dir.join(LOG_START_FILE);
+    let log_start_ckpt = match checkpoints::read_values(storage, &log_start_path, CheckpointKind::LogStart) {
+        Ok(v) => v.and_then(|v| v.first().copied()),
+        Err(e) => {
+            // Written atomically, so damage here is real corruption; the segments still bound
+            // the log start from below, and retention will move it again.
+            ctx.report.corruption.get_or_insert(e.to_string());
+            None
+        }
+    };
+    let rp_file = RecoveryPointFile::open(storage, dir)?;
+    let recovery_point = rp_file.value();
+    ctx.report.checkpoint_recovery_point = recovery_point;
+
+    // Row R1: the marker must describe the files as they are.
+    let clean = match (&marker, bases.last()) {
+        (Some(v), Some(&last)) if v.len() == 3 && v[1] == last => {
+            let len = storage
+                .open(&ctx.log_path(last), OpenMode::Existing)
+                .and_then(|f| f.len())
+                .ok();
+            len == Some(v[2])
+        }
+        _ => false,
+    };
+    ctx.report.clean_shutdown = clean;
+
+    let mut loaded: Vec<Loaded> = Vec::new();
+    let mut corruption: Option<Error> = None;
+    let mut torn: Option<(usize, u64)> = None; // (index of the torn segment, bytes dropped)
+    for (i, &base) in bases.iter().enumerate() {
+        let next_base = bases.get(i + 1).copied();
+        if let Some(prev) = loaded.last() {
+            if prev.tail.next_offset != base {
+                // A gap between segments: legal only past the recovery point (an unsynced
+                // segment whose predecessor lost its tail); below it, synced data is missing.
+                if prev.tail.next_offset < recovery_point {
+                    corruption = Some(corrupt(ctx.log_path(base), 0, DecodeError::BadField {
+                        field: "segment base offset",
+                        value: base as i64,
+                    }));
+                }
+                break;
+            }
+        }
+        let trusted = clean || next_base.is_some_and(|nb| nb <= recovery_point);
+        let result = if trusted {
+            ctx.load_trusted(base).map(|l| (l, ScanEnd::Complete))
+        } else {
+            scan_one(&mut ctx, base, next_base, recovery_point)
+        };
+        match result {
+            Ok((l, end)) => {
+                loaded.push(l);
+                if let ScanEnd::Torn { offset, dropped } = end {
+                    ctx.report.truncated_at = Some(offset);
+                    ctx.report.bytes_truncated += dropped;
+                    torn = Some((loaded.len() - 1, dropped));
+                    break;
+                }
+            }
+            Err(e) => {
+                corruption = Some(e);
+                break;
+            }
+        }
+    }
+    let dropped_bases: Vec<u64> = bases.iter().copied().filter(|b| !loaded.iter().any(|l| l.base == *b)).collect();
+
+    let leo = loaded.last().map_or(0, |l| l.tail.next_offset);
+    if corruption.is_none() && recovery_point > leo && log_start_ckpt.unwrap_or(0) <= leo && !bases.is_empty() {
+        // Row R9.
+        corruption = Some(Error::CorruptFile {
+            path: dir.join(checkpoints::RECOVERY_POINT_FILE),
+            reason: format!("recovery point {recovery_point} is beyond the recovered log end {leo}: synced data is missing"),
+        });
+    }
+
+    let read_only = match corruption {
+        None => false,
+        Some(e) => match config.recovery {
+            RecoveryMode::FailOnCorruption => return Err(e),
+            RecoveryMode::ReadOnlyOnCorruption => {
+                ctx.report.corruption = Some(e.to_string());
+                true
+            }
+        },
+    };
+
+    let report_torn = torn;
+    let mut report = ctx.report;
+    let _ = report_torn;
+    let segments = if read_only {
+        open_read_only(storage, dir, &config, loaded)?
+    } else {
+        // Rows R8/R10: drop segments after a torn tail and segments below the log start.
+        for base in &dropped_bases {
+            delete_segment_files(storage, dir, *base)?;
+            report.segments_deleted += 1;
+        }
+        let start = log_start_ckpt.unwrap_or(0);
+        let mut keep: Vec<Loaded> = Vec::new();
+        let count = loaded.len();
+        for (i, l) in loaded.into_iter().enumerate() {
+            if l.tail.next_offset <= start && i + 1 < count {
+                delete_segment_files(storage, dir, l.base)?;
+                report.segments_deleted += 1;
+            } else {
+                keep.push(l);
+            }
+        }
+        if !dropped_bases.is_empty() || report.segments_deleted > 0 {
+            storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+        }
+        open_for_append(storage, dir, &config, keep, start)?
+    };
+    report.segments = segments.len();
+
+    let log_end = segments.last().map_or(0, |s| s.next_offset());
+    let first_base = segments.first().map_or(0, |s| s.base_offset());
+    let log_start = log_start_ckpt.unwrap_or(first_base).clamp(first_base, log_end);
+    let active = Arc::clone(segments.last().ok_or(Error::Closed)?);
+    let builder = active_builder(&config, &active);
+    let last_append_ms = active.tail().last_append_ms;
+
+    let inner = Arc::new(LogInner {
+        dir: dir.to_path_buf(),
+        segments: RwLock::new(Arc::new(segments)),
+        log_start: AtomicU64::new(log_start),
+        log_end: AtomicU64::new(log_end),
+        recovery_point: AtomicU64::new(recovery_point.min(log_end)),
+        appender: Mutex::new(Appender {
+            writer: if read_only { None } else { active.map().writer() },
+            active,
+            index: builder,
+            leader_epoch: 0,
+            last_append_ms,
+            prefaulted_to: 0,
+        }),
+        sync: Mutex::new(SyncState { checkpoint: rp_file, synced_base: u64::MAX, synced_len: 0 }),
+        poisoned: AtomicBool::new(false),
+        read_only,
+        closed: AtomicBool::new(false),
+        background: Mutex::new(None),
+        report,
+        lock: Mutex::new(Some(lock)),
+        config,
+    });
+    let log = Log { inner };
+    if !read_only {
+        // Everything recovered becomes durable before the recovery point moves (KAFKA-10101),
+        // and the marker goes before the first write, so a crash from here on is unclean.
+        log.flush_unchecked()?;
+        if storage.exists(&marker_path) {
+            storage.remove(&marker_path).map_err(|e| Error::io("remove clean-shutdown marker", &marker_path, e))?;
+            storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+        }
+        *log.inner.background.lock() = Some(Background::start(&log));
+    }
+    Ok(log)
+}
+
+/// Rows R5-R8 for one segment.
+fn scan_one(ctx: &mut Ctx<'_>, base: u64, next_base: Option<u64>, recovery_point: u64) -> Result<(Loaded, ScanEnd)> {
+    ctx.report.segments_scanned += 1;
+    let map = ctx.map_file(base)?;
+    let bytes = map.published_bytes();
+    let out = scan_segment(bytes, base, ctx.config.index_interval_bytes, |_, _| {});
+    ctx.report.bytes_scanned += out.valid_len as u64;
+    let tail = tail_of(base, &out, bytes);
+    let loaded = |needs_reseal| Loaded {
+        base,
+        valid_len: out.valid_len as u64,
+        entries: out.entries.clone(),
+        tail,
+        needs_reseal,
+    };
+    let Some((pos, reason)) = out.stop.clone() else {
+        return Ok((loaded(false), ScanEnd::Complete));
+    };
+    if out.next_offset < recovery_point {
+        // Row R6: the batch at `pos` was durable, so this is damage, not a torn write.
+        return Err(corrupt(ctx.log_path(base), pos as u64, reason));
+    }
+    if next_base == Some(out.next_offset) && out.stopped_at_zeroes() {
+        // Row R7: the segment is whole; it was rolled but its seal did not finish.
+        return Ok((loaded(true), ScanEnd::Complete));
+    }
+    let dropped = bytes[pos..].iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1);
+    Ok((loaded(true), ScanEnd::Torn { offset: out.next_offset, dropped }))
+}
+
+fn delete_segment_files(storage: &dyn Storage, dir: &Path, base: u64) -> Result<()> {
+    for kind in [FileKind::Log, FileKind::Index, FileKind::TimeIndex] {
+        let path = segment_path(dir, base, kind);
+        if storage.exists(&path) {
+            storage.remove(&path).map_err(|e| Error::io("remove segment file", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn open_for_append(storage: &dyn Storage, dir: &Path, config: &LogConfig, keep: Vec<Loaded>, start: u64) -> Result<Vec<Arc<Segment>>> {
+    let mut segments = Vec::with_capacity(keep.len() + 1);
+    if keep.is_empty() || keep.last().is_some_and(|l| l.tail.next_offset < start) {
+        // Row R11 (and a log start past every segment): start empty at the log start.
+        for l in &keep {
+            delete_segment_files(storage, dir, l.base)?;
+        }
+        let seg = Segment::create(storage, dir, start, config.segment_bytes)?;
+        segments.push(Arc::new(seg));
+        return Ok(segments);
+    }
+    let count = keep.len();
+    for (i, l) in keep.into_iter().enumerate() {
+        let active = i + 1 == count;
+        let seg = Segment::open(storage, dir, l.base, l.valid_len, active, config.segment_bytes, l.entries, l.tail)?;
+        if !active && l.needs_reseal {
+            seg.write_index_files(storage)?;
+        }
+        segments.push(Arc::new(seg));
+    }
+    Ok(segments)
+}
+
+fn open_read_only(storage: &dyn Storage, dir: &Path, _config: &LogConfig, loaded: Vec<Loaded>) -> Result<Vec<Arc<Segment>>> {
+    loaded
+        .into_iter()
+        .map(|l| Segment::open_read_only(storage, dir, l.base, l.valid_len, l.entries, l.tail).map(Arc::new))
+        .collect::<Result<Vec<_>>>()
+        .and_then(|v| if v.is_empty() { Err(Error::ReadOnly) } else { Ok(v) })
+}
+
+fn active_builder(config: &LogConfig, active: &Segment) -> IndexBuilder {
+    let entries = active.index().snapshot();
+    let since = active.size() - entries.offsets.last().map_or(0, |e| u64::from(e.position));
+    IndexBuilder::resume(config.index_interval_bytes, &entries, since, active.tail().max_timestamp)
+}

@@ -1,0 +1,108 @@
+//! Deleting old data: size and time retention, and moving the log start offset.
+//!
+//! Only whole sealed segments are deleted, never the active one. The new log start is
+//! checkpointed (atomically, fsynced) before any file is removed, so a crash in between leaves
+//! segments below the checkpointed start, which the next open deletes (recovery row R10).
+//! Time retention uses the log's own append timestamps, never client timestamps, so a bogus
+//! client timestamp (or a zero-padded index, KAFKA-10207) cannot delete data early.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::checkpoints::{self, LOG_START_FILE};
+use super::Log;
+use crate::error::{Error, Result};
+use crate::format::checkpoint::CheckpointKind;
+use crate::segment::Segment;
+use crate::types::Offset;
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+}
+
+impl Log {
+    /// Deletes the oldest sealed segments that are past `retention_ms` (by their newest append
+    /// timestamp) or that keep the log above `retention_bytes`.
+    pub fn apply_retention(&self) -> Result<RetentionOutcome> {
+        self.check_writable()?;
+        let cfg = &self.inner.config;
+        if cfg.retention_ms.is_none() && cfg.retention_bytes.is_none() {
+            return Ok(RetentionOutcome::default());
+        }
+        let _a = self.inner.appender.lock();
+        let now = cfg.clock.now_ms();
+        let segments = self.segments();
+        let mut total: u64 = segments.iter().map(|s| s.size()).sum();
+        let mut count = 0;
+        for seg in segments.iter().take(segments.len().saturating_sub(1)) {
+            if !seg.is_sealed() {
+                break;
+            }
+            let last_append = seg.tail().last_append_ms;
+            let too_old = cfg
+                .retention_ms
+                .is_some_and(|ms| last_append >= 0 && now.saturating_sub(last_append) > ms as i64);
+            let too_big = cfg.retention_bytes.is_some_and(|b| total - seg.size() >= b);
+            if !(too_old || too_big) {
+                break;
+            }
+            total -= seg.size();
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(RetentionOutcome::default());
+        }
+        let new_start = segments.get(count).map_or(0, |s| s.base_offset());
+        self.delete_prefix(&segments, count, new_start)
+    }
+
+    /// Deletes every record below `offset` (Kafka's DeleteRecords): the log start moves to
+    /// `offset` and whole segments below it are removed.
+    pub fn advance_log_start(&self, offset: Offset) -> Result<RetentionOutcome> {
+        self.check_writable()?;
+        let _a = self.inner.appender.lock();
+        let end = self.inner.log_end.load(Ordering::Acquire);
+        let start = self.inner.log_start.load(Ordering::Acquire);
+        if offset.0 > end {
+            return Err(Error::OffsetOutOfRange { requested: offset, log_start: Offset(start), log_end: Offset(end) });
+        }
+        if offset.0 <= start {
+            return Ok(RetentionOutcome::default());
+        }
+        let segments = self.segments();
+        let count = segments
+            .iter()
+            .take(segments.len().saturating_sub(1))
+            .take_while(|s| s.next_offset() <= offset.0)
+            .count();
+        self.delete_prefix(&segments, count, offset.0)
+    }
+
+    /// Checkpoints `new_start`, then removes the first `count` segments. Caller holds the
+    /// appender lock.
+    fn delete_prefix(&self, segments: &Arc<Vec<Arc<Segment>>>, count: usize, new_start: u64) -> Result<RetentionOutcome> {
+        let storage = self.inner.config.storage.as_ref();
+        let start = self.inner.log_start.load(Ordering::Acquire).max(new_start);
+        let path = self.inner.dir.join(LOG_START_FILE);
+        checkpoints::write_values(storage, &path, CheckpointKind::LogStart, &[start])?;
+        self.inner.log_start.store(start, Ordering::Release);
+        let removed: Vec<Arc<Segment>> = segments.iter().take(count).cloned().collect();
+        {
+            let mut list = self.inner.segments.write();
+            *list = Arc::new(list.iter().skip(count).cloned().collect());
+        }
+        let mut out = RetentionOutcome::default();
+        for seg in &removed {
+            seg.delete_files(storage)?;
+            out.segments_deleted += 1;
+            out.bytes_deleted += seg.size();
+        }
+        if !removed.is_empty() {
+            storage.sync_dir(&self.inner.dir).map_err(|e| Error::io("fsync directory", &self.inner.dir, e))?;
+        }
+        Ok(out)
+    }
+}

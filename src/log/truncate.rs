@@ -1,0 +1,144 @@
+//! Follower truncation: remove every batch from the one containing an offset onwards.
+//!
+//! Bytes a reader may hold are never rewritten: the kept prefix of the segment that contains
+//! the truncation point is copied into a new file that atomically replaces the old name
+//! (rename); the old file stays mapped until its last reader drops it. The recovery-point
+//! checkpoint is lowered first, so a crash at any step leaves segments that recovery treats as
+//! an unsynced tail, never as lost synced data.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::Log;
+use crate::error::{Error, Result};
+use crate::format::batch::BatchHeader;
+use crate::format::file_name::FileKind;
+use crate::io::OpenMode;
+use crate::segment::index::{IndexBuilder, IndexEntries};
+use crate::segment::{segment_path, Segment, SegmentTail};
+use crate::types::Offset;
+
+impl Log {
+    /// Truncates the log so it ends before the batch that contains `offset`. Returns the new
+    /// log end offset (unchanged if `offset` is at or past it).
+    pub fn truncate_to(&self, offset: Offset) -> Result<Offset> {
+        self.check_writable()?;
+        let cfg = &self.inner.config;
+        let storage = cfg.storage.as_ref();
+        let dir = self.inner.dir.clone();
+        let mut a = self.inner.appender.lock();
+        let mut sync = self.inner.sync.lock();
+        let end = self.inner.log_end.load(Ordering::Acquire);
+        if offset.0 >= end {
+            return Ok(Offset(end));
+        }
+        let segments = self.segments();
+        let idx = segments.partition_point(|s| s.base_offset() <= offset.0).saturating_sub(1);
+        let seg = Arc::clone(&segments[idx]);
+        // Find the first batch whose last offset is at or past `offset`.
+        let bytes = seg.map().published_bytes();
+        let mut pos = seg.index().position_for(seg.relative(offset.0)) as usize;
+        let mut new_end = seg.base_offset();
+        while let Some(rest) = bytes.get(pos..).filter(|r| !r.is_empty()) {
+            let h = BatchHeader::decode(rest).map_err(|reason| Error::Corrupt {
+                path: seg.path().to_path_buf(),
+                position: pos as u64,
+                reason,
+            })?;
+            if h.last_offset() >= offset.0 {
+                new_end = h.base_offset;
+                break;
+            }
+            pos += h.batch_length as usize;
+            new_end = h.next_offset();
+        }
+        let new_end = new_end.max(seg.base_offset());
+
+        // 1. The recovery point never stays above the data it vouches for.
+        let rp = self.inner.recovery_point.load(Ordering::Acquire).min(new_end);
+        sync.checkpoint.store(rp)?;
+        self.inner.recovery_point.store(rp, Ordering::Release);
+        sync.synced_base = u64::MAX;
+        sync.synced_len = 0;
+
+        // 2. Remove the later segments, newest first.
+        a.writer = None;
+        for later in segments.iter().skip(idx + 1).rev() {
+            later.delete_files(storage)?;
+        }
+        // 3. Replace the containing segment by a copy of its kept prefix (or drop it).
+        for kind in [FileKind::Index, FileKind::TimeIndex] {
+            let p = segment_path(&dir, seg.base_offset(), kind);
+            if storage.exists(&p) {
+                storage.remove(&p).map_err(|e| Error::io("remove index", &p, e))?;
+            }
+        }
+        let new_active = if pos == 0 {
+            seg.delete_files(storage)?;
+            storage.sync_dir(&dir).map_err(|e| Error::io("fsync directory", &dir, e))?;
+            Segment::create(storage, &dir, new_end, cfg.segment_bytes)?
+        } else {
+            let path = segment_path(&dir, seg.base_offset(), FileKind::Log);
+            let mut tmp = path.as_os_str().to_owned();
+            tmp.push(".tmp");
+            let tmp = std::path::PathBuf::from(tmp);
+            let prefix = bytes.get(..pos).unwrap_or(&[]);
+            {
+                let f = storage.open(&tmp, OpenMode::CreateTruncate).map_err(|e| Error::io("create segment copy", &tmp, e))?;
+                f.allocate(cfg.segment_bytes.max(pos as u64)).map_err(|e| Error::io("fallocate segment copy", &tmp, e))?;
+                f.write_at(0, prefix).map_err(|e| Error::io("write segment copy", &tmp, e))?;
+                f.set_len(pos as u64).map_err(|e| Error::io("trim segment copy", &tmp, e))?;
+                f.sync_data().map_err(|e| Error::io("fsync segment copy", &tmp, e))?;
+            }
+            storage.rename(&tmp, &path).map_err(|e| Error::io("rename segment copy", &path, e))?;
+            storage.sync_dir(&dir).map_err(|e| Error::io("fsync directory", &dir, e))?;
+            let old = seg.index().snapshot();
+            let entries = IndexEntries {
+                offsets: old.offsets.into_iter().filter(|e| (e.position as usize) < pos).collect(),
+                times: old.times.into_iter().filter(|t| seg.base_offset() + u64::from(t.relative_offset) < new_end).collect(),
+            };
+            let mut tail = SegmentTail::empty(seg.base_offset());
+            tail.next_offset = new_end;
+            tail.max_timestamp = prefix_max_timestamp(prefix);
+            tail.first_append_ms = seg.tail().first_append_ms;
+            tail.last_append_ms = last_append_ms(prefix);
+            Segment::open(storage, &dir, seg.base_offset(), pos as u64, true, cfg.segment_bytes, entries, tail)?
+        };
+        let new_active = Arc::new(new_active);
+        {
+            let mut list = self.inner.segments.write();
+            let mut v: Vec<Arc<Segment>> = segments.iter().take(idx).cloned().collect();
+            v.push(Arc::clone(&new_active));
+            *list = Arc::new(v);
+        }
+        let entries = new_active.index().snapshot();
+        let since = new_active.size() - entries.offsets.last().map_or(0, |e| u64::from(e.position));
+        a.index = IndexBuilder::resume(cfg.index_interval_bytes, &entries, since, new_active.tail().max_timestamp);
+        a.writer = new_active.map().writer();
+        a.active = new_active;
+        a.prefaulted_to = 0;
+        self.inner.log_end.store(new_end, Ordering::Release);
+        let start = self.inner.log_start.load(Ordering::Acquire);
+        if start > new_end {
+            self.inner.log_start.store(new_end, Ordering::Release);
+        }
+        Ok(Offset(new_end))
+    }
+}
+
+fn walk_headers(prefix: &[u8]) -> impl Iterator<Item = BatchHeader> + '_ {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let h = BatchHeader::decode(prefix.get(pos..)?).ok()?;
+        pos += h.batch_length as usize;
+        Some(h)
+    })
+}
+
+fn prefix_max_timestamp(prefix: &[u8]) -> i64 {
+    walk_headers(prefix).map(|h| h.max_timestamp).max().unwrap_or(-1)
+}
+
+fn last_append_ms(prefix: &[u8]) -> i64 {
+    walk_headers(prefix).last().map_or(-1, |h| h.append_timestamp)
+}

@@ -1,0 +1,118 @@
+//! Append and read across many segments on the real file system: offsets, contents, reads by
+//! offset and timestamp, rolls on every trigger, and a clean reopen that needs no scan.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{batch, read_all};
+use oncelog::{Log, LogConfig, ManualClock, Offset};
+
+#[test]
+fn append_and_read_back_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    let mut expected = Vec::new();
+    for tag in 0..200u64 {
+        let info = log.append(&batch(tag, 1 + (tag % 4) as u32, 40)).unwrap();
+        assert_eq!(info.base_offset.0, expected.len() as u64);
+        for i in 0..=(tag % 4) {
+            expected.push((expected.len() as u64, format!("{tag}:{i}:")));
+        }
+        assert_eq!(info.last_offset.0 + 1, expected.len() as u64);
+    }
+    log.check_invariants();
+    assert!(log.segments().len() > 5, "4 KiB segments must roll");
+    let got = read_all(&log);
+    assert_eq!(got.len(), expected.len());
+    for ((o, v), (eo, ev)) in got.iter().zip(&expected) {
+        assert_eq!(o, eo);
+        assert!(v.starts_with(ev.as_bytes()), "offset {o}");
+    }
+    // A read from the middle of a batch returns that batch whole.
+    let f = log.read(Offset(5), 1).unwrap();
+    let first = f.batches().next().unwrap().unwrap();
+    assert!(first.base_offset() <= 5 && first.last_offset() >= 5);
+    assert_eq!(f.batches().count(), 1, "max_bytes=1 still returns one whole batch");
+    // Out of range.
+    assert!(log.read(Offset(expected.len() as u64 + 1), 100).is_err());
+    assert!(log.read(Offset(expected.len() as u64), 100).unwrap().is_empty());
+    log.close().unwrap();
+}
+
+#[test]
+fn clean_reopen_needs_no_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    for tag in 0..300u64 {
+        log.append(&batch(tag, 2, 30)).unwrap();
+    }
+    let before = read_all(&log);
+    let end = log.log_end_offset();
+    log.close().unwrap();
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    let r = log.recovery_report();
+    assert!(r.clean_shutdown, "{r:?}");
+    assert_eq!(r.segments_scanned, 0, "{r:?}");
+    assert_eq!(r.bytes_scanned, 0, "{r:?}");
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(read_all(&log), before);
+    log.append(&batch(999, 1, 10)).unwrap();
+    log.check_invariants();
+    log.simulate_crash();
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    assert!(!log.recovery_report().clean_shutdown);
+    assert_eq!(log.log_end_offset(), Offset(end.0 + 1));
+}
+
+#[test]
+fn offset_for_timestamp_finds_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    for tag in 0..100u64 {
+        log.append(&batch(tag * 10, 2, 30)).unwrap(); // timestamps 1000 + tag*10
+    }
+    for tag in 0..100u64 {
+        let ts = 1_000 + (tag * 10) as i64;
+        assert_eq!(log.offset_for_timestamp(ts).unwrap(), Some(Offset(tag * 2)), "ts {ts}");
+        assert_eq!(log.offset_for_timestamp(ts - 5).unwrap(), Some(Offset(tag * 2)));
+    }
+    assert_eq!(log.offset_for_timestamp(1_000_000).unwrap(), None);
+}
+
+#[test]
+fn rolls_on_time_and_full_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let cfg = LogConfig { segment_ms: Some(1_000), segment_bytes: 1 << 20, max_batch_bytes: 4096, ..LogConfig::for_tests() }
+        .with_clock(clock.clone());
+    let log = Log::open(dir.path(), cfg).unwrap();
+    log.append(&batch(1, 1, 10)).unwrap();
+    log.append(&batch(2, 1, 10)).unwrap();
+    assert_eq!(log.segments().len(), 1);
+    clock.advance(1_000);
+    log.append(&batch(3, 1, 10)).unwrap();
+    assert_eq!(log.segments().len(), 2, "segment_ms roll");
+    drop(log);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig { segment_bytes: 1 << 20, index_max_entries: 4, max_batch_bytes: 4096, ..LogConfig::for_tests() };
+    let log = Log::open(dir.path(), cfg).unwrap();
+    for tag in 0..12 {
+        log.append(&batch(tag, 1, 10)).unwrap();
+    }
+    // Every batch but the first of a segment is indexed: 5 batches fill 4 entries.
+    assert_eq!(log.segments().len(), 3, "index-full roll");
+    log.check_invariants();
+}
+
+#[test]
+fn bad_config_and_second_open_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = LogConfig { segment_bytes: 10, ..LogConfig::for_tests() };
+    assert!(matches!(Log::open(dir.path(), bad), Err(oncelog::Error::InvalidConfig(_))));
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    assert!(matches!(Log::open(dir.path(), LogConfig::for_tests()), Err(oncelog::Error::Locked(_))));
+    drop(log);
+    Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+}
