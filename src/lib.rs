@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod format;
 pub mod io;
+pub mod producer;
 pub mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
