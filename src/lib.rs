@@ -14,6 +14,7 @@ pub mod error;
 pub mod format;
 pub mod io;
 pub mod log;
+pub mod producer;
 pub mod segment;
 pub mod types;
 

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod file_name;
 pub mod index;
+pub mod snapshot;
 pub mod varint;
 
 use std::fmt;
@@ -33,6 +34,8 @@ pub enum DecodeError {
     RecordCountMismatch { declared: u32, found: u32 },
     /// An all-zero region (preallocated, never written).
     Zeroes,
+    /// An entry of a producer-state snapshot is malformed (index counts from 0).
+    BadSnapshotEntry { index: u64, reason: &'static str },
 }
 
 impl fmt::Display for DecodeError {
@@ -58,6 +61,9 @@ impl fmt::Display for DecodeError {
                 write!(f, "header declares {declared} records, found {found}")
             }
             DecodeError::Zeroes => write!(f, "all-zero region (preallocated, never written)"),
+            DecodeError::BadSnapshotEntry { index, reason } => {
+                write!(f, "producer snapshot entry {index}: {reason}")
+            }
         }
     }
 }

@@ -1,0 +1,9 @@
+//! Idempotent producers: the pure state machine that deduplicates retries and fences old
+//! epochs. The snapshot codec lives in `format::snapshot`; the log wires both to files.
+
+pub mod state;
+
+pub use state::{
+    BatchMetadata, CheckResult, ProducerConfig, ProducerEntry, ProducerStateManager,
+    BATCHES_RETAINED,
+};
