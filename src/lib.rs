@@ -22,5 +22,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{LogConfig, RecoveryMode, SyncMode};
 pub use error::{Error, Result};
 pub use format::batch::{BatchBuilder, BatchHeader, BatchView, Record, RecordBatch, Stamp};
-pub use types::{LeaderEpoch, Offset, Position, ProducerEpoch, ProducerId, Sequence};
 pub use log::{AppendInfo, Fetch, Log, RecoveryReport};
+pub use types::{LeaderEpoch, Offset, Position, ProducerEpoch, ProducerId, Sequence};

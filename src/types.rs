@@ -14,7 +14,7 @@ impl Offset {
 
     /// The offset `n` records later. Offsets are u63 in practice; overflow is a bug.
     #[must_use]
-    pub fn add(self, n: u64) -> Offset {
+    pub fn plus(self, n: u64) -> Offset {
         Offset(self.0.checked_add(n).expect("offset overflow"))
     }
 }

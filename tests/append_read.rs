@@ -33,10 +33,17 @@ fn append_and_read_back_across_segments() {
     let f = log.read(Offset(5), 1).unwrap();
     let first = f.batches().next().unwrap().unwrap();
     assert!(first.base_offset() <= 5 && first.last_offset() >= 5);
-    assert_eq!(f.batches().count(), 1, "max_bytes=1 still returns one whole batch");
+    assert_eq!(
+        f.batches().count(),
+        1,
+        "max_bytes=1 still returns one whole batch"
+    );
     // Out of range.
     assert!(log.read(Offset(expected.len() as u64 + 1), 100).is_err());
-    assert!(log.read(Offset(expected.len() as u64), 100).unwrap().is_empty());
+    assert!(log
+        .read(Offset(expected.len() as u64), 100)
+        .unwrap()
+        .is_empty());
     log.close().unwrap();
 }
 
@@ -74,8 +81,15 @@ fn offset_for_timestamp_finds_first_record_at_or_after() {
     }
     for tag in 0..100u64 {
         let ts = 1_000 + (tag * 10) as i64;
-        assert_eq!(log.offset_for_timestamp(ts).unwrap(), Some(Offset(tag * 2)), "ts {ts}");
-        assert_eq!(log.offset_for_timestamp(ts - 5).unwrap(), Some(Offset(tag * 2)));
+        assert_eq!(
+            log.offset_for_timestamp(ts).unwrap(),
+            Some(Offset(tag * 2)),
+            "ts {ts}"
+        );
+        assert_eq!(
+            log.offset_for_timestamp(ts - 5).unwrap(),
+            Some(Offset(tag * 2))
+        );
     }
     assert_eq!(log.offset_for_timestamp(1_000_000).unwrap(), None);
 }
@@ -84,8 +98,13 @@ fn offset_for_timestamp_finds_first_record_at_or_after() {
 fn rolls_on_time_and_full_index() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000_000));
-    let cfg = LogConfig { segment_ms: Some(1_000), segment_bytes: 1 << 20, max_batch_bytes: 4096, ..LogConfig::for_tests() }
-        .with_clock(clock.clone());
+    let cfg = LogConfig {
+        segment_ms: Some(1_000),
+        segment_bytes: 1 << 20,
+        max_batch_bytes: 4096,
+        ..LogConfig::for_tests()
+    }
+    .with_clock(clock.clone());
     let log = Log::open(dir.path(), cfg).unwrap();
     log.append(&batch(1, 1, 10)).unwrap();
     log.append(&batch(2, 1, 10)).unwrap();
@@ -96,7 +115,12 @@ fn rolls_on_time_and_full_index() {
     drop(log);
 
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig { segment_bytes: 1 << 20, index_max_entries: 4, max_batch_bytes: 4096, ..LogConfig::for_tests() };
+    let cfg = LogConfig {
+        segment_bytes: 1 << 20,
+        index_max_entries: 4,
+        max_batch_bytes: 4096,
+        ..LogConfig::for_tests()
+    };
     let log = Log::open(dir.path(), cfg).unwrap();
     for tag in 0..12 {
         log.append(&batch(tag, 1, 10)).unwrap();
@@ -109,10 +133,19 @@ fn rolls_on_time_and_full_index() {
 #[test]
 fn bad_config_and_second_open_are_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = LogConfig { segment_bytes: 10, ..LogConfig::for_tests() };
-    assert!(matches!(Log::open(dir.path(), bad), Err(oncelog::Error::InvalidConfig(_))));
+    let bad = LogConfig {
+        segment_bytes: 10,
+        ..LogConfig::for_tests()
+    };
+    assert!(matches!(
+        Log::open(dir.path(), bad),
+        Err(oncelog::Error::InvalidConfig(_))
+    ));
     let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
-    assert!(matches!(Log::open(dir.path(), LogConfig::for_tests()), Err(oncelog::Error::Locked(_))));
+    assert!(matches!(
+        Log::open(dir.path(), LogConfig::for_tests()),
+        Err(oncelog::Error::Locked(_))
+    ));
     drop(log);
     Log::open(dir.path(), LogConfig::for_tests()).unwrap();
 }

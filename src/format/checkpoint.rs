@@ -8,7 +8,15 @@
 //!
 //! The CRC-32 covers every byte before it. `sequence` orders the two in-place slots of the
 //! recovery-point file (the newer valid slot wins); other checkpoints use 0.
-#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
 
 use super::{le, DecodeError};
 
@@ -42,7 +50,11 @@ pub fn encode(kind: CheckpointKind, sequence: u64, values: &[u64]) -> Vec<u8> {
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
     out.push(kind as u8);
-    out.extend_from_slice(&u16::try_from(values.len()).unwrap_or(u16::MAX).to_le_bytes());
+    out.extend_from_slice(
+        &u16::try_from(values.len())
+            .unwrap_or(u16::MAX)
+            .to_le_bytes(),
+    );
     out.extend_from_slice(&sequence.to_le_bytes());
     for v in values {
         out.extend_from_slice(&v.to_le_bytes());
@@ -56,7 +68,9 @@ pub fn encode(kind: CheckpointKind, sequence: u64, values: &[u64]) -> Vec<u8> {
 /// larger file decodes too). Returns `(sequence, values)`.
 pub fn decode(buf: &[u8], kind: CheckpointKind) -> Result<(u64, Vec<u64>), DecodeError> {
     if buf.get(..4) != Some(&MAGIC[..]) {
-        return Err(DecodeError::BadMagic { magic: buf.first().copied().unwrap_or(0) });
+        return Err(DecodeError::BadMagic {
+            magic: buf.first().copied().unwrap_or(0),
+        });
     }
     let version = le::u8_at(buf, 4)?;
     if version != VERSION {
@@ -64,13 +78,17 @@ pub fn decode(buf: &[u8], kind: CheckpointKind) -> Result<(u64, Vec<u64>), Decod
     }
     let found = le::u8_at(buf, KIND_OFFSET)?;
     if found != kind as u8 {
-        return Err(DecodeError::BadField { field: "checkpoint kind", value: i64::from(found) });
+        return Err(DecodeError::BadField {
+            field: "checkpoint kind",
+            value: i64::from(found),
+        });
     }
     let count = usize::from(le::u16_at(buf, COUNT_OFFSET)?);
     let len = encoded_len(count);
-    let body = buf
-        .get(..len - 4)
-        .ok_or(DecodeError::TooShort { need: len as u64, have: buf.len() as u64 })?;
+    let body = buf.get(..len - 4).ok_or(DecodeError::TooShort {
+        need: len as u64,
+        have: buf.len() as u64,
+    })?;
     let stored = le::u32_at(buf, len - 4)?;
     let computed = crc32fast::hash(body);
     if stored != computed {
@@ -90,18 +108,27 @@ mod tests {
     #[test]
     fn round_trip_and_every_flip_is_detected() {
         let bytes = encode(CheckpointKind::CleanShutdown, 7, &[1, 2, 3]);
-        assert_eq!(decode(&bytes, CheckpointKind::CleanShutdown).unwrap(), (7, vec![1, 2, 3]));
+        assert_eq!(
+            decode(&bytes, CheckpointKind::CleanShutdown).unwrap(),
+            (7, vec![1, 2, 3])
+        );
         assert!(decode(&bytes, CheckpointKind::LogStart).is_err());
         for i in 0..bytes.len() {
             for bit in 0..8 {
                 let mut bad = bytes.clone();
                 bad[i] ^= 1 << bit;
-                assert!(decode(&bad, CheckpointKind::CleanShutdown).is_err(), "byte {i} bit {bit}");
+                assert!(
+                    decode(&bad, CheckpointKind::CleanShutdown).is_err(),
+                    "byte {i} bit {bit}"
+                );
             }
         }
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut], CheckpointKind::CleanShutdown).is_err());
         }
-        assert!(decode(&[0u8; 64], CheckpointKind::CleanShutdown).is_err(), "zeros");
+        assert!(
+            decode(&[0u8; 64], CheckpointKind::CleanShutdown).is_err(),
+            "zeros"
+        );
     }
 }

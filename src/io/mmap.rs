@@ -189,12 +189,12 @@ impl MapWriter {
         if len > self.remaining() {
             return None;
         }
+        // SAFETY: `pos <= len` of the region (invariant), so the pointer stays in bounds.
+        let start = unsafe { self.map.region.ptr.as_ptr().add(self.pos) };
         // SAFETY: [pos, pos + len) lies inside the region (checked above) and at or above the
         // published end (invariant), so no reader holds a reference into it; `&mut self` makes
         // this the only live mutable view, and the borrow ends before `publish` can run.
-        Some(unsafe {
-            std::slice::from_raw_parts_mut(self.map.region.ptr.as_ptr().add(self.pos), len)
-        })
+        Some(unsafe { std::slice::from_raw_parts_mut(start, len) })
     }
 
     /// Counts `len` reserved bytes as written (still unpublished).

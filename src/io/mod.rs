@@ -56,6 +56,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
 pub trait DirLock: Send + Sync + fmt::Debug {}
 
 /// One open file.
+#[allow(
+    clippy::len_without_is_empty,
+    reason = "an I/O length, not a collection"
+)]
 pub trait StorageFile: Send + Sync + fmt::Debug {
     fn len(&self) -> io::Result<u64>;
     /// Reads exactly `buf.len()` bytes at `pos` (UnexpectedEof if the file is shorter).

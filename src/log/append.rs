@@ -55,7 +55,10 @@ impl Log {
         let len = batch.len();
         let max = self.inner.config.max_batch_bytes;
         if len > max as usize {
-            return Err(Error::BatchTooLarge { size: len as u64, max: u64::from(max) });
+            return Err(Error::BatchTooLarge {
+                size: len as u64,
+                max: u64::from(max),
+            });
         }
         let mut guard = self.inner.appender.lock();
         self.check_writable()?;
@@ -64,14 +67,25 @@ impl Log {
         let stamp = match origin {
             Origin::Client => {
                 let now = self.inner.config.clock.now_ms().max(a.last_append_ms);
-                Stamp { base_offset: leo, leader_epoch: a.leader_epoch, append_timestamp: now }
+                Stamp {
+                    base_offset: leo,
+                    leader_epoch: a.leader_epoch,
+                    append_timestamp: now,
+                }
             }
             Origin::Replicated => {
                 let h = batch.header();
                 if h.base_offset != leo {
-                    return Err(Error::UnexpectedAppendOffset { expected: Offset(leo), actual: Offset(h.base_offset) });
+                    return Err(Error::UnexpectedAppendOffset {
+                        expected: Offset(leo),
+                        actual: Offset(h.base_offset),
+                    });
                 }
-                Stamp { base_offset: h.base_offset, leader_epoch: h.leader_epoch, append_timestamp: h.append_timestamp }
+                Stamp {
+                    base_offset: h.base_offset,
+                    leader_epoch: h.leader_epoch,
+                    append_timestamp: h.append_timestamp,
+                }
             }
         };
         let last = leo + u64::from(batch.record_count()) - 1;
@@ -79,7 +93,10 @@ impl Log {
         let writer = a.writer.as_mut().ok_or(Error::ReadOnly)?;
         let pos = writer.position();
         let Some(dst) = writer.reserve(len) else {
-            return Err(Error::BatchTooLarge { size: len as u64, max: writer.remaining() as u64 });
+            return Err(Error::BatchTooLarge {
+                size: len as u64,
+                max: writer.remaining() as u64,
+            });
         };
         match origin {
             Origin::Client => batch.write_stamped(dst, stamp),
@@ -91,7 +108,12 @@ impl Log {
         header.base_offset = stamp.base_offset;
         header.leader_epoch = stamp.leader_epoch;
         header.append_timestamp = stamp.append_timestamp;
-        let entries = a.index.on_batch(a.active.relative(leo), pos as u32, len as u32, header.max_timestamp);
+        let entries = a.index.on_batch(
+            a.active.relative(leo),
+            pos as u32,
+            len as u32,
+            header.max_timestamp,
+        );
         a.active.on_published(&header, entries);
         a.last_append_ms = a.last_append_ms.max(stamp.append_timestamp);
         self.inner.log_end.store(last + 1, Ordering::Release);
@@ -122,7 +144,9 @@ impl Log {
         let roll = remaining < len
             || active.index().len() >= cfg.index_max_entries as usize
             || !active.fits_offset(last_offset)
-            || cfg.segment_ms.is_some_and(|ms| now.saturating_sub(tail.first_append_ms) >= ms as i64);
+            || cfg
+                .segment_ms
+                .is_some_and(|ms| now.saturating_sub(tail.first_append_ms) >= ms as i64);
         if roll {
             self.roll(a)?;
         }
@@ -133,7 +157,12 @@ impl Log {
     pub(super) fn roll(&self, a: &mut Appender) -> Result<()> {
         let cfg = &self.inner.config;
         let leo = self.inner.log_end.load(Ordering::Acquire);
-        let seg = Segment::create(cfg.storage.as_ref(), &self.inner.dir, leo, cfg.segment_bytes)?;
+        let seg = Segment::create(
+            cfg.storage.as_ref(),
+            &self.inner.dir,
+            leo,
+            cfg.segment_bytes,
+        )?;
         let seg = Arc::new(seg);
         a.writer = None;
         let old = std::mem::replace(&mut a.active, Arc::clone(&seg));
@@ -146,7 +175,13 @@ impl Log {
             list.push(seg);
             *segments = Arc::new(list);
         }
-        match self.inner.background.lock().as_ref().filter(|b| b.is_running()) {
+        match self
+            .inner
+            .background
+            .lock()
+            .as_ref()
+            .filter(|b| b.is_running())
+        {
             Some(bg) => bg.send(Job::Seal(old)),
             None => old.seal(cfg.storage.as_ref())?,
         }

@@ -35,9 +35,14 @@ impl RecoveryPointFile {
     /// be synced" (0). The file is created (durably) if missing.
     pub fn open(storage: &dyn Storage, dir: &Path) -> Result<RecoveryPointFile> {
         let path = dir.join(RECOVERY_POINT_FILE);
-        let io = |op| { let p = path.clone(); move |e| Error::io(op, p, e) };
+        let io = |op| {
+            let p = path.clone();
+            move |e| Error::io(op, p, e)
+        };
         let (file, best) = if storage.exists(&path) {
-            let file = storage.open(&path, OpenMode::Existing).map_err(io("open recovery point"))?;
+            let file = storage
+                .open(&path, OpenMode::Existing)
+                .map_err(io("open recovery point"))?;
             let bytes = file.read_all().map_err(io("read recovery point"))?;
             let best = bytes
                 .chunks(SLOT_BYTES as usize)
@@ -47,13 +52,22 @@ impl RecoveryPointFile {
                 .max();
             (file, best)
         } else {
-            let file = storage.open(&path, OpenMode::CreateNew).map_err(io("create recovery point"))?;
+            let file = storage
+                .open(&path, OpenMode::CreateNew)
+                .map_err(io("create recovery point"))?;
             file.sync_data().map_err(io("fsync recovery point"))?;
-            storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+            storage
+                .sync_dir(dir)
+                .map_err(|e| Error::io("fsync directory", dir, e))?;
             (file, None)
         };
         let (sequence, value) = best.unwrap_or((0, 0));
-        Ok(RecoveryPointFile { path, file, sequence, value })
+        Ok(RecoveryPointFile {
+            path,
+            file,
+            sequence,
+            value,
+        })
     }
 
     pub fn value(&self) -> u64 {
@@ -68,8 +82,13 @@ impl RecoveryPointFile {
         let sequence = self.sequence + 1;
         let bytes = checkpoint::encode(CheckpointKind::RecoveryPoint, sequence, &[offset]);
         let slot = sequence % 2;
-        let io = |op| { let p = self.path.clone(); move |e| Error::io(op, p, e) };
-        self.file.write_at(slot * SLOT_BYTES, &bytes).map_err(io("write recovery point"))?;
+        let io = |op| {
+            let p = self.path.clone();
+            move |e| Error::io(op, p, e)
+        };
+        self.file
+            .write_at(slot * SLOT_BYTES, &bytes)
+            .map_err(io("write recovery point"))?;
         self.file.sync_data().map_err(io("fsync recovery point"))?;
         self.sequence = sequence;
         self.value = offset;
@@ -78,7 +97,11 @@ impl RecoveryPointFile {
 }
 
 /// Reads a whole-file checkpoint; `Ok(None)` if missing, `Err` if present but damaged.
-pub fn read_values(storage: &dyn Storage, path: &Path, kind: CheckpointKind) -> Result<Option<Vec<u64>>> {
+pub fn read_values(
+    storage: &dyn Storage,
+    path: &Path,
+    kind: CheckpointKind,
+) -> Result<Option<Vec<u64>>> {
     if !storage.exists(path) {
         return Ok(None);
     }
@@ -88,11 +111,19 @@ pub fn read_values(storage: &dyn Storage, path: &Path, kind: CheckpointKind) -> 
         .map_err(|e| Error::io("read checkpoint", path, e))?;
     checkpoint::decode(&bytes, kind)
         .map(|(_, v)| Some(v))
-        .map_err(|e| Error::CorruptFile { path: path.to_path_buf(), reason: e.to_string() })
+        .map_err(|e| Error::CorruptFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
 }
 
 /// Atomically replaces a whole-file checkpoint.
-pub fn write_values(storage: &dyn Storage, path: &Path, kind: CheckpointKind, values: &[u64]) -> Result<()> {
+pub fn write_values(
+    storage: &dyn Storage,
+    path: &Path,
+    kind: CheckpointKind,
+    values: &[u64],
+) -> Result<()> {
     write_atomic(storage, path, &checkpoint::encode(kind, 0, values))
         .map_err(|e| Error::io("write checkpoint", path, e))
 }

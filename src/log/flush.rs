@@ -98,7 +98,9 @@ fn background_loop(weak: &Weak<LogInner>, rx: &Receiver<Job>) {
         }
         if let SyncMode::Interval { ms, bytes } = log.inner.config.sync {
             let unsynced = log.unsynced_bytes();
-            if unsynced > 0 && (last_sync.elapsed() >= Duration::from_millis(ms) || unsynced >= bytes) {
+            if unsynced > 0
+                && (last_sync.elapsed() >= Duration::from_millis(ms) || unsynced >= bytes)
+            {
                 last_sync = Instant::now();
                 if let Err(e) = log.flush() {
                     log.poison(&e);
@@ -135,7 +137,14 @@ impl Log {
         segments
             .iter()
             .filter(|s| s.next_offset() > self.inner.recovery_point.load(Ordering::Acquire))
-            .map(|s| s.size() - if s.base_offset() == sync.synced_base { sync.synced_len as u64 } else { 0 })
+            .map(|s| {
+                s.size()
+                    - if s.base_offset() == sync.synced_base {
+                        sync.synced_len as u64
+                    } else {
+                        0
+                    }
+            })
             .sum()
     }
 
@@ -158,7 +167,11 @@ impl Log {
         let segments = self.segments();
         let mut last = (sync.synced_base, sync.synced_len);
         for seg in segments.iter().filter(|s| s.next_offset() > rp) {
-            let from = if seg.base_offset() == sync.synced_base { sync.synced_len } else { 0 };
+            let from = if seg.base_offset() == sync.synced_base {
+                sync.synced_len
+            } else {
+                0
+            };
             let to = seg.map().published();
             if to > from {
                 if let Err(e) = seg.flush_range(from, to) {
@@ -261,6 +274,11 @@ impl LogInner {
         active.trim_for_close()?;
         let leo = self.log_end.load(Ordering::Acquire);
         let values = [leo, active.base_offset(), active.size()];
-        checkpoints::write_values(storage, &self.dir.join(CLEAN_SHUTDOWN_FILE), CheckpointKind::CleanShutdown, &values)
+        checkpoints::write_values(
+            storage,
+            &self.dir.join(CLEAN_SHUTDOWN_FILE),
+            CheckpointKind::CleanShutdown,
+            &values,
+        )
     }
 }

@@ -168,10 +168,20 @@ impl Log {
         let segments = self.segments();
         assert!(!segments.is_empty(), "a log always has an active segment");
         for pair in segments.windows(2) {
-            assert_eq!(pair[0].next_offset(), pair[1].base_offset(), "segments not contiguous");
+            assert_eq!(
+                pair[0].next_offset(),
+                pair[1].base_offset(),
+                "segments not contiguous"
+            );
         }
         let last = segments.last().map(|s| s.next_offset());
-        assert_eq!(last, Some(end), "log end is the active segment's next offset");
-        assert!(segments.first().is_some_and(|s| s.base_offset() <= start.max(s.base_offset())));
+        assert_eq!(
+            last,
+            Some(end),
+            "log end is the active segment's next offset"
+        );
+        assert!(segments
+            .first()
+            .is_some_and(|s| s.base_offset() <= start.max(s.base_offset())));
     }
 }

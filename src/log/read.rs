@@ -50,7 +50,11 @@ impl Fetch {
                 Err(reason) => {
                     rest = &[];
                     let path = path.clone().unwrap_or_default();
-                    Some(Err(Error::Corrupt { path, position: pos as u64, reason }))
+                    Some(Err(Error::Corrupt {
+                        path,
+                        position: pos as u64,
+                        reason,
+                    }))
                 }
             }
         })
@@ -69,7 +73,11 @@ impl Log {
         let start = self.inner.log_start.load(Ordering::Acquire);
         let end = self.inner.log_end.load(Ordering::Acquire);
         if offset.0 < start || offset.0 > end {
-            return Err(Error::OffsetOutOfRange { requested: offset, log_start: Offset(start), log_end: Offset(end) });
+            return Err(Error::OffsetOutOfRange {
+                requested: offset,
+                log_start: Offset(start),
+                log_end: Offset(end),
+            });
         }
         let limit = limit.0.min(end);
         if offset.0 >= limit {
@@ -78,10 +86,18 @@ impl Log {
         let segments = self.segments();
         let i = segments.partition_point(|s| s.base_offset() <= offset.0);
         let Some(seg) = i.checked_sub(1).and_then(|i| segments.get(i)) else {
-            return Err(Error::OffsetOutOfRange { requested: offset, log_start: Offset(start), log_end: Offset(end) });
+            return Err(Error::OffsetOutOfRange {
+                requested: offset,
+                log_start: Offset(start),
+                log_end: Offset(end),
+            });
         };
         match seg.locate(offset.0, max_bytes, limit)? {
-            Some((s, e)) => Ok(Fetch { segment: Some(Arc::clone(seg)), start: s, end: e }),
+            Some((s, e)) => Ok(Fetch {
+                segment: Some(Arc::clone(seg)),
+                start: s,
+                end: e,
+            }),
             None => Ok(Fetch::default()),
         }
     }

@@ -75,7 +75,11 @@ struct Ctx<'a> {
 }
 
 fn corrupt(path: PathBuf, position: u64, reason: DecodeError) -> Error {
-    Error::Corrupt { path, position, reason }
+    Error::Corrupt {
+        path,
+        position,
+        reason,
+    }
 }
 
 impl Ctx<'_> {
@@ -90,8 +94,12 @@ impl Ctx<'_> {
             .storage
             .open(&path, OpenMode::Existing)
             .map_err(|e| Error::io("open segment", &path, e))?;
-        let len = file.len().map_err(|e| Error::io("stat segment", &path, e))?;
-        let region = file.map(len as usize).map_err(|e| Error::io("mmap segment", &path, e))?;
+        let len = file
+            .len()
+            .map_err(|e| Error::io("stat segment", &path, e))?;
+        let region = file
+            .map(len as usize)
+            .map_err(|e| Error::io("mmap segment", &path, e))?;
         Ok(AppendMap::new(region, len as usize))
     }
 
@@ -102,20 +110,23 @@ impl Ctx<'_> {
         let path = self.log_path(base);
         if let Some(entries) = self.read_index_files(base, bytes.len() as u64) {
             // Walk only the tail after the last index entry (at most one index interval).
-            let (start_pos, start_offset) = entries
-                .offsets
-                .last()
-                .map_or((0usize, base), |e| (e.position as usize, base + u64::from(e.relative_offset)));
+            let (start_pos, start_offset) = entries.offsets.last().map_or((0usize, base), |e| {
+                (e.position as usize, base + u64::from(e.relative_offset))
+            });
             let mut pos = start_pos;
             let mut next = start_offset;
             let mut tail = SegmentTail::empty(base);
             tail.max_timestamp = entries.times.last().map_or(-1, |t| t.timestamp);
             while pos < bytes.len() {
                 let rest = bytes.get(pos..).unwrap_or(&[]);
-                let (view, _) = BatchView::parse(rest).map_err(|e| corrupt(path.clone(), pos as u64, e))?;
+                let (view, _) =
+                    BatchView::parse(rest).map_err(|e| corrupt(path.clone(), pos as u64, e))?;
                 let h = view.header();
                 if h.base_offset != next {
-                    let e = DecodeError::BadField { field: "base_offset", value: h.base_offset as i64 };
+                    let e = DecodeError::BadField {
+                        field: "base_offset",
+                        value: h.base_offset as i64,
+                    };
                     return Err(corrupt(path, pos as u64, e));
                 }
                 next = h.next_offset();
@@ -128,11 +139,20 @@ impl Ctx<'_> {
                 tail.first_append_ms = view.header().append_timestamp;
             }
             // Time entries must point inside the segment (bogus entries never steer lookups).
-            let in_range = entries.times.iter().all(|t| base + u64::from(t.relative_offset) < next);
+            let in_range = entries
+                .times
+                .iter()
+                .all(|t| base + u64::from(t.relative_offset) < next);
             if !in_range {
                 return self.rebuild_trusted(base, &map);
             }
-            return Ok(Loaded { base, valid_len: bytes.len() as u64, entries, tail, needs_reseal: false });
+            return Ok(Loaded {
+                base,
+                valid_len: bytes.len() as u64,
+                entries,
+                tail,
+                needs_reseal: false,
+            });
         }
         self.rebuild_trusted(base, &map)
     }
@@ -162,7 +182,10 @@ impl Ctx<'_> {
     fn read_index_files(&self, base: u64, log_len: u64) -> Option<IndexEntries> {
         let read = |kind| {
             let path = segment_path(self.dir, base, kind);
-            self.storage.open(&path, OpenMode::Existing).and_then(|f| f.read_all()).ok()
+            self.storage
+                .open(&path, OpenMode::Existing)
+                .and_then(|f| f.read_all())
+                .ok()
         };
         let offsets = index_format::decode_offset_index(&read(FileKind::Index)?, base).ok()?;
         let times = index_format::decode_time_index(&read(FileKind::TimeIndex)?, base).ok()?;
@@ -177,8 +200,16 @@ fn tail_of(base: u64, out: &crate::segment::scan::ScanOutcome, bytes: &[u8]) -> 
     let first_append_ms = BatchView::parse(bytes).map_or(-1, |(v, _)| v.header().append_timestamp);
     SegmentTail {
         next_offset: out.next_offset,
-        max_timestamp: if out.batch_count == 0 { -1 } else { out.max_timestamp },
-        first_append_ms: if out.batch_count == 0 { -1 } else { first_append_ms },
+        max_timestamp: if out.batch_count == 0 {
+            -1
+        } else {
+            out.max_timestamp
+        },
+        first_append_ms: if out.batch_count == 0 {
+            -1
+        } else {
+            first_append_ms
+        },
         last_append_ms: out.last_batch.map_or(-1, |h| h.append_timestamp),
     }
     .with_base(base)
@@ -203,21 +234,32 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
     config.validate()?;
     let storage = Arc::clone(&config.storage);
     let storage: &dyn Storage = storage.as_ref();
-    storage.create_dir_all(dir).map_err(|e| Error::io("create log directory", dir, e))?;
+    storage
+        .create_dir_all(dir)
+        .map_err(|e| Error::io("create log directory", dir, e))?;
     let lock = storage.lock_dir(dir).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => Error::Locked(dir.to_path_buf()),
         _ => Error::io("lock log directory", dir, e),
     })?;
-    let mut ctx = Ctx { storage, dir, config: &config, report: RecoveryReport::default() };
+    let mut ctx = Ctx {
+        storage,
+        dir,
+        config: &config,
+        report: RecoveryReport::default(),
+    };
 
     // Row R12: leftovers of interrupted atomic writes and orphaned indexes.
-    let names = storage.list(dir).map_err(|e| Error::io("list log directory", dir, e))?;
+    let names = storage
+        .list(dir)
+        .map_err(|e| Error::io("list log directory", dir, e))?;
     let mut bases: Vec<u64> = Vec::new();
     let mut index_bases: Vec<(u64, PathBuf)> = Vec::new();
     for name in &names {
         let path = dir.join(name);
         if name.ends_with(".tmp") {
-            storage.remove(&path).map_err(|e| Error::io("remove temp file", &path, e))?;
+            storage
+                .remove(&path)
+                .map_err(|e| Error::io("remove temp file", &path, e))?;
             continue;
         }
         match parse_file_name(name) {
@@ -229,7 +271,9 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
     bases.sort_unstable();
     for (base, path) in index_bases {
         if bases.binary_search(&base).is_err() {
-            storage.remove(&path).map_err(|e| Error::io("remove orphan index", &path, e))?;
+            storage
+                .remove(&path)
+                .map_err(|e| Error::io("remove orphan index", &path, e))?;
         }
     }
 
@@ -238,15 +282,16 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         .ok()
         .flatten();
     let log_start_path = dir.join(LOG_START_FILE);
-    let log_start_ckpt = match checkpoints::read_values(storage, &log_start_path, CheckpointKind::LogStart) {
-        Ok(v) => v.and_then(|v| v.first().copied()),
-        Err(e) => {
-            // Written atomically, so damage here is real corruption; the segments still bound
-            // the log start from below, and retention will move it again.
-            ctx.report.corruption.get_or_insert(e.to_string());
-            None
-        }
-    };
+    let log_start_ckpt =
+        match checkpoints::read_values(storage, &log_start_path, CheckpointKind::LogStart) {
+            Ok(v) => v.and_then(|v| v.first().copied()),
+            Err(e) => {
+                // Written atomically, so damage here is real corruption; the segments still bound
+                // the log start from below, and retention will move it again.
+                ctx.report.corruption.get_or_insert(e.to_string());
+                None
+            }
+        };
     let rp_file = RecoveryPointFile::open(storage, dir)?;
     let recovery_point = rp_file.value();
     ctx.report.checkpoint_recovery_point = recovery_point;
@@ -274,10 +319,14 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
                 // A gap between segments: legal only past the recovery point (an unsynced
                 // segment whose predecessor lost its tail); below it, synced data is missing.
                 if prev.tail.next_offset < recovery_point {
-                    corruption = Some(corrupt(ctx.log_path(base), 0, DecodeError::BadField {
-                        field: "segment base offset",
-                        value: base as i64,
-                    }));
+                    corruption = Some(corrupt(
+                        ctx.log_path(base),
+                        0,
+                        DecodeError::BadField {
+                            field: "segment base offset",
+                            value: base as i64,
+                        },
+                    ));
                 }
                 break;
             }
@@ -304,10 +353,18 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
             }
         }
     }
-    let dropped_bases: Vec<u64> = bases.iter().copied().filter(|b| !loaded.iter().any(|l| l.base == *b)).collect();
+    let dropped_bases: Vec<u64> = bases
+        .iter()
+        .copied()
+        .filter(|b| !loaded.iter().any(|l| l.base == *b))
+        .collect();
 
     let leo = loaded.last().map_or(0, |l| l.tail.next_offset);
-    if corruption.is_none() && recovery_point > leo && log_start_ckpt.unwrap_or(0) <= leo && !bases.is_empty() {
+    if corruption.is_none()
+        && recovery_point > leo
+        && log_start_ckpt.unwrap_or(0) <= leo
+        && !bases.is_empty()
+    {
         // Row R9.
         corruption = Some(Error::CorruptFile {
             path: dir.join(checkpoints::RECOVERY_POINT_FILE),
@@ -349,7 +406,9 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
             }
         }
         if !dropped_bases.is_empty() || report.segments_deleted > 0 {
-            storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+            storage
+                .sync_dir(dir)
+                .map_err(|e| Error::io("fsync directory", dir, e))?;
         }
         open_for_append(storage, dir, &config, keep, start)?
     };
@@ -357,7 +416,9 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
 
     let log_end = segments.last().map_or(0, |s| s.next_offset());
     let first_base = segments.first().map_or(0, |s| s.base_offset());
-    let log_start = log_start_ckpt.unwrap_or(first_base).clamp(first_base, log_end);
+    let log_start = log_start_ckpt
+        .unwrap_or(first_base)
+        .clamp(first_base, log_end);
     let active = Arc::clone(segments.last().ok_or(Error::Closed)?);
     let builder = active_builder(&config, &active);
     let last_append_ms = active.tail().last_append_ms;
@@ -369,14 +430,22 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         log_end: AtomicU64::new(log_end),
         recovery_point: AtomicU64::new(recovery_point.min(log_end)),
         appender: Mutex::new(Appender {
-            writer: if read_only { None } else { active.map().writer() },
+            writer: if read_only {
+                None
+            } else {
+                active.map().writer()
+            },
             active,
             index: builder,
             leader_epoch: 0,
             last_append_ms,
             prefaulted_to: 0,
         }),
-        sync: Mutex::new(SyncState { checkpoint: rp_file, synced_base: u64::MAX, synced_len: 0 }),
+        sync: Mutex::new(SyncState {
+            checkpoint: rp_file,
+            synced_base: u64::MAX,
+            synced_len: 0,
+        }),
         poisoned: AtomicBool::new(false),
         read_only,
         closed: AtomicBool::new(false),
@@ -391,8 +460,12 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         // and the marker goes before the first write, so a crash from here on is unclean.
         log.flush_unchecked()?;
         if storage.exists(&marker_path) {
-            storage.remove(&marker_path).map_err(|e| Error::io("remove clean-shutdown marker", &marker_path, e))?;
-            storage.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+            storage
+                .remove(&marker_path)
+                .map_err(|e| Error::io("remove clean-shutdown marker", &marker_path, e))?;
+            storage
+                .sync_dir(dir)
+                .map_err(|e| Error::io("fsync directory", dir, e))?;
         }
         *log.inner.background.lock() = Some(Background::start(&log));
     }
@@ -400,7 +473,12 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
 }
 
 /// Rows R5-R8 for one segment.
-fn scan_one(ctx: &mut Ctx<'_>, base: u64, next_base: Option<u64>, recovery_point: u64) -> Result<(Loaded, ScanEnd)> {
+fn scan_one(
+    ctx: &mut Ctx<'_>,
+    base: u64,
+    next_base: Option<u64>,
+    recovery_point: u64,
+) -> Result<(Loaded, ScanEnd)> {
     ctx.report.segments_scanned += 1;
     let map = ctx.map_file(base)?;
     let bytes = map.published_bytes();
@@ -425,21 +503,38 @@ fn scan_one(ctx: &mut Ctx<'_>, base: u64, next_base: Option<u64>, recovery_point
         // Row R7: the segment is whole; it was rolled but its seal did not finish.
         return Ok((loaded(true), ScanEnd::Complete));
     }
-    let dropped = bytes[pos..].iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1);
-    Ok((loaded(true), ScanEnd::Torn { offset: out.next_offset, dropped }))
+    let dropped = bytes[pos..]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1);
+    Ok((
+        loaded(true),
+        ScanEnd::Torn {
+            offset: out.next_offset,
+            dropped,
+        },
+    ))
 }
 
 fn delete_segment_files(storage: &dyn Storage, dir: &Path, base: u64) -> Result<()> {
     for kind in [FileKind::Log, FileKind::Index, FileKind::TimeIndex] {
         let path = segment_path(dir, base, kind);
         if storage.exists(&path) {
-            storage.remove(&path).map_err(|e| Error::io("remove segment file", &path, e))?;
+            storage
+                .remove(&path)
+                .map_err(|e| Error::io("remove segment file", &path, e))?;
         }
     }
     Ok(())
 }
 
-fn open_for_append(storage: &dyn Storage, dir: &Path, config: &LogConfig, keep: Vec<Loaded>, start: u64) -> Result<Vec<Arc<Segment>>> {
+fn open_for_append(
+    storage: &dyn Storage,
+    dir: &Path,
+    config: &LogConfig,
+    keep: Vec<Loaded>,
+    start: u64,
+) -> Result<Vec<Arc<Segment>>> {
     let mut segments = Vec::with_capacity(keep.len() + 1);
     if keep.is_empty() || keep.last().is_some_and(|l| l.tail.next_offset < start) {
         // Row R11 (and a log start past every segment): start empty at the log start.
@@ -453,7 +548,16 @@ fn open_for_append(storage: &dyn Storage, dir: &Path, config: &LogConfig, keep: 
     let count = keep.len();
     for (i, l) in keep.into_iter().enumerate() {
         let active = i + 1 == count;
-        let seg = Segment::open(storage, dir, l.base, l.valid_len, active, config.segment_bytes, l.entries, l.tail)?;
+        let seg = Segment::open(
+            storage,
+            dir,
+            l.base,
+            l.valid_len,
+            active,
+            config.segment_bytes,
+            l.entries,
+            l.tail,
+        )?;
         if !active && l.needs_reseal {
             seg.write_index_files(storage)?;
         }
@@ -462,16 +566,35 @@ fn open_for_append(storage: &dyn Storage, dir: &Path, config: &LogConfig, keep: 
     Ok(segments)
 }
 
-fn open_read_only(storage: &dyn Storage, dir: &Path, _config: &LogConfig, loaded: Vec<Loaded>) -> Result<Vec<Arc<Segment>>> {
+fn open_read_only(
+    storage: &dyn Storage,
+    dir: &Path,
+    _config: &LogConfig,
+    loaded: Vec<Loaded>,
+) -> Result<Vec<Arc<Segment>>> {
     loaded
         .into_iter()
-        .map(|l| Segment::open_read_only(storage, dir, l.base, l.valid_len, l.entries, l.tail).map(Arc::new))
+        .map(|l| {
+            Segment::open_read_only(storage, dir, l.base, l.valid_len, l.entries, l.tail)
+                .map(Arc::new)
+        })
         .collect::<Result<Vec<_>>>()
-        .and_then(|v| if v.is_empty() { Err(Error::ReadOnly) } else { Ok(v) })
+        .and_then(|v| {
+            if v.is_empty() {
+                Err(Error::ReadOnly)
+            } else {
+                Ok(v)
+            }
+        })
 }
 
 fn active_builder(config: &LogConfig, active: &Segment) -> IndexBuilder {
     let entries = active.index().snapshot();
     let since = active.size() - entries.offsets.last().map_or(0, |e| u64::from(e.position));
-    IndexBuilder::resume(config.index_interval_bytes, &entries, since, active.tail().max_timestamp)
+    IndexBuilder::resume(
+        config.index_interval_bytes,
+        &entries,
+        since,
+        active.tail().max_timestamp,
+    )
 }

@@ -67,7 +67,11 @@ impl Log {
         let end = self.inner.log_end.load(Ordering::Acquire);
         let start = self.inner.log_start.load(Ordering::Acquire);
         if offset.0 > end {
-            return Err(Error::OffsetOutOfRange { requested: offset, log_start: Offset(start), log_end: Offset(end) });
+            return Err(Error::OffsetOutOfRange {
+                requested: offset,
+                log_start: Offset(start),
+                log_end: Offset(end),
+            });
         }
         if offset.0 <= start {
             return Ok(RetentionOutcome::default());
@@ -83,7 +87,12 @@ impl Log {
 
     /// Checkpoints `new_start`, then removes the first `count` segments. Caller holds the
     /// appender lock.
-    fn delete_prefix(&self, segments: &Arc<Vec<Arc<Segment>>>, count: usize, new_start: u64) -> Result<RetentionOutcome> {
+    fn delete_prefix(
+        &self,
+        segments: &Arc<Vec<Arc<Segment>>>,
+        count: usize,
+        new_start: u64,
+    ) -> Result<RetentionOutcome> {
         let storage = self.inner.config.storage.as_ref();
         let start = self.inner.log_start.load(Ordering::Acquire).max(new_start);
         let path = self.inner.dir.join(LOG_START_FILE);
@@ -101,7 +110,9 @@ impl Log {
             out.bytes_deleted += seg.size();
         }
         if !removed.is_empty() {
-            storage.sync_dir(&self.inner.dir).map_err(|e| Error::io("fsync directory", &self.inner.dir, e))?;
+            storage
+                .sync_dir(&self.inner.dir)
+                .map_err(|e| Error::io("fsync directory", &self.inner.dir, e))?;
         }
         Ok(out)
     }

@@ -33,7 +33,9 @@ impl Log {
             return Ok(Offset(end));
         }
         let segments = self.segments();
-        let idx = segments.partition_point(|s| s.base_offset() <= offset.0).saturating_sub(1);
+        let idx = segments
+            .partition_point(|s| s.base_offset() <= offset.0)
+            .saturating_sub(1);
         let seg = Arc::clone(&segments[idx]);
         // Find the first batch whose last offset is at or past `offset`.
         let bytes = seg.map().published_bytes();
@@ -55,7 +57,11 @@ impl Log {
         let new_end = new_end.max(seg.base_offset());
 
         // 1. The recovery point never stays above the data it vouches for.
-        let rp = self.inner.recovery_point.load(Ordering::Acquire).min(new_end);
+        let rp = self
+            .inner
+            .recovery_point
+            .load(Ordering::Acquire)
+            .min(new_end);
         sync.checkpoint.store(rp)?;
         self.inner.recovery_point.store(rp, Ordering::Release);
         sync.synced_base = u64::MAX;
@@ -70,12 +76,16 @@ impl Log {
         for kind in [FileKind::Index, FileKind::TimeIndex] {
             let p = segment_path(&dir, seg.base_offset(), kind);
             if storage.exists(&p) {
-                storage.remove(&p).map_err(|e| Error::io("remove index", &p, e))?;
+                storage
+                    .remove(&p)
+                    .map_err(|e| Error::io("remove index", &p, e))?;
             }
         }
         let new_active = if pos == 0 {
             seg.delete_files(storage)?;
-            storage.sync_dir(&dir).map_err(|e| Error::io("fsync directory", &dir, e))?;
+            storage
+                .sync_dir(&dir)
+                .map_err(|e| Error::io("fsync directory", &dir, e))?;
             Segment::create(storage, &dir, new_end, cfg.segment_bytes)?
         } else {
             let path = segment_path(&dir, seg.base_offset(), FileKind::Log);
@@ -84,25 +94,52 @@ impl Log {
             let tmp = std::path::PathBuf::from(tmp);
             let prefix = bytes.get(..pos).unwrap_or(&[]);
             {
-                let f = storage.open(&tmp, OpenMode::CreateTruncate).map_err(|e| Error::io("create segment copy", &tmp, e))?;
-                f.allocate(cfg.segment_bytes.max(pos as u64)).map_err(|e| Error::io("fallocate segment copy", &tmp, e))?;
-                f.write_at(0, prefix).map_err(|e| Error::io("write segment copy", &tmp, e))?;
-                f.set_len(pos as u64).map_err(|e| Error::io("trim segment copy", &tmp, e))?;
-                f.sync_data().map_err(|e| Error::io("fsync segment copy", &tmp, e))?;
+                let f = storage
+                    .open(&tmp, OpenMode::CreateTruncate)
+                    .map_err(|e| Error::io("create segment copy", &tmp, e))?;
+                f.allocate(cfg.segment_bytes.max(pos as u64))
+                    .map_err(|e| Error::io("fallocate segment copy", &tmp, e))?;
+                f.write_at(0, prefix)
+                    .map_err(|e| Error::io("write segment copy", &tmp, e))?;
+                f.set_len(pos as u64)
+                    .map_err(|e| Error::io("trim segment copy", &tmp, e))?;
+                f.sync_data()
+                    .map_err(|e| Error::io("fsync segment copy", &tmp, e))?;
             }
-            storage.rename(&tmp, &path).map_err(|e| Error::io("rename segment copy", &path, e))?;
-            storage.sync_dir(&dir).map_err(|e| Error::io("fsync directory", &dir, e))?;
+            storage
+                .rename(&tmp, &path)
+                .map_err(|e| Error::io("rename segment copy", &path, e))?;
+            storage
+                .sync_dir(&dir)
+                .map_err(|e| Error::io("fsync directory", &dir, e))?;
             let old = seg.index().snapshot();
             let entries = IndexEntries {
-                offsets: old.offsets.into_iter().filter(|e| (e.position as usize) < pos).collect(),
-                times: old.times.into_iter().filter(|t| seg.base_offset() + u64::from(t.relative_offset) < new_end).collect(),
+                offsets: old
+                    .offsets
+                    .into_iter()
+                    .filter(|e| (e.position as usize) < pos)
+                    .collect(),
+                times: old
+                    .times
+                    .into_iter()
+                    .filter(|t| seg.base_offset() + u64::from(t.relative_offset) < new_end)
+                    .collect(),
             };
             let mut tail = SegmentTail::empty(seg.base_offset());
             tail.next_offset = new_end;
             tail.max_timestamp = prefix_max_timestamp(prefix);
             tail.first_append_ms = seg.tail().first_append_ms;
             tail.last_append_ms = last_append_ms(prefix);
-            Segment::open(storage, &dir, seg.base_offset(), pos as u64, true, cfg.segment_bytes, entries, tail)?
+            Segment::open(
+                storage,
+                &dir,
+                seg.base_offset(),
+                pos as u64,
+                true,
+                cfg.segment_bytes,
+                entries,
+                tail,
+            )?
         };
         let new_active = Arc::new(new_active);
         {
@@ -113,7 +150,12 @@ impl Log {
         }
         let entries = new_active.index().snapshot();
         let since = new_active.size() - entries.offsets.last().map_or(0, |e| u64::from(e.position));
-        a.index = IndexBuilder::resume(cfg.index_interval_bytes, &entries, since, new_active.tail().max_timestamp);
+        a.index = IndexBuilder::resume(
+            cfg.index_interval_bytes,
+            &entries,
+            since,
+            new_active.tail().max_timestamp,
+        );
         a.writer = new_active.map().writer();
         a.active = new_active;
         a.prefaulted_to = 0;
@@ -136,9 +178,14 @@ fn walk_headers(prefix: &[u8]) -> impl Iterator<Item = BatchHeader> + '_ {
 }
 
 fn prefix_max_timestamp(prefix: &[u8]) -> i64 {
-    walk_headers(prefix).map(|h| h.max_timestamp).max().unwrap_or(-1)
+    walk_headers(prefix)
+        .map(|h| h.max_timestamp)
+        .max()
+        .unwrap_or(-1)
 }
 
 fn last_append_ms(prefix: &[u8]) -> i64 {
-    walk_headers(prefix).last().map_or(-1, |h| h.append_timestamp)
+    walk_headers(prefix)
+        .last()
+        .map_or(-1, |h| h.append_timestamp)
 }

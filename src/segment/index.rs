@@ -47,7 +47,12 @@ impl IndexBuilder {
         max_timestamp: i64,
     ) -> Self {
         let last_ts = entries.times.last().map(|t| t.timestamp);
-        IndexBuilder { interval: u64::from(interval), bytes_since_entry, max_timestamp, last_ts }
+        IndexBuilder {
+            interval: u64::from(interval),
+            bytes_since_entry,
+            max_timestamp,
+            last_ts,
+        }
     }
 
     /// Called for each batch in order; returns the entries to add for it.
@@ -60,7 +65,10 @@ impl IndexBuilder {
     ) -> (Option<OffsetEntry>, Option<TimeEntry>) {
         let mut out = (None, None);
         if self.bytes_since_entry >= self.interval {
-            out.0 = Some(OffsetEntry { relative_offset, position });
+            out.0 = Some(OffsetEntry {
+                relative_offset,
+                position,
+            });
             if max_timestamp.max(self.max_timestamp) > self.last_indexed_ts() {
                 out.1 = Some(TimeEntry {
                     timestamp: max_timestamp.max(self.max_timestamp),
@@ -90,7 +98,9 @@ pub struct SegmentIndex {
 
 impl SegmentIndex {
     pub fn new(entries: IndexEntries) -> Self {
-        SegmentIndex { entries: RwLock::new(entries) }
+        SegmentIndex {
+            entries: RwLock::new(entries),
+        }
     }
 
     pub fn push(&self, offset: Option<OffsetEntry>, time: Option<TimeEntry>) {
@@ -123,8 +133,12 @@ impl SegmentIndex {
     /// Position of the last indexed batch starting at or before `relative_offset` (0 if none).
     pub fn position_for(&self, relative_offset: u32) -> u32 {
         let e = self.entries.read();
-        let i = e.offsets.partition_point(|x| x.relative_offset <= relative_offset);
-        i.checked_sub(1).and_then(|i| e.offsets.get(i)).map_or(0, |x| x.position)
+        let i = e
+            .offsets
+            .partition_point(|x| x.relative_offset <= relative_offset);
+        i.checked_sub(1)
+            .and_then(|i| e.offsets.get(i))
+            .map_or(0, |x| x.position)
     }
 
     /// The relative offset to start scanning from for the first batch with a max timestamp at
@@ -132,7 +146,9 @@ impl SegmentIndex {
     pub fn offset_for_timestamp(&self, timestamp: i64) -> u32 {
         let e = self.entries.read();
         let i = e.times.partition_point(|t| t.timestamp < timestamp);
-        i.checked_sub(1).and_then(|i| e.times.get(i)).map_or(0, |t| t.relative_offset)
+        i.checked_sub(1)
+            .and_then(|i| e.times.get(i))
+            .map_or(0, |t| t.relative_offset)
     }
 
     /// The last offset entry (used to find the segment's tail cheaply).

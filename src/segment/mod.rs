@@ -36,7 +36,12 @@ pub struct SegmentTail {
 
 impl SegmentTail {
     pub fn empty(base_offset: u64) -> Self {
-        SegmentTail { next_offset: base_offset, max_timestamp: -1, first_append_ms: -1, last_append_ms: -1 }
+        SegmentTail {
+            next_offset: base_offset,
+            max_timestamp: -1,
+            first_append_ms: -1,
+            last_append_ms: -1,
+        }
     }
 }
 
@@ -74,14 +79,24 @@ impl Segment {
         let path = segment_path(dir, base_offset, FileKind::Log);
         if storage.exists(&path) {
             // A leftover from a crash (never part of the recovered log): replace it.
-            storage.remove(&path).map_err(io_err("remove stale segment", &path))?;
+            storage
+                .remove(&path)
+                .map_err(io_err("remove stale segment", &path))?;
         }
-        let file = storage.open(&path, OpenMode::CreateNew).map_err(io_err("create segment", &path))?;
+        let file = storage
+            .open(&path, OpenMode::CreateNew)
+            .map_err(io_err("create segment", &path))?;
         let setup = || -> Result<Arc<AppendMap>> {
-            file.allocate(segment_bytes).map_err(io_err("fallocate segment", &path))?;
-            file.sync_data().map_err(io_err("fsync new segment", &path))?;
-            storage.sync_dir(dir).map_err(io_err("fsync directory", dir))?;
-            let region = file.map(segment_bytes as usize).map_err(io_err("mmap segment", &path))?;
+            file.allocate(segment_bytes)
+                .map_err(io_err("fallocate segment", &path))?;
+            file.sync_data()
+                .map_err(io_err("fsync new segment", &path))?;
+            storage
+                .sync_dir(dir)
+                .map_err(io_err("fsync directory", dir))?;
+            let region = file
+                .map(segment_bytes as usize)
+                .map_err(io_err("mmap segment", &path))?;
             Ok(AppendMap::new(region, 0))
         };
         let map = match setup() {
@@ -92,7 +107,15 @@ impl Segment {
                 return Err(e);
             }
         };
-        Ok(Segment::assemble(base_offset, path, file, map, IndexEntries::default(), SegmentTail::empty(base_offset), false))
+        Ok(Segment::assemble(
+            base_offset,
+            path,
+            file,
+            map,
+            IndexEntries::default(),
+            SegmentTail::empty(base_offset),
+            false,
+        ))
     }
 
     /// Opens an existing segment whose first `valid_len` bytes are verified batches. With
@@ -110,30 +133,45 @@ impl Segment {
         tail: SegmentTail,
     ) -> Result<Segment> {
         let path = segment_path(dir, base_offset, FileKind::Log);
-        let file = storage.open(&path, OpenMode::Existing).map_err(io_err("open segment", &path))?;
+        let file = storage
+            .open(&path, OpenMode::Existing)
+            .map_err(io_err("open segment", &path))?;
         let file_len = file.len().map_err(io_err("stat segment", &path))?;
         let map_len = if active {
             if file_len != valid_len {
                 // Drop whatever lies past the valid end (a torn tail, stale batches of an earlier
                 // run) so it can never be mistaken for data after a later crash, then reserve
                 // the space again: fallocate gives zeroed blocks.
-                file.set_len(valid_len).map_err(io_err("truncate segment tail", &path))?;
+                file.set_len(valid_len)
+                    .map_err(io_err("truncate segment tail", &path))?;
                 file.sync_data().map_err(io_err("fsync segment", &path))?;
             }
             let target = segment_bytes.max(valid_len);
-            file.allocate(target).map_err(io_err("fallocate segment", &path))?;
+            file.allocate(target)
+                .map_err(io_err("fallocate segment", &path))?;
             file.sync_data().map_err(io_err("fsync segment", &path))?;
             target
         } else {
             if file_len != valid_len {
-                file.set_len(valid_len).map_err(io_err("trim segment", &path))?;
+                file.set_len(valid_len)
+                    .map_err(io_err("trim segment", &path))?;
                 file.sync_data().map_err(io_err("fsync segment", &path))?;
             }
             valid_len
         };
-        let region = file.map(map_len as usize).map_err(io_err("mmap segment", &path))?;
+        let region = file
+            .map(map_len as usize)
+            .map_err(io_err("mmap segment", &path))?;
         let map = AppendMap::new(region, valid_len as usize);
-        Ok(Segment::assemble(base_offset, path, file, map, entries, tail, !active))
+        Ok(Segment::assemble(
+            base_offset,
+            path,
+            file,
+            map,
+            entries,
+            tail,
+            !active,
+        ))
     }
 
     /// Maps an existing segment without changing its file (read-only logs after corruption).
@@ -146,11 +184,23 @@ impl Segment {
         tail: SegmentTail,
     ) -> Result<Segment> {
         let path = segment_path(dir, base_offset, FileKind::Log);
-        let file = storage.open(&path, OpenMode::Existing).map_err(io_err("open segment", &path))?;
+        let file = storage
+            .open(&path, OpenMode::Existing)
+            .map_err(io_err("open segment", &path))?;
         let file_len = file.len().map_err(io_err("stat segment", &path))?;
-        let region = file.map(file_len as usize).map_err(io_err("mmap segment", &path))?;
+        let region = file
+            .map(file_len as usize)
+            .map_err(io_err("mmap segment", &path))?;
         let map = AppendMap::new(region, valid_len.min(file_len) as usize);
-        Ok(Segment::assemble(base_offset, path, file, map, entries, tail, true))
+        Ok(Segment::assemble(
+            base_offset,
+            path,
+            file,
+            map,
+            entries,
+            tail,
+            true,
+        ))
     }
 
     fn assemble(
@@ -229,17 +279,33 @@ impl Segment {
     }
 
     /// Records a published batch: index entries, then the offsets readers use.
-    pub fn on_published(&self, h: &BatchHeader, entries: (Option<index_format::OffsetEntry>, Option<index_format::TimeEntry>)) {
+    pub fn on_published(
+        &self,
+        h: &BatchHeader,
+        entries: (
+            Option<index_format::OffsetEntry>,
+            Option<index_format::TimeEntry>,
+        ),
+    ) {
         self.index.push(entries.0, entries.1);
-        self.max_timestamp.fetch_max(h.max_timestamp, Ordering::AcqRel);
-        let _ = self.first_append_ms.compare_exchange(-1, h.append_timestamp, Ordering::AcqRel, Ordering::Acquire);
-        self.last_append_ms.store(h.append_timestamp, Ordering::Release);
+        self.max_timestamp
+            .fetch_max(h.max_timestamp, Ordering::AcqRel);
+        let _ = self.first_append_ms.compare_exchange(
+            -1,
+            h.append_timestamp,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        self.last_append_ms
+            .store(h.append_timestamp, Ordering::Release);
         self.next_offset.store(h.next_offset(), Ordering::Release);
     }
 
     /// msync of published bytes `[from, to)`.
     pub fn flush_range(&self, from: usize, to: usize) -> Result<()> {
-        self.map.flush(from, to).map_err(io_err("msync segment", &self.path))
+        self.map
+            .flush(from, to)
+            .map_err(io_err("msync segment", &self.path))
     }
 
     /// Seals the segment: msync everything, trim the file to its valid length, fsync, and write
@@ -250,8 +316,12 @@ impl Segment {
         }
         let len = self.map.published();
         self.flush_range(0, len)?;
-        self.file.set_len(len as u64).map_err(io_err("trim segment", &self.path))?;
-        self.file.sync_data().map_err(io_err("fsync segment", &self.path))?;
+        self.file
+            .set_len(len as u64)
+            .map_err(io_err("trim segment", &self.path))?;
+        self.file
+            .sync_data()
+            .map_err(io_err("fsync segment", &self.path))?;
         self.write_index_files(storage)?;
         self.sealed.store(true, Ordering::Release);
         Ok(())
@@ -262,24 +332,39 @@ impl Segment {
         let entries = self.index.snapshot();
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let files = [
-            (FileKind::Index, index_format::encode_offset_index(self.base_offset, &entries.offsets)),
-            (FileKind::TimeIndex, index_format::encode_time_index(self.base_offset, &entries.times)),
+            (
+                FileKind::Index,
+                index_format::encode_offset_index(self.base_offset, &entries.offsets),
+            ),
+            (
+                FileKind::TimeIndex,
+                index_format::encode_time_index(self.base_offset, &entries.times),
+            ),
         ];
         for (kind, bytes) in files {
             let path = segment_path(dir, self.base_offset, kind);
-            let f = storage.open(&path, OpenMode::CreateTruncate).map_err(io_err("create index", &path))?;
-            f.write_at(0, &bytes).map_err(io_err("write index", &path))?;
+            let f = storage
+                .open(&path, OpenMode::CreateTruncate)
+                .map_err(io_err("create index", &path))?;
+            f.write_at(0, &bytes)
+                .map_err(io_err("write index", &path))?;
             f.sync_data().map_err(io_err("fsync index", &path))?;
         }
-        storage.sync_dir(dir).map_err(io_err("fsync directory", dir))
+        storage
+            .sync_dir(dir)
+            .map_err(io_err("fsync directory", dir))
     }
 
     /// Trims the active segment's file to its valid length for a clean close (the next open
     /// extends it again). The caller has synced the data.
     pub fn trim_for_close(&self) -> Result<()> {
         let len = self.map.published() as u64;
-        self.file.set_len(len).map_err(io_err("trim segment", &self.path))?;
-        self.file.sync_data().map_err(io_err("fsync segment", &self.path))
+        self.file
+            .set_len(len)
+            .map_err(io_err("trim segment", &self.path))?;
+        self.file
+            .sync_data()
+            .map_err(io_err("fsync segment", &self.path))
     }
 
     /// Removes the segment's files. Readers holding the segment keep its mapping.
@@ -288,20 +373,31 @@ impl Segment {
         for kind in [FileKind::Log, FileKind::Index, FileKind::TimeIndex] {
             let path = segment_path(dir, self.base_offset, kind);
             if storage.exists(&path) {
-                storage.remove(&path).map_err(io_err("remove segment file", &path))?;
+                storage
+                    .remove(&path)
+                    .map_err(io_err("remove segment file", &path))?;
             }
         }
         Ok(())
     }
 
     fn corrupt(&self, position: usize, reason: DecodeError) -> Error {
-        Error::Corrupt { path: self.path.clone(), position: position as u64, reason }
+        Error::Corrupt {
+            path: self.path.clone(),
+            position: position as u64,
+            reason,
+        }
     }
 
     /// The byte range `[start, end)` of whole batches to return for a read at `offset`: the
     /// batch containing `offset` first (whole, even past `max_bytes`), then following batches
     /// while they fit in `max_bytes` and start below `limit` (exclusive offset bound).
-    pub fn locate(&self, offset: u64, max_bytes: usize, limit: u64) -> Result<Option<(usize, usize)>> {
+    pub fn locate(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        limit: u64,
+    ) -> Result<Option<(usize, usize)>> {
         let bytes = self.map.published_bytes();
         let mut pos = self.index.position_for(self.relative(offset)) as usize;
         let start = loop {

@@ -4,7 +4,15 @@
 //!
 //! The scan never decides whether a stop is a torn tail or corruption: that depends on whether
 //! the stop lies in synced data, which only the caller knows (docs/recovery.md).
-#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
 
 use crate::format::batch::{BatchHeader, BatchView};
 use crate::format::DecodeError;
@@ -68,12 +76,18 @@ pub fn scan_segment<'a>(
         };
         let h = *view.header();
         if h.base_offset != out.next_offset {
-            let e = DecodeError::BadField { field: "base_offset", value: h.base_offset as i64 };
+            let e = DecodeError::BadField {
+                field: "base_offset",
+                value: h.base_offset as i64,
+            };
             out.stop = Some((pos, e));
             break;
         }
         let Ok(relative) = u32::try_from(h.last_offset() - base_offset) else {
-            let e = DecodeError::BadField { field: "relative offset", value: h.last_offset() as i64 };
+            let e = DecodeError::BadField {
+                field: "relative offset",
+                value: h.last_offset() as i64,
+            };
             out.stop = Some((pos, e));
             break;
         };
@@ -82,7 +96,9 @@ pub fn scan_segment<'a>(
             break;
         };
         let first_relative = relative - h.last_offset_delta as u32;
-        let (o, t) = out.builder.on_batch(first_relative, position, h.batch_length, h.max_timestamp);
+        let (o, t) =
+            out.builder
+                .on_batch(first_relative, position, h.batch_length, h.max_timestamp);
         out.entries.offsets.extend(o);
         out.entries.times.extend(t);
         on_batch(pos, &view);
@@ -110,7 +126,11 @@ mod tests {
                 b.push(1000 + i as i64, None, Some(format!("v{i}-{r}").as_bytes()));
             }
             let batch = b.build().unwrap();
-            let stamp = Stamp { base_offset: next, leader_epoch: 0, append_timestamp: 5 };
+            let stamp = Stamp {
+                base_offset: next,
+                leader_epoch: 0,
+                append_timestamp: 5,
+            };
             out.extend_from_slice(batch.stamped(stamp).as_bytes());
             next += batch.record_count() as u64;
         }
@@ -124,7 +144,11 @@ mod tests {
         assert!(out.stop.is_none());
         assert_eq!(out.valid_len, bytes.len());
         assert_eq!(out.batch_count, 20);
-        assert_eq!(out.entries.offsets.len(), 19, "every batch but the first is indexed");
+        assert_eq!(
+            out.entries.offsets.len(),
+            19,
+            "every batch but the first is indexed"
+        );
     }
 
     #[test]
@@ -139,7 +163,9 @@ mod tests {
             let mut torn = bytes[..cut].to_vec();
             torn.resize(bytes.len() + 200, 0);
             let out = scan_segment(&torn, 10, 1, |_, _| {});
-            let expect = *boundaries.iter().filter(|&&b| b <= cut).max().unwrap();
+            // The longest run of whole batches the torn copy still holds intact (a batch whose
+            // last bytes are zeros survives a cut inside those zeros).
+            let expect = *boundaries.iter().filter(|&&b| torn[..b] == bytes[..b]).max().unwrap();
             assert_eq!(out.valid_len, expect, "cut at {cut}");
             assert!(out.stop.is_some());
         }

@@ -10,7 +10,11 @@ pub fn batch(tag: u64, records: u32, value_len: usize) -> RecordBatch {
     for i in 0..records {
         let mut v = format!("{tag}:{i}:").into_bytes();
         v.resize(value_len.max(v.len()), b'x');
-        b.push(1_000 + tag as i64, Some(format!("k{tag}").as_bytes()), Some(&v));
+        b.push(
+            1_000 + tag as i64,
+            Some(format!("k{tag}").as_bytes()),
+            Some(&v),
+        );
     }
     b.build().unwrap()
 }
@@ -22,7 +26,10 @@ pub fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
     let end = log.log_end_offset();
     while next < end {
         let fetch = log.read(next, 1 << 20).unwrap();
-        assert!(!fetch.is_empty(), "empty read at {next:?} below end {end:?}");
+        assert!(
+            !fetch.is_empty(),
+            "empty read at {next:?} below end {end:?}"
+        );
         for b in fetch.batches() {
             let b = b.unwrap();
             for r in b.records() {
