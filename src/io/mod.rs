@@ -8,6 +8,7 @@
 
 pub mod fs;
 pub mod mmap;
+pub mod sim;
 
 use std::fmt;
 use std::io;
