@@ -135,6 +135,10 @@ impl StorageFile for RealFile {
     }
 
     fn allocate(&self, len: u64) -> io::Result<Allocation> {
+        if len == 0 {
+            // fallocate(2) rejects a zero length with EINVAL; there is nothing to reserve.
+            return Ok(Allocation::Fallocated);
+        }
         let Ok(flen) = libc::off_t::try_from(len) else {
             return Err(io::Error::from_raw_os_error(libc::EFBIG));
         };

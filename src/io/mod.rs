@@ -89,7 +89,7 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
 /// Writes `bytes` to `path` atomically and durably: write `path.tmp`, fsync it, rename over
 /// `path`, fsync the directory. A crash leaves either the old or the new file, never a mix.
 pub fn write_atomic(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
@@ -106,6 +106,14 @@ pub fn write_atomic(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> io::Res
 pub fn create_durable(storage: &dyn Storage, path: &Path) -> io::Result<Box<dyn StorageFile>> {
     let f = storage.open(path, OpenMode::CreateNew)?;
     f.sync_data()?;
-    storage.sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    storage.sync_dir(parent_dir(path))?;
     Ok(f)
+}
+
+/// The directory holding `path` (`.` for a bare file name, whose parent is the empty path).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }

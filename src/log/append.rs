@@ -9,10 +9,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::flush::Job;
-use super::{Appender, Log};
+use super::{producers, Appender, Log};
 use crate::config::SyncMode;
 use crate::error::{Error, Result};
 use crate::format::batch::{RecordBatch, Stamp};
+use crate::producer::CheckResult;
 use crate::segment::index::IndexBuilder;
 use crate::segment::Segment;
 use crate::types::Offset;
@@ -88,6 +89,37 @@ impl Log {
                 }
             }
         };
+        let h = batch.header();
+        if origin == Origin::Client && h.is_idempotent() {
+            if let Some(&pending) = a.pending_epochs.get(&h.producer_id) {
+                if h.producer_epoch < pending {
+                    return Err(Error::ProducerFenced {
+                        producer_id: h.producer_id,
+                        epoch: h.producer_epoch,
+                        current_epoch: pending,
+                    });
+                }
+            }
+            let check = a.producers.check(
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.last_sequence(),
+                stamp.append_timestamp,
+            )?;
+            if let CheckResult::Duplicate(meta) = check {
+                drop(guard);
+                if self.inner.config.sync == SyncMode::EveryAppend {
+                    self.sync_to(meta.last_offset + 1)?;
+                }
+                return Ok(AppendInfo {
+                    base_offset: Offset(meta.first_offset),
+                    last_offset: Offset(meta.last_offset),
+                    append_time_ms: meta.append_time_ms,
+                    duplicate: true,
+                });
+            }
+        }
         let last = leo + u64::from(batch.record_count()) - 1;
         self.maybe_roll(a, len, last, stamp.append_timestamp)?;
         let writer = a.writer.as_mut().ok_or(Error::ReadOnly)?;
@@ -117,6 +149,16 @@ impl Log {
         a.active.on_published(&header, entries);
         a.last_append_ms = a.last_append_ms.max(stamp.append_timestamp);
         self.inner.log_end.store(last + 1, Ordering::Release);
+        producers::apply_batch(&mut a.producers, &header);
+        let fenced_pending = a.pending_epochs.get(&header.producer_id).copied();
+        if header.is_idempotent() && fenced_pending.is_some_and(|p| header.producer_epoch >= p) {
+            a.pending_epochs.remove(&header.producer_id);
+        }
+        a.bytes_since_snapshot += len as u64;
+        if a.bytes_since_snapshot >= self.inner.config.snapshot_interval_bytes {
+            // A failed snapshot costs only replay time at the next open; the data is appended.
+            let _ = self.snapshot_locked(a);
+        }
         self.maybe_prefault(a, pos + len);
         drop(guard);
 
@@ -185,6 +227,8 @@ impl Log {
             Some(bg) => bg.send(Job::Seal(old)),
             None => old.seal(cfg.storage.as_ref())?,
         }
+        // A snapshot at every segment base bounds replay after a crash to one segment.
+        let _ = self.snapshot_locked(a);
         Ok(())
     }
 

@@ -269,6 +269,7 @@ impl LogInner {
             seg.seal(storage)?;
         }
         log.flush_unchecked()?;
+        super::producers::write_snapshot(storage, &self.dir, &appender.producers)?;
         let active = &appender.active;
         active.write_index_files(storage)?;
         active.trim_for_close()?;

@@ -17,6 +17,7 @@
 mod append;
 mod checkpoints;
 mod flush;
+mod producers;
 mod read;
 mod recovery;
 mod retention;
@@ -36,8 +37,10 @@ use crate::segment::Segment;
 use crate::types::{LeaderEpoch, Offset};
 
 pub use append::AppendInfo;
+pub use producers::SnapshotLoad;
 pub use read::Fetch;
 pub use recovery::RecoveryReport;
+pub use retention::RetentionOutcome;
 
 use checkpoints::RecoveryPointFile;
 use flush::Background;
@@ -66,6 +69,7 @@ struct LogInner {
     closed: AtomicBool,
     background: Mutex<Option<Background>>,
     report: RecoveryReport,
+    snapshot_load: SnapshotLoad,
     lock: Mutex<Option<Box<dyn DirLock>>>,
 }
 
@@ -80,6 +84,13 @@ struct Appender {
     last_append_ms: i64,
     /// The active segment is prefaulted up to this byte position.
     prefaulted_to: usize,
+    /// Idempotent-producer state as of the log end (`producers.map_end_offset() == log_end`).
+    producers: crate::producer::ProducerStateManager,
+    ids: producers::ProducerIds,
+    /// Epochs handed out by `reinit_producer` that no batch carries yet.
+    pending_epochs:
+        std::collections::HashMap<crate::types::ProducerId, crate::types::ProducerEpoch>,
+    bytes_since_snapshot: u64,
 }
 
 /// State owned by whoever is syncing.

@@ -23,6 +23,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::checkpoints::{self, RecoveryPointFile, CLEAN_SHUTDOWN_FILE, LOG_START_FILE};
 use super::flush::Background;
+use super::producers::{self, SnapshotLoad};
 use super::{Appender, Log, LogInner, SyncState};
 use crate::config::{LogConfig, RecoveryMode};
 use crate::error::{Error, Result};
@@ -421,6 +422,18 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         .clamp(first_base, log_end);
     let active = Arc::clone(segments.last().ok_or(Error::Closed)?);
     let builder = active_builder(&config, &active);
+    let mut snapshot_load = SnapshotLoad::default();
+    let producer_cfg = producers::producer_config(&config);
+    let mut producers = producers::load_snapshot(
+        storage,
+        dir,
+        producer_cfg,
+        log_start,
+        log_end,
+        &mut snapshot_load,
+    )?;
+    snapshot_load.batches_replayed = producers::replay(&mut producers, &segments, log_end)?;
+    let ids = producers::load_producer_ids(storage, dir, &producers)?;
     let last_append_ms = active.tail().last_append_ms;
 
     let inner = Arc::new(LogInner {
@@ -440,6 +453,10 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
             leader_epoch: 0,
             last_append_ms,
             prefaulted_to: 0,
+            producers,
+            ids,
+            pending_epochs: Default::default(),
+            bytes_since_snapshot: 0,
         }),
         sync: Mutex::new(SyncState {
             checkpoint: rp_file,
@@ -451,6 +468,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         closed: AtomicBool::new(false),
         background: Mutex::new(None),
         report,
+        snapshot_load,
         lock: Mutex::new(Some(lock)),
         config,
     });

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::checkpoints::{self, LOG_START_FILE};
-use super::Log;
+use super::{Appender, Log};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::CheckpointKind;
 use crate::segment::Segment;
@@ -32,7 +32,7 @@ impl Log {
         if cfg.retention_ms.is_none() && cfg.retention_bytes.is_none() {
             return Ok(RetentionOutcome::default());
         }
-        let _a = self.inner.appender.lock();
+        let mut a = self.inner.appender.lock();
         let now = cfg.clock.now_ms();
         let segments = self.segments();
         let mut total: u64 = segments.iter().map(|s| s.size()).sum();
@@ -56,14 +56,14 @@ impl Log {
             return Ok(RetentionOutcome::default());
         }
         let new_start = segments.get(count).map_or(0, |s| s.base_offset());
-        self.delete_prefix(&segments, count, new_start)
+        self.delete_prefix(&mut a, &segments, count, new_start)
     }
 
     /// Deletes every record below `offset` (Kafka's DeleteRecords): the log start moves to
     /// `offset` and whole segments below it are removed.
     pub fn advance_log_start(&self, offset: Offset) -> Result<RetentionOutcome> {
         self.check_writable()?;
-        let _a = self.inner.appender.lock();
+        let mut a = self.inner.appender.lock();
         let end = self.inner.log_end.load(Ordering::Acquire);
         let start = self.inner.log_start.load(Ordering::Acquire);
         if offset.0 > end {
@@ -82,13 +82,14 @@ impl Log {
             .take(segments.len().saturating_sub(1))
             .take_while(|s| s.next_offset() <= offset.0)
             .count();
-        self.delete_prefix(&segments, count, offset.0)
+        self.delete_prefix(&mut a, &segments, count, offset.0)
     }
 
     /// Checkpoints `new_start`, then removes the first `count` segments. Caller holds the
     /// appender lock.
     fn delete_prefix(
         &self,
+        a: &mut Appender,
         segments: &Arc<Vec<Arc<Segment>>>,
         count: usize,
         new_start: u64,
@@ -113,6 +114,9 @@ impl Log {
             storage
                 .sync_dir(&self.inner.dir)
                 .map_err(|e| Error::io("fsync directory", &self.inner.dir, e))?;
+            // Producers whose batches were just deleted live on only in snapshots: write one
+            // inside the new log range so a restart keeps them (RP PR 29623, T18).
+            self.snapshot_locked(a)?;
         }
         Ok(out)
     }

@@ -164,6 +164,8 @@ impl Log {
         if start > new_end {
             self.inner.log_start.store(new_end, Ordering::Release);
         }
+        drop(sync);
+        self.rebuild_producers(&mut a)?;
         Ok(Offset(new_end))
     }
 }

@@ -165,7 +165,11 @@ mod tests {
             let out = scan_segment(&torn, 10, 1, |_, _| {});
             // The longest run of whole batches the torn copy still holds intact (a batch whose
             // last bytes are zeros survives a cut inside those zeros).
-            let expect = *boundaries.iter().filter(|&&b| torn[..b] == bytes[..b]).max().unwrap();
+            let expect = *boundaries
+                .iter()
+                .filter(|&&b| torn[..b] == bytes[..b])
+                .max()
+                .unwrap();
             assert_eq!(out.valid_len, expect, "cut at {cut}");
             assert!(out.stop.is_some());
         }

@@ -1,0 +1,305 @@
+//! The log's side of idempotent producers: the state lives in the appender (checked before a
+//! write, recorded after it), is snapshotted to `<offset>.snapshot` files, and is rebuilt on
+//! open and after truncation from the newest usable snapshot plus a replay of the log after it.
+//!
+//! Invariant (INV-9, asserted by the crash tests): the producer state after any recovery equals
+//! the state rebuilt by replaying the log from its start, plus state retained for producers
+//! whose batches retention deleted (which only snapshots carry).
+//!
+//! Snapshots are taken at segment roll, every `snapshot_interval_bytes`, after retention or a
+//! log-start move deletes segments (so producers whose batches are gone survive, RP PR 29623),
+//! and at clean close; the two newest are kept. A snapshot is used only if its offset lies in
+//! `[log_start_offset, log_end_offset]` and it decodes; otherwise the next older one (or a
+//! replay from the log start) is used.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use super::{Appender, Log};
+use crate::config::LogConfig;
+use crate::error::{Error, Result};
+use crate::format::batch::BatchView;
+use crate::format::checkpoint::CheckpointKind;
+use crate::format::file_name::{file_name, parse_file_name, FileKind};
+use crate::format::snapshot;
+use crate::io::{write_atomic, OpenMode, Storage};
+use crate::producer::{BatchMetadata, ProducerConfig, ProducerStateManager};
+use crate::segment::Segment;
+use crate::types::{Offset, ProducerEpoch, ProducerId};
+
+use super::checkpoints;
+
+pub const PRODUCER_IDS_FILE: &str = "producer-ids";
+/// Producer ids are allocated in persisted blocks of this size, so an id is never handed out
+/// twice, even after a crash (the unused rest of a block is skipped).
+pub const PRODUCER_ID_BLOCK: i64 = 1024;
+/// How many snapshots are kept.
+pub const SNAPSHOTS_KEPT: usize = 2;
+
+/// Producer-id allocation state (in the appender).
+#[derive(Debug, Default)]
+pub(super) struct ProducerIds {
+    pub next: i64,
+    /// Ids below this are reserved by the `producer-ids` checkpoint.
+    pub reserved_to: i64,
+}
+
+pub(super) fn producer_config(cfg: &LogConfig) -> ProducerConfig {
+    ProducerConfig {
+        expiration_ms: cfg.producer_id_expiration_ms,
+        max_producers: cfg.max_producers,
+    }
+}
+
+/// Offsets of the snapshot files in `dir`, ascending.
+pub(super) fn snapshot_offsets(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>> {
+    let names = storage
+        .list(dir)
+        .map_err(|e| Error::io("list log directory", dir, e))?;
+    let mut offsets: Vec<u64> = names
+        .iter()
+        .filter_map(|n| parse_file_name(n))
+        .filter(|(_, k)| *k == FileKind::Snapshot)
+        .map(|(o, _)| o.0)
+        .collect();
+    offsets.sort_unstable();
+    Ok(offsets)
+}
+
+/// What recovery found among the snapshots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotLoad {
+    /// Offset of the snapshot used, if any.
+    pub used: Option<u64>,
+    /// Snapshots skipped: outside `[log_start, log_end]`, damaged or of an unknown version.
+    pub ignored: usize,
+    /// Batches replayed after the snapshot.
+    pub batches_replayed: u64,
+}
+
+/// Loads the newest usable snapshot in `[log_start, log_end]`.
+pub(super) fn load_snapshot(
+    storage: &dyn Storage,
+    dir: &Path,
+    cfg: ProducerConfig,
+    log_start: u64,
+    log_end: u64,
+    report: &mut SnapshotLoad,
+) -> Result<ProducerStateManager> {
+    for offset in snapshot_offsets(storage, dir)?.into_iter().rev() {
+        if offset > log_end || offset < log_start {
+            report.ignored += 1;
+            continue;
+        }
+        let path = dir.join(file_name(Offset(offset), FileKind::Snapshot));
+        let decoded = storage
+            .open(&path, OpenMode::Existing)
+            .and_then(|f| f.read_all())
+            .ok()
+            .and_then(|bytes| snapshot::decode(&bytes).ok())
+            .filter(|(o, _)| *o == offset);
+        match decoded {
+            Some((_, entries)) => {
+                report.used = Some(offset);
+                return Ok(ProducerStateManager::from_entries(cfg, entries, offset));
+            }
+            None => report.ignored += 1,
+        }
+    }
+    let mut state = ProducerStateManager::new(cfg);
+    state.set_map_end_offset(log_start);
+    Ok(state)
+}
+
+/// Replays every batch in `[state.map_end_offset(), to)` into `state` (the replication path:
+/// no checks). Batches are checksum-verified on the way.
+pub(super) fn replay(
+    state: &mut ProducerStateManager,
+    segments: &[std::sync::Arc<Segment>],
+    to: u64,
+) -> Result<u64> {
+    let from = state.map_end_offset();
+    let mut count = 0;
+    for seg in segments
+        .iter()
+        .filter(|s| s.next_offset() > from && s.base_offset() < to)
+    {
+        let bytes = seg.map().published_bytes();
+        let mut pos = seg.index().position_for(seg.relative(from)) as usize;
+        while let Some(rest) = bytes.get(pos..).filter(|r| !r.is_empty()) {
+            let (view, _) = BatchView::parse(rest).map_err(|reason| Error::Corrupt {
+                path: seg.path().to_path_buf(),
+                position: pos as u64,
+                reason,
+            })?;
+            let h = *view.header();
+            pos += view.len();
+            if h.base_offset >= to {
+                break;
+            }
+            if h.last_offset() < from {
+                continue;
+            }
+            apply_batch(state, &h);
+            count += 1;
+        }
+    }
+    state.set_map_end_offset(state.map_end_offset().max(to));
+    Ok(count)
+}
+
+/// Records one batch that is in the log.
+pub(super) fn apply_batch(state: &mut ProducerStateManager, h: &crate::format::batch::BatchHeader) {
+    if h.is_idempotent() {
+        let meta = BatchMetadata {
+            first_seq: h.base_sequence,
+            last_seq: h.last_sequence(),
+            first_offset: h.base_offset,
+            last_offset: h.last_offset(),
+            append_time_ms: h.append_timestamp,
+        };
+        state.record(h.producer_id, h.producer_epoch, meta);
+    }
+    state.set_map_end_offset(h.next_offset());
+}
+
+/// Writes a snapshot of `state` at its map end offset (atomically) and keeps the newest two.
+pub(super) fn write_snapshot(
+    storage: &dyn Storage,
+    dir: &Path,
+    state: &ProducerStateManager,
+) -> Result<()> {
+    let offset = state.map_end_offset();
+    let path = dir.join(file_name(Offset(offset), FileKind::Snapshot));
+    let bytes = snapshot::encode(offset, state);
+    write_atomic(storage, &path, &bytes)
+        .map_err(|e| Error::io("write producer snapshot", &path, e))?;
+    let offsets = snapshot_offsets(storage, dir)?;
+    for old in offsets
+        .iter()
+        .take(offsets.len().saturating_sub(SNAPSHOTS_KEPT))
+    {
+        let p = dir.join(file_name(Offset(*old), FileKind::Snapshot));
+        storage
+            .remove(&p)
+            .map_err(|e| Error::io("remove old snapshot", &p, e))?;
+    }
+    Ok(())
+}
+
+/// Removes snapshots above `offset` (after truncation: they describe data that is gone).
+pub(super) fn remove_snapshots_above(storage: &dyn Storage, dir: &Path, offset: u64) -> Result<()> {
+    for o in snapshot_offsets(storage, dir)?
+        .into_iter()
+        .filter(|&o| o > offset)
+    {
+        let p = dir.join(file_name(Offset(o), FileKind::Snapshot));
+        storage
+            .remove(&p)
+            .map_err(|e| Error::io("remove snapshot", &p, e))?;
+    }
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Reads the producer-id checkpoint (0 if missing).
+pub(super) fn load_producer_ids(
+    storage: &dyn Storage,
+    dir: &Path,
+    state: &ProducerStateManager,
+) -> Result<ProducerIds> {
+    let path = dir.join(PRODUCER_IDS_FILE);
+    let reserved = checkpoints::read_values(storage, &path, CheckpointKind::ProducerIds)?
+        .and_then(|v| v.first().copied())
+        .unwrap_or(0) as i64;
+    let seen = state.max_producer_id().map_or(0, |p| p.0 + 1);
+    // Everything below the reserved mark may have been handed out before a crash: skip it.
+    let next = reserved.max(seen);
+    Ok(ProducerIds {
+        next,
+        reserved_to: next,
+    })
+}
+
+impl Log {
+    /// Allocates a fresh producer id (never reused, even across crashes) with epoch 0.
+    pub fn init_producer(&self) -> Result<(ProducerId, ProducerEpoch)> {
+        self.check_writable()?;
+        let mut a = self.inner.appender.lock();
+        if a.ids.next >= a.ids.reserved_to {
+            let reserved = a.ids.next + PRODUCER_ID_BLOCK;
+            let path = self.inner.dir.join(PRODUCER_IDS_FILE);
+            let storage = self.inner.config.storage.as_ref();
+            checkpoints::write_values(
+                storage,
+                &path,
+                CheckpointKind::ProducerIds,
+                &[reserved as u64],
+            )?;
+            a.ids.reserved_to = reserved;
+        }
+        let pid = ProducerId(a.ids.next);
+        a.ids.next += 1;
+        Ok((pid, 0))
+    }
+
+    /// Re-initialises a known producer: returns the next epoch, which fences the old
+    /// incarnation as soon as the new one appends (its batches start at sequence 0).
+    pub fn reinit_producer(&self, pid: ProducerId) -> Result<(ProducerId, ProducerEpoch)> {
+        self.check_writable()?;
+        let mut a = self.inner.appender.lock();
+        let known = a.producers.get(pid).map(|e| e.epoch);
+        let pending = a.pending_epochs.get(&pid).copied();
+        let current = known.max(pending).unwrap_or(-1);
+        let next = current.checked_add(1).ok_or(Error::ProducerFenced {
+            producer_id: pid,
+            epoch: current,
+            current_epoch: current,
+        })?;
+        a.pending_epochs.insert(pid, next);
+        Ok((pid, next))
+    }
+
+    /// A copy of the producer table (for tests, `oncelog verify` and diagnostics).
+    pub fn producer_state(&self) -> ProducerStateManager {
+        self.inner.appender.lock().producers.clone()
+    }
+
+    /// What open did with the producer snapshots.
+    pub fn snapshot_load(&self) -> SnapshotLoad {
+        self.inner.snapshot_load
+    }
+
+    /// Writes a producer snapshot at the log end now.
+    pub fn take_producer_snapshot(&self) -> Result<()> {
+        self.check_writable()?;
+        let mut a = self.inner.appender.lock();
+        self.snapshot_locked(&mut a)
+    }
+
+    pub(super) fn snapshot_locked(&self, a: &mut Appender) -> Result<()> {
+        let leo = self.inner.log_end.load(Ordering::Acquire);
+        debug_assert_eq!(a.producers.map_end_offset(), leo);
+        a.bytes_since_snapshot = 0;
+        write_snapshot(
+            self.inner.config.storage.as_ref(),
+            &self.inner.dir,
+            &a.producers,
+        )
+    }
+
+    /// Rebuilds the producer state as of the log end after a truncation.
+    pub(super) fn rebuild_producers(&self, a: &mut Appender) -> Result<()> {
+        let storage = self.inner.config.storage.as_ref();
+        let start = self.inner.log_start.load(Ordering::Acquire);
+        let end = self.inner.log_end.load(Ordering::Acquire);
+        remove_snapshots_above(storage, &self.inner.dir, end)?;
+        let mut report = SnapshotLoad::default();
+        let cfg = producer_config(&self.inner.config);
+        let mut state = load_snapshot(storage, &self.inner.dir, cfg, start, end, &mut report)?;
+        replay(&mut state, &self.segments(), end)?;
+        a.producers = state;
+        Ok(())
+    }
+}
