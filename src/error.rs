@@ -72,6 +72,9 @@ pub enum Error {
         epoch: ProducerEpoch,
         first_sequence: Sequence,
     },
+    /// The request or its response was lost (a transport's answer); retriable with the same
+    /// bytes.
+    Timeout,
     /// The producer id is unknown and the batch does not start at sequence 0.
     UnknownProducerId {
         producer_id: ProducerId,
@@ -177,6 +180,9 @@ impl fmt::Display for Error {
                  older than the retained window",
                 producer_id.0
             ),
+            Error::Timeout => {
+                write!(f, "request timed out: the request or its response was lost")
+            }
             Error::UnknownProducerId {
                 producer_id,
                 first_sequence,

@@ -1,7 +1,10 @@
 //! Idempotent producers: the pure state machine that deduplicates retries and fences old
 //! epochs. The snapshot codec lives in `format::snapshot`; the log wires both to files.
 
+pub mod client;
 pub mod state;
+
+pub use client::{Delivery, ProduceTarget, Producer, MAX_IN_FLIGHT};
 
 pub use state::{
     BatchMetadata, CheckResult, ProducerConfig, ProducerEntry, ProducerStateManager,
