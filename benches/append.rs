@@ -29,7 +29,12 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// `distinct` different batches of `per_batch` records of `record_bytes` each.
-fn batches(distinct: usize, per_batch: usize, record_bytes: usize, idempotent: bool) -> Vec<RecordBatch> {
+fn batches(
+    distinct: usize,
+    per_batch: usize,
+    record_bytes: usize,
+    idempotent: bool,
+) -> Vec<RecordBatch> {
     (0..distinct)
         .map(|b| {
             let mut builder = BatchBuilder::with_capacity(per_batch * (record_bytes + 16) + 128);
@@ -64,7 +69,10 @@ fn append_group(c: &mut Criterion, name: &str, per_batch: usize, record_bytes: u
     let bytes: u64 = plain.iter().map(|b| b.len() as u64).sum();
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Bytes(bytes));
-    group.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
 
     let storage = RealStorage;
     // Baseline 1: memcpy into a mapping whose pages are already resident.
@@ -87,7 +95,9 @@ fn append_group(c: &mut Criterion, name: &str, per_batch: usize, record_bytes: u
             let start = Instant::now();
             for _ in 0..iters {
                 for batch in &plain {
-                    w.reserve(batch.len()).unwrap().copy_from_slice(batch.as_bytes());
+                    w.reserve(batch.len())
+                        .unwrap()
+                        .copy_from_slice(batch.as_bytes());
                     w.advance(batch.len());
                 }
                 w.publish();
@@ -107,7 +117,9 @@ fn append_group(c: &mut Criterion, name: &str, per_batch: usize, record_bytes: u
             let start = Instant::now();
             for _ in 0..iters {
                 for batch in &plain {
-                    w.reserve(batch.len()).unwrap().copy_from_slice(batch.as_bytes());
+                    w.reserve(batch.len())
+                        .unwrap()
+                        .copy_from_slice(batch.as_bytes());
                     w.advance(batch.len());
                 }
                 w.publish();
@@ -119,7 +131,12 @@ fn append_group(c: &mut Criterion, name: &str, per_batch: usize, record_bytes: u
     group.bench_function("write_per_batch", |b| {
         let dir = tempfile::tempdir().unwrap();
         b.iter_custom(|iters| {
-            let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(dir.path().join("w")).unwrap();
+            let mut f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(dir.path().join("w"))
+                .unwrap();
             let start = Instant::now();
             for _ in 0..iters {
                 for batch in &plain {
@@ -129,7 +146,10 @@ fn append_group(c: &mut Criterion, name: &str, per_batch: usize, record_bytes: u
             start.elapsed()
         });
     });
-    for (label, idempotent) in [("oncelog_append_os", false), ("oncelog_append_os_idempotent", true)] {
+    for (label, idempotent) in [
+        ("oncelog_append_os", false),
+        ("oncelog_append_os_idempotent", true),
+    ] {
         group.bench_function(label, |b| {
             b.iter_custom(|iters| {
                 let dir = tempfile::tempdir().unwrap();
@@ -188,11 +208,19 @@ fn every_append_64k(c: &mut Criterion) {
     let bytes: u64 = plain.iter().map(|b| b.len() as u64).sum();
     let mut group = c.benchmark_group("every_append_64k");
     group.throughput(Throughput::Bytes(bytes));
-    group.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
     group.bench_function("write_fdatasync_per_batch", |b| {
         let dir = tempfile::tempdir().unwrap();
         b.iter_custom(|iters| {
-            let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(dir.path().join("w")).unwrap();
+            let mut f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(dir.path().join("w"))
+                .unwrap();
             let start = Instant::now();
             for _ in 0..iters {
                 for batch in &plain {
@@ -205,29 +233,37 @@ fn every_append_64k(c: &mut Criterion) {
     });
     let plain = Arc::new(plain);
     for threads in [1usize, 4, 16] {
-        group.bench_with_input(BenchmarkId::new("oncelog_every_append", threads), &threads, |b, &threads| {
-            b.iter_custom(|iters| {
-                let dir = tempfile::tempdir().unwrap();
-                let log = Log::open(dir.path(), bench_config(SEGMENT_BYTES, SyncMode::EveryAppend)).unwrap();
-                let start = Instant::now();
-                for _ in 0..iters {
-                    std::thread::scope(|s| {
-                        for t in 0..threads {
-                            let log = &log;
-                            let plain = Arc::clone(&plain);
-                            s.spawn(move || {
-                                for batch in plain.iter().skip(t).step_by(threads) {
-                                    log.append(batch).unwrap();
-                                }
-                            });
-                        }
-                    });
-                }
-                let elapsed = start.elapsed();
-                log.simulate_crash();
-                elapsed
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::new("oncelog_every_append", threads),
+            &threads,
+            |b, &threads| {
+                b.iter_custom(|iters| {
+                    let dir = tempfile::tempdir().unwrap();
+                    let log = Log::open(
+                        dir.path(),
+                        bench_config(SEGMENT_BYTES, SyncMode::EveryAppend),
+                    )
+                    .unwrap();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        std::thread::scope(|s| {
+                            for t in 0..threads {
+                                let log = &log;
+                                let plain = Arc::clone(&plain);
+                                s.spawn(move || {
+                                    for batch in plain.iter().skip(t).step_by(threads) {
+                                        log.append(batch).unwrap();
+                                    }
+                                });
+                            }
+                        });
+                    }
+                    let elapsed = start.elapsed();
+                    log.simulate_crash();
+                    elapsed
+                });
+            },
+        );
     }
     group.finish();
 }

@@ -195,6 +195,12 @@ impl fmt::Display for Error {
     }
 }
 
+impl From<DecodeError> for Error {
+    fn from(reason: DecodeError) -> Self {
+        Error::InvalidBatch(reason)
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {

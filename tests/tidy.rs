@@ -19,7 +19,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn library_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
     assert!(files.len() > 10, "found the sources");
     files
 }
@@ -31,7 +34,9 @@ fn unsafe_lines(text: &str) -> Vec<(usize, &str)> {
         .filter(|(_, l)| {
             let code = l.split("//").next().unwrap_or("");
             !code.contains('"')
-                && (code.contains("unsafe {") || code.contains("unsafe impl") || code.contains("unsafe fn"))
+                && (code.contains("unsafe {")
+                    || code.contains("unsafe impl")
+                    || code.contains("unsafe fn"))
         })
         .collect()
 }
@@ -43,11 +48,18 @@ fn unsafe_lives_only_in_the_io_module() {
         let text = fs::read_to_string(&file).unwrap();
         let in_io = file.components().any(|c| c.as_os_str() == "io");
         let lines = unsafe_lines(&text);
-        assert!(in_io || lines.is_empty(), "{}: unsafe outside src/io: {lines:?}", file.display());
+        assert!(
+            in_io || lines.is_empty(),
+            "{}: unsafe outside src/io: {lines:?}",
+            file.display()
+        );
         seen_in_io += lines.len();
     }
     // The scanner must see the mmap code's unsafe blocks, or it is checking nothing.
-    assert!(seen_in_io >= 5, "scanner found only {seen_in_io} unsafe lines in src/io");
+    assert!(
+        seen_in_io >= 5,
+        "scanner found only {seen_in_io} unsafe lines in src/io"
+    );
 }
 
 #[test]
@@ -58,8 +70,15 @@ fn every_unsafe_block_has_a_safety_argument() {
         for (i, line) in unsafe_lines(&text) {
             if line.contains("unsafe fn") {
                 // An unsafe fn states its contract in a `# Safety` doc section instead.
-                let doc = all[i.saturating_sub(12)..i].iter().any(|l| l.contains("# Safety"));
-                assert!(doc, "{}:{}: unsafe fn without a # Safety section", file.display(), i + 1);
+                let doc = all[i.saturating_sub(12)..i]
+                    .iter()
+                    .any(|l| l.contains("# Safety"));
+                assert!(
+                    doc,
+                    "{}:{}: unsafe fn without a # Safety section",
+                    file.display(),
+                    i + 1
+                );
                 continue;
             }
             // The argument may span several comment lines directly above the block.
@@ -79,7 +98,12 @@ fn every_unsafe_block_has_a_safety_argument() {
             // `let x = unsafe { .. }` on the line after its comment is covered above; a block
             // opened inside an expression may carry the comment on the same statement.
             found |= line.contains("// SAFETY:");
-            assert!(found, "{}:{}: unsafe without // SAFETY: {line}", file.display(), i + 1);
+            assert!(
+                found,
+                "{}:{}: unsafe without // SAFETY: {line}",
+                file.display(),
+                i + 1
+            );
         }
     }
 }
@@ -91,7 +115,12 @@ fn no_debugging_leftovers_or_stubs_in_the_library() {
         for (i, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
             for banned in ["dbg!(", "todo!(", "unimplemented!("] {
-                assert!(!code.contains(banned), "{}:{}: {banned}", file.display(), i + 1);
+                assert!(
+                    !code.contains(banned),
+                    "{}:{}: {banned}",
+                    file.display(),
+                    i + 1
+                );
             }
         }
     }

@@ -225,7 +225,10 @@ impl Log {
             .filter(|b| b.is_running())
         {
             Some(bg) => bg.send(Job::Seal(old)),
-            None => old.seal(cfg.storage.as_ref())?,
+            None => {
+                old.seal(cfg.storage.as_ref())?;
+                self.note_sealed(&old)?;
+            }
         }
         // A snapshot at every segment base bounds replay after a crash to one segment.
         let _ = self.snapshot_locked(a);

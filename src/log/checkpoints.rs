@@ -16,8 +16,9 @@ use crate::io::{write_atomic, OpenMode, Storage, StorageFile};
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
 pub const LOG_START_FILE: &str = "log-start-offset";
 pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
-/// Slot size: one sector, so a torn write damages at most the slot being written.
-pub const SLOT_BYTES: u64 = 512;
+/// Slot stride: one page apart, so a torn or lost page write damages at most the slot being
+/// written, whatever the device's atomic write unit.
+pub const SLOT_BYTES: u64 = 4096;
 
 /// The recovery-point file, open for in-place slot updates.
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub struct RecoveryPointFile {
     sequence: u64,
     /// The value last written.
     value: u64,
+    /// A valid slot was read at open.
+    found: bool,
 }
 
 impl RecoveryPointFile {
@@ -61,17 +64,32 @@ impl RecoveryPointFile {
                 .map_err(|e| Error::io("fsync directory", dir, e))?;
             (file, None)
         };
+        let found = best.is_some();
         let (sequence, value) = best.unwrap_or((0, 0));
         Ok(RecoveryPointFile {
             path,
             file,
             sequence,
             value,
+            found,
         })
     }
 
     pub fn value(&self) -> u64 {
         self.value
+    }
+
+    /// Whether open found a valid slot.
+    pub fn found(&self) -> bool {
+        self.found
+    }
+
+    /// Writes a first slot if none was ever written, so "no valid slot" always means damage.
+    pub fn ensure_written(&mut self) -> Result<()> {
+        if self.sequence == 0 {
+            self.store(self.value)?;
+        }
+        Ok(())
     }
 
     /// Durably records `offset` as the recovery point (one write and one fdatasync).

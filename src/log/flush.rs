@@ -6,7 +6,7 @@
 //! the appenders queued behind it. One msync + one recovery-point fdatasync serve them all, and
 //! no thread hand-off sits on the latency path (docs/architecture.md).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -39,17 +39,21 @@ pub(super) enum Job {
 pub(super) struct Background {
     tx: Sender<Job>,
     handle: Option<JoinHandle<()>>,
+    /// Set by a simulated crash: queued work is dropped, not done.
+    abort: Arc<AtomicBool>,
 }
 
 impl Background {
     pub(super) fn start(log: &Log) -> Background {
         let (tx, rx) = crossbeam_channel::unbounded();
         let weak = Arc::downgrade(&log.inner);
+        let abort = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&abort);
         let handle = std::thread::Builder::new()
             .name(BACKGROUND_THREAD.into())
-            .spawn(move || background_loop(&weak, &rx))
+            .spawn(move || background_loop(&weak, &rx, &flag))
             .ok();
-        Background { tx, handle }
+        Background { tx, handle, abort }
     }
 
     pub(super) fn send(&self, job: Job) {
@@ -58,6 +62,9 @@ impl Background {
     }
 
     fn stop(mut self, job: Job) {
+        if matches!(job, Job::Abort) {
+            self.abort.store(true, Ordering::Release);
+        }
         let _ = self.tx.send(job);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
@@ -69,11 +76,14 @@ impl Background {
     }
 }
 
-fn background_loop(weak: &Weak<LogInner>, rx: &Receiver<Job>) {
+fn background_loop(weak: &Weak<LogInner>, rx: &Receiver<Job>, abort: &AtomicBool) {
     let tick = Duration::from_millis(50);
     let mut last_sync = Instant::now();
     loop {
         let job = rx.recv_timeout(tick);
+        if abort.load(Ordering::Acquire) {
+            return;
+        }
         let Some(inner) = weak.upgrade() else { return };
         let log = Log { inner };
         match job {
@@ -114,7 +124,8 @@ fn background_loop(weak: &Weak<LogInner>, rx: &Receiver<Job>) {
 }
 
 fn seal(log: &Log, seg: &Segment) -> Result<()> {
-    seg.seal(log.inner.config.storage.as_ref())
+    seg.seal(log.inner.config.storage.as_ref())?;
+    log.note_sealed(seg)
 }
 
 impl Log {
@@ -146,6 +157,25 @@ impl Log {
                     }
             })
             .sum()
+    }
+
+    /// A sealed segment is durable as a whole: if everything before it was, the recovery point
+    /// moves to its end, so damage in it is reported as corruption, never cut as a torn tail.
+    pub(super) fn note_sealed(&self, seg: &Segment) -> Result<()> {
+        let mut sync = self.inner.sync.lock();
+        let rp = self.inner.recovery_point.load(Ordering::Acquire);
+        if rp >= seg.base_offset() && rp < seg.next_offset() {
+            if let Err(e) = sync.checkpoint.store(seg.next_offset()) {
+                self.poison(&e);
+                return Err(e);
+            }
+            self.inner
+                .recovery_point
+                .store(seg.next_offset(), Ordering::Release);
+            sync.synced_base = seg.base_offset();
+            sync.synced_len = seg.map().published();
+        }
+        Ok(())
     }
 
     /// Group commit: returns once every batch below `target` is durable.

@@ -1,7 +1,8 @@
 //! The partition log: an ordered list of segments, the last one active.
 //!
 //! Invariants (checked by [`Log::check_invariants`] in tests):
-//! * `log_start_offset <= recovery_point <= log_end_offset` (the recovery point is clamped);
+//! * `log_start_offset <= log_end_offset` and `recovery_point <= log_end_offset` (the recovery
+//!   point may lag behind a log start that retention moved);
 //! * segments are ordered by base offset and contiguous: each segment's base offset is the
 //!   previous segment's next offset; the last segment is the only active (unsealed) one, except
 //!   for segments waiting for the background sealer;
@@ -15,7 +16,7 @@
 //! seals rolled segments and runs interval syncs.
 
 mod append;
-mod checkpoints;
+pub mod checkpoints;
 mod flush;
 mod producers;
 mod read;

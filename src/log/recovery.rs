@@ -55,6 +55,9 @@ pub struct RecoveryReport {
     pub segments_deleted: usize,
     /// Set when the log was opened read-only because of corruption.
     pub corruption: Option<String>,
+    /// Segments existed but the recovery-point checkpoint had no valid slot: every segment was
+    /// treated as unsynced, so damage in it could only be reported as a torn tail.
+    pub recovery_point_missing: bool,
 }
 
 /// One segment as recovery sees it before it is opened for use.
@@ -73,6 +76,12 @@ struct Ctx<'a> {
     dir: &'a Path,
     config: &'a LogConfig,
     report: RecoveryReport,
+    /// The valid prefix of the segment where corruption was found (served read-only).
+    damaged_prefix: Option<Loaded>,
+}
+
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
 }
 
 fn corrupt(path: PathBuf, position: u64, reason: DecodeError) -> Error {
@@ -108,7 +117,6 @@ impl Ctx<'_> {
     fn load_trusted(&mut self, base: u64) -> Result<Loaded> {
         let map = self.map_file(base)?;
         let bytes = map.published_bytes();
-        let path = self.log_path(base);
         if let Some(entries) = self.read_index_files(base, bytes.len() as u64) {
             // Walk only the tail after the last index entry (at most one index interval).
             let (start_pos, start_offset) = entries.offsets.last().map_or((0usize, base), |e| {
@@ -120,15 +128,14 @@ impl Ctx<'_> {
             tail.max_timestamp = entries.times.last().map_or(-1, |t| t.timestamp);
             while pos < bytes.len() {
                 let rest = bytes.get(pos..).unwrap_or(&[]);
-                let (view, _) =
-                    BatchView::parse(rest).map_err(|e| corrupt(path.clone(), pos as u64, e))?;
+                let Ok((view, _)) = BatchView::parse(rest) else {
+                    // Not a clean tail: let the full scan decide between an untrimmed zero tail
+                    // (R7) and damage (R4).
+                    return self.rebuild_trusted(base, &map);
+                };
                 let h = view.header();
                 if h.base_offset != next {
-                    let e = DecodeError::BadField {
-                        field: "base_offset",
-                        value: h.base_offset as i64,
-                    };
-                    return Err(corrupt(path, pos as u64, e));
+                    return self.rebuild_trusted(base, &map);
                 }
                 next = h.next_offset();
                 tail.max_timestamp = tail.max_timestamp.max(h.max_timestamp);
@@ -166,17 +173,23 @@ impl Ctx<'_> {
         self.report.indexes_rebuilt += 1;
         let out = scan_segment(bytes, base, interval, |_, _| {});
         self.report.bytes_scanned += out.valid_len as u64;
-        if let Some((pos, reason)) = out.stop {
-            return Err(corrupt(path, pos as u64, reason));
-        }
         let tail = tail_of(base, &out, bytes);
-        Ok(Loaded {
+        let loaded = Loaded {
             base,
             valid_len: out.valid_len as u64,
-            entries: out.entries,
+            entries: out.entries.clone(),
             tail,
             needs_reseal: true,
-        })
+        };
+        if let Some((pos, reason)) = out.stop {
+            // Zeros to the end of the file: synced, rolled, but not yet trimmed (R7). Whether
+            // the segment is whole is checked against the next segment's base by the caller.
+            if !all_zero(bytes.get(pos..).unwrap_or(&[])) {
+                self.damaged_prefix = Some(loaded);
+                return Err(corrupt(path, pos as u64, reason));
+            }
+        }
+        Ok(loaded)
     }
 
     /// Loads and checks both index files; `None` if either is missing or fails any check.
@@ -247,6 +260,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         dir,
         config: &config,
         report: RecoveryReport::default(),
+        damaged_prefix: None,
     };
 
     // Row R12: leftovers of interrupted atomic writes and orphaned indexes.
@@ -282,14 +296,14 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
     let marker = checkpoints::read_values(storage, &marker_path, CheckpointKind::CleanShutdown)
         .ok()
         .flatten();
+    let mut corruption: Option<Error> = None;
     let log_start_path = dir.join(LOG_START_FILE);
     let log_start_ckpt =
         match checkpoints::read_values(storage, &log_start_path, CheckpointKind::LogStart) {
             Ok(v) => v.and_then(|v| v.first().copied()),
             Err(e) => {
-                // Written atomically, so damage here is real corruption; the segments still bound
-                // the log start from below, and retention will move it again.
-                ctx.report.corruption.get_or_insert(e.to_string());
+                // Written atomically, so damage here is real corruption (R4 for checkpoints).
+                corruption = Some(e);
                 None
             }
         };
@@ -311,8 +325,6 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
     ctx.report.clean_shutdown = clean;
 
     let mut loaded: Vec<Loaded> = Vec::new();
-    let mut corruption: Option<Error> = None;
-    let mut torn: Option<(usize, u64)> = None; // (index of the torn segment, bytes dropped)
     for (i, &base) in bases.iter().enumerate() {
         let next_base = bases.get(i + 1).copied();
         if let Some(prev) = loaded.last() {
@@ -320,7 +332,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
                 // A gap between segments: legal only past the recovery point (an unsynced
                 // segment whose predecessor lost its tail); below it, synced data is missing.
                 if prev.tail.next_offset < recovery_point {
-                    corruption = Some(corrupt(
+                    corruption.get_or_insert(corrupt(
                         ctx.log_path(base),
                         0,
                         DecodeError::BadField {
@@ -328,6 +340,8 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
                             value: base as i64,
                         },
                     ));
+                } else {
+                    ctx.report.truncated_at = Some(prev.tail.next_offset);
                 }
                 break;
             }
@@ -344,12 +358,13 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
                 if let ScanEnd::Torn { offset, dropped } = end {
                     ctx.report.truncated_at = Some(offset);
                     ctx.report.bytes_truncated += dropped;
-                    torn = Some((loaded.len() - 1, dropped));
                     break;
                 }
             }
             Err(e) => {
-                corruption = Some(e);
+                corruption.get_or_insert(e);
+                // Read-only opens serve the valid prefix of the damaged segment.
+                loaded.extend(ctx.damaged_prefix.take());
                 break;
             }
         }
@@ -361,11 +376,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         .collect();
 
     let leo = loaded.last().map_or(0, |l| l.tail.next_offset);
-    if corruption.is_none()
-        && recovery_point > leo
-        && log_start_ckpt.unwrap_or(0) <= leo
-        && !bases.is_empty()
-    {
+    if corruption.is_none() && recovery_point > leo && log_start_ckpt.unwrap_or(0) <= leo {
         // Row R9.
         corruption = Some(Error::CorruptFile {
             path: dir.join(checkpoints::RECOVERY_POINT_FILE),
@@ -384,11 +395,10 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         },
     };
 
-    let report_torn = torn;
     let mut report = ctx.report;
-    let _ = report_torn;
+    report.recovery_point_missing = !rp_file.found() && !bases.is_empty() && !clean;
     let segments = if read_only {
-        open_read_only(storage, dir, &config, loaded)?
+        open_read_only(storage, dir, loaded, bases.first().copied())?
     } else {
         // Rows R8/R10: drop segments after a torn tail and segments below the log start.
         for base in &dropped_bases {
@@ -477,6 +487,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         // Everything recovered becomes durable before the recovery point moves (KAFKA-10101),
         // and the marker goes before the first write, so a crash from here on is unclean.
         log.flush_unchecked()?;
+        log.inner.sync.lock().checkpoint.ensure_written()?;
         if storage.exists(&marker_path) {
             storage
                 .remove(&marker_path)
@@ -515,16 +526,20 @@ fn scan_one(
     };
     if out.next_offset < recovery_point {
         // Row R6: the batch at `pos` was durable, so this is damage, not a torn write.
+        ctx.damaged_prefix = Some(loaded(true));
         return Err(corrupt(ctx.log_path(base), pos as u64, reason));
     }
-    if next_base == Some(out.next_offset) && out.stopped_at_zeroes() {
-        // Row R7: the segment is whole; it was rolled but its seal did not finish.
+    if next_base == Some(out.next_offset) {
+        // Row R7: every offset up to the next segment is here; the segment was rolled but its
+        // seal (trim, index files) did not finish. What follows its last batch is never data.
         return Ok((loaded(true), ScanEnd::Complete));
     }
-    let dropped = bytes[pos..]
-        .iter()
-        .rposition(|&b| b != 0)
-        .map_or(0, |i| i as u64 + 1);
+    let dropped = garbage_len(bytes.get(pos..).unwrap_or(&[]));
+    if next_base.is_none() && dropped == 0 {
+        // The active segment simply ends at its preallocated zeros: nothing is cut.
+        return Ok((loaded(true), ScanEnd::Complete));
+    }
+    // Row R8: a torn tail.
     Ok((
         loaded(true),
         ScanEnd::Torn {
@@ -532,6 +547,22 @@ fn scan_one(
             dropped,
         },
     ))
+}
+
+/// Bytes of non-zero data at the start of `rest`, looking no further than 64 KiB of zeros past
+/// the last non-zero byte (the report figure must not cost a scan of a preallocated gigabyte;
+/// the cut itself is done by truncating the file).
+fn garbage_len(rest: &[u8]) -> u64 {
+    const QUIET: usize = 64 << 10;
+    let mut last_nonzero = None;
+    for (i, &b) in rest.iter().enumerate() {
+        if b != 0 {
+            last_nonzero = Some(i);
+        } else if i - last_nonzero.map_or(0, |l| l + 1) >= QUIET {
+            break;
+        }
+    }
+    last_nonzero.map_or(0, |i| i as u64 + 1)
 }
 
 fn delete_segment_files(storage: &dyn Storage, dir: &Path, base: u64) -> Result<()> {
@@ -579,6 +610,11 @@ fn open_for_append(
         if !active && l.needs_reseal {
             seg.write_index_files(storage)?;
         }
+        if active {
+            // Index files of the active segment are from an earlier clean close; it grows
+            // past them now, and they are rewritten when it is sealed or closed.
+            remove_index_files(storage, dir, l.base)?;
+        }
         segments.push(Arc::new(seg));
     }
     Ok(segments)
@@ -587,23 +623,40 @@ fn open_for_append(
 fn open_read_only(
     storage: &dyn Storage,
     dir: &Path,
-    _config: &LogConfig,
-    loaded: Vec<Loaded>,
+    mut loaded: Vec<Loaded>,
+    first_base: Option<u64>,
 ) -> Result<Vec<Arc<Segment>>> {
+    if loaded.is_empty() {
+        // Damage before the first valid batch: serve an empty log at the first segment's base.
+        let base = first_base.ok_or(Error::ReadOnly)?;
+        let tail = SegmentTail::empty(base);
+        loaded.push(Loaded {
+            base,
+            valid_len: 0,
+            entries: IndexEntries::default(),
+            tail,
+            needs_reseal: false,
+        });
+    }
     loaded
         .into_iter()
         .map(|l| {
             Segment::open_read_only(storage, dir, l.base, l.valid_len, l.entries, l.tail)
                 .map(Arc::new)
         })
-        .collect::<Result<Vec<_>>>()
-        .and_then(|v| {
-            if v.is_empty() {
-                Err(Error::ReadOnly)
-            } else {
-                Ok(v)
-            }
-        })
+        .collect()
+}
+
+fn remove_index_files(storage: &dyn Storage, dir: &Path, base: u64) -> Result<()> {
+    for kind in [FileKind::Index, FileKind::TimeIndex] {
+        let path = segment_path(dir, base, kind);
+        if storage.exists(&path) {
+            storage
+                .remove(&path)
+                .map_err(|e| Error::io("remove index", &path, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn active_builder(config: &LogConfig, active: &Segment) -> IndexBuilder {

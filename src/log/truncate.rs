@@ -23,16 +23,32 @@ impl Log {
     /// log end offset (unchanged if `offset` is at or past it).
     pub fn truncate_to(&self, offset: Offset) -> Result<Offset> {
         self.check_writable()?;
+        let result = self.truncate_inner(offset);
+        if let Err(e @ (Error::Io { .. } | Error::Corrupt { .. })) = &result {
+            // A half-done truncation leaves files the in-memory state no longer describes;
+            // reopening recovers from the files (every step is crash-safe).
+            self.poison(e);
+        }
+        result
+    }
+
+    fn truncate_inner(&self, offset: Offset) -> Result<Offset> {
         let cfg = &self.inner.config;
         let storage = cfg.storage.as_ref();
         let dir = self.inner.dir.clone();
         let mut a = self.inner.appender.lock();
-        let mut sync = self.inner.sync.lock();
         let end = self.inner.log_end.load(Ordering::Acquire);
         if offset.0 >= end {
             return Ok(Offset(end));
         }
         let segments = self.segments();
+        // Finish pending seals first: a queued seal must never write files for a segment this
+        // truncation deletes or replaces (it waits on the segment's lifecycle lock).
+        for s in segments.iter().take(segments.len().saturating_sub(1)) {
+            s.seal(storage)?;
+            self.note_sealed(s)?;
+        }
+        let mut sync = self.inner.sync.lock();
         let idx = segments
             .partition_point(|s| s.base_offset() <= offset.0)
             .saturating_sub(1);
@@ -56,7 +72,17 @@ impl Log {
         }
         let new_end = new_end.max(seg.base_offset());
 
-        // 1. The recovery point never stays above the data it vouches for.
+        // 1. The log start and the recovery point never stay above the data they describe.
+        if self.inner.log_start.load(Ordering::Acquire) > new_end {
+            let path = dir.join(super::checkpoints::LOG_START_FILE);
+            super::checkpoints::write_values(
+                storage,
+                &path,
+                crate::format::checkpoint::CheckpointKind::LogStart,
+                &[new_end],
+            )?;
+            self.inner.log_start.store(new_end, Ordering::Release);
+        }
         let rp = self
             .inner
             .recovery_point
@@ -81,8 +107,12 @@ impl Log {
                     .map_err(|e| Error::io("remove index", &p, e))?;
             }
         }
-        let new_active = if pos == 0 {
+        if pos == 0 {
             seg.delete_files(storage)?;
+        } else {
+            seg.retire();
+        }
+        let new_active = if pos == 0 {
             storage
                 .sync_dir(&dir)
                 .map_err(|e| Error::io("fsync directory", &dir, e))?;

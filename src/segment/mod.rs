@@ -57,6 +57,16 @@ pub struct Segment {
     first_append_ms: AtomicI64,
     last_append_ms: AtomicI64,
     sealed: AtomicBool,
+    /// Serialises seal and delete: a queued background seal of a segment that truncation or
+    /// retention has since deleted or replaced must not write files under its old name.
+    lifecycle: parking_lot::Mutex<Lifecycle>,
+}
+
+/// Where a segment is in Active -> Sealed -> Deleted, beyond the `sealed` flag readers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    Live,
+    Deleted,
 }
 
 pub fn segment_path(dir: &Path, base_offset: u64, kind: FileKind) -> PathBuf {
@@ -223,6 +233,7 @@ impl Segment {
             first_append_ms: AtomicI64::new(tail.first_append_ms),
             last_append_ms: AtomicI64::new(tail.last_append_ms),
             sealed: AtomicBool::new(sealed),
+            lifecycle: parking_lot::Mutex::new(Lifecycle::Live),
         }
     }
 
@@ -311,7 +322,8 @@ impl Segment {
     /// Seals the segment: msync everything, trim the file to its valid length, fsync, and write
     /// the index files (fsynced, directory fsynced). Idempotent.
     pub fn seal(&self, storage: &dyn Storage) -> Result<()> {
-        if self.is_sealed() {
+        let lifecycle = self.lifecycle.lock();
+        if self.is_sealed() || *lifecycle == Lifecycle::Deleted {
             return Ok(());
         }
         let len = self.map.published();
@@ -325,6 +337,12 @@ impl Segment {
         self.write_index_files(storage)?;
         self.sealed.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Marks the segment replaced (by truncation's copy under the same name): no later seal may
+    /// write its files.
+    pub fn retire(&self) {
+        *self.lifecycle.lock() = Lifecycle::Deleted;
     }
 
     /// Writes `.index` and `.timeindex` (each fsynced), then fsyncs the directory.
@@ -369,6 +387,8 @@ impl Segment {
 
     /// Removes the segment's files. Readers holding the segment keep its mapping.
     pub fn delete_files(&self, storage: &dyn Storage) -> Result<()> {
+        let mut lifecycle = self.lifecycle.lock();
+        *lifecycle = Lifecycle::Deleted;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         for kind in [FileKind::Log, FileKind::Index, FileKind::TimeIndex] {
             let path = segment_path(dir, self.base_offset, kind);
