@@ -53,6 +53,7 @@ fn main() -> ExitCode {
             eprint!("{USAGE}");
             ExitCode::from(2)
         }
+        Err(cli::CliError::BrokenPipe) => ExitCode::SUCCESS,
         Err(cli::CliError::Failed(msg)) => {
             eprintln!("oncelog: error: {msg}");
             ExitCode::FAILURE

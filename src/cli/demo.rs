@@ -55,7 +55,7 @@ fn make_batch(base: u64, ts: i64) -> Result<RecordBatch, CliError> {
         let offset = base + i;
         let key = format!("user-{}", offset.wrapping_mul(2_654_435_761) % KEYS);
         let mut value = format!("{offset:020} {key} ").into_bytes();
-        let mut x = offset | 1;
+        let mut x = offset.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         while value.len() < VALUE_BYTES {
             x ^= x << 13;
             x ^= x >> 7;

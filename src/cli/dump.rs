@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use oncelog::format::file_name::FileKind;
 
-use super::{classify_tail, one_dir, parse_args, preview, walk, CliResult, Listing, Step};
+use super::{classify_tail, one_dir, parse_args, preview, walk, CliResult, Listing, Step, Tail};
 
 pub fn main(args: &[String]) -> CliResult {
     let (flags, positional) = parse_args(args, &["--records"])?;
@@ -104,14 +104,16 @@ pub fn dump(dir: &Path, records: bool, out: &mut impl Write) -> std::io::Result<
                     end = pos + view.len();
                     batches += 1;
                 }
-                Step::Invalid { pos, reason } => {
-                    writeln!(
+                Step::Invalid { pos, reason } => match classify_tail(&bytes, pos) {
+                    tail @ Tail::Zeros { .. } => {
+                        writeln!(out, "end of batches at pos={pos}: {tail}")?;
+                    }
+                    tail => writeln!(
                         out,
-                        "INVALID batch at pos={pos} (after offset {}): {reason}; {}",
+                        "INVALID batch at pos={pos} (after offset {}): {reason}; {tail}",
                         expected.saturating_sub(1),
-                        classify_tail(&bytes, pos)
-                    )?;
-                }
+                    )?,
+                },
             }
         }
         writeln!(

@@ -31,18 +31,24 @@ pub enum CliError {
     Usage(String),
     /// The command failed: the message goes to stderr, exit status 1.
     Failed(String),
+    /// Whoever read our output went away (`oncelog dump DIR | head`): stop quietly.
+    BrokenPipe,
 }
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CliError::Usage(m) | CliError::Failed(m) => f.write_str(m),
+            CliError::BrokenPipe => f.write_str("broken pipe"),
         }
     }
 }
 
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return CliError::BrokenPipe;
+        }
         CliError::Failed(e.to_string())
     }
 }
