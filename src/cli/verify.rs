@@ -274,9 +274,19 @@ fn walk_segments(
             (Tail::Zeros { len }, true) => format!("active, {len} bytes preallocated"),
             (Tail::Zeros { len }, false) => {
                 if next_base == Some(after) && !f.batches.is_empty() {
+                    // Recovery row R7. The library handles it only for segments it scans; a
+                    // segment below the recovery point is trusted, and its zeros are reported
+                    // as corruption (a library bug, reported with the CLI).
+                    let caveat = if recovery_point >= after {
+                        "; but the recovery point covers it, and the current Log::open then \
+                         fails with \"all-zero region\" instead of re-sealing it (library bug)"
+                    } else {
+                        ""
+                    };
                     findings.warn(format!(
                         "{name}: not sealed: {len} zero bytes of preallocation follow the last \
-                         batch (a crash before its seal finished); the next open re-seals it"
+                         batch (a crash before its seal finished); the next open should re-seal \
+                         it (recovery row R7){caveat}"
                     ));
                 } else {
                     findings.error(format!(
