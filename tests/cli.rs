@@ -1,0 +1,278 @@
+//! The `oncelog` binary, run as a user runs it: demo, verify (good and damaged logs), dump,
+//! stat, and argument errors.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::batch;
+use oncelog::format::batch::BatchView;
+use oncelog::{Log, LogConfig};
+
+fn oncelog(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_oncelog"))
+        .args(args)
+        .output()
+        .expect("run oncelog")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A closed log of 4 KiB segments; returns `(base, last)` offsets of every batch.
+fn write_log(dir: &Path, batches: u64) -> Vec<(u64, u64)> {
+    let log = Log::open(dir, LogConfig::for_tests()).unwrap();
+    let mut out = Vec::new();
+    for tag in 0..batches {
+        let info = log.append(&batch(tag, 1 + (tag % 4) as u32, 40)).unwrap();
+        out.push((info.base_offset.0, info.last_offset.0));
+    }
+    log.close().unwrap();
+    out
+}
+
+/// Every regular file of `dir` with its length and an FNV-1a hash of its contents, by name.
+fn snapshot(dir: &Path) -> Vec<(String, usize, u64)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let bytes = std::fs::read(e.path()).unwrap();
+            let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                bytes.len(),
+                hash,
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn demo_succeeds_and_prints_the_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = oncelog(&["demo", arg(&dir)]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("summary: written "), "{t}");
+    assert!(t.contains(" / recovered "), "{t}");
+    assert!(t.contains(" / verified "), "{t}");
+    assert!(t.contains("result: OK"), "{t}");
+    assert!(t.contains("demo: OK"), "{t}");
+    assert!(t.contains("clean_shutdown=true"), "{t}");
+    assert!(t.contains("clean_shutdown=false"), "{t}");
+}
+
+#[test]
+fn verify_accepts_a_good_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let batches = write_log(dir.path(), 200);
+    let before = snapshot(dir.path());
+    let out = oncelog(&["verify", arg(dir.path())]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("result: OK (0 warnings)"), "{t}");
+    let last = batches.last().unwrap().1;
+    assert!(t.contains(&format!("offsets 0..{last}")), "{t}");
+    assert_eq!(
+        snapshot(dir.path()),
+        before,
+        "verify must not modify the directory"
+    );
+}
+
+#[test]
+fn verify_names_the_file_and_position_of_a_flipped_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 200);
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() > 3, "the log must roll: {segments:?}");
+    let sealed = &segments[1];
+    let mut bytes = std::fs::read(sealed).unwrap();
+    let middle = bytes.len() / 2;
+    // The batch holding the middle byte: that is where verify must point.
+    let mut pos = 0;
+    let batch_pos = loop {
+        let (view, _) = BatchView::parse(&bytes[pos..]).unwrap();
+        if pos + view.len() > middle {
+            break pos;
+        }
+        pos += view.len();
+    };
+    bytes[middle] ^= 0x40;
+    std::fs::write(sealed, &bytes).unwrap();
+
+    let out = oncelog(&["verify", arg(dir.path())]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let name = sealed.file_name().unwrap().to_str().unwrap();
+    assert!(
+        t.contains(&format!("ERROR: {name} at byte {batch_pos}")),
+        "must name {name} and byte {batch_pos}:\n{t}"
+    );
+    assert!(t.contains("result: FAILED"), "{t}");
+}
+
+#[test]
+fn verify_warns_about_a_torn_tail_and_fails_on_damage_below_the_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 1 << 16,
+        max_batch_bytes: 4096,
+        ..LogConfig::for_tests()
+    };
+    let log = Log::open(dir.path(), cfg.clone()).unwrap();
+    for tag in 0..20 {
+        log.append(&batch(tag, 2, 40)).unwrap();
+    }
+    let end = log.log_end_offset().0;
+    log.simulate_crash();
+    let seg = dir.path().join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let valid: usize = {
+        let mut pos = 0;
+        while let Ok((v, _)) = BatchView::parse(&bytes[pos..]) {
+            pos += v.len();
+        }
+        pos
+    };
+    // Garbage after the last batch, as a torn write would leave.
+    bytes[valid + 10..valid + 30].fill(0xAB);
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = oncelog(&["verify", arg(dir.path())]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "a torn tail is a warning:\n{t}");
+    assert!(
+        t.contains(&format!("garbage tail past offset {}", end - 1)),
+        "{t}"
+    );
+    assert!(t.contains("recovery will cut it"), "{t}");
+
+    // A flip inside the synced part of the active segment is corruption.
+    let log = Log::open(dir.path(), cfg).unwrap();
+    log.flush().unwrap();
+    log.simulate_crash();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = oncelog(&["verify", arg(dir.path())]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("corruption in synced data"), "{t}");
+}
+
+#[test]
+fn dump_prints_one_line_per_batch_with_its_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let batches = write_log(dir.path(), 60);
+    let out = oncelog(&["dump", arg(dir.path())]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let lines: Vec<&str> = t.lines().filter(|l| l.starts_with("offset=")).collect();
+    assert_eq!(lines.len(), batches.len(), "{t}");
+    for (line, (base, last)) in lines.iter().zip(&batches) {
+        assert!(
+            line.starts_with(&format!("offset={base}..{last} ")),
+            "{line} should be batch {base}..{last}"
+        );
+        assert!(line.ends_with(" valid"), "{line}");
+    }
+    assert!(t.contains(".index"), "other files are listed:\n{t}");
+    assert!(t.contains("recovery-point"), "{t}");
+
+    let out = oncelog(&["dump", "--records", arg(dir.path())]);
+    let t = text(&out);
+    let records: usize = batches.iter().map(|(b, l)| (l - b + 1) as usize).sum();
+    assert_eq!(
+        t.lines().filter(|l| l.starts_with("  | offset=")).count(),
+        records
+    );
+    assert!(t.contains(
+        "  | offset=0 ts=1000 key_len=2 value_len=40 headers=0 key=\"k0\" value=\"0:0:xx"
+    ));
+}
+
+#[test]
+fn dump_and_verify_work_on_a_locked_open_log_without_changing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // One segment: no background seal may change the directory while we look.
+    let cfg = LogConfig {
+        segment_bytes: 1 << 16,
+        ..LogConfig::for_tests()
+    };
+    let log = Log::open(dir.path(), cfg).unwrap();
+    for tag in 0..50 {
+        log.append(&batch(tag, 3, 30)).unwrap();
+    }
+    log.flush().unwrap();
+    let before = snapshot(dir.path());
+    let out = oncelog(&["verify", arg(dir.path())]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = oncelog(&["dump", arg(dir.path())]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = oncelog(&["stat", arg(dir.path())]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("log end offset: 150\n"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(snapshot(dir.path()), before);
+    log.close().unwrap();
+}
+
+#[test]
+fn stat_prints_the_log_end_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let batches = write_log(dir.path(), 120);
+    let end = batches.last().unwrap().1 + 1;
+    let out = oncelog(&["stat", arg(dir.path())]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains(&format!("log end offset: {end}\n")), "{t}");
+    assert!(t.contains("log start offset: 0"), "{t}");
+    assert!(t.contains(&format!("recovery point: {end} ")), "{t}");
+    assert!(t.contains("clean-shutdown marker: present"), "{t}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    let out = oncelog(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown command 'frobnicate'"), "{err}");
+    assert!(err.contains("USAGE"), "{err}");
+    assert!(out.stdout.is_empty());
+
+    let out = oncelog(&[]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = oncelog(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("verify DIR"));
+
+    let out = oncelog(&["verify"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = oncelog(&["dump", "--bogus", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+}
