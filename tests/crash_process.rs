@@ -64,7 +64,7 @@ fn child(dir: &Path) -> ! {
     loop {
         let end = append_next(&log);
         n += 1;
-        if n % FLUSH_EVERY == 0 {
+        if n.is_multiple_of(FLUSH_EVERY) {
             log.flush().unwrap();
             writeln!(out, "flushed {end}").unwrap();
             out.flush().unwrap();
@@ -87,13 +87,25 @@ fn verify(log: &Log, at_least: u64, round: usize) -> u64 {
         assert!(!f.is_empty(), "round {round}: empty read at {next}");
         for b in f.batches() {
             let b = b.unwrap_or_else(|e| panic!("round {round}: {e}"));
-            assert_eq!(b.base_offset(), next, "round {round}: offsets not contiguous");
+            assert_eq!(
+                b.base_offset(),
+                next,
+                "round {round}: offsets not contiguous"
+            );
             b.verify_records().unwrap();
             for r in b.records() {
                 let r = r.unwrap();
                 let o = b.base_offset() + r.offset_delta as u64;
-                assert_eq!(r.key, Some(&o.to_le_bytes()[..]), "round {round}: key at {o}");
-                assert_eq!(r.value, Some(&value_of(o)[..]), "round {round}: value at {o}");
+                assert_eq!(
+                    r.key,
+                    Some(&o.to_le_bytes()[..]),
+                    "round {round}: key at {o}"
+                );
+                assert_eq!(
+                    r.value,
+                    Some(&value_of(o)[..]),
+                    "round {round}: value at {o}"
+                );
                 assert_eq!(r.timestamp, o as i64);
             }
             next = b.last_offset() + 1;
@@ -127,14 +139,20 @@ fn kill_9_while_appending_keeps_every_flushed_record() {
             BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
-                .filter_map(|l| l.strip_prefix("flushed ").and_then(|n| n.parse::<u64>().ok()))
+                .filter_map(|l| {
+                    l.strip_prefix("flushed ")
+                        .and_then(|n| n.parse::<u64>().ok())
+                })
                 .max()
         });
         // The fault: SIGKILL at a random instant (this delay is the crash point, not a wait).
         std::thread::sleep(Duration::from_millis(30 + rng.below(300)));
         child.kill().unwrap();
         let status = child.wait().unwrap();
-        assert!(!status.success(), "round {round}: the child must die by the signal");
+        assert!(
+            !status.success(),
+            "round {round}: the child must die by the signal"
+        );
         if let Some(f) = reader.join().unwrap() {
             assert!(f >= flushed, "flushed ends only grow");
             flushed = f;

@@ -102,7 +102,11 @@ fn damage(path: &Path, other: &Path, d: Damage) {
 fn assert_same(got: &Answers, want: &Answers, what: &str) {
     assert_eq!(got.end, want.end, "{what}: log end");
     for (g, w) in got.reads.iter().zip(&want.reads) {
-        assert_eq!(g, w, "{what}: read at offset {} (offset, batch base, batch last)", w.0);
+        assert_eq!(
+            g, w,
+            "{what}: read at offset {} (offset, batch base, batch last)",
+            w.0
+        );
     }
     assert!(got.records == want.records, "{what}: records differ");
     for (g, w) in got.times.iter().zip(&want.times) {
@@ -122,8 +126,15 @@ fn reopen_and_compare(dir: &Path, before: &Answers, what: &str) {
     let log = Log::open(dir, cfg()).unwrap();
     let r = log.recovery_report().clone();
     assert!(r.clean_shutdown, "{what}: {r:?}");
-    assert_eq!(r.indexes_rebuilt, 0, "{what}: index files were not rewritten: {r:?}");
-    assert_same(&answers(&log), before, &format!("{what}, after the rewrite"));
+    assert_eq!(
+        r.indexes_rebuilt, 0,
+        "{what}: index files were not rewritten: {r:?}"
+    );
+    assert_same(
+        &answers(&log),
+        before,
+        &format!("{what}, after the rewrite"),
+    );
     log.close().unwrap();
 }
 

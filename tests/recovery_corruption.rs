@@ -100,7 +100,11 @@ fn damage_in_a_sealed_segment_fails_open_with_file_and_position() {
         };
         let before = snapshot_dir(dir.path());
         assert_corrupt_at(Log::open(dir.path(), sparse()), &path, victim.pos, what);
-        assert_eq!(snapshot_dir(dir.path()), before, "{what}: a failed open changes nothing");
+        assert_eq!(
+            snapshot_dir(dir.path()),
+            before,
+            "{what}: a failed open changes nothing"
+        );
         // Still failing on the next attempt: nothing was silently repaired.
         assert_corrupt_at(Log::open(dir.path(), sparse()), &path, victim.pos, what);
     }
@@ -147,9 +151,14 @@ fn damaged_batch_in_a_trusted_segment_is_never_served_nor_truncated() {
             assert_eq!(r.segments_deleted, 0, "{r:?}");
             for o in b.base_offset..b.next_offset {
                 let f = log.read(Offset(o), 1 << 16).unwrap();
-                let first = f.batches().next().expect("a read returns the batch or an error");
+                let first = f
+                    .batches()
+                    .next()
+                    .expect("a read returns the batch or an error");
                 match first {
-                    Err(Error::Corrupt { path: p, position, .. }) => {
+                    Err(Error::Corrupt {
+                        path: p, position, ..
+                    }) => {
                         assert_eq!(p, path);
                         assert_eq!(position, b.pos as u64);
                     }
@@ -193,16 +202,31 @@ fn read_only_mode_serves_data_before_the_damage_and_changes_nothing() {
     ));
     // Everything in the segments before the damaged one reads back intact.
     let end = log.log_end_offset().0;
-    assert!(end >= base, "segments before the damage are served (end {end}, base {base})");
-    assert!(end <= b.base_offset, "nothing at or after the damaged batch is served");
+    assert!(
+        end >= base,
+        "segments before the damage are served (end {end}, base {base})"
+    );
+    assert!(
+        end <= b.base_offset,
+        "nothing at or after the damaged batch is served"
+    );
     let got = read_all(&log);
     let want: Vec<_> = all.iter().filter(|(o, _)| *o < end).cloned().collect();
     assert_eq!(got, want);
     log.close().unwrap();
-    assert_eq!(snapshot_dir(dir.path()), before, "read-only open changed files");
+    assert_eq!(
+        snapshot_dir(dir.path()),
+        before,
+        "read-only open changed files"
+    );
 
     // The default mode still refuses to open.
-    assert_corrupt_at(Log::open(dir.path(), sparse()), &path, b.pos, "after read-only");
+    assert_corrupt_at(
+        Log::open(dir.path(), sparse()),
+        &path,
+        b.pos,
+        "after read-only",
+    );
 }
 
 /// `RecoveryMode::ReadOnlyOnCorruption` is documented as "serving the valid prefix before the
@@ -222,7 +246,11 @@ fn read_only_mode_serves_the_intact_batches_of_the_damaged_segment() {
         b.base_offset,
         "the valid prefix ends at the damaged batch, not at the damaged segment's base {base}"
     );
-    let want: Vec<_> = all.iter().filter(|(o, _)| *o < b.base_offset).cloned().collect();
+    let want: Vec<_> = all
+        .iter()
+        .filter(|(o, _)| *o < b.base_offset)
+        .cloned()
+        .collect();
     assert_eq!(read_all(&log), want);
 }
 
@@ -278,14 +306,23 @@ fn damage_in_synced_data_of_the_active_segment_is_corruption() {
         .unwrap();
     flip_bit(&path, victim.pos + victim.len / 2, 5);
     let before = snapshot_dir(dir.path());
-    assert_corrupt_at(Log::open(dir.path(), sparse()), &path, victim.pos, "active, synced");
+    assert_corrupt_at(
+        Log::open(dir.path(), sparse()),
+        &path,
+        victim.pos,
+        "active, synced",
+    );
     assert_eq!(snapshot_dir(dir.path()), before, "nothing truncated");
 
     let log = Log::open(dir.path(), read_only(sparse())).unwrap();
     assert!(log.is_read_only());
     assert!(log.log_end_offset().0 <= victim.base_offset);
     drop(log);
-    assert_eq!(snapshot_dir(dir.path()), before, "read-only open truncated nothing");
+    assert_eq!(
+        snapshot_dir(dir.path()),
+        before,
+        "read-only open truncated nothing"
+    );
 }
 
 /// Rows R5/R8: the same flip in the unsynced last batch is a torn write: cut and reported.
@@ -304,7 +341,11 @@ fn damage_in_the_unsynced_tail_is_truncation() {
     assert_eq!(log.log_end_offset().0, synced, "{r:?}");
     assert_eq!(r.truncated_at, Some(synced), "{r:?}");
     // Everything from the cut to the last non-zero byte (a batch may end in zero bytes).
-    assert_eq!(r.bytes_truncated, (last_nonzero + 1 - victim.pos) as u64, "{r:?}");
+    assert_eq!(
+        r.bytes_truncated,
+        (last_nonzero + 1 - victim.pos) as u64,
+        "{r:?}"
+    );
     assert_eq!(log.append(&batch(1, 1, 1)).unwrap().base_offset.0, synced);
 }
 
@@ -373,7 +414,11 @@ fn unsealed_synced_segment_after_a_crash_is_not_corruption() {
     assert_eq!(log.log_end_offset().0, all.len() as u64);
     assert_eq!(read_all(&log), all);
     log.close().unwrap();
-    assert_eq!(fs::metadata(&path).unwrap().len(), len, "re-sealed (trimmed)");
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        len,
+        "re-sealed (trimmed)"
+    );
     assert!(index_path(dir.path(), victim).exists());
     let log = Log::open(dir.path(), cfg).unwrap();
     assert!(log.recovery_report().clean_shutdown);

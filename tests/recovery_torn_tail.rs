@@ -42,7 +42,11 @@ fn values_of(tag: u64, records: u32, value_len: usize) -> Vec<Vec<u8>> {
 /// Appends `batch(tag, records, 20)` and records its values in `expected`.
 fn append(log: &Log, expected: &mut Vec<(u64, Vec<u8>)>, tag: u64, records: u32) {
     let info = log.append(&batch(tag, records, 20)).unwrap();
-    assert_eq!(info.base_offset.0, expected.len() as u64, "offsets contiguous");
+    assert_eq!(
+        info.base_offset.0,
+        expected.len() as u64,
+        "offsets contiguous"
+    );
     for v in values_of(tag, records, 20) {
         expected.push((expected.len() as u64, v));
     }
@@ -90,7 +94,11 @@ fn build_crashed() -> Crashed {
     assert_eq!(log.recovery_point().0, synced_end);
     append(&log, &mut expected, tag, 1);
     append(&log, &mut expected, tag + 1, 3);
-    assert_eq!(log.segments().len(), segments, "the tail must stay in one segment");
+    assert_eq!(
+        log.segments().len(),
+        segments,
+        "the tail must stay in one segment"
+    );
     let full_end = log.log_end_offset().0;
     let active_base = log.segments().last().unwrap().base_offset();
     log.simulate_crash();
@@ -98,7 +106,10 @@ fn build_crashed() -> Crashed {
     let original = fs::read(seg_path(dir.path(), active_base)).unwrap();
     let batches = batches_in(&original);
     let n = batches.len();
-    assert!(n >= 5, "active segment holds the prefix and the tail: {batches:?}");
+    assert!(
+        n >= 5,
+        "active segment holds the prefix and the tail: {batches:?}"
+    );
     let tail = [batches[n - 2], batches[n - 1]];
     assert_eq!(tail[0].base_offset, synced_end);
     assert_eq!(tail[1].next_offset, full_end);
@@ -117,7 +128,10 @@ fn build_crashed() -> Crashed {
 /// file as written to disk.
 fn check_recovery(c: &Crashed, dir: &Path, damaged: &[u8], case: &str) {
     let expect_end = intact_end(&c.original, damaged, c.active_base);
-    assert!(expect_end >= c.synced_end, "{case}: damage must be in the tail");
+    assert!(
+        expect_end >= c.synced_end,
+        "{case}: damage must be in the tail"
+    );
     let log = Log::open(dir, cfg()).unwrap_or_else(|e| panic!("{case}: open failed: {e}"));
     let r = log.recovery_report().clone();
     assert_eq!(log.log_end_offset().0, expect_end, "{case}: {r:?}");
@@ -139,7 +153,10 @@ fn check_recovery(c: &Crashed, dir: &Path, damaged: &[u8], case: &str) {
         if dropped > 0 {
             assert_eq!(r.truncated_at, Some(expect_end), "{case}: {r:?}");
         } else {
-            assert!(r.truncated_at.is_none_or(|t| t == expect_end), "{case}: {r:?}");
+            assert!(
+                r.truncated_at.is_none_or(|t| t == expect_end),
+                "{case}: {r:?}"
+            );
         }
     }
     log.check_invariants();

@@ -62,7 +62,11 @@ fn size_retention_deletes_oldest_sealed_segments_only() {
     let segs = log.segments();
     let total: u64 = segs.iter().map(|s| s.size()).sum();
     assert!(segs.len() >= 2);
-    assert_eq!(segs.last().unwrap().base_offset(), active_base, "active kept");
+    assert_eq!(
+        segs.last().unwrap().base_offset(),
+        active_base,
+        "active kept"
+    );
     assert!(
         total - segs[0].size() < 3 * 4096,
         "one more segment could have gone: total {total}"
@@ -120,7 +124,11 @@ fn time_retention_uses_append_times_not_client_timestamps() {
     // Nothing is older than 10 s by append time yet, whatever the client timestamps say.
     clock.set(append_ms.last().unwrap().1 + 1);
     log.apply_retention().unwrap();
-    assert_eq!(log.segments().len(), n, "ancient client timestamps deleted data");
+    assert_eq!(
+        log.segments().len(),
+        n,
+        "ancient client timestamps deleted data"
+    );
 
     // Move time so that exactly the first three segments' newest appends are too old.
     let last_append_of = |i: usize| {
@@ -237,7 +245,11 @@ fn truncation(point: Point) {
     let prefix: Vec<_> = all.iter().filter(|(o, _)| *o < new_end).cloned().collect();
     assert_eq!(read_all(&log), prefix, "{point:?}");
     for (f, bytes) in &fetches {
-        assert_eq!(f.bytes(), &bytes[..], "{point:?}: bytes under a Fetch changed");
+        assert_eq!(
+            f.bytes(),
+            &bytes[..],
+            "{point:?}: bytes under a Fetch changed"
+        );
         for b in f.batches() {
             b.unwrap();
         }
@@ -250,14 +262,21 @@ fn truncation(point: Point) {
     assert_eq!(log.log_end_offset().0, new_end, "{point:?}: {r:?}");
     assert_eq!(read_all(&log), prefix, "{point:?}");
     for (f, bytes) in &fetches {
-        assert_eq!(f.bytes(), &bytes[..], "{point:?}: bytes under a Fetch changed");
+        assert_eq!(
+            f.bytes(),
+            &bytes[..],
+            "{point:?}: bytes under a Fetch changed"
+        );
     }
 
     // Appends continue at contiguous offsets, across a crash and a clean reopen.
     let info = log.append(&batch(5_000, 3, 30)).unwrap();
     assert_eq!(info.base_offset.0, new_end);
     let more = fill(&log, 6_000, 40);
-    assert_eq!(more.len() as u64, new_end + 3 + more[new_end as usize + 3..].len() as u64);
+    assert_eq!(
+        more.len() as u64,
+        new_end + 3 + more[new_end as usize + 3..].len() as u64
+    );
     for (i, (o, _)) in more.iter().enumerate() {
         assert_eq!(*o, i as u64, "{point:?}: offsets contiguous");
     }
@@ -328,6 +347,10 @@ fn truncate_below_the_log_start_then_append_survives_reopen() {
             "crash={crash}: reopen disagrees with the log before it ({:?})",
             log.recovery_report()
         );
-        assert_eq!(read_all(&log), before, "crash={crash}: appended record lost");
+        assert_eq!(
+            read_all(&log),
+            before,
+            "crash={crash}: appended record lost"
+        );
     }
 }
