@@ -17,12 +17,9 @@ use oncelog::format::checkpoint::{self, CheckpointKind};
 use oncelog::format::file_name::{parse_file_name, FileKind};
 use oncelog::format::DecodeError;
 
-/// File names of the checkpoints beside the segments (private constants in `oncelog::log`).
-pub const RECOVERY_POINT_FILE: &str = "recovery-point";
-pub const LOG_START_FILE: &str = "log-start-offset";
-pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
-/// The recovery-point file holds two slots of this size.
-pub const RECOVERY_POINT_SLOT: usize = 512;
+/// File names of the checkpoints beside the segments, and the recovery-point slot stride.
+pub use oncelog::log::checkpoints::{CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE};
+pub const RECOVERY_POINT_SLOT: usize = oncelog::log::checkpoints::SLOT_BYTES as usize;
 
 /// Why a command did not run to completion.
 #[derive(Debug)]

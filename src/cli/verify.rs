@@ -366,7 +366,7 @@ fn check_indexes(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
             let bytes = std::fs::read(&file.path)?;
             match decode_offset_index(&bytes, seg.base) {
                 Err(e) => problems.push(format!("{}: does not decode: {e}", file.name)),
-                Ok(entries) => {
+                Ok((_, entries)) => {
                     for (i, e) in entries.iter().enumerate() {
                         let want = seg.base + u64::from(e.relative_offset);
                         let at = seg
@@ -398,7 +398,7 @@ fn check_indexes(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
             let bytes = std::fs::read(&file.path)?;
             match decode_time_index(&bytes, seg.base) {
                 Err(e) => problems.push(format!("{}: does not decode: {e}", file.name)),
-                Ok(entries) => {
+                Ok((_, entries)) => {
                     for (i, e) in entries.iter().enumerate() {
                         let want = seg.base + u64::from(e.relative_offset);
                         let at = seg.batches.binary_search_by_key(&want, |b| b.base_offset);

@@ -2,13 +2,16 @@
 //!
 //! ```text
 //! Format: { magic "OLIX" | version u8 | kind u8 | reserved u16 | base_offset u64 |
-//!           entry_count u32 | crc u32 | entries }
+//!           log_length u64 | last_batch_crc u32 | entry_count u32 | crc u32 | entries }
 //! offset entry (8 B):  { relative_offset u32 | position u32 }
 //! time entry   (12 B): { timestamp i64 | relative_offset u32 }
 //! ```
 //!
 //! The CRC-32 covers the header bytes before it and every entry. Kafka's indexes carry no
 //! checksum and are trusted by length; ours are verified, and a mismatch means "rebuild".
+//! `log_length` and `last_batch_crc` bind an index to the exact log file it describes: a
+//! checksum-valid index left over from another file with the same base offset (a stale copy,
+//! a truncated-and-regrown segment) does not match and is rebuilt.
 //! Index files are written whole when a segment is sealed or the log closes cleanly.
 #![cfg_attr(
     not(test),
@@ -28,10 +31,19 @@ pub const MAGIC_OFFSET: usize = 0;
 pub const VERSION_OFFSET: usize = MAGIC_OFFSET + 4;
 pub const KIND_OFFSET: usize = VERSION_OFFSET + 1;
 pub const BASE_OFFSET_OFFSET: usize = KIND_OFFSET + 1 + 2;
-pub const COUNT_OFFSET: usize = BASE_OFFSET_OFFSET + 8;
+pub const LOG_LENGTH_OFFSET: usize = BASE_OFFSET_OFFSET + 8;
+pub const LAST_BATCH_CRC_OFFSET: usize = LOG_LENGTH_OFFSET + 8;
+pub const COUNT_OFFSET: usize = LAST_BATCH_CRC_OFFSET + 4;
 pub const CRC_OFFSET: usize = COUNT_OFFSET + 4;
 pub const ENTRIES_OFFSET: usize = CRC_OFFSET + 4;
-const _: () = assert!(ENTRIES_OFFSET == 24);
+const _: () = assert!(ENTRIES_OFFSET == 36);
+
+/// The log file an index describes: its length and the checksum of its last batch (0 if empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IndexBinding {
+    pub log_length: u64,
+    pub last_batch_crc: u32,
+}
 
 pub const OFFSET_ENTRY_SIZE: usize = 8;
 pub const TIME_ENTRY_SIZE: usize = 12;
@@ -57,12 +69,20 @@ pub struct TimeEntry {
     pub relative_offset: u32,
 }
 
-fn encode_header(out: &mut Vec<u8>, kind: IndexKind, base_offset: u64, count: u32) {
+fn encode_header(
+    out: &mut Vec<u8>,
+    kind: IndexKind,
+    base_offset: u64,
+    bind: IndexBinding,
+    count: u32,
+) {
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
     out.push(kind as u8);
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&base_offset.to_le_bytes());
+    out.extend_from_slice(&bind.log_length.to_le_bytes());
+    out.extend_from_slice(&bind.last_batch_crc.to_le_bytes());
     out.extend_from_slice(&count.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
 }
@@ -82,12 +102,17 @@ fn count_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-pub fn encode_offset_index(base_offset: u64, entries: &[OffsetEntry]) -> Vec<u8> {
+pub fn encode_offset_index(
+    base_offset: u64,
+    bind: IndexBinding,
+    entries: &[OffsetEntry],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(ENTRIES_OFFSET + entries.len() * OFFSET_ENTRY_SIZE);
     encode_header(
         &mut out,
         IndexKind::Offset,
         base_offset,
+        bind,
         count_u32(entries.len()),
     );
     for e in entries {
@@ -97,12 +122,13 @@ pub fn encode_offset_index(base_offset: u64, entries: &[OffsetEntry]) -> Vec<u8>
     seal(out)
 }
 
-pub fn encode_time_index(base_offset: u64, entries: &[TimeEntry]) -> Vec<u8> {
+pub fn encode_time_index(base_offset: u64, bind: IndexBinding, entries: &[TimeEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(ENTRIES_OFFSET + entries.len() * TIME_ENTRY_SIZE);
     encode_header(
         &mut out,
         IndexKind::Time,
         base_offset,
+        bind,
         count_u32(entries.len()),
     );
     for e in entries {
@@ -112,8 +138,14 @@ pub fn encode_time_index(base_offset: u64, entries: &[TimeEntry]) -> Vec<u8> {
     seal(out)
 }
 
-/// Checks magic, version, kind, base offset, length and checksum; returns the entry bytes.
-fn open(buf: &[u8], kind: IndexKind, base_offset: u64, entry: usize) -> Result<&[u8], DecodeError> {
+/// Checks magic, version, kind, base offset, length and checksum; returns the binding and the
+/// entry bytes.
+fn open(
+    buf: &[u8],
+    kind: IndexKind,
+    base_offset: u64,
+    entry: usize,
+) -> Result<(IndexBinding, &[u8]), DecodeError> {
     let magic = buf.get(..4).ok_or(DecodeError::TooShort {
         need: ENTRIES_OFFSET as u64,
         have: buf.len() as u64,
@@ -159,12 +191,19 @@ fn open(buf: &[u8], kind: IndexKind, base_offset: u64, entry: usize) -> Result<&
     if computed != stored {
         return Err(DecodeError::ChecksumMismatch { stored, computed });
     }
-    Ok(entries)
+    let bind = IndexBinding {
+        log_length: le::u64_at(buf, LOG_LENGTH_OFFSET)?,
+        last_batch_crc: le::u32_at(buf, LAST_BATCH_CRC_OFFSET)?,
+    };
+    Ok((bind, entries))
 }
 
 /// Decodes an offset index; entries must be strictly increasing in offset and position.
-pub fn decode_offset_index(buf: &[u8], base_offset: u64) -> Result<Vec<OffsetEntry>, DecodeError> {
-    let raw = open(buf, IndexKind::Offset, base_offset, OFFSET_ENTRY_SIZE)?;
+pub fn decode_offset_index(
+    buf: &[u8],
+    base_offset: u64,
+) -> Result<(IndexBinding, Vec<OffsetEntry>), DecodeError> {
+    let (bind, raw) = open(buf, IndexKind::Offset, base_offset, OFFSET_ENTRY_SIZE)?;
     let mut out: Vec<OffsetEntry> = Vec::with_capacity(raw.len() / OFFSET_ENTRY_SIZE);
     for chunk in raw.chunks_exact(OFFSET_ENTRY_SIZE) {
         let e = OffsetEntry {
@@ -181,12 +220,15 @@ pub fn decode_offset_index(buf: &[u8], base_offset: u64) -> Result<Vec<OffsetEnt
         }
         out.push(e);
     }
-    Ok(out)
+    Ok((bind, out))
 }
 
-/// Decodes a time index; timestamps and offsets must be non-decreasing / increasing.
-pub fn decode_time_index(buf: &[u8], base_offset: u64) -> Result<Vec<TimeEntry>, DecodeError> {
-    let raw = open(buf, IndexKind::Time, base_offset, TIME_ENTRY_SIZE)?;
+/// Decodes a time index; timestamps strictly increase, offsets never decrease.
+pub fn decode_time_index(
+    buf: &[u8],
+    base_offset: u64,
+) -> Result<(IndexBinding, Vec<TimeEntry>), DecodeError> {
+    let (bind, raw) = open(buf, IndexKind::Time, base_offset, TIME_ENTRY_SIZE)?;
     let mut out: Vec<TimeEntry> = Vec::with_capacity(raw.len() / TIME_ENTRY_SIZE);
     for chunk in raw.chunks_exact(TIME_ENTRY_SIZE) {
         let e = TimeEntry {
@@ -203,7 +245,7 @@ pub fn decode_time_index(buf: &[u8], base_offset: u64) -> Result<Vec<TimeEntry>,
         }
         out.push(e);
     }
-    Ok(out)
+    Ok((bind, out))
 }
 
 #[cfg(test)]
@@ -219,8 +261,12 @@ mod tests {
                 position: i * 4096,
             })
             .collect();
-        let bytes = encode_offset_index(77, &entries);
-        assert_eq!(decode_offset_index(&bytes, 77).unwrap(), entries);
+        let bind = IndexBinding {
+            log_length: 123_456,
+            last_batch_crc: 0xdead_beef,
+        };
+        let bytes = encode_offset_index(77, bind, &entries);
+        assert_eq!(decode_offset_index(&bytes, 77).unwrap(), (bind, entries));
         assert!(
             decode_offset_index(&bytes, 78).is_err(),
             "wrong base offset"
@@ -250,8 +296,12 @@ mod tests {
                 relative_offset: i * 2,
             })
             .collect();
-        let bytes = encode_time_index(5, &entries);
-        assert_eq!(decode_time_index(&bytes, 5).unwrap(), entries);
+        let bind = IndexBinding {
+            log_length: 9,
+            last_batch_crc: 7,
+        };
+        let bytes = encode_time_index(5, bind, &entries);
+        assert_eq!(decode_time_index(&bytes, 5).unwrap(), (bind, entries));
     }
 
     proptest! {

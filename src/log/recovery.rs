@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::format::batch::BatchView;
 use crate::format::checkpoint::CheckpointKind;
 use crate::format::file_name::{parse_file_name, FileKind};
-use crate::format::index as index_format;
+use crate::format::index::{self as index_format, IndexBinding};
 use crate::format::DecodeError;
 use crate::io::{AppendMap, OpenMode, Storage};
 use crate::segment::index::{IndexBuilder, IndexEntries};
@@ -117,13 +117,14 @@ impl Ctx<'_> {
     fn load_trusted(&mut self, base: u64) -> Result<Loaded> {
         let map = self.map_file(base)?;
         let bytes = map.published_bytes();
-        if let Some(entries) = self.read_index_files(base, bytes.len() as u64) {
+        if let Some((bind, entries)) = self.read_index_files(base, bytes.len() as u64) {
             // Walk only the tail after the last index entry (at most one index interval).
             let (start_pos, start_offset) = entries.offsets.last().map_or((0usize, base), |e| {
                 (e.position as usize, base + u64::from(e.relative_offset))
             });
             let mut pos = start_pos;
             let mut next = start_offset;
+            let mut last_crc = 0;
             let mut tail = SegmentTail::empty(base);
             tail.max_timestamp = entries.times.last().map_or(-1, |t| t.timestamp);
             while pos < bytes.len() {
@@ -138,6 +139,7 @@ impl Ctx<'_> {
                     return self.rebuild_trusted(base, &map);
                 }
                 next = h.next_offset();
+                last_crc = h.crc;
                 tail.max_timestamp = tail.max_timestamp.max(h.max_timestamp);
                 tail.last_append_ms = h.append_timestamp;
                 pos += view.len();
@@ -151,7 +153,8 @@ impl Ctx<'_> {
                 .times
                 .iter()
                 .all(|t| base + u64::from(t.relative_offset) < next);
-            if !in_range {
+            // The index must describe this very file (not a stale copy with the same base).
+            if !in_range || bind.last_batch_crc != last_crc {
                 return self.rebuild_trusted(base, &map);
             }
             return Ok(Loaded {
@@ -193,7 +196,7 @@ impl Ctx<'_> {
     }
 
     /// Loads and checks both index files; `None` if either is missing or fails any check.
-    fn read_index_files(&self, base: u64, log_len: u64) -> Option<IndexEntries> {
+    fn read_index_files(&self, base: u64, log_len: u64) -> Option<(IndexBinding, IndexEntries)> {
         let read = |kind| {
             let path = segment_path(self.dir, base, kind);
             self.storage
@@ -201,12 +204,17 @@ impl Ctx<'_> {
                 .and_then(|f| f.read_all())
                 .ok()
         };
-        let offsets = index_format::decode_offset_index(&read(FileKind::Index)?, base).ok()?;
-        let times = index_format::decode_time_index(&read(FileKind::TimeIndex)?, base).ok()?;
+        let (bind, offsets) =
+            index_format::decode_offset_index(&read(FileKind::Index)?, base).ok()?;
+        let (time_bind, times) =
+            index_format::decode_time_index(&read(FileKind::TimeIndex)?, base).ok()?;
+        if bind != time_bind || bind.log_length != log_len {
+            return None;
+        }
         if offsets.iter().any(|e| u64::from(e.position) >= log_len) {
             return None;
         }
-        Some(IndexEntries { offsets, times })
+        Some((bind, IndexEntries { offsets, times }))
     }
 }
 

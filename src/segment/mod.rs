@@ -339,6 +339,27 @@ impl Segment {
         Ok(())
     }
 
+    /// The log length and last batch checksum that index files of this segment are bound to.
+    pub fn index_binding(&self) -> index_format::IndexBinding {
+        let bytes = self.map.published_bytes();
+        let mut pos = self
+            .index
+            .last_offset_entry()
+            .map_or(0, |e| e.position as usize);
+        let mut last_batch_crc = 0;
+        while let Some(rest) = bytes.get(pos..).filter(|r| !r.is_empty()) {
+            let Ok(h) = BatchHeader::decode(rest) else {
+                break;
+            };
+            last_batch_crc = h.crc;
+            pos += h.batch_length as usize;
+        }
+        index_format::IndexBinding {
+            log_length: bytes.len() as u64,
+            last_batch_crc,
+        }
+    }
+
     /// Marks the segment replaced (by truncation's copy under the same name): no later seal may
     /// write its files.
     pub fn retire(&self) {
@@ -348,15 +369,16 @@ impl Segment {
     /// Writes `.index` and `.timeindex` (each fsynced), then fsyncs the directory.
     pub fn write_index_files(&self, storage: &dyn Storage) -> Result<()> {
         let entries = self.index.snapshot();
+        let bind = self.index_binding();
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let files = [
             (
                 FileKind::Index,
-                index_format::encode_offset_index(self.base_offset, &entries.offsets),
+                index_format::encode_offset_index(self.base_offset, bind, &entries.offsets),
             ),
             (
                 FileKind::TimeIndex,
-                index_format::encode_time_index(self.base_offset, &entries.times),
+                index_format::encode_time_index(self.base_offset, bind, &entries.times),
             ),
         ];
         for (kind, bytes) in files {
