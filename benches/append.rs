@@ -180,8 +180,12 @@ fn append_group(c: &mut Criterion, name: &str, per_batch: usize, record_bytes: u
                     Vec::new()
                 };
                 let start = Instant::now();
-                for i in 0..iters as usize {
-                    let round = if idempotent { &rounds[i] } else { &plain };
+                let schedule: Vec<&Vec<RecordBatch>> = if idempotent {
+                    rounds.iter().collect()
+                } else {
+                    std::iter::repeat_n(&plain, iters as usize).collect()
+                };
+                for round in schedule {
                     for batch in round {
                         log.append(batch).unwrap();
                     }
