@@ -78,7 +78,7 @@ impl Default for LogConfig {
             retention_ms: Some(7 * DAY_MS),
             sync: SyncMode::Os,
             recovery: RecoveryMode::FailOnCorruption,
-            prefault_bytes: 4 << 20,
+            prefault_bytes: 32 << 20,
             producer_id_expiration_ms: 7 * DAY_MS,
             max_producers: 1_000_000,
             snapshot_interval_bytes: 64 << 20,

@@ -239,17 +239,14 @@ impl Log {
     /// appender reaches it (the first touch of a fresh mapped page is the slow part).
     fn maybe_prefault(&self, a: &mut Appender, written_to: usize) {
         let ahead = self.inner.config.prefault_bytes as usize;
-        if ahead == 0 || written_to + ahead / 2 < a.prefaulted_to {
-            return;
-        }
-        let from = a.prefaulted_to.max(written_to);
-        let to = (written_to + ahead).min(a.active.map().capacity());
-        if from >= to {
-            return;
-        }
-        a.prefaulted_to = to;
-        if let Some(bg) = self.inner.background.lock().as_ref() {
-            bg.send(Job::Prefault(Arc::clone(&a.active), from, to));
+        let capacity = a.active.map().capacity();
+        let Some(prefaulter) = a.prefaulter.as_ref() else { return };
+        // Keep `ahead` bytes past the write position requested, in whole chunks.
+        while ahead > 0 && a.prefaulted_to < capacity && a.prefaulted_to < written_to + ahead {
+            let from = a.prefaulted_to.max(written_to);
+            let to = (from + super::prefault::CHUNK_BYTES).min(capacity);
+            prefaulter.request(&a.active, from, to);
+            a.prefaulted_to = to;
         }
     }
 }

@@ -27,8 +27,6 @@ const BACKGROUND_THREAD: &str = "oncelog-background";
 pub(super) enum Job {
     /// Seal a rolled segment (msync, trim, index files).
     Seal(Arc<Segment>),
-    /// Prefault `[from, to)` of the active segment's map.
-    Prefault(Arc<Segment>, usize, usize),
     /// Finish queued seals and exit.
     Stop,
     /// Exit now, dropping queued work (simulated crash).
@@ -92,7 +90,6 @@ fn background_loop(weak: &Weak<LogInner>, rx: &Receiver<Job>, abort: &AtomicBool
                     log.poison(&e);
                 }
             }
-            Ok(Job::Prefault(seg, from, to)) => seg.map().populate(from, to),
             Ok(Job::Stop) => {
                 while let Ok(job) = rx.try_recv() {
                     if let Job::Seal(seg) = job {

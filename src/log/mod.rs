@@ -18,6 +18,7 @@
 mod append;
 pub mod checkpoints;
 mod flush;
+mod prefault;
 mod producers;
 mod read;
 mod recovery;
@@ -85,6 +86,8 @@ struct Appender {
     last_append_ms: i64,
     /// The active segment is prefaulted up to this byte position.
     prefaulted_to: usize,
+    /// The prefault thread (none for read-only logs or `prefault_bytes == 0`).
+    prefaulter: Option<prefault::Prefaulter>,
     /// Idempotent-producer state as of the log end (`producers.map_end_offset() == log_end`).
     producers: crate::producer::ProducerStateManager,
     ids: producers::ProducerIds,

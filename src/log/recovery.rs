@@ -471,6 +471,8 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
             leader_epoch: 0,
             last_append_ms,
             prefaulted_to: 0,
+            prefaulter: (!read_only && config.prefault_bytes > 0)
+                .then(super::prefault::Prefaulter::start),
             producers,
             ids,
             pending_epochs: Default::default(),
