@@ -217,8 +217,10 @@ pub fn snapshot_files(sim: &SimStorage, dir: &Path) -> Vec<String> {
 pub fn describe_disk(sim: &SimStorage, cfg: &LogConfig) -> String {
     let mut out = String::new();
     for name in sim.file_names(&dir()) {
-        let len = sim.read_volatile(&dir().join(&name)).map_or(0, |b| b.len());
-        out.push_str(&format!("  {name}: {len} bytes\n"));
+        let bytes = sim.read_volatile(&dir().join(&name)).unwrap_or_default();
+        let len = bytes.len();
+        let last_nonzero = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        out.push_str(&format!("  {name}: {len} bytes (non-zero up to {last_nonzero})\n"));
     }
     let ro = LogConfig {
         recovery: oncelog::RecoveryMode::ReadOnlyOnCorruption,
