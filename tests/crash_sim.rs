@@ -444,7 +444,9 @@ fn crash_and_verify(run: Run, mode: CrashMode, crash_seed: u64, what: &str) {
         ))
     );
     if mode == CrashMode::Process {
-        let exact = end == model.end || model.alt_truncated_end == Some(end);
+        // A truncation interrupted by the crash may have removed any suffix of what it was
+        // removing (segments go newest first): the end lies between its target and the old end.
+        let exact = end == model.end || model.alt_truncated_end.is_some_and(|t| t <= end);
         assert!(
             exact,
             "{}",
@@ -574,7 +576,22 @@ fn crash_and_verify(run: Run, mode: CrashMode, crash_seed: u64, what: &str) {
     let flat = |v: &[common::sim::ReadBatch]| -> Vec<(u64, Vec<u8>)> {
         v.iter().flat_map(|b| b.records.clone()).collect()
     };
-    assert_eq!(flat(&after), flat(&before), "{}", ctx("clean reopen changed data".into()));
+    // Background retention may move the log start meanwhile; it never moves back.
+    let from = log.log_start_offset().0;
+    let keep = |v: Vec<(u64, Vec<u8>)>| -> Vec<(u64, Vec<u8>)> {
+        v.into_iter().filter(|(o, _)| *o >= from).collect()
+    };
+    assert!(
+        before.first().is_none_or(|b| b.header.base_offset <= from),
+        "{}",
+        ctx("log start moved back".into())
+    );
+    assert_eq!(
+        keep(flat(&after)),
+        keep(flat(&before)),
+        "{}",
+        ctx("clean reopen changed data".into())
+    );
     assert_eq!(
         log.producer_state(),
         state_before,
@@ -599,7 +616,7 @@ fn crash_at_every_operation_boundary() {
     let mut states = 0u64;
     let mut sync_states = 0u64;
     let mut failures = Failures::default();
-    for seed in seeds(1..3) {
+    for seed in seeds(1..4) {
         for variant in VARIANTS {
             let mut dry_ops = None;
             failures.check(|| {
@@ -648,7 +665,7 @@ fn crash_at_random_instants() {
     let t = std::time::Instant::now();
     let mut states = 0u64;
     let mut failures = Failures::default();
-    for seed in seeds(100..200) {
+    for seed in seeds(100..250) {
         let mut rng = Rng::new(seed ^ 0xC0FFEE);
         for variant in VARIANTS {
             let v = Variant {
@@ -833,7 +850,7 @@ fn synced_but_unsealed_segment_reopens() {
 fn short_zero_tail_of_rolled_segment_is_not_a_torn_tail() {
     let mut tried = 0;
     for value_len in 20..400 {
-        let (sim, cfg, end, seg0) = unsealed_rolled_segment(value_len, false);
+        let (_sim, cfg, end, seg0) = unsealed_rolled_segment(value_len, false);
         let pad = 4096 - seg0;
         if pad == 0 || pad >= 69 {
             continue;
