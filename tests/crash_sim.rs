@@ -388,7 +388,6 @@ fn run(seed: u64, variant: Variant, freeze_at: Option<u64>) -> Run {
             break;
         }
     }
-    model.start = model.start.max(0);
     let ops = sim.op_count() - ops0;
     let syncs = sim.sync_points() - syncs0;
     Run {
@@ -545,8 +544,7 @@ fn crash_and_verify(run: Run, mode: CrashMode, crash_seed: u64, what: &str) {
         let next = pm
             .batches
             .iter()
-            .filter(|b| b.last < end)
-            .last()
+            .rfind(|b| b.last < end)
             .map_or(0, |b| b.last_seq + 1);
         let batch = make_batch(crash_seed ^ 0xABCD, 2, 20, Some((pm.pid, 0, next)));
         let info = log
@@ -616,7 +614,7 @@ fn crash_at_every_operation_boundary() {
     let mut states = 0u64;
     let mut sync_states = 0u64;
     let mut failures = Failures::default();
-    for seed in seeds(1..4) {
+    for seed in seeds(1..5) {
         for variant in VARIANTS {
             let mut dry_ops = None;
             failures.check(|| {
@@ -665,7 +663,7 @@ fn crash_at_random_instants() {
     let t = std::time::Instant::now();
     let mut states = 0u64;
     let mut failures = Failures::default();
-    for seed in seeds(100..250) {
+    for seed in seeds(100..300) {
         let mut rng = Rng::new(seed ^ 0xC0FFEE);
         for variant in VARIANTS {
             let v = Variant {

@@ -58,7 +58,7 @@ const WORKLOAD: u64 = 45;
 fn workload_batch(i: u64, pid: oncelog::ProducerId, seq: &mut i32) -> RecordBatch {
     let records = 1 + (i % 3) as u32;
     let len = 40 + (i * 37 % 260) as usize;
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let b = make_batch(i, records, len, Some((pid, 0, *seq)));
         *seq += records as i32;
         b
@@ -128,7 +128,7 @@ fn eio_case(k: Option<u64>, sticky: bool, mode: CrashMode) -> (u64, bool, bool) 
                 // A failed roll or snapshot rolls back the append and does not poison.
                 if !log.is_poisoned() {
                     // Undo the sequence advance: the batch was not stored.
-                    if i % 2 == 0 && after == before {
+                    if i.is_multiple_of(2) && after == before {
                         seq -= batch.record_count() as i32;
                     }
                 }

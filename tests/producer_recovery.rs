@@ -304,7 +304,7 @@ fn snapshot_offsets(sim: &SimStorage) -> Vec<u64> {
 }
 
 /// Writes `bytes` as a durable file through the Storage API.
-fn write_file(sim: &SimStorage, path: &PathBuf, bytes: &[u8]) {
+fn write_file(sim: &SimStorage, path: &std::path::Path, bytes: &[u8]) {
     let storage: &dyn Storage = sim;
     if storage.exists(path) {
         storage.remove(path).unwrap();
@@ -666,5 +666,41 @@ fn truncation_keeps_producers_whose_batches_precede_the_log_start() {
     assert!(
         log.append(&next).is_ok(),
         "P's next batch after truncation rejected"
+    );
+}
+
+/// T18 + follower truncation: retention deleted every batch of producer A, so A lives only in
+/// the in-memory table and in snapshots at or above the retention point. A truncation below
+/// those snapshots removes them and rebuilds the table by replay, which cannot see A: A's retry
+/// must still be a duplicate (the batch was written), not a new append.
+#[test]
+fn truncation_after_retention_keeps_retention_only_producers() {
+    let fx = Fixture::with_cfg(23, |c| c.retention_bytes = Some(8 * 1024));
+    let log = fx.open();
+    let (a, _) = log.init_producer().unwrap();
+    let a_batch = make_batch(1, 2, 50, Some((a, 0, 0)));
+    let a_info = log.append(&a_batch).unwrap();
+    let mut tag = 100;
+    while log.log_start_offset() <= a_info.last_offset {
+        log.append(&make_batch(tag, 3, 200, None)).unwrap();
+        tag += 1;
+        settle(&log);
+        log.apply_retention().unwrap();
+    }
+    let start = log.log_start_offset();
+    assert!(log.append(&a_batch).unwrap().duplicate, "live retry after retention");
+    // Truncate into the oldest remaining segment: below the snapshot retention wrote (at the
+    // log end of that moment), above the log start.
+    for i in 0..4 {
+        log.append(&make_batch(900 + i, 1, 30, None)).unwrap();
+    }
+    let target = Offset(start.0 + 1);
+    log.truncate_to(target).unwrap();
+    let r = log.append(&a_batch);
+    assert!(
+        matches!(r, Ok(i) if i.duplicate && i.base_offset == a_info.base_offset),
+        "retry of A's batch after truncate_to({target:?}) (log start {start:?}): {r:?}; \
+         A's state: {:?}",
+        log.producer_state().get(a)
     );
 }
