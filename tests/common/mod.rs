@@ -44,3 +44,4 @@ pub fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
     }
     out
 }
+pub mod sim;

@@ -1,0 +1,466 @@
+//! T10 (fsync/msync failure, fsyncgate) and T11 (disk full) on the simulated storage.
+//!
+//! `SimStorage::fail_after(k, kind, sticky)` makes the k-th mutating storage operation from now
+//! fail (EIO, ENOSPC or a short write) with no effect; a failed sync leaves the bytes dirty and
+//! not durable, as Linux does after it reports an fsync error. The tests sweep `k` over every
+//! operation of an `EveryAppend` workload and check: the failing append (or a later one) returns
+//! an error; after any failed sync the log is poisoned and every later append answers
+//! `PreviousIo` (a retried sync could report success for pages the kernel dropped); the recovery
+//! point never covers a batch whose sync failed; no append that returned Ok is lost after a power
+//! loss (INV-1 under the fsync-ack policy) and the recovered log is the model's prefix (INV-5);
+//! reopening clears the poison. Disk-full cases: ENOSPC while creating or preallocating the next
+//! segment fails the append with `is_disk_full()`, acknowledges nothing unstored, does not poison
+//! the log, and appends resume after `clear_fault`; ENOSPC or a short write while writing a
+//! producer snapshot never fails an append and never leaves a partial snapshot that is trusted;
+//! a short write into a checkpoint (recovery point, log start, producer-id block) fails the call
+//! and leaves the previous checkpoint readable after a crash. Finally, a file system without
+//! `fallocate` (zero-filled preallocation) behaves the same.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::sim::{
+    crash, dir, make_batch, read_batches, rebuild_producer_state, settle, sim_config, Failures,
+};
+use oncelog::io::sim::{CrashMode, FaultKind, SimStorage};
+use oncelog::{Error, Log, LogConfig, ManualClock, Offset, RecordBatch, SyncMode};
+
+fn fixture(seed: u64, f: impl FnOnce(&mut LogConfig)) -> (SimStorage, Arc<ManualClock>, LogConfig) {
+    let sim = SimStorage::new(seed);
+    let clock = Arc::new(ManualClock::new(50_000));
+    let mut cfg = sim_config(&sim, &clock);
+    f(&mut cfg);
+    (sim, clock, cfg)
+}
+
+fn values_of(batch: &RecordBatch) -> Vec<Vec<u8>> {
+    batch
+        .view()
+        .records()
+        .map(|r| r.unwrap().value.unwrap_or_default().to_vec())
+        .collect()
+}
+
+/// Every record of the log as offset -> value.
+fn contents(log: &Log) -> BTreeMap<u64, Vec<u8>> {
+    read_batches(log)
+        .unwrap()
+        .into_iter()
+        .flat_map(|b| b.records)
+        .collect()
+}
+
+const WORKLOAD: u64 = 45;
+
+/// The batch appended at step `i` of the EIO workload (some idempotent).
+fn workload_batch(i: u64, pid: oncelog::ProducerId, seq: &mut i32) -> RecordBatch {
+    let records = 1 + (i % 3) as u32;
+    let len = 40 + (i * 37 % 260) as usize;
+    if i.is_multiple_of(2) {
+        let b = make_batch(i, records, len, Some((pid, 0, *seq)));
+        *seq += records as i32;
+        b
+    } else {
+        make_batch(i, records, len, None)
+    }
+}
+
+/// Runs the EveryAppend workload with one EIO (or a sticky one) after `k` operations; returns
+/// the number of operations the clean run issues when `k` is `None`.
+fn eio_case(k: Option<u64>, sticky: bool, mode: CrashMode) -> (u64, bool, bool) {
+    let (sim, clock, cfg) = fixture(k.unwrap_or(0), |c| c.sync = SyncMode::EveryAppend);
+    let log = Log::open(dir(), cfg.clone()).unwrap();
+    let (pid, _) = log.init_producer().unwrap();
+    let ops0 = sim.op_count();
+    if let Some(k) = k {
+        sim.fail_after(k, FaultKind::Eio, sticky);
+    }
+    let what = format!("k {k:?} sticky {sticky} {mode:?}");
+    let mut seq = 0;
+    // Offsets of appends that returned Ok (acknowledged, so durable) and everything written.
+    let mut acked: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut written: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut first_error: Option<String> = None;
+    let mut unacked_written = false;
+    for i in 0..WORKLOAD {
+        clock.advance(3);
+        let was_poisoned = log.is_poisoned();
+        let batch = workload_batch(i, pid, &mut seq);
+        let before = log.log_end_offset().0;
+        match log.append(&batch) {
+            Ok(info) => {
+                assert!(!was_poisoned, "{what}: append {i} succeeded on a poisoned log");
+                assert!(!info.duplicate);
+                for (j, v) in values_of(&batch).into_iter().enumerate() {
+                    acked.insert(info.base_offset.0 + j as u64, v.clone());
+                    written.insert(info.base_offset.0 + j as u64, v);
+                }
+                assert!(
+                    log.recovery_point() > info.last_offset,
+                    "{what}: EveryAppend returned before the batch was durable"
+                );
+            }
+            Err(e) => {
+                assert!(k.is_some(), "{what}: append failed without a fault: {e}");
+                if was_poisoned {
+                    assert!(
+                        matches!(e, Error::PreviousIo),
+                        "{what}: poisoned log answered {e} instead of PreviousIo"
+                    );
+                }
+                first_error.get_or_insert_with(|| e.to_string());
+                let after = log.log_end_offset().0;
+                if after > before {
+                    unacked_written = true;
+                    // Copied, but its sync failed: present in memory, not acknowledged.
+                    for (j, v) in values_of(&batch).into_iter().enumerate() {
+                        written.insert(before + j as u64, v);
+                    }
+                    assert!(
+                        log.recovery_point().0 <= before,
+                        "{what}: recovery point {:?} covers a batch at {before} whose sync failed",
+                        log.recovery_point()
+                    );
+                    assert!(log.is_poisoned(), "{what}: a failed sync did not poison the log");
+                }
+                // A failed roll or snapshot rolls back the append and does not poison.
+                if !log.is_poisoned() {
+                    // Undo the sequence advance: the batch was not stored.
+                    if i.is_multiple_of(2) && after == before {
+                        seq -= batch.record_count() as i32;
+                    }
+                }
+            }
+        }
+        settle(&log);
+    }
+    let ops = sim.op_count() - ops0;
+    let poisoned = log.is_poisoned();
+    if log.is_poisoned() {
+        // Every later write is refused; a flush cannot "succeed" over lost pages either.
+        let b = make_batch(9_999, 1, 10, None);
+        assert!(matches!(log.append(&b), Err(Error::PreviousIo)), "{what}");
+    }
+    let end_written = log.log_end_offset().0;
+    crash(log, &sim, mode, k.unwrap_or(0) ^ 0x5EED);
+    let log = Log::open(dir(), cfg).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+    assert!(!log.is_poisoned(), "{what}: reopen did not clear the poison");
+    let got = contents(&log);
+    let end = log.log_end_offset().0;
+    assert!(end <= end_written, "{what}: recovered end past the written end");
+    for (o, v) in &acked {
+        assert_eq!(got.get(o), Some(v), "{what}: acknowledged record {o} lost ({first_error:?})");
+    }
+    for (o, v) in &got {
+        assert_eq!(written.get(o), Some(v), "{what}: record {o} differs from what was written");
+    }
+    if mode == CrashMode::Process {
+        assert_eq!(end, end_written, "{what}: a process crash lost data");
+    }
+    let batches = read_batches(&log).unwrap();
+    assert_eq!(log.producer_state(), rebuild_producer_state(&log, &batches), "{what}: INV-9");
+    log.append(&make_batch(7_777, 2, 10, None))
+        .unwrap_or_else(|e| panic!("{what}: append after reopen: {e}"));
+    log.check_invariants();
+    log.close().unwrap();
+    (ops, poisoned, unacked_written)
+}
+
+/// T10: one EIO (then success, fsyncgate style) and a sticky EIO at every operation of an
+/// EveryAppend workload.
+#[test]
+fn eio_at_every_operation_with_every_append() {
+    let (total, _, _) = eio_case(None, false, CrashMode::PowerLoss);
+    let mut failures = Failures::default();
+    let (mut poisoned, mut unacked) = (0, 0);
+    for k in 0..=total {
+        for (sticky, mode) in [
+            (false, CrashMode::PowerLoss),
+            (true, CrashMode::PowerLoss),
+            (false, CrashMode::Process),
+        ] {
+            failures.check(|| {
+                let (_, p, u) = eio_case(Some(k), sticky, mode);
+                poisoned += u64::from(p);
+                unacked += u64::from(u);
+            });
+        }
+    }
+    println!(
+        "eio_at_every_operation_with_every_append: {} ops, {} crash states, {poisoned} poisoned, \
+         {unacked} with a written but unacknowledged batch",
+        total, failures.checked
+    );
+    assert!(poisoned > 0 && unacked > 0, "the sweep never hit a failed sync");
+    failures.finish("eio_at_every_operation_with_every_append");
+}
+
+/// Appends until the next append of `batch_len`-ish batches would roll, and returns that batch.
+fn fill_until_roll_is_next(log: &Log, tag: &mut u64) -> RecordBatch {
+    loop {
+        let b = make_batch(*tag, 2, 150, None);
+        *tag += 1;
+        let active = log.segments().last().unwrap().size();
+        if active > 0 && active as usize + b.len() > 4096 {
+            return b;
+        }
+        log.append(&b).unwrap();
+    }
+}
+
+/// T11: ENOSPC while creating (k = 0) or preallocating (k = 1) the next segment.
+#[test]
+fn enospc_at_roll_fails_the_append_without_poisoning() {
+    for sync in [SyncMode::Os, SyncMode::EveryAppend] {
+        for k in 0..2u64 {
+            for sticky in [false, true] {
+                let what = format!("{sync:?} k {k} sticky {sticky}");
+                let (sim, _clock, cfg) = fixture(k, |c| c.sync = sync);
+                let log = Log::open(dir(), cfg.clone()).unwrap();
+                let mut tag = 0;
+                let mut acked = BTreeMap::new();
+                let roller = fill_until_roll_is_next(&log, &mut tag);
+                for (o, v) in contents(&log) {
+                    acked.insert(o, v);
+                }
+                let end = log.log_end_offset();
+                let segments = log.segments().len();
+                sim.fail_after(k, FaultKind::Enospc, sticky);
+                let err = log.append(&roller).unwrap_err();
+                assert!(err.is_disk_full(), "{what}: {err} is not disk-full");
+                assert_eq!(log.log_end_offset(), end, "{what}: a failed roll moved the end");
+                assert_eq!(log.segments().len(), segments, "{what}");
+                assert!(!log.is_poisoned(), "{what}: a failed roll poisoned the log");
+                if sticky {
+                    let again = log.append(&roller).unwrap_err();
+                    assert!(again.is_disk_full(), "{what}: {again}");
+                }
+                sim.clear_fault();
+                let info = log
+                    .append(&roller)
+                    .unwrap_or_else(|e| panic!("{what}: append after space freed: {e}"));
+                assert_eq!(info.base_offset, end, "{what}");
+                assert_eq!(log.segments().len(), segments + 1, "{what}: no roll");
+                for (j, v) in values_of(&roller).into_iter().enumerate() {
+                    acked.insert(end.0 + j as u64, v);
+                }
+                for _ in 0..5 {
+                    let b = make_batch(tag, 1, 100, None);
+                    tag += 1;
+                    let info = log.append(&b).unwrap();
+                    for (j, v) in values_of(&b).into_iter().enumerate() {
+                        acked.insert(info.base_offset.0 + j as u64, v);
+                    }
+                }
+                log.flush().unwrap();
+                settle(&log);
+                crash(log, &sim, CrashMode::PowerLoss, k + 17);
+                let log = Log::open(dir(), cfg).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+                assert_eq!(contents(&log), acked, "{what}: flushed data after the failed roll");
+                log.check_invariants();
+            }
+        }
+    }
+}
+
+/// T11: ENOSPC or a short write at each operation of a producer-snapshot write never fails an
+/// append, and no partial snapshot is trusted after a crash.
+#[test]
+fn snapshot_write_failures_do_not_break_appends() {
+    let mut failures = Failures::default();
+    for kind in [FaultKind::Enospc, FaultKind::ShortWrite, FaultKind::Eio] {
+        for k in 0..7u64 {
+            for mode in [CrashMode::Process, CrashMode::PowerLoss] {
+                failures.check(|| snapshot_fault_case(kind, k, mode));
+            }
+        }
+    }
+    println!("snapshot_write_failures_do_not_break_appends: {} cases", failures.checked);
+    failures.finish("snapshot_write_failures_do_not_break_appends");
+}
+
+fn snapshot_fault_case(kind: FaultKind, k: u64, mode: CrashMode) {
+    let what = format!("{kind:?} at snapshot op {k}, {mode:?}");
+    // Big segments: no rolls, so the only storage operations of an Os-mode append are the
+    // snapshots taken every `snapshot_interval_bytes`.
+    let (sim, clock, cfg) = fixture(k, |c| {
+        c.segment_bytes = 1 << 20;
+        c.snapshot_interval_bytes = 2048;
+    });
+    let log = Log::open(dir(), cfg.clone()).unwrap();
+    let (pid, _) = log.init_producer().unwrap();
+    let mut seq = 0;
+    let mut append = |log: &Log, i: u64| {
+        clock.advance(1);
+        let b = make_batch(i, 2, 200, Some((pid, 0, seq)));
+        seq += 2;
+        log.append(&b)
+    };
+    // Reach a state with snapshots, then arm the fault just before the next snapshot.
+    let mut i = 0;
+    while common::sim::snapshot_files(&sim, &dir()).len() < 2 {
+        append(&log, i).unwrap();
+        i += 1;
+    }
+    sim.fail_after(k, kind, false);
+    let ops_before = sim.op_count();
+    // Appends until the snapshot (and any fault) has happened.
+    while sim.op_count() - ops_before < 8 {
+        let r = append(&log, i);
+        assert!(r.is_ok(), "{what}: append failed: {r:?}");
+        i += 1;
+    }
+    assert!(!log.is_poisoned(), "{what}: a failed snapshot poisoned the log");
+    sim.clear_fault();
+    for _ in 0..3 {
+        append(&log, i).unwrap();
+        i += 1;
+    }
+    let end = log.log_end_offset();
+    log.flush().unwrap();
+    crash(log, &sim, mode, k);
+    let log = Log::open(dir(), cfg).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+    assert_eq!(log.log_end_offset(), end, "{what}");
+    let batches = read_batches(&log).unwrap();
+    assert_eq!(
+        log.producer_state(),
+        rebuild_producer_state(&log, &batches),
+        "{what}: a partial snapshot was trusted (INV-9)"
+    );
+    assert!(
+        !sim.file_names(&dir()).iter().any(|n| n.ends_with(".tmp")),
+        "{what}: temp file left after open"
+    );
+    // The dedup window still works.
+    let b = make_batch(i - 1, 2, 200, Some((pid, 0, seq - 2)));
+    assert!(log.append(&b).unwrap().duplicate, "{what}: retry of the last batch");
+}
+
+/// A short write into the recovery-point slot fails the flush (and poisons); after a crash the
+/// other slot still holds the previous recovery point.
+#[test]
+fn short_write_into_recovery_point_keeps_the_old_one() {
+    for mode in [CrashMode::Process, CrashMode::PowerLoss] {
+        for seed in 0..8 {
+            let what = format!("{mode:?} seed {seed}");
+            let (sim, _clock, cfg) = fixture(seed, |_| {});
+            let log = Log::open(dir(), cfg.clone()).unwrap();
+            for i in 0..5 {
+                log.append(&make_batch(i, 2, 50, None)).unwrap();
+            }
+            log.flush().unwrap();
+            let synced = log.recovery_point();
+            for i in 5..8 {
+                log.append(&make_batch(i, 2, 50, None)).unwrap();
+            }
+            // flush: msync of the segment (op 0), then the slot write (op 1), then its fsync.
+            sim.fail_after(1, FaultKind::ShortWrite, false);
+            let err = log.flush().unwrap_err();
+            assert!(log.is_poisoned(), "{what}: {err}");
+            assert_eq!(log.recovery_point(), synced, "{what}: recovery point advanced");
+            assert!(matches!(
+                log.append(&make_batch(99, 1, 5, None)),
+                Err(Error::PreviousIo)
+            ));
+            crash(log, &sim, mode, seed);
+            let log = Log::open(dir(), cfg).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+            assert_eq!(
+                log.recovery_report().checkpoint_recovery_point,
+                synced.0,
+                "{what}: the previous recovery point was not readable"
+            );
+            assert!(log.log_end_offset() >= synced);
+        }
+    }
+}
+
+/// A short write into the log-start checkpoint fails `advance_log_start` and the previous log
+/// start survives a crash; the same for the producer-id block checkpoint.
+#[test]
+fn short_write_into_atomic_checkpoints_keeps_the_old_one() {
+    for mode in [CrashMode::Process, CrashMode::PowerLoss] {
+        // Log start: write_atomic = create tmp (op 0), write (op 1), fsync, rename, fsync dir.
+        let (sim, _clock, cfg) = fixture(1, |_| {});
+        let log = Log::open(dir(), cfg.clone()).unwrap();
+        for i in 0..10 {
+            log.append(&make_batch(i, 1, 50, None)).unwrap();
+        }
+        log.advance_log_start(Offset(3)).unwrap();
+        log.flush().unwrap();
+        sim.fail_after(1, FaultKind::ShortWrite, false);
+        assert!(log.advance_log_start(Offset(6)).is_err(), "{mode:?}");
+        crash(log, &sim, mode, 3);
+        let log = Log::open(dir(), cfg).unwrap();
+        assert_eq!(log.log_start_offset(), Offset(3), "{mode:?}: log start");
+        assert!(log.recovery_report().corruption.is_none(), "{mode:?}");
+        drop(log);
+
+        // Producer ids: the second block is reserved after 1024 ids.
+        let (sim, _clock, cfg) = fixture(2, |_| {});
+        let log = Log::open(dir(), cfg.clone()).unwrap();
+        let mut max = -1;
+        for _ in 0..1024 {
+            max = log.init_producer().unwrap().0 .0;
+        }
+        sim.fail_after(1, FaultKind::ShortWrite, false);
+        assert!(log.init_producer().is_err(), "{mode:?}: id block write should fail");
+        crash(log, &sim, mode, 4);
+        let log = Log::open(dir(), cfg).unwrap_or_else(|e| panic!("{mode:?}: reopen: {e}"));
+        let (next, _) = log.init_producer().unwrap();
+        assert!(next.0 > max, "{mode:?}: id {} reused (max handed out {max})", next.0);
+    }
+}
+
+/// A file system without fallocate: segments are zero-filled and synced instead; the log rolls,
+/// recovers flushed data after power loss and everything after a process crash.
+#[test]
+fn fallocate_unsupported_behaves_the_same() {
+    for sync in [SyncMode::Os, SyncMode::EveryAppend] {
+        for mode in [CrashMode::Process, CrashMode::PowerLoss] {
+            let what = format!("{sync:?} {mode:?}");
+            let (sim, clock, cfg) = fixture(5, |c| c.sync = sync);
+            sim.set_fallocate_unsupported(true);
+            let log = Log::open(dir(), cfg.clone()).unwrap();
+            let (pid, _) = log.init_producer().unwrap();
+            let mut seq = 0;
+            for i in 0..60 {
+                clock.advance(2);
+                let b = make_batch(i, 2, 120, Some((pid, 0, seq)));
+                seq += 2;
+                log.append(&b).unwrap();
+            }
+            assert!(log.segments().len() > 3, "{what}: no rolls");
+            log.flush().unwrap();
+            let flushed = contents(&log);
+            for i in 60..70 {
+                let b = make_batch(i, 2, 120, Some((pid, 0, seq)));
+                seq += 2;
+                log.append(&b).unwrap();
+            }
+            let all = contents(&log);
+            settle(&log);
+            crash(log, &sim, mode, 9);
+            let log = Log::open(dir(), cfg.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let got = contents(&log);
+            let expect = if mode == CrashMode::Process || sync == SyncMode::EveryAppend {
+                &all
+            } else {
+                &flushed
+            };
+            for (o, v) in expect {
+                assert_eq!(got.get(o), Some(v), "{what}: record {o}");
+            }
+            for (o, v) in &got {
+                assert_eq!(all.get(o), Some(v), "{what}: record {o} is not what was written");
+            }
+            let batches = read_batches(&log).unwrap();
+            assert_eq!(log.producer_state(), rebuild_producer_state(&log, &batches), "{what}");
+            log.append(&make_batch(1_000, 1, 10, None)).unwrap();
+            log.close().unwrap();
+            let log = Log::open(dir(), cfg).unwrap();
+            assert!(log.recovery_report().clean_shutdown, "{what}");
+        }
+    }
+}
