@@ -15,6 +15,7 @@ pub mod format;
 pub mod io;
 pub mod log;
 pub mod producer;
+pub mod replication;
 pub mod segment;
 pub mod types;
 

@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod epoch_checkpoint;
 pub mod file_name;
 pub mod index;
 pub mod snapshot;
