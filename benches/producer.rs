@@ -14,7 +14,10 @@ use oncelog::ProducerId;
 const PRODUCERS: i64 = 1_000_000;
 
 fn state(producers: i64) -> ProducerStateManager {
-    let cfg = ProducerConfig { expiration_ms: u64::MAX / 4, max_producers: producers as usize + 1 };
+    let cfg = ProducerConfig {
+        expiration_ms: u64::MAX / 4,
+        max_producers: producers as usize + 1,
+    };
     let mut s = ProducerStateManager::new(cfg);
     let mut offset = 0u64;
     for round in 0..5i64 {
@@ -43,7 +46,8 @@ fn dedup_check(c: &mut Criterion) {
         let mut p = 0i64;
         b.iter(|| {
             p = (p + 7919) % 100_000;
-            s.check(ProducerId(p), 0, 320, 383, 1_800_000_000_000).unwrap()
+            s.check(ProducerId(p), 0, 320, 383, 1_800_000_000_000)
+                .unwrap()
         });
     });
     group.bench_function("retry_of_oldest_retained_100k_producers", |b| {
@@ -67,8 +71,12 @@ fn snapshot_1m(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("00000000000000000000.snapshot");
     let mut group = c.benchmark_group("snapshot_1m_producers");
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
-    group.bench_function("encode", |b| b.iter(|| snapshot::encode(s.map_end_offset(), &s)));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    group.bench_function("encode", |b| {
+        b.iter(|| snapshot::encode(s.map_end_offset(), &s))
+    });
     group.bench_function("write_encode_and_atomic_fsync", |b| {
         b.iter(|| {
             let bytes = snapshot::encode(s.map_end_offset(), &s);

@@ -91,7 +91,10 @@ fn eio_case(k: Option<u64>, sticky: bool, mode: CrashMode) -> (u64, bool, bool) 
         let before = log.log_end_offset().0;
         match log.append(&batch) {
             Ok(info) => {
-                assert!(!was_poisoned, "{what}: append {i} succeeded on a poisoned log");
+                assert!(
+                    !was_poisoned,
+                    "{what}: append {i} succeeded on a poisoned log"
+                );
                 assert!(!info.duplicate);
                 for (j, v) in values_of(&batch).into_iter().enumerate() {
                     acked.insert(info.base_offset.0 + j as u64, v.clone());
@@ -123,7 +126,10 @@ fn eio_case(k: Option<u64>, sticky: bool, mode: CrashMode) -> (u64, bool, bool) 
                         "{what}: recovery point {:?} covers a batch at {before} whose sync failed",
                         log.recovery_point()
                     );
-                    assert!(log.is_poisoned(), "{what}: a failed sync did not poison the log");
+                    assert!(
+                        log.is_poisoned(),
+                        "{what}: a failed sync did not poison the log"
+                    );
                 }
                 // A failed roll or snapshot rolls back the append and does not poison.
                 if !log.is_poisoned() {
@@ -146,21 +152,39 @@ fn eio_case(k: Option<u64>, sticky: bool, mode: CrashMode) -> (u64, bool, bool) 
     let end_written = log.log_end_offset().0;
     crash(log, &sim, mode, k.unwrap_or(0) ^ 0x5EED);
     let log = Log::open(dir(), cfg).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
-    assert!(!log.is_poisoned(), "{what}: reopen did not clear the poison");
+    assert!(
+        !log.is_poisoned(),
+        "{what}: reopen did not clear the poison"
+    );
     let got = contents(&log);
     let end = log.log_end_offset().0;
-    assert!(end <= end_written, "{what}: recovered end past the written end");
+    assert!(
+        end <= end_written,
+        "{what}: recovered end past the written end"
+    );
     for (o, v) in &acked {
-        assert_eq!(got.get(o), Some(v), "{what}: acknowledged record {o} lost ({first_error:?})");
+        assert_eq!(
+            got.get(o),
+            Some(v),
+            "{what}: acknowledged record {o} lost ({first_error:?})"
+        );
     }
     for (o, v) in &got {
-        assert_eq!(written.get(o), Some(v), "{what}: record {o} differs from what was written");
+        assert_eq!(
+            written.get(o),
+            Some(v),
+            "{what}: record {o} differs from what was written"
+        );
     }
     if mode == CrashMode::Process {
         assert_eq!(end, end_written, "{what}: a process crash lost data");
     }
     let batches = read_batches(&log).unwrap();
-    assert_eq!(log.producer_state(), rebuild_producer_state(&log, &batches), "{what}: INV-9");
+    assert_eq!(
+        log.producer_state(),
+        rebuild_producer_state(&log, &batches),
+        "{what}: INV-9"
+    );
     log.append(&make_batch(7_777, 2, 10, None))
         .unwrap_or_else(|e| panic!("{what}: append after reopen: {e}"));
     log.check_invariants();
@@ -193,7 +217,10 @@ fn eio_at_every_operation_with_every_append() {
          {unacked} with a written but unacknowledged batch",
         total, failures.checked
     );
-    assert!(poisoned > 0 && unacked > 0, "the sweep never hit a failed sync");
+    assert!(
+        poisoned > 0 && unacked > 0,
+        "the sweep never hit a failed sync"
+    );
     failures.finish("eio_at_every_operation_with_every_append");
 }
 
@@ -230,7 +257,11 @@ fn enospc_at_roll_fails_the_append_without_poisoning() {
                 sim.fail_after(k, FaultKind::Enospc, sticky);
                 let err = log.append(&roller).unwrap_err();
                 assert!(err.is_disk_full(), "{what}: {err} is not disk-full");
-                assert_eq!(log.log_end_offset(), end, "{what}: a failed roll moved the end");
+                assert_eq!(
+                    log.log_end_offset(),
+                    end,
+                    "{what}: a failed roll moved the end"
+                );
                 assert_eq!(log.segments().len(), segments, "{what}");
                 assert!(!log.is_poisoned(), "{what}: a failed roll poisoned the log");
                 if sticky {
@@ -258,7 +289,11 @@ fn enospc_at_roll_fails_the_append_without_poisoning() {
                 settle(&log);
                 crash(log, &sim, CrashMode::PowerLoss, k + 17);
                 let log = Log::open(dir(), cfg).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
-                assert_eq!(contents(&log), acked, "{what}: flushed data after the failed roll");
+                assert_eq!(
+                    contents(&log),
+                    acked,
+                    "{what}: flushed data after the failed roll"
+                );
                 log.check_invariants();
             }
         }
@@ -277,7 +312,10 @@ fn snapshot_write_failures_do_not_break_appends() {
             }
         }
     }
-    println!("snapshot_write_failures_do_not_break_appends: {} cases", failures.checked);
+    println!(
+        "snapshot_write_failures_do_not_break_appends: {} cases",
+        failures.checked
+    );
     failures.finish("snapshot_write_failures_do_not_break_appends");
 }
 
@@ -312,7 +350,10 @@ fn snapshot_fault_case(kind: FaultKind, k: u64, mode: CrashMode) {
         assert!(r.is_ok(), "{what}: append failed: {r:?}");
         i += 1;
     }
-    assert!(!log.is_poisoned(), "{what}: a failed snapshot poisoned the log");
+    assert!(
+        !log.is_poisoned(),
+        "{what}: a failed snapshot poisoned the log"
+    );
     sim.clear_fault();
     for _ in 0..3 {
         append(&log, i).unwrap();
@@ -335,7 +376,10 @@ fn snapshot_fault_case(kind: FaultKind, k: u64, mode: CrashMode) {
     );
     // The dedup window still works.
     let b = make_batch(i - 1, 2, 200, Some((pid, 0, seq - 2)));
-    assert!(log.append(&b).unwrap().duplicate, "{what}: retry of the last batch");
+    assert!(
+        log.append(&b).unwrap().duplicate,
+        "{what}: retry of the last batch"
+    );
 }
 
 /// A short write into the recovery-point slot fails the flush (and poisons); after a crash the
@@ -359,7 +403,11 @@ fn short_write_into_recovery_point_keeps_the_old_one() {
             sim.fail_after(1, FaultKind::ShortWrite, false);
             let err = log.flush().unwrap_err();
             assert!(log.is_poisoned(), "{what}: {err}");
-            assert_eq!(log.recovery_point(), synced, "{what}: recovery point advanced");
+            assert_eq!(
+                log.recovery_point(),
+                synced,
+                "{what}: recovery point advanced"
+            );
             assert!(matches!(
                 log.append(&make_batch(99, 1, 5, None)),
                 Err(Error::PreviousIo)
@@ -405,11 +453,18 @@ fn short_write_into_atomic_checkpoints_keeps_the_old_one() {
             max = log.init_producer().unwrap().0 .0;
         }
         sim.fail_after(1, FaultKind::ShortWrite, false);
-        assert!(log.init_producer().is_err(), "{mode:?}: id block write should fail");
+        assert!(
+            log.init_producer().is_err(),
+            "{mode:?}: id block write should fail"
+        );
         crash(log, &sim, mode, 4);
         let log = Log::open(dir(), cfg).unwrap_or_else(|e| panic!("{mode:?}: reopen: {e}"));
         let (next, _) = log.init_producer().unwrap();
-        assert!(next.0 > max, "{mode:?}: id {} reused (max handed out {max})", next.0);
+        assert!(
+            next.0 > max,
+            "{mode:?}: id {} reused (max handed out {max})",
+            next.0
+        );
     }
 }
 
@@ -453,10 +508,18 @@ fn fallocate_unsupported_behaves_the_same() {
                 assert_eq!(got.get(o), Some(v), "{what}: record {o}");
             }
             for (o, v) in &got {
-                assert_eq!(all.get(o), Some(v), "{what}: record {o} is not what was written");
+                assert_eq!(
+                    all.get(o),
+                    Some(v),
+                    "{what}: record {o} is not what was written"
+                );
             }
             let batches = read_batches(&log).unwrap();
-            assert_eq!(log.producer_state(), rebuild_producer_state(&log, &batches), "{what}");
+            assert_eq!(
+                log.producer_state(),
+                rebuild_producer_state(&log, &batches),
+                "{what}"
+            );
             log.append(&make_batch(1_000, 1, 10, None)).unwrap();
             log.close().unwrap();
             let log = Log::open(dir(), cfg).unwrap();

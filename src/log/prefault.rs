@@ -39,7 +39,10 @@ impl Prefaulter {
                 }
             })
             .ok();
-        Prefaulter { tx: Some(tx), handle }
+        Prefaulter {
+            tx: Some(tx),
+            handle,
+        }
     }
 
     pub(super) fn request(&self, seg: &Arc<Segment>, from: usize, to: usize) {

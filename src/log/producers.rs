@@ -23,7 +23,7 @@ use crate::format::checkpoint::CheckpointKind;
 use crate::format::file_name::{file_name, parse_file_name, FileKind};
 use crate::format::snapshot;
 use crate::io::{write_atomic, OpenMode, Storage};
-use crate::producer::{BatchMetadata, ProducerConfig, ProducerStateManager};
+use crate::producer::{BatchMetadata, ProducerConfig, ProducerEntry, ProducerStateManager};
 use crate::segment::Segment;
 use crate::types::{Offset, ProducerEpoch, ProducerId};
 
@@ -77,38 +77,209 @@ pub struct SnapshotLoad {
     pub batches_replayed: u64,
 }
 
-/// Loads the newest usable snapshot in `[log_start, log_end]`.
-pub(super) fn load_snapshot(
+fn read_snapshot(
+    storage: &dyn Storage,
+    dir: &Path,
+    offset: u64,
+) -> Option<Vec<(ProducerId, ProducerEntry)>> {
+    let path = dir.join(file_name(Offset(offset), FileKind::Snapshot));
+    storage
+        .open(&path, OpenMode::Existing)
+        .and_then(|f| f.read_all())
+        .ok()
+        .and_then(|bytes| snapshot::decode(&bytes).ok())
+        .filter(|(o, _)| *o == offset)
+        .map(|(_, entries)| entries)
+}
+
+/// The newest batch's last offset of an entry (`None` for an entry without batches).
+fn newest_offset(entry: &ProducerEntry) -> Option<u64> {
+    entry.batches().next_back().map(|b| b.last_offset)
+}
+
+/// Rebuilds the producer state as of `log_end`, from the newest usable snapshot in
+/// `[first segment base, log_end]` plus a replay of the segments after it (or of every segment
+/// when none is usable). Producers the replay cannot see, because all their batches lie below
+/// the first segment (retention deleted them), are taken from `retained` and from snapshots
+/// above `log_end` (a history that power loss or truncation cut off, whose older part is still
+/// ours). Returns the state and the offsets of those stale snapshots: the caller writes a
+/// snapshot of the new state first and only then removes them (they must never be loaded once
+/// the log grows past their offset again with different data, but until the new snapshot is
+/// durable they are the only record of the retained producers).
+pub(super) fn rebuild_state(
     storage: &dyn Storage,
     dir: &Path,
     cfg: ProducerConfig,
+    segments: &[std::sync::Arc<Segment>],
     log_start: u64,
-    log_end: u64,
+    retained: Option<&ProducerStateManager>,
     report: &mut SnapshotLoad,
-) -> Result<ProducerStateManager> {
+) -> Result<(ProducerStateManager, Vec<u64>)> {
+    let log_end = segments.last().map_or(0, |s| s.next_offset());
+    let first_base = segments.first().map_or(log_end, |s| s.base_offset());
+    let mut below = BelowLog::new(first_base);
+    if let Some(old) = retained {
+        for (p, e) in old.entries() {
+            below.harvest(p, e);
+        }
+    }
+    let mut state = None;
+    let mut stale = Vec::new();
     for offset in snapshot_offsets(storage, dir)?.into_iter().rev() {
-        if offset > log_end || offset < log_start {
+        if offset > log_end {
             report.ignored += 1;
+            if let Some(entries) = read_snapshot(storage, dir, offset) {
+                for (p, e) in &entries {
+                    below.harvest(*p, e);
+                }
+            }
+            stale.push(offset);
             continue;
         }
-        let path = dir.join(file_name(Offset(offset), FileKind::Snapshot));
-        let decoded = storage
-            .open(&path, OpenMode::Existing)
-            .and_then(|f| f.read_all())
-            .ok()
-            .and_then(|bytes| snapshot::decode(&bytes).ok())
-            .filter(|(o, _)| *o == offset);
-        match decoded {
-            Some((_, entries)) => {
+        // INV-9: a snapshot is a base only inside [log start, log end].
+        let usable_from = log_start.max(first_base);
+        if offset < usable_from || state.is_some() {
+            if offset < usable_from {
+                // Older than the log: unusable as a base, but its windows are common history.
+                report.ignored += 1;
+                if let Some(entries) = read_snapshot(storage, dir, offset) {
+                    for (p, e) in &entries {
+                        below.harvest(*p, e);
+                    }
+                }
+            }
+            continue;
+        }
+        match read_snapshot(storage, dir, offset) {
+            Some(entries) => {
                 report.used = Some(offset);
-                return Ok(ProducerStateManager::from_entries(cfg, entries, offset));
+                state = Some(ProducerStateManager::from_entries(cfg, entries, offset));
             }
             None => report.ignored += 1,
         }
     }
-    let mut state = ProducerStateManager::new(cfg);
-    state.set_map_end_offset(log_start);
-    Ok(state)
+    let mut state = state.unwrap_or_else(|| {
+        let mut s = ProducerStateManager::new(cfg);
+        s.set_map_end_offset(first_base);
+        s
+    });
+    report.batches_replayed = replay(&mut state, segments, log_end)?;
+    Ok((below.merge_into(state), stale))
+}
+
+/// Removes the snapshots at `offsets` (stale: above the log end) and syncs the directory.
+pub(super) fn remove_snapshots(storage: &dyn Storage, dir: &Path, offsets: &[u64]) -> Result<()> {
+    for o in offsets {
+        let p = dir.join(file_name(Offset(*o), FileKind::Snapshot));
+        if storage.exists(&p) {
+            storage
+                .remove(&p)
+                .map_err(|e| Error::io("remove stale snapshot", &p, e))?;
+        }
+    }
+    if !offsets.is_empty() {
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", dir, e))?;
+    }
+    Ok(())
+}
+
+/// What is known about producers' batches below the first segment (deleted by retention): the
+/// replay cannot see them, but they are common history of every copy of the state that ever
+/// held them, so they refill the front of the rebuilt dedup windows (INV-9's "state retained
+/// beyond the log").
+struct BelowLog {
+    first_base: u64,
+    /// Per producer: epoch, last append time, and its batches below `first_base` by offset.
+    producers: std::collections::BTreeMap<
+        ProducerId,
+        (
+            ProducerEpoch,
+            i64,
+            std::collections::BTreeMap<u64, BatchMetadata>,
+        ),
+    >,
+}
+
+impl BelowLog {
+    fn new(first_base: u64) -> Self {
+        BelowLog {
+            first_base,
+            producers: Default::default(),
+        }
+    }
+
+    fn harvest(&mut self, pid: ProducerId, e: &ProducerEntry) {
+        let kept: Vec<BatchMetadata> = e
+            .batches()
+            .filter(|b| b.last_offset < self.first_base)
+            .copied()
+            .collect();
+        if kept.is_empty() && newest_offset(e).is_some() {
+            return;
+        }
+        let last_ms = kept.last().map_or(e.last_append_ms, |b| b.append_time_ms);
+        let slot = self
+            .producers
+            .entry(pid)
+            .or_insert((e.epoch, last_ms, Default::default()));
+        if e.epoch > slot.0 {
+            *slot = (e.epoch, last_ms, Default::default());
+        }
+        if e.epoch == slot.0 {
+            slot.1 = slot.1.max(last_ms);
+            slot.2.extend(kept.into_iter().map(|b| (b.first_offset, b)));
+        }
+    }
+
+    fn merge_into(self, state: ProducerStateManager) -> ProducerStateManager {
+        if self.producers.is_empty() {
+            return state;
+        }
+        let cfg = state.config();
+        let map_end = state.map_end_offset();
+        let mut merged: std::collections::BTreeMap<ProducerId, ProducerEntry> =
+            state.entries().map(|(p, e)| (p, e.clone())).collect();
+        for (pid, (epoch, last_ms, batches)) in self.producers {
+            let older: Vec<BatchMetadata> = batches.into_values().collect();
+            let entry = match merged.get(&pid) {
+                None => ProducerEntry::new(epoch, tail5(&older), last_ms, None),
+                Some(current) if current.epoch == epoch => {
+                    let first = current
+                        .batches()
+                        .next()
+                        .map_or(u64::MAX, |b| b.first_offset);
+                    let mut all: Vec<BatchMetadata> = older
+                        .into_iter()
+                        .filter(|b| b.last_offset < first)
+                        .collect();
+                    all.extend(current.batches().copied());
+                    ProducerEntry::new(
+                        epoch,
+                        tail5(&all),
+                        current.last_append_ms,
+                        current.txn_first_offset,
+                    )
+                }
+                Some(_) => None,
+            };
+            if let Some(entry) = entry {
+                merged.insert(pid, entry);
+            }
+        }
+        ProducerStateManager::from_entries(cfg, merged, map_end)
+    }
+}
+
+fn tail5(batches: &[BatchMetadata]) -> &[BatchMetadata] {
+    batches
+        .get(
+            batches
+                .len()
+                .saturating_sub(crate::producer::BATCHES_RETAINED)..,
+        )
+        .unwrap_or(&[])
 }
 
 /// Replays every batch in `[state.map_end_offset(), to)` into `state` (the replication path:
@@ -174,7 +345,12 @@ pub(super) fn write_snapshot(
     let bytes = snapshot::encode(offset, state);
     write_atomic(storage, &path, &bytes)
         .map_err(|e| Error::io("write producer snapshot", &path, e))?;
-    let offsets = snapshot_offsets(storage, dir)?;
+    // Keep the newest SNAPSHOTS_KEPT at or below this one; snapshots above it (stale, after
+    // truncation or power loss) are the caller's to remove once this one is durable.
+    let offsets: Vec<u64> = snapshot_offsets(storage, dir)?
+        .into_iter()
+        .filter(|&o| o <= offset)
+        .collect();
     for old in offsets
         .iter()
         .take(offsets.len().saturating_sub(SNAPSHOTS_KEPT))
@@ -185,22 +361,6 @@ pub(super) fn write_snapshot(
             .map_err(|e| Error::io("remove old snapshot", &p, e))?;
     }
     Ok(())
-}
-
-/// Removes snapshots above `offset` (after truncation: they describe data that is gone).
-pub(super) fn remove_snapshots_above(storage: &dyn Storage, dir: &Path, offset: u64) -> Result<()> {
-    for o in snapshot_offsets(storage, dir)?
-        .into_iter()
-        .filter(|&o| o > offset)
-    {
-        let p = dir.join(file_name(Offset(o), FileKind::Snapshot));
-        storage
-            .remove(&p)
-            .map_err(|e| Error::io("remove snapshot", &p, e))?;
-    }
-    storage
-        .sync_dir(dir)
-        .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 /// Reads the producer-id checkpoint (0 if missing).
@@ -289,17 +449,26 @@ impl Log {
         )
     }
 
-    /// Rebuilds the producer state as of the log end after a truncation.
+    /// Rebuilds the producer state as of the log end after a truncation, keeping producers
+    /// whose batches all lie below the log (they cannot be affected by the truncation).
     pub(super) fn rebuild_producers(&self, a: &mut Appender) -> Result<()> {
         let storage = self.inner.config.storage.as_ref();
-        let start = self.inner.log_start.load(Ordering::Acquire);
-        let end = self.inner.log_end.load(Ordering::Acquire);
-        remove_snapshots_above(storage, &self.inner.dir, end)?;
         let mut report = SnapshotLoad::default();
         let cfg = producer_config(&self.inner.config);
-        let mut state = load_snapshot(storage, &self.inner.dir, cfg, start, end, &mut report)?;
-        replay(&mut state, &self.segments(), end)?;
+        let segments = self.segments();
+        let (state, stale) = rebuild_state(
+            storage,
+            &self.inner.dir,
+            cfg,
+            &segments,
+            self.inner.log_start.load(Ordering::Acquire),
+            Some(&a.producers),
+            &mut report,
+        )?;
         a.producers = state;
-        Ok(())
+        // A snapshot at the new end keeps the retained producers across a restart; only then
+        // may the stale snapshots above the end go.
+        self.snapshot_locked(a)?;
+        remove_snapshots(storage, &self.inner.dir, &stale)
     }
 }

@@ -114,7 +114,7 @@ impl Ctx<'_> {
     }
 
     /// Row R2/R3/R4: a segment whose bytes are all durable and exactly as long as its file.
-    fn load_trusted(&mut self, base: u64) -> Result<Loaded> {
+    fn load_trusted(&mut self, base: u64, next_base: Option<u64>) -> Result<Loaded> {
         let map = self.map_file(base)?;
         let bytes = map.published_bytes();
         if let Some((bind, entries)) = self.read_index_files(base, bytes.len() as u64) {
@@ -132,11 +132,11 @@ impl Ctx<'_> {
                 let Ok((view, _)) = BatchView::parse(rest) else {
                     // Not a clean tail: let the full scan decide between an untrimmed zero tail
                     // (R7) and damage (R4).
-                    return self.rebuild_trusted(base, &map);
+                    return self.rebuild_trusted(base, &map, next_base);
                 };
                 let h = view.header();
                 if h.base_offset != next {
-                    return self.rebuild_trusted(base, &map);
+                    return self.rebuild_trusted(base, &map, next_base);
                 }
                 next = h.next_offset();
                 last_crc = h.crc;
@@ -155,7 +155,7 @@ impl Ctx<'_> {
                 .all(|t| base + u64::from(t.relative_offset) < next);
             // The index must describe this very file (not a stale copy with the same base).
             if !in_range || bind.last_batch_crc != last_crc {
-                return self.rebuild_trusted(base, &map);
+                return self.rebuild_trusted(base, &map, next_base);
             }
             return Ok(Loaded {
                 base,
@@ -165,11 +165,16 @@ impl Ctx<'_> {
                 needs_reseal: false,
             });
         }
-        self.rebuild_trusted(base, &map)
+        self.rebuild_trusted(base, &map, next_base)
     }
 
     /// Row R3: rebuild the index; any stop inside the file is damage in synced data (R4).
-    fn rebuild_trusted(&mut self, base: u64, map: &AppendMap) -> Result<Loaded> {
+    fn rebuild_trusted(
+        &mut self,
+        base: u64,
+        map: &AppendMap,
+        next_base: Option<u64>,
+    ) -> Result<Loaded> {
         let bytes = map.published_bytes();
         let path = self.log_path(base);
         let interval = self.config.index_interval_bytes;
@@ -185,9 +190,12 @@ impl Ctx<'_> {
             needs_reseal: true,
         };
         if let Some((pos, reason)) = out.stop {
-            // Zeros to the end of the file: synced, rolled, but not yet trimmed (R7). Whether
-            // the segment is whole is checked against the next segment's base by the caller.
-            if !all_zero(bytes.get(pos..).unwrap_or(&[])) {
+            // R7 for a synced segment: every offset up to the next segment is here, so what
+            // follows the last batch was never data (preallocated zeros, or bytes of a write
+            // whose sync failed). Zeros to the end of the file are also accepted here; whether
+            // the segment is whole is then checked against the next segment's base.
+            let whole = next_base == Some(out.next_offset);
+            if !whole && !all_zero(bytes.get(pos..).unwrap_or(&[])) {
                 self.damaged_prefix = Some(loaded);
                 return Err(corrupt(path, pos as u64, reason));
             }
@@ -356,7 +364,8 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         }
         let trusted = clean || next_base.is_some_and(|nb| nb <= recovery_point);
         let result = if trusted {
-            ctx.load_trusted(base).map(|l| (l, ScanEnd::Complete))
+            ctx.load_trusted(base, next_base)
+                .map(|l| (l, ScanEnd::Complete))
         } else {
             scan_one(&mut ctx, base, next_base, recovery_point)
         };
@@ -442,15 +451,21 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
     let builder = active_builder(&config, &active);
     let mut snapshot_load = SnapshotLoad::default();
     let producer_cfg = producers::producer_config(&config);
-    let mut producers = producers::load_snapshot(
+    let (producers, stale_snapshots) = producers::rebuild_state(
         storage,
         dir,
         producer_cfg,
+        &segments,
         log_start,
-        log_end,
+        None,
         &mut snapshot_load,
     )?;
-    snapshot_load.batches_replayed = producers::replay(&mut producers, &segments, log_end)?;
+    if !read_only && !stale_snapshots.is_empty() {
+        // Snapshots above the recovered end describe a lost history: record what they alone
+        // knew (producers below the log) in a snapshot at the end, then remove them.
+        producers::write_snapshot(storage, dir, &producers)?;
+        producers::remove_snapshots(storage, dir, &stale_snapshots)?;
+    }
     let ids = producers::load_producer_ids(storage, dir, &producers)?;
     let last_append_ms = active.tail().last_append_ms;
 

@@ -95,6 +95,10 @@ impl Log {
         new_start: u64,
     ) -> Result<RetentionOutcome> {
         let storage = self.inner.config.storage.as_ref();
+        // Producers whose batches are about to go live on only in snapshots: write one first
+        // (at the log end, inside the new range), so a crash at any later step keeps them
+        // (RP PR 29623, T18).
+        self.snapshot_locked(a)?;
         let start = self.inner.log_start.load(Ordering::Acquire).max(new_start);
         let path = self.inner.dir.join(LOG_START_FILE);
         checkpoints::write_values(storage, &path, CheckpointKind::LogStart, &[start])?;
@@ -114,9 +118,6 @@ impl Log {
             storage
                 .sync_dir(&self.inner.dir)
                 .map_err(|e| Error::io("fsync directory", &self.inner.dir, e))?;
-            // Producers whose batches were just deleted live on only in snapshots: write one
-            // inside the new log range so a restart keeps them (RP PR 29623, T18).
-            self.snapshot_locked(a)?;
         }
         Ok(out)
     }

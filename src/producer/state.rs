@@ -310,8 +310,9 @@ impl ProducerStateManager {
     /// 2. lower epoch → `ProducerFenced`;
     /// 3. higher epoch → `first_seq` must be 0, else `OutOfOrderSequence` (expected 0);
     /// 4. same epoch, `first_seq == last_seq + 1` (wrapping after `i32::MAX`) → `Append`;
-    /// 5. same epoch, window full and the range entirely behind the window →
-    ///    `DuplicateSequence` (written long ago; nothing to append);
+    /// 5. same epoch and the range entirely behind the oldest retained batch (on the ring for a
+    ///    full window, as plain integers otherwise) → `DuplicateSequence` (written long ago;
+    ///    nothing to append);
     /// 6. otherwise → `OutOfOrderSequence` (expected `last_seq + 1`);
     /// 7. unknown or expired producer: `first_seq == 0` → `Append`, else `UnknownProducerId`.
     pub fn check(
@@ -379,9 +380,21 @@ impl ProducerStateManager {
         if first_seq == expected {
             return Ok(CheckResult::Append);
         }
-        // Rule 5. With fewer than 5 retained batches the window holds every batch of this epoch
-        // the entry has seen, so nothing behind it was ever written: that is rule 6.
-        if entry.batches().len() == BATCHES_RETAINED && entry.before_window(first_seq, last_seq) {
+        // Rule 5. Within an epoch sequences start at 0 and are contiguous (rules 3, 4 and 7), so
+        // if a batch starting at `oldest` is in the log, every sequence below it was written.
+        // With a full window, "below" is read on the sequence ring (the window may have
+        // wrapped); with fewer than 5 batches (retention or truncation left only part of the
+        // epoch's history in the log, or the epoch is young) only plain, non-wrapping ranges
+        // below the oldest retained sequence count: a range "behind" sequence 0 on the ring was
+        // never written in a young epoch.
+        let oldest_first = entry.batches().next().map(|b| b.first_seq);
+        let below_oldest = oldest_first.is_some_and(|o| first_seq <= last_seq && last_seq < o);
+        let behind = if entry.batches().len() == BATCHES_RETAINED {
+            entry.before_window(first_seq, last_seq)
+        } else {
+            below_oldest
+        };
+        if behind {
             return Err(Error::DuplicateSequence {
                 producer_id: pid,
                 epoch,

@@ -220,7 +220,9 @@ pub fn describe_disk(sim: &SimStorage, cfg: &LogConfig) -> String {
         let bytes = sim.read_volatile(&dir().join(&name)).unwrap_or_default();
         let len = bytes.len();
         let last_nonzero = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-        out.push_str(&format!("  {name}: {len} bytes (non-zero up to {last_nonzero})\n"));
+        out.push_str(&format!(
+            "  {name}: {len} bytes (non-zero up to {last_nonzero})\n"
+        ));
     }
     let ro = LogConfig {
         recovery: oncelog::RecoveryMode::ReadOnlyOnCorruption,
