@@ -50,7 +50,25 @@ fn now_ms() -> i64 {
 /// The batch whose records will land at offsets `base..base + RECORDS_PER_BATCH`: key
 /// `user-N`, value = the record's offset (20 digits), the key, and filler up to `VALUE_BYTES`.
 fn make_batch(base: u64, ts: i64) -> Result<RecordBatch, CliError> {
-    let mut b = BatchBuilder::with_capacity(RECORDS_PER_BATCH as usize * (VALUE_BYTES + 32));
+    make_batch_from(
+        base,
+        ts,
+        BatchBuilder::with_capacity(RECORDS_PER_BATCH as usize * (VALUE_BYTES + 32)),
+    )
+}
+
+/// Like [`make_batch`], for an idempotent producer: `(id, epoch, first sequence)`.
+fn make_idempotent_batch(
+    base: u64,
+    ts: i64,
+    producer: (oncelog::ProducerId, oncelog::ProducerEpoch, i32),
+) -> Result<RecordBatch, CliError> {
+    let b = BatchBuilder::with_capacity(RECORDS_PER_BATCH as usize * (VALUE_BYTES + 32))
+        .producer(producer.0, producer.1, producer.2);
+    make_batch_from(base, ts, b)
+}
+
+fn make_batch_from(base: u64, ts: i64, mut b: BatchBuilder) -> Result<RecordBatch, CliError> {
     for i in 0..RECORDS_PER_BATCH {
         let offset = base + i;
         let key = format!("user-{}", offset.wrapping_mul(2_654_435_761) % KEYS);
@@ -211,13 +229,22 @@ pub fn main(args: &[String]) -> CliResult {
     );
 
     // 2. A realistic workload.
+    // Every batch comes from one idempotent producer (id, epoch, sequence), as with Kafka's
+    // enable.idempotence=true; the last five are kept to retry after a restart.
+    let (pid, epoch) = log.init_producer()?;
+    let mut sent: std::collections::VecDeque<(RecordBatch, u64)> = Default::default();
     let t = Instant::now();
     let mut bytes = 0u64;
-    for _ in 0..BATCHES {
+    for n in 0..BATCHES {
         let leo = log.log_end_offset().0;
-        let batch = make_batch(leo, now_ms())?;
+        let seq = (n * RECORDS_PER_BATCH) as i32;
+        let batch = make_idempotent_batch(leo, now_ms(), (pid, epoch, seq))?;
         bytes += batch.len() as u64;
         let info = log.append(&batch)?;
+        sent.push_back((batch, leo));
+        if sent.len() > 5 {
+            sent.pop_front();
+        }
         if info.base_offset != Offset(leo) {
             return Err(CliError::Failed(format!(
                 "batch built for offset {leo} landed at {}",
@@ -262,6 +289,30 @@ pub fn main(args: &[String]) -> CliResult {
             "log end after clean reopen is {}, expected {written}",
             log.log_end_offset()
         ));
+    }
+    // Retry the producer's last five batches, as a client whose responses were lost would:
+    // each must be answered with its original offsets, and nothing may be written twice.
+    // (Kafka's snapshot keeps only the newest batch per producer, so after a restart it
+    // rejects the 2nd-5th newest retries and the client may write them again.)
+    let mut dups = 0;
+    for (batch, base) in &sent {
+        let info = log.append(batch)?;
+        if info.duplicate && info.base_offset == Offset(*base) {
+            dups += 1;
+        } else {
+            failures.push(format!(
+                "retry of the batch at {base} after restart: {info:?}"
+            ));
+        }
+    }
+    println!(
+        "    producer {} retried its last {} batches after the restart: {dups} answered as duplicates with their original offsets, log end still {}",
+        pid.0,
+        sent.len(),
+        log.log_end_offset()
+    );
+    if log.log_end_offset().0 != written {
+        failures.push("a retry after restart was written twice".into());
     }
     log.close()?;
 

@@ -117,6 +117,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("offset and time indexes", check_indexes),
     ("checkpoints", check_checkpoints),
     ("other files", check_other_files),
+    ("producer snapshots", check_snapshots),
 ];
 
 /// Verifies `dir`, writing a report to `out`.
@@ -514,6 +515,104 @@ fn check_checkpoints(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> 
                 super::CLEAN_SHUTDOWN_FILE
             )),
         },
+    }
+    Ok(())
+}
+
+/// Producer snapshots must agree with the log: the newest snapshot inside the log is compared
+/// with a replay of every batch from the first segment up to its offset. A snapshot may know
+/// more (batches of segments retention deleted, producers whose batches are all gone), so the
+/// replayed window of each producer must be a suffix of the snapshot's window, with the same
+/// epoch. A damaged or stale snapshot is only a warning: open ignores it and falls back.
+fn check_snapshots(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
+    use oncelog::format::batch::BatchHeader;
+    use oncelog::format::snapshot;
+    use oncelog::producer::{BatchMetadata, ProducerConfig, ProducerStateManager};
+
+    let end = ctx.segments.last().map_or(0, |s| s.next_offset);
+    let first_base = ctx.segments.first().map_or(0, |s| s.base);
+    let mut snapshots: Vec<(u64, &crate::cli::DirFile)> = ctx
+        .listing
+        .files
+        .iter()
+        .filter_map(|f| match f.kind {
+            Some((o, FileKind::Snapshot)) => Some((o, f)),
+            _ => None,
+        })
+        .collect();
+    snapshots.sort_by_key(|(o, _)| *o);
+    let mut newest: Option<(u64, Vec<_>)> = None;
+    for (offset, f) in &snapshots {
+        match snapshot::decode(&std::fs::read(&f.path)?) {
+            Err(e) => findings.warn(format!(
+                "{}: does not decode ({e}); open ignores it",
+                f.name
+            )),
+            Ok((o, _)) if o != *offset => findings.warn(format!(
+                "{}: holds offset {o}, not its name's; open ignores it",
+                f.name
+            )),
+            Ok(_) if *offset > end => findings.warn(format!(
+                "{}: ahead of the log end {end} (a lost tail); open ignores it",
+                f.name
+            )),
+            Ok((_, entries)) if *offset >= first_base => newest = Some((*offset, entries)),
+            Ok(_) => {}
+        }
+    }
+    let Some((offset, entries)) = newest else {
+        return Ok(());
+    };
+    // Replay the log up to the snapshot offset (no expiry: the CLI does not know the
+    // configuration, so a producer the log expired is reported as a warning, not an error).
+    let cfg = ProducerConfig {
+        expiration_ms: u64::MAX / 4,
+        max_producers: usize::MAX / 2,
+    };
+    let mut replay = ProducerStateManager::new(cfg);
+    for seg in &ctx.segments {
+        let Some(file) = ctx.listing.find(seg.base, FileKind::Log) else {
+            continue;
+        };
+        let bytes = std::fs::read(&file.path)?;
+        for b in seg.batches.iter().filter(|b| b.base_offset < offset) {
+            let Some(h) = bytes
+                .get(b.pos as usize..)
+                .and_then(|r| BatchHeader::decode(r).ok())
+            else {
+                continue;
+            };
+            if h.is_idempotent() && h.last_offset() < offset {
+                let meta = BatchMetadata {
+                    first_seq: h.base_sequence,
+                    last_seq: h.last_sequence(),
+                    first_offset: h.base_offset,
+                    last_offset: h.last_offset(),
+                    append_time_ms: h.append_timestamp,
+                };
+                replay.record(h.producer_id, h.producer_epoch, meta);
+            }
+        }
+    }
+    let snap: std::collections::BTreeMap<_, _> = entries.into_iter().collect();
+    let name = oncelog::format::file_name::file_name(oncelog::Offset(offset), FileKind::Snapshot);
+    for (pid, e) in replay.entries() {
+        match snap.get(&pid) {
+            None => findings.warn(format!(
+                "{name}: producer {} has batches in the log but is not in the snapshot                  (expired or evicted?)",
+                pid.0
+            )),
+            Some(s) => {
+                let ours: Vec<_> = e.batches().copied().collect();
+                let theirs: Vec<_> = s.batches().copied().collect();
+                if s.epoch != e.epoch || !theirs.ends_with(&ours) {
+                    findings.error(format!(
+                        "{name}: producer {} disagrees with the log: snapshot epoch {} {:?},                          log epoch {} {:?}",
+                        pid.0, s.epoch, theirs, e.epoch, ours
+                    ));
+                }
+            }
+        }
     }
     Ok(())
 }
