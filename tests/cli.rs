@@ -276,3 +276,48 @@ fn usage_errors_exit_2_and_help_exits_0() {
     let out = oncelog(&["dump", "--bogus", "x"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `verify` compares the newest producer snapshot with a replay of the log: a clean log with
+/// an idempotent producer passes; a snapshot that disagrees with the log (wrong epoch for a
+/// producer whose batches are in the log) is an error naming the snapshot.
+#[test]
+fn verify_checks_producer_snapshots_against_the_log() {
+    use oncelog::producer::{ProducerConfig, ProducerStateManager};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    let (pid, epoch) = log.init_producer().unwrap();
+    for seq in 0..40 {
+        let mut b = oncelog::BatchBuilder::new().producer(pid, epoch, seq);
+        b.push(1, None, Some(format!("v{seq}").as_bytes()));
+        log.append(&b.build().unwrap()).unwrap();
+    }
+    let end = log.log_end_offset().0;
+    let state = log.producer_state();
+    log.close().unwrap();
+    let out = oncelog(&["verify", arg(dir.path())]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Rewrite the snapshot at the log end with the producer at a different epoch.
+    let mut wrong = ProducerStateManager::new(ProducerConfig {
+        expiration_ms: u64::MAX / 4,
+        max_producers: 1000,
+    });
+    let entry = state.get(pid).unwrap();
+    for b in entry.batches() {
+        wrong.record(pid, epoch + 1, *b);
+    }
+    wrong.set_map_end_offset(end);
+    let name = format!("{end:020}.snapshot");
+    std::fs::write(
+        dir.path().join(&name),
+        oncelog::format::snapshot::encode(end, &wrong),
+    )
+    .unwrap();
+    let out = oncelog(&["verify", arg(dir.path())]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&name) && t.contains("disagrees with the log"),
+        "{t}"
+    );
+}
