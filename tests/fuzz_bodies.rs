@@ -1,0 +1,365 @@
+//! The fuzz target bodies of `oncelog::fuzzing`, on stable: each runs over a fixed set of
+//! deterministic generated inputs (structure-aware for the decoders: valid encodings, mutated,
+//! often with the checksum fixed up so the mutation reaches the field checks) and over every
+//! file of `fuzz/corpus/<target>/`. Findings of the cargo-fuzz runs are kept below as
+//! `regression_<target>_<name>` tests with the input inlined; see `docs/fuzzing.md`.
+//!
+//! `cargo test --release --test fuzz_bodies -- --ignored write_seed_corpus` rewrites the seed
+//! corpus.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use oncelog::format::batch::{compute_crc, BatchBuilder, Stamp, CRC_OFFSET};
+use oncelog::format::{checkpoint, index, snapshot};
+use oncelog::fuzzing;
+use oncelog::producer::{BatchMetadata, ProducerConfig, ProducerStateManager};
+use oncelog::ProducerId;
+
+/// splitmix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// Up to `max - 1` random bytes.
+    fn bytes(&mut self, max: u64) -> Vec<u8> {
+        let n = self.below(max);
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Flips, overwrites, truncates or extends a few bytes.
+fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
+    for _ in 0..rng.below(4) {
+        if bytes.is_empty() {
+            return;
+        }
+        let pos = rng.below(bytes.len() as u64) as usize;
+        match rng.below(5) {
+            0 => bytes[pos] ^= 1 << rng.below(8),
+            1 => bytes[pos] = rng.next() as u8,
+            2 => bytes.truncate(pos),
+            3 => bytes.extend(rng.bytes(16)),
+            _ => {
+                // Small integers are where boundary bugs live.
+                bytes[pos] = [0, 1, 0x7f, 0x80, 0xff][rng.below(5) as usize];
+            }
+        }
+    }
+}
+
+fn gen_batch(rng: &mut Rng) -> Vec<u8> {
+    let mut b = BatchBuilder::new();
+    let ts = rng.next() as i64 >> rng.below(64);
+    for i in 0..1 + rng.below(5) {
+        let key = (rng.below(3) > 0).then(|| rng.bytes(8));
+        let value = (rng.below(5) > 0).then(|| rng.bytes(40));
+        let hk = rng.bytes(4);
+        let hv = (rng.below(2) == 0).then(|| rng.bytes(4));
+        let headers: Vec<(&[u8], Option<&[u8]>)> = if rng.below(3) == 0 {
+            vec![(&hk, hv.as_deref())]
+        } else {
+            vec![]
+        };
+        let t = ts.wrapping_add((i * rng.below(1000)) as i64);
+        b.push_with_headers(t, key.as_deref(), value.as_deref(), &headers);
+    }
+    if rng.below(2) == 0 {
+        b.set_producer(
+            ProducerId(rng.below(1 << 40) as i64),
+            rng.below(100) as i16,
+            rng.below(i32::MAX as u64) as i32,
+        );
+    }
+    let batch = b.build().unwrap();
+    let stamp = Stamp {
+        base_offset: rng.below(1 << 50),
+        leader_epoch: rng.below(50) as i32,
+        append_timestamp: rng.below(1 << 42) as i64,
+    };
+    batch.stamped(stamp).as_bytes().to_vec()
+}
+
+fn fix_batch_crc(bytes: &mut [u8]) {
+    let len = bytes
+        .get(8..12)
+        .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()) as usize);
+    if len >= 69 && len <= bytes.len() {
+        if let Ok(crc) = compute_crc(&bytes[..len]) {
+            bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        }
+    }
+}
+
+fn batch_input(rng: &mut Rng) -> Vec<u8> {
+    let mut bytes = gen_batch(rng);
+    match rng.below(4) {
+        0 => {}
+        1 => mutate(rng, &mut bytes),
+        _ => {
+            mutate(rng, &mut bytes);
+            fix_batch_crc(&mut bytes);
+        }
+    }
+    bytes
+}
+
+fn gen_snapshot(rng: &mut Rng) -> Vec<u8> {
+    let cfg = ProducerConfig {
+        expiration_ms: u64::MAX,
+        max_producers: 1 << 20,
+    };
+    let mut state = ProducerStateManager::new(cfg);
+    let mut offset = rng.below(1 << 40);
+    let mut now = rng.below(1 << 41) as i64;
+    let pids = 1 + rng.below(6);
+    let mut seqs = vec![0i32; pids as usize];
+    for _ in 0..rng.below(20) {
+        let p = rng.below(pids) as usize;
+        let records = 1 + rng.below(10) as i32;
+        let first_seq = seqs[p];
+        let last_seq = if rng.below(8) == 0 {
+            rng.below(i32::MAX as u64) as i32
+        } else {
+            first_seq.wrapping_add(records - 1).max(0)
+        };
+        let meta = BatchMetadata {
+            first_seq,
+            last_seq,
+            first_offset: offset,
+            last_offset: offset + records as u64 - 1,
+            append_time_ms: now,
+        };
+        state.record(ProducerId(p as i64 * 7 + 1), rng.below(3) as i16, meta);
+        seqs[p] = last_seq.wrapping_add(1).max(0);
+        offset += records as u64 + rng.below(3);
+        now += rng.below(1000) as i64;
+    }
+    snapshot::encode(offset, &state)
+}
+
+fn fix_snapshot_crc(bytes: &mut [u8]) {
+    if bytes.len() >= snapshot::HEADER_SIZE {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&bytes[..snapshot::CRC_OFFSET]);
+        h.update(&bytes[snapshot::ENTRIES_OFFSET..]);
+        let crc = h.finalize().to_le_bytes();
+        bytes[snapshot::CRC_OFFSET..snapshot::ENTRIES_OFFSET].copy_from_slice(&crc);
+    }
+}
+
+fn snapshot_input(rng: &mut Rng) -> Vec<u8> {
+    let mut bytes = gen_snapshot(rng);
+    if rng.below(4) > 0 {
+        mutate(rng, &mut bytes);
+        if rng.below(3) > 0 {
+            fix_snapshot_crc(&mut bytes);
+        }
+    }
+    bytes
+}
+
+fn gen_index(rng: &mut Rng) -> Vec<u8> {
+    let bind = index::IndexBinding {
+        log_length: rng.below(1 << 32),
+        last_batch_crc: rng.next() as u32,
+    };
+    let base = rng.below(1 << 40);
+    let n = rng.below(12) as u32;
+    match rng.below(3) {
+        0 => {
+            let entries: Vec<index::OffsetEntry> = (1..=n)
+                .map(|i| index::OffsetEntry {
+                    relative_offset: i * 3,
+                    position: i * 100,
+                })
+                .collect();
+            index::encode_offset_index(base, bind, &entries)
+        }
+        1 => {
+            let entries: Vec<index::TimeEntry> = (0..n)
+                .map(|i| index::TimeEntry {
+                    timestamp: 1_000 + i64::from(i) * 7,
+                    relative_offset: i * 2,
+                })
+                .collect();
+            index::encode_time_index(base, bind, &entries)
+        }
+        _ => {
+            let kind = [
+                checkpoint::CheckpointKind::RecoveryPoint,
+                checkpoint::CheckpointKind::LogStart,
+                checkpoint::CheckpointKind::CleanShutdown,
+                checkpoint::CheckpointKind::ProducerIds,
+            ][rng.below(4) as usize];
+            let values: Vec<u64> = (0..rng.below(4)).map(|_| rng.next()).collect();
+            checkpoint::encode(kind, rng.next(), &values)
+        }
+    }
+}
+
+fn fix_index_crc(bytes: &mut [u8]) {
+    if bytes.starts_with(b"OLIX") && bytes.len() >= index::ENTRIES_OFFSET {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&bytes[..index::CRC_OFFSET]);
+        h.update(&bytes[index::ENTRIES_OFFSET..]);
+        let crc = h.finalize().to_le_bytes();
+        bytes[index::CRC_OFFSET..index::ENTRIES_OFFSET].copy_from_slice(&crc);
+    } else if bytes.starts_with(b"OLCP") && bytes.len() >= 16 {
+        let count = usize::from(u16::from_le_bytes([bytes[6], bytes[7]]));
+        let len = checkpoint::encoded_len(count);
+        if len <= bytes.len() {
+            let crc = crc32fast::hash(&bytes[..len - 4]).to_le_bytes();
+            bytes[len - 4..len].copy_from_slice(&crc);
+        }
+    }
+}
+
+fn index_input(rng: &mut Rng) -> Vec<u8> {
+    let mut bytes = gen_index(rng);
+    if rng.below(4) > 0 {
+        mutate(rng, &mut bytes);
+        if rng.below(3) > 0 {
+            fix_index_crc(&mut bytes);
+        }
+    }
+    bytes
+}
+
+fn random_input(rng: &mut Rng, max: u64) -> Vec<u8> {
+    rng.bytes(max)
+}
+
+fn corpus_files(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Runs `body` over `n` generated inputs and the corpus of `target`.
+fn run(target: &str, n: u64, seed: u64, gen: fn(&mut Rng) -> Vec<u8>, body: fn(&[u8])) {
+    let mut rng = Rng(seed);
+    for i in 0..n {
+        let input = gen(&mut rng);
+        let result = std::panic::catch_unwind(|| body(&input));
+        if let Err(e) = result {
+            let path = std::env::temp_dir().join(format!("oncelog-{target}-failed-{i}"));
+            let _ = fs::write(&path, &input);
+            eprintln!(
+                "{target}: generated input {i} failed (saved to {}): {input:?}",
+                path.display()
+            );
+            std::panic::resume_unwind(e);
+        }
+    }
+    let files = corpus_files(target);
+    assert!(!files.is_empty(), "no corpus for {target}");
+    for f in files {
+        let input = fs::read(&f).unwrap();
+        if std::panic::catch_unwind(|| body(&input)).is_err() {
+            panic!("{target}: corpus file {} failed", f.display());
+        }
+    }
+}
+
+#[test]
+fn decode_batch_body() {
+    run("decode_batch", 3000, 1, batch_input, fuzzing::decode_batch);
+}
+
+#[test]
+fn decode_snapshot_body() {
+    run(
+        "decode_snapshot",
+        3000,
+        2,
+        snapshot_input,
+        fuzzing::decode_snapshot,
+    );
+}
+
+#[test]
+fn decode_index_body() {
+    run("decode_index", 3000, 3, index_input, fuzzing::decode_index);
+}
+
+#[test]
+fn recover_segment_body() {
+    run(
+        "recover_segment",
+        400,
+        4,
+        |r| random_input(r, 400),
+        fuzzing::recover_segment,
+    );
+}
+
+#[test]
+fn log_model_body() {
+    run(
+        "log_model",
+        150,
+        5,
+        |r| random_input(r, 600),
+        fuzzing::log_model,
+    );
+}
+
+/// Rewrites `fuzz/corpus/<target>/seed-*` from the generators (a handful of small inputs each).
+#[test]
+#[ignore = "writes files: run by hand to refresh the seed corpus"]
+fn write_seed_corpus() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let targets: [(&str, fn(&mut Rng) -> Vec<u8>, usize); 5] = [
+        ("decode_batch", gen_batch, 8),
+        ("decode_snapshot", gen_snapshot, 8),
+        ("decode_index", gen_index, 8),
+        ("recover_segment", |r| random_input(r, 300), 8),
+        ("log_model", |r| random_input(r, 500), 8),
+    ];
+    for (i, (target, gen, n)) in targets.into_iter().enumerate() {
+        let dir = root.join(target);
+        fs::create_dir_all(&dir).unwrap();
+        let mut rng = Rng(100 + i as u64);
+        for k in 0..n {
+            fs::write(dir.join(format!("seed-{k}")), gen(&mut rng)).unwrap();
+        }
+    }
+}
+
+/// Runs one body on one file: `ONCELOG_FUZZ_TARGET=log_model ONCELOG_FUZZ_INPUT=path cargo
+/// test --release --test fuzz_bodies -- --ignored replay_one_input` (with
+/// `ONCELOG_FUZZ_TRACE=1` the model prints each step).
+#[test]
+#[ignore = "debugging aid: needs ONCELOG_FUZZ_TARGET and ONCELOG_FUZZ_INPUT"]
+fn replay_one_input() {
+    let target = std::env::var("ONCELOG_FUZZ_TARGET").unwrap();
+    let input = fs::read(std::env::var("ONCELOG_FUZZ_INPUT").unwrap()).unwrap();
+    let body: fn(&[u8]) = match target.as_str() {
+        "decode_batch" => fuzzing::decode_batch,
+        "decode_batch_strict" => fuzzing::decode_batch_strict,
+        "decode_snapshot" => fuzzing::decode_snapshot,
+        "decode_index" => fuzzing::decode_index,
+        "recover_segment" => fuzzing::recover_segment,
+        "log_model" => fuzzing::log_model,
+        "log_model_strict" => fuzzing::log_model_strict,
+        other => panic!("unknown target {other}"),
+    };
+    body(&input);
+}
