@@ -241,6 +241,9 @@ fn random_input(rng: &mut Rng, max: u64) -> Vec<u8> {
     rng.bytes(max)
 }
 
+/// An input generator.
+type Gen = fn(&mut Rng) -> Vec<u8>;
+
 fn corpus_files(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus")
@@ -253,7 +256,7 @@ fn corpus_files(target: &str) -> Vec<PathBuf> {
 }
 
 /// Runs `body` over `n` generated inputs and the corpus of `target`.
-fn run(target: &str, n: u64, seed: u64, gen: fn(&mut Rng) -> Vec<u8>, body: fn(&[u8])) {
+fn run(target: &str, n: u64, seed: u64, gen: Gen, body: fn(&[u8])) {
     let mut rng = Rng(seed);
     for i in 0..n {
         let input = gen(&mut rng);
@@ -326,7 +329,7 @@ fn log_model_body() {
 #[ignore = "writes files: run by hand to refresh the seed corpus"]
 fn write_seed_corpus() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let targets: [(&str, fn(&mut Rng) -> Vec<u8>, usize); 5] = [
+    let targets: [(&str, Gen, usize); 5] = [
         ("decode_batch", gen_batch, 8),
         ("decode_snapshot", gen_snapshot, 8),
         ("decode_index", gen_index, 8),
@@ -362,4 +365,228 @@ fn replay_one_input() {
         other => panic!("unknown target {other}"),
     };
     body(&input);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Findings. Each test asserts the behaviour the library should have, so it is ignored until the
+// library is fixed (run with `--ignored` to see it fail); the tolerant bodies above step around
+// it so fuzzing can go deeper. Each is reduced by hand from the fuzz input that found it (the
+// model's failures depend on background-thread timing, so the raw inputs do not replay
+// deterministically).
+// ---------------------------------------------------------------------------------------------
+
+mod findings {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use oncelog::format::file_name::{file_name, FileKind};
+    use oncelog::io::sim::{CrashMode, SimStorage};
+    use oncelog::{BatchBuilder, Log, LogConfig, ManualClock, Offset, ProducerId, RecordBatch};
+
+    const DIR: &str = "/regression/log";
+
+    fn config(sim: &SimStorage) -> LogConfig {
+        LogConfig::for_tests()
+            .with_storage(Arc::new(sim.clone()))
+            .with_clock(Arc::new(ManualClock::new(1_700_000_000_000)))
+    }
+
+    fn batch(pid: Option<i64>, seq: i32, records: usize, value_len: usize) -> RecordBatch {
+        let mut b = BatchBuilder::new();
+        for i in 0..records {
+            b.push(1, None, Some(&vec![b'a' + i as u8; value_len]));
+        }
+        if let Some(pid) = pid {
+            b.set_producer(ProducerId(pid), 0, seq);
+        }
+        b.build().unwrap()
+    }
+
+    /// Recovery (row R8, a torn unsynced tail) keeps producer snapshots above the recovered
+    /// log end; `load_snapshot` only skips them while they are above it. Once the log regrows
+    /// past such a snapshot, the next open loads it, and the producer table describes batches
+    /// that are not in the log: here a producer's real next batch (sequence 1) is answered as a
+    /// duplicate of a lost batch, with the offset of someone else's record, and is never
+    /// written (silent loss of an acknowledged batch). Fix: delete snapshots above the
+    /// recovered end at open (as `rebuild_producers` does after truncation).
+    #[test]
+    #[ignore = "finding: stale producer snapshot above the recovered end is loaded later"]
+    fn regression_log_model_stale_snapshot_after_recovery() {
+        let sim = SimStorage::new(7);
+        let dir = Path::new(DIR);
+        let log = Log::open(dir, config(&sim)).unwrap();
+        let first = batch(Some(1), 0, 1, 10);
+        log.append(&first).unwrap();
+        log.flush().unwrap();
+        log.append(&batch(Some(1), 1, 1, 10)).unwrap();
+        // A snapshot at offset 2 is durable; the batch at offset 1 is not.
+        log.take_producer_snapshot().unwrap();
+        log.simulate_crash();
+        sim.crash(CrashMode::Process);
+        // Power loss drops the unsynced batch (the page never reached the disk).
+        let seg = dir.join(file_name(Offset(0), FileKind::Log));
+        sim.corrupt(&seg, first.len() as u64, &[0; 200]).unwrap();
+
+        let log = Log::open(dir, config(&sim)).unwrap();
+        assert_eq!(log.log_end_offset(), Offset(1), "the torn batch is cut");
+        // Someone else's records take offsets 1 and 2; the log regrows past the snapshot.
+        log.append(&batch(None, 0, 2, 10)).unwrap();
+        log.flush().unwrap();
+        log.simulate_crash();
+        sim.crash(CrashMode::Process);
+
+        let log = Log::open(dir, config(&sim)).unwrap();
+        assert_eq!(log.log_end_offset(), Offset(3));
+        let info = log.append(&batch(Some(1), 1, 1, 10)).unwrap();
+        assert!(
+            !info.duplicate,
+            "producer 1's next batch was dropped as a duplicate of a batch that is not in the \
+             log (answered with offset {:?}, snapshot used: {:?})",
+            info.base_offset,
+            log.snapshot_load()
+        );
+    }
+
+    /// `advance_log_start` inside a segment deletes no segment, so it writes no producer
+    /// snapshot; a later rebuild of the producer table (`truncate_to`, or open after a crash)
+    /// replays from the log start and forgets a producer whose batches all lie below it, although
+    /// they are still on disk and the in-memory table kept it. A retry of its last batch, which
+    /// was a duplicate before the rebuild, is then appended a second time (sequence 0 makes it
+    /// look like a new producer). Fix: snapshot on every log-start move that passes a producer's
+    /// last batch, or replay from the first segment's base instead of the log start.
+    #[test]
+    #[ignore = "finding: producer below the log start forgotten by a rebuild; its retry is re-appended"]
+    fn regression_log_model_forgotten_producer_below_log_start() {
+        let sim = SimStorage::new(9);
+        let log = Log::open(DIR, config(&sim)).unwrap();
+        let first = batch(Some(1), 0, 1, 10);
+        log.append(&first).unwrap();
+        log.append(&batch(None, 0, 2, 10)).unwrap();
+        log.advance_log_start(Offset(1)).unwrap();
+        assert!(
+            log.append(&first).unwrap().duplicate,
+            "a retry before the rebuild"
+        );
+        log.append(&batch(None, 0, 1, 10)).unwrap();
+        log.truncate_to(Offset(3)).unwrap();
+        let info = log.append(&first).unwrap();
+        assert!(
+            info.duplicate,
+            "the retry of producer 1's batch (offset 0) was appended again at {:?}",
+            info.base_offset
+        );
+    }
+
+    /// A segment rolled just before `truncate_to` has a seal job queued for the background
+    /// thread. `truncate_to` seals it itself and then deletes it, but the queued job still runs
+    /// `note_sealed` for the deleted segment afterwards; the lowered recovery point lies inside
+    /// that segment's old range, so it is raised to the deleted segment's end, past the log
+    /// end (invariant `recovery_point <= log_end_offset` broken) and durably checkpointed. A clean
+    /// close followed by open then fails (row R9: "recovery point beyond the recovered log end:
+    /// synced data is missing"). Fix: `note_sealed` must ignore segments no longer in the list
+    /// (or `truncate_to` must drain the queued seals). Timing-dependent: tried 40 times.
+    #[test]
+    #[ignore = "finding: stale background seal raises the recovery point past the log end"]
+    fn regression_log_model_stale_seal_raises_recovery_point() {
+        let mut hits = 0;
+        for seed in 0..40 {
+            let sim = SimStorage::new(seed);
+            let log = Log::open(DIR, config(&sim)).unwrap();
+            // Large batches: a 4 KiB segment holds two, the third rolls.
+            while log.segments().len() < 3 {
+                log.append(&batch(None, 0, 1, 1500)).unwrap();
+            }
+            log.flush().unwrap();
+            let rolled = log.segments()[1].base_offset();
+            log.truncate_to(Offset(rolled + 1)).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(120));
+            if log.recovery_point() > log.log_end_offset() {
+                hits += 1;
+            }
+            log.close().unwrap();
+            match Log::open(DIR, config(&sim)) {
+                Ok(log) => log.close().unwrap(),
+                Err(_) => hits += 1,
+            }
+        }
+        assert_eq!(
+            hits, 0,
+            "recovery point passed the log end in {hits} checks"
+        );
+    }
+}
+
+/// `decode_batch` findings: `RecordBatch::from_bytes` accepts batches that no `BatchBuilder`
+/// produces (see `oncelog::fuzzing::KNOWN_BATCH_FINDINGS`). Each input is a builder batch with
+/// one header field changed and the checksum fixed up; the strict body demands an exact
+/// round trip.
+mod batch_findings {
+    use oncelog::format::batch::{self, BatchBuilder, Stamp};
+    use oncelog::fuzzing;
+
+    fn valid() -> Vec<u8> {
+        let mut b = BatchBuilder::new();
+        b.push(1_000, Some(b"k"), Some(b"v1"));
+        b.push(1_005, None, Some(b"v2"));
+        let stamp = Stamp {
+            base_offset: 40,
+            leader_epoch: 2,
+            append_timestamp: 7,
+        };
+        b.build().unwrap().stamped(stamp).as_bytes().to_vec()
+    }
+
+    fn with(at: usize, bytes: &[u8]) -> Vec<u8> {
+        let mut v = valid();
+        v[at..at + bytes.len()].copy_from_slice(bytes);
+        let crc = batch::compute_crc(&v).unwrap();
+        v[batch::CRC_OFFSET..batch::CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn tolerant_body_accepts_every_case() {
+        for input in cases() {
+            fuzzing::decode_batch(&input);
+        }
+    }
+
+    fn cases() -> Vec<Vec<u8>> {
+        vec![
+            with(batch::ATTRIBUTES_OFFSET, &0x30u16.to_le_bytes()),
+            with(batch::MAX_TIMESTAMP_OFFSET, &5i64.to_le_bytes()),
+        ]
+    }
+
+    #[test]
+    #[ignore = "finding: control/transactional attribute bits accepted"]
+    fn regression_decode_batch_attribute_bits() {
+        fuzzing::decode_batch_strict(&cases()[0]);
+    }
+
+    #[test]
+    #[ignore = "finding: header max_timestamp not checked against the records"]
+    fn regression_decode_batch_max_timestamp() {
+        fuzzing::decode_batch_strict(&cases()[1]);
+    }
+}
+
+/// The index decoder does not require the reserved header bytes to be zero (the checksum
+/// covers them; the encoder writes zeros), so an accepted index need not re-encode to the same
+/// bytes. Minor: the bytes carry no meaning today, but a future field there would be read
+/// from files that never set it. `decode_index` tolerates it.
+#[test]
+#[ignore = "finding: index reserved bytes unchecked"]
+fn regression_decode_index_reserved_bytes() {
+    let bind = index::IndexBinding {
+        log_length: 100,
+        last_batch_crc: 1,
+    };
+    let mut bytes = index::encode_offset_index(5, bind, &[]);
+    bytes[index::KIND_OFFSET + 1] = 0xAB;
+    fix_index_crc(&mut bytes);
+    assert!(
+        index::decode_offset_index(&bytes, 5).is_err(),
+        "an index with non-zero reserved bytes was accepted"
+    );
 }

@@ -11,15 +11,14 @@ use crate::types::ProducerId;
 
 /// Findings `decode_batch` tolerates (each has an ignored strict regression test in
 /// `tests/fuzz_bodies.rs`): `RecordBatch::from_bytes` accepts batches that `BatchBuilder` can
-/// never produce, so re-encoding them gives other bytes with the same records.
+/// never produce, so re-encoding them gives other bytes with the same records. The tolerant
+/// body accepts any re-encoding that keeps the records, offsets, stamp and producer fields.
 pub const KNOWN_BATCH_FINDINGS: &[&str] = &[
-    "attributes: timestamp-type, transactional and control bits are accepted (the builder \
-     cannot set them, and the log has no transactions)",
-    "base_timestamp: the header base timestamp need not equal the first record's timestamp",
-    "max_timestamp: the header max timestamp is never checked against the records",
-    "non-idempotent producer fields: epoch and base sequence are unchecked when the producer \
-     id is negative, and any negative id means 'none'",
-    "non-canonical records: overlong varints and a non-zero record attributes byte are accepted",
+    "attributes: timestamp-type, transactional and control bits are accepted, though the \
+     builder cannot set them and the log has no transactions \
+     (regression_decode_batch_attribute_bits)",
+    "max_timestamp: the header max timestamp is never checked against the records, and the \
+     time index and offset_for_timestamp trust it (regression_decode_batch_max_timestamp)",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,7 +251,7 @@ pub fn decode_index(data: &[u8]) {
 
 /// Index files re-encode byte for byte, except the reserved header bytes: the decoder does not
 /// require them to be zero (the checksum covers them), the encoder writes zeros. That is a
-/// tolerated finding (`regression_decode_index_reserved_bytes`).
+/// tolerated finding (`regression_decode_index_reserved_bytes` in `tests/fuzz_bodies.rs`).
 fn assert_same_index(input: &[u8], again: &[u8]) {
     let reserved = index::KIND_OFFSET + 1..index::BASE_OFFSET_OFFSET;
     assert_eq!(input.len(), again.len(), "index length changed");
