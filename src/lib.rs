@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod format;
+pub mod fuzzing;
 pub mod io;
 pub mod log;
 pub mod producer;

@@ -1,0 +1,28 @@
+//! Fuzz target bodies. Each takes arbitrary bytes, decodes what to do from them with
+//! [`ByteReader`], and panics only when an invariant of the library is broken. The cargo-fuzz
+//! crate in `fuzz/` calls them from libFuzzer; `tests/fuzz_bodies.rs` runs them on stable over
+//! generated inputs and the checked-in corpus, so CI covers them without nightly.
+//! `docs/fuzzing.md` lists what each target checks.
+//!
+//! | target            | drives                                                        |
+//! |-------------------|---------------------------------------------------------------|
+//! | `decode_batch`    | `BatchHeader::decode`, `BatchView::parse`, records, round trip |
+//! | `decode_snapshot` | `format::snapshot::decode`, re-encode round trip              |
+//! | `decode_index`    | offset/time index and checkpoint decoders, round trips        |
+//! | `recover_segment` | `scan_segment` on damaged images; `Log::open` after power loss |
+//! | `log_model`       | `Log` operations, crashes and I/O faults against a `Vec` model |
+//!
+//! Known findings the bodies tolerate are listed in [`decoders::KNOWN_BATCH_FINDINGS`]; the
+//! `*_strict` variants tolerate nothing and are what the regression tests call.
+
+mod decoders;
+mod model;
+mod reader;
+mod recover;
+
+pub use decoders::{
+    decode_batch, decode_batch_strict, decode_index, decode_snapshot, KNOWN_BATCH_FINDINGS,
+};
+pub use model::{log_model, log_model_strict};
+pub use reader::ByteReader;
+pub use recover::recover_segment;
