@@ -410,7 +410,6 @@ mod findings {
     /// written (silent loss of an acknowledged batch). Fix: delete snapshots above the
     /// recovered end at open (as `rebuild_producers` does after truncation).
     #[test]
-    #[ignore = "finding: stale producer snapshot above the recovered end is loaded later"]
     fn regression_log_model_stale_snapshot_after_recovery() {
         let sim = SimStorage::new(7);
         let dir = Path::new(DIR);
@@ -455,7 +454,6 @@ mod findings {
     /// look like a new producer). Fix: snapshot on every log-start move that passes a producer's
     /// last batch, or replay from the first segment's base instead of the log start.
     #[test]
-    #[ignore = "finding: producer below the log start forgotten by a rebuild; its retry is re-appended"]
     fn regression_log_model_forgotten_producer_below_log_start() {
         let sim = SimStorage::new(9);
         let log = Log::open(DIR, config(&sim)).unwrap();
@@ -486,7 +484,6 @@ mod findings {
     /// synced data is missing"). Fix: `note_sealed` must ignore segments no longer in the list
     /// (or `truncate_to` must drain the queued seals). Timing-dependent: tried 40 times.
     #[test]
-    #[ignore = "finding: stale background seal raises the recovery point past the log end"]
     fn regression_log_model_stale_seal_raises_recovery_point() {
         let mut hits = 0;
         for seed in 0..40 {
@@ -559,13 +556,11 @@ mod batch_findings {
     }
 
     #[test]
-    #[ignore = "finding: control/transactional attribute bits accepted"]
     fn regression_decode_batch_attribute_bits() {
         fuzzing::decode_batch_strict(&cases()[0]);
     }
 
     #[test]
-    #[ignore = "finding: header max_timestamp not checked against the records"]
     fn regression_decode_batch_max_timestamp() {
         fuzzing::decode_batch_strict(&cases()[1]);
     }
@@ -576,7 +571,6 @@ mod batch_findings {
 /// bytes. Minor: the bytes carry no meaning today, but a future field there would be read
 /// from files that never set it. `decode_index` tolerates it.
 #[test]
-#[ignore = "finding: index reserved bytes unchecked"]
 fn regression_decode_index_reserved_bytes() {
     let bind = index::IndexBinding {
         log_length: 100,
@@ -598,7 +592,6 @@ fn regression_decode_index_reserved_bytes() {
 /// failing step runs on the background thread (a seal). Replays on the first try here; run
 /// with `ONCELOG_FUZZ_TRACE=1` for the step trace.
 #[test]
-#[ignore = "finding: log poisoned without an injected fault after a fault-armed close"]
 fn regression_log_model_poisoned_without_fault() {
     fuzzing::log_model(&LOG_MODEL_POISONED_WITHOUT_FAULT);
 }

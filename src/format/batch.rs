@@ -274,9 +274,11 @@ impl<'a> BatchView<'a> {
         }
     }
 
-    /// Decodes every record and checks count, offset deltas and that records fill the batch.
+    /// Decodes every record and checks count, offset deltas, that records fill the batch, and
+    /// that the header's max timestamp is the records' largest (the time index trusts it).
     pub fn verify_records(&self) -> Result<(), DecodeError> {
         let mut found = 0u32;
+        let mut max_ts = i64::MIN;
         for rec in self.records() {
             let rec = rec?;
             if rec.offset_delta != found as i32 {
@@ -285,7 +287,14 @@ impl<'a> BatchView<'a> {
                     reason: "offset delta",
                 });
             }
+            max_ts = max_ts.max(rec.timestamp);
             found += 1;
+        }
+        if found > 0 && max_ts != self.header.max_timestamp {
+            return Err(DecodeError::BadField {
+                field: "max_timestamp",
+                value: self.header.max_timestamp,
+            });
         }
         let declared = self.header.record_count as u32;
         if found != declared {
@@ -486,9 +495,17 @@ impl std::fmt::Debug for RecordBatch {
 }
 
 impl RecordBatch {
-    /// Validates `bytes` as exactly one batch: header, checksum and every record.
+    /// Validates `bytes` as exactly one batch: header, checksum and every record. Attribute
+    /// bits are refused until the features they announce exist (LogAppendTime, transactions,
+    /// control batches): a client must not be able to write a batch the log would misread.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<RecordBatch, DecodeError> {
         let (view, rest) = BatchView::parse(&bytes)?;
+        if view.header().attributes != 0 {
+            return Err(DecodeError::BadField {
+                field: "attributes",
+                value: i64::from(view.header().attributes),
+            });
+        }
         if !rest.is_empty() {
             return Err(DecodeError::BadLength {
                 length: bytes.len() as u64,
@@ -606,7 +623,7 @@ impl BatchBuilder {
             buf,
             count: 0,
             base_timestamp: None,
-            max_timestamp: -1,
+            max_timestamp: i64::MIN,
             producer_id: ProducerId::NONE,
             producer_epoch: -1,
             base_sequence: -1,

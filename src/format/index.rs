@@ -166,6 +166,13 @@ fn open(
             value: i64::from(found_kind),
         });
     }
+    let reserved = le::u16_at(buf, KIND_OFFSET + 1)?;
+    if reserved != 0 {
+        return Err(DecodeError::BadField {
+            field: "index reserved",
+            value: i64::from(reserved),
+        });
+    }
     let found_base = le::u64_at(buf, BASE_OFFSET_OFFSET)?;
     if found_base != base_offset {
         return Err(DecodeError::BadField {

@@ -121,8 +121,12 @@ fn background_loop(weak: &Weak<LogInner>, rx: &Receiver<Job>, abort: &AtomicBool
 }
 
 fn seal(log: &Log, seg: &Segment) -> Result<()> {
-    seg.seal(log.inner.config.storage.as_ref())?;
-    log.note_sealed(seg)
+    // A seal queued at a roll may find the segment already sealed (by close or truncation) or
+    // deleted: then it must not move the recovery point.
+    if seg.seal(log.inner.config.storage.as_ref())? {
+        log.note_sealed(seg)?;
+    }
+    Ok(())
 }
 
 impl Log {
@@ -161,7 +165,8 @@ impl Log {
     pub(super) fn note_sealed(&self, seg: &Segment) -> Result<()> {
         let mut sync = self.inner.sync.lock();
         let rp = self.inner.recovery_point.load(Ordering::Acquire);
-        if rp >= seg.base_offset() && rp < seg.next_offset() {
+        let in_log = self.segments().iter().any(|s| std::ptr::eq(&**s, seg));
+        if in_log && rp >= seg.base_offset() && rp < seg.next_offset() {
             if let Err(e) = sync.checkpoint.store(seg.next_offset()) {
                 self.poison(&e);
                 return Err(e);

@@ -321,10 +321,11 @@ impl Segment {
 
     /// Seals the segment: msync everything, trim the file to its valid length, fsync, and write
     /// the index files (fsynced, directory fsynced). Idempotent.
-    pub fn seal(&self, storage: &dyn Storage) -> Result<()> {
+    /// Returns whether this call sealed it (false: already sealed, deleted or replaced).
+    pub fn seal(&self, storage: &dyn Storage) -> Result<bool> {
         let lifecycle = self.lifecycle.lock();
         if self.is_sealed() || *lifecycle == Lifecycle::Deleted {
-            return Ok(());
+            return Ok(false);
         }
         let len = self.map.published();
         self.flush_range(0, len)?;
@@ -336,7 +337,7 @@ impl Segment {
             .map_err(io_err("fsync segment", &self.path))?;
         self.write_index_files(storage)?;
         self.sealed.store(true, Ordering::Release);
-        Ok(())
+        Ok(true)
     }
 
     /// The log length and last batch checksum that index files of this segment are bound to.
