@@ -324,10 +324,11 @@ fn log_model_body() {
     );
 }
 
-/// Rewrites `fuzz/corpus/<target>/seed-*` from the generators (a handful of small inputs each).
+/// The checked-in seed corpus `fuzz/corpus/<target>/seed-*` is what the generators produce (a
+/// handful of small inputs each); `ONCELOG_WRITE_CORPUS=1` rewrites it after a generator change.
 #[test]
-#[ignore = "writes files: run by hand to refresh the seed corpus"]
-fn write_seed_corpus() {
+fn seed_corpus_matches_the_generators() {
+    let write = std::env::var("ONCELOG_WRITE_CORPUS").is_ok();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     let targets: [(&str, Gen, usize); 5] = [
         ("decode_batch", gen_batch, 8),
@@ -341,18 +342,30 @@ fn write_seed_corpus() {
         fs::create_dir_all(&dir).unwrap();
         let mut rng = Rng(100 + i as u64);
         for k in 0..n {
-            fs::write(dir.join(format!("seed-{k}")), gen(&mut rng)).unwrap();
+            let path = dir.join(format!("seed-{k}"));
+            let bytes = gen(&mut rng);
+            if write {
+                fs::write(&path, bytes).unwrap();
+            } else {
+                assert_eq!(
+                    fs::read(&path).ok(),
+                    Some(bytes),
+                    "{} is stale",
+                    path.display()
+                );
+            }
         }
     }
 }
 
 /// Runs one body on one file: `ONCELOG_FUZZ_TARGET=log_model ONCELOG_FUZZ_INPUT=path cargo
-/// test --release --test fuzz_bodies -- --ignored replay_one_input` (with
-/// `ONCELOG_FUZZ_TRACE=1` the model prints each step).
+/// test --release --test fuzz_bodies replay_one_input` (with `ONCELOG_FUZZ_TRACE=1` the model
+/// prints each step). Without those variables it has nothing to replay.
 #[test]
-#[ignore = "debugging aid: needs ONCELOG_FUZZ_TARGET and ONCELOG_FUZZ_INPUT"]
 fn replay_one_input() {
-    let target = std::env::var("ONCELOG_FUZZ_TARGET").unwrap();
+    let Ok(target) = std::env::var("ONCELOG_FUZZ_TARGET") else {
+        return;
+    };
     let input = fs::read(std::env::var("ONCELOG_FUZZ_INPUT").unwrap()).unwrap();
     let body: fn(&[u8]) = match target.as_str() {
         "decode_batch" => fuzzing::decode_batch,

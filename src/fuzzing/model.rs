@@ -73,6 +73,8 @@ struct Harness {
     pending: Option<Pending>,
     /// A fault was armed since the last reopen: errors are expected.
     armed: bool,
+    /// Why the log was poisoned, read before a close (diagnostics).
+    poison_reason: Option<String>,
     /// A truncation failed since the last reopen: even a process crash may end the log
     /// anywhere down to the synced boundary.
     uncertain_end: bool,
@@ -128,6 +130,7 @@ fn run_model(data: &[u8], strict: bool) {
         producers: Default::default(),
         pending: None,
         armed: false,
+        poison_reason: None,
         uncertain_end: false,
         tag: 0,
         trace: std::env::var_os("ONCELOG_FUZZ_TRACE").is_some(),
@@ -550,7 +553,11 @@ impl Harness {
 
     fn close_and_reopen(&mut self) {
         let log = self.log.take().expect("open");
-        match log.close() {
+        let handle = log.clone();
+        let result = log.close();
+        self.poison_reason = handle.poison_reason();
+        drop(handle);
+        match result {
             Ok(()) => {
                 self.synced = self.end();
                 self.reopen(true);
@@ -558,7 +565,8 @@ impl Harness {
             Err(e) => {
                 assert!(
                     self.armed,
-                    "clean close failed without an injected fault: {e}"
+                    "clean close failed without an injected fault: {e} (poisoned by: {:?})",
+                    self.poison_reason
                 );
                 self.sim.crash_with_seed(CrashMode::Process, 0);
                 self.reopen(false);

@@ -109,7 +109,9 @@ fn background_loop(weak: &Weak<LogInner>, rx: &Receiver<Job>, abort: &AtomicBool
                 && (last_sync.elapsed() >= Duration::from_millis(ms) || unsynced >= bytes)
             {
                 last_sync = Instant::now();
-                if let Err(e) = log.flush() {
+                // Unchecked: close sets `closed` before stopping this thread, and an interval
+                // sync racing it must not turn into a poisoning `Closed` error.
+                if let Err(e) = log.flush_unchecked() {
                     log.poison(&e);
                 }
             }
@@ -224,8 +226,17 @@ impl Log {
 
     /// Marks the log failed after an I/O error in a sync: the kernel may have dropped the dirty
     /// pages, so a retried sync could report success for lost data (fsyncgate).
-    pub(super) fn poison(&self, _e: &Error) {
+    pub(super) fn poison(&self, e: &Error) {
+        self.inner
+            .poison_reason
+            .lock()
+            .get_or_insert_with(|| e.to_string());
         self.inner.poisoned.store(true, Ordering::Release);
+    }
+
+    /// The error that poisoned the log, if one did.
+    pub fn poison_reason(&self) -> Option<String> {
+        self.inner.poison_reason.lock().clone()
     }
 
     /// True after a failed sync; the log refuses writes until reopened.

@@ -67,6 +67,8 @@ struct LogInner {
     sync: Mutex<SyncState>,
     /// Set by a failed sync; sticky until reopen.
     poisoned: AtomicBool,
+    /// The first error that poisoned the log (for diagnostics).
+    poison_reason: Mutex<Option<String>>,
     read_only: bool,
     closed: AtomicBool,
     background: Mutex<Option<Background>>,

@@ -499,6 +499,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
             synced_len: 0,
         }),
         poisoned: AtomicBool::new(false),
+        poison_reason: Mutex::new(None),
         read_only,
         closed: AtomicBool::new(false),
         background: Mutex::new(None),
