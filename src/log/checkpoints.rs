@@ -1,7 +1,7 @@
 //! The small files beside the segments: recovery point, log start offset and clean-shutdown
 //! marker (formats in `format::checkpoint`, byte tables in docs/format.md).
 //!
-//! * `recovery-point`: two 512-byte slots rewritten in place and fdatasync'ed alternately; the
+//! * `recovery-point`: two slots 4096 bytes apart, rewritten in place and fdatasync'ed alternately; the
 //!   valid slot with the higher sequence wins, so a torn slot write leaves the other intact.
 //!   It is rewritten after every sync, so it must cost one write and one fdatasync, no rename.
 //! * `log-start-offset` and `clean-shutdown`: whole-file atomic replace (temp, fsync, rename,

@@ -12,8 +12,9 @@
 //!
 //! Threads: any number of readers (lock-free apart from an `Arc` clone of the segment list),
 //! one appender at a time (the `appender` mutex), syncs serialised by the `sync` mutex (group
-//! commit: whoever holds it syncs everything published so far), and one background thread that
-//! seals rolled segments and runs interval syncs.
+//! commit: whoever holds it syncs everything published so far), a background thread that seals
+//! rolled segments (moving the recovery point), runs interval syncs and retention, and a
+//! prefault thread that faults in the active segment ahead of the appender.
 
 mod append;
 pub mod checkpoints;

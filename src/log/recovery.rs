@@ -8,7 +8,7 @@
 //! | R4  | damage (bad CRC, zeros, bad offset) in trusted data  | corruption: fail / read-only    |
 //! | R5  | segment at or past the recovery point                | full scan from position 0       |
 //! | R6  | scan stops below the recovery point                  | corruption: fail / read-only    |
-//! | R7  | scan stops at zeros exactly where the next segment starts | crash during seal: keep, re-seal |
+//! | R7  | every offset up to the next segment is present (trusted or scanned), only zeros or junk of a failed write follow | crash during seal: keep, re-seal |
 //! | R8  | scan stops at or past the recovery point otherwise   | torn tail: truncate here, delete later segments |
 //! | R9  | recovery point beyond the recovered end              | corruption (synced data missing) |
 //! | R10 | segments entirely below the log start checkpoint     | delete (crash during retention) |
