@@ -149,3 +149,44 @@ fn bad_config_and_second_open_are_errors() {
     drop(log);
     Log::open(dir.path(), LogConfig::for_tests()).unwrap();
 }
+
+/// `SyncMode::Interval`: the background thread syncs when the interval passes or enough bytes
+/// are unsynced, whichever comes first, without any call from the appender. The wait is bounded
+/// (5 s) and polls the recovery point, which only a sync moves.
+#[test]
+fn interval_sync_advances_the_recovery_point_in_the_background() {
+    use oncelog::SyncMode;
+    use std::time::{Duration, Instant};
+    for sync in [
+        SyncMode::Interval {
+            ms: 20,
+            bytes: 1 << 30,
+        },
+        SyncMode::Interval {
+            ms: 3_600_000,
+            bytes: 1,
+        },
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            sync,
+            segment_bytes: 1 << 20,
+            ..LogConfig::for_tests()
+        };
+        let log = Log::open(dir.path(), cfg).unwrap();
+        for tag in 0..20 {
+            log.append(&batch(tag, 2, 30)).unwrap();
+        }
+        let end = log.log_end_offset();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while log.recovery_point() < end && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            log.recovery_point(),
+            end,
+            "{sync:?}: the background sync never ran"
+        );
+        log.close().unwrap();
+    }
+}
