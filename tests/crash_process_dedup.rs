@@ -57,7 +57,7 @@ fn child(dir: &Path) -> ! {
         let info = log.append(&batch(next_seq(&log))).unwrap();
         assert!(!info.duplicate);
         n += 1;
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             log.flush().unwrap();
             writeln!(out, "flushed {}", log.log_end_offset().0).unwrap();
             out.flush().unwrap();
