@@ -11,14 +11,14 @@
 //! run. A process kill keeps the page cache, so this finds ordering and recovery bugs, not
 //! missing syncs (T02's job).
 
+#[path = "common/child.rs"]
+mod child;
 mod common;
 #[path = "common/fault.rs"]
 mod fault;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use fault::Rng;
 use oncelog::{BatchBuilder, Log, LogConfig, Offset, RecordBatch};
@@ -121,39 +121,14 @@ fn kill_9_while_appending_keeps_every_flushed_record() {
         child(Path::new(&dir));
     }
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = Rng::new(0xC0FFEE);
     let mut flushed = 0u64;
     let mut segments_seen = 0;
     for round in 0..20 {
-        let mut child = Command::new(&exe)
-            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        // Collect the child's reports while it runs, so its pipe never fills.
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| {
-                    l.strip_prefix("flushed ")
-                        .and_then(|n| n.parse::<u64>().ok())
-                })
-                .max()
-        });
-        // The fault: SIGKILL at a random instant (this delay is the crash point, not a wait).
-        std::thread::sleep(Duration::from_millis(30 + rng.below(300)));
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
-        assert!(
-            !status.success(),
-            "round {round}: the child must die by the signal"
-        );
-        if let Some(f) = reader.join().unwrap() {
+        // The fault: SIGKILL at a random instant.
+        let reported =
+            child::run_child_and_kill(TEST_NAME, CHILD_ENV, dir.path(), 30 + rng.below(300));
+        if let Some(f) = reported {
             assert!(f >= flushed, "flushed ends only grow");
             flushed = f;
         }

@@ -7,14 +7,14 @@
 //! runs, so retries after a clean restart (the case Kafka's one-batch snapshot gets wrong) and
 //! after an unclean one are both covered. Segments are 8 KiB, so snapshots at rolls are used.
 
+#[path = "common/child.rs"]
+mod child;
 mod common;
 #[path = "common/fault.rs"]
 mod fault;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use fault::Rng;
 use oncelog::{BatchBuilder, Log, LogConfig, Offset, ProducerId, RecordBatch};
@@ -84,33 +84,13 @@ fn kill_9_then_retries_of_the_last_five_batches_are_duplicates() {
         child(Path::new(&dir));
     }
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = Rng::new(0xDED0);
     let mut retried = 0;
     for round in 0..12 {
-        let mut child = Command::new(&exe)
-            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| {
-                    l.strip_prefix("flushed ")
-                        .and_then(|n| n.parse::<u64>().ok())
-                })
-                .max()
-        });
-        // The fault: SIGKILL at a random instant (this delay is the crash point, not a wait).
-        std::thread::sleep(Duration::from_millis(40 + rng.below(200)));
-        child.kill().unwrap();
-        assert!(!child.wait().unwrap().success());
-        let flushed = reader.join().unwrap().unwrap_or(0);
+        // The fault: SIGKILL at a random instant.
+        let flushed =
+            child::run_child_and_kill(TEST_NAME, CHILD_ENV, dir.path(), 40 + rng.below(200))
+                .unwrap_or(0);
 
         let mut log = Log::open(dir.path(), cfg()).unwrap();
         if round % 2 == 1 {
