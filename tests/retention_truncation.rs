@@ -354,3 +354,41 @@ fn truncate_below_the_log_start_then_append_survives_reopen() {
         );
     }
 }
+
+/// Found by the CI cargo-fuzz smoke run of `log_model`: `truncate_to` an offset below the first
+/// remaining segment (retention deleted that range) ended the log at that segment's base instead
+/// of at the offset. Truncation below every segment now empties the log and starts it exactly
+/// at the offset (Kafka's truncateFullyAndStartAt); appends continue there and a reopen, clean
+/// or not, agrees.
+#[test]
+fn truncate_below_the_first_segment_starts_the_log_at_the_offset() {
+    for crash in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _all) = sealed_log(dir.path(), cfg(), 150);
+        let segs = log.segments();
+        let start = segs[3].base_offset();
+        log.advance_log_start(Offset(start)).unwrap();
+        let first_base = log.segments()[0].base_offset();
+        assert_eq!(first_base, start, "segments below the new start are gone");
+        let target = first_base - 5;
+        let end = log.truncate_to(Offset(target)).unwrap();
+        assert_eq!(end, Offset(target));
+        assert_eq!(log.log_end_offset(), Offset(target));
+        assert_eq!(log.log_start_offset(), Offset(target));
+        log.check_invariants();
+        let info = log.append(&batch(9, 2, 10)).unwrap();
+        assert_eq!(info.base_offset, Offset(target));
+        log.flush().unwrap();
+        if crash {
+            log.simulate_crash();
+        } else {
+            log.close().unwrap();
+        }
+        let log = Log::open(dir.path(), cfg()).unwrap();
+        assert_eq!(
+            (log.log_start_offset(), log.log_end_offset()),
+            (Offset(target), Offset(target + 2))
+        );
+        assert_eq!(read_all(&log).len(), 2, "crash={crash}");
+    }
+}

@@ -70,7 +70,14 @@ impl Log {
             pos += h.batch_length as usize;
             new_end = h.next_offset();
         }
-        let new_end = new_end.max(seg.base_offset());
+        // Below every segment (retention deleted that range): Kafka's truncateFullyAndStartAt.
+        // Nothing of the log survives and the new, empty log starts exactly at `offset`.
+        let new_end = if offset.0 < seg.base_offset() {
+            pos = 0;
+            offset.0
+        } else {
+            new_end.max(seg.base_offset())
+        };
 
         // 1. The log start and the recovery point never stay above the data they describe.
         if self.inner.log_start.load(Ordering::Acquire) > new_end {
