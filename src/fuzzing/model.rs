@@ -438,9 +438,15 @@ impl Harness {
         };
         match self.log().truncate_to(Offset(target)) {
             Ok(new_end) => {
-                assert_eq!(
-                    new_end.0, expect,
-                    "truncate_to({target}) ended the log elsewhere"
+                // Background retention may have deleted the segment holding `target` between
+                // choosing it and the call; below every segment the log starts exactly at the
+                // target (it no longer knows the batch boundaries there).
+                let below_all = new_end.0 == target
+                    && self.log().segments().first().is_some_and(|s| s.base_offset() == target);
+                assert!(
+                    new_end.0 == expect || below_all,
+                    "truncate_to({target}) ended the log at {} instead of {expect}",
+                    new_end.0
                 );
                 // Truncating into the batch that holds the log start lowers the start with it.
                 let now = self.log().log_start_offset().0;
