@@ -442,7 +442,11 @@ impl Harness {
                 // choosing it and the call; below every segment the log starts exactly at the
                 // target (it no longer knows the batch boundaries there).
                 let below_all = new_end.0 == target
-                    && self.log().segments().first().is_some_and(|s| s.base_offset() == target);
+                    && self
+                        .log()
+                        .segments()
+                        .first()
+                        .is_some_and(|s| s.base_offset() == target);
                 assert!(
                     new_end.0 == expect || below_all,
                     "truncate_to({target}) ended the log at {} instead of {expect}",
