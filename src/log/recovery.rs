@@ -35,7 +35,9 @@ use crate::format::DecodeError;
 use crate::io::{AppendMap, OpenMode, Storage};
 use crate::segment::index::{IndexBuilder, IndexEntries};
 use crate::segment::scan::scan_segment;
-use crate::segment::{segment_path, Segment, SegmentTail};
+use crate::segment::{
+    remove_segment_files, segment_path, Segment, SegmentTail, INDEX_FILES, SEGMENT_FILES,
+};
 
 /// What open found and did. `oncelog stat` and the tests read it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -419,7 +421,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
     } else {
         // Rows R8/R10: drop segments after a torn tail and segments below the log start.
         for base in &dropped_bases {
-            delete_segment_files(storage, dir, *base)?;
+            remove_segment_files(storage, dir, *base, &SEGMENT_FILES)?;
             report.segments_deleted += 1;
         }
         let start = log_start_ckpt.unwrap_or(0);
@@ -427,7 +429,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         let count = loaded.len();
         for (i, l) in loaded.into_iter().enumerate() {
             if l.tail.next_offset <= start && i + 1 < count {
-                delete_segment_files(storage, dir, l.base)?;
+                remove_segment_files(storage, dir, l.base, &SEGMENT_FILES)?;
                 report.segments_deleted += 1;
             } else {
                 keep.push(l);
@@ -591,18 +593,6 @@ fn garbage_len(rest: &[u8]) -> u64 {
     last_nonzero.map_or(0, |i| i as u64 + 1)
 }
 
-fn delete_segment_files(storage: &dyn Storage, dir: &Path, base: u64) -> Result<()> {
-    for kind in [FileKind::Log, FileKind::Index, FileKind::TimeIndex] {
-        let path = segment_path(dir, base, kind);
-        if storage.exists(&path) {
-            storage
-                .remove(&path)
-                .map_err(|e| Error::io("remove segment file", &path, e))?;
-        }
-    }
-    Ok(())
-}
-
 fn open_for_append(
     storage: &dyn Storage,
     dir: &Path,
@@ -614,7 +604,7 @@ fn open_for_append(
     if keep.is_empty() || keep.last().is_some_and(|l| l.tail.next_offset < start) {
         // Row R11 (and a log start past every segment): start empty at the log start.
         for l in &keep {
-            delete_segment_files(storage, dir, l.base)?;
+            remove_segment_files(storage, dir, l.base, &SEGMENT_FILES)?;
         }
         let seg = Segment::create(storage, dir, start, config.segment_bytes)?;
         segments.push(Arc::new(seg));
@@ -639,7 +629,7 @@ fn open_for_append(
         if active {
             // Index files of the active segment are from an earlier clean close; it grows
             // past them now, and they are rewritten when it is sealed or closed.
-            remove_index_files(storage, dir, l.base)?;
+            remove_segment_files(storage, dir, l.base, &INDEX_FILES)?;
         }
         segments.push(Arc::new(seg));
     }
@@ -671,18 +661,6 @@ fn open_read_only(
                 .map(Arc::new)
         })
         .collect()
-}
-
-fn remove_index_files(storage: &dyn Storage, dir: &Path, base: u64) -> Result<()> {
-    for kind in [FileKind::Index, FileKind::TimeIndex] {
-        let path = segment_path(dir, base, kind);
-        if storage.exists(&path) {
-            storage
-                .remove(&path)
-                .map_err(|e| Error::io("remove index", &path, e))?;
-        }
-    }
-    Ok(())
 }
 
 fn active_builder(config: &LogConfig, active: &Segment) -> IndexBuilder {

@@ -15,7 +15,7 @@ use crate::format::batch::BatchHeader;
 use crate::format::file_name::FileKind;
 use crate::io::OpenMode;
 use crate::segment::index::{IndexBuilder, IndexEntries};
-use crate::segment::{segment_path, Segment, SegmentTail};
+use crate::segment::{remove_segment_files, segment_path, Segment, SegmentTail, INDEX_FILES};
 use crate::types::Offset;
 
 impl Log {
@@ -106,14 +106,7 @@ impl Log {
             later.delete_files(storage)?;
         }
         // 3. Replace the containing segment by a copy of its kept prefix (or drop it).
-        for kind in [FileKind::Index, FileKind::TimeIndex] {
-            let p = segment_path(&dir, seg.base_offset(), kind);
-            if storage.exists(&p) {
-                storage
-                    .remove(&p)
-                    .map_err(|e| Error::io("remove index", &p, e))?;
-            }
-        }
+        remove_segment_files(storage, &dir, seg.base_offset(), &INDEX_FILES)?;
         if pos == 0 {
             seg.delete_files(storage)?;
         } else {

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::types::LeaderEpoch;
 
 use super::messages::{AlterIsrRequest, LeaderAndIsr};
-use super::{Incarnation, PartitionEpoch, ReplicaId, ReplicationError};
+use super::{check_leader_epoch, Incarnation, PartitionEpoch, ReplicaId, ReplicationError};
 
 /// What a restarting replica found in its log (decided by the driver from the recovery report,
 /// the clean-shutdown marker, the SyncMode and whether the machine rebooted).
@@ -175,18 +175,7 @@ impl Controller for InProcessController {
                 replica: req.leader,
             });
         }
-        if req.leader_epoch < self.leader_epoch {
-            return Err(ReplicationError::FencedLeaderEpoch {
-                request: req.leader_epoch,
-                current: self.leader_epoch,
-            });
-        }
-        if req.leader_epoch > self.leader_epoch {
-            return Err(ReplicationError::UnknownLeaderEpoch {
-                request: req.leader_epoch,
-                current: self.leader_epoch,
-            });
-        }
+        check_leader_epoch(req.leader_epoch, self.leader_epoch)?;
         if req.partition_epoch != self.partition_epoch {
             return Err(ReplicationError::StalePartitionEpoch {
                 proposed: req.partition_epoch,

@@ -19,7 +19,7 @@ use crate::types::{LeaderEpoch, Offset};
 
 use super::epoch::LeaderEpochCache;
 use super::messages::{EpochEndOffset, FetchRequest, FetchResponse, FetchedBatch};
-use super::{Incarnation, ReplicaId, ReplicationError};
+use super::{check_leader_epoch, Incarnation, ReplicaId, ReplicationError};
 
 /// Where to truncate, and whether the divergence point has been reached (`done == false`: the
 /// leader named an epoch this log lacks; fetch again with the new latest epoch, KIP-279).
@@ -194,18 +194,7 @@ impl FollowerState {
         &mut self,
         resp: FetchResponse,
     ) -> Result<FollowerDecision, ReplicationError> {
-        if resp.leader_epoch < self.leader_epoch {
-            return Err(ReplicationError::FencedLeaderEpoch {
-                request: resp.leader_epoch,
-                current: self.leader_epoch,
-            });
-        }
-        if resp.leader_epoch > self.leader_epoch {
-            return Err(ReplicationError::UnknownLeaderEpoch {
-                request: resp.leader_epoch,
-                current: self.leader_epoch,
-            });
-        }
+        check_leader_epoch(resp.leader_epoch, self.leader_epoch)?;
         if let Some(div) = resp.diverging {
             let point = offset_truncation(&self.epoch_cache, self.log_end, self.log_end, Some(div));
             self.truncate(point.offset);

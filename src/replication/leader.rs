@@ -27,7 +27,7 @@ use super::epoch::LeaderEpochCache;
 use super::messages::{
     AlterIsrRequest, EpochEndOffset, FetchRequest, FetchResponse, FetchedBatch, IsrMember,
 };
-use super::{Incarnation, PartitionEpoch, ReplicaId, ReplicationError};
+use super::{check_leader_epoch, Incarnation, PartitionEpoch, ReplicaId, ReplicationError};
 
 /// Settings of the leader role (Kafka's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,18 +349,7 @@ impl LeaderState {
         req: &FetchRequest,
         now_ms: u64,
     ) -> Result<FetchDecision, ReplicationError> {
-        if req.current_leader_epoch < self.leader_epoch {
-            return Err(ReplicationError::FencedLeaderEpoch {
-                request: req.current_leader_epoch,
-                current: self.leader_epoch,
-            });
-        }
-        if req.current_leader_epoch > self.leader_epoch {
-            return Err(ReplicationError::UnknownLeaderEpoch {
-                request: req.current_leader_epoch,
-                current: self.leader_epoch,
-            });
-        }
+        check_leader_epoch(req.current_leader_epoch, self.leader_epoch)?;
         let progress = self
             .followers
             .get_mut(&req.replica)

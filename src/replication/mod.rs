@@ -67,6 +67,21 @@ pub type Incarnation = u64;
 
 /// Why a replication message or proposal was refused. Decisions that are part of the protocol
 /// (diverging epoch, "wait") are not errors; these are.
+/// Leader-epoch fencing of a request or response: an older epoch is fenced, a newer one is not
+/// known here yet (Kafka's FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH).
+pub(crate) fn check_leader_epoch(
+    request: LeaderEpoch,
+    current: LeaderEpoch,
+) -> Result<(), ReplicationError> {
+    if request < current {
+        return Err(ReplicationError::FencedLeaderEpoch { request, current });
+    }
+    if request > current {
+        return Err(ReplicationError::UnknownLeaderEpoch { request, current });
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReplicationError {

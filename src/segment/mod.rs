@@ -73,6 +73,30 @@ pub fn segment_path(dir: &Path, base_offset: u64, kind: FileKind) -> PathBuf {
     dir.join(file_name(Offset(base_offset), kind))
 }
 
+/// The files of a segment: its data and its two indexes.
+pub const SEGMENT_FILES: [FileKind; 3] = [FileKind::Log, FileKind::Index, FileKind::TimeIndex];
+/// A segment's index files alone.
+pub const INDEX_FILES: [FileKind; 2] = [FileKind::Index, FileKind::TimeIndex];
+
+/// Removes the files of kinds `kinds` of the segment at `base_offset` that exist (no directory
+/// fsync: callers batch that).
+pub fn remove_segment_files(
+    storage: &dyn Storage,
+    dir: &Path,
+    base_offset: u64,
+    kinds: &[FileKind],
+) -> Result<()> {
+    for &kind in kinds {
+        let path = segment_path(dir, base_offset, kind);
+        if storage.exists(&path) {
+            storage
+                .remove(&path)
+                .map_err(io_err("remove segment file", &path))?;
+        }
+    }
+    Ok(())
+}
+
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
     move |e| Error::io(op, path, e)
 }
@@ -413,15 +437,7 @@ impl Segment {
         let mut lifecycle = self.lifecycle.lock();
         *lifecycle = Lifecycle::Deleted;
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        for kind in [FileKind::Log, FileKind::Index, FileKind::TimeIndex] {
-            let path = segment_path(dir, self.base_offset, kind);
-            if storage.exists(&path) {
-                storage
-                    .remove(&path)
-                    .map_err(io_err("remove segment file", &path))?;
-            }
-        }
-        Ok(())
+        remove_segment_files(storage, dir, self.base_offset, &SEGMENT_FILES)
     }
 
     fn corrupt(&self, position: usize, reason: DecodeError) -> Error {
