@@ -9,7 +9,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::format::DecodeError;
-use crate::types::{Offset, ProducerEpoch, ProducerId, Sequence};
+use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, Sequence};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -80,6 +80,20 @@ pub enum Error {
         producer_id: ProducerId,
         first_sequence: Sequence,
     },
+    /// This replica does not lead the partition (in the epoch asked for); `leader` is the one
+    /// it knows, if any (Kafka's NOT_LEADER_OR_FOLLOWER).
+    NotLeader {
+        leader: Option<u32>,
+        leader_epoch: LeaderEpoch,
+    },
+    /// acks=all refused before appending: the ISR is below `min.insync.replicas`. Nothing was
+    /// appended; retriable.
+    NotEnoughReplicas { isr: usize, min_isr: usize },
+    /// acks=all: the batch was appended and committed, but the ISR shrank below
+    /// `min.insync.replicas` meanwhile. Retrying is safe (an idempotent retry is a duplicate).
+    NotEnoughReplicasAfterAppend { maximal_isr: usize, min_isr: usize },
+    /// A replication message or state change was refused.
+    Replication(crate::replication::ReplicationError),
 }
 
 impl Error {
@@ -191,6 +205,43 @@ impl fmt::Display for Error {
                 "producer {} is unknown and its first sequence is {first_sequence}, not 0",
                 producer_id.0
             ),
+            Error::NotLeader {
+                leader,
+                leader_epoch,
+            } => match leader {
+                Some(l) => write!(
+                    f,
+                    "not the leader: replica {l} leads in leader epoch {leader_epoch}"
+                ),
+                None => write!(
+                    f,
+                    "not the leader: no leader in leader epoch {leader_epoch}"
+                ),
+            },
+            Error::NotEnoughReplicas { isr, min_isr } => write!(
+                f,
+                "not enough in-sync replicas: {isr} < min.insync.replicas {min_isr}; nothing \
+                 was appended"
+            ),
+            Error::NotEnoughReplicasAfterAppend {
+                maximal_isr,
+                min_isr,
+            } => write!(
+                f,
+                "appended, but the ISR shrank to {maximal_isr} < min.insync.replicas {min_isr}"
+            ),
+            Error::Replication(e) => write!(f, "replication: {e}"),
+        }
+    }
+}
+
+impl From<crate::replication::ReplicationError> for Error {
+    fn from(e: crate::replication::ReplicationError) -> Self {
+        match e {
+            crate::replication::ReplicationError::NotEnoughReplicas { isr, min_isr } => {
+                Error::NotEnoughReplicas { isr, min_isr }
+            }
+            e => Error::Replication(e),
         }
     }
 }

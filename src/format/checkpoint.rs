@@ -1,5 +1,5 @@
 //! Small fixed-layout checkpoint records: recovery point, log start offset, clean-shutdown
-//! marker, producer-id block.
+//! marker, producer-id block, a replica's high-water mark and boot id.
 //!
 //! ```text
 //! Format: { magic "OLCP" | version u8 | kind u8 | count u16 | sequence u64 |
@@ -38,6 +38,10 @@ pub enum CheckpointKind {
     CleanShutdown = 3,
     /// `[next_unallocated_producer_id]`.
     ProducerIds = 4,
+    /// `[high_watermark]` of a replica (Kafka's replication-offset-checkpoint).
+    HighWatermark = 5,
+    /// `[boot_id]` of the machine when the replica last opened its log.
+    BootId = 6,
 }
 
 /// Encoded size of a record with `count` values.

@@ -231,6 +231,8 @@ pub fn decode_index(data: &[u8]) {
         CheckpointKind::LogStart,
         CheckpointKind::CleanShutdown,
         CheckpointKind::ProducerIds,
+        CheckpointKind::HighWatermark,
+        CheckpointKind::BootId,
     ] {
         if let Ok((sequence, values)) = checkpoint::decode(data, kind) {
             let again = checkpoint::encode(kind, sequence, &values);

@@ -38,6 +38,15 @@ impl Storage for RealStorage {
         std::fs::create_dir_all(dir)
     }
 
+    /// Linux's per-boot random UUID, folded to 64 bits.
+    fn boot_id(&self) -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let hex: String = text.chars().filter(char::is_ascii_hexdigit).collect();
+        let hi = u64::from_str_radix(hex.get(..16)?, 16).ok()?;
+        let lo = u64::from_str_radix(hex.get(16..32)?, 16).ok()?;
+        Some(hi ^ lo.rotate_left(32))
+    }
+
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir)? {

@@ -51,6 +51,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Takes the exclusive lock on `dir`; `ErrorKind::WouldBlock` if someone else holds it.
     /// The lock is released when the guard drops.
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>>;
+    /// An identifier of the current boot of the machine (or simulated machine), `None` if it
+    /// cannot be known. A replica compares it with the one recorded by its previous life: the
+    /// same boot means a process crash, after which the page cache (and every write the log
+    /// made, synced or not) survived.
+    fn boot_id(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// An exclusive directory lock; dropping it releases the lock.

@@ -127,6 +127,8 @@ struct State {
     next_lock_token: u64,
     /// Bumped by every crash; handles, maps and locks of an older epoch are dead.
     epoch: u64,
+    /// Bumped by every power-loss crash (a reboot); a process crash keeps it.
+    boots: u64,
     live_maps: usize,
     rng: Rng,
     fault: Option<Fault>,
@@ -311,6 +313,7 @@ impl State {
                 }
             }
             CrashMode::PowerLoss => {
+                self.boots += 1;
                 let paths: BTreeSet<PathBuf> = self
                     .volatile_ns
                     .keys()
@@ -400,6 +403,7 @@ impl SimStorage {
                     locks: BTreeMap::new(),
                     next_lock_token: 1,
                     epoch: 0,
+                    boots: 0,
                     live_maps: 0,
                     rng: Rng(seed),
                     fault: None,
@@ -676,6 +680,10 @@ impl Storage for SimStorage {
         state.collect_garbage();
         state.sync_points += 1;
         Ok(())
+    }
+
+    fn boot_id(&self) -> Option<u64> {
+        Some(self.shared.state.lock().boots)
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
