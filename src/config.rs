@@ -58,6 +58,11 @@ pub struct LogConfig {
     pub max_producers: usize,
     /// A producer-state snapshot is taken after this many appended bytes (plus at roll and close).
     pub snapshot_interval_bytes: u64,
+    /// Run the background thread (seals of rolled segments, interval syncs, retention). Off,
+    /// rolled segments are sealed inline by the appender and interval syncs and retention run
+    /// only when called; deterministic simulations turn it off so that every storage operation
+    /// happens in the simulation's own order.
+    pub background_thread: bool,
     /// The file system (real by default; simulated in tests).
     pub storage: Arc<dyn Storage>,
     /// The clock (system by default; manual in tests).
@@ -82,6 +87,7 @@ impl Default for LogConfig {
             producer_id_expiration_ms: 7 * DAY_MS,
             max_producers: 1_000_000,
             snapshot_interval_bytes: 64 << 20,
+            background_thread: true,
             storage: Arc::new(RealStorage),
             clock: Arc::new(SystemClock),
         }

@@ -19,6 +19,7 @@ pub mod producer;
 pub mod replica;
 pub mod replication;
 pub mod segment;
+pub mod simulation;
 pub mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};

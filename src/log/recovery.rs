@@ -524,7 +524,9 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
                 .sync_dir(dir)
                 .map_err(|e| Error::io("fsync directory", dir, e))?;
         }
-        *log.inner.background.lock() = Some(Background::start(&log));
+        if log.inner.config.background_thread {
+            *log.inner.background.lock() = Some(Background::start(&log));
+        }
     }
     Ok(log)
 }

@@ -25,7 +25,13 @@ pub struct PendingAck {
 pub(super) struct LeaderRole {
     pub(super) state: LeaderState,
     pub(super) pending: Vec<PendingAck>,
+    /// The ISR proposal in flight and when it was last sent: resent until the controller
+    /// answers, since a lost request or answer would otherwise block every later ISR change.
+    pub(super) proposal: Option<(AlterIsrRequest, u64)>,
 }
+
+/// How long an ISR proposal may go unanswered before it is sent again.
+pub const ISR_PROPOSAL_RETRY_MS: u64 = 200;
 
 impl Replica {
     /// Leads per `rec`: a new leader epoch, or an ISR change within the current one.
@@ -64,6 +70,7 @@ impl Replica {
         self.role = Role::Leader(Box::new(LeaderRole {
             state,
             pending: Vec::new(),
+            proposal: None,
         }));
         Ok(())
     }
@@ -191,9 +198,22 @@ impl Replica {
                 i += 1;
             }
         }
-        l.state
+        if l.state.pending().is_none() {
+            l.proposal = None;
+        }
+        if let Some((req, sent)) = &mut l.proposal {
+            if now_ms >= *sent + ISR_PROPOSAL_RETRY_MS {
+                *sent = now_ms;
+                return Some(req.clone());
+            }
+            return None;
+        }
+        let req = l
+            .state
             .maybe_shrink_isr(now_ms)
-            .or_else(|| l.state.maybe_expand_isr(now_ms))
+            .or_else(|| l.state.maybe_expand_isr(now_ms))?;
+        l.proposal = Some((req.clone(), now_ms));
+        Some(req)
     }
 
     /// The controller's answer to an ISR proposal from [`Replica::tick`].
@@ -207,6 +227,7 @@ impl Replica {
             Err(_) => {
                 if let Role::Leader(l) = &mut self.role {
                     l.state.on_isr_rejected();
+                    l.proposal = None;
                 }
                 Ok(())
             }
@@ -227,9 +248,7 @@ fn read_batches(
     let mut bytes = 0usize;
     while next < log_end && (out.is_empty() || bytes < max_bytes) {
         let fetch = log.read_bounded(next, max_bytes.saturating_sub(bytes).max(1), log_end)?;
-        if fetch.is_empty() {
-            break;
-        }
+        let before = next;
         for view in fetch.batches() {
             let view = view?;
             if view.last_offset() < next.0 {
@@ -245,6 +264,17 @@ fn read_batches(
                 last_offset: Offset(view.last_offset()),
                 leader_epoch: view.header().leader_epoch,
                 bytes: view.as_bytes().to_vec(),
+            });
+        }
+        if next == before {
+            // Nothing readable at `next` below the log end: a damaged batch header.
+            return Err(Error::Corrupt {
+                path: log.dir().to_path_buf(),
+                position: next.0,
+                reason: crate::format::DecodeError::BadField {
+                    field: "batch offsets (no progress)",
+                    value: next.0 as i64,
+                },
             });
         }
     }

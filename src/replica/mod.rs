@@ -87,6 +87,10 @@ pub struct ReplicaConfig {
     pub fetch_max_bytes: u32,
     /// How often `tick` rewrites the high-water-mark checkpoint (Kafka: 5 s).
     pub hw_checkpoint_interval_ms: u64,
+    /// After an unclean shutdown, read every batch of the log and check its CRC before
+    /// serving (recovery itself trusts synced segments). A damaged log is quarantined and the
+    /// replica starts empty (`EmptyOrDamaged`). Costs a read of the whole log.
+    pub verify_after_unclean_open: bool,
 }
 
 impl ReplicaConfig {
@@ -98,6 +102,7 @@ impl ReplicaConfig {
             log,
             fetch_max_bytes: 1 << 20,
             hw_checkpoint_interval_ms: 5_000,
+            verify_after_unclean_open: false,
         }
     }
 }
@@ -148,6 +153,8 @@ pub struct Replica {
     /// The newest controller record applied.
     known: Option<LeaderAndIsr>,
     recovery: LogRecovery,
+    /// Why the log found at open was moved aside, if it was.
+    quarantined: Option<String>,
     completions: Vec<Completion>,
 }
 
@@ -168,8 +175,30 @@ impl Replica {
             )));
         }
         let storage = std::sync::Arc::clone(&cfg.log.storage);
-        let previous_boot = state_files::read_boot_id(storage.as_ref(), &dir);
-        let log = Log::open(&dir, cfg.log.clone())?;
+        let mut previous_boot = state_files::read_boot_id(storage.as_ref(), &dir);
+        let mut quarantined = None;
+        let opened = Log::open(&dir, cfg.log.clone()).and_then(|log| {
+            if cfg.verify_after_unclean_open && !log.recovery_report().clean_shutdown {
+                if let Err(e) = state_files::verify_batches(&log) {
+                    log.simulate_crash();
+                    return Err(e);
+                }
+            }
+            Ok(log)
+        });
+        let log = match opened {
+            Ok(log) => log,
+            Err(e @ (Error::Corrupt { .. } | Error::CorruptFile { .. })) => {
+                // Damaged synced data: keep the files for the operator, start empty, and tell
+                // the controller (EmptyOrDamaged) so this replica neither leads nor counts as
+                // in sync until it has fetched everything again from the leader.
+                let to = state_files::quarantine(storage.as_ref(), &dir, incarnation)?;
+                quarantined = Some(format!("{e}; files moved to {}", to.display()));
+                previous_boot = None;
+                Log::open(&dir, cfg.log.clone())?
+            }
+            Err(e) => return Err(e),
+        };
         let report = log.recovery_report();
         let current_boot = storage.boot_id();
         let recovery = match previous_boot {
@@ -199,6 +228,7 @@ impl Replica {
             last_hw_checkpoint_ms: 0,
             known: None,
             recovery,
+            quarantined,
             completions: Vec::new(),
         })
     }
@@ -230,6 +260,11 @@ impl Replica {
     /// loss); `EmptyOrDamaged` for a directory without a previous life.
     pub fn log_recovery(&self) -> LogRecovery {
         self.recovery
+    }
+
+    /// Set when open found damaged synced data: the reason and where the files went.
+    pub fn quarantined(&self) -> Option<&str> {
+        self.quarantined.as_deref()
     }
 
     pub fn is_leader(&self) -> bool {

@@ -96,24 +96,85 @@ pub(super) fn load_epoch_cache(log: &Log) -> Result<LeaderEpochCache> {
     Ok(cache)
 }
 
-/// Scans every batch of the log for its leader epoch.
-pub(super) fn rebuild_epoch_cache(log: &Log) -> Result<LeaderEpochCache> {
-    let mut cache = LeaderEpochCache::new();
+/// Calls `f` with every batch of the log, checksum verified, oldest first.
+fn for_each_batch(
+    log: &Log,
+    mut f: impl FnMut(&crate::format::batch::BatchView<'_>) -> Result<()>,
+) -> Result<()> {
     let end = log.log_end_offset();
     let mut next = log.log_start_offset();
     while next < end {
         let fetch = log.read(next, 8 << 20)?;
-        if fetch.is_empty() {
-            break;
-        }
+        let before = next;
         for view in fetch.batches() {
             let view = view?;
-            let epoch = view.header().leader_epoch;
-            if epoch >= 0 {
-                cache.assign(epoch, Offset(view.base_offset()))?;
-            }
-            next = Offset(view.last_offset() + 1);
+            f(&view)?;
+            next = next.max(Offset(view.last_offset() + 1));
+        }
+        if next == before {
+            // Nothing found for `next` below the log end, or a batch that does not reach it:
+            // a damaged header.
+            return Err(Error::Corrupt {
+                path: log.dir().to_path_buf(),
+                position: next.0,
+                reason: crate::format::DecodeError::BadField {
+                    field: "batch offsets (no progress)",
+                    value: next.0 as i64,
+                },
+            });
         }
     }
+    Ok(())
+}
+
+/// Scans every batch of the log for its leader epoch.
+pub(super) fn rebuild_epoch_cache(log: &Log) -> Result<LeaderEpochCache> {
+    let mut cache = LeaderEpochCache::new();
+    for_each_batch(log, |view| {
+        let epoch = view.header().leader_epoch;
+        if epoch >= 0 {
+            cache.assign(epoch, Offset(view.base_offset()))?;
+        }
+        Ok(())
+    })?;
     Ok(cache)
+}
+
+/// Reads every batch and checks its checksum (and its records' framing).
+pub(super) fn verify_batches(log: &Log) -> Result<()> {
+    for_each_batch(log, |view| {
+        view.verify_records().map_err(|reason| Error::Corrupt {
+            path: log.dir().to_path_buf(),
+            position: view.base_offset(),
+            reason,
+        })
+    })
+}
+
+/// Moves every file of `dir` into a new subdirectory `quarantine-<incarnation>` (renames, then
+/// one directory fsync) and returns it. Nothing is deleted: an operator can still recover from
+/// the damaged log if no other replica has the data.
+pub(super) fn quarantine(
+    storage: &dyn Storage,
+    dir: &Path,
+    incarnation: u64,
+) -> Result<std::path::PathBuf> {
+    let to = dir.join(format!("quarantine-{incarnation}"));
+    storage
+        .create_dir_all(&to)
+        .map_err(|e| Error::io("create quarantine directory", &to, e))?;
+    let names = storage
+        .list(dir)
+        .map_err(|e| Error::io("list log directory", dir, e))?;
+    for name in names.iter().filter(|n| *n != crate::io::fs::LOCK_FILE) {
+        let (from, dest) = (dir.join(name), to.join(name));
+        storage
+            .rename(&from, &dest)
+            .map_err(|e| Error::io("move damaged file aside", &from, e))?;
+    }
+    storage
+        .sync_dir(&to)
+        .and_then(|()| storage.sync_dir(dir))
+        .map_err(|e| Error::io("fsync log directory", dir, e))?;
+    Ok(to)
 }

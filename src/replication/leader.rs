@@ -354,6 +354,15 @@ impl LeaderState {
             .followers
             .get_mut(&req.replica)
             .ok_or(ReplicationError::UnknownReplica(req.replica))?;
+        if let Some(current) = progress.incarnation.filter(|c| req.incarnation < *c) {
+            // A fetch from an earlier life, delivered late: its offset describes a log that may
+            // have lost its tail since (Kafka fences fetches by broker epoch).
+            return Err(ReplicationError::StaleIncarnation {
+                replica: req.replica,
+                proposed: req.incarnation,
+                current,
+            });
+        }
         if progress.incarnation != Some(req.incarnation) {
             // A new life: what the old one fetched says nothing about the new log.
             progress.incarnation = Some(req.incarnation);
