@@ -556,17 +556,26 @@ impl LeaderState {
         request
     }
 
-    /// Proposes adding every ISR-eligible follower, unless a change is in flight. The added
-    /// members count in the maximal ISR from now on.
-    pub fn maybe_expand_isr(&mut self, _now_ms: u64) -> Option<AlterIsrRequest> {
+    /// Proposes adding every ISR-eligible follower that fetched within
+    /// `replica_lag_time_max_ms`, unless a change is in flight. The added members count in the
+    /// maximal ISR from now on.
+    pub fn maybe_expand_isr(&mut self, now_ms: u64) -> Option<AlterIsrRequest> {
         if self.pending.is_some() {
             return None;
         }
+        let lag = self.config.replica_lag_time_max_ms;
+        // Only followers heard from within the lag time: a dead one that once was eligible
+        // would be refused by the controller, and with it every live member of the proposal.
         let added: Vec<ReplicaId> = self
             .followers
-            .keys()
-            .filter(|r| !self.isr.contains(r) && self.is_isr_eligible(**r))
-            .copied()
+            .iter()
+            .filter(|(r, p)| {
+                !self.isr.contains(r)
+                    && p.last_fetch_time_ms
+                        .is_some_and(|t| now_ms.saturating_sub(t) <= lag)
+                    && self.is_isr_eligible(**r)
+            })
+            .map(|(r, _)| *r)
             .collect();
         if added.is_empty() {
             return None;
