@@ -1024,7 +1024,10 @@ mod tests {
                 crate::fuzzing::decode_wire(&f);
             }
         }
-        assert!(accepted > 100, "mutations should often stay valid: {accepted}");
+        assert!(
+            accepted > 100,
+            "mutations should often stay valid: {accepted}"
+        );
     }
 
     #[test]
