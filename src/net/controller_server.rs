@@ -19,10 +19,11 @@
 //! - producer ids come from a [`ProducerIdAllocator`] persisted in the controller's directory,
 //!   so they are unique across leaders and controller restarts.
 //!
-//! Known limit: the partition record itself (leader, epochs, ISR) is in memory; a restarted
-//! controller starts again at leader epoch 0, which replicas that know a newer epoch ignore
-//! (`Replica::on_leader_and_isr` only moves forward) until it catches up. See
-//! `docs/replication.md`.
+//! Known limit: the partition record itself (leader, epochs, ISR, who needs to catch up) is in
+//! memory. A restarted controller starts again at leader epoch 0 with every replica in the ISR,
+//! so it could hand out leader epochs that were already used and elect a replica that lost
+//! data: restarting the controller of a cluster that holds data is not supported yet (only the
+//! producer ids survive a restart). See `docs/replication.md`, "TCP driver".
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
