@@ -1,6 +1,15 @@
 //! A typed client of the controller process: one method per request, each answering the
 //! expected message or a [`NetError`] (an error reply is `NetErrorKind::Remote`, an answer of
 //! the wrong kind `UnexpectedResponse`). Like [`Connection`], it never re-sends a failed call.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -24,6 +24,15 @@
 //! so it could hand out leader epochs that were already used and elect a replica that lost
 //! data: restarting the controller of a cluster that holds data is not supported yet (only the
 //! producer ids survive a restart). See `docs/replication.md`, "TCP driver".
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};

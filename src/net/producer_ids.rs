@@ -10,6 +10,15 @@
 //! `reserved_to`; a restart resumes at the persisted `reserved_to`, so no id is returned twice
 //! across restarts and crashes (at most one block is skipped). The directory is locked while an
 //! allocator holds it, so two controllers cannot share it.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

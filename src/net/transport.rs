@@ -16,6 +16,15 @@
 //!   the body is read or allocated. A frame that fails its length, CRC or version check closes
 //!   the connection (the stream can no longer be trusted); a frame whose envelope is sound but
 //!   whose payload does not decode is answered with `InvalidRequest`.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
 
 use std::collections::HashMap;
 use std::fmt;
