@@ -7,7 +7,7 @@
 //! - [`transport`]: a thread-per-connection server around a [`Handler`], and a client
 //!   [`Connection`] with connect/read timeouts that reconnects after a failure.
 //! - [`cluster_file`]: the static cluster description (controller, replicas, min ISR).
-//! - [`controller_client`]: a typed client of the controller.
+//! - [`controller_client`], [`replica_client`]: typed clients of the controller and of a node.
 //! - [`producer_ids`]: cluster-wide producer ids, persisted by the controller.
 //! - [`controller_server`]: `InProcessController` behind TCP, with replica sessions and
 //!   producer-id allocation.
@@ -20,6 +20,7 @@ pub mod controller_client;
 pub mod controller_server;
 pub mod producer_ids;
 pub mod remote_error;
+pub mod replica_client;
 pub mod transport;
 pub mod wire;
 
@@ -27,5 +28,6 @@ pub use cluster_file::{ClusterFile, ClusterFileError, ReplicaEntry};
 pub use controller_client::ControllerClient;
 pub use controller_server::{ControllerConfig, ControllerServer, ControllerService};
 pub use remote_error::{ErrorReply, RemoteError};
+pub use replica_client::{ReadResult, ReplicaClient};
 pub use transport::{Connection, Handler, NetError, NetErrorKind, Server, TransportConfig};
 pub use wire::{ClusterMetadata, Frame, Message, ReplicaStatus};
