@@ -626,8 +626,10 @@ mod tests {
             good[..10].to_vec(),
         ] {
             let mut s = TcpStream::connect(addr).unwrap();
-            s.write_all(&junk).unwrap();
-            s.shutdown(Shutdown::Write).unwrap();
+            // The server may close first (it stops reading at a bad length): our write or
+            // shutdown may then fail, which is fine.
+            let _ = s.write_all(&junk);
+            let _ = s.shutdown(Shutdown::Write);
             let mut rest = Vec::new();
             let _ = s.read_to_end(&mut rest);
             assert!(rest.is_empty(), "no answer to a bad frame");
