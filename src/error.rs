@@ -94,6 +94,10 @@ pub enum Error {
     NotEnoughReplicasAfterAppend { maximal_isr: usize, min_isr: usize },
     /// A replication message or state change was refused.
     Replication(crate::replication::ReplicationError),
+    /// A remote replica or controller answered with an error that has no typed variant here
+    /// (its storage failed, it found corruption, it refused a malformed request): `kind` names
+    /// the wire error code (`net::RemoteError::name`), `message` is the remote's description.
+    Remote { kind: &'static str, message: String },
 }
 
 impl Error {
@@ -231,6 +235,7 @@ impl fmt::Display for Error {
                 "appended, but the ISR shrank to {maximal_isr} < min.insync.replicas {min_isr}"
             ),
             Error::Replication(e) => write!(f, "replication: {e}"),
+            Error::Remote { kind, message } => write!(f, "remote error ({kind}): {message}"),
         }
     }
 }

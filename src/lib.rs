@@ -15,6 +15,7 @@ pub mod format;
 pub mod fuzzing;
 pub mod io;
 pub mod log;
+pub mod net;
 pub mod producer;
 pub mod replica;
 pub mod replication;

@@ -2,7 +2,9 @@
 //!
 //! `dump`, `verify` and `stat` read the files directly and never open the `Log`: they work on a
 //! damaged or locked directory and modify nothing. `demo` writes a log, kills a writer process
-//! with SIGKILL and checks what recovery brings back.
+//! with SIGKILL and checks what recovery brings back. `controller`, `move-leader` and
+//! `cluster-status` are the TCP driver's controller process and the operator's commands against
+//! it (`docs/replication.md`, "TCP driver").
 
 mod cli;
 
@@ -21,6 +23,15 @@ COMMANDS:
                              --records also prints each record
     verify DIR               full integrity check; exit 0 if OK, 1 on any problem
     stat DIR                 segments, offsets, recovery point and clean-shutdown state
+    controller --cluster FILE [--dir DIR] [--session-timeout-ms N]
+                             run the partition's controller (leader, epochs, ISR, replica
+                             sessions, producer ids) on the cluster file's controller address;
+                             state in DIR (default: controller-data beside FILE)
+    move-leader --cluster FILE --to N [--unclean]
+                             move leadership to replica N (it must be in the ISR and caught
+                             up; --unclean only when no in-sync replica can lead)
+    cluster-status --cluster FILE
+                             leader, leader and partition epochs, ISR and each replica's session
     help, --help, -h         print this help
 
 dump, verify and stat never open the log for writing: they work on a locked or damaged
@@ -43,6 +54,9 @@ fn main() -> ExitCode {
         "verify" => cli::verify::main(rest),
         "stat" => cli::stat::main(rest),
         "demo" => cli::demo::main(rest),
+        "controller" => cli::cluster::controller_main(rest),
+        "move-leader" => cli::cluster::move_leader_main(rest),
+        "cluster-status" => cli::cluster::cluster_status_main(rest),
         cli::demo::CHILD_COMMAND => cli::demo::child_main(rest),
         other => Err(cli::CliError::Usage(format!("unknown command '{other}'"))),
     };

@@ -3,6 +3,7 @@
 //!
 //! Nothing here writes to a log directory except `demo`, which uses the library's `Log`.
 
+pub mod cluster;
 pub mod demo;
 pub mod dump;
 pub mod stat;

@@ -11,6 +11,7 @@
 //! | `decode_index`    | offset/time index and checkpoint decoders, round trips        |
 //! | `recover_segment` | `scan_segment` on damaged images; `Log::open` after power loss |
 //! | `log_model`       | `Log` operations, crashes and I/O faults against a `Vec` model |
+//! | `decode_wire`     | `net::wire` frame decoding, canonical round trip (stable body only) |
 //!
 //! Known findings the bodies tolerate are listed in [`decoders::KNOWN_BATCH_FINDINGS`]; the
 //! `*_strict` variants tolerate nothing and are what the regression tests call.
@@ -19,6 +20,7 @@ mod decoders;
 mod model;
 mod reader;
 mod recover;
+mod wire;
 
 pub use decoders::{
     decode_batch, decode_batch_strict, decode_index, decode_snapshot, KNOWN_BATCH_FINDINGS,
@@ -26,3 +28,4 @@ pub use decoders::{
 pub use model::{log_model, log_model_strict};
 pub use reader::ByteReader;
 pub use recover::recover_segment;
+pub use wire::decode_wire;

@@ -1,0 +1,530 @@
+//! The static cluster file: where the controller and each replica listen, and the partition's
+//! `min_insync_replicas`.
+//!
+//! ```text
+//! # oncelog cluster
+//! controller 127.0.0.1:7070
+//! replica 1 127.0.0.1:7071 /path/to/data1
+//! replica 2 127.0.0.1:7072
+//! replica 3 127.0.0.1:7073
+//! min_insync_replicas 2
+//! ```
+//!
+//! One directive per line; blank lines and lines starting with `#` are ignored. `replica ID ADDR
+//! [DIR]`: the rest of the line after the address is the replica's data directory (it may hold
+//! spaces; relative to the cluster file's directory when loaded with [`ClusterFile::load`];
+//! `oncelog node --dir` overrides it). Addresses are `IP:PORT` (no name lookup).
+//!
+//! Invariants of a parsed [`ClusterFile`]: exactly one controller; at least one replica; replica
+//! ids and all addresses (controller's included) unique; replicas sorted by id;
+//! `1 <= min_insync_replicas <= replicas` (default 1). Parsing never panics: every problem is a
+//! [`ClusterFileError`] with its line number.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::replication::ReplicaId;
+
+/// A parsed cluster file. See the module invariants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterFile {
+    pub controller: SocketAddr,
+    /// Sorted by id.
+    pub replicas: Vec<ReplicaEntry>,
+    pub min_insync_replicas: u32,
+}
+
+/// One `replica` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaEntry {
+    pub id: ReplicaId,
+    pub addr: SocketAddr,
+    pub dir: Option<PathBuf>,
+}
+
+/// Why a cluster file was refused.
+#[derive(Debug)]
+pub struct ClusterFileError {
+    /// The file, when it was loaded from one.
+    pub path: Option<PathBuf>,
+    /// 1-based line number; 0 for the file as a whole.
+    pub line: usize,
+    pub kind: ClusterFileErrorKind,
+}
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClusterFileErrorKind {
+    Io(io::Error),
+    UnknownDirective(String),
+    MissingValue {
+        directive: &'static str,
+        what: &'static str,
+    },
+    ExtraValue {
+        directive: &'static str,
+        value: String,
+    },
+    BadAddress(String),
+    BadReplicaId(String),
+    BadNumber {
+        directive: &'static str,
+        value: String,
+    },
+    /// A directive that may appear once appeared again (first seen on `first_line`).
+    Repeated {
+        directive: &'static str,
+        first_line: usize,
+    },
+    DuplicateReplica(ReplicaId),
+    DuplicateAddress(SocketAddr),
+    MissingController,
+    NoReplicas,
+    MinIsrOutOfRange {
+        min_insync_replicas: u32,
+        replicas: usize,
+    },
+}
+
+impl fmt::Display for ClusterFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self
+            .path
+            .as_ref()
+            .map_or_else(|| "cluster file".to_string(), |p| p.display().to_string());
+        if self.line > 0 {
+            write!(f, "{file}:{}: ", self.line)?;
+        } else {
+            write!(f, "{file}: ")?;
+        }
+        match &self.kind {
+            ClusterFileErrorKind::Io(e) => write!(f, "cannot read: {e}"),
+            ClusterFileErrorKind::UnknownDirective(d) => write!(
+                f,
+                "unknown directive '{d}' (expected controller, replica or min_insync_replicas)"
+            ),
+            ClusterFileErrorKind::MissingValue { directive, what } => {
+                write!(f, "'{directive}' needs {what}")
+            }
+            ClusterFileErrorKind::ExtraValue { directive, value } => {
+                write!(f, "unexpected '{value}' after '{directive}'")
+            }
+            ClusterFileErrorKind::BadAddress(a) => {
+                write!(f, "'{a}' is not an IP:PORT address")
+            }
+            ClusterFileErrorKind::BadReplicaId(v) => {
+                write!(f, "'{v}' is not a replica id (0..=4294967295)")
+            }
+            ClusterFileErrorKind::BadNumber { directive, value } => {
+                write!(f, "'{directive}': '{value}' is not a number")
+            }
+            ClusterFileErrorKind::Repeated {
+                directive,
+                first_line,
+            } => write!(f, "'{directive}' repeated (first on line {first_line})"),
+            ClusterFileErrorKind::DuplicateReplica(r) => write!(f, "replica {r} listed twice"),
+            ClusterFileErrorKind::DuplicateAddress(a) => write!(f, "address {a} used twice"),
+            ClusterFileErrorKind::MissingController => write!(f, "no 'controller' line"),
+            ClusterFileErrorKind::NoReplicas => write!(f, "no 'replica' line"),
+            ClusterFileErrorKind::MinIsrOutOfRange {
+                min_insync_replicas,
+                replicas,
+            } => write!(
+                f,
+                "min_insync_replicas {min_insync_replicas} must be between 1 and the number of \
+                 replicas ({replicas})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ClusterFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            ClusterFileErrorKind::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The first whitespace-separated token of `s` and the rest (leading whitespace removed).
+fn token(s: &str) -> Option<(&str, &str)> {
+    let s = s.trim_start();
+    if s.is_empty() {
+        return None;
+    }
+    let end = s.find(char::is_whitespace).unwrap_or(s.len());
+    let (tok, rest) = s.split_at(end);
+    Some((tok, rest.trim_start()))
+}
+
+/// An `IP:PORT` token (the value of `directive`) and the rest of the line.
+fn addr<'a>(
+    value: Option<(&'a str, &'a str)>,
+    directive: &'static str,
+) -> Result<(SocketAddr, &'a str), ClusterFileErrorKind> {
+    let (a, rest) = value.ok_or(ClusterFileErrorKind::MissingValue {
+        directive,
+        what: "an IP:PORT address",
+    })?;
+    let addr = a
+        .parse::<SocketAddr>()
+        .map_err(|_| ClusterFileErrorKind::BadAddress(a.to_string()))?;
+    Ok((addr, rest))
+}
+
+impl ClusterFile {
+    /// Parses the text of a cluster file (data directories are kept as written).
+    pub fn parse(text: &str) -> Result<ClusterFile, ClusterFileError> {
+        let err = |line: usize, kind| ClusterFileError {
+            path: None,
+            line,
+            kind,
+        };
+        let mut controller: Option<(SocketAddr, usize)> = None;
+        let mut min_isr: Option<(u32, usize)> = None;
+        let mut replicas: Vec<ReplicaEntry> = Vec::new();
+        // The line of each entry of `replicas`, in file order.
+        let mut replica_lines: Vec<usize> = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let n = i + 1;
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((directive, rest)) = token(line) else {
+                continue;
+            };
+            match directive {
+                "controller" => {
+                    if let Some((_, first_line)) = controller {
+                        return Err(err(
+                            n,
+                            ClusterFileErrorKind::Repeated {
+                                directive: "controller",
+                                first_line,
+                            },
+                        ));
+                    }
+                    let (a, rest) = addr(token(rest), "controller").map_err(|k| err(n, k))?;
+                    if !rest.is_empty() {
+                        return Err(err(
+                            n,
+                            ClusterFileErrorKind::ExtraValue {
+                                directive: "controller",
+                                value: rest.to_string(),
+                            },
+                        ));
+                    }
+                    controller = Some((a, n));
+                }
+                "replica" => {
+                    let (id, rest) = token(rest).ok_or_else(|| {
+                        err(
+                            n,
+                            ClusterFileErrorKind::MissingValue {
+                                directive: "replica",
+                                what: "an id and an IP:PORT address",
+                            },
+                        )
+                    })?;
+                    let id = id
+                        .parse::<u32>()
+                        .map(ReplicaId)
+                        .map_err(|_| err(n, ClusterFileErrorKind::BadReplicaId(id.to_string())))?;
+                    let (a, rest) = addr(token(rest), "replica").map_err(|k| err(n, k))?;
+                    if replicas.iter().any(|r| r.id == id) {
+                        return Err(err(n, ClusterFileErrorKind::DuplicateReplica(id)));
+                    }
+                    replicas.push(ReplicaEntry {
+                        id,
+                        addr: a,
+                        dir: (!rest.is_empty()).then(|| PathBuf::from(rest)),
+                    });
+                    replica_lines.push(n);
+                }
+                "min_insync_replicas" => {
+                    if let Some((_, first_line)) = min_isr {
+                        return Err(err(
+                            n,
+                            ClusterFileErrorKind::Repeated {
+                                directive: "min_insync_replicas",
+                                first_line,
+                            },
+                        ));
+                    }
+                    let (v, rest) = token(rest).ok_or_else(|| {
+                        err(
+                            n,
+                            ClusterFileErrorKind::MissingValue {
+                                directive: "min_insync_replicas",
+                                what: "a number",
+                            },
+                        )
+                    })?;
+                    let v = v.parse::<u32>().map_err(|_| {
+                        err(
+                            n,
+                            ClusterFileErrorKind::BadNumber {
+                                directive: "min_insync_replicas",
+                                value: v.to_string(),
+                            },
+                        )
+                    })?;
+                    if !rest.is_empty() {
+                        return Err(err(
+                            n,
+                            ClusterFileErrorKind::ExtraValue {
+                                directive: "min_insync_replicas",
+                                value: rest.to_string(),
+                            },
+                        ));
+                    }
+                    min_isr = Some((v, n));
+                }
+                other => {
+                    return Err(err(
+                        n,
+                        ClusterFileErrorKind::UnknownDirective(other.to_string()),
+                    ))
+                }
+            }
+        }
+        let Some((controller, _)) = controller else {
+            return Err(err(0, ClusterFileErrorKind::MissingController));
+        };
+        if replicas.is_empty() {
+            return Err(err(0, ClusterFileErrorKind::NoReplicas));
+        }
+        let (min_insync_replicas, min_line) = min_isr.unwrap_or((1, 0));
+        if min_insync_replicas == 0 || min_insync_replicas as usize > replicas.len() {
+            return Err(err(
+                min_line,
+                ClusterFileErrorKind::MinIsrOutOfRange {
+                    min_insync_replicas,
+                    replicas: replicas.len(),
+                },
+            ));
+        }
+        let mut addrs = vec![controller];
+        for (r, line) in replicas.iter().zip(&replica_lines) {
+            if addrs.contains(&r.addr) {
+                return Err(err(*line, ClusterFileErrorKind::DuplicateAddress(r.addr)));
+            }
+            addrs.push(r.addr);
+        }
+        replicas.sort_by_key(|r| r.id);
+        Ok(ClusterFile {
+            controller,
+            replicas,
+            min_insync_replicas,
+        })
+    }
+
+    /// Reads and parses `path`; relative data directories are taken relative to the file's
+    /// directory.
+    pub fn load(path: &Path) -> Result<ClusterFile, ClusterFileError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ClusterFileError {
+            path: Some(path.to_path_buf()),
+            line: 0,
+            kind: ClusterFileErrorKind::Io(e),
+        })?;
+        let mut file = ClusterFile::parse(&text).map_err(|mut e| {
+            e.path = Some(path.to_path_buf());
+            e
+        })?;
+        let base = crate::io::parent_dir(path);
+        for r in &mut file.replicas {
+            if let Some(d) = &r.dir {
+                if d.is_relative() {
+                    r.dir = Some(base.join(d));
+                }
+            }
+        }
+        Ok(file)
+    }
+
+    pub fn replica(&self, id: ReplicaId) -> Option<&ReplicaEntry> {
+        self.replicas.iter().find(|r| r.id == id)
+    }
+
+    /// The replica ids, sorted.
+    pub fn replica_ids(&self) -> Vec<ReplicaId> {
+        self.replicas.iter().map(|r| r.id).collect()
+    }
+
+    /// The file's text (parses back to `self`).
+    pub fn to_text(&self) -> String {
+        let mut s = format!("# oncelog cluster\ncontroller {}\n", self.controller);
+        for r in &self.replicas {
+            s.push_str(&format!("replica {} {}", r.id, r.addr));
+            if let Some(d) = &r.dir {
+                s.push_str(&format!(" {}", d.display()));
+            }
+            s.push('\n');
+        }
+        s.push_str(&format!(
+            "min_insync_replicas {}\n",
+            self.min_insync_replicas
+        ));
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = "\
+# oncelog cluster
+controller 127.0.0.1:7070
+
+replica 2 127.0.0.1:7072
+replica 1 127.0.0.1:7071   /path/to/data 1
+   # indented comment
+replica 3 127.0.0.1:7073
+min_insync_replicas 2
+";
+
+    #[test]
+    fn parses_the_example() {
+        let c = ClusterFile::parse(EXAMPLE).unwrap();
+        assert_eq!(c.controller, "127.0.0.1:7070".parse().unwrap());
+        assert_eq!(
+            c.replica_ids(),
+            vec![ReplicaId(1), ReplicaId(2), ReplicaId(3)]
+        );
+        assert_eq!(
+            c.replica(ReplicaId(1)).unwrap().dir,
+            Some(PathBuf::from("/path/to/data 1"))
+        );
+        assert_eq!(c.replica(ReplicaId(2)).unwrap().dir, None);
+        assert_eq!(c.min_insync_replicas, 2);
+        assert_eq!(ClusterFile::parse(&c.to_text()).unwrap(), c);
+    }
+
+    fn error(text: &str) -> ClusterFileError {
+        ClusterFile::parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let cases: &[(&str, usize, &str)] = &[
+            (
+                "controller 127.0.0.1:1\nreplica 1 127.0.0.1:2\nbroker 3",
+                3,
+                "unknown directive",
+            ),
+            ("controller\nreplica 1 127.0.0.1:2", 1, "needs"),
+            (
+                "controller localhost:1\nreplica 1 127.0.0.1:2",
+                1,
+                "not an IP:PORT",
+            ),
+            (
+                "controller 127.0.0.1:1 x\nreplica 1 127.0.0.1:2",
+                1,
+                "unexpected 'x'",
+            ),
+            (
+                "controller 127.0.0.1:1\nreplica -1 127.0.0.1:2",
+                2,
+                "not a replica id",
+            ),
+            ("controller 127.0.0.1:1\nreplica 1", 2, "needs"),
+            (
+                "controller 127.0.0.1:1\nreplica 1 127.0.0.1:2\nreplica 1 127.0.0.1:3",
+                3,
+                "twice",
+            ),
+            (
+                "controller 127.0.0.1:1\ncontroller 127.0.0.1:9\nreplica 1 127.0.0.1:2",
+                2,
+                "repeated (first on line 1)",
+            ),
+            (
+                "controller 127.0.0.1:1\nreplica 1 127.0.0.1:2\nreplica 2 127.0.0.1:2",
+                3,
+                "address 127.0.0.1:2 used twice",
+            ),
+            (
+                "controller 127.0.0.1:1\nreplica 1 127.0.0.1:1",
+                2,
+                "used twice",
+            ),
+            (
+                "controller 127.0.0.1:1\nreplica 1 127.0.0.1:2\nmin_insync_replicas two",
+                3,
+                "not a number",
+            ),
+            (
+                "controller 127.0.0.1:1\nreplica 1 127.0.0.1:2\nmin_insync_replicas 2",
+                3,
+                "between 1 and",
+            ),
+            (
+                "controller 127.0.0.1:1\nreplica 1 127.0.0.1:2\nmin_insync_replicas 0",
+                3,
+                "between 1 and",
+            ),
+            ("replica 1 127.0.0.1:2", 0, "no 'controller'"),
+            ("controller 127.0.0.1:1\n", 0, "no 'replica'"),
+        ];
+        for (text, line, needle) in cases {
+            let e = error(text);
+            assert_eq!(e.line, *line, "{text:?}: {e}");
+            assert!(e.to_string().contains(needle), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn load_resolves_relative_dirs_and_reports_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster");
+        std::fs::write(
+            &path,
+            "controller 127.0.0.1:1\nreplica 1 127.0.0.1:2 data1\nreplica 2 127.0.0.1:3 /abs\n",
+        )
+        .unwrap();
+        let c = ClusterFile::load(&path).unwrap();
+        assert_eq!(c.replicas[0].dir, Some(dir.path().join("data1")));
+        assert_eq!(c.replicas[1].dir, Some(PathBuf::from("/abs")));
+        assert_eq!(c.min_insync_replicas, 1);
+        std::fs::write(&path, "controller 127.0.0.1:1\nreplica x").unwrap();
+        let e = ClusterFile::load(&path).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}:2: ", path.display())),
+            "{e}"
+        );
+        let e = ClusterFile::load(&dir.path().join("missing")).unwrap_err();
+        assert!(matches!(e.kind, ClusterFileErrorKind::Io(_)));
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics() {
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let alphabet = b"controlerpica_minsyn 0123456789.:#\n\t[]/x";
+        for _ in 0..2000 {
+            let mut s = Vec::new();
+            for _ in 0..(x % 80) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                s.push(alphabet[(x % alphabet.len() as u64) as usize]);
+            }
+            let _ = ClusterFile::parse(&String::from_utf8_lossy(&s));
+        }
+    }
+}

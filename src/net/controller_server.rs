@@ -1,0 +1,620 @@
+//! The controller process: [`InProcessController`] behind TCP, with replica sessions and
+//! cluster-wide producer ids.
+//!
+//! Requests (`wire::Message`): `Register` (a replica's new life: `replica_restarted`),
+//! `Heartbeat` (keeps its session; answers the current record, so replicas learn leader and ISR
+//! changes within one heartbeat interval), `AlterIsr`, `ElectLeader` (to `preferred` if given:
+//! `elect_preferred`), `ReplicaFailed` (controlled shutdown), `Metadata`, `InitProducerId`.
+//!
+//! Invariants (held under the one mutex of [`ControllerService`]):
+//! - a replica is alive in the controller iff it has a session: every replica gets one when the
+//!   controller starts (`InProcessController::new` starts them all alive), `Register` starts a
+//!   new one, `ReplicaFailed` and expiry end it;
+//! - a session that saw no register or heartbeat for `session_timeout_ms` (by the injected
+//!   [`Clock`]) expires: the replica is `replica_failed`, which re-elects if it led. Expiry runs
+//!   before every request and on a ticker thread;
+//! - a heartbeat is accepted only from a registered session of the incarnation the controller
+//!   knows; anything else is answered `SessionExpired` and changes nothing (the replica must
+//!   register, reporting how its log recovered);
+//! - producer ids come from a [`ProducerIdAllocator`] persisted in the controller's directory,
+//!   so they are unique across leaders and controller restarts.
+//!
+//! Known limit: the partition record itself (leader, epochs, ISR, who needs to catch up) is in
+//! memory. A restarted controller starts again at leader epoch 0 with every replica in the ISR,
+//! so it could hand out leader epochs that were already used and elect a replica that lost
+//! data: restarting the controller of a cluster that holds data is not supported yet (only the
+//! producer ids survive a restart). See `docs/replication.md`, "TCP driver".
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+
+use super::cluster_file::ClusterFile;
+use super::producer_ids::ProducerIdAllocator;
+use super::remote_error::{ErrorReply, RemoteError};
+use super::transport::{Handler, Server, TransportConfig};
+use super::wire::{ClusterMetadata, Message, ReplicaStatus};
+use crate::clock::Clock;
+use crate::error::Result;
+use crate::io::Storage;
+use crate::replication::{
+    AlterIsrRequest, Controller, InProcessController, Incarnation, LeaderAndIsr, LogRecovery,
+    ReplicaId, ReplicationError,
+};
+use crate::types::{Offset, TimestampMs};
+
+/// Settings of the controller process.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Where the producer-id counter lives (created if missing, locked while running).
+    pub dir: PathBuf,
+    /// A replica without a register or heartbeat for this long is failed.
+    pub session_timeout_ms: u64,
+    /// How often the ticker thread checks sessions.
+    pub expiry_check_interval: Duration,
+    pub transport: TransportConfig,
+    /// Print every state change to stderr (the `oncelog controller` process does).
+    pub verbose: bool,
+}
+
+impl ControllerConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ControllerConfig {
+            dir: dir.into(),
+            session_timeout_ms: 3_000,
+            expiry_check_interval: Duration::from_millis(100),
+            transport: TransportConfig::default(),
+            verbose: false,
+        }
+    }
+}
+
+/// One replica's session.
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    last_seen_ms: TimestampMs,
+    /// Started by `Register` (not just by the controller's own start).
+    registered: bool,
+    log_end: Option<Offset>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    controller: InProcessController,
+    /// Invariant: the keys are exactly the replicas the controller holds alive.
+    sessions: BTreeMap<ReplicaId, Session>,
+    /// Last heartbeat log end of replicas without a session (for status only).
+    last_log_end: BTreeMap<ReplicaId, Offset>,
+    ids: ProducerIdAllocator,
+}
+
+/// The controller's request handler; see the module invariants.
+#[derive(Debug)]
+pub struct ControllerService {
+    cluster: ClusterFile,
+    clock: Arc<dyn Clock>,
+    session_timeout_ms: u64,
+    verbose: bool,
+    inner: Mutex<Inner>,
+}
+
+impl ControllerService {
+    /// A controller for `cluster` whose sessions start now; producer ids in `config.dir`.
+    pub fn open(
+        cluster: ClusterFile,
+        config: &ControllerConfig,
+        clock: Arc<dyn Clock>,
+        storage: Arc<dyn Storage>,
+    ) -> Result<ControllerService> {
+        let ids = ProducerIdAllocator::open(storage, &config.dir)?;
+        let now = clock.now_ms();
+        let replicas = cluster.replica_ids();
+        let sessions = replicas
+            .iter()
+            .map(|r| {
+                let s = Session {
+                    last_seen_ms: now,
+                    registered: false,
+                    log_end: None,
+                };
+                (*r, s)
+            })
+            .collect();
+        Ok(ControllerService {
+            inner: Mutex::new(Inner {
+                controller: InProcessController::new(&replicas),
+                sessions,
+                last_log_end: BTreeMap::new(),
+                ids,
+            }),
+            session_timeout_ms: config.session_timeout_ms,
+            verbose: config.verbose,
+            clock,
+            cluster,
+        })
+    }
+
+    pub fn cluster(&self) -> &ClusterFile {
+        &self.cluster
+    }
+
+    /// The current record.
+    pub fn state(&self) -> LeaderAndIsr {
+        self.inner.lock().controller.leader_and_isr()
+    }
+
+    /// A copy of the controller's state (for tests and diagnostics).
+    pub fn controller(&self) -> InProcessController {
+        self.inner.lock().controller.clone()
+    }
+
+    /// Fails every replica whose session expired; returns them.
+    pub fn expire_sessions(&self) -> Vec<ReplicaId> {
+        let mut inner = self.inner.lock();
+        self.expire_locked(&mut inner)
+    }
+
+    fn expire_locked(&self, inner: &mut Inner) -> Vec<ReplicaId> {
+        let now = self.clock.now_ms();
+        let timeout = i64::try_from(self.session_timeout_ms).unwrap_or(i64::MAX);
+        let expired: Vec<ReplicaId> = inner
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.saturating_sub(s.last_seen_ms) > timeout)
+            .map(|(r, _)| *r)
+            .collect();
+        for r in &expired {
+            self.end_session(inner, *r);
+            let s = inner.controller.replica_failed(*r);
+            self.note(format!("replica {r} session expired"), &s);
+        }
+        expired
+    }
+
+    fn end_session(&self, inner: &mut Inner, r: ReplicaId) {
+        if let Some(s) = inner.sessions.remove(&r) {
+            if let Some(o) = s.log_end {
+                inner.last_log_end.insert(r, o);
+            }
+        }
+    }
+
+    fn note(&self, what: String, s: &LeaderAndIsr) {
+        if self.verbose {
+            let isr: Vec<String> = s.isr.iter().map(ToString::to_string).collect();
+            eprintln!(
+                "controller: {what}; leader {} leader_epoch {} partition_epoch {} isr {}",
+                s.leader.map_or("none".to_string(), |l| l.to_string()),
+                s.leader_epoch,
+                s.partition_epoch,
+                isr.join(",")
+            );
+        }
+    }
+
+    fn check_replica(&self, r: ReplicaId) -> std::result::Result<(), ErrorReply> {
+        if self.cluster.replica(r).is_none() {
+            return Err(ErrorReply::from_replication(
+                &ReplicationError::UnknownReplica(r),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Answers one request (what the TCP server calls).
+    pub fn handle(&self, request: Message) -> Message {
+        match self.answer(request) {
+            Ok(m) => m,
+            Err(reply) => Message::Error(reply),
+        }
+    }
+
+    fn answer(&self, request: Message) -> std::result::Result<Message, ErrorReply> {
+        let mut inner = self.inner.lock();
+        self.expire_locked(&mut inner);
+        let now = self.clock.now_ms();
+        match request {
+            Message::Register {
+                replica,
+                incarnation,
+                recovery,
+            } => {
+                self.check_replica(replica)?;
+                Ok(Message::LeaderAndIsr(self.register(
+                    &mut inner,
+                    replica,
+                    incarnation,
+                    recovery,
+                    now,
+                )))
+            }
+            Message::Heartbeat {
+                replica,
+                incarnation,
+                log_end,
+            } => {
+                self.check_replica(replica)?;
+                let known = inner.controller.incarnation(replica);
+                match inner.sessions.get_mut(&replica) {
+                    Some(s) if s.registered && known == Some(incarnation) => {
+                        s.last_seen_ms = now;
+                        s.log_end = Some(log_end);
+                        Ok(Message::LeaderAndIsr(inner.controller.leader_and_isr()))
+                    }
+                    _ => Err(ErrorReply::new(
+                        RemoteError::SessionExpired { replica },
+                        format!(
+                            "replica {replica} incarnation {incarnation} has no session (the \
+                             controller knows incarnation {known:?}): register again"
+                        ),
+                    )),
+                }
+            }
+            Message::AlterIsr(req) => self.alter_isr(&mut inner, &req).map(Message::LeaderAndIsr),
+            Message::ElectLeader {
+                preferred,
+                allow_unclean,
+            } => {
+                let election = match preferred {
+                    Some(r) => inner.controller.elect_preferred(r, allow_unclean),
+                    None => inner.controller.elect_leader(allow_unclean),
+                }
+                .map_err(|e| ErrorReply::from_replication(&e))?;
+                let what = match (preferred, election.unclean) {
+                    (Some(r), false) => format!("leadership moved to {r}"),
+                    (_, true) => "UNCLEAN election: committed data may be lost".to_string(),
+                    (None, false) => "leader elected".to_string(),
+                };
+                self.note(what, &election.state);
+                Ok(Message::Elected {
+                    state: election.state,
+                    unclean: election.unclean,
+                })
+            }
+            Message::ReplicaFailed { replica } => {
+                self.check_replica(replica)?;
+                self.end_session(&mut inner, replica);
+                let s = inner.controller.replica_failed(replica);
+                self.note(format!("replica {replica} reported failed"), &s);
+                Ok(Message::LeaderAndIsr(s))
+            }
+            Message::Metadata => Ok(Message::MetadataResponse(self.metadata(&inner, now))),
+            Message::InitProducerId { producer_id: None } => {
+                let id = inner
+                    .ids
+                    .allocate()
+                    .map_err(|e| ErrorReply::from_error(&e))?;
+                Ok(Message::ProducerIdAssigned {
+                    producer_id: id,
+                    epoch: 0,
+                })
+            }
+            Message::InitProducerId {
+                producer_id: Some(id),
+            } => Err(ErrorReply::new(
+                RemoteError::InvalidRequest,
+                format!(
+                    "the controller allocates new producer ids only; bump the epoch of producer \
+                     {} at the partition leader",
+                    id.0
+                ),
+            )),
+            other => Err(ErrorReply::new(
+                RemoteError::InvalidRequest,
+                format!("the controller does not answer {}", other.name()),
+            )),
+        }
+    }
+
+    fn register(
+        &self,
+        inner: &mut Inner,
+        replica: ReplicaId,
+        incarnation: Incarnation,
+        recovery: LogRecovery,
+        now: TimestampMs,
+    ) -> LeaderAndIsr {
+        let log_end = inner.last_log_end.remove(&replica);
+        inner.sessions.insert(
+            replica,
+            Session {
+                last_seen_ms: now,
+                registered: true,
+                log_end,
+            },
+        );
+        let s = inner
+            .controller
+            .replica_restarted(replica, incarnation, recovery);
+        self.note(
+            format!("replica {replica} registered as incarnation {incarnation} ({recovery:?})"),
+            &s,
+        );
+        s
+    }
+
+    fn alter_isr(
+        &self,
+        inner: &mut Inner,
+        req: &AlterIsrRequest,
+    ) -> std::result::Result<LeaderAndIsr, ErrorReply> {
+        let s = inner
+            .controller
+            .alter_isr(req)
+            .map_err(|e| ErrorReply::from_replication(&e))?;
+        self.note(format!("ISR changed by leader {}", req.leader), &s);
+        Ok(s)
+    }
+
+    fn metadata(&self, inner: &Inner, now: TimestampMs) -> ClusterMetadata {
+        let c = &inner.controller;
+        let replicas = self
+            .cluster
+            .replicas
+            .iter()
+            .map(|r| {
+                let session = inner.sessions.get(&r.id);
+                ReplicaStatus {
+                    replica: r.id,
+                    addr: r.addr,
+                    alive: c.is_alive(r.id),
+                    needs_catch_up: c.needs_catch_up(r.id),
+                    incarnation: c.incarnation(r.id),
+                    log_end: session
+                        .and_then(|s| s.log_end)
+                        .or_else(|| inner.last_log_end.get(&r.id).copied()),
+                    last_seen_ms_ago: session
+                        .map(|s| u64::try_from(now.saturating_sub(s.last_seen_ms)).unwrap_or(0)),
+                }
+            })
+            .collect();
+        ClusterMetadata {
+            state: c.leader_and_isr(),
+            min_insync_replicas: self.cluster.min_insync_replicas,
+            replicas,
+        }
+    }
+}
+
+impl Handler for ControllerService {
+    fn handle(&self, request: Message) -> Message {
+        ControllerService::handle(self, request)
+    }
+}
+
+/// A running controller: the TCP server and the session ticker. Stops on
+/// [`ControllerServer::shutdown`] or drop.
+#[derive(Debug)]
+pub struct ControllerServer {
+    service: Arc<ControllerService>,
+    server: Option<Server>,
+    /// Dropping it stops the ticker.
+    stop_ticker: Option<Sender<()>>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl ControllerServer {
+    /// Serves `cluster` on `listener` (bind `127.0.0.1:0` in tests; the cluster file's
+    /// `controller` address in the `oncelog controller` process).
+    pub fn start(
+        listener: TcpListener,
+        cluster: ClusterFile,
+        config: ControllerConfig,
+        clock: Arc<dyn Clock>,
+        storage: Arc<dyn Storage>,
+    ) -> Result<ControllerServer> {
+        let addr = listener.local_addr().ok();
+        let service = Arc::new(ControllerService::open(cluster, &config, clock, storage)?);
+        let server = Server::start(
+            listener,
+            Arc::clone(&service) as Arc<dyn Handler>,
+            config.transport,
+        )
+        .map_err(|e| {
+            crate::Error::io(
+                "start controller server",
+                addr.map_or_else(String::new, |a| a.to_string()),
+                e,
+            )
+        })?;
+        let (tx, rx) = bounded::<()>(0);
+        let s = Arc::clone(&service);
+        let interval = config.expiry_check_interval;
+        let ticker = std::thread::Builder::new()
+            .name("oncelog-controller-ticker".into())
+            .spawn(move || loop {
+                match rx.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        s.expire_sessions();
+                    }
+                    _ => return,
+                }
+            })
+            .map_err(|e| crate::Error::io("start controller ticker", "", e))?;
+        Ok(ControllerServer {
+            service,
+            server: Some(server),
+            stop_ticker: Some(tx),
+            ticker: Some(ticker),
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(Server::local_addr)
+    }
+
+    pub fn service(&self) -> &Arc<ControllerService> {
+        &self.service
+    }
+
+    /// Stops serving and joins every thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.stop_ticker.take();
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+    }
+}
+
+impl Drop for ControllerServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::io::fs::RealStorage;
+    use crate::replication::IsrMember;
+
+    fn service(clock: Arc<ManualClock>) -> (tempfile::TempDir, ControllerService) {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = ClusterFile::parse(
+            "controller 127.0.0.1:1\nreplica 1 127.0.0.1:2\nreplica 2 127.0.0.1:3\n\
+             replica 3 127.0.0.1:4\nmin_insync_replicas 2\n",
+        )
+        .unwrap();
+        let mut cfg = ControllerConfig::new(dir.path());
+        cfg.session_timeout_ms = 1_000;
+        let s =
+            ControllerService::open(cluster, &cfg, clock, Arc::new(RealStorage::new())).unwrap();
+        (dir, s)
+    }
+
+    fn register(s: &ControllerService, r: u32, inc: u64) -> LeaderAndIsr {
+        match s.handle(Message::Register {
+            replica: ReplicaId(r),
+            incarnation: inc,
+            recovery: LogRecovery::Intact,
+        }) {
+            Message::LeaderAndIsr(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn heartbeat(s: &ControllerService, r: u32, inc: u64) -> Message {
+        s.handle(Message::Heartbeat {
+            replica: ReplicaId(r),
+            incarnation: inc,
+            log_end: Offset(10),
+        })
+    }
+
+    #[test]
+    fn sessions_expire_by_the_injected_clock() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let (_d, s) = service(Arc::clone(&clock));
+        for r in 1..=3 {
+            register(&s, r, 100 + u64::from(r));
+        }
+        let leader = s.state().leader.unwrap();
+        clock.advance(600);
+        for r in [2, 3] {
+            assert!(matches!(
+                heartbeat(&s, r, 100 + u64::from(r)),
+                Message::LeaderAndIsr(_)
+            ));
+        }
+        clock.advance(600);
+        // r1 was last seen 1200 ms ago: expired before this request was answered.
+        assert_eq!(leader, ReplicaId(1));
+        let Message::LeaderAndIsr(st) = heartbeat(&s, 2, 102) else {
+            panic!()
+        };
+        assert_eq!(st.leader, Some(ReplicaId(2)));
+        assert_eq!(st.isr, vec![ReplicaId(2), ReplicaId(3)]);
+        assert!(matches!(
+            heartbeat(&s, 1, 101),
+            Message::Error(ErrorReply {
+                error: RemoteError::SessionExpired { .. },
+                ..
+            })
+        ));
+        // A heartbeat from another incarnation is refused too, and changes nothing.
+        assert!(matches!(heartbeat(&s, 3, 999), Message::Error(_)));
+        assert!(s.controller().is_alive(ReplicaId(3)));
+        s.controller().check_invariants();
+    }
+
+    #[test]
+    fn unregistered_replicas_expire_after_the_first_timeout() {
+        let clock = Arc::new(ManualClock::new(0));
+        let (_d, s) = service(Arc::clone(&clock));
+        register(&s, 2, 7);
+        clock.advance(500);
+        assert!(matches!(heartbeat(&s, 2, 7), Message::LeaderAndIsr(_)));
+        clock.advance(501);
+        assert_eq!(s.expire_sessions(), vec![ReplicaId(1), ReplicaId(3)]);
+        let st = s.state();
+        assert_eq!(st.leader, Some(ReplicaId(2)));
+        assert_eq!(st.isr, vec![ReplicaId(2)]);
+    }
+
+    #[test]
+    fn requests_it_does_not_serve_are_invalid() {
+        let (_d, s) = service(Arc::new(ManualClock::new(0)));
+        for m in [
+            Message::Read {
+                offset: Offset(0),
+                max_bytes: 1,
+            },
+            Message::InitProducerId {
+                producer_id: Some(crate::types::ProducerId(1)),
+            },
+        ] {
+            assert!(matches!(
+                s.handle(m),
+                Message::Error(ErrorReply {
+                    error: RemoteError::InvalidRequest,
+                    ..
+                })
+            ));
+        }
+        let bad = Message::AlterIsr(AlterIsrRequest {
+            leader: ReplicaId(2),
+            leader_epoch: 0,
+            partition_epoch: 0,
+            new_isr: vec![IsrMember {
+                replica: ReplicaId(2),
+                incarnation: None,
+            }],
+        });
+        assert!(matches!(
+            s.handle(bad),
+            Message::Error(ErrorReply {
+                error: RemoteError::Replication(ReplicationError::NotLeader { .. }),
+                ..
+            })
+        ));
+        assert!(matches!(
+            s.handle(Message::ReplicaFailed {
+                replica: ReplicaId(9)
+            }),
+            Message::Error(_)
+        ));
+    }
+}

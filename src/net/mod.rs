@@ -1,0 +1,33 @@
+//! The TCP driver's network half: the wire format, a blocking request/response transport, the
+//! static cluster file, and the controller process.
+//!
+//! - [`wire`]: frames and [`Message`], every request and response of the protocol
+//!   (`docs/format.md`, "Wire protocol").
+//! - [`remote_error`]: error replies, typed so a client keeps the local retry rules.
+//! - [`transport`]: a thread-per-connection server around a [`Handler`], and a client
+//!   [`Connection`] with connect/read timeouts that reconnects after a failure.
+//! - [`cluster_file`]: the static cluster description (controller, replicas, min ISR).
+//! - [`controller_client`], [`replica_client`]: typed clients of the controller and of a node.
+//! - [`producer_ids`]: cluster-wide producer ids, persisted by the controller.
+//! - [`controller_server`]: `InProcessController` behind TCP, with replica sessions and
+//!   producer-id allocation.
+//!
+//! `docs/replication.md` ("TCP driver") describes how a node uses them.
+
+pub mod cluster_file;
+mod codec;
+pub mod controller_client;
+pub mod controller_server;
+pub mod producer_ids;
+pub mod remote_error;
+pub mod replica_client;
+pub mod transport;
+pub mod wire;
+
+pub use cluster_file::{ClusterFile, ClusterFileError, ReplicaEntry};
+pub use controller_client::ControllerClient;
+pub use controller_server::{ControllerConfig, ControllerServer, ControllerService};
+pub use remote_error::{ErrorReply, RemoteError};
+pub use replica_client::{ReadResult, ReplicaClient};
+pub use transport::{Connection, Handler, NetError, NetErrorKind, Server, TransportConfig};
+pub use wire::{ClusterMetadata, Frame, Message, ReplicaStatus};

@@ -1,0 +1,696 @@
+//! Blocking request/response over TCP (std::net): a [`Server`] with one thread per connection
+//! around a [`Handler`], and a client [`Connection`].
+//!
+//! Protocol: the client writes one frame (`wire`), the server answers it with one frame carrying
+//! the same correlation id, in order; there is no pipelining.
+//!
+//! Invariants:
+//! - nothing here panics on a closed, reset or silent socket: every failure is a [`NetError`]
+//!   naming the peer address (client) or ends that connection's thread (server);
+//! - a [`Connection`] is dropped after any failure (timeout, reset, undecodable or mismatched
+//!   answer), so a late answer to one call can never be taken for the answer to the next; the
+//!   next call reconnects. A failed call is **not** re-sent: whether the server acted on it is
+//!   unknown, and only the caller knows whether the request is safe to repeat (an idempotent
+//!   produce is; an election is not);
+//! - a server never reads more than `max_frame_bytes` for one frame: the length is checked before
+//!   the body is read or allocated. A frame that fails its length, CRC or version check closes
+//!   the connection (the stream can no longer be trusted); a frame whose envelope is sound but
+//!   whose payload does not decode is answered with `InvalidRequest`.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::remote_error::{ErrorReply, RemoteError};
+use super::wire::{self, FrameTooLarge, Message, LENGTH_SIZE};
+use crate::format::DecodeError;
+
+/// Limits and timeouts of both ends.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportConfig {
+    /// The largest frame `length` sent or accepted.
+    pub max_frame_bytes: u32,
+    /// Client: the most a connection attempt may take (also bounded by the call's timeout).
+    pub connect_timeout: Duration,
+    /// Server: the most reading the rest of a frame, or writing an answer, may take once the
+    /// frame has started.
+    pub io_timeout: Duration,
+    /// Server: a connection idle this long between requests is closed (`None`: never).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            max_frame_bytes: wire::DEFAULT_MAX_FRAME_BYTES,
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+        }
+    }
+}
+
+/// What went wrong with a call, always naming the peer.
+#[derive(Debug)]
+pub struct NetError {
+    pub addr: SocketAddr,
+    pub kind: NetErrorKind,
+}
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NetErrorKind {
+    /// Could not connect (refused, unreachable, timed out).
+    Connect(io::Error),
+    /// Sending or receiving failed (`op` says which).
+    Io { op: &'static str, source: io::Error },
+    /// The call's timeout passed before the answer arrived.
+    Timeout,
+    /// The peer closed the connection before answering.
+    Closed,
+    /// The answer is not a valid frame.
+    BadFrame(DecodeError),
+    /// The answer carries another call's correlation id.
+    CorrelationMismatch { expected: u64, got: u64 },
+    /// The request does not fit in a frame; nothing was sent.
+    RequestTooLarge(FrameTooLarge),
+    /// The peer answered with an error.
+    Remote(ErrorReply),
+    /// The peer answered with a message that does not answer this request.
+    UnexpectedResponse {
+        request: &'static str,
+        response: &'static str,
+    },
+}
+
+impl NetError {
+    fn new(addr: SocketAddr, kind: NetErrorKind) -> Self {
+        NetError { addr, kind }
+    }
+
+    /// The error reply, if the peer answered with one.
+    pub fn remote(&self) -> Option<&ErrorReply> {
+        match &self.kind {
+            NetErrorKind::Remote(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// True when the request may or may not have been carried out (it was sent, or may have
+    /// been, and no answer was decoded).
+    pub fn outcome_unknown(&self) -> bool {
+        !matches!(
+            self.kind,
+            NetErrorKind::Connect(_)
+                | NetErrorKind::RequestTooLarge(_)
+                | NetErrorKind::Remote(_)
+                | NetErrorKind::UnexpectedResponse { .. }
+        )
+    }
+}
+
+impl fmt::Display for NetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addr = self.addr;
+        match &self.kind {
+            NetErrorKind::Connect(e) => write!(f, "{addr}: cannot connect: {e}"),
+            NetErrorKind::Io { op, source } => write!(f, "{addr}: {op} failed: {source}"),
+            NetErrorKind::Timeout => write!(f, "{addr}: no answer within the timeout"),
+            NetErrorKind::Closed => write!(f, "{addr}: connection closed before the answer"),
+            NetErrorKind::BadFrame(e) => write!(f, "{addr}: invalid answer frame: {e}"),
+            NetErrorKind::CorrelationMismatch { expected, got } => {
+                write!(f, "{addr}: answer for request {got}, expected {expected}")
+            }
+            NetErrorKind::RequestTooLarge(e) => write!(f, "{addr}: request not sent: {e}"),
+            NetErrorKind::Remote(r) => write!(f, "{addr}: {r}"),
+            NetErrorKind::UnexpectedResponse { request, response } => {
+                write!(f, "{addr}: {request} answered with {response}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for NetError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            NetErrorKind::Connect(e) | NetErrorKind::Io { source: e, .. } => Some(e),
+            NetErrorKind::BadFrame(e) => Some(e),
+            NetErrorKind::Remote(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// For [`crate::producer::ProduceTarget`]-style callers: an error reply becomes the typed
+/// local error; a request too large to send is `BatchTooLarge`; every other transport failure
+/// is `Timeout` (the request or its answer was lost: retriable with the same bytes).
+impl From<NetError> for crate::Error {
+    fn from(e: NetError) -> Self {
+        match e.kind {
+            NetErrorKind::Remote(reply) => reply.into_error(),
+            NetErrorKind::RequestTooLarge(t) => crate::Error::BatchTooLarge {
+                size: t.length,
+                max: u64::from(t.max),
+            },
+            NetErrorKind::UnexpectedResponse { .. } => crate::Error::Remote {
+                kind: "unexpected_response",
+                message: e.to_string(),
+            },
+            _ => crate::Error::Timeout,
+        }
+    }
+}
+
+/// Answers requests. Called concurrently from every connection's thread.
+pub trait Handler: Send + Sync + 'static {
+    /// The answer to `request` (an error is `Message::Error`).
+    fn handle(&self, request: Message) -> Message;
+}
+
+impl<F: Fn(Message) -> Message + Send + Sync + 'static> Handler for F {
+    fn handle(&self, request: Message) -> Message {
+        self(request)
+    }
+}
+
+/// A running server: an accept thread and one thread per connection. Stops on
+/// [`Server::shutdown`] or drop.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<ServerShared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct ServerShared {
+    stop: AtomicBool,
+    next_conn: AtomicU64,
+    /// Open connections, by id.
+    conns: Mutex<HashMap<u64, OpenConnection>>,
+}
+
+/// A clone of a connection's stream (to shut it down) and its thread (to join it).
+#[derive(Debug)]
+struct OpenConnection {
+    stream: TcpStream,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Serves `handler` on an already bound listener (bind `127.0.0.1:0` for an ephemeral port,
+    /// then ask [`Server::local_addr`]).
+    pub fn start(
+        listener: TcpListener,
+        handler: Arc<dyn Handler>,
+        config: TransportConfig,
+    ) -> io::Result<Server> {
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(ServerShared {
+            stop: AtomicBool::new(false),
+            next_conn: AtomicU64::new(0),
+            conns: Mutex::new(HashMap::new()),
+        });
+        let s = Arc::clone(&shared);
+        let accept = std::thread::Builder::new()
+            .name(format!("oncelog-accept-{}", addr.port()))
+            .spawn(move || accept_loop(listener, handler, config, s))?;
+        Ok(Server {
+            addr,
+            shared,
+            accept: Some(accept),
+        })
+    }
+
+    /// Binds `addr` and serves `handler` on it.
+    pub fn bind(
+        addr: impl ToSocketAddrs,
+        handler: Arc<dyn Handler>,
+        config: TransportConfig,
+    ) -> io::Result<Server> {
+        Server::start(TcpListener::bind(addr)?, handler, config)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, closes every connection and joins every thread.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let Some(accept) = self.accept.take() else {
+            return;
+        };
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept with a connection of our own.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        let _ = accept.join();
+        let conns: Vec<_> = self.shared.conns.lock().drain().collect();
+        for (_, conn) in conns {
+            let _ = conn.stream.shutdown(Shutdown::Both);
+            if let Some(t) = conn.thread {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    handler: Arc<dyn Handler>,
+    config: TransportConfig,
+    shared: Arc<ServerShared>,
+) {
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(stream) = stream else {
+            // Per-connection accept errors (ECONNABORTED, EMFILE): back off briefly, go on.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        let Ok(handle) = stream.try_clone() else {
+            continue;
+        };
+        let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        // Registered before the thread starts, so the thread's own removal always finds it.
+        shared.conns.lock().insert(
+            id,
+            OpenConnection {
+                stream: handle,
+                thread: None,
+            },
+        );
+        let h = Arc::clone(&handler);
+        let s = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name(format!("oncelog-conn-{id}"))
+            .spawn(move || {
+                serve_connection(stream, h.as_ref(), &config);
+                s.conns.lock().remove(&id);
+            });
+        match spawned {
+            Ok(t) => {
+                if let Some(entry) = shared.conns.lock().get_mut(&id) {
+                    entry.thread = Some(t);
+                }
+            }
+            Err(_) => {
+                if let Some(c) = shared.conns.lock().remove(&id) {
+                    let _ = c.stream.shutdown(Shutdown::Both);
+                }
+            }
+        }
+    }
+}
+
+/// Answers frames on one connection until it closes or fails.
+fn serve_connection(mut stream: TcpStream, handler: &dyn Handler, config: &TransportConfig) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(config.io_timeout));
+    loop {
+        let _ = stream.set_read_timeout(config.idle_timeout);
+        let mut prefix = [0u8; LENGTH_SIZE];
+        if stream.read_exact(&mut prefix).is_err() {
+            return; // closed, reset, or idle too long
+        }
+        let Ok(length) = wire::frame_length(prefix, config.max_frame_bytes) else {
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(config.io_timeout));
+        let mut body = vec![0u8; length as usize];
+        if stream.read_exact(&mut body).is_err() {
+            return;
+        }
+        let Ok(env) = wire::open_envelope(&body) else {
+            return;
+        };
+        let answer = match wire::decode_payload(env.kind, env.payload) {
+            Ok(request) => handler.handle(request),
+            Err(e) => Message::Error(ErrorReply::new(
+                RemoteError::InvalidRequest,
+                format!("cannot decode request of kind {}: {e}", env.kind),
+            )),
+        };
+        let frame = wire::encode_frame(env.correlation_id, &answer, config.max_frame_bytes)
+            .or_else(|too_large| {
+                let reply = ErrorReply::new(
+                    RemoteError::Internal,
+                    format!("{} answer not sent: {too_large}", answer.name()),
+                );
+                wire::encode_frame(
+                    env.correlation_id,
+                    &Message::Error(reply),
+                    config.max_frame_bytes,
+                )
+            });
+        let Ok(frame) = frame else {
+            return;
+        };
+        if stream.write_all(&frame).is_err() {
+            return;
+        }
+    }
+}
+
+/// A client connection to one server address: connects lazily, and again after any failure.
+/// One call at a time (`&mut self`); wrap it in a mutex to share it.
+#[derive(Debug)]
+pub struct Connection {
+    addr: SocketAddr,
+    config: TransportConfig,
+    stream: Option<TcpStream>,
+    next_correlation: u64,
+}
+
+impl Connection {
+    /// A connection to `addr`; nothing happens until the first call.
+    pub fn new(addr: SocketAddr, config: TransportConfig) -> Self {
+        Connection {
+            addr,
+            config,
+            stream: None,
+            next_correlation: 0,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Closes the socket; the next call reconnects.
+    pub fn disconnect(&mut self) {
+        if let Some(s) = self.stream.take() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Sends `request` and waits at most `timeout` (connecting included) for its answer. An
+    /// error answer is `Err` with [`NetErrorKind::Remote`]; any other failure drops the
+    /// connection (see the module invariants) and is not retried here.
+    pub fn call(&mut self, request: &Message, timeout: Duration) -> Result<Message, NetError> {
+        let deadline = Instant::now() + timeout;
+        let result = self.call_inner(request, deadline);
+        match &result {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind, NetErrorKind::Remote(_)) => {}
+            Err(e) if matches!(e.kind, NetErrorKind::RequestTooLarge(_)) => {}
+            Err(_) => self.disconnect(),
+        }
+        result
+    }
+
+    fn err(&self, kind: NetErrorKind) -> NetError {
+        NetError::new(self.addr, kind)
+    }
+
+    /// The time left before `deadline`, or `Timeout`.
+    fn left(&self, deadline: Instant) -> Result<Duration, NetError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < Duration::from_millis(1) {
+            return Err(self.err(NetErrorKind::Timeout));
+        }
+        Ok(left)
+    }
+
+    fn call_inner(&mut self, request: &Message, deadline: Instant) -> Result<Message, NetError> {
+        let id = self.next_correlation;
+        self.next_correlation = self.next_correlation.wrapping_add(1);
+        let frame = wire::encode_frame(id, request, self.config.max_frame_bytes)
+            .map_err(|e| self.err(NetErrorKind::RequestTooLarge(e)))?;
+        if self.stream.is_none() {
+            let t = self.left(deadline)?.min(self.config.connect_timeout);
+            let s = TcpStream::connect_timeout(&self.addr, t)
+                .map_err(|e| self.err(NetErrorKind::Connect(e)))?;
+            let _ = s.set_nodelay(true);
+            self.stream = Some(s);
+        }
+        let left = self.left(deadline)?;
+        let addr = self.addr;
+        let io_err = |op: &'static str, e: io::Error| {
+            let kind = match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => NetErrorKind::Timeout,
+                io::ErrorKind::UnexpectedEof => NetErrorKind::Closed,
+                _ => NetErrorKind::Io { op, source: e },
+            };
+            NetError::new(addr, kind)
+        };
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| NetError::new(addr, NetErrorKind::Closed))?;
+        stream
+            .set_write_timeout(Some(left))
+            .map_err(|e| io_err("set write timeout", e))?;
+        stream
+            .write_all(&frame)
+            .map_err(|e| io_err("send request", e))?;
+
+        let mut prefix = [0u8; LENGTH_SIZE];
+        read_before(stream, &mut prefix, deadline).map_err(|e| io_err("receive answer", e))?;
+        let length = wire::frame_length(prefix, self.config.max_frame_bytes)
+            .map_err(|e| NetError::new(addr, NetErrorKind::BadFrame(e)))?;
+        let mut body = vec![0u8; length as usize];
+        read_before(stream, &mut body, deadline).map_err(|e| io_err("receive answer", e))?;
+        let answer =
+            wire::decode_body(&body).map_err(|e| NetError::new(addr, NetErrorKind::BadFrame(e)))?;
+        if answer.correlation_id != id {
+            return Err(NetError::new(
+                addr,
+                NetErrorKind::CorrelationMismatch {
+                    expected: id,
+                    got: answer.correlation_id,
+                },
+            ));
+        }
+        match answer.message {
+            Message::Error(reply) => Err(NetError::new(addr, NetErrorKind::Remote(reply))),
+            m => Ok(m),
+        }
+    }
+}
+
+/// `read_exact` that gives up at `deadline` (with `TimedOut`).
+fn read_before(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < Duration::from_millis(1) {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        let Some(rest) = buf.get_mut(filled..) else {
+            break;
+        };
+        match stream.read(rest) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The error for an answer of the wrong kind (typed clients use it).
+pub fn unexpected(addr: SocketAddr, request: &Message, response: &Message) -> NetError {
+    NetError::new(
+        addr,
+        NetErrorKind::UnexpectedResponse {
+            request: request.name(),
+            response: response.name(),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::{LeaderAndIsr, ReplicaId};
+
+    fn echo_server() -> Server {
+        let handler = Arc::new(|m: Message| match m {
+            Message::Metadata => Message::LeaderAndIsr(LeaderAndIsr {
+                leader: Some(ReplicaId(1)),
+                leader_epoch: 1,
+                partition_epoch: 1,
+                isr: vec![ReplicaId(1)],
+            }),
+            Message::ReplicaFailed { .. } => {
+                std::thread::sleep(Duration::from_millis(300));
+                Message::Metadata
+            }
+            other => Message::Error(ErrorReply::new(RemoteError::InvalidRequest, other.name())),
+        });
+        Server::bind("127.0.0.1:0", handler, TransportConfig::default()).unwrap()
+    }
+
+    const T: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn calls_errors_timeouts_and_reconnects() {
+        let server = echo_server();
+        let mut c = Connection::new(server.local_addr(), TransportConfig::default());
+        for _ in 0..3 {
+            assert!(matches!(
+                c.call(&Message::Metadata, T).unwrap(),
+                Message::LeaderAndIsr(_)
+            ));
+        }
+        // An error answer keeps the connection.
+        let e = c
+            .call(
+                &Message::ElectLeader {
+                    preferred: None,
+                    allow_unclean: false,
+                },
+                T,
+            )
+            .unwrap_err();
+        assert_eq!(e.remote().unwrap().error, RemoteError::InvalidRequest);
+        assert!(!e.outcome_unknown());
+        assert!(c.is_connected());
+        // A slow answer times out and drops the connection; the next call reconnects.
+        let slow = Message::ReplicaFailed {
+            replica: ReplicaId(1),
+        };
+        let e = c.call(&slow, Duration::from_millis(50)).unwrap_err();
+        assert!(matches!(e.kind, NetErrorKind::Timeout), "{e}");
+        assert!(e.outcome_unknown());
+        assert!(!c.is_connected());
+        assert!(matches!(
+            c.call(&Message::Metadata, T).unwrap(),
+            Message::LeaderAndIsr(_)
+        ));
+        // The server goes away: a typed error naming the address, then connect failures.
+        let addr = server.local_addr();
+        server.shutdown();
+        let e = c.call(&Message::Metadata, T).unwrap_err();
+        assert_eq!(e.addr, addr);
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
+        let e = c.call(&Message::Metadata, T).unwrap_err();
+        assert!(matches!(e.kind, NetErrorKind::Connect(_)), "{e}");
+        assert!(matches!(crate::Error::from(e), crate::Error::Timeout));
+    }
+
+    #[test]
+    fn a_server_survives_garbage_and_oversized_frames() {
+        let server = echo_server();
+        let addr = server.local_addr();
+        // Garbage, a huge length, a bad CRC, a half frame then close: each only ends its own
+        // connection.
+        let mut good = wire::encode_frame(1, &Message::Metadata, 1 << 20).unwrap();
+        let mut bad_crc = good.clone();
+        *bad_crc.last_mut().unwrap() ^= 1;
+        for junk in [
+            b"hello world, not a frame".to_vec(),
+            u32::MAX.to_le_bytes().to_vec(),
+            bad_crc,
+            good[..10].to_vec(),
+        ] {
+            let mut s = TcpStream::connect(addr).unwrap();
+            // The server may close first (it stops reading at a bad length): our write or
+            // shutdown may then fail, which is fine.
+            let _ = s.write_all(&junk);
+            let _ = s.shutdown(Shutdown::Write);
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+            assert!(rest.is_empty(), "no answer to a bad frame");
+        }
+        // A sound envelope with an undecodable payload is answered with InvalidRequest.
+        good[super::wire::KIND_OFFSET] = 200;
+        let body_end = good.len() - 4;
+        let crc = crc32fast::hash(&good[LENGTH_SIZE..body_end]);
+        good[body_end..].copy_from_slice(&crc.to_le_bytes());
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&good).unwrap();
+        let mut prefix = [0u8; 4];
+        s.read_exact(&mut prefix).unwrap();
+        let mut body = vec![0u8; u32::from_le_bytes(prefix) as usize];
+        s.read_exact(&mut body).unwrap();
+        let answer = wire::decode_body(&body).unwrap();
+        assert_eq!(answer.correlation_id, 1);
+        assert!(matches!(
+            answer.message,
+            Message::Error(ErrorReply {
+                error: RemoteError::InvalidRequest,
+                ..
+            })
+        ));
+        // And the server still answers.
+        let mut c = Connection::new(addr, TransportConfig::default());
+        assert!(c.call(&Message::Metadata, T).is_ok());
+    }
+
+    #[test]
+    fn a_request_too_large_is_not_sent() {
+        let server = echo_server();
+        let cfg = TransportConfig {
+            max_frame_bytes: 100,
+            ..TransportConfig::default()
+        };
+        let mut c = Connection::new(server.local_addr(), cfg);
+        let e = c
+            .call(
+                &Message::Produce {
+                    acks: 1,
+                    timeout_ms: 0,
+                    batch: vec![0; 200],
+                },
+                T,
+            )
+            .unwrap_err();
+        assert!(matches!(e.kind, NetErrorKind::RequestTooLarge(_)));
+        assert!(!c.is_connected(), "never connected for it");
+        assert!(c.call(&Message::Metadata, T).is_ok());
+    }
+
+    #[test]
+    fn nothing_listening_is_a_connect_error() {
+        let addr = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let mut c = Connection::new(addr, TransportConfig::default());
+        let e = c.call(&Message::Metadata, T).unwrap_err();
+        assert!(matches!(e.kind, NetErrorKind::Connect(_)), "{e}");
+        assert!(!e.outcome_unknown());
+    }
+}
