@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod io;
 pub mod log;
 pub mod net;
+pub mod node;
 pub mod producer;
 pub mod replica;
 pub mod replication;

@@ -27,6 +27,9 @@ COMMANDS:
                              run the partition's controller (leader, epochs, ISR, replica
                              sessions, producer ids) on the cluster file's controller address;
                              state in DIR (default: controller-data beside FILE)
+    node --cluster FILE --id N [--dir DIR]
+                             run replica N of the cluster (its log in DIR or the directory the
+                             cluster file names) until killed
     move-leader --cluster FILE --to N [--unclean]
                              move leadership to replica N (it must be in the ISR and caught
                              up; --unclean only when no in-sync replica can lead)
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         "stat" => cli::stat::main(rest),
         "demo" => cli::demo::main(rest),
         "controller" => cli::cluster::controller_main(rest),
+        "node" => cli::cluster::node_main(rest),
         "move-leader" => cli::cluster::move_leader_main(rest),
         "cluster-status" => cli::cluster::cluster_status_main(rest),
         cli::demo::CHILD_COMMAND => cli::demo::child_main(rest),

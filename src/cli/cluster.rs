@@ -215,3 +215,49 @@ pub fn cluster_status_main(args: &[String]) -> CliResult {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `oncelog node --cluster FILE --id N [--dir DIR] [--tick-ms N] [--lag-ms N]`: runs replica N
+/// of the cluster until killed. DIR defaults to the replica's directory in the cluster file.
+pub fn node_main(args: &[String]) -> CliResult {
+    let o = Options::parse(
+        args,
+        &["--cluster", "--id", "--dir", "--tick-ms", "--lag-ms"],
+        &[],
+    )?;
+    let cluster = load_cluster(o.required("node", "--cluster")?)?;
+    let id = ReplicaId(
+        o.number::<u32>("--id")?
+            .ok_or_else(|| CliError::Usage("node needs --id N".into()))?,
+    );
+    let entry = cluster
+        .replica(id)
+        .cloned()
+        .ok_or_else(|| CliError::Usage(format!("replica {id} is not in the cluster file")))?;
+    let dir = match (o.value("--dir"), entry.dir) {
+        (Some(d), _) => PathBuf::from(d),
+        (None, Some(d)) => d,
+        (None, None) => {
+            return Err(CliError::Usage(format!(
+                "replica {id} has no directory in the cluster file: pass --dir"
+            )))
+        }
+    };
+    let mut opts = oncelog::node::NodeOptions::new(cluster, id, dir.clone());
+    if let Some(ms) = o.number::<u64>("--tick-ms")? {
+        opts.tick_ms = ms.max(1);
+    }
+    if let Some(ms) = o.number::<u64>("--lag-ms")? {
+        opts.lag_ms = ms.max(1);
+    }
+    let node = oncelog::node::Node::start(opts).map_err(|e| CliError::Failed(e.to_string()))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "oncelog node {id} listening on {}, log in {}",
+        entry.addr,
+        dir.display()
+    )?;
+    out.flush()?;
+    drop(out);
+    node.run_forever()
+}

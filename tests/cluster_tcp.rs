@@ -1,0 +1,228 @@
+//! Three `oncelog node` processes and an `oncelog controller` on loopback; an idempotent
+//! acks=all producer streams batches; the leader is killed with SIGKILL mid-stream, a new
+//! leader is elected, the producer retries; the killed node restarts, catches up and leadership
+//! is moved back to it with `oncelog move-leader`. Nothing acknowledged is lost, nothing is
+//! duplicated, and every replica ends with the same committed records.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oncelog::net::ClusterFile;
+use oncelog::node::PartitionClient;
+use oncelog::producer::{Delivery, Producer};
+use oncelog::replica::Acks;
+use oncelog::replication::ReplicaId;
+use oncelog::{BatchBuilder, BatchView, Offset};
+
+const BIN: &str = env!("CARGO_BIN_EXE_oncelog");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(dir: &Path, args: &[&str], log: &str) -> Proc {
+    let out = std::fs::File::create(dir.join(log)).unwrap();
+    let err = out.try_clone().unwrap();
+    Proc(
+        Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn node(dir: &Path, cluster: &str, id: u32) -> Proc {
+    spawn(
+        dir,
+        &[
+            "node",
+            "--cluster",
+            cluster,
+            "--id",
+            &id.to_string(),
+            "--tick-ms",
+            "20",
+            "--lag-ms",
+            "1000",
+        ],
+        &format!("node{id}.log"),
+    )
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every committed record value at replica `id` (or the leader), in offset order.
+fn committed(client: &PartitionClient, id: Option<ReplicaId>) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut next = Offset(0);
+    loop {
+        let r = match id {
+            Some(id) => client.read_at(id, next, 1 << 20),
+            None => client.read(next, 1 << 20),
+        }
+        .unwrap();
+        let mut rest = &r.bytes[..];
+        if rest.is_empty() {
+            return out;
+        }
+        while !rest.is_empty() {
+            let (view, tail) = BatchView::parse(rest).unwrap();
+            for rec in view.records() {
+                let rec = rec.unwrap();
+                let v = String::from_utf8(rec.value.unwrap().to_vec()).unwrap();
+                out.push((view.base_offset() + rec.offset_delta as u64, v));
+            }
+            next = Offset(view.last_offset() + 1);
+            rest = tail;
+        }
+        if next >= r.high_watermark {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn leader_sigkill_loses_and_duplicates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let text = format!(
+        "controller 127.0.0.1:{}\nreplica 1 127.0.0.1:{} d1\nreplica 2 127.0.0.1:{} d2\n\
+         replica 3 127.0.0.1:{} d3\nmin_insync_replicas 2\n",
+        ports[0], ports[1], ports[2], ports[3]
+    );
+    let cluster_path = dir.join("cluster.txt");
+    std::fs::write(&cluster_path, &text).unwrap();
+    let cluster_arg = cluster_path.to_str().unwrap();
+    let _controller = spawn(
+        dir,
+        &[
+            "controller",
+            "--cluster",
+            cluster_arg,
+            "--session-timeout-ms",
+            "500",
+        ],
+        "controller.log",
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let mut nodes: HashMap<u32, Proc> = (1..=3).map(|i| (i, node(dir, cluster_arg, i))).collect();
+    let cluster = ClusterFile::load(&cluster_path).unwrap();
+    let client = PartitionClient::new(cluster, Acks::All);
+    let mut ctl = oncelog::net::ControllerClient::new(
+        client_controller_addr(&text),
+        oncelog::net::TransportConfig::default(),
+        Duration::from_secs(2),
+    );
+    wait_for("a leader and a full ISR", || {
+        ctl.metadata()
+            .is_ok_and(|m| m.state.leader.is_some() && m.state.isr.len() == 3)
+    });
+
+    let mut producer = Producer::new(&client).unwrap();
+    let mut expected: Vec<String> = Vec::new();
+    let mut acked: Vec<(u64, Delivery)> = Vec::new();
+    let mut tickets: HashMap<u64, usize> = HashMap::new();
+    let mut killed = None;
+    for i in 0..300usize {
+        let mut b = BatchBuilder::new();
+        for j in 0..2 {
+            let v = format!("b{i}r{j}");
+            b.push(0, None, Some(v.as_bytes()));
+            expected.push(v);
+        }
+        let t = producer.enqueue(b).unwrap();
+        tickets.insert(t, i);
+        if i == 100 {
+            let leader = client.leader().unwrap();
+            nodes.remove(&leader.0); // SIGKILL
+            killed = Some(leader.0);
+        }
+    }
+    acked.extend(producer.flush().unwrap());
+    let killed = killed.unwrap();
+    wait_for("a new leader", || {
+        client.leader().is_ok_and(|l| l.0 != killed)
+    });
+
+    // The killed node comes back, catches up and gets the leadership back.
+    nodes.insert(killed, node(dir, cluster_arg, killed));
+    wait_for("the restarted node back in the ISR", || {
+        ctl.metadata()
+            .is_ok_and(|m| m.state.isr.contains(&ReplicaId(killed)))
+    });
+    let status = Command::new(BIN)
+        .args([
+            "move-leader",
+            "--cluster",
+            cluster_arg,
+            "--to",
+            &killed.to_string(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "move-leader failed");
+    wait_for("the moved leader", || {
+        client.leader().is_ok_and(|l| l.0 == killed)
+    });
+    for i in 300..350usize {
+        let mut b = BatchBuilder::new();
+        let v = format!("b{i}r0");
+        b.push(0, None, Some(v.as_bytes()));
+        expected.push(v);
+        let t = producer.enqueue(b).unwrap();
+        tickets.insert(t, i);
+    }
+    acked.extend(producer.flush().unwrap());
+    assert_eq!(acked.len(), 350, "every batch acknowledged");
+
+    let log = committed(&client, None);
+    let values: Vec<&str> = log.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(values, expected, "exactly once, in order");
+    let at: HashMap<u64, &str> = log.iter().map(|(o, v)| (*o, v.as_str())).collect();
+    for (t, d) in &acked {
+        if let Delivery::Written(info) = d {
+            let i = tickets[t];
+            assert_eq!(
+                at.get(&info.base_offset.0),
+                Some(&format!("b{i}r0").as_str())
+            );
+        }
+    }
+    // Every replica holds the same committed records once it caught up.
+    for id in 1..=3 {
+        wait_for("a replica to catch up", || {
+            committed(&client, Some(ReplicaId(id))).len() == log.len()
+        });
+        assert_eq!(committed(&client, Some(ReplicaId(id))), log, "replica {id}");
+    }
+}
+
+fn client_controller_addr(text: &str) -> std::net::SocketAddr {
+    ClusterFile::parse(text).unwrap().controller
+}
