@@ -46,21 +46,31 @@ struct Harness {
 }
 
 fn start(dir: &Path) -> Harness {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let clock = Arc::new(ManualClock::new(1_000_000));
     let mut config = ControllerConfig::new(dir);
     config.session_timeout_ms = SESSION_MS;
     config.expiry_check_interval = Duration::from_millis(5);
-    let server = ControllerServer::start(
-        listener,
-        cluster(addr),
-        config,
-        Arc::clone(&clock) as _,
-        Arc::new(RealStorage::new()),
-    )
-    .unwrap();
-    Harness { server, clock }
+    // A restart on the same directory can find its lock briefly held: a process that a
+    // concurrent test is spawning holds a copy of every descriptor between its fork and its
+    // exec (close-on-exec closes them only at exec), the lock file's included.
+    for attempt in 0.. {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        match ControllerServer::start(
+            listener,
+            cluster(addr),
+            config.clone(),
+            Arc::clone(&clock) as _,
+            Arc::new(RealStorage::new()),
+        ) {
+            Ok(server) => return Harness { server, clock },
+            Err(oncelog::Error::Locked(_)) if attempt < 200 => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    unreachable!()
 }
 
 impl Harness {
@@ -68,7 +78,8 @@ impl Harness {
         ControllerClient::new(
             self.server.local_addr().unwrap(),
             TransportConfig::default(),
-            Duration::from_secs(5),
+            // Generous: a producer-id block is reserved with two fsyncs, slow on a busy disk.
+            Duration::from_secs(30),
         )
     }
 }
@@ -451,15 +462,12 @@ fn controller_move_leader_and_cluster_status_commands() {
 #[test]
 fn commands_report_an_absent_controller_and_a_bad_cluster_file() {
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Port 1 (tcpmux): privileged, never an ephemeral port a concurrent test could be given.
+    let port = 1;
     let cluster = dir.path().join("cluster");
     std::fs::write(
         &cluster,
-        format!("controller 127.0.0.1:{port}\nreplica 1 127.0.0.1:1\n"),
+        format!("controller 127.0.0.1:{port}\nreplica 1 127.0.0.1:2\n"),
     )
     .unwrap();
     let cluster = cluster.to_str().unwrap();

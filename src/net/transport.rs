@@ -320,6 +320,9 @@ fn accept_loop(
             .name(format!("oncelog-conn-{id}"))
             .spawn(move || {
                 serve_connection(stream, h.as_ref(), &config);
+                // The handler goes before the entry: once a thread has left the map (and so
+                // will not be joined by `shutdown`), it holds nothing of the server's.
+                drop(h);
                 s.conns.lock().remove(&id);
             });
         match spawned {
