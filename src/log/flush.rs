@@ -83,7 +83,10 @@ fn background_loop(weak: &Weak<LogInner>, rx: &Receiver<Job>, abort: &AtomicBool
             return;
         }
         let Some(inner) = weak.upgrade() else { return };
-        let log = Log { inner };
+        let log = Log {
+            inner,
+            counted: false,
+        };
         match job {
             Ok(Job::Seal(seg)) => {
                 if let Err(e) = seal(&log, &seg) {
@@ -278,13 +281,16 @@ impl Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
-        // The last handle closes the log cleanly (best effort; call `close` to see errors). The
-        // background thread's temporary handle never does: it would join itself.
+        // The last user handle closes the log cleanly (best effort; call `close` to see errors),
+        // even while the background thread holds its temporary handle: closing stops that
+        // thread, which finishes its iteration first. The temporary handle never closes: it
+        // would join its own thread.
+        if !self.counted {
+            return;
+        }
+        let last = self.inner.handles.fetch_sub(1, Ordering::AcqRel) == 1;
         let on_background = std::thread::current().name() == Some(BACKGROUND_THREAD);
-        if Arc::strong_count(&self.inner) == 1
-            && !on_background
-            && !self.inner.closed.load(Ordering::Acquire)
-        {
+        if last && !on_background && !self.inner.closed.load(Ordering::Acquire) {
             let _ = self.close_inner();
         }
     }

@@ -49,9 +49,22 @@ use checkpoints::RecoveryPointFile;
 use flush::Background;
 
 /// A handle to an open log; cheap to clone and usable from many threads.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Log {
     inner: Arc<LogInner>,
+    /// A user's handle (counted in `LogInner::handles`), not the background thread's temporary
+    /// one: the last user handle to drop closes the log, whatever the background thread holds.
+    counted: bool,
+}
+
+impl Clone for Log {
+    fn clone(&self) -> Log {
+        self.inner.handles.fetch_add(1, Ordering::AcqRel);
+        Log {
+            inner: Arc::clone(&self.inner),
+            counted: true,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -72,6 +85,8 @@ struct LogInner {
     poison_reason: Mutex<Option<String>>,
     read_only: bool,
     closed: AtomicBool,
+    /// Live user handles (`Log::counted`).
+    handles: std::sync::atomic::AtomicUsize,
     background: Mutex<Option<Background>>,
     report: RecoveryReport,
     snapshot_load: SnapshotLoad,

@@ -504,13 +504,17 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         poison_reason: Mutex::new(None),
         read_only,
         closed: AtomicBool::new(false),
+        handles: std::sync::atomic::AtomicUsize::new(1),
         background: Mutex::new(None),
         report,
         snapshot_load,
         lock: Mutex::new(Some(lock)),
         config,
     });
-    let log = Log { inner };
+    let log = Log {
+        inner,
+        counted: true,
+    };
     if !read_only {
         // Everything recovered becomes durable before the recovery point moves (KAFKA-10101),
         // and the marker goes before the first write, so a crash from here on is unclean.
