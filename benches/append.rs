@@ -45,23 +45,33 @@ fn append_group(c: &mut Criterion, w: Workload) {
     memcpy_fresh_map(&mut group, &iteration);
     write_per_batch(&mut group, &iteration);
 
-    // oncelog, SyncMode::Os, plain batches.
-    group.bench_function("oncelog_append_os", |b| {
-        b.iter_custom(|iters| {
-            let dir = tempfile::tempdir().unwrap();
-            let log = Log::open(dir.path(), bench_config(SEGMENT_BYTES, SyncMode::Os)).unwrap();
-            let n = w.batches_per_iter();
-            let start = Instant::now();
-            for _ in 0..iters {
-                for i in 0..n {
-                    log.append(&pool.batches[i % pool.batches.len()]).unwrap();
+    // oncelog, SyncMode::Os, plain batches; with the default prefault thread, and without it
+    // (what prefaulting buys).
+    for (label, prefault) in [
+        ("oncelog_append_os", None),
+        ("oncelog_append_os_no_prefault", Some(0)),
+    ] {
+        group.bench_function(label, |b| {
+            b.iter_custom(|iters| {
+                let dir = tempfile::tempdir().unwrap();
+                let mut config = bench_config(SEGMENT_BYTES, SyncMode::Os);
+                if let Some(bytes) = prefault {
+                    config.prefault_bytes = bytes;
                 }
-            }
-            let elapsed = start.elapsed();
-            log.simulate_crash();
-            elapsed
+                let log = Log::open(dir.path(), config).unwrap();
+                let n = w.batches_per_iter();
+                let start = Instant::now();
+                for _ in 0..iters {
+                    for i in 0..n {
+                        log.append(&pool.batches[i % pool.batches.len()]).unwrap();
+                    }
+                }
+                let elapsed = start.elapsed();
+                log.simulate_crash();
+                elapsed
+            });
         });
-    });
+    }
     // oncelog, SyncMode::Os, one idempotent producer: the same records, numbered; every
     // append is checked against the producer's state and recorded. The batches carry fresh
     // sequences each round, so they are rebuilt before the clock starts.
