@@ -1,193 +1,69 @@
-//! Append throughput against the physical baselines, measured in the same run on the same
-//! bytes, so the ratios survive a noisy machine (docs/benchmarks.md).
+//! Append throughput against the physical baselines and the peers, measured in the same run on
+//! the same bytes, so the ratios survive a noisy machine (docs/benchmarks.md).
 //!
-//! Groups: `append_1k_x64` (1,000-byte records in batches of 64), `append_100b_x16` (100-byte
-//! records in batches of 16) and `every_append_64k` (durable appends of 64 KB batches from 1, 4
-//! and 16 threads against one `write`+`fdatasync` per batch).
+//! Groups:
+//! * `append_1k_x64` and `append_100b_x16`: one iteration appends 1,000,000 records (1,000-byte
+//!   records in batches of 64, 100-byte records in batches of 16), cycling through 64 MiB of
+//!   distinct prebuilt batches. Beside oncelog (`SyncMode::Os`, plain and idempotent): memcpy into
+//!   a resident mapping, memcpy into a fresh fallocated mapping, one write(2) per batch, and the
+//!   peers `commitlog` (one message set per batch) and `nano-wal` (one `append_batch` per batch).
+//!   Every variant gets prebuilt batches: encoding and checksumming happen outside the clock for
+//!   all of them (nano-wal has no checksum).
+//! * `every_append_64k`: durable appends of 64 KB batches (256 per iteration) from 1, 4 and 16
+//!   threads against one write + fdatasync per batch (and the same from 16 threads).
+//!
+//! Each sample appends into a new log (a new file for the baselines) that grows over the
+//! sample's iterations, so segment rolls and first-touch page faults are part of every number.
 
-use std::fs::OpenOptions;
-use std::io::Write;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use oncelog::io::fs::RealStorage;
-use oncelog::io::{AppendMap, OpenMode, Storage};
-use oncelog::{BatchBuilder, Log, LogConfig, ProducerId, RecordBatch, SyncMode};
+use commitlog::message::MessageBuf;
+use commitlog::{CommitLog, LogOptions};
+use common::*;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
+use nano_wal::{Wal, WalOptions, WriteEntry};
+use oncelog::{Log, RecordBatch, SyncMode};
 
-/// Incompressible bytes from a fixed seed.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// `distinct` different batches of `per_batch` records of `record_bytes` each.
-fn batches(
-    distinct: usize,
-    per_batch: usize,
-    record_bytes: usize,
-    idempotent: bool,
-) -> Vec<RecordBatch> {
-    (0..distinct)
-        .map(|b| {
-            let mut builder = BatchBuilder::with_capacity(per_batch * (record_bytes + 16) + 128);
-            if idempotent {
-                builder.set_producer(ProducerId(1), 0, (b * per_batch) as i32);
-            }
-            for r in 0..per_batch {
-                let v = noise(record_bytes, (b * per_batch + r) as u64);
-                builder.push(1_700_000_000_000 + r as i64, None, Some(&v));
-            }
-            builder.build().unwrap()
-        })
-        .collect()
-}
-
-fn bench_config(segment_bytes: u64, sync: SyncMode) -> LogConfig {
-    LogConfig {
-        segment_bytes,
-        max_batch_bytes: 1 << 20,
-        sync,
-        retention_ms: None,
-        segment_ms: None,
-        ..LogConfig::default()
-    }
-}
-
-const SEGMENT_BYTES: u64 = 256 << 20;
-
-fn append_group(c: &mut Criterion, name: &str, per_batch: usize, record_bytes: usize) {
-    let plain = batches(64, per_batch, record_bytes, false);
-    let idem_template = batches(64, per_batch, record_bytes, true);
-    let bytes: u64 = plain.iter().map(|b| b.len() as u64).sum();
-    let mut group = c.benchmark_group(name);
+fn append_group(c: &mut Criterion, w: Workload) {
+    let pool = Pool::new(&w);
+    let iteration = pool.iteration(&w);
+    let bytes = total_len(&iteration) as u64;
+    let mut group = c.benchmark_group(format!("append_{}", w.name));
     group.throughput(Throughput::Bytes(bytes));
     group
+        .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
-        .measurement_time(Duration::from_secs(4))
+        .measurement_time(Duration::from_secs(8))
         .warm_up_time(Duration::from_secs(1));
 
-    let storage = RealStorage;
-    // Baseline 1: memcpy into a mapping whose pages are already resident.
-    group.bench_function("memcpy_resident_map", |b| {
-        let dir = tempfile::tempdir().unwrap();
-        b.iter_custom(|iters| {
-            // Every page is allocated, mapped and faulted in (written once) before the clock
-            // starts: this is the copy alone, the physical limit of an mmap append.
-            let path = dir.path().join("resident");
-            let f = storage.open(&path, OpenMode::CreateTruncate).unwrap();
-            let len = (bytes * iters) as usize;
-            f.allocate(len as u64).unwrap();
-            let map = AppendMap::new(f.map(len).unwrap(), 0);
-            map.populate(0, len);
-            let mut w = map.writer().unwrap();
-            w.reserve(len).unwrap().fill(1);
-            let map = AppendMap::new(f.map(len).unwrap(), 0);
-            map.populate(0, len);
-            let mut w = map.writer().unwrap();
-            let start = Instant::now();
-            for _ in 0..iters {
-                for batch in &plain {
-                    w.reserve(batch.len())
-                        .unwrap()
-                        .copy_from_slice(batch.as_bytes());
-                    w.advance(batch.len());
-                }
-                w.publish();
-            }
-            start.elapsed()
-        });
-    });
-    // Baseline 2: memcpy into a freshly fallocated mapping (page faults included).
-    group.bench_function("memcpy_fresh_map", |b| {
-        let dir = tempfile::tempdir().unwrap();
-        b.iter_custom(|iters| {
-            let path = dir.path().join("fresh");
-            let f = storage.open(&path, OpenMode::CreateTruncate).unwrap();
-            f.allocate(bytes * iters).unwrap();
-            let map = AppendMap::new(f.map((bytes * iters) as usize).unwrap(), 0);
-            let mut w = map.writer().unwrap();
-            let start = Instant::now();
-            for _ in 0..iters {
-                for batch in &plain {
-                    w.reserve(batch.len())
-                        .unwrap()
-                        .copy_from_slice(batch.as_bytes());
-                    w.advance(batch.len());
-                }
-                w.publish();
-            }
-            start.elapsed()
-        });
-    });
-    // Baseline 3: one write(2) per batch.
-    group.bench_function("write_per_batch", |b| {
-        let dir = tempfile::tempdir().unwrap();
-        b.iter_custom(|iters| {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(dir.path().join("w"))
-                .unwrap();
-            let start = Instant::now();
-            for _ in 0..iters {
-                for batch in &plain {
-                    f.write_all(batch.as_bytes()).unwrap();
-                }
-            }
-            start.elapsed()
-        });
-    });
-    for (label, idempotent) in [
-        ("oncelog_append_os", false),
-        ("oncelog_append_os_idempotent", true),
+    memcpy_resident_map(&mut group, &iteration);
+    memcpy_fresh_map(&mut group, &iteration);
+    write_per_batch(&mut group, &iteration);
+
+    // oncelog, SyncMode::Os, plain batches; with the default prefault thread, and without it
+    // (what prefaulting buys).
+    for (label, prefault) in [
+        ("oncelog_append_os", None),
+        ("oncelog_append_os_no_prefault", Some(0)),
     ] {
         group.bench_function(label, |b| {
             b.iter_custom(|iters| {
                 let dir = tempfile::tempdir().unwrap();
-                let log = Log::open(dir.path(), bench_config(SEGMENT_BYTES, SyncMode::Os)).unwrap();
-                // Idempotent batches need fresh sequences each round: rebuild them per round
-                // outside the timed region.
-                let rounds: Vec<Vec<RecordBatch>> = if idempotent {
-                    let (pid, epoch) = log.init_producer().unwrap();
-                    let mut seq = 0i32;
-                    (0..iters)
-                        .map(|_| {
-                            idem_template
-                                .iter()
-                                .map(|t| {
-                                    let mut bld = BatchBuilder::with_capacity(t.len() + 64);
-                                    bld.set_producer(pid, epoch, seq);
-                                    for r in t.view().records() {
-                                        let r = r.unwrap();
-                                        bld.push(r.timestamp, r.key, r.value);
-                                    }
-                                    seq += bld.record_count();
-                                    bld.build().unwrap()
-                                })
-                                .collect()
-                        })
-                        .collect()
-                } else {
-                    Vec::new()
-                };
+                let mut config = bench_config(SEGMENT_BYTES, SyncMode::Os);
+                if let Some(bytes) = prefault {
+                    config.prefault_bytes = bytes;
+                }
+                let log = Log::open(dir.path(), config).unwrap();
+                let n = w.batches_per_iter();
                 let start = Instant::now();
-                let schedule: Vec<&Vec<RecordBatch>> = if idempotent {
-                    rounds.iter().collect()
-                } else {
-                    std::iter::repeat_n(&plain, iters as usize).collect()
-                };
-                for round in schedule {
-                    for batch in round {
-                        log.append(batch).unwrap();
+                for _ in 0..iters {
+                    for i in 0..n {
+                        log.append(&pool.batches[i % pool.batches.len()]).unwrap();
                     }
                 }
                 let elapsed = start.elapsed();
@@ -196,46 +72,135 @@ fn append_group(c: &mut Criterion, name: &str, per_batch: usize, record_bytes: u
             });
         });
     }
-    group.finish();
-}
-
-fn append_1k_x64(c: &mut Criterion) {
-    append_group(c, "append_1k_x64", 64, 1000);
-}
-
-fn append_100b_x16(c: &mut Criterion) {
-    append_group(c, "append_100b_x16", 16, 100);
-}
-
-fn every_append_64k(c: &mut Criterion) {
-    let plain = batches(16, 64, 1000, false);
-    let bytes: u64 = plain.iter().map(|b| b.len() as u64).sum();
-    let mut group = c.benchmark_group("every_append_64k");
-    group.throughput(Throughput::Bytes(bytes));
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(4))
-        .warm_up_time(Duration::from_secs(1));
-    group.bench_function("write_fdatasync_per_batch", |b| {
-        let dir = tempfile::tempdir().unwrap();
+    // oncelog, SyncMode::Os, one idempotent producer: the same records, numbered; every
+    // append is checked against the producer's state and recorded. The batches carry fresh
+    // sequences each round, so they are rebuilt before the clock starts.
+    group.bench_function("oncelog_append_os_idempotent", |b| {
         b.iter_custom(|iters| {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(dir.path().join("w"))
-                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let log = Log::open(dir.path(), bench_config(SEGMENT_BYTES, SyncMode::Os)).unwrap();
+            let (pid, epoch) = log.init_producer().unwrap();
+            let n = w.batches_per_iter();
+            let mut rounds: Vec<Vec<RecordBatch>> = Vec::new();
+            let mut seq = 0i32;
+            for _ in 0..iters {
+                let round = (0..n)
+                    .map(|i| {
+                        let first = (i % pool.batches.len()) * w.per_batch;
+                        let b = build_batch(&w, &pool.values, first, TS0, Some((pid, epoch, seq)));
+                        seq += w.per_batch as i32;
+                        b
+                    })
+                    .collect();
+                rounds.push(round);
+            }
+            let start = Instant::now();
+            for round in &rounds {
+                for batch in round {
+                    log.append(batch).unwrap();
+                }
+            }
+            let elapsed = start.elapsed();
+            log.simulate_crash();
+            elapsed
+        });
+    });
+    // Peer: commitlog. One MessageBuf (message set) per batch with the same record values; the
+    // crate checksums (CRC-32C) at push time, which is outside the clock, like oncelog's build.
+    // Segments of the same size; the index sized so it never grows mid-segment.
+    let mut sets: Vec<MessageBuf> = (0..pool.batches.len())
+        .map(|b| {
+            let mut m = MessageBuf::default();
+            for r in 0..w.per_batch {
+                m.push(&pool.values[b * w.per_batch + r]).unwrap();
+            }
+            m
+        })
+        .collect();
+    group.bench_function("commitlog_append", |b| {
+        b.iter_custom(|iters| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut opts = LogOptions::new(dir.path());
+            opts.segment_max_bytes(SEGMENT_BYTES as usize)
+                .index_max_items(SEGMENT_BYTES as usize / (w.record_bytes + 20) + 1)
+                .message_max_bytes(1 << 20);
+            let mut log = CommitLog::new(opts).unwrap();
+            let n = w.batches_per_iter();
+            let len = sets.len();
             let start = Instant::now();
             for _ in 0..iters {
-                for batch in &plain {
-                    f.write_all(batch.as_bytes()).unwrap();
-                    f.sync_data().unwrap();
+                for i in 0..n {
+                    log.append(&mut sets[i % len]).unwrap();
                 }
             }
             start.elapsed()
         });
     });
-    let plain = Arc::new(plain);
+    // Peer: nano-wal. One vectored write (append_batch) per batch of the same values; no
+    // checksum; a single segment file (its segments rotate by time, not size).
+    let entries: Vec<Vec<WriteEntry<'_>>> = (0..pool.batches.len())
+        .map(|b| {
+            (0..w.per_batch)
+                .map(|r| WriteEntry {
+                    header: None,
+                    content: &pool.values[b * w.per_batch + r],
+                })
+                .collect()
+        })
+        .collect();
+    group.bench_function("nano_wal_append", |b| {
+        b.iter_custom(|iters| {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = WalOptions {
+                retention: Duration::from_secs(7 * 24 * 3600),
+                segment_duration: Duration::from_secs(24 * 3600),
+            };
+            let wal = Wal::new(dir.path(), "bench", opts).unwrap();
+            let n = w.batches_per_iter();
+            let start = Instant::now();
+            for _ in 0..iters {
+                for i in 0..n {
+                    wal.append_batch(&entries[i % entries.len()], TS0, false)
+                        .unwrap();
+                }
+            }
+            start.elapsed()
+        });
+    });
+    group.finish();
+}
+
+fn append_1k_x64(c: &mut Criterion) {
+    append_group(c, Workload::kb_x64());
+}
+
+fn append_100b_x16(c: &mut Criterion) {
+    append_group(c, Workload::b100_x16());
+}
+
+fn every_append_64k(c: &mut Criterion) {
+    let w = Workload {
+        name: "64k",
+        per_batch: 64,
+        record_bytes: 1000,
+        records: scaled(256 * 64, 16 * 64),
+    };
+    let pool = Pool::new(&w);
+    let iteration = pool.iteration(&w);
+    let bytes = total_len(&iteration) as u64;
+    let mut group = c.benchmark_group("every_append_64k");
+    group.throughput(Throughput::Bytes(bytes));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(1));
+    memcpy_resident_map(&mut group, &iteration);
+    memcpy_fresh_map(&mut group, &iteration);
+    write_per_batch(&mut group, &iteration);
+    write_fdatasync_per_batch(&mut group, &iteration);
+    write_fdatasync_per_batch_threads(&mut group, &iteration, 16);
+    let batches = Arc::new(pool.batches.clone());
+    let n = w.batches_per_iter();
     for threads in [1usize, 4, 16] {
         group.bench_with_input(
             BenchmarkId::new("oncelog_every_append", threads),
@@ -253,10 +218,10 @@ fn every_append_64k(c: &mut Criterion) {
                         std::thread::scope(|s| {
                             for t in 0..threads {
                                 let log = &log;
-                                let plain = Arc::clone(&plain);
+                                let batches = Arc::clone(&batches);
                                 s.spawn(move || {
-                                    for batch in plain.iter().skip(t).step_by(threads) {
-                                        log.append(batch).unwrap();
+                                    for i in (t..n).step_by(threads) {
+                                        log.append(&batches[i % batches.len()]).unwrap();
                                     }
                                 });
                             }

@@ -1,6 +1,8 @@
 //! Producer-state costs: the dedup check per batch, and writing / loading a snapshot of
 //! 1,000,000 producers with 5 retained batches each (encode + atomic file write + fsync, and
-//! read + decode + rebuild).
+//! read + decode + rebuild). Under `--test` the snapshot has 10,000 producers.
+
+mod common;
 
 use std::time::Duration;
 
@@ -10,8 +12,6 @@ use oncelog::io::fs::RealStorage;
 use oncelog::io::{write_atomic, OpenMode, Storage};
 use oncelog::producer::{BatchMetadata, ProducerConfig, ProducerStateManager};
 use oncelog::ProducerId;
-
-const PRODUCERS: i64 = 1_000_000;
 
 fn state(producers: i64) -> ProducerStateManager {
     let cfg = ProducerConfig {
@@ -61,12 +61,13 @@ fn dedup_check(c: &mut Criterion) {
 }
 
 fn snapshot_1m(c: &mut Criterion) {
-    let s = state(PRODUCERS);
+    let producers: i64 = common::scaled(1_000_000, 10_000);
+    let s = state(producers);
     let bytes = snapshot::encode(s.map_end_offset(), &s);
     println!(
-        "snapshot of {PRODUCERS} producers x 5 batches: {} bytes = {:.2} bytes/producer",
+        "snapshot of {producers} producers x 5 batches: {} bytes = {:.2} bytes/producer",
         bytes.len(),
-        bytes.len() as f64 / PRODUCERS as f64
+        bytes.len() as f64 / producers as f64
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("00000000000000000000.snapshot");
