@@ -140,6 +140,47 @@ impl InProcessController {
         }
     }
 
+    /// Moves leadership to `preferred` (Kafka's preferred-replica election, what an operator's
+    /// "move the leader" asks for). Clean: `preferred` must be an alive ISR member that has not
+    /// lost data; if it already leads, nothing changes (no new epochs). Unclean: only with
+    /// `allow_unclean` **and** no clean candidate at all (so it never throws away an ISR that
+    /// could lead), an alive `preferred` is elected as `elect_leader(true)` would elect anyone:
+    /// ISR := {it}, `Election.unclean = true`.
+    pub fn elect_preferred(
+        &mut self,
+        preferred: ReplicaId,
+        allow_unclean: bool,
+    ) -> Result<Election, ReplicationError> {
+        if !self.replicas.contains(&preferred) {
+            return Err(ReplicationError::UnknownReplica(preferred));
+        }
+        let clean = self.clean_candidates();
+        if self.leader == Some(preferred) {
+            return Ok(Election {
+                state: self.leader_and_isr(),
+                unclean: false,
+            });
+        }
+        let unclean = if clean.contains(&preferred) {
+            false
+        } else if allow_unclean && clean.is_empty() && self.alive.contains(&preferred) {
+            true
+        } else {
+            return Err(ReplicationError::IneligibleReplica(preferred));
+        };
+        if unclean {
+            self.isr = BTreeSet::from([preferred]);
+            self.needs_catch_up.remove(&preferred);
+        }
+        self.leader = Some(preferred);
+        self.leader_epoch += 1;
+        self.partition_epoch += 1;
+        Ok(Election {
+            state: self.leader_and_isr(),
+            unclean,
+        })
+    }
+
     /// Panics if a module invariant does not hold.
     pub fn check_invariants(&self) {
         assert!(!self.isr.is_empty(), "{self:?}");
@@ -351,6 +392,65 @@ mod tests {
         let ok = proposal(&c, &[(1, None), (2, None), (3, Some(1))]);
         c.alter_isr(&ok).unwrap();
         assert!(!c.needs_catch_up(ReplicaId(3)));
+        c.check_invariants();
+    }
+
+    #[test]
+    fn preferred_election_moves_leadership_only_to_a_clean_candidate() {
+        let mut c = InProcessController::new(&ids(&[1, 2, 3]));
+        let before = c.leader_and_isr();
+        let e = c.elect_preferred(ReplicaId(2), false).unwrap();
+        assert!(!e.unclean);
+        assert_eq!(e.state.leader, Some(ReplicaId(2)));
+        assert_eq!(e.state.leader_epoch, before.leader_epoch + 1);
+        assert_eq!(e.state.partition_epoch, before.partition_epoch + 1);
+        assert_eq!(e.state.isr, ids(&[1, 2, 3]));
+        c.check_invariants();
+
+        // Already the leader: nothing changes, no new epoch.
+        let again = c.elect_preferred(ReplicaId(2), false).unwrap();
+        assert_eq!(again.state, e.state);
+
+        // Not a replica, dead, out of the ISR, or lost data: refused, nothing changes.
+        assert_eq!(
+            c.elect_preferred(ReplicaId(9), false),
+            Err(ReplicationError::UnknownReplica(ReplicaId(9)))
+        );
+        c.replica_failed(ReplicaId(3));
+        assert_eq!(
+            c.elect_preferred(ReplicaId(3), true),
+            Err(ReplicationError::IneligibleReplica(ReplicaId(3)))
+        );
+        c.replica_restarted(ReplicaId(3), 1, LogRecovery::EmptyOrDamaged);
+        assert!(!c.leader_and_isr().isr.contains(&ReplicaId(3)));
+        // A clean candidate exists (r1, r2): an unclean move to r3 is refused too.
+        assert_eq!(
+            c.elect_preferred(ReplicaId(3), true),
+            Err(ReplicationError::IneligibleReplica(ReplicaId(3)))
+        );
+        c.replica_restarted(ReplicaId(1), 1, LogRecovery::MayHaveLostTail);
+        assert_eq!(
+            c.elect_preferred(ReplicaId(1), false),
+            Err(ReplicationError::IneligibleReplica(ReplicaId(1)))
+        );
+        assert_eq!(c.leader_and_isr().leader, Some(ReplicaId(2)));
+        c.check_invariants();
+    }
+
+    #[test]
+    fn preferred_unclean_election_only_when_no_clean_candidate() {
+        let mut c = InProcessController::new(&ids(&[1, 2]));
+        c.alter_isr(&proposal(&c, &[(1, None)])).unwrap();
+        c.replica_failed(ReplicaId(1));
+        assert_eq!(c.leader_and_isr().leader, None);
+        assert_eq!(
+            c.elect_preferred(ReplicaId(2), false),
+            Err(ReplicationError::IneligibleReplica(ReplicaId(2)))
+        );
+        let e = c.elect_preferred(ReplicaId(2), true).unwrap();
+        assert!(e.unclean);
+        assert_eq!(e.state.leader, Some(ReplicaId(2)));
+        assert_eq!(e.state.isr, ids(&[2]));
         c.check_invariants();
     }
 
