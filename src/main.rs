@@ -17,6 +17,9 @@ USAGE:
 COMMANDS:
     demo [DIR]               write a log, crash a writer with SIGKILL, recover and verify it
                              (DIR defaults to ./oncelog-demo and is deleted first)
+    demo-cluster [DIR]       three in-process replicas survive a leader kill: acks=all
+                             writes, failover, retries, every record read exactly once
+                             (DIR defaults to ./oncelog-demo-cluster, deleted first)
     dump [--records] DIR     print every batch of every segment (like kafka-dump-log);
                              --records also prints each record
     verify DIR               full integrity check; exit 0 if OK, 1 on any problem
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         "verify" => cli::verify::main(rest),
         "stat" => cli::stat::main(rest),
         "demo" => cli::demo::main(rest),
+        "demo-cluster" => cli::demo_cluster::main(rest),
         cli::demo::CHILD_COMMAND => cli::demo::child_main(rest),
         other => Err(cli::CliError::Usage(format!("unknown command '{other}'"))),
     };

@@ -406,6 +406,41 @@ fn move_leader_and_read_committed() {
 }
 
 #[test]
+fn demo_cluster_survives_a_leader_kill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo-cluster");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oncelog"))
+        .arg("demo-cluster")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("killed"), "{text}");
+    assert!(
+        text.contains("answered as duplicates with their original offsets"),
+        "{text}"
+    );
+    assert!(text.contains("each exactly once"), "{text}");
+    assert!(
+        text.contains("3 of 3 replicas hold identical bytes"),
+        "{text}"
+    );
+    assert!(text.contains("demo-cluster: OK"), "{text}");
+    // A second run clears the directory it left.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_oncelog"))
+        .arg("demo-cluster")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+}
+
+#[test]
 fn start_refuses_a_used_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let c = ThreadCluster::start(tmp.path(), 1, options(1)).unwrap();

@@ -4,6 +4,7 @@
 //! Nothing here writes to a log directory except `demo`, which uses the library's `Log`.
 
 pub mod demo;
+pub mod demo_cluster;
 pub mod dump;
 pub mod stat;
 pub mod verify;

@@ -34,6 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -328,6 +329,7 @@ impl ThreadCluster {
             shared: Arc::clone(&self.shared),
             acks: Acks::All,
             timeout: Duration::from_millis(self.shared.opts.request_timeout_ms),
+            retries: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -574,6 +576,8 @@ pub struct ClusterClient {
     pub acks: Acks,
     /// How long a request may take, retries included; also the acks=all deadline.
     pub timeout: Duration,
+    /// Re-sends by [`ProduceTarget::produce`], shared by the clones of this client.
+    retries: Arc<AtomicU64>,
 }
 
 impl ClusterClient {
@@ -585,6 +589,12 @@ impl ClusterClient {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// How many times [`ProduceTarget::produce`] re-sent a request (no leader, leader moved or
+    /// stopped before answering), over this client and its clones.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 
     /// One attempt: sends `batch` to the current leader and returns without waiting (several
@@ -637,6 +647,7 @@ impl ProduceTarget for ClusterClient {
                     }
                     std::thread::sleep(backoff.min(deadline - now));
                     backoff = (backoff * 2).min(Duration::from_millis(50));
+                    self.retries.fetch_add(1, Ordering::Relaxed);
                 }
                 other => return other,
             }
