@@ -64,6 +64,8 @@ fn options(replicas: u32) -> ClusterOptions {
         fetch_wait_ms: 500,
         tick_ms: 10,
         request_timeout_ms: 30_000,
+        // ONCELOG_BENCH_HW_WAKES=0: followers learn the HW only with data (or after the wait).
+        wake_followers_on_hw: std::env::var("ONCELOG_BENCH_HW_WAKES").map_or(true, |v| v != "0"),
         ..ClusterOptions::default()
     }
 }

@@ -74,6 +74,10 @@ pub struct ClusterOptions {
     pub hw_checkpoint_interval_ms: u64,
     /// Default timeout of a [`ClusterClient`] request (its acks=all deadline too).
     pub request_timeout_ms: u64,
+    /// Answer a parked follower fetch as soon as the leader's high-water mark moves (followers
+    /// learn the HW at once, at the price of one more fetch round trip per HW move); otherwise
+    /// they learn it with the next data or after `fetch_wait_ms` (Kafka's behaviour).
+    pub wake_followers_on_hw: bool,
     /// Check every replica's invariants after every event (tests; panics the thread).
     pub check_invariants: bool,
 }
@@ -88,6 +92,7 @@ impl Default for ClusterOptions {
             fetch_max_bytes: 1 << 20,
             hw_checkpoint_interval_ms: 5_000,
             request_timeout_ms: 30_000,
+            wake_followers_on_hw: true,
             check_invariants: false,
         }
     }

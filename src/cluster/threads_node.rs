@@ -255,10 +255,14 @@ impl Node {
         let leading = self.replica.is_leader();
         let end = self.replica.log_end_offset();
         let hw = self.replica.high_watermark();
+        let hw_wakes = self.shared.opts.wake_followers_on_hw;
         let mut i = 0;
         while i < self.parked.len() {
             let p = &self.parked[i];
-            let due = !leading || end > p.req.fetch_offset || hw != p.hw || now >= p.deadline;
+            let due = !leading
+                || end > p.req.fetch_offset
+                || (hw_wakes && hw != p.hw)
+                || now >= p.deadline;
             if !due {
                 i += 1;
                 continue;
