@@ -355,6 +355,15 @@ impl Node {
         }
     }
 
+    /// Answers the acks=all requests the replica completed, failed or timed out.
+    fn answer_completions(&mut self) {
+        for c in self.replica.take_completions() {
+            if let Some(reply) = self.waiting.remove(&c.token) {
+                let _ = reply.send(c.result);
+            }
+        }
+    }
+
     /// The periodic work after every event: tick when due, long-poll answers, acks=all
     /// answers, the next fetch.
     fn after_event(&mut self) {
@@ -363,12 +372,10 @@ impl Node {
             self.tick();
             self.next_tick = now + self.tick_interval();
         }
+        // Producers first: they wait on the critical path, a parked follower only for news.
+        self.answer_completions();
         self.serve_parked();
-        for c in self.replica.take_completions() {
-            if let Some(reply) = self.waiting.remove(&c.token) {
-                let _ = reply.send(c.result);
-            }
-        }
+        self.answer_completions();
         self.maybe_fetch();
         if self.shared.opts.check_invariants {
             self.replica.check_invariants();
