@@ -381,27 +381,54 @@ fn leader_killed_mid_stream_loses_and_duplicates_nothing() {
 }
 
 #[test]
-fn move_leader_and_read_committed() {
+fn move_leader_under_a_streaming_producer() {
     let tmp = tempfile::tempdir().unwrap();
     let c = ThreadCluster::start(tmp.path(), 3, options(2)).unwrap();
-    let mut p = Producer::new(c.producer_handle()).unwrap();
-    for i in 0..10 {
-        p.send(records(i, 2)).unwrap();
+    const BATCHES: u64 = 300;
+    let acked = Arc::new(AtomicUsize::new(0));
+    let client = c.producer_handle().with_acks(Acks::All);
+    let producer = {
+        let (acked, client) = (Arc::clone(&acked), client.clone());
+        std::thread::spawn(move || {
+            let mut p = Producer::new(client).unwrap();
+            let mut out = Vec::new();
+            for i in 0..BATCHES {
+                out.push(p.send(records(i, 2)).unwrap());
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+            out
+        })
+    };
+    // Leadership moves twice mid-stream: waiting acks=all requests are failed with NotLeader
+    // by the old leader and re-sent by the client to the new one.
+    for (at, to) in [(100, r(3)), (200, r(2))] {
+        assert!(wait_until(Duration::from_secs(20), || acked
+            .load(Ordering::SeqCst)
+            >= at));
+        let rec = c.move_leader(to).unwrap();
+        assert_eq!(rec.leader, Some(to));
+        assert_eq!(rec.isr, vec![r(1), r(2), r(3)]);
     }
-    let rec = c.move_leader(r(3)).unwrap();
-    assert_eq!(rec.leader, Some(r(3)));
-    for i in 10..20 {
-        p.send(records(i, 2)).unwrap();
-    }
-    assert!(wait_until(Duration::from_secs(5), || c
-        .status(r(3))
-        .is_some_and(|s| s.is_leader)));
+    // A replica outside the ISR cannot be moved to.
+    c.kill_replica(r(1)).unwrap();
+    assert!(c.move_leader(r(1)).is_err());
+    let deliveries = producer.join().unwrap();
+    assert_eq!(deliveries.len() as u64, BATCHES);
+    let end = wait_all_caught_up(&c);
     let fetch = c.read_committed(Offset(0), 1 << 20).unwrap();
     assert!(!fetch.is_empty());
-    let recs = committed_records(&c, r(3));
-    assert_exactly_once(&recs);
-    assert_eq!(recs.len(), 40);
-    // Stopping and restarting every replica is not needed for a clean shutdown.
+    let recs = committed_records(&c, r(2));
+    let by_value = assert_exactly_once(&recs);
+    assert_eq!(recs.len() as u64, BATCHES * 2);
+    assert_eq!(end, Offset(BATCHES * 2));
+    for (i, d) in deliveries.iter().enumerate() {
+        let Delivery::Written(info) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(by_value[&format!("b{i}:0")], info.base_offset.0);
+    }
+    assert_eq!(log_bytes(&c, r(3), end), log_bytes(&c, r(2), end));
+    eprintln!("client re-sends across the moves: {}", client.retries());
     c.shutdown().unwrap();
 }
 

@@ -315,7 +315,8 @@ impl ThreadCluster {
         Ok(())
     }
 
-    /// Stops replica `id`'s thread (`mode`) and waits for it; `false` if it was not running.
+    /// Stops replica `id`'s thread (`mode`) and waits for it; `false` if it was not running,
+    /// the thread's error (or panic) if it ended with one.
     fn stop(&self, id: ReplicaId, mode: StopMode) -> Result<bool> {
         let Some(running) = self.running.lock().remove(&id) else {
             return Ok(false);
@@ -420,24 +421,29 @@ impl ThreadCluster {
     /// removes it from the ISR and, if it led, elects a new leader from the ISR. Its waiting
     /// clients see a lost response (`Timeout`) and retry. Returns the new record.
     pub fn kill_replica(&self, id: ReplicaId) -> Result<LeaderAndIsr> {
-        if !self.stop(id, StopMode::Crash)? {
-            return Err(Error::InvalidConfig(format!("replica {id} is not running")));
-        }
-        let mut control = self.shared.control.lock();
-        let rec = control.ctl.replica_failed(id);
-        self.shared.publish(&rec, None);
-        Ok(rec)
+        self.stop_and_report(id, StopMode::Crash)
     }
 
     /// Stops replica `id` cleanly (`Replica::close`) and reports it failed to the controller.
     pub fn stop_replica(&self, id: ReplicaId) -> Result<LeaderAndIsr> {
-        if !self.stop(id, StopMode::Close)? {
-            return Err(Error::InvalidConfig(format!("replica {id} is not running")));
-        }
-        let mut control = self.shared.control.lock();
-        let rec = control.ctl.replica_failed(id);
-        self.shared.publish(&rec, None);
-        Ok(rec)
+        self.stop_and_report(id, StopMode::Close)
+    }
+
+    /// Stops `id` and reports it failed to the controller — also when its thread ended with an
+    /// error or a panic (returned after the report: the controller must not keep a dead leader).
+    fn stop_and_report(&self, id: ReplicaId, mode: StopMode) -> Result<LeaderAndIsr> {
+        let stopped = match self.stop(id, mode) {
+            Ok(false) => return Err(Error::InvalidConfig(format!("replica {id} is not running"))),
+            Ok(true) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let rec = {
+            let mut control = self.shared.control.lock();
+            let rec = control.ctl.replica_failed(id);
+            self.shared.publish(&rec, None);
+            rec
+        };
+        stopped.map(|()| rec)
     }
 
     /// Reopens a stopped replica (recovering its log) as a new incarnation and registers it with
