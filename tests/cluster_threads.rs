@@ -432,6 +432,94 @@ fn move_leader_under_a_streaming_producer() {
     c.shutdown().unwrap();
 }
 
+/// Holds replica `id`'s thread for `d` (it handles nothing meanwhile); returns once it is held.
+fn stall(c: &Arc<ThreadCluster>, id: ReplicaId, d: Duration) -> std::thread::JoinHandle<()> {
+    let c = Arc::clone(c);
+    let (held, is_held) = crossbeam_channel::bounded(1);
+    let h = std::thread::spawn(move || {
+        c.with_replica(id, move |_| {
+            held.send(()).unwrap();
+            std::thread::sleep(d);
+        })
+        .unwrap()
+    });
+    is_held.recv().unwrap();
+    h
+}
+
+#[test]
+fn unknown_outcomes_are_timeouts_and_plain_batches_are_not_resent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Arc::new(ThreadCluster::start(tmp.path(), 3, options(2)).unwrap());
+    let client = c.producer_handle().with_acks(Acks::All);
+    client.produce(&plain_batch(0)).unwrap();
+
+    // Followers stalled: an acks=all request waits on r1; leadership moves to r2 meanwhile.
+    let hold = Duration::from_millis(1_000);
+    let stalls = [stall(&c, r(2), hold), stall(&c, r(3), hold)];
+    let waiting = client.send(plain_batch(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(
+        waiting.try_wait().is_none(),
+        "answered without the followers"
+    );
+    c.move_leader(r(2)).unwrap();
+    // The batch is in r1's log but not committed: not a refusal, an unknown outcome.
+    assert!(matches!(waiting.wait(), Err(Error::Timeout)));
+    for s in stalls {
+        s.join().unwrap();
+    }
+
+    // The same situation through ProduceTarget: a plain batch is not re-sent ...
+    let retries = client.retries();
+    let stalls = [stall(&c, r(1), hold), stall(&c, r(3), hold)];
+    let mover = {
+        let c = Arc::clone(&c);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            c.move_leader(r(3)).unwrap();
+        })
+    };
+    assert!(matches!(
+        client.produce(&plain_batch(2)),
+        Err(Error::Timeout)
+    ));
+    assert_eq!(client.retries(), retries);
+    mover.join().unwrap();
+    for s in stalls {
+        s.join().unwrap();
+    }
+
+    // ... an idempotent one is, and is written once.
+    let mut p = Producer::new(client.clone()).unwrap();
+    p.send(records(10, 1)).unwrap();
+    let stalls = [stall(&c, r(1), hold), stall(&c, r(2), hold)];
+    let mover = {
+        let c = Arc::clone(&c);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            c.move_leader(r(1)).unwrap();
+        })
+    };
+    let Delivery::Written(info) = p.send(records(11, 1)).unwrap() else {
+        panic!("not written")
+    };
+    assert!(
+        client.retries() > retries,
+        "the idempotent batch was not re-sent"
+    );
+    mover.join().unwrap();
+    for s in stalls {
+        s.join().unwrap();
+    }
+    wait_all_caught_up(&c);
+    let recs = committed_records(&c, r(1));
+    let by_value = assert_exactly_once(&recs);
+    assert_eq!(by_value["b11:0"], info.base_offset.0);
+    let c = Arc::into_inner(c).unwrap();
+    c.shutdown().unwrap();
+}
+
 #[test]
 fn demo_cluster_survives_a_leader_kill() {
     let tmp = tempfile::tempdir().unwrap();

@@ -554,7 +554,7 @@ pub struct PendingProduce {
 
 impl PendingProduce {
     /// Waits for the answer. A request whose answer cannot come any more (the leader stopped)
-    /// or did not come in time is `Timeout`: retriable with the same bytes.
+    /// or did not come in time is `Timeout`: the outcome is unknown (see [`ClusterClient`]).
     pub fn wait(self) -> Result<AppendInfo> {
         // The replica answers a timed-out acks=all request at its next tick after the deadline.
         let grace = Duration::from_millis(1_000);
@@ -575,11 +575,18 @@ impl PendingProduce {
 /// producer ids. Cheap to clone; usable from any thread after the cluster is gone (requests
 /// then fail).
 ///
+/// Answers of a request: `NotLeader` means it was *not written* (no leader, the leader was not
+/// running, or the replica did not lead when it arrived): always safe to re-send. `Timeout`
+/// means the outcome is *unknown* (no answer in time, the leader stopped with the request, or
+/// it stepped down while the acks=all request waited: the batch may be in the log).
+///
 /// As a [`ProduceTarget`] (for the idempotent [`crate::producer::Producer`]) a produce waits for
-/// the answer; while there is no leader, the leader stepped down (`NotLeader`) or stopped before
-/// answering, it retries the same bytes against the current leader until `timeout`, then answers
-/// `Timeout` — the Producer's retry loop treats only `Timeout` (not `NotLeader`) as retriable.
-/// Every other error (e.g. `NotEnoughReplicas`) is returned at once.
+/// the answer and re-sends the same bytes to the current leader until `timeout` after
+/// `NotLeader`, and also after `Timeout` when the batch is idempotent (a duplicate is then
+/// answered with its original offsets); otherwise it answers `Timeout` — the Producer's retry
+/// loop treats only `Timeout` (not `NotLeader`) as retriable. A plain batch with an unknown
+/// outcome is returned as `Timeout` at once, never written twice by the client. Every other
+/// error (e.g. `NotEnoughReplicas`) is returned at once.
 #[derive(Debug, Clone)]
 pub struct ClusterClient {
     shared: Arc<Shared>,
@@ -610,8 +617,8 @@ impl ClusterClient {
 
     /// One attempt: sends `batch` to the current leader and returns without waiting (several
     /// requests may be in flight; a leader answers them in order for acks=0/1, and acks=all ones
-    /// as the high-water mark passes them). `NotLeader` if no leader is known, `Timeout` if the
-    /// leader is not running.
+    /// as the high-water mark passes them). `NotLeader` (not sent) if no leader is known or it
+    /// is not running.
     pub fn send(&self, batch: RecordBatch) -> Result<PendingProduce> {
         let deadline = Instant::now() + self.timeout;
         self.send_until(batch, deadline)
@@ -623,7 +630,14 @@ impl ClusterClient {
             leader: None,
             leader_epoch: rec.leader_epoch,
         })?;
-        let inbox = self.shared.inbox(leader).ok_or(Error::Timeout)?;
+        // Not delivered (the leader is not running): nothing was written.
+        let not_delivered = Error::NotLeader {
+            leader: Some(leader.0),
+            leader_epoch: rec.leader_epoch,
+        };
+        let Some(inbox) = self.shared.inbox(leader) else {
+            return Err(not_delivered);
+        };
         let remaining = deadline.saturating_duration_since(Instant::now());
         let deadline_ms = self
             .shared
@@ -637,7 +651,7 @@ impl ClusterClient {
                 deadline_ms,
                 reply: tx,
             })
-            .map_err(|_| Error::Timeout)?;
+            .map_err(|_| not_delivered)?;
         Ok(PendingProduce { rx, deadline })
     }
 }
@@ -645,23 +659,25 @@ impl ClusterClient {
 impl ProduceTarget for ClusterClient {
     fn produce(&self, batch: &RecordBatch) -> Result<AppendInfo> {
         let deadline = Instant::now() + self.timeout;
+        // An unknown outcome is re-sent only when a duplicate would be recognised.
+        let idempotent = batch.header().is_idempotent();
         let mut backoff = Duration::from_millis(1);
         loop {
             let result = self
                 .send_until(batch.clone(), deadline)
                 .and_then(PendingProduce::wait);
             match result {
-                Err(Error::NotLeader { .. } | Error::Timeout) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(Error::Timeout);
-                    }
-                    std::thread::sleep(backoff.min(deadline - now));
-                    backoff = (backoff * 2).min(Duration::from_millis(50));
-                    self.retries.fetch_add(1, Ordering::Relaxed);
-                }
+                Err(Error::NotLeader { .. }) => {}
+                Err(Error::Timeout) if idempotent => {}
                 other => return other,
             }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout);
+            }
+            std::thread::sleep(backoff.min(deadline - now));
+            backoff = (backoff * 2).min(Duration::from_millis(50));
+            self.retries.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 
 use super::threads::{FetchReply, Msg, ReplicaStatus, Shared, StopMode};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::log::AppendInfo;
 use crate::replica::{Produced, Replica};
 use crate::replication::{
@@ -356,10 +356,18 @@ impl Node {
     }
 
     /// Answers the acks=all requests the replica completed, failed or timed out.
+    ///
+    /// A waiting request failed because this replica stopped leading (`NotLeader`) was appended
+    /// and may survive in a later leader's log: to the client that is an unknown outcome
+    /// (`Timeout`), not the refusal `NotLeader` means for a request that arrives at a follower.
     fn answer_completions(&mut self) {
         for c in self.replica.take_completions() {
             if let Some(reply) = self.waiting.remove(&c.token) {
-                let _ = reply.send(c.result);
+                let result = match c.result {
+                    Err(Error::NotLeader { .. }) => Err(Error::Timeout),
+                    other => other,
+                };
+                let _ = reply.send(result);
             }
         }
     }
