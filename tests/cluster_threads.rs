@@ -556,11 +556,19 @@ fn demo_cluster_survives_a_leader_kill() {
 }
 
 #[test]
-fn start_refuses_a_used_directory() {
+fn start_refuses_a_used_directory_and_clients_outliving_it_fail_fast() {
     let tmp = tempfile::tempdir().unwrap();
     let c = ThreadCluster::start(tmp.path(), 1, options(1)).unwrap();
-    c.producer_handle().produce(&plain_batch(0)).unwrap();
+    let client = c.producer_handle();
+    client.produce(&plain_batch(0)).unwrap();
     c.shutdown().unwrap();
+    // A client that outlives its cluster fails at once.
+    let t = Instant::now();
+    assert!(matches!(
+        client.produce(&plain_batch(1)),
+        Err(Error::Closed)
+    ));
+    assert!(t.elapsed() < Duration::from_secs(1));
     assert!(matches!(
         ThreadCluster::start(tmp.path(), 1, options(1)),
         Err(Error::InvalidConfig(_))

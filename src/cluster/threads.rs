@@ -34,7 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -188,6 +188,8 @@ pub(super) struct Shared {
     pub(super) control: Mutex<ControlPlane>,
     /// Inboxes of the running replica threads.
     inboxes: RwLock<BTreeMap<ReplicaId, Sender<Msg>>>,
+    /// Set by `shutdown` (or dropping the cluster): clients fail with `Closed` at once.
+    closed: AtomicBool,
 }
 
 impl Shared {
@@ -272,6 +274,7 @@ impl ThreadCluster {
             replicas: replicas.clone(),
             epoch: Instant::now(),
             inboxes: RwLock::new(BTreeMap::new()),
+            closed: AtomicBool::new(false),
         });
         std::fs::create_dir_all(&shared.base_dir)
             .map_err(|e| Error::io("create cluster directory", &shared.base_dir, e))?;
@@ -504,6 +507,7 @@ impl ThreadCluster {
     /// Stops every replica cleanly (HW checkpoint, clean-shutdown marker); returns the first
     /// error.
     pub fn shutdown(self) -> Result<()> {
+        self.shared.closed.store(true, Ordering::SeqCst);
         self.stop_all(StopMode::Close)
     }
 
@@ -523,6 +527,7 @@ impl ThreadCluster {
 
 impl Drop for ThreadCluster {
     fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
         let _ = self.stop_all(StopMode::Close);
     }
 }
@@ -572,8 +577,8 @@ impl PendingProduce {
 }
 
 /// A client of a [`ThreadCluster`]: sends produce requests to the current leader and allocates
-/// producer ids. Cheap to clone; usable from any thread after the cluster is gone (requests
-/// then fail).
+/// producer ids. Cheap to clone, usable from any thread; once the cluster is shut down (or
+/// dropped) requests fail with `Closed`.
 ///
 /// Answers of a request: `NotLeader` means it was *not written* (no leader, the leader was not
 /// running, or the replica did not lead when it arrived): always safe to re-send. `Timeout`
@@ -625,6 +630,9 @@ impl ClusterClient {
     }
 
     fn send_until(&self, batch: RecordBatch, deadline: Instant) -> Result<PendingProduce> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
         let rec = self.shared.control.lock().ctl.leader_and_isr();
         let leader = rec.leader.ok_or(Error::NotLeader {
             leader: None,
