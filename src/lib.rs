@@ -9,6 +9,7 @@
 //! and every fsync in write order, `docs/format.md` every byte.
 
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod format;

@@ -19,6 +19,9 @@ USAGE:
 COMMANDS:
     demo [DIR]               write a log, crash a writer with SIGKILL, recover and verify it
                              (DIR defaults to ./oncelog-demo and is deleted first)
+    demo-cluster [DIR]       three in-process replicas survive a leader kill: acks=all
+                             writes, failover, retries, every record read exactly once
+                             (DIR defaults to ./oncelog-demo-cluster, deleted first)
     dump [--records] DIR     print every batch of every segment (like kafka-dump-log);
                              --records also prints each record
     verify DIR               full integrity check; exit 0 if OK, 1 on any problem
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         "node" => cli::cluster::node_main(rest),
         "move-leader" => cli::cluster::move_leader_main(rest),
         "cluster-status" => cli::cluster::cluster_status_main(rest),
+        "demo-cluster" => cli::demo_cluster::main(rest),
         cli::demo::CHILD_COMMAND => cli::demo::child_main(rest),
         other => Err(cli::CliError::Usage(format!("unknown command '{other}'"))),
     };

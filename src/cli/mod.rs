@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod demo;
+pub mod demo_cluster;
 pub mod dump;
 pub mod stat;
 pub mod verify;

@@ -12,7 +12,9 @@
 //! - the epoch cache's latest entry is `(leader_epoch, leader_epoch_start_offset)` and
 //!   `leader_epoch_start_offset <= log_end`;
 //! - a follower's known log end offset is `<= log_end` (a fetch beyond it is refused);
-//! - a follower state is changed only by a fetch that does not diverge.
+//! - a follower state is changed only by a fetch that does not diverge, except that a follower
+//!   the controller removes from the ISR on its own (it failed) loses its fetch times, so only a
+//!   fresh fetch makes it eligible again and a dead follower is never named in an expansion.
 //!
 //! Nothing here waits: the driver calls [`LeaderState::maybe_expand_isr`] after fetches and
 //! [`LeaderState::maybe_shrink_isr`] every `replica_lag_time_max_ms / 2`, sends the proposals to
@@ -643,6 +645,26 @@ impl LeaderState {
         for r in &isr {
             if let Some(p) = self.followers.get_mut(r) {
                 p.needs_catch_up = false;
+            }
+        }
+        // Members the controller removed without this leader proposing it failed: forget when
+        // they last fetched, or an expansion would name a dead replica and be refused whole.
+        let proposed_out: Vec<ReplicaId> = match &self.pending {
+            Some(PendingIsrChange::Shrink { proposed }) => self
+                .isr
+                .iter()
+                .filter(|r| !proposed.contains(r))
+                .copied()
+                .collect(),
+            _ => Vec::new(),
+        };
+        for r in self.isr.iter().filter(|r| !isr.contains(r)) {
+            if proposed_out.contains(r) {
+                continue;
+            }
+            if let Some(p) = self.followers.get_mut(r) {
+                p.last_fetch_time_ms = None;
+                p.last_caught_up_time_ms = None;
             }
         }
         self.isr = isr;

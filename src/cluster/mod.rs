@@ -1,0 +1,12 @@
+//! Drivers that run the replicas of one partition.
+//!
+//! - [`threads`]: every replica in this process, one thread each, crossbeam channels between
+//!   them and the in-process controller behind a mutex (for embedding and benchmarks).
+//!
+//! The deterministic simulation and the TCP transport are the other drivers of the same
+//! [`crate::replica::Replica`]; `docs/replication.md` describes all three.
+
+pub mod threads;
+mod threads_node;
+
+pub use threads::{ClusterClient, ClusterOptions, PendingProduce, ReplicaStatus, ThreadCluster};
