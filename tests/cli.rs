@@ -215,9 +215,11 @@ fn dump_prints_one_line_per_batch_with_its_offsets() {
 #[test]
 fn dump_and_verify_work_on_a_locked_open_log_without_changing_it() {
     let dir = tempfile::tempdir().unwrap();
-    // One segment: no background seal may change the directory while we look.
+    // One segment and no background thread: no seal or queued producer snapshot may change
+    // the directory while we look.
     let cfg = LogConfig {
         segment_bytes: 1 << 16,
+        background_thread: false,
         ..LogConfig::for_tests()
     };
     let log = Log::open(dir.path(), cfg).unwrap();

@@ -301,14 +301,17 @@ fn enospc_at_roll_fails_the_append_without_poisoning() {
 }
 
 /// T11: ENOSPC or a short write at each operation of a producer-snapshot write never fails an
-/// append, and no partial snapshot is trusted after a crash.
+/// append, and no partial snapshot is trusted after a crash. Both ways a snapshot is written:
+/// inline by the appender (no background thread) and by the background thread (the default).
 #[test]
 fn snapshot_write_failures_do_not_break_appends() {
     let mut failures = Failures::default();
     for kind in [FaultKind::Enospc, FaultKind::ShortWrite, FaultKind::Eio] {
         for k in 0..7u64 {
             for mode in [CrashMode::Process, CrashMode::PowerLoss] {
-                failures.check(|| snapshot_fault_case(kind, k, mode));
+                for background in [false, true] {
+                    failures.check(|| snapshot_fault_case(kind, k, mode, background));
+                }
             }
         }
     }
@@ -319,13 +322,16 @@ fn snapshot_write_failures_do_not_break_appends() {
     failures.finish("snapshot_write_failures_do_not_break_appends");
 }
 
-fn snapshot_fault_case(kind: FaultKind, k: u64, mode: CrashMode) {
-    let what = format!("{kind:?} at snapshot op {k}, {mode:?}");
+fn snapshot_fault_case(kind: FaultKind, k: u64, mode: CrashMode, background: bool) {
+    let what = format!("{kind:?} at snapshot op {k}, {mode:?}, background {background}");
     // Big segments: no rolls, so the only storage operations of an Os-mode append are the
-    // snapshots taken every `snapshot_interval_bytes`.
+    // snapshots taken every `snapshot_interval_bytes` (the background thread has nothing else
+    // to do: no retention, no interval syncs).
     let (sim, clock, cfg) = fixture(k, |c| {
         c.segment_bytes = 1 << 20;
+        c.index_max_entries = 1 << 16;
         c.snapshot_interval_bytes = 2048;
+        c.background_thread = background;
     });
     let log = Log::open(dir(), cfg.clone()).unwrap();
     let (pid, _) = log.init_producer().unwrap();
@@ -344,11 +350,23 @@ fn snapshot_fault_case(kind: FaultKind, k: u64, mode: CrashMode) {
     }
     sim.fail_after(k, kind, false);
     let ops_before = sim.op_count();
-    // Appends until the snapshot (and any fault) has happened.
-    while sim.op_count() - ops_before < 8 {
-        let r = append(&log, i);
-        assert!(r.is_ok(), "{what}: append failed: {r:?}");
-        i += 1;
+    if background {
+        // Appends until the background thread starts writing a queued snapshot, then waits
+        // until that write (failed or not) is done.
+        while sim.op_count() == ops_before {
+            let r = append(&log, i);
+            assert!(r.is_ok(), "{what}: append failed: {r:?}");
+            i += 1;
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        common::sim::settle(&log);
+    } else {
+        // Appends until the snapshot (and any fault) has happened.
+        while sim.op_count() - ops_before < 8 {
+            let r = append(&log, i);
+            assert!(r.is_ok(), "{what}: append failed: {r:?}");
+            i += 1;
+        }
     }
     assert!(
         !log.is_poisoned(),

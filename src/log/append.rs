@@ -156,8 +156,7 @@ impl Log {
         }
         a.bytes_since_snapshot += len as u64;
         if a.bytes_since_snapshot >= self.inner.config.snapshot_interval_bytes {
-            // A failed snapshot costs only replay time at the next open; the data is appended.
-            let _ = self.snapshot_locked(a);
+            self.snapshot_in_background(a);
         }
         self.maybe_prefault(a, pos + len);
         drop(guard);
@@ -231,7 +230,7 @@ impl Log {
             }
         }
         // A snapshot at every segment base bounds replay after a crash to one segment.
-        let _ = self.snapshot_locked(a);
+        self.snapshot_in_background(a);
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 //! the appenders queued behind it. One msync + one recovery-point fdatasync serve them all, and
 //! no thread hand-off sits on the latency path (docs/architecture.md).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,6 +27,8 @@ const BACKGROUND_THREAD: &str = "oncelog-background";
 pub(super) enum Job {
     /// Seal a rolled segment (msync, trim, index files).
     Seal(Arc<Segment>),
+    /// Write a producer snapshot encoded by the appender (dropped if a fence made it obsolete).
+    Snapshot(super::producers::QueuedSnapshot),
     /// Finish queued seals and exit.
     Stop,
     /// Exit now, dropping queued work (simulated crash).
@@ -39,6 +41,8 @@ pub(super) struct Background {
     handle: Option<JoinHandle<()>>,
     /// Set by a simulated crash: queued work is dropped, not done.
     abort: Arc<AtomicBool>,
+    /// Seals and snapshots sent and not yet done.
+    pending: Arc<AtomicUsize>,
 }
 
 impl Background {
@@ -46,17 +50,31 @@ impl Background {
         let (tx, rx) = crossbeam_channel::unbounded();
         let weak = Arc::downgrade(&log.inner);
         let abort = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&abort);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (Arc::clone(&abort), Arc::clone(&pending));
         let handle = std::thread::Builder::new()
             .name(BACKGROUND_THREAD.into())
-            .spawn(move || background_loop(&weak, &rx, &flag))
+            .spawn(move || background_loop(&weak, &rx, &flag, &count))
             .ok();
-        Background { tx, handle, abort }
+        Background {
+            tx,
+            handle,
+            abort,
+            pending,
+        }
     }
 
     pub(super) fn send(&self, job: Job) {
         // If the thread is gone (spawn failed), do seals inline via the caller's fallback.
-        let _ = self.tx.send(job);
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(job).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Seals and snapshots queued or in progress.
+    pub(super) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
     }
 
     fn stop(mut self, job: Job) {
@@ -74,7 +92,12 @@ impl Background {
     }
 }
 
-fn background_loop(weak: &Weak<LogInner>, rx: &Receiver<Job>, abort: &AtomicBool) {
+fn background_loop(
+    weak: &Weak<LogInner>,
+    rx: &Receiver<Job>,
+    abort: &AtomicBool,
+    pending: &AtomicUsize,
+) {
     let tick = Duration::from_millis(50);
     let mut last_sync = Instant::now();
     loop {
@@ -92,8 +115,14 @@ fn background_loop(weak: &Weak<LogInner>, rx: &Receiver<Job>, abort: &AtomicBool
                 if let Err(e) = seal(&log, &seg) {
                     log.poison(&e);
                 }
+                pending.fetch_sub(1, Ordering::AcqRel);
+            }
+            Ok(Job::Snapshot(queued)) => {
+                log.write_queued_snapshot(queued);
+                pending.fetch_sub(1, Ordering::AcqRel);
             }
             Ok(Job::Stop) => {
+                // Queued snapshots are dropped: close writes one at the log end itself.
                 while let Ok(job) = rx.try_recv() {
                     if let Job::Seal(seg) = job {
                         if let Err(e) = seal(&log, &seg) {
@@ -145,6 +174,17 @@ impl Log {
 
     pub(super) fn flush_unchecked(&self) -> Result<()> {
         self.sync_to(self.inner.log_end.load(Ordering::Acquire))
+    }
+
+    /// True when the background thread has no seal or producer snapshot queued or in progress
+    /// (always true without a background thread). For tests and tools that look at the
+    /// directory and need it quiet; appends may queue more work at any time.
+    pub fn background_idle(&self) -> bool {
+        self.inner
+            .background
+            .lock()
+            .as_ref()
+            .is_none_or(|bg| bg.pending() == 0)
     }
 
     /// Bytes published but not yet covered by the recovery point (approximate).

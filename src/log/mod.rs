@@ -13,7 +13,8 @@
 //! Threads: any number of readers (lock-free apart from an `Arc` clone of the segment list),
 //! one appender at a time (the `appender` mutex), syncs serialised by the `sync` mutex (group
 //! commit: whoever holds it syncs everything published so far), a background thread that seals
-//! rolled segments (moving the recovery point), runs interval syncs and retention, and a
+//! rolled segments (moving the recovery point), writes the append path's producer snapshots,
+//! runs interval syncs and retention, and a
 //! prefault thread that faults in the active segment ahead of the appender.
 
 mod append;
@@ -88,6 +89,9 @@ struct LogInner {
     /// Live user handles (`Log::counted`).
     handles: std::sync::atomic::AtomicUsize,
     background: Mutex<Option<Background>>,
+    /// Generation of the snapshot fence (`Log::fence_snapshots`): a snapshot queued for the
+    /// background thread is written only if it is unchanged, under this lock.
+    snapshot_fence: Mutex<u64>,
     report: RecoveryReport,
     snapshot_load: SnapshotLoad,
     lock: Mutex<Option<Box<dyn DirLock>>>,

@@ -8,7 +8,9 @@
 //!
 //! Snapshots are taken at segment roll, every `snapshot_interval_bytes`, after retention or a
 //! log-start move deletes segments (so producers whose batches are gone survive, RP PR 29623),
-//! and at clean close; the two newest are kept. A snapshot is used only if its offset lies in
+//! and at clean close; the two newest are kept. The roll and interval snapshots are encoded on
+//! the append path and written by the background thread; a fence (a generation under a mutex)
+//! keeps a queued one from landing after a truncation cut off the history it describes. A snapshot is used only if its offset lies in
 //! `[log_start_offset, log_end_offset]` and it decodes; otherwise the next older one (or a
 //! replay from the log start) is used.
 
@@ -341,9 +343,23 @@ pub(super) fn write_snapshot(
     state: &ProducerStateManager,
 ) -> Result<()> {
     let offset = state.map_end_offset();
+    store_snapshot(storage, dir, offset, &snapshot::encode(offset, state))
+}
+
+/// A snapshot encoded on the append path (under the appender lock) and written by the
+/// background thread, unless a fence made it obsolete first.
+#[derive(Debug)]
+pub(super) struct QueuedSnapshot {
+    /// The snapshot fence's generation when it was encoded.
+    pub generation: u64,
+    pub offset: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// Writes an encoded snapshot at `offset` (atomically) and keeps the newest two at or below it.
+fn store_snapshot(storage: &dyn Storage, dir: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
     let path = dir.join(file_name(Offset(offset), FileKind::Snapshot));
-    let bytes = snapshot::encode(offset, state);
-    write_atomic(storage, &path, &bytes)
+    write_atomic(storage, &path, bytes)
         .map_err(|e| Error::io("write producer snapshot", &path, e))?;
     // Keep the newest SNAPSHOTS_KEPT at or below this one; snapshots above it (stale, after
     // truncation or power loss) are the caller's to remove once this one is durable.
@@ -438,7 +454,14 @@ impl Log {
         self.snapshot_locked(&mut a)
     }
 
+    /// Writes a snapshot at the log end now, on this thread. Caller holds the appender lock.
     pub(super) fn snapshot_locked(&self, a: &mut Appender) -> Result<()> {
+        let _fence = self.fence_snapshots();
+        self.snapshot_fenced(a)
+    }
+
+    /// `snapshot_locked` for a caller that already holds the snapshot fence.
+    fn snapshot_fenced(&self, a: &mut Appender) -> Result<()> {
         let leo = self.inner.log_end.load(Ordering::Acquire);
         debug_assert_eq!(a.producers.map_end_offset(), leo);
         a.bytes_since_snapshot = 0;
@@ -449,8 +472,55 @@ impl Log {
         )
     }
 
+    /// The snapshots of the append path (at roll and every `snapshot_interval_bytes`): encoded
+    /// here, under the appender lock, and written (tmp, fdatasync, rename, dir fsync) by the
+    /// background thread, so the appender never waits for a device flush. Without a background
+    /// thread it is written inline. A failure costs only replay time at the next open.
+    pub(super) fn snapshot_in_background(&self, a: &mut Appender) {
+        let background = self.inner.background.lock();
+        let Some(bg) = background.as_ref().filter(|b| b.is_running()) else {
+            drop(background);
+            let _ = self.snapshot_locked(a);
+            return;
+        };
+        let offset = a.producers.map_end_offset();
+        debug_assert_eq!(offset, self.inner.log_end.load(Ordering::Acquire));
+        a.bytes_since_snapshot = 0;
+        bg.send(super::flush::Job::Snapshot(QueuedSnapshot {
+            generation: *self.inner.snapshot_fence.lock(),
+            offset,
+            bytes: snapshot::encode(offset, &a.producers),
+        }));
+    }
+
+    /// Waits for a background snapshot write in flight and makes every queued one obsolete;
+    /// while the guard lives none is written. Truncation holds it from before it touches a
+    /// segment until the stale snapshots above the new end are gone, so a snapshot of the
+    /// history it cut off can never land afterwards. Lock order: appender, then this.
+    pub(super) fn fence_snapshots(&self) -> parking_lot::MutexGuard<'_, u64> {
+        let mut generation = self.inner.snapshot_fence.lock();
+        *generation += 1;
+        generation
+    }
+
+    /// The background thread's side of [`Log::snapshot_in_background`]: writes the snapshot
+    /// unless a fence was raised since it was encoded.
+    pub(super) fn write_queued_snapshot(&self, queued: QueuedSnapshot) {
+        let generation = self.inner.snapshot_fence.lock();
+        if *generation != queued.generation || self.inner.poisoned.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = store_snapshot(
+            self.inner.config.storage.as_ref(),
+            &self.inner.dir,
+            queued.offset,
+            &queued.bytes,
+        );
+    }
+
     /// Rebuilds the producer state as of the log end after a truncation, keeping producers
-    /// whose batches all lie below the log (they cannot be affected by the truncation).
+    /// whose batches all lie below the log (they cannot be affected by the truncation). The
+    /// caller holds the snapshot fence (taken before the truncation began).
     pub(super) fn rebuild_producers(&self, a: &mut Appender) -> Result<()> {
         let storage = self.inner.config.storage.as_ref();
         let mut report = SnapshotLoad::default();
@@ -468,7 +538,69 @@ impl Log {
         a.producers = state;
         // A snapshot at the new end keeps the retained producers across a restart; only then
         // may the stale snapshots above the end go.
-        self.snapshot_locked(a)?;
+        self.snapshot_fenced(a)?;
         remove_snapshots(storage, &self.inner.dir, &stale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::batch::BatchBuilder;
+
+    fn batch(n: u8) -> crate::format::batch::RecordBatch {
+        let mut b = BatchBuilder::new();
+        b.push(0, None, Some(&[n; 100]));
+        b.build().unwrap()
+    }
+
+    fn queued(log: &Log, generation: u64) -> QueuedSnapshot {
+        let a = log.inner.appender.lock();
+        let offset = a.producers.map_end_offset();
+        QueuedSnapshot {
+            generation,
+            offset,
+            bytes: snapshot::encode(offset, &a.producers),
+        }
+    }
+
+    fn snapshots(log: &Log) -> Vec<u64> {
+        snapshot_offsets(log.inner.config.storage.as_ref(), log.dir()).unwrap()
+    }
+
+    /// A snapshot queued for the background thread is written only if no fence (truncation,
+    /// retention, an explicit snapshot) was raised after it was encoded: a snapshot at offset
+    /// 3 queued before a truncation to 1 must never land, or it would be loaded as a base once
+    /// the log grows past 3 again with other batches.
+    #[test]
+    fn a_fence_makes_queued_snapshots_obsolete() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            background_thread: false,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.path(), config).unwrap();
+        for n in 0..3 {
+            log.append(&batch(n)).unwrap();
+        }
+        let generation = *log.inner.snapshot_fence.lock();
+        let stale = queued(&log, generation);
+        assert_eq!(stale.offset, 3);
+        log.truncate_to(Offset(1)).unwrap();
+        let after_truncation = snapshots(&log);
+        assert!(after_truncation.iter().all(|&o| o <= 1));
+        log.write_queued_snapshot(stale);
+        assert_eq!(
+            snapshots(&log),
+            after_truncation,
+            "an obsolete snapshot landed"
+        );
+
+        // Unfenced, the same path writes.
+        log.append(&batch(9)).unwrap();
+        let generation = *log.inner.snapshot_fence.lock();
+        log.write_queued_snapshot(queued(&log, generation));
+        assert_eq!(snapshots(&log).last(), Some(&2));
+        log.close().unwrap();
     }
 }

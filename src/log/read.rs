@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::Log;
 use crate::error::{Error, Result};
 use crate::format::batch::BatchView;
+use crate::format::DecodeError;
 use crate::segment::Segment;
 use crate::types::Offset;
 
@@ -17,6 +18,9 @@ pub struct Fetch {
     start: usize,
     end: usize,
 }
+
+/// `BatchView::parse` or `BatchView::parse_unverified`.
+type ParseBatch<'a> = fn(&'a [u8]) -> std::result::Result<(BatchView<'a>, &'a [u8]), DecodeError>;
 
 impl Fetch {
     /// The raw bytes of the batches, exactly as stored.
@@ -34,6 +38,20 @@ impl Fetch {
     /// The batches, each checksum-verified as it is yielded. A checksum failure is an
     /// `Error::Corrupt` naming the file and byte position, and ends the iteration.
     pub fn batches(&self) -> impl Iterator<Item = Result<BatchView<'_>>> + '_ {
+        self.batches_with(BatchView::parse)
+    }
+
+    /// The batches with their headers and lengths checked but not their checksums, for a
+    /// reader that checks them itself: a leader serving a follower, which verifies every batch
+    /// before appending it (`RecordBatch::from_bytes`), so a batch is hashed once per copy.
+    pub fn batches_unverified(&self) -> impl Iterator<Item = Result<BatchView<'_>>> + '_ {
+        self.batches_with(BatchView::parse_unverified)
+    }
+
+    fn batches_with<'a>(
+        &'a self,
+        parse: ParseBatch<'a>,
+    ) -> impl Iterator<Item = Result<BatchView<'a>>> + 'a {
         let mut rest = self.bytes();
         let mut pos = self.start;
         let path = self.segment.as_ref().map(|s| s.path().to_path_buf());
@@ -41,7 +59,7 @@ impl Fetch {
             if rest.is_empty() {
                 return None;
             }
-            match BatchView::parse(rest) {
+            match parse(rest) {
                 Ok((view, tail)) => {
                     rest = tail;
                     pos += view.len();

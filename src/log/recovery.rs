@@ -506,6 +506,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         closed: AtomicBool::new(false),
         handles: std::sync::atomic::AtomicUsize::new(1),
         background: Mutex::new(None),
+        snapshot_fence: Mutex::new(0),
         report,
         snapshot_load,
         lock: Mutex::new(Some(lock)),

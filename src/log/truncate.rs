@@ -41,6 +41,9 @@ impl Log {
         if offset.0 >= end {
             return Ok(Offset(end));
         }
+        // No background snapshot of the history this cuts off may land from here on (it would
+        // be loaded as a base once the log grows past its offset with other batches).
+        let _fence = self.fence_snapshots();
         let segments = self.segments();
         // Finish pending seals first: a queued seal must never write files for a segment this
         // truncation deletes or replaces (it waits on the segment's lifecycle lock).

@@ -187,8 +187,9 @@ pub fn crash(log: Log, sim: &SimStorage, mode: CrashMode, seed: u64) {
     sim.crash_with_seed(mode, seed);
 }
 
-/// Waits (bounded) until the background sealer has sealed every segment but the active one, or
-/// the log is poisoned; makes storage-operation order less dependent on thread timing.
+/// Waits (bounded) until the background thread has sealed every segment but the active one and
+/// written every queued producer snapshot, or the log is poisoned; makes storage-operation
+/// order less dependent on thread timing.
 pub fn settle(log: &Log) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
@@ -197,6 +198,7 @@ pub fn settle(log: &Log) {
             .iter()
             .take(segs.len().saturating_sub(1))
             .any(|s| !s.is_sealed());
+        let pending = pending || !log.background_idle();
         if !pending || log.is_poisoned() || std::time::Instant::now() > deadline {
             return;
         }
