@@ -220,6 +220,22 @@ impl<'a> BatchView<'a> {
     /// Parses the batch at the start of `buf` and verifies its checksum. Returns the view and
     /// the bytes after it.
     pub fn parse(buf: &'a [u8]) -> Result<(BatchView<'a>, &'a [u8]), DecodeError> {
+        let (view, rest) = Self::parse_unverified(buf)?;
+        let computed = compute_crc(view.bytes)?;
+        if computed != view.header.crc {
+            return Err(DecodeError::ChecksumMismatch {
+                stored: view.header.crc,
+                computed,
+            });
+        }
+        Ok((view, rest))
+    }
+
+    /// [`BatchView::parse`] without the checksum check: the header decodes and the batch fits
+    /// in `buf`. For a reader that checks the bytes itself later, as a follower does in
+    /// [`RecordBatch::from_bytes`] (the leader's fetch path would otherwise hash every batch
+    /// once more per follower).
+    pub fn parse_unverified(buf: &'a [u8]) -> Result<(BatchView<'a>, &'a [u8]), DecodeError> {
         let header = BatchHeader::decode(buf)?;
         let len = header.batch_length as usize;
         let (bytes, rest) = match (buf.get(..len), buf.get(len..)) {
@@ -231,13 +247,6 @@ impl<'a> BatchView<'a> {
                 })
             }
         };
-        let computed = compute_crc(bytes)?;
-        if computed != header.crc {
-            return Err(DecodeError::ChecksumMismatch {
-                stored: header.crc,
-                computed,
-            });
-        }
         Ok((BatchView { header, bytes }, rest))
     }
 
@@ -502,7 +511,31 @@ impl RecordBatch {
     /// bits are refused until the features they announce exist (LogAppendTime, transactions,
     /// control batches): a client must not be able to write a batch the log would misread.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<RecordBatch, DecodeError> {
-        let (view, rest) = BatchView::parse(&bytes)?;
+        Self::validated(bytes, true)
+    }
+
+    /// [`RecordBatch::from_bytes`] for a follower appending its leader's batch: header,
+    /// length, attributes and checksum are checked, the records are not parsed again. The
+    /// checksum shows the bytes are the ones the leader stored, and the leader parsed every
+    /// record when it accepted the batch (`from_bytes`) or built it (`BatchBuilder`).
+    pub fn from_replicated_bytes(bytes: Vec<u8>) -> Result<RecordBatch, DecodeError> {
+        Self::validated(bytes, false)
+    }
+
+    fn validated(bytes: Vec<u8>, parse_records: bool) -> Result<RecordBatch, DecodeError> {
+        let (view, rest) = BatchView::parse_unverified(&bytes)?;
+        // One pass over the records: the tail's checksum (kept for stamping) combined with the
+        // 17-byte prefix gives the batch's, instead of hashing the whole batch twice.
+        let tail = bytes.get(ATTRIBUTES_OFFSET..view.len()).unwrap_or(&[]);
+        let tail_crc = crc32fast::hash(tail);
+        let prefix = bytes.get(..CRC_OFFSET).unwrap_or(&[]);
+        let computed = combine_crc(prefix, tail_crc, tail.len() as u64);
+        if computed != view.header().crc {
+            return Err(DecodeError::ChecksumMismatch {
+                stored: view.header().crc,
+                computed,
+            });
+        }
         if view.header().attributes != 0 {
             return Err(DecodeError::BadField {
                 field: "attributes",
@@ -514,9 +547,10 @@ impl RecordBatch {
                 length: bytes.len() as u64,
             });
         }
-        view.verify_records()?;
+        if parse_records {
+            view.verify_records()?;
+        }
         let header = *view.header();
-        let tail_crc = crc32fast::hash(bytes.get(ATTRIBUTES_OFFSET..).unwrap_or(&[]));
         Ok(RecordBatch {
             bytes,
             header,

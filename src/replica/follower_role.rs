@@ -42,7 +42,8 @@ impl Replica {
                 // Write-ahead: the epochs of the new batches are durable before the batches.
                 self.persist_cache(self.epoch_cache().clone())?;
                 for b in batches {
-                    let batch = RecordBatch::from_bytes(b.bytes)?;
+                    // Checksum verified here, once; the leader sent it unverified.
+                    let batch = RecordBatch::from_replicated_bytes(b.bytes)?;
                     let h = batch.header();
                     if h.base_offset != b.base_offset.0
                         || h.last_offset() != b.last_offset.0

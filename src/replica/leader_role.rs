@@ -249,7 +249,8 @@ fn read_batches(
     while next < log_end && (out.is_empty() || bytes < max_bytes) {
         let fetch = log.read_bounded(next, max_bytes.saturating_sub(bytes).max(1), log_end)?;
         let before = next;
-        for view in fetch.batches() {
+        // The follower verifies each batch's checksum before appending it.
+        for view in fetch.batches_unverified() {
             let view = view?;
             if view.last_offset() < next.0 {
                 continue;
