@@ -9,10 +9,13 @@ use crate::format::snapshot;
 use crate::producer::{ProducerConfig, ProducerStateManager};
 use crate::types::ProducerId;
 
-/// Findings `decode_batch` tolerates (each has an ignored strict regression test in
-/// `tests/fuzz_bodies.rs`): `RecordBatch::from_bytes` accepts batches that `BatchBuilder` can
-/// never produce, so re-encoding them gives other bytes with the same records. The tolerant
-/// body accepts any re-encoding that keeps the records, offsets, stamp and producer fields.
+/// The two findings `decode_batch` once had to tolerate: `RecordBatch::from_bytes` accepted
+/// batches that `BatchBuilder` can never produce, so re-encoding them gave other bytes with the
+/// same records. Both are fixed (commit 8a1ebe5: attribute bits and a header max timestamp that
+/// disagrees with the records are refused) and their strict regression tests in
+/// `tests/fuzz_bodies.rs` pass; the tolerant body still accepts any re-encoding that keeps the
+/// records, offsets, stamp and producer fields, so a future relaxation is caught only by the
+/// strict body.
 pub const KNOWN_BATCH_FINDINGS: &[&str] = &[
     "attributes: timestamp-type, transactional and control bits are accepted, though the \
      builder cannot set them and the log has no transactions \
