@@ -358,15 +358,16 @@ fn seed_corpus_matches_the_generators() {
     }
 }
 
-/// Runs one body on one file: `ONCELOG_FUZZ_TARGET=log_model ONCELOG_FUZZ_INPUT=path cargo
-/// test --release --test fuzz_bodies replay_one_input` (with `ONCELOG_FUZZ_TRACE=1` the model
-/// prints each step). Without those variables it has nothing to replay.
+/// Runs one body on one file, or on every file of a directory (a fuzzing corpus):
+/// `ONCELOG_FUZZ_TARGET=log_model ONCELOG_FUZZ_INPUT=path cargo test --release --test
+/// fuzz_bodies replay_one_input` (with `ONCELOG_FUZZ_TRACE=1` the model prints each step).
+/// Without those variables it has nothing to replay.
 #[test]
 fn replay_one_input() {
     let Ok(target) = std::env::var("ONCELOG_FUZZ_TARGET") else {
         return;
     };
-    let input = fs::read(std::env::var("ONCELOG_FUZZ_INPUT").unwrap()).unwrap();
+    let path = std::path::PathBuf::from(std::env::var("ONCELOG_FUZZ_INPUT").unwrap());
     let body: fn(&[u8]) = match target.as_str() {
         "decode_batch" => fuzzing::decode_batch,
         "decode_batch_strict" => fuzzing::decode_batch_strict,
@@ -374,18 +375,30 @@ fn replay_one_input() {
         "decode_index" => fuzzing::decode_index,
         "recover_segment" => fuzzing::recover_segment,
         "log_model" => fuzzing::log_model,
-        "log_model_strict" => fuzzing::log_model_strict,
         other => panic!("unknown target {other}"),
     };
-    body(&input);
+    let files: Vec<std::path::PathBuf> = if path.is_dir() {
+        let mut v: Vec<_> = fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path]
+    };
+    for file in &files {
+        println!("replaying {}", file.display());
+        body(&fs::read(file).unwrap());
+    }
+    println!("replayed {} inputs", files.len());
 }
 
 // ---------------------------------------------------------------------------------------------
-// Findings. Each test asserts the behaviour the library should have, so it is ignored until the
-// library is fixed (run with `--ignored` to see it fail); the tolerant bodies above step around
-// it so fuzzing can go deeper. Each is reduced by hand from the fuzz input that found it (the
-// model's failures depend on background-thread timing, so the raw inputs do not replay
-// deterministically).
+// Findings, each a regression test named after it that asserts the behaviour the library must
+// have; all are fixed, and no body steps around any of them any more. Each is reduced by hand
+// from the fuzz input that found it (the model's failures depend on background-thread timing,
+// so the raw inputs do not replay deterministically).
 // ---------------------------------------------------------------------------------------------
 
 mod findings {

@@ -26,7 +26,6 @@ use crate::clock::ManualClock;
 use crate::config::{LogConfig, SyncMode};
 use crate::error::Error;
 use crate::format::batch::{BatchBuilder, RecordBatch};
-use crate::format::file_name::{parse_file_name, FileKind};
 use crate::io::sim::{CrashMode, FaultKind, SimStorage};
 use crate::log::{AppendInfo, Log};
 use crate::types::{Offset, ProducerId};
@@ -81,26 +80,12 @@ struct Harness {
     tag: u64,
     /// `ONCELOG_FUZZ_TRACE` is set: print each step (to debug a finding).
     trace: bool,
-    /// Tolerate no known finding.
-    strict: bool,
-    /// Producers the tolerant run stopped using: once a producer's batches all lie below the
-    /// log start, whether the log still knows it depends on which snapshot a rebuild finds.
-    retired: [bool; 4],
 }
 
-/// Runs the model, skipping retries that hit the known finding
-/// `regression_log_model_forgotten_producer_below_log_start` (a producer whose batches all lie
-/// below the log start is forgotten by a rebuild, so its retry is appended again).
+/// Runs the model. It tolerates no finding: the three it once stepped around
+/// (`regression_log_model_*` in `tests/fuzz_bodies.rs`) are fixed, and stepping around them
+/// would hide a regression (and the waits it needed made a run 100 times slower).
 pub fn log_model(data: &[u8]) {
-    run_model(data, false);
-}
-
-/// [`log_model`] without tolerated findings.
-pub fn log_model_strict(data: &[u8]) {
-    run_model(data, true);
-}
-
-fn run_model(data: &[u8], strict: bool) {
     let mut r = ByteReader::new(data);
     let sim = SimStorage::new(r.u64());
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
@@ -134,8 +119,6 @@ fn run_model(data: &[u8], strict: bool) {
         uncertain_end: false,
         tag: 0,
         trace: std::env::var_os("ONCELOG_FUZZ_TRACE").is_some(),
-        strict,
-        retired: [false; 4],
     };
     let mut steps = 0;
     while !r.is_empty() && steps < 200 {
@@ -279,16 +262,7 @@ impl Harness {
         }
     }
 
-    /// Whether the tolerant run leaves `slot` alone (see `retired`).
-    fn avoid(&mut self, slot: usize) -> bool {
-        if !self.strict && slot > 0 && (self.retired[slot] || self.fragile(slot)) {
-            self.retired[slot] = true;
-        }
-        self.retired[slot]
-    }
-
     fn append_new(&mut self, r: &mut ByteReader<'_>, slot: usize, big: bool) {
-        let slot = if self.avoid(slot) { 0 } else { slot };
         let (values, batch) = self.build(r, slot, big);
         let result = self.log().append(&batch);
         match result {
@@ -327,9 +301,6 @@ impl Harness {
             return;
         }
         let back = r.below(n.min(7) as u64) as usize;
-        if self.avoid(slot) {
-            return;
-        }
         let sent = self.producers[slot].batches[n - 1 - back].clone();
         let start = self.log().log_start_offset().0;
         let in_window = back < crate::producer::BATCHES_RETAINED && sent.first_offset >= start;
@@ -372,9 +343,6 @@ impl Harness {
     fn wrong_sequence(&mut self, r: &mut ByteReader<'_>) {
         let slot = r.range(1, 3) as usize;
         let gap = r.range(1, 5) as i32;
-        if self.avoid(slot) {
-            return;
-        }
         let (_, batch) = self.build(r, slot, false);
         let h = *batch.header();
         let mut b = BatchBuilder::new();
@@ -415,19 +383,6 @@ impl Harness {
     }
 
     fn truncate(&mut self, r: &mut ByteReader<'_>) {
-        if !self.strict {
-            // Known finding `regression_log_model_stale_seal_raises_recovery_point`: a seal
-            // still queued for the background thread when `truncate_to` removes its segment
-            // later raises the recovery point past the log end. Let queued seals finish first.
-            for _ in 0..200 {
-                let segments = self.log().segments();
-                if segments.iter().rev().skip(1).all(|s| s.is_sealed()) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            std::thread::sleep(std::time::Duration::from_micros(200));
-        }
         let start = self.log().log_start_offset().0;
         let end = self.end();
         let target = r.range(start, end.max(start));
@@ -666,18 +621,6 @@ impl Harness {
             assert_producers_replay(&log);
         } else {
             log.producer_state().check_invariants();
-        }
-        if !self.strict {
-            // Known finding `regression_log_model_stale_snapshot_after_recovery`: recovery
-            // keeps snapshot files above the recovered end, and once the log regrows past one
-            // a later open loads it. The harness deletes them, as the fix would.
-            for name in self.sim.file_names(Path::new(DIR)) {
-                if let Some((o, FileKind::Snapshot)) = parse_file_name(&name) {
-                    if o.0 > end {
-                        let _ = self.sim.remove_file_now(&Path::new(DIR).join(name));
-                    }
-                }
-            }
         }
         self.synced = end;
         self.start_floor = start;
