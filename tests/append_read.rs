@@ -62,8 +62,14 @@ fn clean_reopen_needs_no_scan() {
     assert!(r.clean_shutdown, "{r:?}");
     assert_eq!(r.segments_scanned, 0, "{r:?}");
     assert_eq!(r.bytes_scanned, 0, "{r:?}");
+    // Sealed segments' indexes are loaded on first use, not by open.
+    assert_eq!(r.indexes_deferred, log.segments().len() - 1, "{r:?}");
+    assert!(r.indexes_deferred > 1, "{r:?}");
+    assert_eq!(log.index_loads().loaded, 0);
     assert_eq!(log.log_end_offset(), end);
     assert_eq!(read_all(&log), before);
+    assert_eq!(log.index_loads().loaded, r.indexes_deferred);
+    assert_eq!(log.index_loads().rebuilt, 0);
     log.append(&batch(999, 1, 10)).unwrap();
     log.check_invariants();
     log.simulate_crash();

@@ -3,7 +3,9 @@
 //! Logs are built on the real file system, closed cleanly or flushed and crashed, and then a bit
 //! is flipped (or a 512-byte sector zeroed) with std::fs. Damage in a sealed, synced segment or
 //! in the synced part of the active segment must make `Log::open` fail with `Error::Corrupt`
-//! naming the file and the byte position of the damaged batch; with
+//! naming the file and the byte position of the damaged batch — or, after a clean close, where
+//! open reads nothing of a sealed segment (its index is deferred), make the first lookup in it
+//! fail that way; with
 //! `RecoveryMode::ReadOnlyOnCorruption` the log opens read-only, refuses writes, serves the data
 //! before the damage and leaves every file byte-identical. Damage in the unsynced tail is a torn
 //! write (truncated and reported). A recovery point beyond the recovered end (the last segment
@@ -19,20 +21,12 @@ mod fault;
 use std::fs;
 use std::path::Path;
 
-use common::{batch, read_all};
+use common::{assert_corrupt, batch, closed_log, read_all, sparse};
 use fault::{
     batches_in, flip_bit, index_path, seg_path, segment_bases, snapshot_dir, timeindex_path,
     BatchAt,
 };
 use oncelog::{Error, Log, LogConfig, Offset, RecoveryMode};
-
-/// No index entries at all: opening a trusted segment walks every batch of it.
-fn sparse() -> LogConfig {
-    LogConfig {
-        index_interval_bytes: 1 << 20,
-        ..LogConfig::for_tests()
-    }
-}
 
 fn read_only(cfg: LogConfig) -> LogConfig {
     LogConfig {
@@ -41,17 +35,11 @@ fn read_only(cfg: LogConfig) -> LogConfig {
     }
 }
 
-/// A cleanly closed log with at least `segments` segments; returns every (offset, value).
-fn closed_log(dir: &Path, cfg: &LogConfig, segments: usize) -> Vec<(u64, Vec<u8>)> {
-    let log = Log::open(dir, cfg.clone()).unwrap();
-    let mut tag = 0;
-    while log.segments().len() < segments {
-        log.append(&batch(tag, 1 + (tag % 3) as u32, 24)).unwrap();
-        tag += 1;
-    }
-    log.append(&batch(tag, 2, 24)).unwrap();
-    let all = read_all(&log);
-    log.close().unwrap();
+/// `closed_log`, then the state a crash after the last flush leaves: no clean-shutdown marker,
+/// the recovery point at the end. Open trusts (and loads) every sealed segment (row R2).
+fn crashed_log(dir: &Path, cfg: &LogConfig, segments: usize) -> Vec<(u64, Vec<u8>)> {
+    let all = closed_log(dir, cfg, segments);
+    fs::remove_file(dir.join("clean-shutdown")).unwrap();
     all
 }
 
@@ -60,25 +48,20 @@ fn batches_of(dir: &Path, base: u64) -> Vec<BatchAt> {
 }
 
 fn assert_corrupt_at(result: oncelog::Result<Log>, path: &Path, position: usize, what: &str) {
-    match result {
-        Err(Error::Corrupt {
-            path: p,
-            position: pos,
-            reason,
-        }) => {
-            assert_eq!(p, path, "{what}: wrong file ({reason})");
-            assert_eq!(pos, position as u64, "{what}: wrong position ({reason})");
-        }
-        Err(e) => panic!("{what}: expected Error::Corrupt, got {e}"),
-        Ok(log) => panic!(
-            "{what}: open succeeded: end {:?}, report {:?}",
+    let result = result.map(|log| {
+        format!(
+            "open succeeded: end {:?}, report {:?}",
             log.log_end_offset(),
             log.recovery_report()
-        ),
-    }
+        )
+    });
+    assert_corrupt(result, path, position as u64, what);
 }
 
 /// A bit flip, and a zeroed sector, in the middle of a sealed segment of a cleanly closed log.
+/// The clean open reads nothing of the segment and succeeds (in both recovery modes); the first
+/// lookup in it reports the damage with file and position, changing nothing. An open that has
+/// to load it (here: after a crash, the marker gone) fails with the same error.
 #[test]
 fn damage_in_a_sealed_segment_fails_open_with_file_and_position() {
     for zero_sector in [false, true] {
@@ -98,6 +81,16 @@ fn damage_in_a_sealed_segment_fails_open_with_file_and_position() {
             flip_bit(&path, b.pos + b.len / 2, 3);
             (b, "bit flip")
         };
+        let damaged = fs::read(&path).unwrap();
+        for cfg in [sparse(), read_only(sparse())] {
+            let log = Log::open(dir.path(), cfg).unwrap();
+            assert!(!log.is_read_only(), "{what}: the clean open did not look");
+            let first_use = log.read(Offset(victim.base_offset), 1).map(|_| ());
+            assert_corrupt(first_use, &path, victim.pos as u64, what);
+            log.close().unwrap();
+            assert_eq!(fs::read(&path).unwrap(), damaged, "{what}: segment changed");
+        }
+        fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
         let before = snapshot_dir(dir.path());
         assert_corrupt_at(Log::open(dir.path(), sparse()), &path, victim.pos, what);
         assert_eq!(
@@ -176,11 +169,12 @@ fn damaged_batch_in_a_trusted_segment_is_never_served_nor_truncated() {
 }
 
 /// ReadOnlyOnCorruption: open read-only, refuse writes, serve the segments before the damage,
-/// change no file.
+/// change no file. (These read-only tests start from a crash, so that open loads the damaged
+/// segment; after a clean close it would be found on first use instead, as above.)
 #[test]
 fn read_only_mode_serves_data_before_the_damage_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let all = closed_log(dir.path(), &sparse(), 5);
+    let all = crashed_log(dir.path(), &sparse(), 5);
     let bases = segment_bases(dir.path());
     let base = bases[2];
     let path = seg_path(dir.path(), base);
@@ -235,7 +229,7 @@ fn read_only_mode_serves_data_before_the_damage_and_changes_nothing() {
 #[test]
 fn read_only_mode_serves_the_intact_batches_of_the_damaged_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let all = closed_log(dir.path(), &sparse(), 4);
+    let all = crashed_log(dir.path(), &sparse(), 4);
     let base = segment_bases(dir.path())[2];
     let b = batches_of(dir.path(), base)[2];
     flip_bit(&seg_path(dir.path(), base), b.pos + b.len / 2, 1);
@@ -259,7 +253,7 @@ fn read_only_mode_serves_the_intact_batches_of_the_damaged_segment() {
 #[test]
 fn read_only_mode_opens_with_damage_in_the_first_segment() {
     let dir = tempfile::tempdir().unwrap();
-    closed_log(dir.path(), &sparse(), 3);
+    crashed_log(dir.path(), &sparse(), 3);
     let base = segment_bases(dir.path())[0];
     let b = batches_of(dir.path(), base)[1];
     flip_bit(&seg_path(dir.path(), base), b.pos + b.len / 2, 1);

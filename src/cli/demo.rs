@@ -102,13 +102,14 @@ fn append_one(log: &Log) -> Result<u64, CliError> {
 fn describe(r: &RecoveryReport) -> String {
     let mut s = format!(
         "clean_shutdown={} checkpoint_recovery_point={} segments={} segments_scanned={} \
-         bytes_scanned={} indexes_rebuilt={} segments_deleted={}",
+         bytes_scanned={} indexes_rebuilt={} indexes_deferred={} segments_deleted={}",
         r.clean_shutdown,
         r.checkpoint_recovery_point,
         r.segments,
         r.segments_scanned,
         r.bytes_scanned,
         r.indexes_rebuilt,
+        r.indexes_deferred,
         r.segments_deleted
     );
     match r.truncated_at {

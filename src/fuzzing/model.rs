@@ -84,7 +84,7 @@ struct Harness {
 
 /// Runs the model. It tolerates no finding: the three it once stepped around
 /// (`regression_log_model_*` in `tests/fuzz_bodies.rs`) are fixed, and stepping around them
-/// would hide a regression (and the waits it needed made a run 100 times slower).
+/// would hide a regression.
 pub fn log_model(data: &[u8]) {
     let mut r = ByteReader::new(data);
     let sim = SimStorage::new(r.u64());

@@ -181,9 +181,9 @@ impl Log {
             return Ok(());
         }
         let remaining = a.writer.as_ref().map_or(0, |w| w.remaining());
-        let tail = active.tail();
+        let tail = active.tail()?;
         let roll = remaining < len
-            || active.index().len() >= cfg.index_max_entries as usize
+            || active.index()?.len() >= cfg.index_max_entries as usize
             || !active.fits_offset(last_offset)
             || cfg
                 .segment_ms

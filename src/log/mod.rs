@@ -93,8 +93,23 @@ struct LogInner {
     /// background thread is written only if it is unchanged, under this lock.
     snapshot_fence: Mutex<u64>,
     report: RecoveryReport,
+    /// Deferred index loads of this log's sealed segments (first uses after a clean open).
+    index_loads: Arc<crate::segment::IndexLoadStats>,
     snapshot_load: SnapshotLoad,
     lock: Mutex<Option<Box<dyn DirLock>>>,
+}
+
+/// Deferred index loads so far ([`Log::index_loads`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexLoads {
+    /// Deferred indexes loaded by a first use (from their files, or rebuilt).
+    pub loaded: usize,
+    /// Of those, rebuilt by a scan (index files missing, damaged or stale: row R3) and
+    /// written back (unless read-only).
+    pub rebuilt: usize,
+    pub bytes_scanned: u64,
+    /// First uses that found the segment damaged (`Error::Corrupt`, row R4).
+    pub failed: usize,
 }
 
 /// State owned by the single appender.
@@ -161,6 +176,19 @@ impl Log {
     /// What open found and did.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.report
+    }
+
+    /// What the first uses of deferred indexes (sealed segments after a clean open) have done
+    /// so far: the work a clean open no longer does (docs/recovery.md, "Deferred index
+    /// loading").
+    pub fn index_loads(&self) -> IndexLoads {
+        let s = &self.inner.index_loads;
+        IndexLoads {
+            loaded: s.loaded.load(Ordering::Relaxed),
+            rebuilt: s.rebuilt.load(Ordering::Relaxed),
+            bytes_scanned: s.bytes_scanned.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+        }
     }
 
     pub fn is_read_only(&self) -> bool {

@@ -298,7 +298,7 @@ pub(super) fn replay(
         .filter(|s| s.next_offset() > from && s.base_offset() < to)
     {
         let bytes = seg.map().published_bytes();
-        let mut pos = seg.index().position_for(seg.relative(from)) as usize;
+        let mut pos = seg.index()?.position_for(seg.relative(from)) as usize;
         while let Some(rest) = bytes.get(pos..).filter(|r| !r.is_empty()) {
             let (view, _) = BatchView::parse(rest).map_err(|reason| Error::Corrupt {
                 path: seg.path().to_path_buf(),

@@ -2,7 +2,7 @@
 //!
 //! | row | situation                                            | action                          |
 //! |-----|------------------------------------------------------|---------------------------------|
-//! | R1  | clean-shutdown marker valid and matches the files    | no scan; load indexes and tails |
+//! | R1  | clean-shutdown marker valid and matches the files    | no scan; sealed segments' indexes deferred to first use, active's loaded |
 //! | R2  | segment entirely below the recovery point            | trusted: load indexes + tail    |
 //! | R3  | trusted segment with missing/damaged index           | rebuild by full scan            |
 //! | R4  | damage (bad CRC, zeros, bad offset) in trusted data  | corruption: fail / read-only    |
@@ -27,16 +27,16 @@ use super::producers::{self, SnapshotLoad};
 use super::{Appender, Log, LogInner, SyncState};
 use crate::config::{LogConfig, RecoveryMode};
 use crate::error::{Error, Result};
-use crate::format::batch::BatchView;
 use crate::format::checkpoint::CheckpointKind;
 use crate::format::file_name::{parse_file_name, FileKind};
-use crate::format::index::{self as index_format, IndexBinding};
 use crate::format::DecodeError;
 use crate::io::{AppendMap, OpenMode, Storage};
 use crate::segment::index::{IndexBuilder, IndexEntries};
+use crate::segment::load::{self, tail_of};
 use crate::segment::scan::scan_segment;
 use crate::segment::{
-    remove_segment_files, segment_path, Segment, SegmentTail, INDEX_FILES, SEGMENT_FILES,
+    remove_segment_files, segment_path, Deferred, IndexLoadStats, Segment, SegmentTail,
+    INDEX_FILES, SEGMENT_FILES,
 };
 
 /// What open found and did. `oncelog stat` and the tests read it.
@@ -50,7 +50,12 @@ pub struct RecoveryReport {
     /// Segments scanned batch by batch (0 after a clean shutdown).
     pub segments_scanned: usize,
     pub bytes_scanned: u64,
+    /// Indexes rebuilt at open (row R3). Rebuilds of deferred indexes happen on first use and
+    /// are counted by `Log::index_loads`.
     pub indexes_rebuilt: usize,
+    /// Sealed segments whose index (and tail) open did not load: a clean open reads no index
+    /// file and no byte of them (docs/recovery.md, "Deferred index loading").
+    pub indexes_deferred: usize,
     /// The torn tail that was cut off (row R8): offset of the first dropped byte's batch.
     pub truncated_at: Option<u64>,
     pub bytes_truncated: u64,
@@ -66,11 +71,37 @@ pub struct RecoveryReport {
 #[derive(Debug)]
 struct Loaded {
     base: u64,
-    valid_len: u64,
-    entries: IndexEntries,
+    /// For a deferred index only `next_offset` is known (the next segment's base); the other
+    /// fields are placeholders that nothing reads (`Segment::open_deferred` does not take them).
     tail: SegmentTail,
-    /// The file's bytes past `valid_len` must go, or index files must be (re)written.
-    needs_reseal: bool,
+    index: LoadedIndex,
+}
+
+#[derive(Debug)]
+enum LoadedIndex {
+    /// Loaded (or rebuilt) at open.
+    Now {
+        valid_len: u64,
+        entries: IndexEntries,
+        /// The file's bytes past `valid_len` must go, or index files must be (re)written.
+        needs_reseal: bool,
+    },
+    /// A sealed segment of a cleanly closed log: index, length and tail are loaded on first use.
+    Deferred,
+}
+
+impl Loaded {
+    fn now(base: u64, t: load::Trusted, needs_reseal: bool) -> Loaded {
+        Loaded {
+            base,
+            tail: t.tail,
+            index: LoadedIndex::Now {
+                valid_len: t.valid_len,
+                entries: t.entries,
+                needs_reseal,
+            },
+        }
+    }
 }
 
 struct Ctx<'a> {
@@ -80,10 +111,6 @@ struct Ctx<'a> {
     report: RecoveryReport,
     /// The valid prefix of the segment where corruption was found (served read-only).
     damaged_prefix: Option<Loaded>,
-}
-
-fn all_zero(bytes: &[u8]) -> bool {
-    bytes.iter().all(|&b| b == 0)
 }
 
 fn corrupt(path: PathBuf, position: u64, reason: DecodeError) -> Error {
@@ -118,139 +145,45 @@ impl Ctx<'_> {
     /// Row R2/R3/R4: a segment whose bytes are all durable and exactly as long as its file.
     fn load_trusted(&mut self, base: u64, next_base: Option<u64>) -> Result<Loaded> {
         let map = self.map_file(base)?;
-        let bytes = map.published_bytes();
-        if let Some((bind, entries)) = self.read_index_files(base, bytes.len() as u64) {
-            // Walk only the tail after the last index entry (at most one index interval).
-            let (start_pos, start_offset) = entries.offsets.last().map_or((0usize, base), |e| {
-                (e.position as usize, base + u64::from(e.relative_offset))
-            });
-            let mut pos = start_pos;
-            let mut next = start_offset;
-            let mut last_crc = 0;
-            let mut tail = SegmentTail::empty(base);
-            tail.max_timestamp = entries.times.last().map_or(-1, |t| t.timestamp);
-            while pos < bytes.len() {
-                let rest = bytes.get(pos..).unwrap_or(&[]);
-                let Ok((view, _)) = BatchView::parse(rest) else {
-                    // Not a clean tail: let the full scan decide between an untrimmed zero tail
-                    // (R7) and damage (R4).
-                    return self.rebuild_trusted(base, &map, next_base);
-                };
-                let h = view.header();
-                if h.base_offset != next {
-                    return self.rebuild_trusted(base, &map, next_base);
-                }
-                next = h.next_offset();
-                last_crc = h.crc;
-                tail.max_timestamp = tail.max_timestamp.max(h.max_timestamp);
-                tail.last_append_ms = h.append_timestamp;
-                pos += view.len();
-            }
-            tail.next_offset = next;
-            if let Ok((view, _)) = BatchView::parse(bytes) {
-                tail.first_append_ms = view.header().append_timestamp;
-            }
-            // Time entries must point inside the segment (bogus entries never steer lookups).
-            let in_range = entries
-                .times
-                .iter()
-                .all(|t| base + u64::from(t.relative_offset) < next);
-            // The index must describe this very file (not a stale copy with the same base).
-            if !in_range || bind.last_batch_crc != last_crc {
-                return self.rebuild_trusted(base, &map, next_base);
-            }
-            return Ok(Loaded {
-                base,
-                valid_len: bytes.len() as u64,
-                entries,
-                tail,
-                needs_reseal: false,
-            });
-        }
-        self.rebuild_trusted(base, &map, next_base)
-    }
-
-    /// Row R3: rebuild the index; any stop inside the file is damage in synced data (R4).
-    fn rebuild_trusted(
-        &mut self,
-        base: u64,
-        map: &AppendMap,
-        next_base: Option<u64>,
-    ) -> Result<Loaded> {
-        let bytes = map.published_bytes();
-        let path = self.log_path(base);
-        let interval = self.config.index_interval_bytes;
-        self.report.indexes_rebuilt += 1;
-        let out = scan_segment(bytes, base, interval, |_, _| {});
-        self.report.bytes_scanned += out.valid_len as u64;
-        let tail = tail_of(base, &out, bytes);
-        let loaded = Loaded {
+        let result = load::load_trusted(
+            self.storage,
+            self.dir,
             base,
-            valid_len: out.valid_len as u64,
-            entries: out.entries.clone(),
-            tail,
-            needs_reseal: true,
+            map.published_bytes(),
+            next_base,
+            self.config.index_interval_bytes,
+        );
+        let rebuilt = match &result {
+            Ok(t) => t.rebuilt.then_some(t.bytes_scanned),
+            Err(d) => Some(d.prefix.bytes_scanned),
         };
-        if let Some((pos, reason)) = out.stop {
-            // R7 for a synced segment: every offset up to the next segment is here, so what
-            // follows the last batch was never data (preallocated zeros, or bytes of a write
-            // whose sync failed). Zeros to the end of the file are also accepted here; whether
-            // the segment is whole is then checked against the next segment's base.
-            let whole = next_base == Some(out.next_offset);
-            if !whole && !all_zero(bytes.get(pos..).unwrap_or(&[])) {
-                self.damaged_prefix = Some(loaded);
-                return Err(corrupt(path, pos as u64, reason));
+        if let Some(bytes) = rebuilt {
+            self.report.indexes_rebuilt += 1;
+            self.report.bytes_scanned += bytes;
+        }
+        match result {
+            Ok(t) => {
+                let needs_reseal = t.rebuilt;
+                Ok(Loaded::now(base, t, needs_reseal))
+            }
+            Err(d) => {
+                self.damaged_prefix = Some(Loaded::now(base, *d.prefix, true));
+                Err(corrupt(self.log_path(base), d.position, d.reason))
             }
         }
-        Ok(loaded)
     }
 
-    /// Loads and checks both index files; `None` if either is missing or fails any check.
-    fn read_index_files(&self, base: u64, log_len: u64) -> Option<(IndexBinding, IndexEntries)> {
-        let read = |kind| {
-            let path = segment_path(self.dir, base, kind);
-            self.storage
-                .open(&path, OpenMode::Existing)
-                .and_then(|f| f.read_all())
-                .ok()
-        };
-        let (bind, offsets) =
-            index_format::decode_offset_index(&read(FileKind::Index)?, base).ok()?;
-        let (time_bind, times) =
-            index_format::decode_time_index(&read(FileKind::TimeIndex)?, base).ok()?;
-        if bind != time_bind || bind.log_length != log_len {
-            return None;
+    /// Row R1 for a sealed segment: nothing is read now; the first lookup loads and checks the
+    /// index exactly as `load_trusted` would (`Segment::ensure_index`).
+    fn defer(&mut self, base: u64, next_base: u64) -> Loaded {
+        self.report.indexes_deferred += 1;
+        let mut tail = SegmentTail::empty(base);
+        tail.next_offset = next_base;
+        Loaded {
+            base,
+            tail,
+            index: LoadedIndex::Deferred,
         }
-        if offsets.iter().any(|e| u64::from(e.position) >= log_len) {
-            return None;
-        }
-        Some((bind, IndexEntries { offsets, times }))
-    }
-}
-
-fn tail_of(base: u64, out: &crate::segment::scan::ScanOutcome, bytes: &[u8]) -> SegmentTail {
-    let first_append_ms = BatchView::parse(bytes).map_or(-1, |(v, _)| v.header().append_timestamp);
-    SegmentTail {
-        next_offset: out.next_offset,
-        max_timestamp: if out.batch_count == 0 {
-            -1
-        } else {
-            out.max_timestamp
-        },
-        first_append_ms: if out.batch_count == 0 {
-            -1
-        } else {
-            first_append_ms
-        },
-        last_append_ms: out.last_batch.map_or(-1, |h| h.append_timestamp),
-    }
-    .with_base(base)
-}
-
-impl SegmentTail {
-    fn with_base(self, base: u64) -> Self {
-        debug_assert!(self.next_offset >= base);
-        self
     }
 }
 
@@ -341,6 +274,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         _ => false,
     };
     ctx.report.clean_shutdown = clean;
+    let index_loads = Arc::new(IndexLoadStats::default());
 
     let mut loaded: Vec<Loaded> = Vec::new();
     for (i, &base) in bases.iter().enumerate() {
@@ -365,7 +299,11 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
             }
         }
         let trusted = clean || next_base.is_some_and(|nb| nb <= recovery_point);
-        let result = if trusted {
+        let result = if let (true, Some(next_base)) = (clean, next_base) {
+            // Row R1, sealed segment: close sealed it (trimmed, index files written) before
+            // the marker, and nothing has changed it since; its index loads on first use.
+            Ok((ctx.defer(base, next_base), ScanEnd::Complete))
+        } else if trusted {
             ctx.load_trusted(base, next_base)
                 .map(|l| (l, ScanEnd::Complete))
         } else {
@@ -416,8 +354,15 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
 
     let mut report = ctx.report;
     report.recovery_point_missing = !rp_file.found() && !bases.is_empty() && !clean;
+    let deferred = |next_offset| Deferred {
+        storage: Arc::clone(&config.storage),
+        next_offset,
+        index_interval: config.index_interval_bytes,
+        write_back: !read_only,
+        stats: Arc::clone(&index_loads),
+    };
     let segments = if read_only {
-        open_read_only(storage, dir, loaded, bases.first().copied())?
+        open_read_only(storage, dir, loaded, bases.first().copied(), &deferred)?
     } else {
         // Rows R8/R10: drop segments after a torn tail and segments below the log start.
         for base in &dropped_bases {
@@ -440,7 +385,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
                 .sync_dir(dir)
                 .map_err(|e| Error::io("fsync directory", dir, e))?;
         }
-        open_for_append(storage, dir, &config, keep, start)?
+        open_for_append(storage, dir, &config, keep, start, &deferred)?
     };
     report.segments = segments.len();
 
@@ -450,7 +395,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         .unwrap_or(first_base)
         .clamp(first_base, log_end);
     let active = Arc::clone(segments.last().ok_or(Error::Closed)?);
-    let builder = active_builder(&config, &active);
+    let builder = active_builder(&config, &active)?;
     let mut snapshot_load = SnapshotLoad::default();
     let producer_cfg = producers::producer_config(&config);
     let (producers, stale_snapshots) = producers::rebuild_state(
@@ -469,7 +414,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         producers::remove_snapshots(storage, dir, &stale_snapshots)?;
     }
     let ids = producers::load_producer_ids(storage, dir, &producers)?;
-    let last_append_ms = active.tail().last_append_ms;
+    let last_append_ms = active.tail()?.last_append_ms;
 
     let inner = Arc::new(LogInner {
         dir: dir.to_path_buf(),
@@ -508,6 +453,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         background: Mutex::new(None),
         snapshot_fence: Mutex::new(0),
         report,
+        index_loads,
         snapshot_load,
         lock: Mutex::new(Some(lock)),
         config,
@@ -551,10 +497,12 @@ fn scan_one(
     let tail = tail_of(base, &out, bytes);
     let loaded = |needs_reseal| Loaded {
         base,
-        valid_len: out.valid_len as u64,
-        entries: out.entries.clone(),
         tail,
-        needs_reseal,
+        index: LoadedIndex::Now {
+            valid_len: out.valid_len as u64,
+            entries: out.entries.clone(),
+            needs_reseal,
+        },
     };
     let Some((pos, reason)) = out.stop.clone() else {
         return Ok((loaded(false), ScanEnd::Complete));
@@ -606,6 +554,7 @@ fn open_for_append(
     config: &LogConfig,
     keep: Vec<Loaded>,
     start: u64,
+    deferred: &dyn Fn(u64) -> Deferred,
 ) -> Result<Vec<Arc<Segment>>> {
     let mut segments = Vec::with_capacity(keep.len() + 1);
     if keep.is_empty() || keep.last().is_some_and(|l| l.tail.next_offset < start) {
@@ -620,19 +569,35 @@ fn open_for_append(
     let count = keep.len();
     for (i, l) in keep.into_iter().enumerate() {
         let active = i + 1 == count;
-        let seg = Segment::open(
-            storage,
-            dir,
-            l.base,
-            l.valid_len,
-            active,
-            config.segment_bytes,
-            l.entries,
-            l.tail,
-        )?;
-        if !active && l.needs_reseal {
-            seg.write_index_files(storage)?;
-        }
+        let seg = match l.index {
+            LoadedIndex::Deferred => {
+                assert!(
+                    !active,
+                    "the active segment's index is always loaded at open"
+                );
+                Segment::open_deferred(storage, dir, l.base, deferred(l.tail.next_offset))?
+            }
+            LoadedIndex::Now {
+                valid_len,
+                entries,
+                needs_reseal,
+            } => {
+                let seg = Segment::open(
+                    storage,
+                    dir,
+                    l.base,
+                    valid_len,
+                    active,
+                    config.segment_bytes,
+                    entries,
+                    l.tail,
+                )?;
+                if !active && needs_reseal {
+                    seg.write_index_files(storage)?;
+                }
+                seg
+            }
+        };
         if active {
             // Index files of the active segment are from an earlier clean close; it grows
             // past them now, and they are rewritten when it is sealed or closed.
@@ -648,35 +613,42 @@ fn open_read_only(
     dir: &Path,
     mut loaded: Vec<Loaded>,
     first_base: Option<u64>,
+    deferred: &dyn Fn(u64) -> Deferred,
 ) -> Result<Vec<Arc<Segment>>> {
     if loaded.is_empty() {
         // Damage before the first valid batch: serve an empty log at the first segment's base.
         let base = first_base.ok_or(Error::ReadOnly)?;
-        let tail = SegmentTail::empty(base);
         loaded.push(Loaded {
             base,
-            valid_len: 0,
-            entries: IndexEntries::default(),
-            tail,
-            needs_reseal: false,
+            tail: SegmentTail::empty(base),
+            index: LoadedIndex::Now {
+                valid_len: 0,
+                entries: IndexEntries::default(),
+                needs_reseal: false,
+            },
         });
     }
     loaded
         .into_iter()
-        .map(|l| {
-            Segment::open_read_only(storage, dir, l.base, l.valid_len, l.entries, l.tail)
-                .map(Arc::new)
+        .map(|l| match l.index {
+            LoadedIndex::Deferred => {
+                Segment::open_deferred(storage, dir, l.base, deferred(l.tail.next_offset))
+            }
+            LoadedIndex::Now {
+                valid_len, entries, ..
+            } => Segment::open_read_only(storage, dir, l.base, valid_len, entries, l.tail),
         })
+        .map(|s| s.map(Arc::new))
         .collect()
 }
 
-fn active_builder(config: &LogConfig, active: &Segment) -> IndexBuilder {
-    let entries = active.index().snapshot();
+fn active_builder(config: &LogConfig, active: &Segment) -> Result<IndexBuilder> {
+    let entries = active.index()?.snapshot();
     let since = active.size() - entries.offsets.last().map_or(0, |e| u64::from(e.position));
-    IndexBuilder::resume(
+    Ok(IndexBuilder::resume(
         config.index_interval_bytes,
         &entries,
         since,
-        active.tail().max_timestamp,
-    )
+        active.tail()?.max_timestamp,
+    ))
 }

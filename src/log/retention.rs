@@ -41,12 +41,17 @@ impl Log {
             if !seg.is_sealed() {
                 break;
             }
-            let last_append = seg.tail().last_append_ms;
-            let too_old = cfg
-                .retention_ms
-                .is_some_and(|ms| last_append >= 0 && now.saturating_sub(last_append) > ms as i64);
             let too_big = cfg.retention_bytes.is_some_and(|b| total - seg.size() >= b);
-            if !(too_old || too_big) {
+            // The newest append time needs the segment's tail, which a deferred index loads
+            // first: only asked when size alone does not delete the segment.
+            let too_old = || -> Result<bool> {
+                let Some(ms) = cfg.retention_ms else {
+                    return Ok(false);
+                };
+                let last_append = seg.tail()?.last_append_ms;
+                Ok(last_append >= 0 && now.saturating_sub(last_append) > ms as i64)
+            };
+            if !(too_big || too_old()?) {
                 break;
             }
             total -= seg.size();

@@ -58,7 +58,7 @@ impl Log {
         let seg = Arc::clone(&segments[idx]);
         // Find the first batch whose last offset is at or past `offset`.
         let bytes = seg.map().published_bytes();
-        let mut pos = seg.index().position_for(seg.relative(offset.0)) as usize;
+        let mut pos = seg.index()?.position_for(seg.relative(offset.0)) as usize;
         let mut new_end = seg.base_offset();
         while let Some(rest) = bytes.get(pos..).filter(|r| !r.is_empty()) {
             let h = BatchHeader::decode(rest).map_err(|reason| Error::Corrupt {
@@ -145,7 +145,7 @@ impl Log {
             storage
                 .sync_dir(&dir)
                 .map_err(|e| Error::io("fsync directory", &dir, e))?;
-            let old = seg.index().snapshot();
+            let old = seg.index()?.snapshot();
             let entries = IndexEntries {
                 offsets: old
                     .offsets
@@ -161,7 +161,7 @@ impl Log {
             let mut tail = SegmentTail::empty(seg.base_offset());
             tail.next_offset = new_end;
             tail.max_timestamp = prefix_max_timestamp(prefix);
-            tail.first_append_ms = seg.tail().first_append_ms;
+            tail.first_append_ms = seg.tail()?.first_append_ms;
             tail.last_append_ms = last_append_ms(prefix);
             Segment::open(
                 storage,
@@ -181,13 +181,13 @@ impl Log {
             v.push(Arc::clone(&new_active));
             *list = Arc::new(v);
         }
-        let entries = new_active.index().snapshot();
+        let entries = new_active.index()?.snapshot();
         let since = new_active.size() - entries.offsets.last().map_or(0, |e| u64::from(e.position));
         a.index = IndexBuilder::resume(
             cfg.index_interval_bytes,
             &entries,
             since,
-            new_active.tail().max_timestamp,
+            new_active.tail()?.max_timestamp,
         );
         a.writer = new_active.map().writer();
         a.active = new_active;

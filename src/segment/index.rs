@@ -7,7 +7,8 @@
 //!
 //! The active segment's index lives only in memory (rebuilt by the recovery scan after a
 //! crash); it is written to `.index`/`.timeindex` files when the segment is sealed or the log
-//! closes cleanly, and loaded from them (checksum-verified) on open.
+//! closes cleanly, and loaded from them (checksum-verified) on open, or, for a sealed segment
+//! of a cleanly closed log, on its first lookup (`Segment::ensure_index`).
 
 use parking_lot::RwLock;
 
@@ -120,6 +121,17 @@ impl SegmentIndex {
             }
             e.times.push(t);
         }
+    }
+
+    /// Installs the entries of a deferred index on its first load. Invariant: nothing was
+    /// pushed before (a deferred index belongs to a sealed segment, which nobody appends to).
+    pub fn install(&self, entries: IndexEntries) {
+        let mut e = self.entries.write();
+        assert!(
+            e.offsets.is_empty() && e.times.is_empty(),
+            "a deferred index is installed into an empty one"
+        );
+        *e = entries;
     }
 
     pub fn len(&self) -> usize {

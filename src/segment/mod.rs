@@ -8,12 +8,21 @@
 //! * the first batch starts at `base_offset`, and offsets are contiguous batch to batch;
 //! * `next_offset` and the index only describe published bytes;
 //! * a sealed segment's file length equals its published length, and nothing writes to it.
+//!
+//! A sealed segment opened after a clean shutdown starts with a *deferred* index
+//! ([`Deferred`], docs/recovery.md "Deferred index loading"): open knows only its base, its
+//! next offset (the next segment's base) and its size (the file length). The index files are
+//! read, verified and bound to the file by the first lookup ([`Segment::ensure_index`]), with
+//! the checks recovery would have run at open (`load::load_trusted`); until then the index is
+//! empty and the tail fields other than `next_offset` are unknown, so every accessor of them
+//! goes through `ensure_index`.
 
 pub mod index;
+pub mod load;
 pub mod scan;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -45,13 +54,76 @@ impl SegmentTail {
     }
 }
 
+/// What a sealed segment whose index is deferred needs to load it on first use.
+#[derive(Debug, Clone)]
+pub struct Deferred {
+    pub storage: Arc<dyn Storage>,
+    /// The next segment's base offset: the segment must end exactly there (every offset of a
+    /// clean log is in exactly one segment). The first load checks it.
+    pub next_offset: u64,
+    pub index_interval: u32,
+    /// Whether an index rebuilt on first use is written back to the index files (false for
+    /// read-only logs, which change nothing on disk).
+    pub write_back: bool,
+    pub stats: Arc<IndexLoadStats>,
+}
+
+/// Counts of deferred index loads, shared by the segments of one log (`Log::index_loads`).
+#[derive(Debug, Default)]
+pub struct IndexLoadStats {
+    /// Deferred indexes loaded (from their files or rebuilt) by a first use.
+    pub loaded: AtomicUsize,
+    /// Of those, indexes rebuilt by a scan because their files were missing, damaged or bound
+    /// to another file (row R3, found on first use).
+    pub rebuilt: AtomicUsize,
+    /// Bytes those rebuilds scanned.
+    pub bytes_scanned: AtomicU64,
+    /// First uses that found damage in the segment (row R4, found on first use).
+    pub failed: AtomicUsize,
+}
+
+/// A sealed segment's index state. Transitions: `Deferred -> Ready` or `Deferred -> Failed`,
+/// once, under `Segment::index_state`'s lock; `Ready` and `Failed` are final.
+#[derive(Debug)]
+enum IndexState {
+    /// The index and the tail fields describe the published bytes (`index_ready` is true).
+    Ready,
+    /// Not loaded yet: the index is empty, only `next_offset` of the tail is known.
+    Deferred(Deferred),
+    /// The first use found damage; every later use reports the same error.
+    Failed(Damage),
+}
+
+/// Where a deferred load found damage (reported as `Error::Corrupt`).
+#[derive(Debug, Clone)]
+struct Damage {
+    path: PathBuf,
+    position: u64,
+    reason: DecodeError,
+}
+
+impl Damage {
+    fn error(&self) -> Error {
+        Error::Corrupt {
+            path: self.path.clone(),
+            position: self.position,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Segment {
     base_offset: u64,
     path: PathBuf,
     file: Box<dyn StorageFile>,
     map: Arc<AppendMap>,
+    /// Invariant: empty while `index_state` is not `Ready`.
     index: SegmentIndex,
+    /// Invariant: true exactly when `index_state` is `Ready` (set after the index and the tail
+    /// fields are installed, with Release; readers check it with Acquire before using them).
+    index_ready: AtomicBool,
+    index_state: parking_lot::Mutex<IndexState>,
     next_offset: AtomicU64,
     max_timestamp: AtomicI64,
     first_append_ms: AtomicI64,
@@ -99,6 +171,21 @@ pub fn remove_segment_files(
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
     move |e| Error::io(op, path, e)
+}
+
+/// Opens an existing file and maps all of it, changing nothing; returns the file length too.
+fn map_whole_file(
+    storage: &dyn Storage,
+    path: &Path,
+) -> Result<(Box<dyn StorageFile>, crate::io::MappedRegion, u64)> {
+    let file = storage
+        .open(path, OpenMode::Existing)
+        .map_err(io_err("open segment", path))?;
+    let file_len = file.len().map_err(io_err("stat segment", path))?;
+    let region = file
+        .map(file_len as usize)
+        .map_err(io_err("mmap segment", path))?;
+    Ok((file, region, file_len))
 }
 
 impl Segment {
@@ -218,13 +305,7 @@ impl Segment {
         tail: SegmentTail,
     ) -> Result<Segment> {
         let path = segment_path(dir, base_offset, FileKind::Log);
-        let file = storage
-            .open(&path, OpenMode::Existing)
-            .map_err(io_err("open segment", &path))?;
-        let file_len = file.len().map_err(io_err("stat segment", &path))?;
-        let region = file
-            .map(file_len as usize)
-            .map_err(io_err("mmap segment", &path))?;
+        let (file, region, file_len) = map_whole_file(storage, &path)?;
         let map = AppendMap::new(region, valid_len.min(file_len) as usize);
         Ok(Segment::assemble(
             base_offset,
@@ -235,6 +316,40 @@ impl Segment {
             tail,
             true,
         ))
+    }
+
+    /// Maps a sealed segment of a cleanly closed log without reading its index files or its
+    /// bytes: its size is the file length, its next offset `deferred.next_offset`; the index and
+    /// the rest of the tail are loaded by the first lookup ([`Segment::ensure_index`]). Changes
+    /// nothing on disk (the first lookup may rewrite the index files, if `write_back`).
+    pub fn open_deferred(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: u64,
+        deferred: Deferred,
+    ) -> Result<Segment> {
+        assert!(
+            deferred.next_offset >= base_offset,
+            "segment {base_offset} cannot end at {}",
+            deferred.next_offset
+        );
+        let path = segment_path(dir, base_offset, FileKind::Log);
+        let (file, region, file_len) = map_whole_file(storage, &path)?;
+        let map = AppendMap::new(region, file_len as usize);
+        let mut tail = SegmentTail::empty(base_offset);
+        tail.next_offset = deferred.next_offset;
+        let mut seg = Segment::assemble(
+            base_offset,
+            path,
+            file,
+            map,
+            IndexEntries::default(),
+            tail,
+            true,
+        );
+        seg.index_state = parking_lot::Mutex::new(IndexState::Deferred(deferred));
+        seg.index_ready = AtomicBool::new(false);
+        Ok(seg)
     }
 
     fn assemble(
@@ -252,6 +367,8 @@ impl Segment {
             file,
             map,
             index: SegmentIndex::new(entries),
+            index_ready: AtomicBool::new(true),
+            index_state: parking_lot::Mutex::new(IndexState::Ready),
             next_offset: AtomicU64::new(tail.next_offset),
             max_timestamp: AtomicI64::new(tail.max_timestamp),
             first_append_ms: AtomicI64::new(tail.first_append_ms),
@@ -273,8 +390,127 @@ impl Segment {
         &self.map
     }
 
-    pub fn index(&self) -> &SegmentIndex {
-        &self.index
+    /// The segment's index, loaded first if it was deferred (see [`Segment::ensure_index`]).
+    pub fn index(&self) -> Result<&SegmentIndex> {
+        self.ensure_index()?;
+        Ok(&self.index)
+    }
+
+    /// Whether the index and tail are loaded (false only for a deferred index before its first
+    /// use, or one whose first use found damage).
+    pub fn index_loaded(&self) -> bool {
+        self.index_ready.load(Ordering::Acquire)
+    }
+
+    /// Loads a deferred index (docs/recovery.md, "Deferred index loading"): the index files if
+    /// they pass every check and describe this very file, otherwise a rebuild by scanning, which
+    /// is written back to the index files. Damage the load finds in the segment's bytes, an
+    /// untrimmed file, or an end that is not the next segment's base is `Error::Corrupt`, now and
+    /// on every later call. A no-op (one atomic load) once loaded.
+    pub fn ensure_index(&self) -> Result<()> {
+        if self.index_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut state = self.index_state.lock();
+        let deferred = match &*state {
+            IndexState::Ready => return Ok(()),
+            IndexState::Failed(damage) => return Err(damage.error()),
+            IndexState::Deferred(d) => d.clone(),
+        };
+        let stats = &deferred.stats;
+        let loaded = match self.load_deferred(&deferred) {
+            Ok(loaded) => loaded,
+            Err(damage) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                let e = damage.error();
+                *state = IndexState::Failed(damage);
+                return Err(e);
+            }
+        };
+        self.install(&loaded);
+        *state = IndexState::Ready;
+        self.index_ready.store(true, Ordering::Release);
+        stats.loaded.fetch_add(1, Ordering::Relaxed);
+        if loaded.rebuilt {
+            stats.rebuilt.fetch_add(1, Ordering::Relaxed);
+            stats
+                .bytes_scanned
+                .fetch_add(loaded.bytes_scanned, Ordering::Relaxed);
+            // Still under the state lock, so later first uses wait for the files. A write error
+            // is the caller's to see; the index is correct in memory either way, and the next
+            // open's first use rebuilds the files again. A segment deleted or replaced meanwhile
+            // (retention, truncation) gets no files under its old name.
+            let lifecycle = self.lifecycle.lock();
+            if deferred.write_back && *lifecycle == Lifecycle::Live {
+                self.write_index_files(deferred.storage.as_ref())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs recovery's trusted load on this segment's bytes and checks what open assumed: the
+    /// file holds nothing after its last batch (a sealed segment was trimmed before the clean
+    /// close) and the last batch ends at the next segment's base.
+    fn load_deferred(&self, d: &Deferred) -> std::result::Result<load::Trusted, Damage> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let bytes = self.map.published_bytes();
+        let loaded = load::load_trusted(
+            d.storage.as_ref(),
+            dir,
+            self.base_offset,
+            bytes,
+            Some(d.next_offset),
+            d.index_interval,
+        )
+        .map_err(|damaged| Damage {
+            path: self.path.clone(),
+            position: damaged.position,
+            reason: damaged.reason,
+        })?;
+        if loaded.valid_len != bytes.len() as u64 {
+            let (pos, reason) = loaded.stop.clone().unwrap_or((
+                loaded.valid_len as usize,
+                DecodeError::BadLength {
+                    length: bytes.len() as u64,
+                },
+            ));
+            return Err(Damage {
+                path: self.path.clone(),
+                position: pos as u64,
+                reason,
+            });
+        }
+        if loaded.tail.next_offset != d.next_offset {
+            // Synced data is missing between this segment and the next (as recovery's gap rule
+            // below the recovery point).
+            return Err(Damage {
+                path: segment_path(dir, d.next_offset, FileKind::Log),
+                position: 0,
+                reason: DecodeError::BadField {
+                    field: "segment base offset",
+                    value: d.next_offset as i64,
+                },
+            });
+        }
+        Ok(loaded)
+    }
+
+    /// Installs a deferred segment's loaded index and tail (before `index_ready` is set).
+    fn install(&self, loaded: &load::Trusted) {
+        assert!(self.is_sealed(), "only sealed segments defer their index");
+        assert_eq!(
+            loaded.valid_len,
+            self.size(),
+            "a deferred index covers the whole file"
+        );
+        assert_eq!(loaded.tail.next_offset, self.next_offset());
+        self.index.install(loaded.entries.clone());
+        self.max_timestamp
+            .store(loaded.tail.max_timestamp, Ordering::Release);
+        self.first_append_ms
+            .store(loaded.tail.first_append_ms, Ordering::Release);
+        self.last_append_ms
+            .store(loaded.tail.last_append_ms, Ordering::Release);
     }
 
     /// Published bytes.
@@ -294,13 +530,16 @@ impl Segment {
         self.sealed.load(Ordering::Acquire)
     }
 
-    pub fn tail(&self) -> SegmentTail {
-        SegmentTail {
+    /// Next offset, largest client timestamp, first and last append times; loads a deferred
+    /// index first (only `next_offset` is known without it).
+    pub fn tail(&self) -> Result<SegmentTail> {
+        self.ensure_index()?;
+        Ok(SegmentTail {
             next_offset: self.next_offset(),
             max_timestamp: self.max_timestamp.load(Ordering::Acquire),
             first_append_ms: self.first_append_ms.load(Ordering::Acquire),
             last_append_ms: self.last_append_ms.load(Ordering::Acquire),
-        }
+        })
     }
 
     /// Relative offset of `offset` in this segment.
@@ -351,6 +590,11 @@ impl Segment {
         if self.is_sealed() || *lifecycle == Lifecycle::Deleted {
             return Ok(false);
         }
+        // Only sealed segments defer their index, so an unsealed one's is always loaded.
+        assert!(
+            self.index_loaded(),
+            "unsealed segment with a deferred index"
+        );
         let len = self.map.published();
         self.flush_range(0, len)?;
         self.file
@@ -366,6 +610,7 @@ impl Segment {
 
     /// The log length and last batch checksum that index files of this segment are bound to.
     pub fn index_binding(&self) -> index_format::IndexBinding {
+        assert!(self.index_loaded(), "binding of an unloaded index");
         let bytes = self.map.published_bytes();
         let mut pos = self
             .index
@@ -457,6 +702,7 @@ impl Segment {
         max_bytes: usize,
         limit: u64,
     ) -> Result<Option<(usize, usize)>> {
+        self.ensure_index()?;
         let bytes = self.map.published_bytes();
         let mut pos = self.index.position_for(self.relative(offset)) as usize;
         let start = loop {
@@ -486,6 +732,7 @@ impl Segment {
 
     /// The first offset at or after `offset_floor` whose record timestamp is `>= timestamp`.
     pub fn find_timestamp(&self, timestamp: i64, limit: u64) -> Result<Option<u64>> {
+        self.ensure_index()?;
         if self.max_timestamp.load(Ordering::Acquire) < timestamp {
             return Ok(None);
         }

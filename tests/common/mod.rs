@@ -2,7 +2,9 @@
 //! that returns every record of a log.
 #![allow(dead_code)]
 
-use oncelog::{BatchBuilder, Log, Offset, RecordBatch};
+use std::path::Path;
+
+use oncelog::{BatchBuilder, Error, Log, LogConfig, Offset, RecordBatch};
 
 /// A batch of `records` records whose values name `(tag, i)`.
 pub fn batch(tag: u64, records: u32, value_len: usize) -> RecordBatch {
@@ -44,4 +46,46 @@ pub fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
     }
     out
 }
+/// No index entries at all: loading a trusted segment walks every batch of it.
+pub fn sparse() -> LogConfig {
+    LogConfig {
+        index_interval_bytes: 1 << 20,
+        ..LogConfig::for_tests()
+    }
+}
+
+/// A cleanly closed log with at least `segments` segments; returns every (offset, value).
+pub fn closed_log(dir: &Path, cfg: &LogConfig, segments: usize) -> Vec<(u64, Vec<u8>)> {
+    let log = Log::open(dir, cfg.clone()).unwrap();
+    let mut tag = 0;
+    while log.segments().len() < segments {
+        log.append(&batch(tag, 1 + (tag % 3) as u32, 24)).unwrap();
+        tag += 1;
+    }
+    log.append(&batch(tag, 2, 24)).unwrap();
+    let all = read_all(&log);
+    log.close().unwrap();
+    all
+}
+
+/// Asserts that `r` is `Error::Corrupt` naming `path` and byte `position`.
+pub fn assert_corrupt<T: std::fmt::Debug>(
+    r: oncelog::Result<T>,
+    path: &Path,
+    position: u64,
+    what: &str,
+) {
+    match r {
+        Err(Error::Corrupt {
+            path: p,
+            position: pos,
+            reason,
+        }) => {
+            assert_eq!(p, path, "{what}: wrong file ({reason})");
+            assert_eq!(pos, position, "{what}: wrong position ({reason})");
+        }
+        other => panic!("{what}: expected Error::Corrupt, got {other:?}"),
+    }
+}
+
 pub mod sim;
