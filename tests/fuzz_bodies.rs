@@ -611,6 +611,22 @@ fn regression_decode_index_reserved_bytes() {
     );
 }
 
+/// Found by `cargo fuzz run log_model` with the strict body (2026-11-27, ~8 minutes): a model
+/// error, not a log one. Producer 2's first batch (seq 0..=2) left the 5-batch window, the log
+/// start moved past it, and `truncate_to` then cut every later batch of the producer: no window
+/// and no snapshot still held it, so the rebuilt table rightly forgot the producer and a retry
+/// of seq 0 was accepted as a new producer's first batch (Kafka does the same; the first copy
+/// lies below the log start, unreadable). The model expected a rejection; it now accepts that
+/// outcome only for a batch that once left the window, at sequence 0, of a producer whose
+/// batches all lie below the log start (a batch still in the window must stay a duplicate:
+/// `regression_log_model_forgotten_producer_below_log_start`).
+#[test]
+fn regression_log_model_retry_of_evicted_batch_after_truncation() {
+    fuzzing::log_model(include_bytes!(
+        "testdata/fuzz/log_model_retry_of_evicted_batch_after_truncation.bin"
+    ));
+}
+
 /// Found by `cargo fuzz run log_model` (70 s): after a clean close and reopen done while a
 /// fault was armed (close succeeded; the reopen clears the fault), later appends that roll a
 /// segment leave the new log instance poisoned although no fault is armed any more, and the

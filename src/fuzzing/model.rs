@@ -38,6 +38,8 @@ struct Sent {
     first_offset: u64,
     last_offset: u64,
     batch: RecordBatch,
+    /// How many batches this producer had appended before this one.
+    ordinal: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -45,6 +47,10 @@ struct Producer {
     next_seq: i32,
     /// Batches of this producer in the log, in log order.
     batches: Vec<Sent>,
+    /// Batches appended so far (not lowered by truncation): a batch with
+    /// `BATCHES_RETAINED` newer ones left the log's dedup window for good, whatever was cut
+    /// since.
+    appended: u64,
 }
 
 /// An operation whose outcome is unknown (it failed while a fault was armed).
@@ -254,7 +260,9 @@ impl Harness {
                 first_offset: first,
                 last_offset: first + n as u64 - 1,
                 batch,
+                ordinal: p.appended,
             });
+            p.appended += 1;
             p.next_seq = first_seq + n;
         }
         if self.cfg.sync == SyncMode::EveryAppend {
@@ -303,7 +311,16 @@ impl Harness {
         let back = r.below(n.min(7) as u64) as usize;
         let sent = self.producers[slot].batches[n - 1 - back].clone();
         let start = self.log().log_start_offset().0;
-        let in_window = back < crate::producer::BATCHES_RETAINED && sent.first_offset >= start;
+        let retained = crate::producer::BATCHES_RETAINED as u64;
+        // Left the dedup window once: a rebuild (truncation, recovery) may or may not find it
+        // again in an older snapshot.
+        let evicted = self.producers[slot].appended - sent.ordinal > retained;
+        let in_window = !evicted && back < retained as usize && sent.first_offset >= start;
+        // The log may have forgotten the producer: its remaining batches all lie below the log
+        // start and the batch left the window before, so no rebuild must remember it. Then a
+        // retry at sequence 0 is a new producer's first batch (Kafka accepts it too), and its
+        // first copy is unreadable.
+        let may_restart = evicted && sent.first_seq == 0 && self.fragile(slot);
         let end_before = self.log().log_end_offset();
         match self.log().append(&sent.batch) {
             Ok(AppendInfo {
@@ -318,6 +335,20 @@ impl Harness {
                     "a retry was answered with other offsets"
                 );
                 assert_eq!(self.log().log_end_offset(), end_before);
+            }
+            Ok(info) if may_restart => {
+                assert_eq!(info.base_offset.0, self.end(), "offsets are contiguous");
+                let values = sent
+                    .batch
+                    .view()
+                    .records()
+                    .map(|rec| {
+                        let rec = rec.expect("a built batch decodes");
+                        rec.value.unwrap_or_default().to_vec()
+                    })
+                    .collect();
+                self.producers[slot].batches.clear();
+                self.record_append(slot, values, sent.batch);
             }
             Ok(info) => panic!(
                 "a retry of producer {slot} seq {}..={} (offsets {}..={}) was appended again \
