@@ -627,6 +627,19 @@ fn regression_log_model_retry_of_evicted_batch_after_truncation() {
     ));
 }
 
+/// Found by the second strict `cargo fuzz run log_model` (2026-11-27, ~17 minutes): a model
+/// error of the same family. After `truncate_to` cut everything above the log start, the
+/// rebuild knew producer 1 only up to sequence 30 (an older snapshot's window): its batches
+/// 31..=34 lay below the log start and had left the window before, so nothing had to remember
+/// them, and the next batch at 35 was `OutOfOrderSequence` (expected 31). The model now
+/// continues from the log's expected sequence in exactly that case (`forgotten_tail`).
+#[test]
+fn regression_log_model_sequence_after_forgotten_tail() {
+    fuzzing::log_model(include_bytes!(
+        "testdata/fuzz/log_model_sequence_after_forgotten_tail.bin"
+    ));
+}
+
 /// Found by `cargo fuzz run log_model` (70 s): after a clean close and reopen done while a
 /// fault was armed (close succeeded; the reopen clears the fault), later appends that roll a
 /// segment leave the new log instance poisoned although no fault is armed any more, and the

@@ -246,6 +246,21 @@ impl Harness {
             .is_some_and(|b| b.last_offset < start)
     }
 
+    /// Whether a rebuild may rightly have forgotten this producer's batches from sequence
+    /// `expected` on: they all lie below the log start (only the dedup window and snapshots
+    /// remember them) and each left the 5-batch window before (so neither has to). A batch still
+    /// in the window must never be forgotten (finding 2).
+    fn forgotten_tail(&self, slot: usize, expected: i32) -> bool {
+        let p = &self.producers[slot];
+        let retained = crate::producer::BATCHES_RETAINED as u64;
+        expected < p.next_seq
+            && self.fragile(slot)
+            && p.batches
+                .iter()
+                .filter(|b| b.last_seq >= expected)
+                .all(|b| b.first_seq >= expected && p.appended - b.ordinal > retained)
+    }
+
     fn record_append(&mut self, slot: usize, values: Vec<Vec<u8>>, batch: RecordBatch) {
         let first = self.end();
         self.starts.insert(first);
@@ -290,6 +305,15 @@ impl Harness {
             Err(Error::UnknownProducerId { .. }) if slot > 0 && self.fragile(slot) => {
                 // Forgotten after a rebuild: start the producer over at sequence 0.
                 self.producers[slot] = Producer::default();
+            }
+            Err(Error::OutOfOrderSequence {
+                expected_sequence, ..
+            }) if slot > 0 && self.forgotten_tail(slot, expected_sequence) => {
+                // The rebuild knew the producer only up to an older batch: continue from there.
+                assert_eq!(self.log().log_end_offset().0, self.end());
+                let p = &mut self.producers[slot];
+                p.batches.retain(|b| b.last_seq < expected_sequence);
+                p.next_seq = expected_sequence;
             }
             Err(e) => self.failed(
                 &e,

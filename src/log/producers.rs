@@ -10,9 +10,9 @@
 //! log-start move deletes segments (so producers whose batches are gone survive, RP PR 29623),
 //! and at clean close; the two newest are kept. The roll and interval snapshots are encoded on
 //! the append path and written by the background thread; a fence (a generation under a mutex)
-//! keeps a queued one from landing after a truncation cut off the history it describes. A snapshot is used only if its offset lies in
-//! `[log_start_offset, log_end_offset]` and it decodes; otherwise the next older one (or a
-//! replay from the log start) is used.
+//! keeps a queued one from landing after a truncation cut off the history it describes. A
+//! snapshot is used only if its offset lies in `[log_start_offset, log_end_offset]` and it
+//! decodes; otherwise the next older one (or a replay from the log start) is used.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
