@@ -16,6 +16,8 @@
 //! The replicas' directories are in a temporary directory under `$ONCELOG_BENCH_DIR` (default:
 //! the system's temporary directory).
 
+mod common;
+
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -28,23 +30,10 @@ use oncelog::{BatchBuilder, LogConfig, RecordBatch, SyncMode};
 
 const RECORD_BYTES: usize = 1_000;
 
-/// Incompressible bytes from a fixed seed.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn batch(records: usize) -> RecordBatch {
     let mut b = BatchBuilder::with_capacity(records * (RECORD_BYTES + 16) + 128);
     for r in 0..records {
-        let v = noise(RECORD_BYTES, r as u64);
+        let v = common::noise(RECORD_BYTES, r as u64);
         b.push(1_700_000_000_000 + r as i64, None, Some(&v));
     }
     b.build().unwrap()

@@ -53,6 +53,14 @@ struct Producer {
     appended: u64,
 }
 
+impl Producer {
+    /// `BATCHES_RETAINED` newer batches were appended after `b`: it left the log's dedup
+    /// window for good, whatever was cut since.
+    fn left_window(&self, b: &Sent) -> bool {
+        self.appended - b.ordinal > crate::producer::BATCHES_RETAINED as u64
+    }
+}
+
 /// An operation whose outcome is unknown (it failed while a fault was armed).
 #[derive(Debug, Clone)]
 struct Pending {
@@ -252,13 +260,12 @@ impl Harness {
     /// in the window must never be forgotten (finding 2).
     fn forgotten_tail(&self, slot: usize, expected: i32) -> bool {
         let p = &self.producers[slot];
-        let retained = crate::producer::BATCHES_RETAINED as u64;
         expected < p.next_seq
             && self.fragile(slot)
             && p.batches
                 .iter()
                 .filter(|b| b.last_seq >= expected)
-                .all(|b| b.first_seq >= expected && p.appended - b.ordinal > retained)
+                .all(|b| b.first_seq >= expected && p.left_window(b))
     }
 
     fn record_append(&mut self, slot: usize, values: Vec<Vec<u8>>, batch: RecordBatch) {
@@ -335,11 +342,11 @@ impl Harness {
         let back = r.below(n.min(7) as u64) as usize;
         let sent = self.producers[slot].batches[n - 1 - back].clone();
         let start = self.log().log_start_offset().0;
-        let retained = crate::producer::BATCHES_RETAINED as u64;
         // Left the dedup window once: a rebuild (truncation, recovery) may or may not find it
         // again in an older snapshot.
-        let evicted = self.producers[slot].appended - sent.ordinal > retained;
-        let in_window = !evicted && back < retained as usize && sent.first_offset >= start;
+        let evicted = self.producers[slot].left_window(&sent);
+        let in_window =
+            !evicted && back < crate::producer::BATCHES_RETAINED && sent.first_offset >= start;
         // The log may have forgotten the producer: its remaining batches all lie below the log
         // start and the batch left the window before, so no rebuild must remember it. Then a
         // retry at sequence 0 is a new producer's first batch (Kafka accepts it too), and its

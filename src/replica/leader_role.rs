@@ -269,14 +269,7 @@ fn read_batches(
         }
         if next == before {
             // Nothing readable at `next` below the log end: a damaged batch header.
-            return Err(Error::Corrupt {
-                path: log.dir().to_path_buf(),
-                position: next.0,
-                reason: crate::format::DecodeError::BadField {
-                    field: "batch offsets (no progress)",
-                    value: next.0 as i64,
-                },
-            });
+            return Err(super::state_files::no_progress(log, next));
         }
     }
     Ok(out)

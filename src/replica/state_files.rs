@@ -114,14 +114,7 @@ fn for_each_batch(
         if next == before {
             // Nothing found for `next` below the log end, or a batch that does not reach it:
             // a damaged header.
-            return Err(Error::Corrupt {
-                path: log.dir().to_path_buf(),
-                position: next.0,
-                reason: crate::format::DecodeError::BadField {
-                    field: "batch offsets (no progress)",
-                    value: next.0 as i64,
-                },
-            });
+            return Err(no_progress(log, next));
         }
     }
     Ok(())
@@ -177,4 +170,17 @@ pub(super) fn quarantine(
         .and_then(|()| storage.sync_dir(dir))
         .map_err(|e| Error::io("fsync log directory", dir, e))?;
     Ok(to)
+}
+
+/// A walk over the log's batches found nothing readable at `at` below the log end (a damaged
+/// batch header): the error both batch walks (verification, the leader's fetch reads) give.
+pub(super) fn no_progress(log: &Log, at: Offset) -> Error {
+    Error::Corrupt {
+        path: log.dir().to_path_buf(),
+        position: at.0,
+        reason: crate::format::DecodeError::BadField {
+            field: "batch offsets (no progress)",
+            value: at.0 as i64,
+        },
+    }
 }
