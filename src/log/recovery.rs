@@ -276,8 +276,15 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
     ctx.report.clean_shutdown = clean;
     let index_loads = Arc::new(IndexLoadStats::default());
 
+    // Row R10 before everything else: a segment whose successor starts at or below the log
+    // start holds only deleted records, so it is never loaded, and neither damage in it nor a
+    // gap after it can fail the open. Such a gap is legal: one retention pass unlinks several
+    // segments and fsyncs the directory once, and a crash can keep any subset of those unlinks
+    // (finding 10: a failed unlink left an older segment, a later pass removed the next one).
+    let start_ckpt = log_start_ckpt.unwrap_or(0);
+    let below_start = bases.windows(2).take_while(|w| w[1] <= start_ckpt).count();
     let mut loaded: Vec<Loaded> = Vec::new();
-    for (i, &base) in bases.iter().enumerate() {
+    for (i, &base) in bases.iter().enumerate().skip(below_start) {
         let next_base = bases.get(i + 1).copied();
         if let Some(prev) = loaded.last() {
             if prev.tail.next_offset != base {
@@ -362,7 +369,13 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         stats: Arc::clone(&index_loads),
     };
     let segments = if read_only {
-        open_read_only(storage, dir, loaded, bases.first().copied(), &deferred)?
+        open_read_only(
+            storage,
+            dir,
+            loaded,
+            bases.get(below_start).copied(),
+            &deferred,
+        )?
     } else {
         // Rows R8/R10: drop segments after a torn tail and segments below the log start.
         for base in &dropped_bases {
