@@ -658,9 +658,10 @@ fn regression_log_model_reopen_gap_below_recovery_point() {
 /// Found by `cargo fuzz run log_model` (70 s): after a clean close and reopen done while a
 /// fault was armed (close succeeded; the reopen clears the fault), later appends that roll a
 /// segment leave the new log instance poisoned although no fault is armed any more, and the
-/// next `close` fails with `PreviousIo`. Not yet diagnosed: `poison` keeps no error, and the
-/// failing step runs on the background thread (a seal). Replays on the first try here; run
-/// with `ONCELOG_FUZZ_TRACE=1` for the step trace.
+/// next `close` fails with `PreviousIo`. Cause (docs/fuzzing.md, finding 7): the background
+/// thread's interval sync raced `close`, which had set `Closed`, and the `Closed` error poisoned
+/// the log; the background thread now syncs with `flush_unchecked`. Replays on the first try;
+/// run with `ONCELOG_FUZZ_TRACE=1` for the step trace.
 #[test]
 fn regression_log_model_poisoned_without_fault() {
     fuzzing::log_model(&LOG_MODEL_POISONED_WITHOUT_FAULT);
