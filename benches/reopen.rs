@@ -5,8 +5,13 @@
 //!
 //! Logs of 1 GiB and 8 GiB (256 MiB segments) written by 100,000 idempotent producers in
 //! batches of 10 records of 1,000 bytes, built once per size before any clock starts and
-//! deleted after the size's benches. Each log ends one batch into a fresh segment, so the
-//! unsynced tail of the unclean benches is the only data in the segment recovery scans.
+//! deleted after the size's benches. Before the log rolls to its last segment every producer
+//! appends five more small batches, so both sizes end with the same producer state (five
+//! batches in every producer's window, a 3.6 MB snapshot): open reads that snapshot, and
+//! without this the 8 GiB log's producers had five batches each against the 1 GiB log's one, a
+//! 3.7 MB snapshot against 1.0 MB, which made the clean open look size-dependent (+20 ms).
+//! Each log ends one batch into a fresh segment, so the unsynced tail of the unclean benches is
+//! the only data in the segment recovery scans.
 //!
 //! * `clean/<size>`: open after a clean close (timed), close (not timed).
 //! * `unclean/<size>/tail<T>`: open, flush, append T bytes (the unsynced tail), crash (the
@@ -63,6 +68,24 @@ fn fill(log: &Log, bytes: u64, seqs: &mut [i32], next: &mut usize, to_roll: bool
     }
 }
 
+/// Five rounds of one small batch per producer: every producer's 5-batch window is full, so
+/// the producer state (and the snapshot open reads) is the same whatever the log's size.
+fn fill_windows(log: &Log, seqs: &mut [i32]) -> u64 {
+    let value = common::noise(100, 11);
+    let mut written = 0;
+    for _ in 0..5 {
+        for (p, seq) in seqs.iter_mut().enumerate() {
+            let mut b = BatchBuilder::with_capacity(200).producer(ProducerId(p as i64), 0, *seq);
+            b.push(common::TS0, None, Some(&value));
+            *seq += 1;
+            let batch = b.build().unwrap();
+            written += batch.len() as u64;
+            log.append(&batch).unwrap();
+        }
+    }
+    written
+}
+
 fn human(bytes: u64) -> String {
     if bytes >= 1 << 30 {
         format!("{}GiB", bytes >> 30)
@@ -87,7 +110,9 @@ fn reopen(c: &mut Criterion) {
         let built = Instant::now();
         let end = {
             let log = Log::open(dir.path(), config()).unwrap();
-            let written = fill(&log, size, &mut seqs, &mut next, true);
+            let mut written = fill(&log, size, &mut seqs, &mut next, false);
+            written += fill_windows(&log, &mut seqs);
+            written += fill(&log, 0, &mut seqs, &mut next, true);
             assert!(next >= seqs.len(), "every producer has a batch in the log");
             let end = log.log_end_offset();
             println!(
