@@ -419,9 +419,13 @@ impl ProducerStateManager {
 
         self.expire(meta.append_time_ms);
         if let Some(entry) = self.producers.get_mut(&pid) {
-            if entry.txn_first_offset.is_none() {
+            // The age key moves only when the millisecond does: at high rates most appends of
+            // a producer share one, and skip both B-tree operations.
+            let moved = entry.last_append_ms != meta.append_time_ms;
+            if moved && entry.txn_first_offset.is_none() {
                 let removed = self.idle_by_age.remove(&(entry.last_append_ms, pid));
                 debug_assert!(removed, "I4: producer {} missing from the age index", pid.0);
+                self.idle_by_age.insert((meta.append_time_ms, pid));
             }
             if entry.epoch != epoch {
                 entry.epoch = epoch;
@@ -429,9 +433,6 @@ impl ProducerStateManager {
             }
             entry.push_batch(meta);
             entry.last_append_ms = meta.append_time_ms;
-            if entry.txn_first_offset.is_none() {
-                self.idle_by_age.insert((meta.append_time_ms, pid));
-            }
             debug_assert_eq!(entry.validate(), Ok(()), "producer {}", pid.0);
         } else {
             let mut entry = ProducerEntry::empty(epoch, meta.append_time_ms);
