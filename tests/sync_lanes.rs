@@ -22,7 +22,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
 
-use common::sim::{crash, dir, make_batch, read_batches, seed_from_env, sim_config, Rng};
+use common::sim::{crash, dir, make_batch, read_batches, seed_from_env, seeds, sim_config, Rng};
 use oncelog::io::sim::{CrashMode, FaultKind, SimStorage};
 use oncelog::{Error, Log, LogConfig, ManualClock, SyncMode};
 
@@ -206,29 +206,43 @@ fn run_case(seed: u64, k: u64, sticky: bool) -> Case {
     }
 }
 
-fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
-    match seed_from_env() {
-        Some(s) => vec![s],
-        None => default.collect(),
+/// Totals of a sweep.
+#[derive(Debug, Default)]
+struct Sweep {
+    cases: u64,
+    poisoned: u64,
+    /// Cases in which an appender got its own lane's msync error.
+    msync_cases: u64,
+    max_lanes: usize,
+}
+
+/// Four cases per seed, each with the fault at a random operation of the workload.
+fn sweep(default_seeds: std::ops::Range<u64>, sticky: bool) -> Sweep {
+    let mut out = Sweep::default();
+    for seed in seeds(default_seeds) {
+        let ops = clean_run_ops(seed);
+        let mut rng = Rng::new(seed);
+        for _ in 0..4 {
+            let case = run_case(seed, rng.below(ops + 1), sticky);
+            out.cases += 1;
+            out.poisoned += u64::from(case.poisoned);
+            out.msync_cases += u64::from(case.msync_failures > 0);
+            out.max_lanes = out.max_lanes.max(case.lanes_in_flight);
+        }
     }
+    out
 }
 
 /// Freeze the disk at a random operation, run on, lose power: nothing acknowledged is lost and
 /// the reopen never finds corruption.
 #[test]
 fn power_loss_at_random_points_keeps_every_acknowledged_append() {
-    let (mut poisoned, mut cases, mut max_lanes) = (0, 0, 0);
-    for seed in seeds(0..40) {
-        let ops = clean_run_ops(seed);
-        let mut rng = Rng::new(seed);
-        for _ in 0..4 {
-            let k = rng.below(ops + 1);
-            let case = run_case(seed, k, true);
-            poisoned += u64::from(case.poisoned);
-            max_lanes = max_lanes.max(case.lanes_in_flight);
-            cases += 1;
-        }
-    }
+    let Sweep {
+        cases,
+        poisoned,
+        max_lanes,
+        ..
+    } = sweep(0..40, true);
     println!(
         "power_loss_at_random_points: {cases} cases, {poisoned} poisoned, at most {max_lanes} \
          lanes in flight at once"
@@ -242,19 +256,12 @@ fn power_loss_at_random_points_keeps_every_acknowledged_append() {
 /// One EIO at a random operation while other lanes are in flight.
 #[test]
 fn eio_in_one_lane_poisons_and_acknowledges_nothing_undurable() {
-    let (mut poisoned, mut msync_cases, mut cases, mut max_lanes) = (0, 0, 0, 0);
-    for seed in seeds(100..140) {
-        let ops = clean_run_ops(seed);
-        let mut rng = Rng::new(seed);
-        for _ in 0..4 {
-            let k = rng.below(ops + 1);
-            let case = run_case(seed, k, false);
-            poisoned += u64::from(case.poisoned);
-            msync_cases += u64::from(case.msync_failures > 0);
-            max_lanes = max_lanes.max(case.lanes_in_flight);
-            cases += 1;
-        }
-    }
+    let Sweep {
+        cases,
+        poisoned,
+        msync_cases,
+        max_lanes,
+    } = sweep(100..140, false);
     println!(
         "eio_in_one_lane: {cases} cases, {poisoned} poisoned, {msync_cases} with a failed lane \
          msync, at most {max_lanes} lanes in flight at once"

@@ -518,6 +518,71 @@ mod tests {
         },
     }
 
+    /// The model's disk and log: which offsets are msynced, what the checkpoint holds.
+    #[derive(Debug, Default)]
+    struct Model {
+        log_end: u64,
+        msynced: Vec<bool>,
+        checkpoint: u64,
+        /// Lane id -> claimed offsets.
+        claims: std::collections::HashMap<u64, (u64, u64)>,
+    }
+
+    impl Model {
+        fn all_msynced_below(&self, to: u64) -> bool {
+            self.msynced[..to as usize].iter().all(|&m| m)
+        }
+
+        fn mark_msynced(&mut self, from: u64, to: u64) {
+            for o in from..to {
+                self.msynced[o as usize] = true;
+            }
+        }
+    }
+
+    /// One step of one thread running the `sync_to` protocol; `fail` makes its msync or
+    /// checkpoint write fail.
+    fn step(lanes: &mut Lanes<u64>, m: &mut Model, actor: Actor, fail: bool) -> Actor {
+        match actor {
+            Actor::Asking { target } => match lanes.next(target, false) {
+                Step::Durable => Actor::Returned { target, ok: true },
+                Step::Poisoned => Actor::Returned { target, ok: false },
+                Step::Wait => Actor::Asking { target },
+                Step::Claim => {
+                    let (from, _) = lanes.claimed();
+                    let id = lanes.claim(m.log_end, m.log_end);
+                    m.claims.insert(id.0, (from, m.log_end));
+                    Actor::Syncing { target, lane: id.0 }
+                }
+                Step::Write { to, cursor } => {
+                    assert_eq!(to, cursor);
+                    Actor::Writing { target, to }
+                }
+            },
+            Actor::Syncing { target, lane } if fail => {
+                lanes.fail(LaneId(lane));
+                Actor::Returned { target, ok: false }
+            }
+            Actor::Syncing { target, lane } => {
+                let (from, to) = m.claims[&lane];
+                m.mark_msynced(from, to);
+                lanes.complete(LaneId(lane));
+                Actor::Asking { target }
+            }
+            Actor::Writing { target, .. } if fail => {
+                lanes.write_failed();
+                Actor::Returned { target, ok: false }
+            }
+            Actor::Writing { target, to } => {
+                assert!(m.all_msynced_below(to), "checkpoint of bytes not msynced");
+                m.checkpoint = m.checkpoint.max(to);
+                lanes.written(to, to);
+                Actor::Asking { target }
+            }
+            done @ Actor::Returned { .. } => done,
+        }
+    }
+
     proptest! {
         /// Random interleavings of threads running the `sync_to` protocol against the pure
         /// state, with appends, seals and failures: nobody returns Ok for a target above what
@@ -528,131 +593,52 @@ mod tests {
             ops in proptest::collection::vec((0u8..6, 0usize..4, 0u8..20), 1..120),
         ) {
             let mut lanes = Lanes::new(0u64, 0u64);
-            let mut log_end = 0u64;
-            // msynced[o]: offset o's bytes were msynced (or sealed).
-            let mut msynced: Vec<bool> = Vec::new();
-            // Checkpointed value: the durable recovery point.
-            let mut checkpoint = 0u64;
+            let mut m = Model::default();
             let mut actors: Vec<Actor> = Vec::new();
-            let mut claims: std::collections::HashMap<u64, (u64, u64)> = Default::default();
             let mut failures = false;
             let mut last_rp = 0;
             for (kind, who, arg) in ops {
                 match kind {
                     // Append a batch and start a thread that needs it durable.
                     0 => {
-                        log_end += 1 + u64::from(arg % 3);
-                        msynced.resize(log_end as usize, false);
-                        actors.push(Actor::Asking { target: log_end });
+                        m.log_end += 1 + u64::from(arg % 3);
+                        m.msynced.resize(m.log_end as usize, false);
+                        actors.push(Actor::Asking { target: m.log_end });
                     }
-                    // A seal up to some published offset (only when everything before it is
-                    // durable, as note_sealed requires, and no writer is active).
-                    1 if !lanes.writing() && log_end > 0 => {
-                        let to = (lanes.recovery_point() + 1 + u64::from(arg)).min(log_end);
-                        for o in lanes.recovery_point()..to {
-                            msynced[o as usize] = true;
-                        }
-                        checkpoint = checkpoint.max(to);
+                    // A seal up to some published offset (everything before it durable, as
+                    // note_sealed requires, and no writer active).
+                    1 if !lanes.writing() && m.log_end > 0 => {
+                        let rp = lanes.recovery_point();
+                        let to = (rp + 1 + u64::from(arg)).min(m.log_end);
+                        m.mark_msynced(rp, to);
+                        m.checkpoint = m.checkpoint.max(to);
                         lanes.sealed(to, to);
                     }
-                    _ => {
-                        if actors.is_empty() {
-                            continue;
-                        }
+                    _ if !actors.is_empty() => {
                         let i = who % actors.len();
                         let fail = kind == 5 && arg == 0;
-                        actors[i] = match actors[i] {
-                            Actor::Asking { target } => match lanes.next(target, false) {
-                                Step::Durable => Actor::Returned { target, ok: true },
-                                Step::Poisoned => Actor::Returned { target, ok: false },
-                                Step::Wait => Actor::Asking { target },
-                                Step::Claim => {
-                                    let (from, _) = lanes.claimed();
-                                    let id = lanes.claim(log_end, log_end);
-                                    claims.insert(id.0, (from, log_end));
-                                    Actor::Syncing { target, lane: id.0 }
-                                }
-                                Step::Write { to, cursor } => {
-                                    prop_assert_eq!(to, cursor);
-                                    Actor::Writing { target, to }
-                                }
-                            },
-                            Actor::Syncing { target, lane } => {
-                                if fail {
-                                    failures = true;
-                                    lanes.fail(LaneId(lane));
-                                    Actor::Returned { target, ok: false }
-                                } else {
-                                    let (from, to) = claims[&lane];
-                                    for o in from..to {
-                                        msynced[o as usize] = true;
-                                    }
-                                    lanes.complete(LaneId(lane));
-                                    Actor::Asking { target }
-                                }
-                            }
-                            Actor::Writing { target, to } => {
-                                if fail {
-                                    failures = true;
-                                    lanes.write_failed();
-                                    Actor::Returned { target, ok: false }
-                                } else {
-                                    prop_assert!(
-                                        msynced[..to as usize].iter().all(|&m| m),
-                                        "checkpoint of bytes not msynced"
-                                    );
-                                    checkpoint = checkpoint.max(to);
-                                    lanes.written(to, to);
-                                    Actor::Asking { target }
-                                }
-                            }
-                            done @ Actor::Returned { .. } => done,
-                        };
+                        failures |= fail
+                            && matches!(actors[i], Actor::Syncing { .. } | Actor::Writing { .. });
+                        actors[i] = step(&mut lanes, &mut m, actors[i], fail);
                     }
+                    _ => {}
                 }
                 lanes.check_invariants();
                 let rp = lanes.recovery_point();
                 prop_assert!(rp >= last_rp, "recovery point fell");
                 last_rp = rp;
-                prop_assert!(rp <= checkpoint, "published before checkpointed");
-                prop_assert!(msynced[..rp as usize].iter().all(|&m| m));
+                prop_assert!(rp <= m.checkpoint, "published before checkpointed");
+                prop_assert!(m.all_msynced_below(rp));
                 for a in &actors {
                     if let Actor::Returned { target, ok: true } = a {
                         prop_assert!(*target <= rp);
                     }
                 }
             }
-            // Let every thread run to the end, in order, failure-free.
+            // Let every thread run to the end, round robin, failure-free.
             for _ in 0..1000 {
-                for i in 0..actors.len() {
-                    actors[i] = match actors[i] {
-                        Actor::Asking { target } => match lanes.next(target, false) {
-                            Step::Durable => Actor::Returned { target, ok: true },
-                            Step::Poisoned => Actor::Returned { target, ok: false },
-                            Step::Wait => Actor::Asking { target },
-                            Step::Claim => {
-                                let (from, _) = lanes.claimed();
-                                let id = lanes.claim(log_end, log_end);
-                                claims.insert(id.0, (from, log_end));
-                                Actor::Syncing { target, lane: id.0 }
-                            }
-                            Step::Write { to, .. } => Actor::Writing { target, to },
-                        },
-                        Actor::Syncing { target, lane } => {
-                            let (from, to) = claims[&lane];
-                            for o in from..to {
-                                msynced[o as usize] = true;
-                            }
-                            lanes.complete(LaneId(lane));
-                            Actor::Asking { target }
-                        }
-                        Actor::Writing { target, to } => {
-                            prop_assert!(msynced[..to as usize].iter().all(|&m| m));
-                            lanes.written(to, to);
-                            Actor::Asking { target }
-                        }
-                        done => done,
-                    };
+                for a in &mut actors {
+                    *a = step(&mut lanes, &mut m, *a, false);
                 }
             }
             prop_assert!(lanes.idle());
