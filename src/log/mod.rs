@@ -87,8 +87,8 @@ struct LogInner {
     /// Sync lanes (see [`SyncState`]).
     sync: Mutex<SyncState>,
     /// Signalled (`notify_all`) whenever `sync` changes in a way a waiter may care about: a lane
-    /// completed or failed, a checkpoint write finished or failed, a seal or truncation moved
-    /// the recovery point, the log was poisoned.
+    /// completed or failed, a checkpoint write finished or failed (a failure also poisons the
+    /// log), a seal or truncation moved the recovery point.
     synced: Condvar,
     /// The recovery-point checkpoint file. Written only by the holder of the writer role
     /// (`Step::Write`, without the `sync` mutex) or under the `sync` mutex while no writer is
