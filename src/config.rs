@@ -17,8 +17,8 @@ pub enum SyncMode {
     Os,
     /// A background flusher syncs when `ms` have passed or `bytes` are unsynced, whichever first.
     Interval { ms: u64, bytes: u64 },
-    /// `append` returns only after its bytes are durable. Concurrent appenders share one msync
-    /// (group commit).
+    /// `append` returns only after its bytes are durable. Concurrent appenders share msyncs and
+    /// recovery-point writes (group commit with sync lanes: several msyncs in flight at once).
     EveryAppend,
 }
 

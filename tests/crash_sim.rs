@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::sim::{
-    crash, dir, make_batch, read_batches, rebuild_producer_state, seed_from_env, settle,
+    crash, dir, make_batch, read_batches, rebuild_producer_state, seed_from_env, seeds, settle,
     sim_config, Failures, Rng,
 };
 use oncelog::io::sim::{CrashMode, FaultKind, SimStorage};
@@ -645,13 +645,6 @@ fn crash_and_verify(run: Run, mode: CrashMode, crash_seed: u64, what: &str) {
         ctx("clean reopen changed producer state".into())
     );
     log.simulate_crash();
-}
-
-fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
-    match seed_from_env() {
-        Some(s) => vec![s],
-        None => default.collect(),
-    }
 }
 
 /// Crash at every storage-operation boundary (hence at every sync point) of one workload per

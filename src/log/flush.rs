@@ -1,10 +1,13 @@
-//! Durability: syncs, group commit, the background sealer, clean close and simulated crashes.
+//! Durability: sync lanes, the background sealer, clean close and simulated crashes.
 //!
-//! Group commit is a mutex, not a queue: an appender that needs durability takes the `sync`
-//! lock; if a sync that finished while it waited already covered its batch it returns at once,
-//! otherwise it syncs everything published so far — its own batch and every batch appended by
-//! the appenders queued behind it. One msync + one recovery-point fdatasync serve them all, and
-//! no thread hand-off sits on the latency path (docs/architecture.md).
+//! Group commit keeps several syncs in flight (`Log::sync_to`, bookkeeping in `lanes.rs`): an
+//! appender that needs durability takes the `sync` mutex briefly and either finds its batch
+//! covered (by the recovery point: return; by a lane in flight: wait on `synced`) or *claims*
+//! everything published after the last claim as a new lane. It msyncs its lane outside the
+//! mutex, concurrently with other lanes, then marks it done. The recovery point moves only over
+//! the contiguous prefix of completed lanes, written to the checkpoint by one writer at a time
+//! (whichever waiter the prefix covers), outside the mutex so claims go on meanwhile. No thread
+//! hand-off sits on the latency path (docs/architecture.md).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -14,7 +17,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::checkpoints::{self, CLEAN_SHUTDOWN_FILE};
-use super::{Log, LogInner};
+use super::lanes::Step;
+use super::{Log, LogInner, SyncCursor, SyncState};
 use crate::config::SyncMode;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::CheckpointKind;
@@ -190,81 +194,161 @@ impl Log {
     /// Bytes published but not yet covered by the recovery point (approximate).
     pub fn unsynced_bytes(&self) -> u64 {
         let sync = self.inner.sync.lock();
-        let segments = self.segments();
-        segments
+        let durable = sync.durable_cursor();
+        let rp = sync.recovery_point();
+        drop(sync);
+        self.segments()
             .iter()
-            .filter(|s| s.next_offset() > self.inner.recovery_point.load(Ordering::Acquire))
+            .filter(|s| s.next_offset() > rp)
             .map(|s| {
-                s.size()
-                    - if s.base_offset() == sync.synced_base {
-                        sync.synced_len as u64
-                    } else {
-                        0
-                    }
+                let covered = if s.base_offset() == durable.base {
+                    durable.len as u64
+                } else {
+                    0
+                };
+                s.size().saturating_sub(covered)
             })
             .sum()
     }
 
     /// A sealed segment is durable as a whole: if everything before it was, the recovery point
     /// moves to its end, so damage in it is reported as corruption, never cut as a torn tail.
+    ///
+    /// Waits until no checkpoint writer is active and writes the checkpoint under the `sync`
+    /// mutex (once per roll, so blocking claims for one fdatasync is cheap). Lanes in flight
+    /// below the new recovery point no longer hold it back and never lower it; claims restart
+    /// at the segment's end unless they are already past it.
     pub(super) fn note_sealed(&self, seg: &Segment) -> Result<()> {
         let mut sync = self.inner.sync.lock();
-        let rp = self.inner.recovery_point.load(Ordering::Acquire);
+        while sync.writing() {
+            self.inner.synced.wait(&mut sync);
+        }
+        if self.is_poisoned() {
+            // fsyncgate: after a failed sync, the seal's msync may succeed over pages the
+            // kernel already dropped, so on a poisoned log it vouches for nothing.
+            return Ok(());
+        }
+        let rp = sync.recovery_point();
         let in_log = self.segments().iter().any(|s| std::ptr::eq(&**s, seg));
         if in_log && rp >= seg.base_offset() && rp < seg.next_offset() {
-            if let Err(e) = sync.checkpoint.store(seg.next_offset()) {
-                self.poison(&e);
+            if let Err(e) = self.inner.checkpoint.lock().store(seg.next_offset()) {
+                sync.poison();
+                self.poison_locked(&e);
                 return Err(e);
             }
-            self.inner
-                .recovery_point
-                .store(seg.next_offset(), Ordering::Release);
-            sync.synced_base = seg.base_offset();
-            sync.synced_len = seg.map().published();
+            let cursor = SyncCursor {
+                base: seg.base_offset(),
+                len: seg.map().published(),
+            };
+            sync.sealed(seg.next_offset(), cursor);
+            self.publish_recovery_point(&sync);
         }
         Ok(())
     }
 
-    /// Group commit: returns once every batch below `target` is durable.
+    /// Stores the lanes' recovery point in `LogInner::recovery_point` (under the `sync` mutex,
+    /// after the checkpoint write that made it durable) and wakes every waiter.
+    fn publish_recovery_point(&self, sync: &SyncState) {
+        let rp = sync.recovery_point();
+        debug_assert!(
+            rp <= self.inner.log_end.load(Ordering::Acquire),
+            "recovery point {rp} past the log end"
+        );
+        self.inner.recovery_point.store(rp, Ordering::Release);
+        self.inner.synced.notify_all();
+    }
+
+    /// Waits (releasing the `sync` mutex meanwhile) until no lane is in flight and no
+    /// checkpoint writer is active, so the caller may lower the recovery point or touch the
+    /// files lanes msync (truncation, close). New claims may start while it waits, but they are
+    /// bounded by what is already published.
+    pub(super) fn wait_sync_idle(&self, sync: &mut parking_lot::MutexGuard<'_, SyncState>) {
+        while !sync.idle() {
+            self.inner.synced.wait(sync);
+        }
+    }
+
+    /// The most sync lanes (concurrent msyncs of `SyncMode::EveryAppend` or `flush`) that were
+    /// in flight at once since open: a statistic for tests and benchmarks.
+    pub fn max_sync_lanes_in_flight(&self) -> usize {
+        self.inner.sync.lock().max_in_flight()
+    }
+
+    /// Group commit with sync lanes: returns once every batch below `target` is durable (or,
+    /// if a truncation removed some of them meanwhile, every batch below the new log end).
+    /// Never returns Ok for a target the recovery point does not cover.
     pub(super) fn sync_to(&self, target: u64) -> Result<()> {
         if self.inner.recovery_point.load(Ordering::Acquire) >= target {
             return Ok(());
         }
         let mut sync = self.inner.sync.lock();
-        if self.inner.recovery_point.load(Ordering::Acquire) >= target {
-            return Ok(());
-        }
-        if self.inner.poisoned.load(Ordering::Acquire) {
-            return Err(Error::PreviousIo);
-        }
-        // Load the end first: every batch below it is published in its segment, so syncing the
-        // segments' published bytes afterwards covers it.
-        let end = self.inner.log_end.load(Ordering::Acquire);
-        let rp = self.inner.recovery_point.load(Ordering::Acquire);
-        let segments = self.segments();
-        let mut last = (sync.synced_base, sync.synced_len);
-        for seg in segments.iter().filter(|s| s.next_offset() > rp) {
-            let from = if seg.base_offset() == sync.synced_base {
-                sync.synced_len
-            } else {
-                0
-            };
-            let to = seg.map().published();
-            if to > from {
-                if let Err(e) = seg.flush_range(from, to) {
-                    self.poison(&e);
-                    return Err(e);
+        loop {
+            // Only truncation lowers the log end, and it does so under this mutex.
+            let want = target.min(self.inner.log_end.load(Ordering::Acquire));
+            match sync.next(want, self.is_poisoned()) {
+                Step::Durable => return Ok(()),
+                Step::Poisoned => return Err(Error::PreviousIo),
+                Step::Wait => self.inner.synced.wait(&mut sync),
+                Step::Claim => {
+                    // Load the end first: every batch below it is published in its segment
+                    // (and the segment is in the list), so the published bytes read afterwards
+                    // cover it.
+                    let end = self.inner.log_end.load(Ordering::Acquire);
+                    let (from, cursor) = sync.claimed();
+                    let mut ranges = Vec::new();
+                    let mut last = cursor;
+                    for seg in self.segments().iter().filter(|s| s.next_offset() > from) {
+                        let start = if seg.base_offset() == cursor.base {
+                            cursor.len
+                        } else {
+                            0
+                        };
+                        let to = seg.map().published();
+                        if to > start {
+                            ranges.push((Arc::clone(seg), start, to));
+                        }
+                        last = SyncCursor {
+                            base: seg.base_offset(),
+                            len: to.max(start),
+                        };
+                    }
+                    let lane = sync.claim(end, last);
+                    let result = parking_lot::MutexGuard::unlocked(&mut sync, || {
+                        ranges
+                            .iter()
+                            .try_for_each(|(seg, from, to)| seg.flush_range(*from, *to))
+                    });
+                    match result {
+                        Ok(()) => sync.complete(lane),
+                        Err(e) => {
+                            sync.fail(lane);
+                            self.poison_locked(&e);
+                            return Err(e);
+                        }
+                    }
+                    self.inner.synced.notify_all();
+                }
+                Step::Write { to, cursor } => {
+                    let result = parking_lot::MutexGuard::unlocked(&mut sync, || {
+                        self.inner.checkpoint.lock().store(to)
+                    });
+                    if let Err(e) = result {
+                        sync.write_failed();
+                        self.poison_locked(&e);
+                        return Err(e);
+                    }
+                    sync.written(to, cursor);
+                    self.publish_recovery_point(&sync);
                 }
             }
-            last = (seg.base_offset(), to);
         }
-        if let Err(e) = sync.checkpoint.store(end) {
-            self.poison(&e);
-            return Err(e);
-        }
-        (sync.synced_base, sync.synced_len) = last;
-        self.inner.recovery_point.fetch_max(end, Ordering::AcqRel);
-        Ok(())
+    }
+
+    /// [`Log::poison`] for a caller holding the `sync` mutex: also wakes every waiter, which
+    /// then returns `PreviousIo`.
+    fn poison_locked(&self, e: &Error) {
+        self.poison(e);
+        self.inner.synced.notify_all();
     }
 
     /// Marks the log failed after an I/O error in a sync: the kernel may have dropped the dirty
@@ -358,6 +442,8 @@ impl LogInner {
             seg.seal(storage)?;
         }
         log.flush_unchecked()?;
+        // Leave no lane in flight: the steps below trim the active segment's file.
+        log.wait_sync_idle(&mut self.sync.lock());
         super::producers::write_snapshot(storage, &self.dir, &appender.producers)?;
         let active = &appender.active;
         active.write_index_files(storage)?;

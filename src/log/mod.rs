@@ -11,8 +11,10 @@
 //! * after an fsync/msync error (`poisoned`) no append succeeds until the log is reopened.
 //!
 //! Threads: any number of readers (lock-free apart from an `Arc` clone of the segment list),
-//! one appender at a time (the `appender` mutex), syncs serialised by the `sync` mutex (group
-//! commit: whoever holds it syncs everything published so far), a background thread that seals
+//! one appender at a time (the `appender` mutex), durable syncs in *lanes* (`lanes.rs`,
+//! `Log::sync_to`: each syncer claims what was published since the last claim under the `sync`
+//! mutex and msyncs it outside it, concurrently with other lanes; one checkpoint writer at a
+//! time records the contiguous msynced prefix), a background thread that seals
 //! rolled segments (moving the recovery point), writes the append path's producer snapshots,
 //! runs interval syncs and retention, and a
 //! prefault thread that faults in the active segment ahead of the appender.
@@ -20,6 +22,7 @@
 mod append;
 pub mod checkpoints;
 mod flush;
+mod lanes;
 mod prefault;
 mod producers;
 mod read;
@@ -31,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::config::LogConfig;
 use crate::error::{Error, Result};
@@ -76,10 +79,22 @@ struct LogInner {
     segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     log_start: AtomicU64,
     log_end: AtomicU64,
-    /// Every batch below this offset is durable.
+    /// Every batch below this offset is durable, and so is this value in the recovery-point
+    /// checkpoint. A copy of `sync.recovery_point()`, stored only under the `sync` mutex, after
+    /// the checkpoint write that made it durable; read lock-free.
     recovery_point: AtomicU64,
     appender: Mutex<Appender>,
+    /// Sync lanes (see [`SyncState`]).
     sync: Mutex<SyncState>,
+    /// Signalled (`notify_all`) whenever `sync` changes in a way a waiter may care about: a lane
+    /// completed or failed, a checkpoint write finished or failed (a failure also poisons the
+    /// log), a seal or truncation moved the recovery point.
+    synced: Condvar,
+    /// The recovery-point checkpoint file. Written only by the holder of the writer role
+    /// (`Step::Write`, without the `sync` mutex) or under the `sync` mutex while no writer is
+    /// active (`note_sealed`, truncation), so it is never contended and its value never falls
+    /// except by truncation.
+    checkpoint: Mutex<RecoveryPointFile>,
     /// Set by a failed sync; sticky until reopen.
     poisoned: AtomicBool,
     /// The first error that poisoned the log (for diagnostics).
@@ -134,14 +149,35 @@ struct Appender {
     bytes_since_snapshot: u64,
 }
 
-/// State owned by whoever is syncing.
-#[derive(Debug)]
-struct SyncState {
-    checkpoint: RecoveryPointFile,
-    /// Segment and byte length synced by the last sync (`u64::MAX`: none).
-    synced_base: u64,
-    synced_len: usize,
+/// Where a claim ended: a segment (by base offset; `u64::MAX` for none) and a byte position in
+/// it. The next claim msyncs that segment from `len` and every later segment from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SyncCursor {
+    base: u64,
+    len: usize,
 }
+
+impl SyncCursor {
+    /// No position known: the next claim msyncs every segment above the recovery point whole
+    /// (after open and after a truncation; re-msyncing clean pages is harmless).
+    const NONE: SyncCursor = SyncCursor {
+        base: u64::MAX,
+        len: 0,
+    };
+}
+
+/// The sync lanes, under the `sync` mutex. Invariants (`lanes.rs` documents and checks them):
+/// * `recovery_point <= done_to <= claimed_to`; every byte below `done_to` is msynced (a
+///   contiguous prefix of completed lanes, or sealed whole); `recovery_point` is durable in the
+///   checkpoint before it is published in `LogInner::recovery_point`;
+/// * at most one checkpoint writer; a lane or writer failure poisons the log, and no waiter
+///   returns Ok for a target above the recovery point;
+/// * `note_sealed` raises the recovery point only while no writer is active, and a lane
+///   completing below it never lowers it;
+/// * truncation lowers it only while no lane is in flight and no writer is active
+///   (`Log::wait_sync_idle`), so no lane from before a truncation can raise it past the
+///   truncated end; close leaves no lane in flight the same way.
+type SyncState = lanes::Lanes<SyncCursor>;
 
 impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering after a crash. See

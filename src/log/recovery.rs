@@ -19,12 +19,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::checkpoints::{self, RecoveryPointFile, CLEAN_SHUTDOWN_FILE, LOG_START_FILE};
 use super::flush::Background;
 use super::producers::{self, SnapshotLoad};
-use super::{Appender, Log, LogInner, SyncState};
+use super::{Appender, Log, LogInner, SyncCursor, SyncState};
 use crate::config::{LogConfig, RecoveryMode};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::CheckpointKind;
@@ -453,11 +453,12 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
             pending_epochs: Default::default(),
             bytes_since_snapshot: 0,
         }),
-        sync: Mutex::new(SyncState {
-            checkpoint: rp_file,
-            synced_base: u64::MAX,
-            synced_len: 0,
-        }),
+        sync: Mutex::new(SyncState::new(
+            recovery_point.min(log_end),
+            SyncCursor::NONE,
+        )),
+        synced: Condvar::new(),
+        checkpoint: Mutex::new(rp_file),
         poisoned: AtomicBool::new(false),
         poison_reason: Mutex::new(None),
         read_only,
@@ -479,7 +480,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         // Everything recovered becomes durable before the recovery point moves (KAFKA-10101),
         // and the marker goes before the first write, so a crash from here on is unclean.
         log.flush_unchecked()?;
-        log.inner.sync.lock().checkpoint.ensure_written()?;
+        log.inner.checkpoint.lock().ensure_written()?;
         if storage.exists(&marker_path) {
             storage
                 .remove(&marker_path)

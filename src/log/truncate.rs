@@ -51,7 +51,11 @@ impl Log {
             s.seal(storage)?;
             self.note_sealed(s)?;
         }
+        // No lane may be in flight while the recovery point is lowered and files are replaced:
+        // a lane claimed before the truncation would otherwise complete after it and could
+        // raise the recovery point over bytes that are gone (or msync a retired file).
         let mut sync = self.inner.sync.lock();
+        self.wait_sync_idle(&mut sync);
         let idx = segments
             .partition_point(|s| s.base_offset() <= offset.0)
             .saturating_sub(1);
@@ -93,15 +97,13 @@ impl Log {
             )?;
             self.inner.log_start.store(new_end, Ordering::Release);
         }
-        let rp = self
-            .inner
-            .recovery_point
-            .load(Ordering::Acquire)
-            .min(new_end);
-        sync.checkpoint.store(rp)?;
+        let rp = sync.recovery_point().min(new_end);
+        if let Err(e) = self.inner.checkpoint.lock().store(rp) {
+            sync.poison();
+            return Err(e);
+        }
+        sync.truncated(rp, super::SyncCursor::NONE);
         self.inner.recovery_point.store(rp, Ordering::Release);
-        sync.synced_base = u64::MAX;
-        sync.synced_len = 0;
 
         // 2. Remove the later segments, newest first.
         a.writer = None;
@@ -198,6 +200,8 @@ impl Log {
             self.inner.log_start.store(new_end, Ordering::Release);
         }
         drop(sync);
+        // Waiters re-evaluate against the new log end and recovery point.
+        self.inner.synced.notify_all();
         self.rebuild_producers(&mut a)?;
         Ok(Offset(new_end))
     }

@@ -60,6 +60,14 @@ pub fn seed_from_env() -> Option<u64> {
     })
 }
 
+/// The seeds a sweep runs: `ONCELOG_SEED` alone if set, otherwise `default`.
+pub fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
+    match seed_from_env() {
+        Some(s) => vec![s],
+        None => default.collect(),
+    }
+}
+
 /// `LogConfig::for_tests()` (4 KiB segments, snapshots every 8 KiB) on `sim` with `clock`.
 pub fn sim_config(sim: &SimStorage, clock: &Arc<ManualClock>) -> LogConfig {
     LogConfig::for_tests()
