@@ -29,6 +29,8 @@ pub(super) enum Job {
     Seal(Arc<Segment>),
     /// Write a producer snapshot encoded by the appender (dropped if a fence made it obsolete).
     Snapshot(super::producers::QueuedSnapshot),
+    /// Create the spare for the next roll (`src/log/spare.rs`).
+    PrepareSpare,
     /// Finish queued seals and exit.
     Stop,
     /// Exit now, dropping queued work (simulated crash).
@@ -121,6 +123,10 @@ fn background_loop(
                 log.write_queued_snapshot(queued);
                 pending.fetch_sub(1, Ordering::AcqRel);
             }
+            Ok(Job::PrepareSpare) => {
+                log.prepare_spare();
+                pending.fetch_sub(1, Ordering::AcqRel);
+            }
             Ok(Job::Stop) => {
                 // Queued snapshots are dropped: close writes one at the log end itself.
                 while let Ok(job) = rx.try_recv() {
@@ -157,7 +163,10 @@ fn background_loop(
 fn seal(log: &Log, seg: &Segment) -> Result<()> {
     // A seal queued at a roll may find the segment already sealed (by close or truncation) or
     // deleted: then it must not move the recovery point.
+    // The seal fsyncs the directory (index files): that covers every spare renamed before.
+    let began = log.inner.spares.dir_sync_began();
     if seg.seal(log.inner.config.storage.as_ref())? {
+        log.inner.spares.dir_synced(began);
         log.note_sealed(seg)?;
     }
     Ok(())
@@ -212,7 +221,10 @@ impl Log {
         let rp = self.inner.recovery_point.load(Ordering::Acquire);
         let in_log = self.segments().iter().any(|s| std::ptr::eq(&**s, seg));
         if in_log && rp >= seg.base_offset() && rp < seg.next_offset() {
-            if let Err(e) = sync.checkpoint.store(seg.next_offset()) {
+            if let Err(e) = self
+                .make_names_durable(seg.next_offset())
+                .and_then(|()| sync.checkpoint.store(seg.next_offset()))
+            {
                 self.poison(&e);
                 return Err(e);
             }
@@ -258,7 +270,10 @@ impl Log {
             }
             last = (seg.base_offset(), to);
         }
-        if let Err(e) = sync.checkpoint.store(end) {
+        if let Err(e) = self
+            .make_names_durable(end)
+            .and_then(|()| sync.checkpoint.store(end))
+        {
             self.poison(&e);
             return Err(e);
         }
@@ -344,6 +359,7 @@ impl LogInner {
         if let Some(bg) = bg {
             bg.stop(Job::Stop);
         }
+        log.discard_spare();
         let mut appender = self.appender.lock();
         if self.read_only {
             return Ok(());
