@@ -11,7 +11,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use common::sim::{crash, dir, make_batch, read_batches, settle, sim_config, Failures};
+use common::sim::{
+    contents, crash, dir, fill_until_roll_is_next, make_batch, settle, sim_config, Failures,
+};
 use oncelog::io::sim::{CrashMode, FaultKind, SimStorage};
 use oncelog::log::SPARE_FILE;
 use oncelog::{Log, LogConfig, ManualClock, Offset, RecordBatch, SyncMode};
@@ -28,15 +30,6 @@ fn has_spare(sim: &SimStorage) -> bool {
     sim.file_names(&dir()).iter().any(|n| n == SPARE_FILE)
 }
 
-/// Every record's value by offset.
-fn contents(log: &Log) -> BTreeMap<u64, Vec<u8>> {
-    read_batches(log)
-        .unwrap()
-        .into_iter()
-        .flat_map(|b| b.records)
-        .collect()
-}
-
 fn values_at(batch: &RecordBatch, base: u64) -> Vec<(u64, Vec<u8>)> {
     batch
         .view()
@@ -47,19 +40,6 @@ fn values_at(batch: &RecordBatch, base: u64) -> Vec<(u64, Vec<u8>)> {
             (base + i as u64, v)
         })
         .collect()
-}
-
-/// Appends 300-byte batches until the next one rolls the 4 KiB segment; returns that batch.
-fn fill_until_roll_is_next(log: &Log, tag: &mut u64) -> RecordBatch {
-    loop {
-        let b = make_batch(*tag, 2, 150, None);
-        *tag += 1;
-        let active = log.segments().last().unwrap().size();
-        if active > 0 && active as usize + b.len() > 4096 {
-            return b;
-        }
-        log.append(&b).unwrap();
-    }
 }
 
 #[test]
