@@ -112,6 +112,11 @@ fn background_loop(
             inner,
             counted: false,
         };
+        if let Ok(Job::Seal(_) | Job::Snapshot(_)) = &job {
+            // A requested spare goes first: it is queued behind the previous roll's seal and
+            // snapshots, which can take longer than filling a segment (spare.rs).
+            log.prepare_spare();
+        }
         match job {
             Ok(Job::Seal(seg)) => {
                 if let Err(e) = seal(&log, &seg) {
@@ -160,7 +165,21 @@ fn background_loop(
     }
 }
 
+/// The seal's msync, done ahead in pieces of this size so that a spare requested meanwhile (by
+/// a roll during a long seal) is prepared between them instead of after the whole segment.
+const SEAL_FLUSH_CHUNK: usize = 32 << 20;
+
 fn seal(log: &Log, seg: &Segment) -> Result<()> {
+    if !seg.is_sealed() {
+        let len = seg.map().published();
+        let mut from = 0;
+        while from < len {
+            let to = (from + SEAL_FLUSH_CHUNK).min(len);
+            seg.flush_range(from, to)?;
+            from = to;
+            log.prepare_spare();
+        }
+    }
     // A seal queued at a roll may find the segment already sealed (by close or truncation) or
     // deleted: then it must not move the recovery point.
     // The seal fsyncs the directory (index files): that covers every spare renamed before.

@@ -146,8 +146,13 @@ impl Log {
         bg.send(Job::PrepareSpare);
     }
 
-    /// The background thread's half: create, preallocate and fdatasync the spare.
+    /// The background thread's half: create, preallocate and fdatasync the spare, if one is
+    /// requested and not made yet (a no-op otherwise: the background thread calls this before
+    /// every seal and snapshot too, so a request never waits behind them).
     pub(super) fn prepare_spare(&self) {
+        if !matches!(*self.inner.spares.slot.lock(), Slot::Preparing) {
+            return;
+        }
         let cfg = &self.inner.config;
         let path = self.spare_path();
         let made = create_preallocated(cfg.storage.as_ref(), &path, cfg.segment_bytes);
