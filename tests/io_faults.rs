@@ -409,6 +409,8 @@ fn short_write_into_recovery_point_keeps_the_old_one() {
                 log.append(&make_batch(i, 2, 50, None)).unwrap();
             }
             // flush: msync of the segment (op 0), then the slot write (op 1), then its fsync.
+            // First let the background thread finish the spare segment requested at open.
+            settle(&log);
             sim.fail_after(1, FaultKind::ShortWrite, false);
             let err = log.flush().unwrap_err();
             assert!(log.is_poisoned(), "{what}: {err}");
@@ -446,6 +448,9 @@ fn short_write_into_atomic_checkpoints_keeps_the_old_one() {
         }
         log.advance_log_start(Offset(3)).unwrap();
         log.flush().unwrap();
+        // The spare segment requested at open is prepared by the background thread: wait, so
+        // the fault hits the checkpoint write and not the spare.
+        settle(&log);
         sim.fail_after(1, FaultKind::ShortWrite, false);
         assert!(log.advance_log_start(Offset(6)).is_err(), "{mode:?}");
         crash(log, &sim, mode, 3);
@@ -461,6 +466,7 @@ fn short_write_into_atomic_checkpoints_keeps_the_old_one() {
         for _ in 0..1024 {
             max = log.init_producer().unwrap().0 .0;
         }
+        settle(&log);
         sim.fail_after(1, FaultKind::ShortWrite, false);
         assert!(
             log.init_producer().is_err(),

@@ -180,10 +180,10 @@ fn seal(log: &Log, seg: &Segment) -> Result<()> {
             log.prepare_spare();
         }
     }
-    // A seal queued at a roll may find the segment already sealed (by close or truncation) or
-    // deleted: then it must not move the recovery point.
     // The seal fsyncs the directory (index files): that covers every spare renamed before.
     let began = log.inner.spares.dir_sync_began();
+    // A seal queued at a roll may find the segment already sealed (by close or truncation) or
+    // deleted: then it must not move the recovery point.
     if seg.seal(log.inner.config.storage.as_ref())? {
         log.inner.spares.dir_synced(began);
         log.note_sealed(seg)?;
@@ -378,11 +378,11 @@ impl LogInner {
         if let Some(bg) = bg {
             bg.stop(Job::Stop);
         }
-        log.discard_spare();
         let mut appender = self.appender.lock();
         if self.read_only {
             return Ok(());
         }
+        log.discard_spare();
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::PreviousIo);
         }
