@@ -629,6 +629,11 @@ fn check_other_files(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> 
                     f.name
                 ));
             }
+            None if f.name == oncelog::log::SPARE_FILE => findings.warn(format!(
+                "{}: the next segment's file prepared ahead (left by a crash); the next open \
+                 deletes it",
+                f.name
+            )),
             None if f.name.ends_with(".tmp") => findings.warn(format!(
                 "{}: leftover of an interrupted atomic write; the next open deletes it",
                 f.name

@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 use crate::format::batch::{RecordBatch, Stamp};
 use crate::producer::CheckResult;
 use crate::segment::index::IndexBuilder;
-use crate::segment::Segment;
 use crate::types::Offset;
 
 /// Where an append landed.
@@ -198,13 +197,9 @@ impl Log {
     pub(super) fn roll(&self, a: &mut Appender) -> Result<()> {
         let cfg = &self.inner.config;
         let leo = self.inner.log_end.load(Ordering::Acquire);
-        let seg = Segment::create(
-            cfg.storage.as_ref(),
-            &self.inner.dir,
-            leo,
-            cfg.segment_bytes,
-        )?;
-        let seg = Arc::new(seg);
+        let seg = Arc::new(self.new_segment(leo)?);
+        // Prepare the next roll's file now, ahead of the old segment's seal in the queue.
+        self.request_spare();
         a.writer = None;
         let old = std::mem::replace(&mut a.active, Arc::clone(&seg));
         a.writer = seg.map().writer();

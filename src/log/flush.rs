@@ -33,6 +33,8 @@ pub(super) enum Job {
     Seal(Arc<Segment>),
     /// Write a producer snapshot encoded by the appender (dropped if a fence made it obsolete).
     Snapshot(super::producers::QueuedSnapshot),
+    /// Create the spare for the next roll (`src/log/spare.rs`).
+    PrepareSpare,
     /// Finish queued seals and exit.
     Stop,
     /// Exit now, dropping queued work (simulated crash).
@@ -114,6 +116,11 @@ fn background_loop(
             inner,
             counted: false,
         };
+        if let Ok(Job::Seal(_) | Job::Snapshot(_)) = &job {
+            // A requested spare goes first: it is queued behind the previous roll's seal and
+            // snapshots, which can take longer than filling a segment (spare.rs).
+            log.prepare_spare();
+        }
         match job {
             Ok(Job::Seal(seg)) => {
                 if let Err(e) = seal(&log, &seg) {
@@ -123,6 +130,10 @@ fn background_loop(
             }
             Ok(Job::Snapshot(queued)) => {
                 log.write_queued_snapshot(queued);
+                pending.fetch_sub(1, Ordering::AcqRel);
+            }
+            Ok(Job::PrepareSpare) => {
+                log.prepare_spare();
                 pending.fetch_sub(1, Ordering::AcqRel);
             }
             Ok(Job::Stop) => {
@@ -158,10 +169,27 @@ fn background_loop(
     }
 }
 
+/// The seal's msync, done ahead in pieces of this size so that a spare requested meanwhile (by
+/// a roll during a long seal) is prepared between them instead of after the whole segment.
+const SEAL_FLUSH_CHUNK: usize = 32 << 20;
+
 fn seal(log: &Log, seg: &Segment) -> Result<()> {
+    if !seg.is_sealed() {
+        let len = seg.map().published();
+        let mut from = 0;
+        while from < len {
+            let to = (from + SEAL_FLUSH_CHUNK).min(len);
+            seg.flush_range(from, to)?;
+            from = to;
+            log.prepare_spare();
+        }
+    }
+    // The seal fsyncs the directory (index files): that covers every spare renamed before.
+    let began = log.inner.spares.dir_sync_began();
     // A seal queued at a roll may find the segment already sealed (by close or truncation) or
     // deleted: then it must not move the recovery point.
     if seg.seal(log.inner.config.storage.as_ref())? {
+        log.inner.spares.dir_synced(began);
         log.note_sealed(seg)?;
     }
     Ok(())
@@ -231,7 +259,10 @@ impl Log {
         let rp = sync.recovery_point();
         let in_log = self.segments().iter().any(|s| std::ptr::eq(&**s, seg));
         if in_log && rp >= seg.base_offset() && rp < seg.next_offset() {
-            if let Err(e) = self.inner.checkpoint.lock().store(seg.next_offset()) {
+            if let Err(e) = self
+                .make_names_durable(seg.next_offset())
+                .and_then(|()| self.inner.checkpoint.lock().store(seg.next_offset()))
+            {
                 sync.poison();
                 self.poison_locked(&e);
                 return Err(e);
@@ -330,6 +361,7 @@ impl Log {
                 }
                 Step::Write { to, cursor } => {
                     let result = parking_lot::MutexGuard::unlocked(&mut sync, || {
+                        self.make_names_durable(to)?;
                         self.inner.checkpoint.lock().store(to)
                     });
                     if let Err(e) = result {
@@ -432,6 +464,7 @@ impl LogInner {
         if self.read_only {
             return Ok(());
         }
+        log.discard_spare();
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::PreviousIo);
         }

@@ -28,6 +28,7 @@ mod producers;
 mod read;
 mod recovery;
 mod retention;
+mod spare;
 mod truncate;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,7 @@ pub use producers::SnapshotLoad;
 pub use read::Fetch;
 pub use recovery::RecoveryReport;
 pub use retention::RetentionOutcome;
+pub use spare::{RollStats, SPARE_FILE};
 
 use checkpoints::RecoveryPointFile;
 use flush::Background;
@@ -112,6 +114,8 @@ struct LogInner {
     index_loads: Arc<crate::segment::IndexLoadStats>,
     snapshot_load: SnapshotLoad,
     lock: Mutex<Option<Box<dyn DirLock>>>,
+    /// The prepared next segment file and the renames it made that await a directory fsync.
+    spares: spare::Spares,
 }
 
 /// Deferred index loads so far ([`Log::index_loads`]).

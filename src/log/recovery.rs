@@ -470,6 +470,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         index_loads,
         snapshot_load,
         lock: Mutex::new(Some(lock)),
+        spares: Default::default(),
         config,
     });
     let log = Log {
@@ -491,6 +492,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         }
         if log.inner.config.background_thread {
             *log.inner.background.lock() = Some(Background::start(&log));
+            log.request_spare();
         }
     }
     Ok(log)

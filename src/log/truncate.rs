@@ -56,152 +56,163 @@ impl Log {
         // raise the recovery point over bytes that are gone (or msync a retired file).
         let mut sync = self.inner.sync.lock();
         self.wait_sync_idle(&mut sync);
-        let idx = segments
-            .partition_point(|s| s.base_offset() <= offset.0)
-            .saturating_sub(1);
-        let seg = Arc::clone(&segments[idx]);
-        // Find the first batch whose last offset is at or past `offset`.
-        let bytes = seg.map().published_bytes();
-        let mut pos = seg.index()?.position_for(seg.relative(offset.0)) as usize;
-        let mut new_end = seg.base_offset();
-        while let Some(rest) = bytes.get(pos..).filter(|r| !r.is_empty()) {
-            let h = BatchHeader::decode(rest).map_err(|reason| Error::Corrupt {
-                path: seg.path().to_path_buf(),
-                position: pos as u64,
-                reason,
-            })?;
-            if h.last_offset() >= offset.0 {
-                new_end = h.base_offset;
-                break;
+        // Every step below runs under the sync lock, and a failure poisons the log before the
+        // lock is released: otherwise a background interval sync could slip in between and
+        // store a recovery point over segments this truncation already unlinked.
+        let result = (|| -> Result<u64> {
+            let idx = segments
+                .partition_point(|s| s.base_offset() <= offset.0)
+                .saturating_sub(1);
+            let seg = Arc::clone(&segments[idx]);
+            // Find the first batch whose last offset is at or past `offset`.
+            let bytes = seg.map().published_bytes();
+            let mut pos = seg.index()?.position_for(seg.relative(offset.0)) as usize;
+            let mut new_end = seg.base_offset();
+            while let Some(rest) = bytes.get(pos..).filter(|r| !r.is_empty()) {
+                let h = BatchHeader::decode(rest).map_err(|reason| Error::Corrupt {
+                    path: seg.path().to_path_buf(),
+                    position: pos as u64,
+                    reason,
+                })?;
+                if h.last_offset() >= offset.0 {
+                    new_end = h.base_offset;
+                    break;
+                }
+                pos += h.batch_length as usize;
+                new_end = h.next_offset();
             }
-            pos += h.batch_length as usize;
-            new_end = h.next_offset();
-        }
-        // Below every segment (retention deleted that range): Kafka's truncateFullyAndStartAt.
-        // Nothing of the log survives and the new, empty log starts exactly at `offset`.
-        let new_end = if offset.0 < seg.base_offset() {
-            pos = 0;
-            offset.0
-        } else {
-            new_end.max(seg.base_offset())
-        };
-
-        // 1. The log start and the recovery point never stay above the data they describe.
-        if self.inner.log_start.load(Ordering::Acquire) > new_end {
-            let path = dir.join(super::checkpoints::LOG_START_FILE);
-            super::checkpoints::write_values(
-                storage,
-                &path,
-                crate::format::checkpoint::CheckpointKind::LogStart,
-                &[new_end],
-            )?;
-            self.inner.log_start.store(new_end, Ordering::Release);
-        }
-        let rp = sync.recovery_point().min(new_end);
-        if let Err(e) = self.inner.checkpoint.lock().store(rp) {
-            sync.poison();
-            return Err(e);
-        }
-        sync.truncated(rp, super::SyncCursor::NONE);
-        self.inner.recovery_point.store(rp, Ordering::Release);
-
-        // 2. Remove the later segments, newest first.
-        a.writer = None;
-        for later in segments.iter().skip(idx + 1).rev() {
-            later.delete_files(storage)?;
-        }
-        // 3. Replace the containing segment by a copy of its kept prefix (or drop it).
-        remove_segment_files(storage, &dir, seg.base_offset(), &INDEX_FILES)?;
-        if pos == 0 {
-            seg.delete_files(storage)?;
-        } else {
-            seg.retire();
-        }
-        let new_active = if pos == 0 {
-            storage
-                .sync_dir(&dir)
-                .map_err(|e| Error::io("fsync directory", &dir, e))?;
-            Segment::create(storage, &dir, new_end, cfg.segment_bytes)?
-        } else {
-            let path = segment_path(&dir, seg.base_offset(), FileKind::Log);
-            let mut tmp = path.as_os_str().to_owned();
-            tmp.push(".tmp");
-            let tmp = std::path::PathBuf::from(tmp);
-            let prefix = bytes.get(..pos).unwrap_or(&[]);
-            {
-                let f = storage
-                    .open(&tmp, OpenMode::CreateTruncate)
-                    .map_err(|e| Error::io("create segment copy", &tmp, e))?;
-                f.allocate(cfg.segment_bytes.max(pos as u64))
-                    .map_err(|e| Error::io("fallocate segment copy", &tmp, e))?;
-                f.write_at(0, prefix)
-                    .map_err(|e| Error::io("write segment copy", &tmp, e))?;
-                f.set_len(pos as u64)
-                    .map_err(|e| Error::io("trim segment copy", &tmp, e))?;
-                f.sync_data()
-                    .map_err(|e| Error::io("fsync segment copy", &tmp, e))?;
-            }
-            storage
-                .rename(&tmp, &path)
-                .map_err(|e| Error::io("rename segment copy", &path, e))?;
-            storage
-                .sync_dir(&dir)
-                .map_err(|e| Error::io("fsync directory", &dir, e))?;
-            let old = seg.index()?.snapshot();
-            let entries = IndexEntries {
-                offsets: old
-                    .offsets
-                    .into_iter()
-                    .filter(|e| (e.position as usize) < pos)
-                    .collect(),
-                times: old
-                    .times
-                    .into_iter()
-                    .filter(|t| seg.base_offset() + u64::from(t.relative_offset) < new_end)
-                    .collect(),
+            // Below every segment (retention deleted that range): Kafka's truncateFullyAndStartAt.
+            // Nothing of the log survives and the new, empty log starts exactly at `offset`.
+            let new_end = if offset.0 < seg.base_offset() {
+                pos = 0;
+                offset.0
+            } else {
+                new_end.max(seg.base_offset())
             };
-            let mut tail = SegmentTail::empty(seg.base_offset());
-            tail.next_offset = new_end;
-            tail.max_timestamp = prefix_max_timestamp(prefix);
-            tail.first_append_ms = seg.tail()?.first_append_ms;
-            tail.last_append_ms = last_append_ms(prefix);
-            Segment::open(
-                storage,
-                &dir,
-                seg.base_offset(),
-                pos as u64,
-                true,
-                cfg.segment_bytes,
-                entries,
-                tail,
-            )?
-        };
-        let new_active = Arc::new(new_active);
-        {
-            let mut list = self.inner.segments.write();
-            let mut v: Vec<Arc<Segment>> = segments.iter().take(idx).cloned().collect();
-            v.push(Arc::clone(&new_active));
-            *list = Arc::new(v);
-        }
-        let entries = new_active.index()?.snapshot();
-        let since = new_active.size() - entries.offsets.last().map_or(0, |e| u64::from(e.position));
-        a.index = IndexBuilder::resume(
-            cfg.index_interval_bytes,
-            &entries,
-            since,
-            new_active.tail()?.max_timestamp,
-        );
-        a.writer = new_active.map().writer();
-        a.active = new_active;
-        a.prefaulted_to = 0;
-        self.inner.log_end.store(new_end, Ordering::Release);
-        let start = self.inner.log_start.load(Ordering::Acquire);
-        if start > new_end {
-            self.inner.log_start.store(new_end, Ordering::Release);
+
+            // 1. The log start and the recovery point never stay above the data they describe.
+            if self.inner.log_start.load(Ordering::Acquire) > new_end {
+                let path = dir.join(super::checkpoints::LOG_START_FILE);
+                super::checkpoints::write_values(
+                    storage,
+                    &path,
+                    crate::format::checkpoint::CheckpointKind::LogStart,
+                    &[new_end],
+                )?;
+                self.inner.log_start.store(new_end, Ordering::Release);
+            }
+            let rp = sync.recovery_point().min(new_end);
+            if let Err(e) = self.inner.checkpoint.lock().store(rp) {
+                sync.poison();
+                return Err(e);
+            }
+            sync.truncated(rp, super::SyncCursor::NONE);
+            self.inner.recovery_point.store(rp, Ordering::Release);
+
+            // 2. Remove the later segments, newest first.
+            a.writer = None;
+            for later in segments.iter().skip(idx + 1).rev() {
+                later.delete_files(storage)?;
+            }
+            // 3. Replace the containing segment by a copy of its kept prefix (or drop it).
+            remove_segment_files(storage, &dir, seg.base_offset(), &INDEX_FILES)?;
+            if pos == 0 {
+                seg.delete_files(storage)?;
+            } else {
+                seg.retire();
+            }
+            let new_active = if pos == 0 {
+                storage
+                    .sync_dir(&dir)
+                    .map_err(|e| Error::io("fsync directory", &dir, e))?;
+                Segment::create(storage, &dir, new_end, cfg.segment_bytes)?
+            } else {
+                let path = segment_path(&dir, seg.base_offset(), FileKind::Log);
+                let mut tmp = path.as_os_str().to_owned();
+                tmp.push(".tmp");
+                let tmp = std::path::PathBuf::from(tmp);
+                let prefix = bytes.get(..pos).unwrap_or(&[]);
+                {
+                    let f = storage
+                        .open(&tmp, OpenMode::CreateTruncate)
+                        .map_err(|e| Error::io("create segment copy", &tmp, e))?;
+                    f.allocate(cfg.segment_bytes.max(pos as u64))
+                        .map_err(|e| Error::io("fallocate segment copy", &tmp, e))?;
+                    f.write_at(0, prefix)
+                        .map_err(|e| Error::io("write segment copy", &tmp, e))?;
+                    f.set_len(pos as u64)
+                        .map_err(|e| Error::io("trim segment copy", &tmp, e))?;
+                    f.sync_data()
+                        .map_err(|e| Error::io("fsync segment copy", &tmp, e))?;
+                }
+                storage
+                    .rename(&tmp, &path)
+                    .map_err(|e| Error::io("rename segment copy", &path, e))?;
+                storage
+                    .sync_dir(&dir)
+                    .map_err(|e| Error::io("fsync directory", &dir, e))?;
+                let old = seg.index()?.snapshot();
+                let entries = IndexEntries {
+                    offsets: old
+                        .offsets
+                        .into_iter()
+                        .filter(|e| (e.position as usize) < pos)
+                        .collect(),
+                    times: old
+                        .times
+                        .into_iter()
+                        .filter(|t| seg.base_offset() + u64::from(t.relative_offset) < new_end)
+                        .collect(),
+                };
+                let mut tail = SegmentTail::empty(seg.base_offset());
+                tail.next_offset = new_end;
+                tail.max_timestamp = prefix_max_timestamp(prefix);
+                tail.first_append_ms = seg.tail()?.first_append_ms;
+                tail.last_append_ms = last_append_ms(prefix);
+                Segment::open(
+                    storage,
+                    &dir,
+                    seg.base_offset(),
+                    pos as u64,
+                    true,
+                    cfg.segment_bytes,
+                    entries,
+                    tail,
+                )?
+            };
+            let new_active = Arc::new(new_active);
+            {
+                let mut list = self.inner.segments.write();
+                let mut v: Vec<Arc<Segment>> = segments.iter().take(idx).cloned().collect();
+                v.push(Arc::clone(&new_active));
+                *list = Arc::new(v);
+            }
+            let entries = new_active.index()?.snapshot();
+            let since =
+                new_active.size() - entries.offsets.last().map_or(0, |e| u64::from(e.position));
+            a.index = IndexBuilder::resume(
+                cfg.index_interval_bytes,
+                &entries,
+                since,
+                new_active.tail()?.max_timestamp,
+            );
+            a.writer = new_active.map().writer();
+            a.active = new_active;
+            a.prefaulted_to = 0;
+            self.inner.log_end.store(new_end, Ordering::Release);
+            let start = self.inner.log_start.load(Ordering::Acquire);
+            if start > new_end {
+                self.inner.log_start.store(new_end, Ordering::Release);
+            }
+            Ok(new_end)
+        })();
+        if let Err(e @ (Error::Io { .. } | Error::Corrupt { .. })) = &result {
+            self.poison(e);
         }
         drop(sync);
-        // Waiters re-evaluate against the new log end and recovery point.
+        // Waiters re-evaluate against the new log end and recovery point (or the poison).
         self.inner.synced.notify_all();
+        let new_end = result?;
         self.rebuild_producers(&mut a)?;
         Ok(Offset(new_end))
     }

@@ -188,6 +188,39 @@ fn map_whole_file(
     Ok((file, region, file_len))
 }
 
+/// Creates `path` and reserves `len` bytes of real blocks (fallocate, or zeros where the file
+/// system refuses it: never a sparse file), then fdatasyncs it; the directory is *not* fsynced.
+/// A file already at `path` is a leftover (a stale segment a crash kept, a spare whose removal
+/// failed) and is replaced. On failure the new file is removed (best effort). Shared by
+/// [`Segment::create`] and the log's prepared spare segment (`src/log/spare.rs`).
+pub fn create_preallocated(
+    storage: &dyn Storage,
+    path: &Path,
+    len: u64,
+) -> Result<Box<dyn StorageFile>> {
+    if storage.exists(path) {
+        storage
+            .remove(path)
+            .map_err(io_err("remove stale segment", path))?;
+    }
+    let file = storage
+        .open(path, OpenMode::CreateNew)
+        .map_err(io_err("create segment", path))?;
+    let reserve = || -> Result<()> {
+        file.allocate(len)
+            .map_err(io_err("fallocate segment", path))?;
+        file.sync_data().map_err(io_err("fsync new segment", path))
+    };
+    match reserve() {
+        Ok(()) => Ok(file),
+        Err(e) => {
+            drop(file);
+            let _ = storage.remove(path);
+            Err(e)
+        }
+    }
+}
+
 impl Segment {
     /// Creates a new, empty active segment: create, preallocate, sync the file and the
     /// directory entry, then map.
@@ -198,41 +231,56 @@ impl Segment {
         segment_bytes: u64,
     ) -> Result<Segment> {
         let path = segment_path(dir, base_offset, FileKind::Log);
-        if storage.exists(&path) {
-            // A leftover from a crash (never part of the recovered log): replace it.
-            storage
-                .remove(&path)
-                .map_err(io_err("remove stale segment", &path))?;
+        let file = create_preallocated(storage, &path, segment_bytes)?;
+        if let Err(e) = storage.sync_dir(dir) {
+            drop(file);
+            let _ = storage.remove(&path);
+            return Err(Error::io("fsync directory", dir, e));
         }
-        let file = storage
-            .open(&path, OpenMode::CreateNew)
-            .map_err(io_err("create segment", &path))?;
-        let setup = || -> Result<Arc<AppendMap>> {
-            file.allocate(segment_bytes)
-                .map_err(io_err("fallocate segment", &path))?;
-            file.sync_data()
-                .map_err(io_err("fsync new segment", &path))?;
-            storage
-                .sync_dir(dir)
-                .map_err(io_err("fsync directory", dir))?;
-            let region = file
-                .map(segment_bytes as usize)
-                .map_err(io_err("mmap segment", &path))?;
-            Ok(AppendMap::new(region, 0))
-        };
-        let map = match setup() {
-            Ok(map) => map,
-            Err(e) => {
-                drop(file);
-                let _ = storage.remove(&path);
-                return Err(e);
-            }
-        };
+        Segment::map_new(base_offset, path.clone(), file, segment_bytes).inspect_err(|_| {
+            let _ = storage.remove(&path);
+        })
+    }
+
+    /// Makes a prepared spare file (made by [`create_preallocated`] under the name `spare`) the
+    /// new, empty active segment at `base_offset`: rename it to the segment's name, then map it.
+    /// The rename is *not* made durable here: the log fsyncs the directory before its recovery
+    /// point moves past `base_offset` (docs/architecture.md, "The prepared spare segment"). On
+    /// failure whichever name the file has is removed (best effort).
+    pub fn adopt_spare(
+        storage: &dyn Storage,
+        dir: &Path,
+        spare: &Path,
+        file: Box<dyn StorageFile>,
+        base_offset: u64,
+        segment_bytes: u64,
+    ) -> Result<Segment> {
+        let path = segment_path(dir, base_offset, FileKind::Log);
+        if let Err(e) = storage.rename(spare, &path) {
+            drop(file);
+            let _ = storage.remove(spare);
+            return Err(Error::io("rename spare segment", &path, e));
+        }
+        Segment::map_new(base_offset, path.clone(), file, segment_bytes).inspect_err(|_| {
+            let _ = storage.remove(&path);
+        })
+    }
+
+    /// Maps a new, empty, preallocated segment file for appends.
+    fn map_new(
+        base_offset: u64,
+        path: PathBuf,
+        file: Box<dyn StorageFile>,
+        segment_bytes: u64,
+    ) -> Result<Segment> {
+        let region = file
+            .map(segment_bytes as usize)
+            .map_err(io_err("mmap segment", &path))?;
         Ok(Segment::assemble(
             base_offset,
             path,
             file,
-            map,
+            AppendMap::new(region, 0),
             IndexEntries::default(),
             SegmentTail::empty(base_offset),
             false,

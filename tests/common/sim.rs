@@ -316,3 +316,26 @@ impl Failures {
         panic!("{s}");
     }
 }
+
+/// Appends 300-byte batches (tags from `tag` on) until the next one would roll a 4 KiB segment
+/// (`LogConfig::for_tests`), and returns that batch, unappended.
+pub fn fill_until_roll_is_next(log: &Log, tag: &mut u64) -> RecordBatch {
+    loop {
+        let b = make_batch(*tag, 2, 150, None);
+        *tag += 1;
+        let active = log.segments().last().unwrap().size();
+        if active > 0 && active as usize + b.len() > 4096 {
+            return b;
+        }
+        log.append(&b).unwrap();
+    }
+}
+
+/// Every record of the log as offset -> value (checksum-verified, panics on a read error).
+pub fn contents(log: &Log) -> std::collections::BTreeMap<u64, Vec<u8>> {
+    read_batches(log)
+        .unwrap()
+        .into_iter()
+        .flat_map(|b| b.records)
+        .collect()
+}
