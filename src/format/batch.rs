@@ -182,6 +182,11 @@ impl BatchHeader {
 }
 
 /// CRC-32 of `prefix` followed by a tail whose checksum `tail_crc` and length are known.
+/// Tails shorter than this are hashed again when a batch is stamped; longer ones are combined
+/// with their cached checksum (`combine_crc`). Breakeven measured with callgrind: a combine costs
+/// about as many instructions as hashing 16 KiB with crc32fast's PCLMULQDQ path.
+const REHASH_BELOW: usize = 16 << 10;
+
 fn combine_crc(prefix: &[u8], tail_crc: u32, tail_len: u64) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(prefix);
@@ -602,8 +607,18 @@ impl RecordBatch {
             .copy_from_slice(&stamp.leader_epoch.to_le_bytes());
         prefix[APPEND_TIMESTAMP_OFFSET..MAGIC_OFFSET]
             .copy_from_slice(&stamp.append_timestamp.to_le_bytes());
-        let tail_len = (self.bytes.len() - ATTRIBUTES_OFFSET) as u64;
-        let crc = combine_crc(&prefix, self.tail_crc, tail_len);
+        let tail = self.bytes.get(ATTRIBUTES_OFFSET..).unwrap_or(&[]);
+        let crc = if tail.len() < REHASH_BELOW {
+            // Hashing a short tail again costs less than combining (callgrind: a combine is
+            // ~3,400 instructions, 76 % of a 1.8 KB append's user time; rehashing is ~0.2 per
+            // byte, and the tail is in cache: it was just copied).
+            let mut h = crc32fast::Hasher::new();
+            h.update(&prefix);
+            h.update(tail);
+            h.finalize()
+        } else {
+            combine_crc(&prefix, self.tail_crc, tail.len() as u64)
+        };
         if let Some(head) = dst.get_mut(..CRC_OFFSET) {
             head.copy_from_slice(&prefix);
         }

@@ -109,6 +109,11 @@ struct LogInner {
     /// Generation of the snapshot fence (`Log::fence_snapshots`): a snapshot queued for the
     /// background thread is written only if it is unchanged, under this lock.
     snapshot_fence: Mutex<u64>,
+    /// The fence's generation, readable without its lock. Every raise happens under the
+    /// appender lock (truncation, `snapshot_locked`), so the appender reads the current value
+    /// here instead of locking the fence, which the background thread holds across a
+    /// snapshot's fdatasyncs: waiting for it put a device flush on the append path.
+    snapshot_generation: std::sync::atomic::AtomicU64,
     report: RecoveryReport,
     /// Deferred index loads of this log's sealed segments (first uses after a clean open).
     index_loads: Arc<crate::segment::IndexLoadStats>,

@@ -490,9 +490,11 @@ impl Log {
         let offset = a.producers.map_end_offset();
         debug_assert_eq!(offset, self.inner.log_end.load(Ordering::Acquire));
         a.bytes_since_snapshot = 0;
-        // Encoded before the background mutex is taken (1M producers take ~0.6 s).
+        // Encoded before the background mutex is taken (1M producers take ~0.6 s). The
+        // generation is read without the fence's lock: the background thread holds that across
+        // a snapshot write's fdatasyncs, and every raise happens under the appender lock we hold.
         let queued = QueuedSnapshot {
-            generation: *self.inner.snapshot_fence.lock(),
+            generation: self.inner.snapshot_generation.load(Ordering::Acquire),
             offset,
             bytes: snapshot::encode(offset, &a.producers),
         };
@@ -508,8 +510,13 @@ impl Log {
     /// segment until the stale snapshots above the new end are gone, so a snapshot of the
     /// history it cut off can never land afterwards. Lock order: appender, then this.
     pub(super) fn fence_snapshots(&self) -> parking_lot::MutexGuard<'_, u64> {
+        // Raised only under the appender lock (`snapshot_generation` relies on it).
+        debug_assert!(self.inner.appender.is_locked());
         let mut generation = self.inner.snapshot_fence.lock();
         *generation += 1;
+        self.inner
+            .snapshot_generation
+            .store(*generation, Ordering::Release);
         generation
     }
 

@@ -466,6 +466,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         handles: std::sync::atomic::AtomicUsize::new(1),
         background: Mutex::new(None),
         snapshot_fence: Mutex::new(0),
+        snapshot_generation: AtomicU64::new(0),
         report,
         index_loads,
         snapshot_load,
