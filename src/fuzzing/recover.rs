@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::reader::ByteReader;
 use crate::clock::ManualClock;
 use crate::config::{LogConfig, SyncMode};
-use crate::format::batch::{BatchBuilder, BatchHeader, RecordBatch, Stamp};
+use crate::format::batch::{BatchBuilder, BatchHeader, BatchView, RecordBatch, Stamp};
 use crate::format::checkpoint::{self, CheckpointKind};
 use crate::format::file_name::{parse_file_name, FileKind};
 use crate::io::sim::{CrashMode, SimStorage};
@@ -276,10 +276,32 @@ pub(super) fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
     read_from_start(log).1
 }
 
-/// Every `(offset, value)` of the log from its start, and that start. The background thread's
-/// retention pass may move the log start while this reads: a read below the new start restarts
-/// from it, so the result is contiguous from the returned start to the log end.
+/// Every `(offset, value)` of the log from its start, and that start.
 pub(super) fn read_from_start(log: &Log) -> (u64, Vec<(u64, Vec<u8>)>) {
+    walk_from_start(log, |b, next, out| {
+        for rec in b.records() {
+            let rec = rec.expect("a fetched record decodes");
+            let o = b.base_offset() + rec.offset_delta as u64;
+            if o >= next {
+                out.push((o, rec.value.unwrap_or_default().to_vec()));
+            }
+        }
+    })
+}
+
+/// Every batch header of the log from its start.
+pub(super) fn read_headers(log: &Log) -> Vec<BatchHeader> {
+    walk_from_start(log, |b, _, out| out.push(*b.header())).1
+}
+
+/// Visits every checksum-verified batch from the log start to the log end with the offset the
+/// walk is at, collecting what `visit` pushes; returns the start it walked from. The background
+/// thread's retention pass may move the log start meanwhile: a read below the new start
+/// restarts the walk from it, so the result is contiguous from the returned start.
+fn walk_from_start<T>(
+    log: &Log,
+    mut visit: impl FnMut(&BatchView<'_>, u64, &mut Vec<T>),
+) -> (u64, Vec<T>) {
     'restart: loop {
         let start = log.log_start_offset();
         let mut out = Vec::new();
@@ -299,43 +321,11 @@ pub(super) fn read_from_start(log: &Log) -> (u64, Vec<(u64, Vec<u8>)>) {
             );
             for b in fetch.batches() {
                 let b = b.expect("a fetched batch verifies");
-                for rec in b.records() {
-                    let rec = rec.expect("a fetched record decodes");
-                    let o = b.base_offset() + rec.offset_delta as u64;
-                    if o >= next.0 {
-                        out.push((o, rec.value.unwrap_or_default().to_vec()));
-                    }
-                }
+                visit(&b, next.0, &mut out);
                 next = Offset(b.last_offset() + 1);
             }
         }
         return (start.0, out);
-    }
-}
-
-/// Every batch header of the log from its start (restarting, like [`read_from_start`], if the
-/// background retention pass moves the start meanwhile).
-pub(super) fn read_headers(log: &Log) -> Vec<BatchHeader> {
-    'restart: loop {
-        let mut out = Vec::new();
-        let mut next = log.log_start_offset();
-        let end = log.log_end_offset();
-        while next < end {
-            let fetch = match log.read(next, 1 << 20) {
-                Ok(f) => f,
-                Err(crate::Error::OffsetOutOfRange { log_start, .. }) if log_start > next => {
-                    continue 'restart;
-                }
-                Err(e) => panic!("read below the log end at {next:?}: {e:?}"),
-            };
-            assert!(!fetch.is_empty());
-            for b in fetch.batches() {
-                let b = b.expect("a fetched batch verifies");
-                out.push(*b.header());
-                next = Offset(b.last_offset() + 1);
-            }
-        }
-        return out;
     }
 }
 

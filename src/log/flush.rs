@@ -174,21 +174,17 @@ fn background_loop(
 const SEAL_FLUSH_CHUNK: usize = 32 << 20;
 
 fn seal(log: &Log, seg: &Segment) -> Result<()> {
-    if !seg.is_sealed() {
-        let len = seg.map().published();
-        let mut from = 0;
-        while from < len {
-            let to = (from + SEAL_FLUSH_CHUNK).min(len);
-            seg.flush_range(from, to)?;
-            from = to;
-            log.prepare_spare();
-        }
-    }
-    // The seal fsyncs the directory (index files): that covers every spare renamed before.
-    let began = log.inner.spares.dir_sync_began();
+    // The seal fsyncs the directory (index files) after its msync: that covers every spare
+    // renamed before the last piece was msynced, so the mark is taken again after each piece.
+    let mut began = log.inner.spares.dir_sync_began();
     // A seal queued at a roll may find the segment already sealed (by close or truncation) or
     // deleted: then it must not move the recovery point.
-    if seg.seal(log.inner.config.storage.as_ref())? {
+    let storage = log.inner.config.storage.as_ref();
+    let between = || {
+        log.prepare_spare();
+        began = log.inner.spares.dir_sync_began();
+    };
+    if seg.seal_in_pieces(storage, SEAL_FLUSH_CHUNK, between)? {
         log.inner.spares.dir_synced(began);
         log.note_sealed(seg)?;
     }

@@ -634,6 +634,18 @@ impl Segment {
     /// the index files (fsynced, directory fsynced). Idempotent.
     /// Returns whether this call sealed it (false: already sealed, deleted or replaced).
     pub fn seal(&self, storage: &dyn Storage) -> Result<bool> {
+        self.seal_in_pieces(storage, usize::MAX, || {})
+    }
+
+    /// [`Segment::seal`] with its msync split into pieces of `piece` bytes, calling `between`
+    /// after each piece (the background thread prepares a requested spare segment there, so a
+    /// long seal does not hold it back).
+    pub fn seal_in_pieces(
+        &self,
+        storage: &dyn Storage,
+        piece: usize,
+        mut between: impl FnMut(),
+    ) -> Result<bool> {
         let lifecycle = self.lifecycle.lock();
         if self.is_sealed() || *lifecycle == Lifecycle::Deleted {
             return Ok(false);
@@ -644,7 +656,13 @@ impl Segment {
             "unsealed segment with a deferred index"
         );
         let len = self.map.published();
-        self.flush_range(0, len)?;
+        let mut from = 0;
+        while from < len {
+            let to = from.saturating_add(piece).min(len);
+            self.flush_range(from, to)?;
+            from = to;
+            between();
+        }
         self.file
             .set_len(len as u64)
             .map_err(io_err("trim segment", &self.path))?;
