@@ -24,12 +24,17 @@ impl Log {
     pub fn truncate_to(&self, offset: Offset) -> Result<Offset> {
         self.check_writable()?;
         let result = self.truncate_inner(offset);
-        if let Err(e @ (Error::Io { .. } | Error::Corrupt { .. })) = &result {
-            // A half-done truncation leaves files the in-memory state no longer describes;
-            // reopening recovers from the files (every step is crash-safe).
+        self.poison_if_half_done(&result);
+        result
+    }
+
+    /// A half-done truncation (an I/O error or damage met on the way) leaves files the
+    /// in-memory state no longer describes: the log is poisoned, and reopening recovers from
+    /// the files (every step is crash-safe). Idempotent.
+    fn poison_if_half_done<T>(&self, result: &Result<T>) {
+        if let Err(e @ (Error::Io { .. } | Error::Corrupt { .. })) = result {
             self.poison(e);
         }
-        result
     }
 
     fn truncate_inner(&self, offset: Offset) -> Result<Offset> {
@@ -206,9 +211,7 @@ impl Log {
             }
             Ok(new_end)
         })();
-        if let Err(e @ (Error::Io { .. } | Error::Corrupt { .. })) = &result {
-            self.poison(e);
-        }
+        self.poison_if_half_done(&result);
         drop(sync);
         // Waiters re-evaluate against the new log end and recovery point (or the poison).
         self.inner.synced.notify_all();
