@@ -182,31 +182,44 @@ impl BatchHeader {
 }
 
 /// CRC-32 of `prefix` followed by a tail whose checksum `tail_crc` and length are known.
-/// Tails shorter than this are hashed again when a batch is stamped; longer ones are combined
-/// with their cached checksum (`combine_crc`). Breakeven measured with callgrind: a combine costs
-/// about as many instructions as hashing 16 KiB with crc32fast's PCLMULQDQ path.
+/// Tails shorter than this are hashed again when their batch checksum is needed with another
+/// prefix; longer ones are combined with their known checksum. Breakeven measured with
+/// callgrind: a combine (crc32fast's GF(2) matrix method, ~3,400 instructions whatever the
+/// length) costs about as much as hashing 16 KiB with its PCLMULQDQ path.
 const REHASH_BELOW: usize = 16 << 10;
 
-fn combine_crc(prefix: &[u8], tail_crc: u32, tail_len: u64) -> u32 {
+/// The batch checksum of `prefix` followed by `tail`, whose own checksum is `tail_crc`: the
+/// tail hashed again when short, the two checksums combined when long (`REHASH_BELOW`).
+fn prefixed_crc(prefix: &[u8], tail: &[u8], tail_crc: u32) -> u32 {
+    if tail.len() < REHASH_BELOW {
+        return crc_of(prefix, tail);
+    }
     let mut h = crc32fast::Hasher::new();
     h.update(prefix);
-    h.combine(&crc32fast::Hasher::new_with_initial_len(tail_crc, tail_len));
+    h.combine(&crc32fast::Hasher::new_with_initial_len(
+        tail_crc,
+        tail.len() as u64,
+    ));
+    h.finalize()
+}
+
+/// The batch checksum of a header prefix and the bytes from the attributes on, in one
+/// streaming pass.
+fn crc_of(prefix: &[u8], tail: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(prefix);
+    h.update(tail);
     h.finalize()
 }
 
 /// Computes the checksum of a whole batch (`bytes` is exactly one batch). One streaming pass
-/// over prefix then tail: the same value as `combine_crc`, without the cost of a combine, which
+/// over prefix then tail: the same value as a combine, without the cost of a combine, which
 /// on this machine exceeds hashing a 2 KB batch (docs/benchmarks.md, sequential reads).
 pub fn compute_crc(bytes: &[u8]) -> Result<u32, DecodeError> {
     let prefix = bytes.get(..CRC_OFFSET);
     let tail = bytes.get(ATTRIBUTES_OFFSET..);
     match (prefix, tail) {
-        (Some(prefix), Some(tail)) => {
-            let mut h = crc32fast::Hasher::new();
-            h.update(prefix);
-            h.update(tail);
-            Ok(h.finalize())
-        }
+        (Some(prefix), Some(tail)) => Ok(crc_of(prefix, tail)),
         _ => Err(DecodeError::TooShort {
             need: HEADER_SIZE as u64,
             have: bytes.len() as u64,
@@ -529,12 +542,12 @@ impl RecordBatch {
 
     fn validated(bytes: Vec<u8>, parse_records: bool) -> Result<RecordBatch, DecodeError> {
         let (view, rest) = BatchView::parse_unverified(&bytes)?;
-        // One pass over the records: the tail's checksum (kept for stamping) combined with the
-        // 17-byte prefix gives the batch's, instead of hashing the whole batch twice.
+        // The tail's checksum is kept for stamping; the batch's follows from it and the 17-byte
+        // prefix (a second pass over a short tail, a combine for a long one: `prefixed_crc`).
         let tail = bytes.get(ATTRIBUTES_OFFSET..view.len()).unwrap_or(&[]);
         let tail_crc = crc32fast::hash(tail);
         let prefix = bytes.get(..CRC_OFFSET).unwrap_or(&[]);
-        let computed = combine_crc(prefix, tail_crc, tail.len() as u64);
+        let computed = prefixed_crc(prefix, tail, tail_crc);
         if computed != view.header().crc {
             return Err(DecodeError::ChecksumMismatch {
                 stored: view.header().crc,
@@ -591,8 +604,8 @@ impl RecordBatch {
     }
 
     /// Copies the batch into `dst` (exactly `self.len()` bytes) with a new base offset, leader
-    /// epoch and append timestamp, and writes the checksum by combining the cached tail checksum
-    /// with the new prefix.
+    /// epoch and append timestamp, and writes the checksum of the new prefix with the cached
+    /// tail (`prefixed_crc`).
     pub fn write_stamped(&self, dst: &mut [u8], stamp: Stamp) {
         assert_eq!(
             dst.len(),
@@ -608,17 +621,7 @@ impl RecordBatch {
         prefix[APPEND_TIMESTAMP_OFFSET..MAGIC_OFFSET]
             .copy_from_slice(&stamp.append_timestamp.to_le_bytes());
         let tail = self.bytes.get(ATTRIBUTES_OFFSET..).unwrap_or(&[]);
-        let crc = if tail.len() < REHASH_BELOW {
-            // Hashing a short tail again costs less than combining (callgrind: a combine is
-            // ~3,400 instructions, 76 % of a 1.8 KB append's user time; rehashing is ~0.2 per
-            // byte, and the tail is in cache: it was just copied).
-            let mut h = crc32fast::Hasher::new();
-            h.update(&prefix);
-            h.update(tail);
-            h.finalize()
-        } else {
-            combine_crc(&prefix, self.tail_crc, tail.len() as u64)
-        };
+        let crc = prefixed_crc(&prefix, tail, self.tail_crc);
         if let Some(head) = dst.get_mut(..CRC_OFFSET) {
             head.copy_from_slice(&prefix);
         }
