@@ -137,15 +137,7 @@ fn clear_dir(dir: &Path) -> Result<(), CliError> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = parse_file_name(&name).is_some()
-            || name.ends_with(".tmp")
-            || [
-                super::RECOVERY_POINT_FILE,
-                super::LOG_START_FILE,
-                super::CLEAN_SHUTDOWN_FILE,
-                oncelog::io::fs::LOCK_FILE,
-            ]
-            .contains(&name.as_str());
+        let ours = parse_file_name(&name).is_some() || super::fixed_file_kind(&name).is_some();
         if !ours || !entry.file_type()?.is_file() {
             return Err(CliError::Failed(format!(
                 "{} holds {name}, which oncelog did not write; refusing to delete it \

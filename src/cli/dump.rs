@@ -131,14 +131,7 @@ pub fn dump(dir: &Path, records: bool, out: &mut impl Write) -> std::io::Result<
             Some((_, FileKind::TimeIndex)) => "time index",
             Some((_, FileKind::Snapshot)) => "producer snapshot",
             Some((_, FileKind::Log)) => "segment",
-            None => match f.name.as_str() {
-                super::RECOVERY_POINT_FILE => "recovery-point checkpoint",
-                super::LOG_START_FILE => "log-start-offset checkpoint",
-                super::CLEAN_SHUTDOWN_FILE => "clean-shutdown marker",
-                oncelog::io::fs::LOCK_FILE => "directory lock",
-                n if n.ends_with(".tmp") => "temp file (removed by recovery)",
-                _ => "unknown",
-            },
+            None => super::fixed_file_kind(&f.name).unwrap_or("unknown"),
         };
         writeln!(out, "  {:<36} {:>12} bytes  {what}", f.name, f.size)?;
     }

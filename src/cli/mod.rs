@@ -21,6 +21,21 @@ use oncelog::format::DecodeError;
 
 /// File names of the checkpoints beside the segments, and the recovery-point slot stride.
 pub use oncelog::log::checkpoints::{CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE};
+
+/// What a file of a log directory is, when oncelog writes it under a fixed name (not a segment,
+/// index or snapshot, whose names carry an offset): `dump` describes it, `demo` may delete it.
+pub(crate) fn fixed_file_kind(name: &str) -> Option<&'static str> {
+    Some(match name {
+        RECOVERY_POINT_FILE => "recovery-point checkpoint",
+        LOG_START_FILE => "log-start-offset checkpoint",
+        CLEAN_SHUTDOWN_FILE => "clean-shutdown marker",
+        oncelog::log::PRODUCER_IDS_FILE => "producer-id checkpoint",
+        oncelog::io::fs::LOCK_FILE => "directory lock",
+        oncelog::log::SPARE_FILE => "next segment prepared ahead (removed by recovery)",
+        n if n.ends_with(".tmp") => "temp file (removed by recovery)",
+        _ => return None,
+    })
+}
 pub const RECOVERY_POINT_SLOT: usize = oncelog::log::checkpoints::SLOT_BYTES as usize;
 
 /// Why a command did not run to completion.

@@ -46,6 +46,7 @@ use crate::types::{LeaderEpoch, Offset};
 
 pub use append::AppendInfo;
 pub use producers::SnapshotLoad;
+pub use producers::PRODUCER_IDS_FILE;
 pub use read::Fetch;
 pub use recovery::RecoveryReport;
 pub use retention::RetentionOutcome;
