@@ -29,6 +29,11 @@ pub enum RecoveryMode {
     FailOnCorruption,
     /// Open read-only, serving the valid prefix before the damage; appends return `ReadOnly`.
     ReadOnlyOnCorruption,
+    /// The operator's explicit word: keep the longest valid prefix and cut everything after
+    /// the first damage, also in synced data, and also when the recovery-point checkpoint is
+    /// missing or damaged. Every cut is reported (`RecoveryReport::cuts`, with the rule
+    /// `Rule::Salvage`). Never a default: it can drop acknowledged records.
+    Salvage,
 }
 
 /// Settings of one partition log. `LogConfig::default()` has Kafka's defaults.

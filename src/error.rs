@@ -30,6 +30,10 @@ pub enum Error {
     },
     /// A file other than a batch (index, snapshot, checkpoint) failed validation.
     CorruptFile { path: PathBuf, reason: String },
+    /// The recovery-point checkpoint is missing or has no valid slot beside segment files:
+    /// nothing says which bytes were synced, so open cannot tell a torn tail from damage and
+    /// refuses (`RecoveryMode::Salvage` keeps the longest valid prefix instead).
+    RecoveryPointLost { path: PathBuf, reason: String },
     /// An earlier fsync/msync failed; the log refuses writes until it is reopened.
     PreviousIo,
     /// The configuration is invalid; the message names the field.
@@ -139,6 +143,13 @@ impl fmt::Display for Error {
             Error::CorruptFile { path, reason } => {
                 write!(f, "corrupt file {}: {reason}", path.display())
             }
+            Error::RecoveryPointLost { path, reason } => write!(
+                f,
+                "recovery point lost: {}: {reason}; segments exist, so open cannot tell a torn \
+                 tail from damage (open with RecoveryMode::Salvage to keep the longest valid \
+                 prefix)",
+                path.display()
+            ),
             Error::PreviousIo => write!(
                 f,
                 "an earlier fsync/msync failed; the log refuses writes until it is reopened"

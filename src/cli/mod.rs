@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use oncelog::format::batch::BatchView;
-use oncelog::format::checkpoint::{self, CheckpointKind};
 use oncelog::format::file_name::{parse_file_name, FileKind};
 use oncelog::format::DecodeError;
 
@@ -36,7 +35,6 @@ pub(crate) fn fixed_file_kind(name: &str) -> Option<&'static str> {
         _ => return None,
     })
 }
-pub const RECOVERY_POINT_SLOT: usize = oncelog::log::checkpoints::SLOT_BYTES as usize;
 
 /// Why a command did not run to completion.
 #[derive(Debug)]
@@ -132,7 +130,17 @@ impl Listing {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
-            let meta = entry.metadata()?;
+            // A live log's retention or snapshot rotation removes files under us.
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("stat {}: {e}", entry.path().display()),
+                    ))
+                }
+            };
             if !meta.is_file() {
                 continue;
             }
@@ -263,82 +271,6 @@ impl fmt::Display for Tail {
                  {last_nonzero})"
             ),
         }
-    }
-}
-
-/// The recovery-point file: the valid slot with the higher sequence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecoveryPoint {
-    Missing,
-    /// No slot decodes (each slot's error).
-    Invalid(Vec<String>),
-    Valid {
-        offset: u64,
-        sequence: u64,
-        slot: usize,
-    },
-}
-
-pub fn read_recovery_point(dir: &Path) -> std::io::Result<RecoveryPoint> {
-    let path = dir.join(RECOVERY_POINT_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RecoveryPoint::Missing),
-        Err(e) => return Err(e),
-    };
-    let mut best: Option<(u64, u64, usize)> = None;
-    let mut errors = Vec::new();
-    for (slot, chunk) in bytes.chunks(RECOVERY_POINT_SLOT).take(2).enumerate() {
-        match checkpoint::decode(chunk, CheckpointKind::RecoveryPoint) {
-            Ok((seq, values)) => match values.first() {
-                Some(&v) if best.is_none_or(|(s, _, _)| seq > s) => best = Some((seq, v, slot)),
-                Some(_) => {}
-                None => errors.push(format!("slot {slot}: no value")),
-            },
-            Err(e) => errors.push(format!("slot {slot}: {e}")),
-        }
-    }
-    Ok(match best {
-        Some((sequence, offset, slot)) => RecoveryPoint::Valid {
-            offset,
-            sequence,
-            slot,
-        },
-        None => {
-            if bytes.is_empty() {
-                errors.push("empty file (no sync yet)".into());
-            }
-            RecoveryPoint::Invalid(errors)
-        }
-    })
-}
-
-impl RecoveryPoint {
-    /// The offset recovery uses: 0 when nothing valid is recorded.
-    pub fn offset(&self) -> u64 {
-        match self {
-            RecoveryPoint::Valid { offset, .. } => *offset,
-            _ => 0,
-        }
-    }
-}
-
-/// A whole-file checkpoint (`log-start-offset`, `clean-shutdown`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Checkpoint {
-    Missing,
-    Invalid(String),
-    Valid(Vec<u64>),
-}
-
-pub fn read_checkpoint(path: &Path, kind: CheckpointKind) -> std::io::Result<Checkpoint> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(match checkpoint::decode(&b, kind) {
-            Ok((_, values)) => Checkpoint::Valid(values),
-            Err(e) => Checkpoint::Invalid(e.to_string()),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoint::Missing),
-        Err(e) => Err(e),
     }
 }
 

@@ -1,19 +1,18 @@
-//! `oncelog stat DIR`: segments, offsets, recovery point and clean-shutdown state, read from the
-//! files without opening the log.
+//! `oncelog stat DIR`: segments, offsets, checkpoints and the recovery plan, read from the files
+//! without opening the log (no lock is taken; a live log's files may change meanwhile).
 //!
-//! Only the last segment is walked (the log end offset lives there), unless a valid
-//! clean-shutdown marker describes it; earlier segments end where the next one begins.
+//! The plan is the one `Log::open` would execute and `oncelog verify` prints: the library's
+//! `recovery::inspect` computes it, so the three never disagree about what a directory holds.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use oncelog::format::checkpoint::CheckpointKind;
+use oncelog::format::file_name::{file_name, FileKind};
+use oncelog::log::recovery::{self, survey::Found};
+use oncelog::{Offset, RecoveryMode};
 
-use super::{
-    classify_tail, human_bytes, one_dir, parse_args, read_checkpoint, read_recovery_point, walk,
-    Checkpoint, CliResult, Listing, RecoveryPoint, Step, Tail,
-};
+use super::{human_bytes, one_dir, parse_args, CliResult, Listing};
 
 pub fn main(args: &[String]) -> CliResult {
     let (_, positional) = parse_args(args, &[])?;
@@ -24,159 +23,86 @@ pub fn main(args: &[String]) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The last bytes of a sealed segment are its last record; a run of zeros this long at the end
-/// of a file means preallocated space (the guess `stat` makes without walking the file).
-const ZERO_TAIL_GUESS: u64 = 4096;
+fn found<T: std::fmt::Debug>(f: &Found<T>) -> String {
+    match f {
+        Found::Missing => "absent".to_string(),
+        Found::Damaged(why) => format!("DAMAGED ({why})"),
+        Found::Valid(v) => format!("{v:?}"),
+    }
+}
 
 pub fn stat(dir: &Path, out: &mut impl Write) -> std::io::Result<()> {
+    let storage = oncelog::io::fs::RealStorage;
+    let inspection = recovery::inspect(&storage, dir, RecoveryMode::FailOnCorruption)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let listing = Listing::read(dir)?;
-    let segments = listing.segments();
-    let marker = read_checkpoint(
-        &dir.join(super::CLEAN_SHUTDOWN_FILE),
-        CheckpointKind::CleanShutdown,
-    )?;
-    let log_start = read_checkpoint(&dir.join(super::LOG_START_FILE), CheckpointKind::LogStart)?;
-    let rp = read_recovery_point(dir)?;
-
+    let facts = &inspection.facts;
     writeln!(out, "log directory {}", dir.display())?;
-    writeln!(out, "segments: {}", segments.len())?;
+    writeln!(out, "segments: {}", inspection.walks.len())?;
     writeln!(
         out,
-        "  {:<26} {:>20} {:>12} {:>9}  state",
-        "file", "base offset", "bytes", "batches"
+        "  {:<26} {:>20} {:>12} {:>9} {:>20}",
+        "file", "base offset", "bytes", "batches", "next offset"
     )?;
-    let mut log_end: Option<u64> = None;
     let mut total = 0u64;
-    let count = segments.len();
-    for (i, seg) in segments.iter().enumerate() {
-        let base = seg.kind.map_or(0, |(o, _)| o);
-        total += seg.size;
-        let is_last = i + 1 == count;
-        let (batches, state) = if is_last {
-            let marker_end = match &marker {
-                Checkpoint::Valid(v) => match v.as_slice() {
-                    [leo, b, len] if *b == base && *len == seg.size => Some(*leo),
-                    _ => None,
-                },
-                _ => None,
-            };
-            if let Some(leo) = marker_end {
-                log_end = Some(leo);
-                (
-                    "?".to_string(),
-                    "active (trimmed at clean close)".to_string(),
-                )
-            } else {
-                // Walk the active segment: that is where the log end is.
-                let bytes = std::fs::read(&seg.path)?;
-                let mut n = 0u64;
-                let mut next = base;
-                let mut end = 0usize;
-                for step in walk(&bytes) {
-                    match step {
-                        Step::Batch { pos, view } if view.base_offset() == next => {
-                            n += 1;
-                            next = view.header().next_offset();
-                            end = pos + view.len();
-                        }
-                        _ => break,
-                    }
-                }
-                log_end = Some(next);
-                let state = match classify_tail(&bytes, end) {
-                    Tail::None => "active (trimmed)".to_string(),
-                    Tail::Zeros { len } => {
-                        format!("active ({} preallocated)", human_bytes(len as u64))
-                    }
-                    Tail::Garbage { len, .. } => {
-                        format!("active ({len} bytes of torn tail/garbage after the valid batches)")
-                    }
-                };
-                (n.to_string(), state)
-            }
-        } else {
-            let state = if zero_tail(&seg.path, seg.size)? {
-                "unsealed? (ends in zeros: seal pending or interrupted)"
-            } else {
-                "sealed"
-            };
-            ("?".to_string(), state.to_string())
-        };
+    for w in &inspection.walks {
+        total += w.file_len;
         writeln!(
             out,
-            "  {:<26} {:>20} {:>12} {:>9}  {state}",
-            seg.name, base, seg.size, batches
+            "  {:<26} {:>20} {:>12} {:>9} {:>20}",
+            file_name(Offset(w.base), FileKind::Log),
+            w.base,
+            w.file_len,
+            w.batches.len(),
+            w.next_offset
         )?;
     }
-    let first_base = segments.first().and_then(|s| s.kind.map(|(o, _)| o));
-    let start = match (&log_start, first_base) {
-        (Checkpoint::Valid(v), Some(b)) => v
-            .first()
-            .copied()
-            .unwrap_or(b)
-            .clamp(b, log_end.unwrap_or(b)),
-        (_, b) => b.unwrap_or(0),
-    };
-    let start_src = match &log_start {
-        Checkpoint::Valid(_) => "from log-start-offset".to_string(),
-        Checkpoint::Missing => "first segment's base".to_string(),
-        Checkpoint::Invalid(e) => format!("log-start-offset is damaged: {e}"),
-    };
-    writeln!(out, "log start offset: {start} ({start_src})")?;
-    match log_end {
+    let plan = &inspection.plan;
+    let start = facts
+        .log_start
+        .valid()
+        .copied()
+        .or(facts.bases.first().copied())
+        .unwrap_or(0);
+    writeln!(
+        out,
+        "log start offset: {start} (log-start-offset: {})",
+        found(&facts.log_start)
+    )?;
+    match plan.log_end().or(plan.create_first) {
         Some(end) => writeln!(out, "log end offset: {end}")?,
         None => writeln!(out, "log end offset: ? (no segments)")?,
     }
-    match &rp {
-        RecoveryPoint::Valid {
-            offset,
-            sequence,
-            slot,
-        } => writeln!(
+    match &facts.recovery_point {
+        Found::Valid(v) => writeln!(out, "recovery point: {v} (every batch below it is durable)")?,
+        Found::Missing => writeln!(out, "recovery point: none (no recovery-point file)")?,
+        Found::Damaged(why) => writeln!(out, "recovery point: none valid ({why})")?,
+    }
+    match &facts.marker {
+        Found::Valid(v) => writeln!(
             out,
-            "recovery point: {offset} (slot {slot}, sequence {sequence}){}",
-            match log_end {
-                Some(end) if end > *offset => format!(": {} offsets not yet synced", end - offset),
-                Some(end) if end < *offset =>
-                    " BEYOND THE LOG END: synced data is missing (run oncelog verify)".to_string(),
-                _ => String::new(),
+            "clean-shutdown marker: present {v:?} (log end, active base, active length, \
+             segments, chain checksum){}",
+            if plan.clean {
+                ": matches the files"
+            } else {
+                ": does NOT match the files"
             }
         )?,
-        RecoveryPoint::Missing => writeln!(out, "recovery point: none (no recovery-point file)")?,
-        RecoveryPoint::Invalid(why) => {
-            writeln!(out, "recovery point: none valid ({})", why.join("; "))?
-        }
-    }
-    match &marker {
-        Checkpoint::Valid(v) => writeln!(
-            out,
-            "clean-shutdown marker: present {v:?} (log end, active base, active length)"
-        )?,
-        Checkpoint::Missing => writeln!(
+        Found::Missing => writeln!(
             out,
             "clean-shutdown marker: absent (the log is open, or did not shut down cleanly)"
         )?,
-        Checkpoint::Invalid(e) => writeln!(out, "clean-shutdown marker: damaged ({e})")?,
+        Found::Damaged(why) => writeln!(out, "clean-shutdown marker: damaged ({why})")?,
     }
-    let index_bytes: u64 = listing.others().map(|f| f.size).sum();
+    writeln!(out, "producer-ids: {}", found(&facts.producer_ids))?;
+    writeln!(out, "{plan}")?;
+    let other_bytes: u64 = listing.others().map(|f| f.size).sum();
     writeln!(
         out,
         "total: {} in segments, {} in other files",
         human_bytes(total),
-        human_bytes(index_bytes)
+        human_bytes(other_bytes)
     )?;
     Ok(())
-}
-
-/// Whether the last `ZERO_TAIL_GUESS` bytes of a file are all zero.
-fn zero_tail(path: &Path, size: u64) -> std::io::Result<bool> {
-    use std::io::{Read, Seek, SeekFrom};
-    if size < ZERO_TAIL_GUESS {
-        return Ok(false);
-    }
-    let mut f = std::fs::File::open(path)?;
-    f.seek(SeekFrom::Start(size - ZERO_TAIL_GUESS))?;
-    let mut buf = vec![0u8; ZERO_TAIL_GUESS as usize];
-    f.read_exact(&mut buf)?;
-    Ok(buf.iter().all(|&b| b == 0))
 }

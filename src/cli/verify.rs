@@ -1,24 +1,26 @@
 //! `oncelog verify DIR`: a full, read-only integrity check of a log directory.
 //!
-//! First every segment is walked (checksums, records, offset chain, what follows the last batch),
-//! which yields the [`SegmentFacts`] the later checks use. Then each entry of [`CHECKS`] runs
-//! against the facts; a new check (producer snapshots, say) is one more function in that list.
+//! The verdict is the library's: `oncelog::log::recovery::inspect` computes the recovery plan
+//! `Log::open` would execute (the same planner, over a scan of every byte), and verify prints
+//! it. An open that would fail, or damage the deep scan finds in data open trusts, is an error;
+//! what open repairs (a torn tail past the recovery point, an unsealed segment, a missing
+//! index, leftovers) is a warning. Then each entry of [`CHECKS`] runs against the walk of every
+//! segment: records, indexes and producer snapshots, which open does not read.
 //!
-//! Problems are *errors* (data is damaged or missing: exit status 1) or *warnings* (a state a
-//! crash legitimately leaves behind, which the next open repairs: exit status 0).
+//! Problems are *errors* (data is damaged or missing, or open would refuse: exit status 1) or
+//! *warnings* (a state a crash legitimately leaves behind, which the next open repairs: exit
+//! status 0).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use oncelog::format::checkpoint::CheckpointKind;
-use oncelog::format::file_name::FileKind;
+use oncelog::format::file_name::{file_name, FileKind};
 use oncelog::format::index::{decode_offset_index, decode_time_index};
+use oncelog::log::recovery::{self, Fate, Inspection, Rule, SegmentWalk, Verdict};
+use oncelog::{Offset, RecoveryMode};
 
-use super::{
-    classify_tail, one_dir, parse_args, read_checkpoint, read_recovery_point, walk, Checkpoint,
-    CliResult, Listing, RecoveryPoint, Step, Tail,
-};
+use super::{one_dir, parse_args, CliResult, Listing};
 
 pub fn main(args: &[String]) -> CliResult {
     let (_, positional) = parse_args(args, &[])?;
@@ -77,62 +79,70 @@ impl Outcome {
     }
 }
 
-/// Where one valid batch starts.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchStart {
-    pub pos: u64,
-    pub base_offset: u64,
-    /// The largest record timestamp of this batch and every earlier one in the segment.
-    pub running_max_ts: i64,
-}
-
-/// What the walk of one segment found.
-#[derive(Debug)]
-pub struct SegmentFacts {
-    pub base: u64,
-    pub name: String,
-    pub file_size: u64,
-    pub batches: Vec<BatchStart>,
-    pub records: u64,
-    /// Bytes of valid batches from position 0.
-    pub valid_len: u64,
-    /// The offset after the last valid batch.
-    pub next_offset: u64,
-    pub is_last: bool,
-}
-
 /// Everything the checks see.
 #[derive(Debug)]
 pub struct Ctx {
-    pub dir: PathBuf,
     pub listing: Listing,
-    pub recovery_point: RecoveryPoint,
-    pub segments: Vec<SegmentFacts>,
+    pub inspection: Inspection,
+}
+
+impl Ctx {
+    fn segments(&self) -> &[SegmentWalk] {
+        &self.inspection.walks
+    }
+
+    /// The rule the plan applies to the segment at `base`.
+    fn rule_of(&self, base: u64) -> Option<(Rule, &Fate)> {
+        self.inspection
+            .plan
+            .segments
+            .iter()
+            .find(|s| s.base == base)
+            .map(|s| (s.rule, &s.fate))
+    }
+}
+
+fn name_of(base: u64) -> String {
+    file_name(Offset(base), FileKind::Log)
 }
 
 type Check = fn(&Ctx, &mut Findings) -> std::io::Result<()>;
 
-/// The checks run after the segment walk, in order.
+/// The checks run after the plan, in order.
 const CHECKS: &[(&str, Check)] = &[
+    ("records", check_records),
     ("offset and time indexes", check_indexes),
-    ("checkpoints", check_checkpoints),
-    ("other files", check_other_files),
     ("producer snapshots", check_snapshots),
 ];
 
 /// Verifies `dir`, writing a report to `out`.
 pub fn verify(dir: &Path, out: &mut impl Write) -> std::io::Result<Outcome> {
     writeln!(out, "verify {}", dir.display())?;
+    let storage = oncelog::io::fs::RealStorage;
+    let inspection = recovery::inspect(&storage, dir, RecoveryMode::FailOnCorruption)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let listing = Listing::read(dir)?;
-    let recovery_point = read_recovery_point(dir)?;
     let mut findings = Findings::default();
-    let segments = walk_segments(&listing, recovery_point.offset(), &mut findings, out)?;
+    let facts = &inspection.facts;
+    let holds_log = !facts.bases.is_empty()
+        || facts.recovery_point != recovery::survey::Found::Missing
+        || facts.log_start != recovery::survey::Found::Missing
+        || facts.marker != recovery::survey::Found::Missing;
+    if !holds_log {
+        findings.error(format!(
+            "{} holds no oncelog log (no segment file and no checkpoint)",
+            dir.display()
+        ));
+    }
+    for w in &inspection.walks {
+        print_walk(w, out)?;
+    }
+    writeln!(out, "{}", inspection.plan)?;
     let ctx = Ctx {
-        dir: dir.to_path_buf(),
         listing,
-        recovery_point,
-        segments,
+        inspection,
     };
+    check_plan(&ctx, &mut findings);
     for (_name, check) in CHECKS {
         check(&ctx, &mut findings)?;
     }
@@ -168,178 +178,116 @@ pub fn verify(dir: &Path, out: &mut impl Write) -> std::io::Result<Outcome> {
 }
 
 fn summarize(ctx: &Ctx) -> Summary {
+    let segs = ctx.segments();
     let mut s = Summary {
-        segments: ctx.segments.len(),
-        first_offset: ctx.segments.first().map(|f| f.base),
-        end_offset: ctx.segments.last().map(|f| f.next_offset),
+        segments: segs.len(),
+        first_offset: segs.first().map(|f| f.base),
+        end_offset: segs.last().map(|f| f.next_offset),
         ..Summary::default()
     };
-    for f in &ctx.segments {
+    for f in segs {
         s.batches += f.batches.len() as u64;
         s.records += f.records;
         s.bytes += f.valid_len;
-        s.file_bytes += f.file_size;
+        s.file_bytes += f.file_len;
     }
     s
 }
 
-/// Walks every segment: checksums, records, the offset chain within and across segments, and
-/// what follows the last valid batch.
-fn walk_segments(
-    listing: &Listing,
-    recovery_point: u64,
-    findings: &mut Findings,
-    out: &mut impl Write,
-) -> std::io::Result<Vec<SegmentFacts>> {
-    let files = listing.segments();
-    let count = files.len();
-    let mut facts: Vec<SegmentFacts> = Vec::with_capacity(count);
-    for (i, file) in files.iter().enumerate() {
-        let base = file.kind.map_or(0, |(o, _)| o);
-        let is_last = i + 1 == count;
-        let next_base = files.get(i + 1).and_then(|f| f.kind.map(|(o, _)| o));
-        let name = file.name.clone();
-        if let Some(prev) = facts.last() {
-            if prev.next_offset != base {
-                findings.error(format!(
-                    "{name}: segment starts at offset {base} but the previous segment {} ends \
-                     before offset {} ({})",
-                    prev.name,
-                    prev.next_offset,
-                    if base > prev.next_offset {
-                        "offsets missing"
-                    } else {
-                        "offsets overlap"
-                    }
-                ));
-            }
+fn print_walk(w: &SegmentWalk, out: &mut impl Write) -> std::io::Result<()> {
+    let offsets = if w.batches.is_empty() {
+        "no batches".to_string()
+    } else {
+        format!("offsets {}..{}", w.base, w.next_offset - 1)
+    };
+    let after = match &w.stop {
+        None => String::new(),
+        Some((pos, why)) if w.garbage == 0 => format!(", zeros from byte {pos} ({why})"),
+        Some((pos, why)) => format!(
+            ", stops at byte {pos} ({why}; {} non-zero bytes follow)",
+            w.garbage
+        ),
+    };
+    writeln!(
+        out,
+        "  {}: {} batches, {} records, {offsets}, {} of {} bytes valid{after}",
+        name_of(w.base),
+        w.batches.len(),
+        w.records,
+        w.valid_len,
+        w.file_len
+    )
+}
+
+/// The plan's verdict is verify's: an open that would refuse is an error; every repair open
+/// would make (cuts past the recovery point, re-seals, deletions, leftovers) is a warning.
+fn check_plan(ctx: &Ctx, findings: &mut Findings) {
+    let plan = &ctx.inspection.plan;
+    match &plan.verdict {
+        Verdict::Open => {}
+        // After a clean close open defers sealed segments and meets such damage on first use;
+        // otherwise it refuses (or opens read-only).
+        Verdict::Corrupt(why) => findings.error(why.clone()),
+        Verdict::RecoveryPointLost(why) => {
+            findings.error(format!("Log::open refuses (recovery point lost): {why}"))
         }
-        let bytes = std::fs::read(&file.path)?;
-        let mut f = SegmentFacts {
-            base,
-            name: name.clone(),
-            file_size: bytes.len() as u64,
-            batches: Vec::new(),
-            records: 0,
-            valid_len: 0,
-            next_offset: base,
-            is_last,
-        };
-        let mut running_max = i64::MIN;
-        let mut stop = None;
-        for step in walk(&bytes) {
-            match step {
-                Step::Batch { pos, view } => {
-                    let h = view.header();
-                    if h.base_offset != f.next_offset {
-                        findings.error(format!(
-                            "{name} at byte {pos}: batch starts at offset {} but offset {} was \
-                             expected{}",
-                            h.base_offset,
-                            f.next_offset,
-                            if f.batches.is_empty() {
-                                " (the segment's base offset, from its file name)"
-                            } else {
-                                ""
-                            }
-                        ));
-                    }
-                    if let Err(e) = view.verify_records() {
-                        findings.error(format!(
-                            "{name} at byte {pos}: batch {}..{} has a valid checksum but bad \
-                             records: {e}",
-                            h.base_offset,
-                            h.last_offset()
-                        ));
-                    }
-                    running_max = running_max.max(h.max_timestamp);
-                    f.batches.push(BatchStart {
-                        pos: pos as u64,
-                        base_offset: h.base_offset,
-                        running_max_ts: running_max,
-                    });
-                    f.records += h.record_count as u64;
-                    f.next_offset = h.next_offset();
-                    f.valid_len = (pos + view.len()) as u64;
-                }
-                Step::Invalid { pos, reason } => stop = Some((pos, reason)),
-            }
-        }
-        let tail = classify_tail(&bytes, f.valid_len as usize);
-        let reason = stop.map_or_else(String::new, |(_, r)| r.to_string());
-        let at = format!("{name} at byte {}", f.valid_len);
-        let after = f.next_offset;
-        let state = match (tail, is_last) {
-            (Tail::None, false) => "sealed".to_string(),
-            (Tail::None, true) => "active, trimmed (clean close)".to_string(),
-            (Tail::Zeros { len }, true) => format!("active, {len} bytes preallocated"),
-            (Tail::Zeros { len }, false) => {
-                if next_base == Some(after) && !f.batches.is_empty() {
-                    // Recovery row R7. The library handles it only for segments it scans; a
-                    // segment below the recovery point is trusted, and its zeros are reported
-                    // as corruption (a library bug, reported with the CLI).
-                    let caveat = if recovery_point >= after {
-                        "; but the recovery point covers it, and the current Log::open then \
-                         fails with \"all-zero region\" instead of re-sealing it (library bug)"
-                    } else {
-                        ""
-                    };
-                    findings.warn(format!(
-                        "{name}: not sealed: {len} zero bytes of preallocation follow the last \
-                         batch (a crash before its seal finished); the next open should re-seal \
-                         it (recovery row R7){caveat}"
-                    ));
-                } else {
-                    findings.error(format!(
-                        "{at}: sealed segment ends with {len} zero bytes after offset {} and the \
-                         next segment does not continue there",
-                        after.saturating_sub(1)
-                    ));
-                }
-                "unsealed".to_string()
-            }
-            (Tail::Garbage { len, nonzero, .. }, true) => {
-                if after < recovery_point {
-                    findings.error(format!(
-                        "{at}: corruption in synced data (below the recovery point \
-                         {recovery_point}): {reason}; {len} bytes follow, {nonzero} non-zero"
-                    ));
-                } else {
-                    findings.warn(format!(
-                        "{at}: garbage tail past offset {} ({reason}; {nonzero} of the remaining \
-                         {len} bytes are non-zero). An unclean shutdown can leave a torn batch \
-                         here; it is past the recovery point {recovery_point}, so recovery will \
-                         cut it",
-                        after.saturating_sub(1)
-                    ));
-                }
-                "active, torn tail".to_string()
-            }
-            (Tail::Garbage { len, nonzero, .. }, false) => {
-                findings.error(format!(
-                    "{at}: corruption in a sealed segment: {reason}; {len} bytes follow the last \
-                     valid batch (offset {}), {nonzero} non-zero",
-                    after.saturating_sub(1)
-                ));
-                "sealed, damaged".to_string()
-            }
-        };
-        let offsets = if f.batches.is_empty() {
-            "no batches".to_string()
-        } else {
-            format!("offsets {}..{}", f.base, f.next_offset - 1)
-        };
-        writeln!(
-            out,
-            "  {name}: {} batches, {} records, {offsets}, {} of {} bytes valid, {state}",
-            f.batches.len(),
-            f.records,
-            f.valid_len,
-            f.file_size
-        )?;
-        facts.push(f);
     }
-    Ok(facts)
+    for (name, rule) in &plan.remove {
+        findings.warn(format!(
+            "{name}: leftover; the next open deletes it ({rule})"
+        ));
+    }
+    for c in &plan.cuts {
+        findings.warn(format!("the next open cuts {c}"));
+    }
+    for s in &plan.segments {
+        let name = name_of(s.base);
+        match (&s.fate, s.rule) {
+            (Fate::Delete, Rule::R10) => findings.warn(format!(
+                "{name}: entirely below the log start offset (a crash during retention); the \
+                 next open deletes it (R10)"
+            )),
+            (Fate::Reseal, Rule::R7) => findings.warn(format!(
+                "{name}: not sealed (a crash before its seal finished); the next open re-seals \
+                 it (R7)"
+            )),
+            (Fate::Reseal, Rule::R3) => findings.warn(format!(
+                "{name}: index files missing, damaged or stale; the next open rebuilds them (R3)"
+            )),
+            _ => {}
+        }
+    }
+    // The marker must tell the truth about the log end it vouches for.
+    if let (Some(v), true) = (plan_marker(ctx), plan.clean) {
+        if Some(v) != plan.log_end() {
+            findings.error(format!(
+                "{}: says the log ends at {v} but its segments end at {}",
+                oncelog::log::checkpoints::CLEAN_SHUTDOWN_FILE,
+                plan.log_end().unwrap_or(0)
+            ));
+        }
+    }
+}
+
+fn plan_marker(ctx: &Ctx) -> Option<u64> {
+    ctx.inspection
+        .facts
+        .marker
+        .valid()
+        .and_then(|v| v.first().copied())
+}
+
+/// Batches whose checksum is valid but whose records do not decode.
+fn check_records(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
+    for w in ctx.segments() {
+        for (pos, why) in &w.record_errors {
+            findings.error(format!(
+                "{} at byte {pos}: batch has a valid checksum but bad records: {why}",
+                name_of(w.base)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// At most this many problems are listed per index file.
@@ -348,13 +296,22 @@ const MAX_INDEX_PROBLEMS: usize = 5;
 /// Index files decode, and every entry points at a batch boundary with the right offset (and,
 /// for the time index, the right timestamp).
 fn check_indexes(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
-    for seg in &ctx.segments {
+    let count = ctx.segments().len();
+    for (i, seg) in ctx.segments().iter().enumerate() {
+        let is_last = i + 1 == count;
+        let name = name_of(seg.base);
+        // Index files open replaces (rebuilt, re-sealed, the active segment's) or never reads
+        // (segments it deletes) can only be warnings.
+        let replaced = is_last
+            || matches!(
+                ctx.rule_of(seg.base),
+                Some((_, Fate::Reseal | Fate::Delete | Fate::CutAt { .. }))
+            );
         let index = ctx.listing.find(seg.base, FileKind::Index);
         let time = ctx.listing.find(seg.base, FileKind::TimeIndex);
-        if !seg.is_last && (index.is_none() || time.is_none()) {
+        if !is_last && (index.is_none() || time.is_none()) {
             findings.warn(format!(
-                "{}: sealed segment without {} file; the next open rebuilds it by scanning",
-                seg.name,
+                "{name}: sealed segment without {} file; it is rebuilt by a scan",
                 if index.is_none() {
                     ".index"
                 } else {
@@ -364,7 +321,9 @@ fn check_indexes(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
         }
         let mut problems: Vec<String> = Vec::new();
         if let Some(file) = index {
-            let bytes = std::fs::read(&file.path)?;
+            let Some(bytes) = read_if_present(&file.path)? else {
+                continue;
+            };
             match decode_offset_index(&bytes, seg.base) {
                 Err(e) => problems.push(format!("{}: does not decode: {e}", file.name)),
                 Ok((_, entries)) => {
@@ -396,7 +355,9 @@ fn check_indexes(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
             }
         }
         if let Some(file) = time {
-            let bytes = std::fs::read(&file.path)?;
+            let Some(bytes) = read_if_present(&file.path)? else {
+                continue;
+            };
             match decode_time_index(&bytes, seg.base) {
                 Err(e) => problems.push(format!("{}: does not decode: {e}", file.name)),
                 Ok((_, entries)) => {
@@ -424,97 +385,19 @@ fn check_indexes(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
             }
         }
         let extra = problems.len().saturating_sub(MAX_INDEX_PROBLEMS);
+        let mut report = |msg: String| {
+            if replaced {
+                findings.warn(format!("{msg} (open replaces these index files)"));
+            } else {
+                findings.error(msg);
+            }
+        };
         for p in problems.into_iter().take(MAX_INDEX_PROBLEMS) {
-            findings.error(p);
+            report(p);
         }
         if extra > 0 {
-            findings.error(format!("{}: {extra} more index problems", seg.name));
+            report(format!("{name}: {extra} more index problems"));
         }
-    }
-    Ok(())
-}
-
-/// The recovery point, the log start offset and the clean-shutdown marker agree with the
-/// segments.
-fn check_checkpoints(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
-    let end = ctx.segments.last().map(|s| s.next_offset);
-    match &ctx.recovery_point {
-        RecoveryPoint::Missing => {
-            if !ctx.segments.is_empty() {
-                findings.warn(format!(
-                    "no {} file: nothing is known to be synced; the next open scans every segment",
-                    super::RECOVERY_POINT_FILE
-                ));
-            }
-        }
-        RecoveryPoint::Invalid(why) => findings.warn(format!(
-            "{}: no valid slot ({}); the next open treats the recovery point as 0 and scans \
-             every segment",
-            super::RECOVERY_POINT_FILE,
-            why.join("; ")
-        )),
-        RecoveryPoint::Valid { offset, .. } => {
-            if let Some(end) = end.filter(|&e| *offset > e) {
-                findings.error(format!(
-                    "recovery point {offset} is beyond the end of the valid batches ({end}): \
-                     synced data is missing"
-                ));
-            }
-        }
-    }
-
-    let log_start = read_checkpoint(
-        &ctx.dir.join(super::LOG_START_FILE),
-        CheckpointKind::LogStart,
-    )?;
-    match log_start {
-        Checkpoint::Missing => {}
-        Checkpoint::Invalid(why) => findings.warn(format!(
-            "{}: damaged ({why}); the next open reports it and uses the first segment's base",
-            super::LOG_START_FILE
-        )),
-        Checkpoint::Valid(v) => {
-            let start = v.first().copied().unwrap_or(0);
-            let count = ctx.segments.len();
-            for (i, seg) in ctx.segments.iter().enumerate() {
-                if seg.next_offset <= start && i + 1 < count {
-                    findings.warn(format!(
-                        "{}: entirely below the log start offset {start} (a crash during \
-                         retention); the next open deletes it",
-                        seg.name
-                    ));
-                }
-            }
-        }
-    }
-
-    let marker = read_checkpoint(
-        &ctx.dir.join(super::CLEAN_SHUTDOWN_FILE),
-        CheckpointKind::CleanShutdown,
-    )?;
-    match marker {
-        Checkpoint::Missing => {}
-        Checkpoint::Invalid(why) => findings.warn(format!(
-            "{}: damaged ({why}); the next open ignores it and scans",
-            super::CLEAN_SHUTDOWN_FILE
-        )),
-        Checkpoint::Valid(v) => match (v.as_slice(), ctx.segments.last()) {
-            ([leo, base, len], Some(last)) if *base == last.base && *len == last.file_size => {
-                if *leo != last.next_offset {
-                    findings.error(format!(
-                        "{}: says the log ends at {leo} but the last segment {} ends at {}",
-                        super::CLEAN_SHUTDOWN_FILE,
-                        last.name,
-                        last.next_offset
-                    ));
-                }
-            }
-            _ => findings.warn(format!(
-                "{}: {v:?} does not describe the last segment; the next open ignores it and \
-                 scans",
-                super::CLEAN_SHUTDOWN_FILE
-            )),
-        },
     }
     Ok(())
 }
@@ -529,8 +412,8 @@ fn check_snapshots(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
     use oncelog::format::snapshot;
     use oncelog::producer::{BatchMetadata, ProducerConfig, ProducerStateManager};
 
-    let end = ctx.segments.last().map_or(0, |s| s.next_offset);
-    let first_base = ctx.segments.first().map_or(0, |s| s.base);
+    let end = ctx.segments().last().map_or(0, |s| s.next_offset);
+    let first_base = ctx.segments().first().map_or(0, |s| s.base);
     let mut snapshots: Vec<(u64, &crate::cli::DirFile)> = ctx
         .listing
         .files
@@ -543,7 +426,11 @@ fn check_snapshots(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
     snapshots.sort_by_key(|(o, _)| *o);
     let mut newest: Option<(u64, Vec<_>)> = None;
     for (offset, f) in &snapshots {
-        match snapshot::decode(&std::fs::read(&f.path)?) {
+        // A live log rotates snapshots away under us: a vanished one is simply not there.
+        let Some(bytes) = read_if_present(&f.path)? else {
+            continue;
+        };
+        match snapshot::decode(&bytes) {
             Err(e) => findings.warn(format!(
                 "{}: does not decode ({e}); open ignores it",
                 f.name
@@ -570,11 +457,13 @@ fn check_snapshots(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
         max_producers: usize::MAX / 2,
     };
     let mut replay = ProducerStateManager::new(cfg);
-    for seg in &ctx.segments {
+    for seg in ctx.segments() {
         let Some(file) = ctx.listing.find(seg.base, FileKind::Log) else {
             continue;
         };
-        let bytes = std::fs::read(&file.path)?;
+        let Some(bytes) = read_if_present(&file.path)? else {
+            continue;
+        };
         for b in seg.batches.iter().filter(|b| b.base_offset < offset) {
             let Some(h) = bytes
                 .get(b.pos as usize..)
@@ -617,29 +506,15 @@ fn check_snapshots(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Leftovers recovery cleans up.
-fn check_other_files(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
-    for f in &ctx.listing.files {
-        match f.kind {
-            Some((base, FileKind::Index | FileKind::TimeIndex))
-                if ctx.listing.find(base, FileKind::Log).is_none() =>
-            {
-                findings.warn(format!(
-                    "{}: index without a segment; the next open deletes it",
-                    f.name
-                ));
-            }
-            None if f.name == oncelog::log::SPARE_FILE => findings.warn(format!(
-                "{}: the next segment's file prepared ahead (left by a crash); the next open \
-                 deletes it",
-                f.name
-            )),
-            None if f.name.ends_with(".tmp") => findings.warn(format!(
-                "{}: leftover of an interrupted atomic write; the next open deletes it",
-                f.name
-            )),
-            _ => {}
-        }
+/// A file's bytes, or `None` if it vanished since the listing (a live log's retention or
+/// snapshot rotation). Any other failure names the file.
+fn read_if_present(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("read {}: {e}", path.display()),
+        )),
     }
-    Ok(())
 }

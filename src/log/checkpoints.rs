@@ -24,7 +24,8 @@ pub const SLOT_BYTES: u64 = 4096;
 #[derive(Debug)]
 pub struct RecoveryPointFile {
     path: PathBuf,
-    file: Box<dyn StorageFile>,
+    /// `None` for a read-only log whose directory has no recovery-point file (it never stores).
+    file: Option<Box<dyn StorageFile>>,
     /// Sequence of the newest slot written; the next write goes to slot `(sequence + 1) % 2`.
     sequence: u64,
     /// The value last written.
@@ -34,9 +35,10 @@ pub struct RecoveryPointFile {
 }
 
 impl RecoveryPointFile {
-    /// Reads the newest valid slot. A missing file or no valid slot means "nothing is known to
-    /// be synced" (0). The file is created (durably) if missing.
-    pub fn open(storage: &dyn Storage, dir: &Path) -> Result<RecoveryPointFile> {
+    /// Reads the newest valid slot (recovery has already judged a missing or damaged one:
+    /// docs/recovery.md). A missing file is created (durably) when `create`; otherwise (a
+    /// read-only log) the handle stays detached and `store` fails.
+    pub fn open(storage: &dyn Storage, dir: &Path, create: bool) -> Result<RecoveryPointFile> {
         let path = dir.join(RECOVERY_POINT_FILE);
         let io = |op| {
             let p = path.clone();
@@ -53,7 +55,9 @@ impl RecoveryPointFile {
                 .filter_map(|slot| checkpoint::decode(slot, CheckpointKind::RecoveryPoint).ok())
                 .filter_map(|(seq, v)| v.first().map(|&v| (seq, v)))
                 .max();
-            (file, best)
+            (Some(file), best)
+        } else if !create {
+            (None, None)
         } else {
             let file = storage
                 .open(&path, OpenMode::CreateNew)
@@ -62,7 +66,7 @@ impl RecoveryPointFile {
             storage
                 .sync_dir(dir)
                 .map_err(|e| Error::io("fsync directory", dir, e))?;
-            (file, None)
+            (Some(file), None)
         };
         let found = best.is_some();
         let (sequence, value) = best.unwrap_or((0, 0));
@@ -104,10 +108,10 @@ impl RecoveryPointFile {
             let p = self.path.clone();
             move |e| Error::io(op, p, e)
         };
-        self.file
-            .write_at(slot * SLOT_BYTES, &bytes)
+        let file = self.file.as_ref().ok_or(Error::ReadOnly)?;
+        file.write_at(slot * SLOT_BYTES, &bytes)
             .map_err(io("write recovery point"))?;
-        self.file.sync_data().map_err(io("fsync recovery point"))?;
+        file.sync_data().map_err(io("fsync recovery point"))?;
         self.sequence = sequence;
         self.value = offset;
         Ok(())

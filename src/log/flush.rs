@@ -478,7 +478,9 @@ impl LogInner {
         active.write_index_files(storage)?;
         active.trim_for_close()?;
         let leo = self.log_end.load(Ordering::Acquire);
-        let values = [leo, active.base_offset(), active.size()];
+        let bases: Vec<u64> = segments.iter().map(|s| s.base_offset()).collect();
+        debug_assert_eq!(bases.last(), Some(&active.base_offset()));
+        let values = super::recovery::plan::marker_values(leo, &bases, active.size());
         checkpoints::write_values(
             storage,
             &self.dir.join(CLEAN_SHUTDOWN_FILE),

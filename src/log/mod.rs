@@ -26,7 +26,7 @@ mod lanes;
 mod prefault;
 mod producers;
 mod read;
-mod recovery;
+pub mod recovery;
 mod retention;
 mod spare;
 mod truncate;

@@ -231,7 +231,9 @@ impl RemoteError {
     pub fn from_error(e: &Error) -> RemoteError {
         match e {
             Error::Io { .. } => RemoteError::Io,
-            Error::Corrupt { .. } | Error::CorruptFile { .. } => RemoteError::Corrupt,
+            Error::Corrupt { .. } | Error::CorruptFile { .. } | Error::RecoveryPointLost { .. } => {
+                RemoteError::Corrupt
+            }
             Error::PreviousIo | Error::Locked(_) | Error::ReadOnly | Error::Closed => {
                 RemoteError::Unavailable
             }

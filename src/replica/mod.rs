@@ -188,7 +188,11 @@ impl Replica {
         });
         let log = match opened {
             Ok(log) => log,
-            Err(e @ (Error::Corrupt { .. } | Error::CorruptFile { .. })) => {
+            Err(
+                e @ (Error::Corrupt { .. }
+                | Error::CorruptFile { .. }
+                | Error::RecoveryPointLost { .. }),
+            ) => {
                 // Damaged synced data: keep the files for the operator, start empty, and tell
                 // the controller (EmptyOrDamaged) so this replica neither leads nor counts as
                 // in sync until it has fetched everything again from the leader.

@@ -110,7 +110,7 @@ fn from_index_files(storage: &dyn Storage, dir: &Path, base: u64, bytes: &[u8]) 
 
 /// Row R3: rebuild the index; any stop inside the bytes is damage in synced data (R4), unless
 /// only zeros follow or the segment already reaches the next one (R7).
-fn rebuild(
+pub fn rebuild(
     bytes: &[u8],
     base: u64,
     next_base: Option<u64>,

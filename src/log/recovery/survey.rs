@@ -1,0 +1,246 @@
+//! What recovery reads before it decides anything: the directory listing and every checkpoint,
+//! decoded, and the bytes of segment files on request. Nothing here changes the directory: a
+//! plan that fails must leave it exactly as it was, so every fallible read happens here, before
+//! the first mutation (docs/recovery.md, "One plan").
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::format::checkpoint::{self, CheckpointKind};
+use crate::format::file_name::{parse_file_name, FileKind};
+use crate::io::{AppendMap, OpenMode, Storage};
+use crate::log::checkpoints::{
+    self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE, SLOT_BYTES,
+};
+use crate::log::producers::PRODUCER_IDS_FILE;
+use crate::segment::segment_path;
+
+/// A checkpoint file as found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found<T> {
+    Missing,
+    /// Present but not decodable: the reason.
+    Damaged(String),
+    Valid(T),
+}
+
+impl<T> Found<T> {
+    pub fn valid(&self) -> Option<&T> {
+        match self {
+            Found::Valid(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Everything recovery decides from, except segment bytes.
+#[derive(Debug, Clone)]
+pub struct DirFacts {
+    pub dir: PathBuf,
+    /// Base offsets of the `.log` files, ascending.
+    pub bases: Vec<u64>,
+    /// Length of each `.log` file, in the order of `bases`.
+    pub log_lens: Vec<u64>,
+    /// Leftovers of interrupted atomic writes and the prepared spare segment (row R12).
+    pub temps: Vec<String>,
+    /// `.index`/`.timeindex` files with no `.log` (row R12).
+    pub orphan_indexes: Vec<String>,
+    /// The recovery point: the newest valid slot's value.
+    pub recovery_point: Found<u64>,
+    pub log_start: Found<u64>,
+    /// The clean-shutdown marker's values.
+    pub marker: Found<Vec<u64>>,
+    /// The producer-id reservation mark.
+    pub producer_ids: Found<u64>,
+}
+
+/// Reads the listing and every checkpoint of `dir`. A file that disappears between the listing
+/// and its read (a live log's retention or snapshot rotation, seen by `oncelog verify`) is
+/// treated as never listed.
+pub fn read_dir_facts(storage: &dyn Storage, dir: &Path) -> Result<DirFacts> {
+    let names = storage
+        .list(dir)
+        .map_err(|e| Error::io("list log directory", dir, e))?;
+    let mut bases: Vec<u64> = Vec::new();
+    let mut index_names: Vec<(u64, String)> = Vec::new();
+    let mut temps = Vec::new();
+    for name in names {
+        if name.ends_with(".tmp") {
+            temps.push(name);
+            continue;
+        }
+        match parse_file_name(&name) {
+            Some((o, FileKind::Log)) => bases.push(o.0),
+            Some((o, FileKind::Index | FileKind::TimeIndex)) => index_names.push((o.0, name)),
+            _ => {}
+        }
+    }
+    bases.sort_unstable();
+    let mut orphan_indexes: Vec<String> = index_names
+        .into_iter()
+        .filter(|(b, _)| bases.binary_search(b).is_err())
+        .map(|(_, n)| n)
+        .collect();
+    orphan_indexes.sort();
+    temps.sort();
+    let mut kept = Vec::with_capacity(bases.len());
+    let mut log_lens = Vec::with_capacity(bases.len());
+    for base in bases {
+        let path = segment_path(dir, base, FileKind::Log);
+        match storage
+            .open(&path, OpenMode::Existing)
+            .and_then(|f| f.len())
+        {
+            Ok(len) => {
+                kept.push(base);
+                log_lens.push(len);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("stat segment", &path, e)),
+        }
+    }
+    Ok(DirFacts {
+        dir: dir.to_path_buf(),
+        bases: kept,
+        log_lens,
+        temps,
+        orphan_indexes,
+        recovery_point: read_recovery_point(storage, dir)?,
+        log_start: read_single(storage, &dir.join(LOG_START_FILE), CheckpointKind::LogStart)?,
+        marker: read_checkpoint(
+            storage,
+            &dir.join(CLEAN_SHUTDOWN_FILE),
+            CheckpointKind::CleanShutdown,
+        )?,
+        producer_ids: read_single(
+            storage,
+            &dir.join(PRODUCER_IDS_FILE),
+            CheckpointKind::ProducerIds,
+        )?,
+    })
+}
+
+fn read_checkpoint(
+    storage: &dyn Storage,
+    path: &Path,
+    kind: CheckpointKind,
+) -> Result<Found<Vec<u64>>> {
+    match checkpoints::read_values(storage, path, kind) {
+        Ok(None) => Ok(Found::Missing),
+        Ok(Some(v)) => Ok(Found::Valid(v)),
+        Err(Error::CorruptFile { reason, .. }) => Ok(Found::Damaged(reason)),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Found::Missing)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn read_single(storage: &dyn Storage, path: &Path, kind: CheckpointKind) -> Result<Found<u64>> {
+    Ok(match read_checkpoint(storage, path, kind)? {
+        Found::Valid(v) => match v.as_slice() {
+            [x] => Found::Valid(*x),
+            other => Found::Damaged(format!("{} values where 1 was expected", other.len())),
+        },
+        Found::Missing => Found::Missing,
+        Found::Damaged(r) => Found::Damaged(r),
+    })
+}
+
+/// The newest valid slot of the recovery-point file. An existing file without a valid slot is
+/// `Damaged` (open writes a first slot before the first segment can hold data).
+pub fn read_recovery_point(storage: &dyn Storage, dir: &Path) -> Result<Found<u64>> {
+    let path = dir.join(RECOVERY_POINT_FILE);
+    if !storage.exists(&path) {
+        return Ok(Found::Missing);
+    }
+    let bytes = match storage
+        .open(&path, OpenMode::Existing)
+        .and_then(|f| f.read_all())
+    {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Missing),
+        Err(e) => return Err(Error::io("read recovery point", &path, e)),
+    };
+    let mut why = Vec::new();
+    let mut best: Option<(u64, u64)> = None;
+    for (i, slot) in bytes.chunks(SLOT_BYTES as usize).take(2).enumerate() {
+        match checkpoint::decode(slot, CheckpointKind::RecoveryPoint) {
+            Ok((seq, v)) => match v.first() {
+                Some(&v) => best = best.max(Some((seq, v))),
+                None => why.push(format!("slot {i}: no value")),
+            },
+            Err(e) => why.push(format!("slot {i}: {e}")),
+        }
+    }
+    Ok(match best {
+        Some((_, v)) => Found::Valid(v),
+        None if bytes.is_empty() => Found::Damaged("the file is empty".into()),
+        None => Found::Damaged(why.join("; ")),
+    })
+}
+
+/// How segment bytes are obtained: mapped (open: no copy, nobody else writes the files while
+/// the directory lock is held) or read into memory (`inspect` of a directory another process
+/// may be writing: a mapping of a file that is trimmed meanwhile would fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteAccess {
+    Map,
+    Read,
+}
+
+/// A segment file's bytes.
+#[derive(Debug)]
+pub enum SegmentBytes {
+    Mapped(Arc<AppendMap>),
+    Owned(Vec<u8>),
+}
+
+impl SegmentBytes {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            SegmentBytes::Mapped(m) => m.published_bytes(),
+            SegmentBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// Reads (or maps) the segment file at `base`.
+pub fn segment_bytes(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    access: ByteAccess,
+) -> Result<SegmentBytes> {
+    let path = segment_path(dir, base, FileKind::Log);
+    let file = storage
+        .open(&path, OpenMode::Existing)
+        .map_err(|e| Error::io("open segment", &path, e))?;
+    match access {
+        ByteAccess::Read => file
+            .read_all()
+            .map(SegmentBytes::Owned)
+            .map_err(|e| Error::io("read segment", &path, e)),
+        ByteAccess::Map => {
+            let len = file
+                .len()
+                .map_err(|e| Error::io("stat segment", &path, e))?;
+            let region = file
+                .map(len as usize)
+                .map_err(|e| Error::io("mmap segment", &path, e))?;
+            Ok(SegmentBytes::Mapped(AppendMap::new(region, len as usize)))
+        }
+    }
+}
+
+/// The chain check a clean-shutdown marker carries: a checksum over the base offsets of every
+/// segment at close, so a segment file added or removed since is seen by a clean open without
+/// reading any segment.
+pub fn chain_checksum(bases: &[u64]) -> u64 {
+    let mut h = crc32fast::Hasher::new();
+    for b in bases {
+        h.update(&b.to_le_bytes());
+    }
+    u64::from(h.finalize())
+}

@@ -1,0 +1,373 @@
+//! One recovery plan for `Log::open`, `oncelog verify` and `oncelog stat` (docs/recovery.md,
+//! "One plan"): what the recovery point proves decides what may be cut; a missing one beside
+//! segments is refused, not read as "nothing was synced"; a plan that fails changes nothing on
+//! disk; a clean open still finds a missing or extra segment; a scanned sealed segment gets its
+//! index files rewritten; and the plan `inspect` prints is the one open executes.
+
+mod common;
+#[path = "common/fault.rs"]
+mod fault;
+
+use std::fs;
+use std::path::Path;
+
+use common::{batch, closed_log, read_all};
+use fault::{index_path, seg_path, segment_bases, snapshot_dir, timeindex_path};
+use oncelog::format::checkpoint::{self, CheckpointKind};
+use oncelog::io::fs::RealStorage;
+use oncelog::log::recovery::{self, Rule, Verdict};
+use oncelog::{Error, Log, LogConfig, RecoveryMode};
+
+fn salvage(cfg: &LogConfig) -> LogConfig {
+    LogConfig {
+        recovery: RecoveryMode::Salvage,
+        ..cfg.clone()
+    }
+}
+
+fn plan_of(dir: &Path, mode: RecoveryMode) -> recovery::Inspection {
+    recovery::inspect(&RealStorage, dir, mode).unwrap()
+}
+
+/// Writes a recovery-point file holding `offset` in slot 1 (slot 0 empty).
+fn write_recovery_point(dir: &Path, offset: u64) {
+    let slot = checkpoint::encode(CheckpointKind::RecoveryPoint, 1, &[offset]);
+    let mut bytes = vec![0u8; 4096];
+    bytes.extend_from_slice(&slot);
+    fs::write(dir.join("recovery-point"), bytes).unwrap();
+}
+
+/// The reproduction of the bug this file was written for: only the `.log` files of a log are
+/// copied (no recovery point), and 4 bytes in the middle of the first segment are flipped. Open
+/// used to read the missing checkpoint as "nothing synced", cut at the damage and delete every
+/// later segment, reporting no corruption, while `verify` said FAILED.
+#[test]
+fn segments_without_a_recovery_point_are_refused_not_cut() {
+    let src = tempfile::tempdir().unwrap();
+    let cfg = LogConfig::for_tests();
+    let all = closed_log(src.path(), &cfg, 5);
+    let dir = tempfile::tempdir().unwrap();
+    for base in segment_bases(src.path()) {
+        fs::copy(seg_path(src.path(), base), seg_path(dir.path(), base)).unwrap();
+    }
+    let first = seg_path(dir.path(), 0);
+    let mut bytes = fs::read(&first).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 4] {
+        *b ^= 0xff;
+    }
+    fs::write(&first, bytes).unwrap();
+    let before = snapshot_dir(dir.path());
+
+    for mode in [
+        RecoveryMode::FailOnCorruption,
+        RecoveryMode::ReadOnlyOnCorruption,
+    ] {
+        let cfg = LogConfig {
+            recovery: mode,
+            ..cfg.clone()
+        };
+        match Log::open(dir.path(), cfg) {
+            Err(Error::RecoveryPointLost { path, .. }) => {
+                assert_eq!(path, dir.path().join("recovery-point"))
+            }
+            other => panic!("{mode:?}: expected RecoveryPointLost, got {other:?}"),
+        }
+        assert_eq!(
+            snapshot_dir(dir.path()),
+            before,
+            "{mode:?}: a refused open changed the directory"
+        );
+    }
+    // verify reaches the same verdict from the same plan.
+    let inspection = plan_of(dir.path(), RecoveryMode::FailOnCorruption);
+    assert!(matches!(
+        inspection.plan.verdict,
+        Verdict::RecoveryPointLost(_)
+    ));
+
+    // Salvage keeps the longest valid prefix and reports every byte it cuts.
+    let log = Log::open(dir.path(), salvage(&cfg)).unwrap();
+    let report = log.recovery_report().clone();
+    let kept = read_all(&log);
+    assert!(!kept.is_empty() && kept.len() < all.len());
+    assert_eq!(kept[..], all[..kept.len()], "salvage kept a wrong prefix");
+    assert!(
+        report
+            .cuts
+            .iter()
+            .any(|c| c.file == first && c.rule == Rule::Salvage),
+        "the cut in the damaged segment is reported: {report:?}"
+    );
+    let deleted = segment_bases(src.path()).len() - 1;
+    assert_eq!(
+        report.cuts.iter().filter(|c| c.position == 0).count(),
+        deleted,
+        "every later segment's deletion is reported as a cut: {report:?}"
+    );
+    log.close().unwrap();
+    let log = Log::open(dir.path(), cfg).unwrap();
+    assert_eq!(read_all(&log), kept);
+}
+
+/// A damaged recovery point (no valid slot) beside segments is the same refusal.
+#[test]
+fn a_damaged_recovery_point_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig::for_tests();
+    closed_log(dir.path(), &cfg, 3);
+    fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
+    fs::write(dir.path().join("recovery-point"), vec![7u8; 8192]).unwrap();
+    let before = snapshot_dir(dir.path());
+    assert!(matches!(
+        Log::open(dir.path(), cfg.clone()),
+        Err(Error::RecoveryPointLost { .. })
+    ));
+    assert_eq!(snapshot_dir(dir.path()), before);
+    // With a valid clean-shutdown marker the recovery point is not needed.
+    let dir2 = tempfile::tempdir().unwrap();
+    let all = closed_log(dir2.path(), &cfg, 3);
+    fs::write(dir2.path().join("recovery-point"), vec![7u8; 8192]).unwrap();
+    let log = Log::open(dir2.path(), cfg).unwrap();
+    assert!(log.recovery_report().clean_shutdown);
+    assert_eq!(read_all(&log), all);
+}
+
+/// Every failure kind open can meet changes nothing on disk: the directory is hashed before
+/// and after (every file's name and bytes).
+#[test]
+fn a_failed_open_changes_nothing() {
+    type Damage = fn(&Path);
+    let cases: &[(&str, Damage)] = &[
+        ("empty producer-ids", |d| {
+            fs::write(d.join("producer-ids"), b"").unwrap()
+        }),
+        ("garbage producer-ids", |d| {
+            fs::write(d.join("producer-ids"), b"garbage garbage garbage").unwrap()
+        }),
+        ("garbage log-start-offset", |d| {
+            fs::write(d.join("log-start-offset"), b"garbage garbage garbage").unwrap()
+        }),
+        ("missing recovery point", |d| {
+            fs::remove_file(d.join("recovery-point")).unwrap()
+        }),
+        ("missing middle segment", |d| {
+            let bases = segment_bases(d);
+            fs::remove_file(seg_path(d, bases[1])).unwrap();
+        }),
+        ("damage below the recovery point", |d| {
+            let bases = segment_bases(d);
+            let p = seg_path(d, bases[1]);
+            let mut b = fs::read(&p).unwrap();
+            b[40] ^= 0x10;
+            fs::write(p, b).unwrap();
+        }),
+        ("recovery point beyond the end (last segment gone)", |d| {
+            let bases = segment_bases(d);
+            fs::remove_file(seg_path(d, *bases.last().unwrap())).unwrap();
+        }),
+    ];
+    // No index entries: a trusted segment's load walks every batch, so damage anywhere in it is
+    // seen at open.
+    let cfg = common::sparse();
+    for (what, damage) in cases {
+        for clean in [true, false] {
+            if clean
+                && (*what == "missing recovery point" || *what == "damage below the recovery point")
+            {
+                // After a clean close a matching marker vouches for every file: no recovery
+                // point is needed (a_damaged_recovery_point_is_refused checks that open), and a
+                // sealed segment is not read until its first use, which reports the damage
+                // (tests/lazy_index.rs).
+                continue;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            closed_log(dir.path(), &cfg, 4);
+            if !clean {
+                fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
+            }
+            // A leftover temp file and an orphan index: open would delete both (R12), but not
+            // before it knows the whole plan succeeds.
+            fs::write(dir.path().join("producer-ids.tmp"), b"x").unwrap();
+            fs::write(dir.path().join("99999999999999999999.index"), b"x").unwrap();
+            damage(dir.path());
+            let before = snapshot_dir(dir.path());
+            let result = Log::open(dir.path(), cfg.clone());
+            assert!(result.is_err(), "{what} (clean {clean}): open succeeded");
+            assert_eq!(
+                snapshot_dir(dir.path()),
+                before,
+                "{what} (clean {clean}): the failed open changed the directory ({:?})",
+                result.err()
+            );
+            let inspection = plan_of(dir.path(), RecoveryMode::FailOnCorruption);
+            assert_ne!(
+                inspection.plan.verdict,
+                Verdict::Open,
+                "{what} (clean {clean}): inspect and open disagree"
+            );
+        }
+    }
+}
+
+/// A clean open reads no sealed segment, yet a segment removed from (or added to) the middle
+/// of the chain is found at open: the marker records the chain.
+#[test]
+fn a_clean_open_finds_a_missing_middle_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig::for_tests();
+    closed_log(dir.path(), &cfg, 3);
+    let bases = segment_bases(dir.path());
+    fs::remove_file(seg_path(dir.path(), bases[1])).unwrap();
+    match Log::open(dir.path(), cfg.clone()) {
+        Err(Error::Corrupt { path, .. }) => assert_eq!(path, seg_path(dir.path(), bases[2])),
+        other => panic!("expected Corrupt naming the segment after the gap, got {other:?}"),
+    }
+
+    // An extra segment file past the end: no longer the chain the marker vouches for.
+    let dir = tempfile::tempdir().unwrap();
+    let all = closed_log(dir.path(), &cfg, 3);
+    let end = all.last().unwrap().0 + 1;
+    fs::write(seg_path(dir.path(), end + 5), vec![0u8; 4096]).unwrap();
+    let log = Log::open(dir.path(), cfg).unwrap();
+    assert!(!log.recovery_report().clean_shutdown);
+    assert_eq!(read_all(&log), all);
+}
+
+/// A sealed segment at or past the recovery point scans complete (its seal trimmed it), yet
+/// its index files may be empty (a power cut during the seal): open rewrites them.
+#[test]
+fn a_scanned_sealed_segment_gets_its_index_files_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig::for_tests();
+    let all = closed_log(dir.path(), &cfg, 4);
+    fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
+    let bases = segment_bases(dir.path());
+    // The recovery point stands at the second segment's base: the second and later are scanned.
+    write_recovery_point(dir.path(), bases[1]);
+    fs::write(index_path(dir.path(), bases[1]), b"").unwrap();
+    fs::write(timeindex_path(dir.path(), bases[1]), b"").unwrap();
+    let log = Log::open(dir.path(), cfg.clone()).unwrap();
+    assert!(log.recovery_report().indexes_rebuilt >= 1);
+    assert_eq!(read_all(&log), all);
+    log.close().unwrap();
+    assert!(
+        fs::metadata(index_path(dir.path(), bases[1]))
+            .unwrap()
+            .len()
+            > 0,
+        "the index file was rewritten"
+    );
+    let inspection = plan_of(dir.path(), RecoveryMode::FailOnCorruption);
+    assert_eq!(inspection.plan.verdict, Verdict::Open);
+    let mut out = Vec::new();
+    let outcome = oncelog_verify(dir.path(), &mut out);
+    assert!(
+        outcome,
+        "verify after the reopen: {}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+/// A torn tail past the recovery point is cut and reported with its row; no cut reaches below
+/// the recovery point.
+#[test]
+fn every_cut_is_reported_and_none_below_the_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig::for_tests();
+    let log = Log::open(dir.path(), cfg.clone()).unwrap();
+    for t in 0..5 {
+        log.append(&batch(t, 2, 24)).unwrap();
+    }
+    log.flush().unwrap();
+    let synced = log.log_end_offset().0;
+    let tail = log.append(&batch(9, 2, 24)).unwrap();
+    let active = *segment_bases(dir.path()).last().unwrap();
+    log.simulate_crash();
+    let p = seg_path(dir.path(), active);
+    let mut bytes = fs::read(&p).unwrap();
+    let at = fault::batches_in(&bytes)
+        .into_iter()
+        .find(|b| b.base_offset == tail.base_offset.0)
+        .expect("the unsynced batch is in the active segment");
+    let pos = at.pos + 30;
+    bytes[pos] ^= 0x55;
+    fs::write(&p, bytes).unwrap();
+    let inspection = plan_of(dir.path(), RecoveryMode::FailOnCorruption);
+    let log = Log::open(dir.path(), cfg).unwrap();
+    let report = log.recovery_report();
+    assert_eq!(
+        report.cuts, inspection.plan.cuts,
+        "open executes the plan inspect prints"
+    );
+    assert_eq!(report.cuts.len(), 1, "{report:?}");
+    let cut = &report.cuts[0];
+    assert_eq!(cut.rule, Rule::R8);
+    assert_eq!(cut.file, p);
+    assert_eq!(cut.offsets.0, synced);
+    assert!(cut.offsets.0 >= report.checkpoint_recovery_point);
+    assert_eq!(log.log_end_offset().0, synced);
+}
+
+/// `verify` of a directory that holds no log is an error, and a directory with no segment but
+/// a recovery point of 5 fails as open does.
+#[test]
+fn verify_of_no_log_is_an_error_and_agrees_with_open_on_a_lone_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    assert!(!oncelog_verify(dir.path(), &mut out));
+    write_recovery_point(dir.path(), 5);
+    let mut out = Vec::new();
+    assert!(
+        !oncelog_verify(dir.path(), &mut out),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(Log::open(dir.path(), LogConfig::for_tests()).is_err());
+}
+
+/// The first open of a new directory writes the recovery point before its first segment can
+/// hold data, so no crash inside it leaves a segment beside an empty recovery-point file.
+#[test]
+fn a_new_log_has_a_recovery_point_before_its_first_segment() {
+    use oncelog::io::sim::{CrashMode, FaultKind, SimStorage};
+    let dir = Path::new("/sim/log");
+    let mut op = 0u64;
+    loop {
+        let sim = SimStorage::new(op);
+        let cfg = LogConfig {
+            background_thread: false,
+            ..LogConfig::for_tests()
+        }
+        .with_storage(std::sync::Arc::new(sim.clone()));
+        // The disk stops after `op` mutating operations, then the power goes.
+        sim.fail_after(op, FaultKind::Eio, true);
+        let opened = Log::open(dir, cfg.clone());
+        let done = opened.is_ok();
+        if let Ok(log) = opened {
+            log.simulate_crash();
+        }
+        sim.crash_with_seed(CrashMode::PowerLoss, op);
+        match Log::open(dir, cfg.clone()) {
+            Ok(log) => log.close().unwrap(),
+            Err(e) => panic!("power loss after operation {op} of the first open: {e}"),
+        }
+        if done {
+            break;
+        }
+        op += 1;
+    }
+    assert!(op > 3, "the first open did some storage operations");
+}
+
+fn oncelog_verify(dir: &Path, out: &mut Vec<u8>) -> bool {
+    let exe = env!("CARGO_BIN_EXE_oncelog");
+    let o = std::process::Command::new(exe)
+        .arg("verify")
+        .arg(dir)
+        .output()
+        .unwrap();
+    out.extend_from_slice(&o.stdout);
+    out.extend_from_slice(&o.stderr);
+    o.status.success()
+}
