@@ -408,12 +408,52 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
     let mut stopped = false;
     // The stop was damage the verdict reports (later segments stay as they are).
     let mut stop_damage = false;
+    // The rule of the cuts that delete segments after the stop.
+    let mut later = torn;
     for (i, &base) in facts.bases.iter().enumerate().skip(below_start) {
         let next_base = facts.bases.get(i + 1).copied();
         let file_len = facts.log_lens[i];
         let file = segment_path(&facts.dir, base, FileKind::Log);
+        if !stopped {
+            if let Some(prev_end) = p.loaded.last().map(|l| l.tail.next_offset) {
+                if prev_end != base {
+                    // A gap (or overlap) between segments: legal only past the recovery point
+                    // (an unsynced segment whose predecessor lost its tail); below it, synced
+                    // data is missing.
+                    let damage = prev_end < recovery_point || base < prev_end;
+                    if damage && !salvage {
+                        error.get_or_insert(corrupt(
+                            facts,
+                            base,
+                            0,
+                            DecodeError::BadField {
+                                field: "segment base offset",
+                                value: base as i64,
+                            },
+                        ));
+                        p.verdict = Verdict::Corrupt(format!(
+                            "{}: segment starts at offset {base} but the previous one ends at \
+                             {prev_end} ({}), below the recovery point {recovery_point}",
+                            file.display(),
+                            if base > prev_end {
+                                "offsets missing"
+                            } else {
+                                "offsets overlap"
+                            }
+                        ));
+                    } else {
+                        p.truncated_at = Some(prev_end);
+                    }
+                    stopped = true;
+                    stop_damage = damage && !salvage;
+                    if damage {
+                        later = Rule::Salvage;
+                    }
+                }
+            }
+        }
         if stopped {
-            // After a torn tail, damage or a gap: everything later goes (R8) or, after damage,
+            // After a torn tail, a gap or damage: everything later goes (R8) or, after damage,
             // stays untouched (the verdict).
             let fate = if stop_damage {
                 Fate::Damaged
@@ -423,7 +463,7 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                     position: 0,
                     offsets: (base, next_base.unwrap_or(u64::MAX)),
                     bytes: file_len,
-                    rule: torn,
+                    rule: later,
                 });
                 Fate::Delete
             };
@@ -436,61 +476,6 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                 next_offset: base,
             });
             continue;
-        }
-        if let Some(prev) = p.loaded.last() {
-            let prev_end = prev.tail.next_offset;
-            if prev_end != base {
-                // A gap (or overlap) between segments: legal only past the recovery point (an
-                // unsynced segment whose predecessor lost its tail); below it, synced data is
-                // missing.
-                let damage = prev_end < recovery_point || base < prev_end;
-                if damage && !salvage {
-                    error.get_or_insert(corrupt(
-                        facts,
-                        base,
-                        0,
-                        DecodeError::BadField {
-                            field: "segment base offset",
-                            value: base as i64,
-                        },
-                    ));
-                    p.verdict = Verdict::Corrupt(format!(
-                        "{}: segment starts at offset {base} but the previous one ends at \
-                         {prev_end} ({}), below the recovery point {recovery_point}",
-                        file.display(),
-                        if base > prev_end {
-                            "offsets missing"
-                        } else {
-                            "offsets overlap"
-                        }
-                    ));
-                } else {
-                    p.truncated_at = Some(prev_end);
-                }
-                stopped = true;
-                stop_damage = damage && !salvage;
-                let fate = if stop_damage {
-                    Fate::Damaged
-                } else {
-                    p.cuts.push(Cut {
-                        file,
-                        position: 0,
-                        offsets: (base, next_base.unwrap_or(u64::MAX)),
-                        bytes: file_len,
-                        rule: if damage { Rule::Salvage } else { torn },
-                    });
-                    Fate::Delete
-                };
-                p.segments.push(SegmentStep {
-                    base,
-                    file_len,
-                    examined: Examined::NotRead,
-                    fate,
-                    rule: Rule::R8,
-                    next_offset: base,
-                });
-                continue;
-            }
         }
         let last = next_base.is_none();
         let trusted = clean || next_base.is_some_and(|nb| nb <= recovery_point);
@@ -578,6 +563,7 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                             rule: Rule::Salvage,
                         });
                         p.truncated_at = Some(next_offset);
+                        later = Rule::Salvage;
                         p.loaded.push(Loaded::now(base, prefix, true));
                         p.segments.push(SegmentStep {
                             base,
@@ -660,6 +646,7 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                     rule: Rule::Salvage,
                 });
                 p.truncated_at = Some(next_offset);
+                later = Rule::Salvage;
                 p.bytes_truncated += s.garbage;
                 p.loaded.push(loaded(true));
                 p.segments
