@@ -440,8 +440,35 @@ fn crash_and_verify(run: Run, mode: CrashMode, crash_seed: u64, what: &str) {
     } = run;
     crash(log, &sim, mode, crash_seed);
     let ctx = |msg: String| format!("{what} crash {mode:?} crash-seed {crash_seed}: {msg}");
+    // What verify and stat print: the plan open is about to execute, by the same planner over a
+    // scan of every byte. Open and it must reach one verdict and make the same cuts.
+    let inspection = oncelog::log::recovery::inspect(&sim, &dir(), cfg.recovery)
+        .unwrap_or_else(|e| panic!("{}", ctx(format!("inspect: {e}"))));
     let log = match Log::open(dir(), cfg.clone()) {
-        Ok(log) => log,
+        Ok(log) => {
+            let plan = &inspection.plan;
+            assert_eq!(
+                plan.verdict,
+                oncelog::log::recovery::Verdict::Open,
+                "{}",
+                ctx(format!(
+                    "open succeeded but inspect says otherwise:\n{plan}"
+                ))
+            );
+            assert_eq!(
+                log.recovery_report().cuts,
+                plan.cuts,
+                "{}",
+                ctx(format!("open cut other bytes than the plan:\n{plan}"))
+            );
+            assert_eq!(
+                Some(log.log_end_offset().0),
+                plan.log_end(),
+                "{}",
+                ctx(format!("open ended elsewhere than the plan:\n{plan}"))
+            );
+            log
+        }
         Err(e) => panic!(
             "{}",
             ctx(format!(
@@ -610,6 +637,23 @@ fn crash_and_verify(run: Run, mode: CrashMode, crash_seed: u64, what: &str) {
     let end_before = log.log_end_offset();
     log.close()
         .unwrap_or_else(|e| panic!("{}", ctx(format!("clean close: {e}"))));
+    // After recovery and a clean close, nothing is left for an open to repair: no index file
+    // is stale or empty (a power cut during a seal used to leave one that recovery kept), no
+    // cut, no leftover.
+    let inspection = oncelog::log::recovery::inspect(&sim, &dir(), cfg.recovery)
+        .unwrap_or_else(|e| panic!("{}", ctx(format!("inspect after close: {e}"))));
+    let plan = &inspection.plan;
+    assert!(
+        plan.clean
+            && plan.cuts.is_empty()
+            && plan.remove.is_empty()
+            && plan
+                .segments
+                .iter()
+                .all(|s| s.rule == oncelog::log::recovery::Rule::R1),
+        "{}",
+        ctx(format!("a clean close left something to repair:\n{plan}"))
+    );
     let log = Log::open(dir(), cfg).unwrap_or_else(|e| panic!("{}", ctx(format!("reopen: {e}"))));
     let r = log.recovery_report();
     assert!(

@@ -69,7 +69,7 @@ pub fn stat(dir: &Path, out: &mut impl Write) -> std::io::Result<()> {
         "log start offset: {start} (log-start-offset: {})",
         found(&facts.log_start)
     )?;
-    match plan.log_end().or(plan.create_first) {
+    match plan.log_end() {
         Some(end) => writeln!(out, "log end offset: {end}")?,
         None => writeln!(out, "log end offset: ? (no segments)")?,
     }

@@ -169,7 +169,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
     };
     let recovery_point = plan.recovery_point;
     let log_start_ckpt = plan.log_start;
-    let planned_end = plan.create_first.or(plan.log_end());
+    let planned_end = plan.log_end();
     let loaded = std::mem::take(&mut plan.loaded);
     let (segments, rp_file) = if read_only {
         let first_base = plan

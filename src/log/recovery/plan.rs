@@ -171,9 +171,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The recovered log end (the offset after the last kept batch).
+    /// The recovered log end: the offset after the last kept batch, or the log start when
+    /// the plan creates the first segment (R11); `None` when there is nothing to open.
     pub fn log_end(&self) -> Option<u64> {
-        self.loaded.last().map(|l| l.tail.next_offset)
+        self.create_first
+            .or_else(|| self.loaded.last().map(|l| l.tail.next_offset))
     }
 
     /// Whether opening in `mode` succeeds read-write.
@@ -830,7 +832,7 @@ impl fmt::Display for Plan {
             Verdict::Open => write!(
                 f,
                 "verdict: opens read-write, log end {}",
-                self.log_end().or(self.create_first).unwrap_or(0)
+                self.log_end().unwrap_or(0)
             ),
             Verdict::Corrupt(why) => write!(f, "verdict: corruption: {why}"),
             Verdict::RecoveryPointLost(why) => write!(f, "verdict: recovery point lost: {why}"),
