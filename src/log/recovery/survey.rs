@@ -59,6 +59,10 @@ pub struct DirFacts {
 /// and its read (a live log's retention or snapshot rotation, seen by `oncelog verify`) is
 /// treated as never listed.
 pub fn read_dir_facts(storage: &dyn Storage, dir: &Path) -> Result<DirFacts> {
+    // The recovery point first: on a live log (verify) it only grows, and every later read
+    // (listing, segment bytes) sees at least the data it vouches for; read after the listing it
+    // could vouch for a segment created since, and the plan would call that synced data missing.
+    let recovery_point = read_recovery_point(storage, dir)?;
     let names = storage
         .list(dir)
         .map_err(|e| Error::io("list log directory", dir, e))?;
@@ -106,7 +110,7 @@ pub fn read_dir_facts(storage: &dyn Storage, dir: &Path) -> Result<DirFacts> {
         log_lens,
         temps,
         orphan_indexes,
-        recovery_point: read_recovery_point(storage, dir)?,
+        recovery_point,
         log_start: read_single(storage, &dir.join(LOG_START_FILE), CheckpointKind::LogStart)?,
         marker: read_checkpoint(
             storage,
