@@ -13,7 +13,12 @@
 //! | R9  | recovery point beyond the recovered end              | corruption (synced data missing) |
 //! | R10 | segments entirely below the log start checkpoint     | delete (crash during retention) |
 //! | R11 | no segments                                          | create an empty one at log start |
-//! | R12 | temp files, index files without a `.log`             | delete                          |
+//! | R12 | temp files, index files without a `.log`             | delete (once the plan succeeds) |
+//! | R13 | no valid recovery point beside segments, not clean   | refuse: `RecoveryPointLost`     |
+//! | R14 | `Salvage` meets R4/R6/R9/R13 or a gap below the rp    | keep the valid prefix, report every cut |
+//!
+//! Open computes the whole plan first (`plan.rs`, reading through `survey.rs`), then executes it;
+//! `inspect.rs` prints the same plan for `oncelog verify` and `oncelog stat`.
 
 mod inspect;
 pub mod plan;
