@@ -72,8 +72,10 @@ pub enum Error {
         epoch: ProducerEpoch,
         first_sequence: Sequence,
     },
-    /// The request or its response was lost (a transport's answer); retriable with the same
-    /// bytes.
+    /// The outcome is unknown: the request or its answer was lost, or the leader stopped
+    /// leading while the request waited (the batch may be in the log). An idempotent batch may
+    /// be re-sent with the same bytes (a duplicate is recognised); a plain one may be written
+    /// twice if re-sent (see `producer::retry`).
     Timeout,
     /// The producer id is unknown and the batch does not start at sequence 0.
     UnknownProducerId {
