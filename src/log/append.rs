@@ -188,13 +188,35 @@ impl Log {
                 .segment_ms
                 .is_some_and(|ms| now.saturating_sub(tail.first_append_ms) >= ms as i64);
         if roll {
-            self.roll(a)?;
+            self.roll_locked(a)?;
         }
         Ok(())
     }
 
+    /// Rolls the log now: the active segment is closed to appends (sealed in the background,
+    /// as a roll by size or age is) and a new, empty active segment starts at the log end.
+    /// Returns the base offset of the active segment afterwards (= the log end offset).
+    ///
+    /// An empty active segment is not rolled (a segment is named by its base offset, and an
+    /// empty one already starts at the log end): the call changes nothing and returns its base
+    /// offset. Errors: `ReadOnly`, `Closed`, `PreviousIo` (poisoned by a failed sync), or the
+    /// I/O error of creating the new segment file (nothing changed then).
+    ///
+    /// Kafka's `Log.roll()`: lets an embedder cut a segment boundary (before retention or
+    /// an export) without waiting for `segment_bytes` or `segment_ms`.
+    pub fn roll(&self) -> Result<Offset> {
+        self.check_writable()?;
+        let mut guard = self.inner.appender.lock();
+        self.check_writable()?;
+        let a = &mut *guard;
+        if !a.active.is_empty() {
+            self.roll_locked(a)?;
+        }
+        Ok(Offset(a.active.base_offset()))
+    }
+
     /// Starts a new active segment at the log end; the old one is sealed in the background.
-    pub(super) fn roll(&self, a: &mut Appender) -> Result<()> {
+    fn roll_locked(&self, a: &mut Appender) -> Result<()> {
         let cfg = &self.inner.config;
         let leo = self.inner.log_end.load(Ordering::Acquire);
         let seg = Arc::new(self.new_segment(leo)?);
