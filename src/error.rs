@@ -7,6 +7,7 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::format::DecodeError;
 use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, Sequence};
@@ -266,4 +267,16 @@ impl std::error::Error for Error {
             _ => None,
         }
     }
+}
+
+/// How oncelog reports a failure it survives (a fallback taken, best-effort work that failed):
+/// one line on stderr the first time `reported` is set, nothing after. Returns whether this
+/// call printed. The flag decides the scope: a `static` reports once per process, a field
+/// once per log (`log::BestEffort`).
+pub(crate) fn report_once(reported: &AtomicBool, message: impl FnOnce() -> String) -> bool {
+    if reported.swap(true, Ordering::Relaxed) {
+        return false;
+    }
+    eprintln!("oncelog: {}", message());
+    true
 }

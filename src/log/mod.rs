@@ -20,6 +20,7 @@
 //! prefault thread that faults in the active segment ahead of the appender.
 
 mod append;
+mod best_effort;
 pub mod checkpoints;
 mod flush;
 mod lanes;
@@ -45,6 +46,7 @@ use crate::segment::Segment;
 use crate::types::{LeaderEpoch, Offset};
 
 pub use append::AppendInfo;
+pub use best_effort::BestEffortFailures;
 pub use producers::SnapshotLoad;
 pub use producers::PRODUCER_IDS_FILE;
 pub use read::Fetch;
