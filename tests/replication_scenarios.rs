@@ -267,3 +267,29 @@ fn a_new_leader_answers_retries_with_the_original_offsets() {
         first[4].last_offset.plus(1)
     );
 }
+
+/// `Replica::check_invariants` checks `log_start <= HW` (it could not fail before: it compared
+/// the start with `max(HW, start)`). Moving the log start past a HW that lagging followers hold
+/// back (retention or DeleteRecords beyond the committed data, which this crate leaves to the
+/// embedder to avoid) is now caught.
+#[test]
+#[should_panic(expected = "HW")]
+fn replica_invariants_catch_a_log_start_past_the_high_watermark() {
+    let mut c = Cluster::new(2);
+    c.r(1)
+        .produce(&batch(1, 0), Acks::Leader, 0, u64::MAX)
+        .unwrap();
+    c.replicate();
+    c.replicate();
+    for seq in 1..4 {
+        c.r(1)
+            .produce(&batch(1, seq), Acks::Leader, 0, u64::MAX)
+            .unwrap();
+    }
+    // Committed: offset 0 only (the followers have not fetched the rest yet).
+    let hw = c.r(1).high_watermark();
+    assert_eq!(hw.0, 1);
+    c.r(1).check_invariants();
+    c.r(1).log().advance_log_start(oncelog::Offset(3)).unwrap();
+    c.r(1).check_invariants();
+}

@@ -123,6 +123,19 @@ impl Log {
         self.maybe_roll(a, len, last, stamp.append_timestamp)?;
         let writer = a.writer.as_mut().ok_or(Error::ReadOnly)?;
         let pos = writer.position();
+        // Paired with the checks after the publish: the writer starts at the published end
+        // (no leftover unpublished bytes), and the active segment ends at the log end.
+        assert_eq!(
+            pos,
+            a.active.map().published(),
+            "write position is not the published end of segment {}",
+            a.active.base_offset()
+        );
+        assert_eq!(
+            a.active.next_offset(),
+            leo,
+            "the active segment does not end at the log end"
+        );
         let Some(dst) = writer.reserve(len) else {
             return Err(Error::BatchTooLarge {
                 size: len as u64,
@@ -146,9 +159,22 @@ impl Log {
             header.max_timestamp,
         );
         a.active.on_published(&header, entries);
+        // The batch is published whole, and its header (which readers and recovery go by)
+        // names the offsets the log assigned from its record count.
+        assert_eq!(
+            a.active.map().published(),
+            pos + len,
+            "published end is not the old end plus the batch"
+        );
+        assert_eq!(
+            a.active.next_offset(),
+            last + 1,
+            "the batch's header and record count disagree on its last offset"
+        );
         a.last_append_ms = a.last_append_ms.max(stamp.append_timestamp);
         self.inner.log_end.store(last + 1, Ordering::Release);
         producers::apply_batch(&mut a.producers, &header);
+        debug_assert_eq!(a.producers.map_end_offset(), last + 1);
         let fenced_pending = a.pending_epochs.get(&header.producer_id).copied();
         if header.is_idempotent() && fenced_pending.is_some_and(|p| header.producer_epoch >= p) {
             a.pending_epochs.remove(&header.producer_id);

@@ -107,12 +107,12 @@ impl Log {
                 self.inner.log_start.store(new_end, Ordering::Release);
             }
             let rp = sync.recovery_point().min(new_end);
-            if let Err(e) = self.inner.checkpoint.lock().store(rp) {
+            if let Err(e) = self.checkpoint_recovery_point(rp) {
                 sync.poison();
                 return Err(e);
             }
             sync.truncated(rp, super::SyncCursor::NONE);
-            self.inner.recovery_point.store(rp, Ordering::Release);
+            self.publish_recovery_point(&sync);
 
             // 2. Remove the later segments, newest first.
             a.writer = None;

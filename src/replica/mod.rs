@@ -433,6 +433,8 @@ impl Replica {
     /// Writes the high-water mark checkpoint if it moved since the last one.
     pub fn checkpoint_high_watermark(&mut self) -> Result<()> {
         let hw = self.high_watermark();
+        let end = self.log.log_end_offset();
+        assert!(hw <= end, "HW {hw:?} checkpointed past the log end {end:?}");
         if hw != self.hw_persisted {
             state_files::write_hw(self.cfg.log.storage.as_ref(), &self.dir, hw)?;
             self.hw_persisted = hw;
@@ -468,7 +470,7 @@ impl Replica {
         let hw = self.high_watermark();
         let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
         assert!(
-            start <= hw.max(start) && hw <= end,
+            start <= hw && hw <= end,
             "HW {hw:?} outside [{start:?}, {end:?}]"
         );
         let cache = self.epoch_cache();
