@@ -307,15 +307,20 @@ fn snapshot_write_failures_do_not_break_appends() {
     failures.finish("snapshot_write_failures_do_not_break_appends");
 }
 
-fn snapshot_fault_case(kind: FaultKind, k: u64, mode: CrashMode, background: bool) {
-    let what = format!("{kind:?} at snapshot op {k}, {mode:?}, background {background}");
-    // Big segments: no rolls, so the only storage operations of an Os-mode append are the
-    // snapshots taken every `snapshot_interval_bytes` (the background thread has nothing else
-    // to do: no retention, no interval syncs, and the spare segment is prepared right after
-    // open, before the first snapshot). 8 MiB, not 1 MiB: on a loaded machine the background
-    // thread can lag so far behind the waiting loop below that 1 MiB rolled, and the fault then
-    // hit the seal (which poisons) instead of a snapshot.
-    let (sim, clock, cfg) = fixture(k, |c| {
+/// A log whose only storage operations on the append path are producer snapshots (see
+/// `snapshot_fault_case`), its producer and its appender: batch `i` of that producer, 2 records
+/// at sequence `2 * i`.
+fn snapshot_workload(
+    seed: u64,
+    background: bool,
+) -> (
+    SimStorage,
+    LogConfig,
+    Log,
+    oncelog::ProducerId,
+    impl FnMut(&Log, u64) -> oncelog::Result<oncelog::AppendInfo>,
+) {
+    let (sim, clock, cfg) = fixture(seed, |c| {
         c.segment_bytes = 8 << 20;
         c.index_max_entries = 1 << 16;
         c.snapshot_interval_bytes = 2048;
@@ -324,12 +329,24 @@ fn snapshot_fault_case(kind: FaultKind, k: u64, mode: CrashMode, background: boo
     let log = Log::open(dir(), cfg.clone()).unwrap();
     let (pid, _) = log.init_producer().unwrap();
     let mut seq = 0;
-    let mut append = |log: &Log, i: u64| {
+    let append = move |log: &Log, i: u64| {
         clock.advance(1);
         let b = make_batch(i, 2, 200, Some((pid, 0, seq)));
         seq += 2;
         log.append(&b)
     };
+    (sim, cfg, log, pid, append)
+}
+
+fn snapshot_fault_case(kind: FaultKind, k: u64, mode: CrashMode, background: bool) {
+    let what = format!("{kind:?} at snapshot op {k}, {mode:?}, background {background}");
+    // Big segments: no rolls, so the only storage operations of an Os-mode append are the
+    // snapshots taken every `snapshot_interval_bytes` (the background thread has nothing else
+    // to do: no retention, no interval syncs, and the spare segment is prepared right after
+    // open, before the first snapshot). 8 MiB, not 1 MiB: on a loaded machine the background
+    // thread can lag so far behind the waiting loop below that 1 MiB rolled, and the fault then
+    // hit the seal (which poisons) instead of a snapshot.
+    let (sim, cfg, log, pid, mut append) = snapshot_workload(k, background);
     // Reach a state with snapshots, then arm the fault just before the next snapshot.
     let mut i = 0;
     while common::sim::snapshot_files(&sim, &dir()).len() < 2 {
@@ -384,7 +401,7 @@ fn snapshot_fault_case(kind: FaultKind, k: u64, mode: CrashMode, background: boo
         "{what}: temp file left after open"
     );
     // The dedup window still works.
-    let b = make_batch(i - 1, 2, 200, Some((pid, 0, seq - 2)));
+    let b = make_batch(i - 1, 2, 200, Some((pid, 0, 2 * (i as i32 - 1))));
     assert!(
         log.append(&b).unwrap().duplicate,
         "{what}: retry of the last batch"
@@ -400,21 +417,9 @@ fn snapshot_fault_case(kind: FaultKind, k: u64, mode: CrashMode, background: boo
 fn disk_full_during_snapshots_leaves_no_temp_file() {
     for background in [true, false] {
         let what = format!("background {background}");
-        let (sim, clock, cfg) = fixture(5, |c| {
-            c.segment_bytes = 8 << 20;
-            c.index_max_entries = 1 << 16;
-            c.snapshot_interval_bytes = 2048;
-            c.background_thread = background;
-        });
-        let log = Log::open(dir(), cfg.clone()).unwrap();
-        let (pid, _) = log.init_producer().unwrap();
-        let mut seq = 0;
+        let (sim, cfg, log, _, mut append_result) = snapshot_workload(5, background);
         let mut append = |log: &Log, i: u64| {
-            clock.advance(1);
-            let b = make_batch(i, 2, 200, Some((pid, 0, seq)));
-            seq += 2;
-            log.append(&b)
-                .unwrap_or_else(|e| panic!("{what}: append {i}: {e}"))
+            append_result(log, i).unwrap_or_else(|e| panic!("{what}: append {i}: {e}"))
         };
         let mut i = 0;
         while common::sim::snapshot_files(&sim, &dir()).len() < 2 {
