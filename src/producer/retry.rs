@@ -52,3 +52,35 @@ impl AttemptOutcome {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_not_written_or_idempotent_unknown_outcomes_are_resent() {
+        let not_leader = Error::NotLeader {
+            leader: Some(2),
+            leader_epoch: 3,
+        };
+        let after_append = Error::NotEnoughReplicasAfterAppend {
+            maximal_isr: 1,
+            min_isr: 2,
+        };
+        let cases = [
+            (not_leader, AttemptOutcome::NotWritten, true, true),
+            (Error::Timeout, AttemptOutcome::Unknown, false, true),
+            (after_append, AttemptOutcome::Answered, false, false),
+            (Error::Closed, AttemptOutcome::Answered, false, false),
+        ];
+        for (e, outcome, plain, idempotent) in cases {
+            assert_eq!(AttemptOutcome::of(&e), outcome, "{e}");
+            assert_eq!(outcome.may_resend(false), plain, "{e}: plain batch");
+            assert_eq!(
+                outcome.may_resend(true),
+                idempotent,
+                "{e}: idempotent batch"
+            );
+        }
+    }
+}
