@@ -7,6 +7,7 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::format::DecodeError;
 use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, Sequence};
@@ -76,8 +77,10 @@ pub enum Error {
         epoch: ProducerEpoch,
         first_sequence: Sequence,
     },
-    /// The request or its response was lost (a transport's answer); retriable with the same
-    /// bytes.
+    /// The outcome is unknown: the request or its answer was lost, or the leader stopped
+    /// leading while the request waited (the batch may be in the log). An idempotent batch may
+    /// be re-sent with the same bytes (a duplicate is recognised); a plain one may be written
+    /// twice if re-sent (see `producer::retry`).
     Timeout,
     /// The producer id is unknown and the batch does not start at sequence 0.
     UnknownProducerId {
@@ -275,4 +278,16 @@ impl std::error::Error for Error {
             _ => None,
         }
     }
+}
+
+/// How oncelog reports a failure it survives (a fallback taken, best-effort work that failed):
+/// one line on stderr the first time `reported` is set, nothing after. Returns whether this
+/// call printed. The flag decides the scope: a `static` reports once per process, a field
+/// once per log (`log::BestEffort`).
+pub(crate) fn report_once(reported: &AtomicBool, message: impl FnOnce() -> String) -> bool {
+    if reported.swap(true, Ordering::Relaxed) {
+        return false;
+    }
+    eprintln!("oncelog: {}", message());
+    true
 }

@@ -136,6 +136,89 @@ fn rolls_on_time_and_full_index() {
     log.check_invariants();
 }
 
+/// `Log::roll`: cuts a segment at the log end now; reads cross the boundary; an empty active
+/// segment is not rolled; a closed or poisoned log refuses (read-only: `recovery_corruption`).
+#[test]
+fn roll_cuts_a_segment_at_the_log_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(log.roll().unwrap(), Offset(0), "empty log: nothing to roll");
+    assert_eq!(log.segments().len(), 1);
+    for tag in 0..3 {
+        log.append(&batch(tag, 2, 20)).unwrap();
+    }
+    let end = log.log_end_offset();
+    assert_eq!(log.roll().unwrap(), end);
+    let bases: Vec<u64> = log.segments().iter().map(|s| s.base_offset()).collect();
+    assert_eq!(bases, vec![0, end.0]);
+    assert_eq!(log.roll().unwrap(), end, "an empty active segment is kept");
+    assert_eq!(log.segments().len(), 2);
+    for tag in 3..5 {
+        log.append(&batch(tag, 2, 20)).unwrap();
+    }
+    log.check_invariants();
+    let got = read_all(&log);
+    assert_eq!(got.len(), 10);
+    for (i, (o, v)) in got.iter().enumerate() {
+        assert_eq!(*o, i as u64);
+        assert!(v.starts_with(format!("{}:{}:", i / 2, i % 2).as_bytes()));
+    }
+    // A read stops at the end of its segment (as a Kafka fetch does); the next one, from the
+    // boundary, is served by the new segment.
+    let bases_read = |from: u64| -> Vec<u64> {
+        let f = log.read(Offset(from), 1 << 20).unwrap();
+        f.batches().map(|b| b.unwrap().base_offset()).collect()
+    };
+    assert_eq!(bases_read(end.0 - 1), vec![4]);
+    assert_eq!(bases_read(end.0), vec![6, 8]);
+
+    let other = log.clone();
+    log.close().unwrap();
+    assert!(matches!(other.roll(), Err(oncelog::Error::Closed)));
+}
+
+/// A roll survives a crash (the sealed segment and the new active one are both recovered,
+/// every record in place), also across a power loss after a flush.
+#[test]
+fn roll_then_crash_and_reopen() {
+    use common::sim::{crash, dir, make_batch, settle, sim_config};
+    use oncelog::io::sim::{CrashMode, FaultKind, SimStorage};
+    for mode in [CrashMode::Process, CrashMode::PowerLoss] {
+        let sim = SimStorage::new(7);
+        let clock = Arc::new(ManualClock::new(50_000));
+        let cfg = LogConfig {
+            segment_bytes: 1 << 20,
+            ..sim_config(&sim, &clock)
+        };
+        let log = Log::open(dir(), cfg.clone()).unwrap();
+        for tag in 0..4 {
+            log.append(&make_batch(tag, 2, 30, None)).unwrap();
+        }
+        let boundary = log.roll().unwrap();
+        assert_eq!(boundary, Offset(8));
+        for tag in 4..6 {
+            log.append(&make_batch(tag, 2, 30, None)).unwrap();
+        }
+        log.flush().unwrap();
+        settle(&log);
+        let before = read_all(&log);
+        crash(log, &sim, mode, 3);
+        let log = Log::open(dir(), cfg.clone()).unwrap();
+        let bases: Vec<u64> = log.segments().iter().map(|s| s.base_offset()).collect();
+        assert_eq!(bases, vec![0, 8], "{mode:?}");
+        assert_eq!(read_all(&log), before, "{mode:?}");
+        log.check_invariants();
+        // A poisoned log refuses to roll: the msync of the next flush fails.
+        log.append(&make_batch(9, 1, 30, None)).unwrap();
+        sim.fail_after(0, FaultKind::Eio, false);
+        assert!(log.flush().is_err());
+        assert!(log.is_poisoned());
+        assert!(matches!(log.roll(), Err(oncelog::Error::PreviousIo)));
+        assert_eq!(log.segments().len(), 2);
+        log.simulate_crash();
+    }
+}
+
 #[test]
 fn bad_config_and_second_open_are_errors() {
     let dir = tempfile::tempdir().unwrap();

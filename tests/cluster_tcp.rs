@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use oncelog::net::ClusterFile;
 use oncelog::node::PartitionClient;
-use oncelog::producer::{Delivery, Producer};
+use oncelog::producer::{Delivery, ProduceTarget, Producer};
 use oncelog::replica::Acks;
 use oncelog::replication::ReplicaId;
 use oncelog::{BatchBuilder, BatchView, Offset};
@@ -106,43 +106,78 @@ fn committed(client: &PartitionClient, id: Option<ReplicaId>) -> Vec<(u64, Strin
     }
 }
 
+/// A controller (session timeout 500 ms) and three nodes on loopback, min ISR 2.
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    cluster_arg: String,
+    cluster: ClusterFile,
+    _controller: Proc,
+    nodes: HashMap<u32, Proc>,
+    ctl: oncelog::net::ControllerClient,
+}
+
+impl Cluster {
+    /// Starts it and waits for a leader and a full ISR.
+    fn start() -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+        let text = format!(
+            "controller 127.0.0.1:{}\nreplica 1 127.0.0.1:{} d1\nreplica 2 127.0.0.1:{} d2\n\
+             replica 3 127.0.0.1:{} d3\nmin_insync_replicas 2\n",
+            ports[0], ports[1], ports[2], ports[3]
+        );
+        let cluster_path = dir.join("cluster.txt");
+        std::fs::write(&cluster_path, &text).unwrap();
+        let cluster_arg = cluster_path.to_str().unwrap().to_string();
+        let controller = spawn(
+            &dir,
+            &[
+                "controller",
+                "--cluster",
+                &cluster_arg,
+                "--session-timeout-ms",
+                "500",
+            ],
+            "controller.log",
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let nodes: HashMap<u32, Proc> = (1..=3).map(|i| (i, node(&dir, &cluster_arg, i))).collect();
+        let cluster = ClusterFile::load(&cluster_path).unwrap();
+        let mut ctl = oncelog::net::ControllerClient::new(
+            cluster.controller,
+            oncelog::net::TransportConfig::default(),
+            Duration::from_secs(2),
+        );
+        wait_for("a leader and a full ISR", || {
+            ctl.metadata()
+                .is_ok_and(|m| m.state.leader.is_some() && m.state.isr.len() == 3)
+        });
+        Cluster {
+            _tmp: tmp,
+            dir,
+            cluster_arg,
+            cluster,
+            _controller: controller,
+            nodes,
+            ctl,
+        }
+    }
+
+    fn isr_len(&mut self) -> usize {
+        self.ctl.metadata().map_or(0, |m| m.state.isr.len())
+    }
+}
+
 #[test]
 fn leader_sigkill_loses_and_duplicates_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let text = format!(
-        "controller 127.0.0.1:{}\nreplica 1 127.0.0.1:{} d1\nreplica 2 127.0.0.1:{} d2\n\
-         replica 3 127.0.0.1:{} d3\nmin_insync_replicas 2\n",
-        ports[0], ports[1], ports[2], ports[3]
-    );
-    let cluster_path = dir.join("cluster.txt");
-    std::fs::write(&cluster_path, &text).unwrap();
-    let cluster_arg = cluster_path.to_str().unwrap();
-    let _controller = spawn(
-        dir,
-        &[
-            "controller",
-            "--cluster",
-            cluster_arg,
-            "--session-timeout-ms",
-            "500",
-        ],
-        "controller.log",
-    );
-    std::thread::sleep(Duration::from_millis(200));
-    let mut nodes: HashMap<u32, Proc> = (1..=3).map(|i| (i, node(dir, cluster_arg, i))).collect();
-    let cluster = ClusterFile::load(&cluster_path).unwrap();
-    let client = PartitionClient::new(cluster, Acks::All);
-    let mut ctl = oncelog::net::ControllerClient::new(
-        client_controller_addr(&text),
-        oncelog::net::TransportConfig::default(),
-        Duration::from_secs(2),
-    );
-    wait_for("a leader and a full ISR", || {
-        ctl.metadata()
-            .is_ok_and(|m| m.state.leader.is_some() && m.state.isr.len() == 3)
-    });
+    let mut c = Cluster::start();
+    let (dir, cluster_arg) = (c.dir.clone(), c.cluster_arg.clone());
+    let (dir, cluster_arg) = (dir.as_path(), cluster_arg.as_str());
+    let mut nodes = std::mem::take(&mut c.nodes);
+    let client = PartitionClient::new(c.cluster.clone(), Acks::All);
+    let ctl = &mut c.ctl;
 
     let mut producer = Producer::new(&client).unwrap();
     let mut expected: Vec<String> = Vec::new();
@@ -223,6 +258,74 @@ fn leader_sigkill_loses_and_duplicates_nothing() {
     }
 }
 
-fn client_controller_addr(text: &str) -> std::net::SocketAddr {
-    ClusterFile::parse(text).unwrap().controller
+/// Sends `sig` (`STOP`, `CONT`) to a node process.
+fn signal(p: &Proc, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &p.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig}");
+}
+
+/// A plain (non-idempotent) acks=all batch is in flight when its leader is SIGKILLed: it was
+/// appended by the leader and fetched by one follower, but not committed (the third replica is
+/// stopped, so the high-water mark cannot pass it). That follower becomes leader with the
+/// batch. The client must return an error its caller can act on (`Timeout`: outcome unknown)
+/// and never re-send the batch: read back, the partition holds it at most once.
+#[test]
+fn plain_batch_in_flight_at_leader_sigkill_is_not_resent() {
+    let mut c = Cluster::start();
+    let client = std::sync::Arc::new(PartitionClient::new(c.cluster.clone(), Acks::All));
+    let mut warm = BatchBuilder::new();
+    warm.push(0, None, Some(b"warm"));
+    client.produce(&warm.build().unwrap()).unwrap();
+
+    let leader = client.leader().unwrap().0;
+    let mut followers = (1..=3).filter(|&i| i != leader);
+    let (stopped, survivor) = (followers.next().unwrap(), followers.next().unwrap());
+    signal(&c.nodes[&stopped], "STOP");
+    let sender = {
+        let client = std::sync::Arc::clone(&client);
+        std::thread::spawn(move || {
+            let mut b = BatchBuilder::new();
+            b.push(0, None, Some(b"once"));
+            client.produce(&b.build().unwrap())
+        })
+    };
+    // The survivor fetches the batch within a few milliseconds; the stopped replica is still
+    // in the ISR (its session expires after 500 ms), so the request waits at the leader.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !sender.is_finished(),
+        "the acks=all request must still wait"
+    );
+    c.nodes.remove(&leader); // SIGKILL
+
+    // The survivor is elected; the stopped replica resumes and rejoins the ISR, which commits
+    // the survivor's log (and would commit a copy re-sent meanwhile).
+    wait_for("the survivor elected", || {
+        client.leader().is_ok_and(|l| l.0 == survivor)
+    });
+    signal(&c.nodes[&stopped], "CONT");
+    wait_for("two replicas in the ISR", || c.isr_len() >= 2);
+    let result = sender.join().unwrap();
+    let mut tail = BatchBuilder::new();
+    tail.push(0, None, Some(b"tail"));
+    client.produce(&tail.build().unwrap()).unwrap();
+
+    let values: Vec<String> = committed(&client, None)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let copies = values.iter().filter(|v| *v == "once").count();
+    assert!(
+        copies <= 1,
+        "a plain batch written {copies} times (client answered {result:?}): {values:?}"
+    );
+    assert!(
+        matches!(result, Err(oncelog::Error::Timeout)),
+        "the caller must learn the outcome is unknown, got {result:?}"
+    );
+    assert_eq!(values.first().map(String::as_str), Some("warm"));
+    assert_eq!(values.last().map(String::as_str), Some("tail"));
 }

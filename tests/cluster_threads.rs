@@ -399,8 +399,8 @@ fn move_leader_under_a_streaming_producer() {
             out
         })
     };
-    // Leadership moves twice mid-stream: waiting acks=all requests are failed with NotLeader
-    // by the old leader and re-sent by the client to the new one.
+    // Leadership moves twice mid-stream: waiting acks=all requests are failed with Timeout
+    // (outcome unknown) by the old leader and re-sent (idempotent) by the client to the new one.
     for (at, to) in [(100, r(3)), (200, r(2))] {
         assert!(wait_until(Duration::from_secs(20), || acked
             .load(Ordering::SeqCst)

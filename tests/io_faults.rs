@@ -307,15 +307,20 @@ fn snapshot_write_failures_do_not_break_appends() {
     failures.finish("snapshot_write_failures_do_not_break_appends");
 }
 
-fn snapshot_fault_case(kind: FaultKind, k: u64, mode: CrashMode, background: bool) {
-    let what = format!("{kind:?} at snapshot op {k}, {mode:?}, background {background}");
-    // Big segments: no rolls, so the only storage operations of an Os-mode append are the
-    // snapshots taken every `snapshot_interval_bytes` (the background thread has nothing else
-    // to do: no retention, no interval syncs, and the spare segment is prepared right after
-    // open, before the first snapshot). 8 MiB, not 1 MiB: on a loaded machine the background
-    // thread can lag so far behind the waiting loop below that 1 MiB rolled, and the fault then
-    // hit the seal (which poisons) instead of a snapshot.
-    let (sim, clock, cfg) = fixture(k, |c| {
+/// A log whose only storage operations on the append path are producer snapshots (see
+/// `snapshot_fault_case`), its producer and its appender: batch `i` of that producer, 2 records
+/// at sequence `2 * i`.
+fn snapshot_workload(
+    seed: u64,
+    background: bool,
+) -> (
+    SimStorage,
+    LogConfig,
+    Log,
+    oncelog::ProducerId,
+    impl FnMut(&Log, u64) -> oncelog::Result<oncelog::AppendInfo>,
+) {
+    let (sim, clock, cfg) = fixture(seed, |c| {
         c.segment_bytes = 8 << 20;
         c.index_max_entries = 1 << 16;
         c.snapshot_interval_bytes = 2048;
@@ -324,12 +329,24 @@ fn snapshot_fault_case(kind: FaultKind, k: u64, mode: CrashMode, background: boo
     let log = Log::open(dir(), cfg.clone()).unwrap();
     let (pid, _) = log.init_producer().unwrap();
     let mut seq = 0;
-    let mut append = |log: &Log, i: u64| {
+    let append = move |log: &Log, i: u64| {
         clock.advance(1);
         let b = make_batch(i, 2, 200, Some((pid, 0, seq)));
         seq += 2;
         log.append(&b)
     };
+    (sim, cfg, log, pid, append)
+}
+
+fn snapshot_fault_case(kind: FaultKind, k: u64, mode: CrashMode, background: bool) {
+    let what = format!("{kind:?} at snapshot op {k}, {mode:?}, background {background}");
+    // Big segments: no rolls, so the only storage operations of an Os-mode append are the
+    // snapshots taken every `snapshot_interval_bytes` (the background thread has nothing else
+    // to do: no retention, no interval syncs, and the spare segment is prepared right after
+    // open, before the first snapshot). 8 MiB, not 1 MiB: on a loaded machine the background
+    // thread can lag so far behind the waiting loop below that 1 MiB rolled, and the fault then
+    // hit the seal (which poisons) instead of a snapshot.
+    let (sim, cfg, log, pid, mut append) = snapshot_workload(k, background);
     // Reach a state with snapshots, then arm the fault just before the next snapshot.
     let mut i = 0;
     while common::sim::snapshot_files(&sim, &dir()).len() < 2 {
@@ -384,11 +401,117 @@ fn snapshot_fault_case(kind: FaultKind, k: u64, mode: CrashMode, background: boo
         "{what}: temp file left after open"
     );
     // The dedup window still works.
-    let b = make_batch(i - 1, 2, 200, Some((pid, 0, seq - 2)));
+    let b = make_batch(i - 1, 2, 200, Some((pid, 0, 2 * (i as i32 - 1))));
     assert!(
         log.append(&b).unwrap().duplicate,
         "{what}: retry of the last batch"
     );
+}
+
+/// The disk fills up while the background thread writes producer snapshots (creating a file
+/// still works, its data does not: what a real file system out of blocks does). Every failed
+/// snapshot removes its temporary, so no `*.snapshot.tmp` is left (before: one zero-byte
+/// temporary per failed snapshot); appends keep working; the failures are counted and reported
+/// once; once space is freed snapshots are written again, and a crash recovers everything.
+#[test]
+fn disk_full_during_snapshots_leaves_no_temp_file() {
+    for background in [true, false] {
+        let what = format!("background {background}");
+        let (sim, cfg, log, _, mut append_result) = snapshot_workload(5, background);
+        let mut append = |log: &Log, i: u64| {
+            append_result(log, i).unwrap_or_else(|e| panic!("{what}: append {i}: {e}"))
+        };
+        let mut i = 0;
+        while common::sim::snapshot_files(&sim, &dir()).len() < 2 {
+            append(&log, i);
+            i += 1;
+        }
+        settle(&log);
+        let before = log.best_effort_failures();
+        assert_eq!(before.snapshot, 0, "{what}");
+
+        sim.set_disk_full(true);
+        for _ in 0..60 {
+            append(&log, i);
+            i += 1;
+            settle(&log);
+        }
+        let failures = log.best_effort_failures();
+        let temps: Vec<String> = sim
+            .file_names(&dir())
+            .into_iter()
+            .filter(|n| n.ends_with(".tmp") && n != oncelog::log::SPARE_FILE)
+            .collect();
+        assert!(
+            temps.is_empty(),
+            "{what}: failed snapshots left {temps:?} ({failures:?})"
+        );
+        assert!(failures.snapshot >= 5, "{what}: {failures:?}");
+        assert!(failures.snapshot_reported, "{what}: never reported");
+        assert!(!log.is_poisoned(), "{what}");
+
+        sim.set_disk_full(false);
+        let newest = |sim: &SimStorage| common::sim::snapshot_files(sim, &dir()).pop();
+        let stale = newest(&sim);
+        for _ in 0..10 {
+            append(&log, i);
+            i += 1;
+            settle(&log);
+        }
+        assert_ne!(newest(&sim), stale, "{what}: snapshots resume");
+        assert_eq!(
+            log.best_effort_failures().snapshot,
+            failures.snapshot,
+            "{what}"
+        );
+        let end = log.log_end_offset();
+        let state = log.producer_state();
+        log.flush().unwrap();
+        crash(log, &sim, CrashMode::PowerLoss, 9);
+        let log = Log::open(dir(), cfg).unwrap();
+        assert_eq!(log.log_end_offset(), end, "{what}");
+        assert_eq!(log.producer_state(), state, "{what}");
+    }
+}
+
+/// Open deletes the temporary of every atomic replace a log directory can hold (recovery row
+/// R12), whatever left it: a crash inside the replace, or a failed removal after a failure.
+#[test]
+fn open_removes_every_kind_of_leftover_temporary() {
+    use oncelog::io::{OpenMode, Storage};
+    let (sim, _clock, cfg) = fixture(3, |_| {});
+    let log = Log::open(dir(), cfg.clone()).unwrap();
+    for i in 0..40 {
+        log.append(&make_batch(i, 2, 200, None)).unwrap();
+    }
+    settle(&log);
+    crash(log, &sim, CrashMode::Process, 1);
+    let temps = [
+        "00000000000000000000.log.tmp".to_string(),
+        "00000000000000000012.snapshot.tmp".to_string(),
+        oncelog::log::SPARE_FILE.to_string(),
+        format!("{}.tmp", oncelog::log::checkpoints::RECOVERY_POINT_FILE),
+        format!("{}.tmp", oncelog::log::checkpoints::LOG_START_FILE),
+        format!("{}.tmp", oncelog::log::checkpoints::CLEAN_SHUTDOWN_FILE),
+        format!("{}.tmp", oncelog::log::PRODUCER_IDS_FILE),
+        format!("{}.tmp", oncelog::replica::EPOCH_CHECKPOINT_FILE),
+        format!("{}.tmp", oncelog::replica::HW_CHECKPOINT_FILE),
+        format!("{}.tmp", oncelog::replica::BOOT_ID_FILE),
+    ];
+    for name in &temps {
+        let f = sim
+            .open(&dir().join(name), OpenMode::CreateTruncate)
+            .unwrap();
+        f.write_at(0, b"half").unwrap();
+    }
+    let log = Log::open(dir(), cfg).unwrap();
+    let left: Vec<String> = sim
+        .file_names(&dir())
+        .into_iter()
+        .filter(|n| n.ends_with(".tmp") && n != oncelog::log::SPARE_FILE)
+        .collect();
+    assert!(left.is_empty(), "left after open: {left:?}");
+    assert_eq!(log.log_end_offset().0, 80);
 }
 
 /// A short write into the recovery-point slot fails the flush (and poisons); after a crash the

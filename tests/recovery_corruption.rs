@@ -188,6 +188,7 @@ fn read_only_mode_serves_data_before_the_damage_and_changes_nothing() {
     let msg = r.corruption.clone().expect("corruption reported");
     assert!(msg.contains(&format!("{base:020}.log")), "{msg}");
     assert!(matches!(log.append(&batch(1, 1, 1)), Err(Error::ReadOnly)));
+    assert!(matches!(log.roll(), Err(Error::ReadOnly)));
     assert!(matches!(log.flush(), Ok(()) | Err(Error::ReadOnly)));
     assert!(matches!(log.truncate_to(Offset(1)), Err(Error::ReadOnly)));
     assert!(matches!(

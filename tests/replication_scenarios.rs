@@ -267,3 +267,54 @@ fn a_new_leader_answers_retries_with_the_original_offsets() {
         first[4].last_offset.plus(1)
     );
 }
+
+/// `Replica::check_invariants` checks `log_start <= HW` (it could not fail before: it compared
+/// the start with `max(HW, start)`). Moving the log start past a HW that lagging followers hold
+/// back (retention or DeleteRecords beyond the committed data, which this crate leaves to the
+/// embedder to avoid) is now caught.
+#[test]
+#[should_panic(expected = "HW")]
+fn replica_invariants_catch_a_log_start_past_the_high_watermark() {
+    let mut c = Cluster::new(2);
+    c.r(1)
+        .produce(&batch(1, 0), Acks::Leader, 0, u64::MAX)
+        .unwrap();
+    c.replicate();
+    c.replicate();
+    for seq in 1..4 {
+        c.r(1)
+            .produce(&batch(1, seq), Acks::Leader, 0, u64::MAX)
+            .unwrap();
+    }
+    // Committed: offset 0 only (the followers have not fetched the rest yet).
+    let hw = c.r(1).high_watermark();
+    assert_eq!(hw.0, 1);
+    c.r(1).check_invariants();
+    c.r(1).log().advance_log_start(oncelog::Offset(3)).unwrap();
+    c.r(1).check_invariants();
+}
+
+/// A leader that stops leading while an acks=all request waits answers it `Timeout` (the batch
+/// is in its log and may survive in the next leader's), never `NotLeader`, which a client takes
+/// as "not written" and re-sends even for a plain batch (`producer::retry`).
+#[test]
+fn a_waiting_request_failed_by_a_leader_change_is_an_unknown_outcome() {
+    let mut c = Cluster::new(2);
+    let mut plain = BatchBuilder::new();
+    plain.push(0, None, Some(b"plain"));
+    let plain = plain.build().unwrap();
+    let waiting = c.r(1).produce(&plain, Acks::All, 7, u64::MAX).unwrap();
+    assert!(matches!(waiting, Produced::Waiting(_)), "{waiting:?}");
+    // One fetch by each follower: the batch is on every replica, not yet committed.
+    c.replicate();
+    c.controller.elect_preferred(ReplicaId(2), false).unwrap();
+    c.publish();
+    let done = c.r(1).take_completions();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].token, 7);
+    assert!(
+        matches!(done[0].result, Err(Error::Timeout)),
+        "{:?}",
+        done[0].result
+    );
+}

@@ -46,7 +46,7 @@ use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::format::batch::RecordBatch;
 use crate::log::{AppendInfo, Fetch};
-use crate::producer::ProduceTarget;
+use crate::producer::{AttemptOutcome, ProduceTarget};
 use crate::replica::{Acks, Replica, ReplicaConfig};
 use crate::replication::{
     controller::Election, Controller, FetchRequest, FetchResponse, InProcessController,
@@ -675,8 +675,7 @@ impl ProduceTarget for ClusterClient {
                 .send_until(batch.clone(), deadline)
                 .and_then(PendingProduce::wait);
             match result {
-                Err(Error::NotLeader { .. }) => {}
-                Err(Error::Timeout) if idempotent => {}
+                Err(e) if AttemptOutcome::of(&e).may_resend(idempotent) => {}
                 other => return other,
             }
             let now = Instant::now();

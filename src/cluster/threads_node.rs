@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 
 use super::threads::{FetchReply, Msg, ReplicaStatus, Shared, StopMode};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::log::AppendInfo;
 use crate::replica::{Produced, Replica};
 use crate::replication::{Controller, FetchRequest, LeaderAndIsr};
@@ -349,19 +349,13 @@ impl Node {
         }
     }
 
-    /// Answers the acks=all requests the replica completed, failed or timed out.
-    ///
-    /// A waiting request failed because this replica stopped leading (`NotLeader`) was appended
-    /// and may survive in a later leader's log: to the client that is an unknown outcome
-    /// (`Timeout`), not the refusal `NotLeader` means for a request that arrives at a follower.
+    /// Answers the acks=all requests the replica completed, failed or timed out (a request
+    /// failed because this replica stopped leading is already `Timeout`, an unknown outcome:
+    /// see `Replica::take_completions`).
     fn answer_completions(&mut self) {
         for c in self.replica.take_completions() {
             if let Some(reply) = self.waiting.remove(&c.token) {
-                let result = match c.result {
-                    Err(Error::NotLeader { .. }) => Err(Error::Timeout),
-                    other => other,
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(c.result);
             }
         }
     }

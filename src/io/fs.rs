@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use memmap2::{Advice, MmapOptions, MmapRaw};
 
@@ -160,13 +160,13 @@ impl StorageFile for RealFile {
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
             Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
-                if !ZERO_FILL_REPORTED.swap(true, Ordering::Relaxed) {
-                    eprintln!(
-                        "oncelog: the file system of {} refuses fallocate ({err}); \
+                crate::error::report_once(&ZERO_FILL_REPORTED, || {
+                    format!(
+                        "the file system of {} refuses fallocate ({err}); \
                          reserving segment space by writing zeros instead",
                         self.path.display()
-                    );
-                }
+                    )
+                });
                 let current = self.len()?;
                 if current < len {
                     self.zero_fill(current, len)?;

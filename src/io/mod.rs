@@ -94,19 +94,96 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
 }
 
 /// Writes `bytes` to `path` atomically and durably: write `path.tmp`, fsync it, rename over
-/// `path`, fsync the directory. A crash leaves either the old or the new file, never a mix.
+/// `path`, fsync the directory. A crash leaves either the old or the new file, never a mix; a
+/// failure leaves the old file and removes the temporary ([`AtomicReplace`]).
 pub fn write_atomic(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = parent_dir(path);
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    {
-        let f = storage.open(&tmp, OpenMode::CreateTruncate)?;
-        f.write_at(0, bytes)?;
-        f.sync_data()?;
+    let w = AtomicReplace::create(storage, path)?;
+    w.file().write_at(0, bytes)?;
+    w.commit()
+}
+
+/// An atomic replace of `path` in progress: the new contents go to the temporary
+/// `<path>.tmp` ([`AtomicReplace::file`]); [`AtomicReplace::commit`] fdatasyncs it, renames it
+/// over `path` and fsyncs the directory. Dropped without a successful commit (any step failed:
+/// a full disk, EIO) it closes and removes the temporary, so a failure leaves no `.tmp` file
+/// behind, only the old `path`. The removal is best effort (its own error is dropped: the
+/// caller reports the first one); a temporary a crash or a failed removal leaves is deleted by
+/// the next open of the log (recovery row R12 deletes every `*.tmp` in the log directory).
+///
+/// Invariant: at most one `AtomicReplace` per `path` at a time (the caller serialises writers
+/// of a file); the temporary is always `<path>.tmp`.
+pub struct AtomicReplace<'a> {
+    storage: &'a dyn Storage,
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    /// The open temporary; `None` once committed (or renamed).
+    file: Option<Box<dyn StorageFile>>,
+}
+
+impl<'a> AtomicReplace<'a> {
+    /// Creates (or truncates) `<path>.tmp`.
+    pub fn create(storage: &'a dyn Storage, path: &Path) -> io::Result<AtomicReplace<'a>> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        match storage.open(&tmp, OpenMode::CreateTruncate) {
+            Ok(f) => Ok(AtomicReplace {
+                storage,
+                path: path.to_path_buf(),
+                tmp,
+                file: Some(f),
+            }),
+            Err(e) => {
+                // A file system may create the entry and still fail the call.
+                let _ = storage.remove(&tmp);
+                Err(e)
+            }
+        }
     }
-    storage.rename(&tmp, path)?;
-    storage.sync_dir(dir)
+
+    /// The temporary file to write the new contents into.
+    pub fn file(&self) -> &dyn StorageFile {
+        match &self.file {
+            Some(f) => f.as_ref(),
+            None => unreachable!("an AtomicReplace is consumed by commit"),
+        }
+    }
+
+    /// The temporary's path (for error messages).
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// fdatasync the temporary, rename it over the target, fsync the directory. On an error
+    /// before the rename the temporary is removed (by drop); after it, the new file is in
+    /// place and only its directory entry may not be durable yet.
+    pub fn commit(mut self) -> io::Result<()> {
+        if let Some(f) = &self.file {
+            f.sync_data()?;
+        }
+        self.file = None; // closed before its name moves
+        self.storage.rename(&self.tmp, &self.path)?;
+        self.tmp = std::path::PathBuf::new(); // renamed: nothing to remove
+        self.storage.sync_dir(parent_dir(&self.path))
+    }
+}
+
+impl Drop for AtomicReplace<'_> {
+    fn drop(&mut self) {
+        if self.tmp.as_os_str().is_empty() {
+            return;
+        }
+        self.file = None;
+        let _ = self.storage.remove(&self.tmp);
+    }
+}
+
+impl fmt::Debug for AtomicReplace<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AtomicReplace")
+            .field("tmp", &self.tmp)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Creates `path` durably (the file and its directory entry), for files written later.

@@ -133,6 +133,8 @@ struct State {
     rng: Rng,
     fault: Option<Fault>,
     fallocate_unsupported: bool,
+    /// [`SimStorage::set_disk_full`].
+    disk_full: bool,
     op_count: u64,
     sync_points: u64,
 }
@@ -408,6 +410,7 @@ impl SimStorage {
                     rng: Rng(seed),
                     fault: None,
                     fallocate_unsupported: false,
+                    disk_full: false,
                     op_count: 0,
                     sync_points: 0,
                 }),
@@ -451,6 +454,15 @@ impl SimStorage {
     /// Disarms any armed fault.
     pub fn clear_fault(&self) {
         self.shared.state.lock().fault = None;
+    }
+
+    /// Fills (or frees) the disk: while full, every operation that needs new data blocks fails
+    /// with ENOSPC and no effect (`write_at` past the end of the file, `allocate` growing it);
+    /// operations that need none still work, as on a real file system out of data blocks:
+    /// creating an empty file, writing inside a file's existing length (a preallocated segment,
+    /// its mapping), rename, remove (which frees space), syncs. Independent of `fail_after`.
+    pub fn set_disk_full(&self, full: bool) {
+        self.shared.state.lock().disk_full = full;
     }
 
     /// Makes `allocate` behave like a file system without `fallocate`: it writes zeros, syncs
@@ -807,7 +819,11 @@ impl StorageFile for SimFile {
         };
         let end = file_offset(pos, data.len())?;
         let start = end - data.len();
+        let full = s.disk_full;
         let f = s.file_mut(self.epoch, self.id)?;
+        if full && f.volatile.len() < end {
+            return Err(os_err(libc::ENOSPC));
+        }
         if f.volatile.len() < end {
             f.volatile.resize(end, 0);
         }
@@ -821,8 +837,12 @@ impl StorageFile for SimFile {
         s.begin_plain_op()?;
         let len = file_offset(len, 0)?;
         let unsupported = s.fallocate_unsupported;
+        let full = s.disk_full;
         let f = s.file_mut(self.epoch, self.id)?;
         let grow = f.volatile.len() < len;
+        if full && grow {
+            return Err(os_err(libc::ENOSPC));
+        }
         if grow {
             f.volatile.resize(len, 0);
         }
@@ -1317,6 +1337,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A failure at any step before the rename removes the temporary (`AtomicReplace`), with
+    /// any fault kind and also on a full disk (creating the file works, writing it does not).
+    #[test]
+    fn write_atomic_failure_leaves_no_temporary() {
+        let target = path("meta");
+        let old = pattern(6_000, 1);
+        let new = pattern(9_000, 2);
+        let temps = |sim: &SimStorage| -> Vec<String> {
+            sim.file_names(&dir())
+                .into_iter()
+                .filter(|n| n.ends_with(".tmp"))
+                .collect()
+        };
+        for k in 0..4 {
+            for kind in [FaultKind::Eio, FaultKind::Enospc, FaultKind::ShortWrite] {
+                let sim = fresh(k);
+                write_atomic(&sim, &target, &old).unwrap();
+                sim.fail_after(k, kind, false);
+                assert!(write_atomic(&sim, &target, &new).is_err(), "k {k} {kind:?}");
+                assert_eq!(temps(&sim), Vec::<String>::new(), "k {k} {kind:?}");
+                let f = sim.open(&target, OpenMode::Existing).unwrap();
+                assert_eq!(f.read_all().unwrap(), old, "k {k} {kind:?}");
+            }
+        }
+        let sim = fresh(0);
+        write_atomic(&sim, &target, &old).unwrap();
+        sim.set_disk_full(true);
+        let e = write_atomic(&sim, &target, &new).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(temps(&sim), Vec::<String>::new(), "disk full");
     }
 
     #[test]

@@ -123,6 +123,19 @@ impl Log {
         self.maybe_roll(a, len, last, stamp.append_timestamp)?;
         let writer = a.writer.as_mut().ok_or(Error::ReadOnly)?;
         let pos = writer.position();
+        // Paired with the checks after the publish: the writer starts at the published end
+        // (no leftover unpublished bytes), and the active segment ends at the log end.
+        assert_eq!(
+            pos,
+            a.active.map().published(),
+            "write position is not the published end of segment {}",
+            a.active.base_offset()
+        );
+        assert_eq!(
+            a.active.next_offset(),
+            leo,
+            "the active segment does not end at the log end"
+        );
         let Some(dst) = writer.reserve(len) else {
             return Err(Error::BatchTooLarge {
                 size: len as u64,
@@ -146,9 +159,22 @@ impl Log {
             header.max_timestamp,
         );
         a.active.on_published(&header, entries);
+        // The batch is published whole, and its header (which readers and recovery go by)
+        // names the offsets the log assigned from its record count.
+        assert_eq!(
+            a.active.map().published(),
+            pos + len,
+            "published end is not the old end plus the batch"
+        );
+        assert_eq!(
+            a.active.next_offset(),
+            last + 1,
+            "the batch's header and record count disagree on its last offset"
+        );
         a.last_append_ms = a.last_append_ms.max(stamp.append_timestamp);
         self.inner.log_end.store(last + 1, Ordering::Release);
         producers::apply_batch(&mut a.producers, &header);
+        debug_assert_eq!(a.producers.map_end_offset(), last + 1);
         let fenced_pending = a.pending_epochs.get(&header.producer_id).copied();
         if header.is_idempotent() && fenced_pending.is_some_and(|p| header.producer_epoch >= p) {
             a.pending_epochs.remove(&header.producer_id);
@@ -188,13 +214,35 @@ impl Log {
                 .segment_ms
                 .is_some_and(|ms| now.saturating_sub(tail.first_append_ms) >= ms as i64);
         if roll {
-            self.roll(a)?;
+            self.roll_locked(a)?;
         }
         Ok(())
     }
 
+    /// Rolls the log now: the active segment is closed to appends (sealed in the background,
+    /// as a roll by size or age is) and a new, empty active segment starts at the log end.
+    /// Returns the base offset of the active segment afterwards (= the log end offset).
+    ///
+    /// An empty active segment is not rolled (a segment is named by its base offset, and an
+    /// empty one already starts at the log end): the call changes nothing and returns its base
+    /// offset. Errors: `ReadOnly`, `Closed`, `PreviousIo` (poisoned by a failed sync), or the
+    /// I/O error of creating the new segment file (nothing changed then).
+    ///
+    /// Kafka's `Log.roll()`: lets an embedder cut a segment boundary (before retention or
+    /// an export) without waiting for `segment_bytes` or `segment_ms`.
+    pub fn roll(&self) -> Result<Offset> {
+        self.check_writable()?;
+        let mut guard = self.inner.appender.lock();
+        self.check_writable()?;
+        let a = &mut *guard;
+        if !a.active.is_empty() {
+            self.roll_locked(a)?;
+        }
+        Ok(Offset(a.active.base_offset()))
+    }
+
     /// Starts a new active segment at the log end; the old one is sealed in the background.
-    pub(super) fn roll(&self, a: &mut Appender) -> Result<()> {
+    fn roll_locked(&self, a: &mut Appender) -> Result<()> {
         let cfg = &self.inner.config;
         let leo = self.inner.log_end.load(Ordering::Acquire);
         let seg = Arc::new(self.new_segment(leo)?);

@@ -257,7 +257,7 @@ impl Log {
         if in_log && rp >= seg.base_offset() && rp < seg.next_offset() {
             if let Err(e) = self
                 .make_names_durable(seg.next_offset())
-                .and_then(|()| self.inner.checkpoint.lock().store(seg.next_offset()))
+                .and_then(|()| self.checkpoint_recovery_point(seg.next_offset()))
             {
                 sync.poison();
                 self.poison_locked(&e);
@@ -275,14 +275,25 @@ impl Log {
 
     /// Stores the lanes' recovery point in `LogInner::recovery_point` (under the `sync` mutex,
     /// after the checkpoint write that made it durable) and wakes every waiter.
-    fn publish_recovery_point(&self, sync: &SyncState) {
+    pub(super) fn publish_recovery_point(&self, sync: &SyncState) {
         let rp = sync.recovery_point();
-        debug_assert!(
-            rp <= self.inner.log_end.load(Ordering::Acquire),
-            "recovery point {rp} past the log end"
-        );
+        self.assert_recovery_point(rp);
         self.inner.recovery_point.store(rp, Ordering::Release);
         self.inner.synced.notify_all();
+    }
+
+    /// Writes `rp` into the recovery-point checkpoint. Caller holds the writer role or the
+    /// `sync` mutex with no writer active (see `LogInner::checkpoint`).
+    pub(super) fn checkpoint_recovery_point(&self, rp: u64) -> Result<()> {
+        self.assert_recovery_point(rp);
+        self.inner.checkpoint.lock().store(rp)
+    }
+
+    /// A recovery point never passes the log end (it would vouch for data that does not
+    /// exist): checked whenever one is stored, in the checkpoint or in memory.
+    fn assert_recovery_point(&self, rp: u64) {
+        let end = self.inner.log_end.load(Ordering::Acquire);
+        assert!(rp <= end, "recovery point {rp} past the log end {end}");
     }
 
     /// Waits (releasing the `sync` mutex meanwhile) until no lane is in flight and no
@@ -358,7 +369,7 @@ impl Log {
                 Step::Write { to, cursor } => {
                     let result = parking_lot::MutexGuard::unlocked(&mut sync, || {
                         self.make_names_durable(to)?;
-                        self.inner.checkpoint.lock().store(to)
+                        self.checkpoint_recovery_point(to)
                     });
                     if let Err(e) = result {
                         sync.write_failed();

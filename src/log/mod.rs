@@ -5,7 +5,12 @@
 //!   point may lag behind a log start that retention moved);
 //! * segments are ordered by base offset and contiguous: each segment's base offset is the
 //!   previous segment's next offset; the last segment is the only active (unsealed) one, except
-//!   for segments waiting for the background sealer;
+//!   for segments waiting for the background sealer; the first one holds the log start
+//!   (`base <= log_start <= next_offset`);
+//! * the append path pairs its checks (release asserts, O(1)): before the copy the write
+//!   position is the published end and the active segment ends at the log end; after it the
+//!   published end grew by the batch and the segment ends at the last assigned offset + 1; the
+//!   recovery point is at most the log end wherever it is stored;
 //! * every batch below `log_end_offset` is published in its segment's map; every batch below
 //!   `recovery_point` is durable;
 //! * after an fsync/msync error (`poisoned`) no append succeeds until the log is reopened.
@@ -20,6 +25,7 @@
 //! prefault thread that faults in the active segment ahead of the appender.
 
 mod append;
+mod best_effort;
 pub mod checkpoints;
 mod flush;
 mod lanes;
@@ -45,6 +51,7 @@ use crate::segment::Segment;
 use crate::types::{LeaderEpoch, Offset};
 
 pub use append::AppendInfo;
+pub use best_effort::BestEffortFailures;
 pub use producers::SnapshotLoad;
 pub use producers::PRODUCER_IDS_FILE;
 pub use read::Fetch;
@@ -291,8 +298,57 @@ impl Log {
             Some(end),
             "log end is the active segment's next offset"
         );
-        assert!(segments
-            .first()
-            .is_some_and(|s| s.base_offset() <= start.max(s.base_offset())));
+        // The first segment holds the log start: retention deletes only segments wholly below
+        // it and open clamps it to the first base. (At most its next offset: a log start moved
+        // to the log end sits at the end of the active segment.)
+        let first = &segments[0];
+        assert!(
+            first.base_offset() <= start && start <= first.next_offset(),
+            "log start {start} outside the first segment [{}, {}]",
+            first.base_offset(),
+            first.next_offset()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with_two_segments(dir: &Path) -> Log {
+        let log = Log::open(dir, LogConfig::for_tests()).unwrap();
+        let mut b = crate::format::batch::BatchBuilder::new();
+        b.push(0, None, Some(b"v"));
+        let batch = b.build().unwrap();
+        for _ in 0..3 {
+            log.append(&batch).unwrap();
+        }
+        log.roll().unwrap();
+        log.append(&batch).unwrap();
+        log.check_invariants();
+        log
+    }
+
+    /// The first-segment check can fail: a log start below the first segment's base.
+    #[test]
+    #[should_panic(expected = "outside the first segment")]
+    fn check_invariants_catches_a_log_start_below_the_first_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with_two_segments(dir.path());
+        log.advance_log_start(Offset(3)).unwrap();
+        assert_eq!(log.segments().len(), 1);
+        log.check_invariants();
+        log.inner.log_start.store(2, Ordering::Release);
+        log.check_invariants();
+    }
+
+    /// And a log start past the first segment (retention forgot to delete it).
+    #[test]
+    #[should_panic(expected = "outside the first segment")]
+    fn check_invariants_catches_a_log_start_past_the_first_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with_two_segments(dir.path());
+        log.inner.log_start.store(4, Ordering::Release);
+        log.check_invariants();
     }
 }

@@ -475,7 +475,8 @@ impl Log {
     /// The snapshots of the append path (at roll and every `snapshot_interval_bytes`): encoded
     /// here, under the appender lock, and written (tmp, fdatasync, rename, dir fsync) by the
     /// background thread, so the appender never waits for a device flush. Without a background
-    /// thread it is written inline. A failure costs only replay time at the next open.
+    /// thread it is written inline. A failure costs only replay time at the next open; it is
+    /// counted and reported once (`Log::best_effort_failures`).
     pub(super) fn snapshot_in_background(&self, a: &mut Appender) {
         let running = self
             .inner
@@ -484,7 +485,9 @@ impl Log {
             .as_ref()
             .is_some_and(|b| b.is_running());
         if !running {
-            let _ = self.snapshot_locked(a);
+            if let Err(e) = self.snapshot_locked(a) {
+                self.snapshot_failed(&e);
+            }
             return;
         }
         let offset = a.producers.map_end_offset();
@@ -527,11 +530,24 @@ impl Log {
         if *generation != queued.generation || self.inner.poisoned.load(Ordering::Acquire) {
             return;
         }
-        let _ = store_snapshot(
+        if let Err(e) = store_snapshot(
             self.inner.config.storage.as_ref(),
             &self.inner.dir,
             queued.offset,
             &queued.bytes,
+        ) {
+            self.snapshot_failed(&e);
+        }
+    }
+
+    /// A producer snapshot of the append path failed: counted and reported once
+    /// (`log::best_effort`). Its temporary is gone (`io::AtomicReplace`); the next open
+    /// replays from an older snapshot.
+    fn snapshot_failed(&self, e: &Error) {
+        self.inner.spares.snapshot_failures.failed(
+            "writing a producer snapshot",
+            e,
+            "appends continue; the next open replays more batches",
         );
     }
 

@@ -19,10 +19,11 @@
 //!   index files), which covers it: `seal` tells us through [`Spares::dir_sync_began`] /
 //!   [`Spares::dir_synced`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use super::best_effort::BestEffort;
 use super::flush::Job;
 use super::Log;
 use crate::error::{Error, Result};
@@ -62,7 +63,11 @@ pub(super) struct Spares {
     names: Mutex<Names>,
     from_spare: AtomicU64,
     created_inline: AtomicU64,
-    failures: AtomicU64,
+    /// Failed preparations or renames of the spare.
+    pub(super) failures: BestEffort,
+    /// Failed producer snapshots of the append path. Kept here, beside the spare's failures,
+    /// because both are best-effort work of the background thread (`log::best_effort`).
+    pub(super) snapshot_failures: BestEffort,
 }
 
 /// Segment names made by a rename whose directory entry may not be durable yet.
@@ -72,8 +77,6 @@ struct Names {
     /// (sequence number, base offset) of each such rename.
     pending: Vec<(u64, u64)>,
 }
-
-static SPARE_FAILURE_REPORTED: AtomicBool = AtomicBool::new(false);
 
 impl Spares {
     /// Records that a segment at `base` got its name by a rename not yet covered by a directory
@@ -105,13 +108,11 @@ impl Spares {
     }
 
     fn failed(&self, e: &Error) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        if !SPARE_FAILURE_REPORTED.swap(true, Ordering::Relaxed) {
-            eprintln!(
-                "oncelog: preparing the next segment ahead failed ({e}); \
-                 creating segments at roll instead until a preparation succeeds"
-            );
-        }
+        self.failures.failed(
+            "preparing the next segment ahead",
+            e,
+            "creating segments at roll instead until a preparation succeeds",
+        );
     }
 }
 
@@ -122,7 +123,7 @@ impl Log {
         RollStats {
             from_spare: s.from_spare.load(Ordering::Relaxed),
             created_inline: s.created_inline.load(Ordering::Relaxed),
-            spare_failures: s.failures.load(Ordering::Relaxed),
+            spare_failures: s.failures.failures(),
         }
     }
 

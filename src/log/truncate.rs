@@ -13,7 +13,7 @@ use super::Log;
 use crate::error::{Error, Result};
 use crate::format::batch::BatchHeader;
 use crate::format::file_name::FileKind;
-use crate::io::OpenMode;
+use crate::io::AtomicReplace;
 use crate::segment::index::{IndexBuilder, IndexEntries};
 use crate::segment::{remove_segment_files, segment_path, Segment, SegmentTail, INDEX_FILES};
 use crate::types::Offset;
@@ -107,12 +107,12 @@ impl Log {
                 self.inner.log_start.store(new_end, Ordering::Release);
             }
             let rp = sync.recovery_point().min(new_end);
-            if let Err(e) = self.inner.checkpoint.lock().store(rp) {
+            if let Err(e) = self.checkpoint_recovery_point(rp) {
                 sync.poison();
                 return Err(e);
             }
             sync.truncated(rp, super::SyncCursor::NONE);
-            self.inner.recovery_point.store(rp, Ordering::Release);
+            self.publish_recovery_point(&sync);
 
             // 2. Remove the later segments, newest first.
             a.writer = None;
@@ -133,29 +133,24 @@ impl Log {
                 Segment::create(storage, &dir, new_end, cfg.segment_bytes)?
             } else {
                 let path = segment_path(&dir, seg.base_offset(), FileKind::Log);
-                let mut tmp = path.as_os_str().to_owned();
-                tmp.push(".tmp");
-                let tmp = std::path::PathBuf::from(tmp);
                 let prefix = bytes.get(..pos).unwrap_or(&[]);
-                {
-                    let f = storage
-                        .open(&tmp, OpenMode::CreateTruncate)
-                        .map_err(|e| Error::io("create segment copy", &tmp, e))?;
-                    f.allocate(cfg.segment_bytes.max(pos as u64))
-                        .map_err(|e| Error::io("fallocate segment copy", &tmp, e))?;
-                    f.write_at(0, prefix)
-                        .map_err(|e| Error::io("write segment copy", &tmp, e))?;
-                    f.set_len(pos as u64)
-                        .map_err(|e| Error::io("trim segment copy", &tmp, e))?;
-                    f.sync_data()
-                        .map_err(|e| Error::io("fsync segment copy", &tmp, e))?;
-                }
-                storage
-                    .rename(&tmp, &path)
-                    .map_err(|e| Error::io("rename segment copy", &path, e))?;
-                storage
-                    .sync_dir(&dir)
-                    .map_err(|e| Error::io("fsync directory", &dir, e))?;
+                // A failure removes the copy (`AtomicReplace`), leaving the old segment.
+                let copy = AtomicReplace::create(storage, &path)
+                    .map_err(|e| Error::io("create segment copy", &path, e))?;
+                let (f, tmp) = (copy.file(), copy.tmp_path());
+                f.allocate(cfg.segment_bytes.max(pos as u64))
+                    .map_err(|e| Error::io("fallocate segment copy", tmp, e))?;
+                f.write_at(0, prefix)
+                    .map_err(|e| Error::io("write segment copy", tmp, e))?;
+                f.set_len(pos as u64)
+                    .map_err(|e| Error::io("trim segment copy", tmp, e))?;
+                copy.commit().map_err(|e| {
+                    Error::io(
+                        "replace segment by its copy (fdatasync, rename, directory fsync)",
+                        &path,
+                        e,
+                    )
+                })?;
                 let old = seg.index()?.snapshot();
                 let entries = IndexEntries {
                     offsets: old

@@ -159,7 +159,7 @@ impl std::error::Error for NetError {
 
 /// For [`crate::producer::ProduceTarget`]-style callers: an error reply becomes the typed
 /// local error; a request too large to send is `BatchTooLarge`; every other transport failure
-/// is `Timeout` (the request or its answer was lost: retriable with the same bytes).
+/// is `Timeout` (the request or its answer was lost: outcome unknown, see `producer::retry`).
 impl From<NetError> for crate::Error {
     fn from(e: NetError) -> Self {
         match e.kind {

@@ -1,6 +1,8 @@
 //! A client of a TCP cluster: finds the leader through the controller and produces to it,
 //! riding out leader changes. It is a [`ProduceTarget`], so the idempotent
-//! [`crate::producer::Producer`] runs over it unchanged.
+//! [`crate::producer::Producer`] runs over it unchanged. It re-sends by the same policy as the
+//! thread driver's client ([`crate::producer::retry`]): a plain batch whose outcome is unknown
+//! (the leader died or stepped down with it) is returned as `Timeout`, never sent twice.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -10,8 +12,10 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::format::batch::RecordBatch;
 use crate::log::AppendInfo;
-use crate::net::{ClusterFile, ControllerClient, ReadResult, ReplicaClient, TransportConfig};
-use crate::producer::ProduceTarget;
+use crate::net::{
+    ClusterFile, ControllerClient, NetErrorKind, ReadResult, ReplicaClient, TransportConfig,
+};
+use crate::producer::{AttemptOutcome, ProduceTarget};
 use crate::replica::Acks;
 use crate::replication::ReplicaId;
 use crate::types::{Offset, ProducerEpoch, ProducerId};
@@ -25,24 +29,11 @@ pub struct PartitionClient {
     pub acks: Acks,
     /// How long an acks=all request may wait on the leader.
     pub produce_timeout_ms: u32,
-    /// How long `produce` keeps retrying retriable answers (no leader, not leader, not enough
-    /// replicas, lost answers) before it returns `Timeout` to its caller.
+    /// How long `produce` keeps re-sending a batch (after "not written" answers, and after
+    /// lost answers when the batch is idempotent: see [`crate::producer::retry`]) before it
+    /// returns `Timeout` to its caller.
     pub retry_for: Duration,
     request_timeout: Duration,
-}
-
-/// Answers worth retrying with the same bytes, perhaps at another leader.
-fn retriable(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Timeout
-            | Error::NotLeader { .. }
-            | Error::NotEnoughReplicas { .. }
-            | Error::NotEnoughReplicasAfterAppend { .. }
-            | Error::Closed
-            | Error::Remote { .. }
-            | Error::Replication(_)
-    )
 }
 
 impl PartitionClient {
@@ -77,6 +68,16 @@ impl PartitionClient {
         id: ReplicaId,
         f: impl FnOnce(&mut ReplicaClient) -> std::result::Result<T, crate::net::NetError>,
     ) -> Result<T> {
+        self.replica_call(id, f)?.map_err(Error::from)
+    }
+
+    /// `f` on the client of replica `id`; the outer error is a replica missing from the
+    /// cluster file (nothing sent), the inner one what the call returned.
+    fn replica_call<T>(
+        &self,
+        id: ReplicaId,
+        f: impl FnOnce(&mut ReplicaClient) -> std::result::Result<T, crate::net::NetError>,
+    ) -> Result<std::result::Result<T, crate::net::NetError>> {
         let addr =
             self.cluster.replica(id).map(|e| e.addr).ok_or_else(|| {
                 Error::InvalidConfig(format!("replica {id} is not in the cluster"))
@@ -85,24 +86,36 @@ impl PartitionClient {
         let c = replicas.entry(id).or_insert_with(|| {
             ReplicaClient::new(addr, TransportConfig::default(), self.request_timeout)
         });
-        f(c).map_err(Error::from)
+        Ok(f(c))
     }
 
-    /// Retries `f` against the current leader while the answer is retriable.
+    /// Sends `f` to the current leader, again while [`AttemptOutcome::may_resend`] allows it
+    /// (`idempotent`: whether a request whose outcome is unknown may be sent twice), for up to
+    /// `retry_for`; then `Timeout`. An attempt that sent nothing (no leader known, the
+    /// controller did not answer, the leader refused the connection) did not write.
     fn at_leader<T>(
         &self,
+        idempotent: bool,
         mut f: impl FnMut(&mut ReplicaClient) -> std::result::Result<T, crate::net::NetError>,
     ) -> Result<T> {
         let until = Instant::now() + self.retry_for;
         loop {
-            let e = match self.leader() {
-                Ok(l) => match self.with_replica(l, &mut f) {
-                    Ok(v) => return Ok(v),
-                    Err(e) => e,
+            let (e, outcome) = match self.leader() {
+                Ok(l) => match self.replica_call(l, &mut f) {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(net)) if matches!(net.kind, NetErrorKind::Connect(_)) => {
+                        (Error::from(net), AttemptOutcome::NotWritten)
+                    }
+                    Ok(Err(net)) => {
+                        let e = Error::from(net);
+                        let outcome = AttemptOutcome::of(&e);
+                        (e, outcome)
+                    }
+                    Err(e) => (e, AttemptOutcome::Answered),
                 },
-                Err(e) => e,
+                Err(e) => (e, AttemptOutcome::NotWritten),
             };
-            if !retriable(&e) {
+            if !outcome.may_resend(idempotent) {
                 return Err(e);
             }
             if Instant::now() >= until {
@@ -114,7 +127,7 @@ impl PartitionClient {
 
     /// Committed batches from `offset` at the leader.
     pub fn read(&self, offset: Offset, max_bytes: u32) -> Result<ReadResult> {
-        self.at_leader(|c| c.read(offset, max_bytes))
+        self.at_leader(true, |c| c.read(offset, max_bytes))
     }
 
     /// Committed batches from `offset` at replica `id`.
@@ -126,7 +139,8 @@ impl PartitionClient {
 impl ProduceTarget for PartitionClient {
     fn produce(&self, batch: &RecordBatch) -> Result<AppendInfo> {
         let (acks, timeout) = (self.acks.to_wire(), self.produce_timeout_ms);
-        self.at_leader(|c| c.produce(batch.as_bytes(), acks, timeout))
+        let idempotent = batch.header().is_idempotent();
+        self.at_leader(idempotent, |c| c.produce(batch.as_bytes(), acks, timeout))
     }
 
     fn init_producer_id(&self) -> Result<(ProducerId, ProducerEpoch)> {
@@ -134,6 +148,7 @@ impl ProduceTarget for PartitionClient {
     }
 
     fn bump_producer_epoch(&self, id: ProducerId) -> Result<(ProducerId, ProducerEpoch)> {
-        self.at_leader(|c| c.bump_producer_epoch(id))
+        // Bumping twice only skips an epoch: safe to repeat.
+        self.at_leader(true, |c| c.bump_producer_epoch(id))
     }
 }

@@ -264,7 +264,8 @@ fn produce(sh: &Shared, acks: i8, timeout_ms: u32, batch: Vec<u8>) -> Result<App
                 return r;
             }
             if sh.stop.load(Ordering::Acquire) {
-                return Err(Error::Closed);
+                // Appended, not yet committed: the outcome is unknown to the client.
+                return Err(Error::Timeout);
             }
             // The control thread's tick answers `Timeout` at the deadline; wake up anyway.
             sh.completed.wait_for(&mut st, Duration::from_millis(100));

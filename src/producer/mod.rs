@@ -2,9 +2,11 @@
 //! epochs. The snapshot codec lives in `format::snapshot`; the log wires both to files.
 
 pub mod client;
+pub mod retry;
 pub mod state;
 
 pub use client::{Delivery, ProduceTarget, Producer, MAX_IN_FLIGHT};
+pub use retry::AttemptOutcome;
 
 pub use state::{
     BatchMetadata, CheckResult, ProducerConfig, ProducerEntry, ProducerStateManager,

@@ -48,7 +48,7 @@ impl Replica {
         }
         let hw = self.high_watermark();
         let cache = self.epoch_cache().clone();
-        self.fail_pending(Some(self.cfg.id), rec.leader_epoch);
+        self.fail_pending();
         let state = LeaderState::new(
             BecomeLeader {
                 leader: self.cfg.id,

@@ -17,7 +17,8 @@
 //! - the known controller record (`known`) only moves forward: a record with an older leader
 //!   epoch, or the same leader epoch and an older partition epoch, is ignored;
 //! - an acks=all request completes only once the high-water mark is past its last offset, and
-//!   every pending one is failed (`NotLeader`) when this replica stops leading.
+//!   every pending one is failed (`Timeout`: appended, outcome unknown) when this replica stops
+//!   leading; `NotLeader` is answered only to a request refused before appending.
 
 mod follower_role;
 mod leader_role;
@@ -361,7 +362,7 @@ impl Replica {
                 Ok(())
             }
             None => {
-                self.step_down(rec.leader_epoch);
+                self.step_down();
                 Ok(())
             }
         };
@@ -371,11 +372,11 @@ impl Replica {
         result
     }
 
-    /// Stops leading or following (pending acks=all requests fail with `NotLeader`).
-    fn step_down(&mut self, leader_epoch: LeaderEpoch) {
+    /// Stops leading or following (pending acks=all requests fail with `Timeout`).
+    fn step_down(&mut self) {
         self.offline_hw = self.high_watermark();
         self.persisted_cache = self.epoch_cache().clone();
-        self.fail_pending(None, leader_epoch);
+        self.fail_pending();
         self.role = Role::Offline;
     }
 
@@ -388,7 +389,7 @@ impl Replica {
         }
         let hw = self.high_watermark();
         let cache = self.epoch_cache().clone();
-        self.fail_pending(Some(leader), leader_epoch);
+        self.fail_pending();
         let state = FollowerState::new(
             self.cfg.id,
             self.incarnation,
@@ -401,16 +402,16 @@ impl Replica {
         self.role = Role::Follower { leader, state };
     }
 
-    /// Answers every waiting acks=all request with `NotLeader`.
-    fn fail_pending(&mut self, leader: Option<ReplicaId>, leader_epoch: LeaderEpoch) {
+    /// Answers every waiting acks=all request with `Timeout`: its batch was appended here and
+    /// may survive in a later leader's log, so its outcome is unknown. (`NotLeader` is kept
+    /// for requests refused before appending: a client re-sends those bytes even when the batch
+    /// is not idempotent, see `producer::retry`.)
+    fn fail_pending(&mut self) {
         if let Role::Leader(l) = &mut self.role {
             for p in l.pending.drain(..) {
                 self.completions.push(Completion {
                     token: p.token,
-                    result: Err(Error::NotLeader {
-                        leader: leader.map(|r| r.0),
-                        leader_epoch,
-                    }),
+                    result: Err(Error::Timeout),
                 });
             }
         }
@@ -436,6 +437,8 @@ impl Replica {
     /// Writes the high-water mark checkpoint if it moved since the last one.
     pub fn checkpoint_high_watermark(&mut self) -> Result<()> {
         let hw = self.high_watermark();
+        let end = self.log.log_end_offset();
+        assert!(hw <= end, "HW {hw:?} checkpointed past the log end {end:?}");
         if hw != self.hw_persisted {
             state_files::write_hw(self.cfg.log.storage.as_ref(), &self.dir, hw)?;
             self.hw_persisted = hw;
@@ -455,7 +458,7 @@ impl Replica {
     /// Clean shutdown: checkpoint the high-water mark and close the log.
     pub fn close(mut self) -> Result<()> {
         self.checkpoint_high_watermark()?;
-        self.fail_pending(None, self.leader_epoch());
+        self.fail_pending();
         self.log.clone().close()
     }
 
@@ -471,7 +474,7 @@ impl Replica {
         let hw = self.high_watermark();
         let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
         assert!(
-            start <= hw.max(start) && hw <= end,
+            start <= hw && hw <= end,
             "HW {hw:?} outside [{start:?}, {end:?}]"
         );
         let cache = self.epoch_cache();
