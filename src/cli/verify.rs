@@ -118,6 +118,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("checkpoints", check_checkpoints),
     ("other files", check_other_files),
     ("producer snapshots", check_snapshots),
+    ("issued producer epochs", check_issued_epochs),
 ];
 
 /// Verifies `dir`, writing a report to `out`.
@@ -515,6 +516,26 @@ fn check_checkpoints(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> 
                 super::CLEAN_SHUTDOWN_FILE
             )),
         },
+    }
+    Ok(())
+}
+
+/// The issued-epochs checkpoint must decode: open refuses a damaged one (without it an epoch
+/// handed out before could be handed out again).
+fn check_issued_epochs(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
+    let name = oncelog::log::PRODUCER_EPOCHS_FILE;
+    let decoded = match read_checkpoint(&ctx.dir.join(name), CheckpointKind::ProducerEpochs)? {
+        Checkpoint::Missing => return Ok(()),
+        Checkpoint::Invalid(why) => Err(why),
+        Checkpoint::Valid(v) => {
+            oncelog::producer::IssuedEpochs::from_values(&v, oncelog::producer::ISSUED_EPOCHS_KEPT)
+                .map(|_| ())
+        }
+    };
+    if let Err(why) = decoded {
+        findings.error(format!(
+            "{name}: damaged ({why}); the next open refuses the log"
+        ));
     }
     Ok(())
 }

@@ -2,9 +2,11 @@
 //! epochs. The snapshot codec lives in `format::snapshot`; the log wires both to files.
 
 pub mod client;
+pub mod epochs;
 pub mod state;
 
 pub use client::{Delivery, ProduceTarget, Producer, MAX_IN_FLIGHT};
+pub use epochs::{IssuedEpochs, ISSUED_EPOCHS_KEPT};
 
 pub use state::{
     BatchMetadata, CheckResult, ProducerConfig, ProducerEntry, ProducerStateManager,

@@ -347,7 +347,7 @@ impl ProducerStateManager {
             } else {
                 Err(Error::UnknownProducerId {
                     producer_id: pid,
-                    first_sequence: first_seq,
+                    first_sequence: Some(first_seq),
                 })
             };
         };
