@@ -1,5 +1,6 @@
 //! T16: model-based property test of the producer dedup state machine (INV-3/4/10/11), T16b:
-//! `Duplicate`/`DuplicateSequence` only for ranges that were appended (below), and T19:
+//! `Duplicate`/`DuplicateSequence` only for ranges that were appended (below), T16c: issued
+//! producer epochs strictly increase per id (below), and T19:
 //! a producer-id explosion stays under the cap with deterministic eviction.
 //!
 //! The reference model below is written independently of `src/producer/state.rs` and kept as
@@ -660,5 +661,109 @@ proptest! {
         requests in proptest::collection::vec(request_strategy(), 1..40),
     ) {
         check_window(&w, &requests);
+    }
+}
+
+// T16c: issued producer epochs (`IssuedEpochs`, the table behind `Log::reinit_producer` and the
+// `producer-epochs` checkpoint) against a model that remembers every epoch ever handed out.
+//
+// Random sequences of: `init_producer` (a new id, epoch 0 handed out), a re-initialisation of a
+// known id (through `next_epoch` with the epoch the producer table shows, then `with_issued`),
+// the producer table seeing a higher epoch (a replicated batch, possibly near `i16::MAX`), the
+// producer table forgetting an id (expiry, eviction, truncation: `seen` drops back to `None`),
+// and a restart (the checkpoint values decoded again, possibly by a build that keeps fewer ids).
+// With a bound of 3 listed ids, entries are dropped constantly. Every epoch handed out must be
+// strictly above every epoch handed out for that id before and above what the table shows;
+// exhaustion only when one of those is `i16::MAX` or the floor passed it; the decoded table
+// equals the written one.
+
+#[derive(Clone, Debug)]
+enum EpochOp {
+    Init,
+    Reinit { id: usize },
+    See { id: usize, epoch: i16 },
+    Forget { id: usize },
+    Restart { kept: usize },
+}
+
+fn epoch_op_strategy() -> impl Strategy<Value = EpochOp> {
+    let id = 0..12usize;
+    prop_oneof![
+        2 => Just(EpochOp::Init),
+        8 => id.clone().prop_map(|id| EpochOp::Reinit { id }),
+        1 => (id.clone(), prop_oneof![0..5i16, (i16::MAX - 3)..=i16::MAX])
+            .prop_map(|(id, epoch)| EpochOp::See { id, epoch }),
+        1 => id.prop_map(|id| EpochOp::Forget { id }),
+        1 => (2..5usize).prop_map(|kept| EpochOp::Restart { kept }),
+    ]
+}
+
+fn run_epochs(ops: &[EpochOp]) {
+    use oncelog::producer::IssuedEpochs;
+    let mut table = IssuedEpochs::new(3);
+    let mut kept = 3;
+    // Per id handed out: the highest epoch handed out, and the producer table's epoch.
+    let mut ids: Vec<(ProducerId, ProducerEpoch, Option<ProducerEpoch>)> = Vec::new();
+    for op in ops {
+        match *op {
+            EpochOp::Init => ids.push((ProducerId(ids.len() as i64 * 7), 0, None)),
+            EpochOp::Reinit { id } => {
+                let Some((pid, returned, seen)) = ids.get(id).copied() else {
+                    continue;
+                };
+                match table.next_epoch(pid, seen) {
+                    Some(epoch) => {
+                        assert!(epoch > returned, "{pid:?}: epoch {epoch} after {returned}");
+                        assert!(
+                            seen.is_none_or(|s| epoch > s),
+                            "{pid:?}: {epoch} <= {seen:?}"
+                        );
+                        table = table.with_issued(pid, epoch);
+                        assert_eq!(table.issued(pid), Some(epoch));
+                        ids[id].1 = epoch;
+                    }
+                    None => assert!(
+                        returned == i16::MAX
+                            || seen == Some(i16::MAX)
+                            || table.unlisted_next() > i32::from(i16::MAX)
+                            || table.issued(pid) == Some(i16::MAX),
+                        "{pid:?} exhausted early: returned {returned}, seen {seen:?}, {table:?}"
+                    ),
+                }
+            }
+            EpochOp::See { id, epoch } => {
+                if let Some(entry) = ids.get_mut(id) {
+                    // An epoch another leader handed out: above it only while the table shows it
+                    // (docs/producer-idempotence.md, "Rules").
+                    entry.2 = Some(entry.2.map_or(epoch, |s| s.max(epoch)));
+                }
+            }
+            EpochOp::Forget { id } => {
+                if let Some(entry) = ids.get_mut(id) {
+                    entry.2 = None;
+                }
+            }
+            EpochOp::Restart { kept: k } => {
+                let values = table.to_values();
+                let reread = IssuedEpochs::from_values(&values, kept).unwrap();
+                assert_eq!(reread, table, "checkpoint round trip");
+                // A build keeping fewer ids shrinks the table; every guarantee must hold.
+                kept = k.min(kept).max(2);
+                table = IssuedEpochs::from_values(&values, kept).unwrap();
+            }
+        }
+        table.validate().unwrap();
+        assert!(table.entries().len() <= kept);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    #[test]
+    fn issued_epochs_strictly_increase_per_id(
+        ops in proptest::collection::vec(epoch_op_strategy(), 1..200),
+    ) {
+        run_epochs(&ops);
     }
 }
