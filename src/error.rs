@@ -82,10 +82,12 @@ pub enum Error {
     /// be re-sent with the same bytes (a duplicate is recognised); a plain one may be written
     /// twice if re-sent (see `producer::retry`).
     Timeout,
-    /// The producer id is unknown and the batch does not start at sequence 0.
+    /// The producer id is unknown: an append whose batch does not start at sequence 0
+    /// (`first_sequence: Some(_)`: the log forgot or never knew the producer), or an epoch asked
+    /// for an id this log never issued (`first_sequence: None`, `Log::reinit_producer`).
     UnknownProducerId {
         producer_id: ProducerId,
-        first_sequence: Sequence,
+        first_sequence: Option<Sequence>,
     },
     /// This replica does not lead the partition (in the epoch asked for); `leader` is the one
     /// it knows, if any (Kafka's NOT_LEADER_OR_FOLLOWER).
@@ -217,10 +219,18 @@ impl fmt::Display for Error {
             }
             Error::UnknownProducerId {
                 producer_id,
-                first_sequence,
+                first_sequence: Some(first_sequence),
             } => write!(
                 f,
                 "producer {} is unknown and its first sequence is {first_sequence}, not 0",
+                producer_id.0
+            ),
+            Error::UnknownProducerId {
+                producer_id,
+                first_sequence: None,
+            } => write!(
+                f,
+                "producer id {} was never issued by this log: no epoch to bump",
                 producer_id.0
             ),
             Error::NotLeader {

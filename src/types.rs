@@ -59,15 +59,29 @@ pub type Sequence = i32;
 /// Milliseconds since the Unix epoch (Kafka's timestamp unit).
 pub type TimestampMs = i64;
 
+/// Sequence numbers live on a ring of 2^31 values (0..=i32::MAX, then 0 again). Every piece of
+/// sequence arithmetic goes through [`seq_distance`] and [`seq_add`]; nothing compares or
+/// subtracts sequences as plain integers (a batch may straddle the wrap, and a window of
+/// retained batches may sit anywhere on the ring).
+pub const SEQ_RING: i64 = 1 << 31;
+
+/// `(to - from) mod 2^31`: how far `to` is ahead of `from` on the sequence ring (0..2^31).
+pub fn seq_distance(from: Sequence, to: Sequence) -> i64 {
+    (i64::from(to) - i64::from(from)).rem_euclid(SEQ_RING)
+}
+
+/// `seq` moved by `delta` (any sign) on the sequence ring.
+pub fn seq_add(seq: Sequence, delta: i64) -> Sequence {
+    let v = (i64::from(seq) + delta.rem_euclid(SEQ_RING)).rem_euclid(SEQ_RING);
+    // v < 2^31 by construction.
+    i32::try_from(v).unwrap_or(0)
+}
+
 /// Sequence `seq` advanced by `delta`, wrapping after `i32::MAX` to 0 (Kafka's
 /// `DefaultRecordBatch.incrementSequence`).
 pub fn increment_sequence(seq: Sequence, delta: i32) -> Sequence {
     debug_assert!(seq >= 0 && delta >= 0);
-    if seq > i32::MAX - delta {
-        delta - (i32::MAX - seq) - 1
-    } else {
-        seq + delta
-    }
+    seq_add(seq, i64::from(delta))
 }
 
 #[cfg(test)]
@@ -80,5 +94,9 @@ mod tests {
         assert_eq!(increment_sequence(i32::MAX - 1, 3), 1);
         assert_eq!(increment_sequence(5, 0), 5);
         assert_eq!(increment_sequence(5, 4), 9);
+        assert_eq!(seq_distance(i32::MAX, 0), 1);
+        assert_eq!(seq_distance(0, i32::MAX), SEQ_RING - 1);
+        assert_eq!(seq_add(0, -1), i32::MAX);
+        assert_eq!(seq_add(i32::MAX, SEQ_RING + 2), 1);
     }
 }

@@ -385,3 +385,36 @@ fn verify_and_stat_tolerate_a_live_log_deleting_files() {
     assert!(log.recovery_report().segments_deleted == 0);
     log.close().unwrap();
 }
+
+/// `verify` and `dump` know the issued-epochs checkpoint: a log whose producer was
+/// re-initialised verifies, `dump` names the file, and a damaged one (open would refuse the log)
+/// is an error naming it; `Log::open` refuses it with `CorruptFile` naming the file.
+#[test]
+fn verify_checks_the_issued_epochs_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    let (pid, _) = log.init_producer().unwrap();
+    assert_eq!(log.reinit_producer(pid).unwrap(), (pid, 1));
+    log.close().unwrap();
+    let out = oncelog(&["verify", arg(dir.path())]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = oncelog(&["dump", arg(dir.path())]);
+    assert!(
+        text(&out).contains("issued producer epochs checkpoint"),
+        "{}",
+        text(&out)
+    );
+
+    let path = dir.path().join(oncelog::log::PRODUCER_EPOCHS_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[17] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let out = oncelog(&["verify", arg(dir.path())]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains(oncelog::log::PRODUCER_EPOCHS_FILE), "{t}");
+    match Log::open(dir.path(), LogConfig::for_tests()) {
+        Err(oncelog::Error::CorruptFile { path: p, .. }) => assert_eq!(p, path),
+        other => panic!("open of a damaged producer-epochs: {other:?}"),
+    }
+}

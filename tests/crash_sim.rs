@@ -2,7 +2,9 @@
 //! on the simulated storage, checked against a model over thousands of crash states.
 //!
 //! A seeded workload (three idempotent producers writing batches of random sizes, retries of
-//! their last five batches, plain batches, occasional `flush()`, rolls of 4 KiB segments, and in
+//! their last five batches, plain batches, two producers whose epochs are bumped with
+//! `reinit_producer`, sometimes writing at the new epoch, occasional `flush()`, rolls of 4 KiB
+//! segments, and in
 //! some variants `apply_retention` / `advance_log_start` / `truncate_to`) runs against a fresh
 //! `SimStorage` while a model records the expected value at every offset, the written end and
 //! the *last synced end* (the log end at the last successful `flush()`, or after every Ok append
@@ -21,7 +23,9 @@
 //! never regresses; pass `check_invariants`; have a producer table equal to a fresh replay of the
 //! log (INV-9; with retention only a superset); answer a retry of each of a producer's last five
 //! surviving batches as a duplicate with the original offsets (INV-10); accept the next batch of
-//! every producer; and after more appends and a clean close, reopen with no scan.
+//! every producer; hand out, for every bumped producer, an epoch strictly above every epoch
+//! returned before the crash; and after more appends and a clean close, reopen with no scan
+//! and hand out higher epochs again (also for the writing producers, above their epoch 0).
 //!
 //! The background sealer runs seals on its own thread, so operation order is not perfectly
 //! reproducible; a failing case prints its seed, variant and `k`, and `ONCELOG_SEED=<seed>`
@@ -40,6 +44,8 @@ use oncelog::io::sim::{CrashMode, FaultKind, SimStorage};
 use oncelog::{Log, LogConfig, ManualClock, Offset, ProducerId, RecordBatch, SyncMode};
 
 const PRODUCERS: usize = 3;
+/// Producers whose epochs the workload bumps.
+const BUMPED: usize = 2;
 
 #[derive(Debug, Clone, Copy)]
 struct Variant {
@@ -106,6 +112,10 @@ struct Model {
     start: u64,
     synced_end: u64,
     producers: Vec<ProducerModel>,
+    /// Producers whose epochs are bumped (`reinit_producer`), with the highest epoch returned
+    /// for each: after any crash a reinit must return a higher one. They append only at sequence
+    /// 0 of a new epoch (sometimes not at all), so they take no part in the dedup checks.
+    bumped: Vec<(ProducerId, i16)>,
     /// A truncation that failed midway: the crash may leave the log before or after it.
     alt_truncated_end: Option<u64>,
     retention_ran: bool,
@@ -182,6 +192,10 @@ fn run(seed: u64, variant: Variant, freeze_at: Option<u64>) -> Run {
             batches: Vec::new(),
         });
     }
+    for _ in 0..BUMPED {
+        let (pid, epoch) = log.init_producer().unwrap();
+        model.bumped.push((pid, epoch));
+    }
     let ops0 = sim.op_count();
     let syncs0 = sim.sync_points();
     if let Some(k) = freeze_at {
@@ -220,8 +234,48 @@ fn run(seed: u64, variant: Variant, freeze_at: Option<u64>) -> Run {
         }
         let tag = seed.wrapping_mul(1_000_003) ^ (step as u64);
         clock.advance(rng.below(40) as i64);
-        let roll = rng.below(100);
-        let ok = if roll < 55 {
+        let roll = rng.below(108);
+        let ok = if roll >= 100 {
+            // Bump a producer's epoch (its checkpoint write is a crash point too), and sometimes
+            // write at the new epoch.
+            let b = rng.below(BUMPED as u64) as usize;
+            let (pid, returned) = model.bumped[b];
+            match log.reinit_producer(pid) {
+                Ok((same, epoch)) => {
+                    assert_eq!(same, pid, "{}", ctx("epochs exhausted"));
+                    assert!(epoch > returned, "{}", ctx("epoch handed out again"));
+                    model.bumped[b].1 = epoch;
+                    if rng.chance(1, 2) {
+                        let batch = make_batch(tag, 1, 30, Some((pid, epoch, 0)));
+                        let before = log.log_end_offset().0;
+                        match log.append(&batch) {
+                            Ok(info) => {
+                                assert!(!info.duplicate, "{}", ctx("new epoch's batch duplicate"));
+                                record_append(&mut model, &batch, before, info.last_offset.0);
+                                if every_append {
+                                    model.synced_end = model.end;
+                                }
+                                true
+                            }
+                            Err(e) => {
+                                assert!(freeze_at.is_some(), "{}", ctx(&format!("append: {e}")));
+                                let after = log.log_end_offset().0;
+                                if after > before {
+                                    record_append(&mut model, &batch, before, after - 1);
+                                }
+                                false
+                            }
+                        }
+                    } else {
+                        true
+                    }
+                }
+                Err(e) => {
+                    assert!(freeze_at.is_some(), "{}", ctx(&format!("reinit: {e}")));
+                    false
+                }
+            }
+        } else if roll < 55 {
             // An idempotent batch.
             let p = rng.below(PRODUCERS as u64) as usize;
             let records = rng.range(1, 5) as u32;
@@ -516,6 +570,23 @@ fn crash_and_verify(run: Run, mode: CrashMode, crash_seed: u64, what: &str) {
         ctx(format!("log start regressed: {start} < {}", model.start))
     );
     log.check_invariants();
+    // Every epoch handed out before the crash is below the next one (durable before returned).
+    let mut bumped = model.bumped.clone();
+    for (pid, returned) in &mut bumped {
+        let (same, epoch) = log
+            .reinit_producer(*pid)
+            .unwrap_or_else(|e| panic!("{}", ctx(format!("reinit of {}: {e}", pid.0))));
+        assert!(
+            same == *pid && epoch > *returned,
+            "{}",
+            ctx(format!(
+                "reinit of {} after the crash: epoch {epoch}, but {returned} was handed out \
+                 before",
+                pid.0
+            ))
+        );
+        *returned = epoch;
+    }
     let batches = read_batches(&log).unwrap_or_else(|e| panic!("{}", ctx(e)));
     for b in &batches {
         for (o, v) in &b.records {
@@ -688,6 +759,22 @@ fn crash_and_verify(run: Run, mode: CrashMode, crash_seed: u64, what: &str) {
         "{}",
         ctx("clean reopen changed producer state".into())
     );
+    // And across the clean close; the writing producers were handed epoch 0 only.
+    let handed_out = bumped
+        .iter()
+        .copied()
+        .chain(model.producers.iter().map(|p| (p.pid, 0)));
+    for (pid, returned) in handed_out {
+        let epoch = log.reinit_producer(pid).map(|(_, e)| e);
+        assert!(
+            epoch.as_ref().is_ok_and(|e| *e > returned),
+            "{}",
+            ctx(format!(
+                "reinit of {} after a clean close: {epoch:?}, {returned} handed out before",
+                pid.0
+            ))
+        );
+    }
     log.simulate_crash();
 }
 

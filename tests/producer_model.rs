@@ -1,4 +1,6 @@
-//! T16: model-based property test of the producer dedup state machine (INV-3/4/10/11), and T19:
+//! T16: model-based property test of the producer dedup state machine (INV-3/4/10/11), T16b:
+//! `Duplicate`/`DuplicateSequence` only for ranges that were appended (below), T16c: issued
+//! producer epochs strictly increase per id (below), and T19:
 //! a producer-id explosion stays under the cap with deterministic eviction.
 //!
 //! The reference model below is written independently of `src/producer/state.rs` and kept as
@@ -90,16 +92,21 @@ impl ModelProducer {
         self.batches.last().map_or(0, |b| b.abs_first + b.count)
     }
 
-    /// Is `[f, l]` entirely within the 2^30 sequences just behind the window (mod 2^31)?
+    /// Does the retained window prove `[f, l]` was appended before it? The range is placed at
+    /// its one absolute position within half a ring behind the next sequence (further back it
+    /// reads as a batch ahead on the next lap); it must end before the oldest retained batch
+    /// and start no earlier than that batch's lap: the window cannot tell how many laps came
+    /// before, only that the epoch started at 0.
     fn behind_window(&self, f: Sequence, l: Sequence) -> bool {
+        let next = self.next_abs();
+        let d = (next - i64::from(f)).rem_euclid(RING);
+        if d > HALF {
+            return false;
+        }
+        let f_abs = next - d;
+        let l_abs = f_abs + (i64::from(l) - i64::from(f)).rem_euclid(RING);
         let oldest = self.window()[0].abs_first;
-        let len = (i64::from(l) - i64::from(f)).rem_euclid(RING);
-        // Try every absolute placement of the range near the window.
-        (-3..=1).any(|k| {
-            let l_abs = i64::from(l) + k * RING + (oldest / RING) * RING;
-            let f_abs = l_abs - len;
-            l_abs < oldest && f_abs >= oldest - HALF
-        })
+        l_abs < oldest && f_abs >= oldest.div_euclid(RING) * RING
     }
 }
 
@@ -153,9 +160,7 @@ impl Model {
         let expected = wrap(p.next_abs());
         if f == expected {
             Decision::Append
-        } else if (p.batches.len() >= BATCHES_RETAINED && p.behind_window(f, l))
-            || (p.batches.len() < BATCHES_RETAINED && f <= l && l < p.batches[0].meta.first_seq)
-        {
+        } else if p.behind_window(f, l) {
             Decision::DuplicateSequence
         } else {
             Decision::OutOfOrder { expected }
@@ -499,4 +504,266 @@ fn producer_id_explosion_stays_under_the_cap_deterministically() {
     assert!(now - oldest_kept <= 10_000 / 3 + 1);
     let bytes = snapshot::encode(a.map_end_offset(), &a);
     assert!(bytes.len() <= snapshot::HEADER_SIZE + 64 * cfg.max_producers);
+}
+
+// T16b: `Duplicate` and `DuplicateSequence` only for ranges that were appended.
+//
+// One producer whose epoch appended every absolute sequence in `[0, appended)`, of which the last
+// 0-5 batches are retained (placed anywhere on the ring: laps 0-2, around the wrap, at 0; fewer
+// than 5 when retention, truncation or the follower path left only part of the epoch in the
+// log). Requests are absolute ranges a client could send: within half a ring of the next
+// sequence (behind it: a stale retry; ahead: a pipelined batch, possibly on the next lap). The
+// engine sees only ring values. It may answer `Duplicate` only with the retained batch of
+// exactly that range, `DuplicateSequence` only for a range inside `[0, appended)`, `Append` only
+// for the next expected range; everything else must be `OutOfOrderSequence` with the next
+// expected sequence. And it must answer `DuplicateSequence` for a range the window proves
+// written (before the oldest retained batch, in its lap, within half a ring).
+
+const MAX_RECORDS: i64 = 1 << 20;
+
+#[derive(Clone, Debug)]
+struct Window {
+    /// Absolute first sequence of the oldest retained batch (0 without batches).
+    oldest: i64,
+    /// Record counts of the retained batches, oldest first.
+    counts: Vec<i64>,
+}
+
+impl Window {
+    fn appended(&self) -> i64 {
+        self.oldest + self.counts.iter().sum::<i64>()
+    }
+
+    /// `(absolute first, count, metadata)` of each retained batch.
+    fn batches(&self) -> Vec<(i64, i64, BatchMetadata)> {
+        let mut abs = self.oldest;
+        let mut offset = 1_000;
+        self.counts
+            .iter()
+            .map(|&count| {
+                let meta = BatchMetadata {
+                    first_seq: wrap(abs),
+                    last_seq: wrap(abs + count - 1),
+                    first_offset: offset,
+                    last_offset: offset + count as u64 - 1,
+                    append_time_ms: 5,
+                };
+                let b = (abs, count, meta);
+                abs += count;
+                offset += count as u64 + 3;
+                b
+            })
+            .collect()
+    }
+}
+
+fn window_strategy() -> impl Strategy<Value = Window> {
+    let count = prop_oneof![3 => 1..4i64, 2 => 1..1_000i64, 1 => 1..MAX_RECORDS];
+    let oldest = prop_oneof![
+        0..16i64,
+        (RING - 64)..(RING + 64),
+        (2 * RING - 64)..(2 * RING + 64),
+        (HALF - 64)..(HALF + 64),
+        0..3 * RING,
+    ];
+    (
+        oldest,
+        proptest::collection::vec(count, 0..=BATCHES_RETAINED),
+    )
+        .prop_map(|(oldest, counts)| Window {
+            oldest: if counts.is_empty() { 0 } else { oldest },
+            counts,
+        })
+}
+
+/// A request `(absolute first, count)`: near an interesting point, or anywhere in the half
+/// rings around the next sequence. Clamped to `[appended - 2^30, appended + 2^30 - count]`.
+fn request_strategy() -> impl Strategy<Value = (u8, i64, i64, u64)> {
+    (
+        0..8u8,
+        -40..40i64,
+        prop_oneof![3 => 1..6i64, 1 => 1..MAX_RECORDS],
+        any::<u64>(),
+    )
+}
+
+fn place(w: &Window, (anchor, delta, count, any): (u8, i64, i64, u64)) -> (i64, i64) {
+    let appended = w.appended();
+    let batches = w.batches();
+    let lap_start = w.oldest.div_euclid(RING) * RING;
+    let first = match anchor {
+        0 => appended + delta,
+        1 => w.oldest + delta,
+        2 => delta,
+        3 => lap_start + delta,
+        4 => appended - HALF + delta.abs(),
+        5 => appended + HALF - count - delta.abs(),
+        6 => match batches.get(delta.unsigned_abs() as usize % 6) {
+            Some(&(abs, n, _)) => return (abs, n),
+            None => appended,
+        },
+        _ => appended - HALF + (any % (2 * HALF as u64)) as i64,
+    };
+    let first = first.clamp(appended - HALF, appended + HALF - count);
+    (first, count)
+}
+
+fn check_window(w: &Window, requests: &[(u8, i64, i64, u64)]) {
+    let batches = w.batches();
+    let metas: Vec<BatchMetadata> = batches.iter().map(|b| b.2).collect();
+    let entry = oncelog::producer::ProducerEntry::new(0, &metas, 5, None).unwrap();
+    let pid = ProducerId(3);
+    let engine = ProducerStateManager::from_entries(CFG, [(pid, entry)], 1 << 40);
+    let appended = w.appended();
+    let lap_start = w.oldest.div_euclid(RING) * RING;
+    for &req in requests {
+        let (first, count) = place(w, req);
+        let (f, l) = (wrap(first), wrap(first + count - 1));
+        let what = format!("request [{first}, {}] = ring [{f}, {l}]", first + count - 1);
+        let exact = batches
+            .iter()
+            .find(|(abs, n, _)| *abs == first && *n == count);
+        match engine_decision(engine.check(pid, 0, f, l, 10)) {
+            Decision::Append => assert_eq!(first, appended, "{what}: appended out of order"),
+            Decision::Duplicate(meta) => assert_eq!(
+                exact.map(|b| b.2),
+                Some(meta),
+                "{what}: answered as a retained batch it is not"
+            ),
+            Decision::DuplicateSequence => assert!(
+                first >= 0 && first + count <= appended,
+                "{what}: DuplicateSequence, but only [0, {appended}) was appended"
+            ),
+            Decision::OutOfOrder { expected } => {
+                assert_eq!(expected, wrap(appended), "{what}");
+                assert_ne!(first, appended, "{what}: the next batch was refused");
+                assert!(
+                    exact.is_none(),
+                    "{what}: a retry of a retained batch was refused"
+                );
+                let proven = first >= lap_start
+                    && first + count <= w.oldest
+                    && appended - first <= HALF
+                    && !batches.is_empty();
+                assert!(!proven, "{what}: the window proves it written");
+            }
+            other => panic!("{what}: unexpected {other:?}"),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    #[test]
+    fn duplicate_answers_only_for_appended_ranges(
+        w in window_strategy(),
+        requests in proptest::collection::vec(request_strategy(), 1..40),
+    ) {
+        check_window(&w, &requests);
+    }
+}
+
+// T16c: issued producer epochs (`IssuedEpochs`, the table behind `Log::reinit_producer` and the
+// `producer-epochs` checkpoint) against a model that remembers every epoch ever handed out.
+//
+// Random sequences of: `init_producer` (a new id, epoch 0 handed out), a re-initialisation of a
+// known id (through `next_epoch` with the epoch the producer table shows, then `with_issued`),
+// the producer table seeing a higher epoch (a replicated batch, possibly near `i16::MAX`), the
+// producer table forgetting an id (expiry, eviction, truncation: `seen` drops back to `None`),
+// and a restart (the checkpoint values decoded again, possibly by a build that keeps fewer ids).
+// With a bound of 3 listed ids, entries are dropped constantly. Every epoch handed out must be
+// strictly above every epoch handed out for that id before and above what the table shows;
+// exhaustion only when one of those is `i16::MAX` or the floor passed it; the decoded table
+// equals the written one.
+
+#[derive(Clone, Debug)]
+enum EpochOp {
+    Init,
+    Reinit { id: usize },
+    See { id: usize, epoch: i16 },
+    Forget { id: usize },
+    Restart { kept: usize },
+}
+
+fn epoch_op_strategy() -> impl Strategy<Value = EpochOp> {
+    let id = 0..12usize;
+    prop_oneof![
+        2 => Just(EpochOp::Init),
+        8 => id.clone().prop_map(|id| EpochOp::Reinit { id }),
+        1 => (id.clone(), prop_oneof![0..5i16, (i16::MAX - 3)..=i16::MAX])
+            .prop_map(|(id, epoch)| EpochOp::See { id, epoch }),
+        1 => id.prop_map(|id| EpochOp::Forget { id }),
+        1 => (2..5usize).prop_map(|kept| EpochOp::Restart { kept }),
+    ]
+}
+
+fn run_epochs(ops: &[EpochOp]) {
+    use oncelog::producer::IssuedEpochs;
+    let mut table = IssuedEpochs::new(3);
+    let mut kept = 3;
+    // Per id handed out: the highest epoch handed out, and the producer table's epoch.
+    let mut ids: Vec<(ProducerId, ProducerEpoch, Option<ProducerEpoch>)> = Vec::new();
+    for op in ops {
+        match *op {
+            EpochOp::Init => ids.push((ProducerId(ids.len() as i64 * 7), 0, None)),
+            EpochOp::Reinit { id } => {
+                let Some((pid, returned, seen)) = ids.get(id).copied() else {
+                    continue;
+                };
+                match table.next_epoch(pid, seen) {
+                    Some(epoch) => {
+                        assert!(epoch > returned, "{pid:?}: epoch {epoch} after {returned}");
+                        assert!(
+                            seen.is_none_or(|s| epoch > s),
+                            "{pid:?}: {epoch} <= {seen:?}"
+                        );
+                        table = table.with_issued(pid, epoch);
+                        assert_eq!(table.issued(pid), Some(epoch));
+                        ids[id].1 = epoch;
+                    }
+                    None => assert!(
+                        returned == i16::MAX
+                            || seen == Some(i16::MAX)
+                            || table.unlisted_next() > i32::from(i16::MAX)
+                            || table.issued(pid) == Some(i16::MAX),
+                        "{pid:?} exhausted early: returned {returned}, seen {seen:?}, {table:?}"
+                    ),
+                }
+            }
+            EpochOp::See { id, epoch } => {
+                if let Some(entry) = ids.get_mut(id) {
+                    // An epoch another leader handed out: above it only while the table shows it
+                    // (docs/producer-idempotence.md, "Rules").
+                    entry.2 = Some(entry.2.map_or(epoch, |s| s.max(epoch)));
+                }
+            }
+            EpochOp::Forget { id } => {
+                if let Some(entry) = ids.get_mut(id) {
+                    entry.2 = None;
+                }
+            }
+            EpochOp::Restart { kept: k } => {
+                let values = table.to_values();
+                let reread = IssuedEpochs::from_values(&values, kept).unwrap();
+                assert_eq!(reread, table, "checkpoint round trip");
+                // A build keeping fewer ids shrinks the table; every guarantee must hold.
+                kept = k.min(kept).max(2);
+                table = IssuedEpochs::from_values(&values, kept).unwrap();
+            }
+        }
+        table.validate().unwrap();
+        assert!(table.entries().len() <= kept);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    #[test]
+    fn issued_epochs_strictly_increase_per_id(
+        ops in proptest::collection::vec(epoch_op_strategy(), 1..200),
+    ) {
+        run_epochs(&ops);
+    }
 }

@@ -768,3 +768,238 @@ fn truncation_after_retention_keeps_retention_only_producers() {
         log.producer_state().get(a)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issued producer epochs (docs/producer-idempotence.md, "Rules"): every epoch handed out by
+// `init_producer` or `reinit_producer` for an id is strictly above every epoch handed out for it
+// before, across clean close, process crash and power loss, and fences the older incarnations.
+
+fn unknown_without_sequence(r: oncelog::Result<(ProducerId, i16)>) -> bool {
+    matches!(
+        r,
+        Err(Error::UnknownProducerId {
+            first_sequence: None,
+            ..
+        })
+    )
+}
+
+/// The reproduction: `reinit_producer` of a producer that has not written yet returned epoch 0
+/// again, so the zombie's batch at epoch 0 was appended and the new incarnation's batch at
+/// "its" epoch 0, sequence 0 was answered as a duplicate of it (acknowledged, never written).
+#[test]
+fn reinit_before_the_first_write_fences_the_old_incarnation() {
+    let fx = Fixture::new(1);
+    let log = fx.open();
+    let (p, e0) = log.init_producer().unwrap();
+    assert_eq!(e0, 0);
+    let (p1, e1) = log.reinit_producer(p).unwrap();
+    assert_eq!(p1, p);
+    assert!(e1 > e0, "reinit returned epoch {e1} after init's {e0}");
+    let zombie = make_batch(1, 1, 10, Some((p, e0, 0)));
+    let err = log.append(&zombie).unwrap_err();
+    assert!(matches!(err, Error::ProducerFenced { .. }), "{err}");
+    let new = make_batch(2, 1, 10, Some((p, e1, 0)));
+    let info = log.append(&new).unwrap();
+    assert!(
+        !info.duplicate,
+        "the new incarnation's first batch was not written"
+    );
+    let batches = read_batches(&log).unwrap();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].header.producer_epoch, e1);
+    log.close().unwrap();
+}
+
+/// Epochs strictly increase per producer id across every kind of restart, for a producer that
+/// wrote at its epochs and for one that never wrote (its epochs live only in the checkpoint);
+/// after the restart the checkpoint still fences the older incarnation.
+#[test]
+fn reinit_epochs_strictly_increase_across_restarts() {
+    for seed in 0..12u64 {
+        let fx = Fixture::new(seed);
+        let mut rng = Rng::new(seed);
+        let log = fx.open();
+        let (writer, _) = log.init_producer().unwrap();
+        let (silent, _) = log.init_producer().unwrap();
+        let mut last = [0i16; 2];
+        let mut log = Some(log);
+        for round in 0..5u64 {
+            let l = log.take().unwrap();
+            for (i, pid) in [writer, silent].into_iter().enumerate() {
+                let (same, e) = l.reinit_producer(pid).unwrap();
+                assert_eq!(same, pid);
+                assert!(
+                    e > last[i],
+                    "seed {seed} round {round}: producer {} got epoch {e} after {}",
+                    pid.0,
+                    last[i]
+                );
+                last[i] = e;
+            }
+            if rng.chance(1, 2) {
+                let b = make_batch(round, 1, 10, Some((writer, last[0], 0)));
+                assert!(!l.append(&b).unwrap().duplicate);
+            }
+            let how = match rng.below(3) {
+                0 => Restart::Clean,
+                1 => Restart::ProcessCrash,
+                _ => Restart::PowerLossUnflushedTail(rng.next_u64(), 1),
+            };
+            let l = restart(&fx, l, how);
+            // The older incarnation of the silent producer is fenced after the restart too.
+            let zombie = make_batch(99, 1, 10, Some((silent, last[1] - 1, 0)));
+            let err = l.append(&zombie).unwrap_err();
+            assert!(
+                matches!(err, Error::ProducerFenced { .. }),
+                "seed {seed} round {round}: {err}"
+            );
+            log = Some(l);
+        }
+    }
+}
+
+/// An id this log never handed out has no epoch to bump; ids of a block a crash skipped count as
+/// handed out (the log cannot tell which of them were).
+#[test]
+fn reinit_of_an_id_never_issued_is_unknown() {
+    let fx = Fixture::new(2);
+    let log = fx.open();
+    assert!(unknown_without_sequence(log.reinit_producer(ProducerId(0))));
+    assert!(unknown_without_sequence(
+        log.reinit_producer(ProducerId(-1))
+    ));
+    let (p, _) = log.init_producer().unwrap();
+    assert!(unknown_without_sequence(
+        log.reinit_producer(ProducerId(p.0 + 1))
+    ));
+    assert!(log.reinit_producer(p).is_ok());
+    crash(log, &fx.sim, CrashMode::PowerLoss, 3);
+    let log = fx.open();
+    assert!(log.reinit_producer(ProducerId(p.0 + 1)).is_ok());
+    assert!(unknown_without_sequence(
+        log.reinit_producer(ProducerId(oncelog::log::PRODUCER_ID_BLOCK))
+    ));
+    // A cluster leader bumps ids its controller allocated.
+    assert_eq!(
+        log.reinit_external_producer(ProducerId(5_000)).unwrap(),
+        (ProducerId(5_000), 1)
+    );
+    log.close().unwrap();
+}
+
+/// At `i16::MAX` the epochs of an id are exhausted: the next re-initialisation hands out a new
+/// producer id (as Kafka does) and the old id stays fenced below its last epoch.
+#[test]
+fn exhausted_epochs_give_a_new_producer_id() {
+    let fx = Fixture::new(3);
+    let log = fx.open();
+    let (p, _) = log.init_producer().unwrap();
+    // A follower saw the leader's batch at epoch i16::MAX - 1.
+    let replicated = make_batch(1, 1, 10, Some((p, i16::MAX - 1, 0)));
+    log.append_replicated(&replicated).unwrap();
+    assert_eq!(log.reinit_producer(p).unwrap(), (p, i16::MAX));
+    let (q, e) = log.reinit_producer(p).unwrap();
+    assert_ne!(q, p);
+    assert_eq!(e, 0);
+    let err = log
+        .append(&make_batch(2, 1, 10, Some((p, i16::MAX - 1, 1))))
+        .unwrap_err();
+    assert!(matches!(err, Error::ProducerFenced { .. }), "{err}");
+    assert!(matches!(
+        log.reinit_external_producer(p),
+        Err(Error::ProducerFenced { .. })
+    ));
+    crash(log, &fx.sim, CrashMode::PowerLoss, 4);
+    let log = fx.open();
+    let (r, _) = log.reinit_producer(p).unwrap();
+    assert!(r != p && r != q, "exhausted id {} re-used", r.0);
+    log.close().unwrap();
+}
+
+/// Expiry forgets a producer's state but not its issued epochs, and the bounded checkpoint
+/// (`ISSUED_EPOCHS_KEPT` ids) drops an id only by raising the floor for every unlisted id.
+#[test]
+fn expired_and_dropped_producers_still_get_higher_epochs() {
+    let fx = Fixture::with_cfg(4, |c| c.producer_id_expiration_ms = 1_000);
+    let log = fx.open();
+    let (p, _) = log.init_producer().unwrap();
+    let (_, e1) = log.reinit_producer(p).unwrap();
+    let (_, e2) = log.reinit_producer(p).unwrap();
+    log.append(&make_batch(1, 1, 10, Some((p, e2, 0)))).unwrap();
+    fx.clock.advance(5_000);
+    let (other, _) = log.init_producer().unwrap();
+    log.append(&make_batch(2, 1, 10, Some((other, 0, 0))))
+        .unwrap();
+    assert!(log.producer_state().get(p).is_none(), "not expired");
+    let (_, e3) = log.reinit_producer(p).unwrap();
+    assert!(e1 < e2 && e2 < e3);
+
+    // Re-initialise other ids until `p` is no longer listed in the checkpoint: the lowest
+    // epochs go first, each raising the floor for unlisted ids.
+    let listed = |sim: &SimStorage| {
+        let path = dir().join(oncelog::log::PRODUCER_EPOCHS_FILE);
+        let bytes = sim
+            .open(&path, OpenMode::Existing)
+            .unwrap()
+            .read_all()
+            .unwrap();
+        let (_, values) = oncelog::format::checkpoint::decode(
+            &bytes,
+            oncelog::format::checkpoint::CheckpointKind::ProducerEpochs,
+        )
+        .unwrap();
+        oncelog::producer::IssuedEpochs::from_values(&values, oncelog::producer::ISSUED_EPOCHS_KEPT)
+            .unwrap()
+    };
+    let mut rounds = 0;
+    while listed(&fx.sim).issued(p).is_some() {
+        let (q, _) = log.init_producer().unwrap();
+        log.reinit_producer(q).unwrap();
+        rounds += 1;
+        assert!(
+            rounds < 8 * oncelog::producer::ISSUED_EPOCHS_KEPT,
+            "never dropped"
+        );
+    }
+    assert!(listed(&fx.sim).unlisted_next() > i32::from(e3));
+    crash(log, &fx.sim, CrashMode::PowerLoss, 5);
+    let log = fx.open();
+    let (_, e4) = log.reinit_producer(p).unwrap();
+    assert!(e4 > e3, "epoch {e4} after {e3}");
+    log.close().unwrap();
+}
+
+/// A re-initialisation whose checkpoint write fails at any storage operation returns the error
+/// and nothing else; after a power loss the log opens and the next epoch is still strictly above
+/// every epoch returned.
+#[test]
+fn a_failed_epoch_write_returns_nothing() {
+    let mut failures = 0;
+    for k in 0..8u64 {
+        let fx = Fixture::new(10 + k);
+        let log = fx.open();
+        let (p, _) = log.init_producer().unwrap();
+        let (_, before) = log.reinit_producer(p).unwrap();
+        // Let the background thread finish the spare segment requested at open first.
+        settle(&log);
+        fx.sim.fail_after(k, oncelog::io::sim::FaultKind::Eio, true);
+        let failed = log.reinit_producer(p);
+        fx.sim.clear_fault();
+        let returned = match failed {
+            Ok((_, e)) => e,
+            Err(Error::Io { .. }) => {
+                failures += 1;
+                before
+            }
+            Err(e) => panic!("k {k}: {e}"),
+        };
+        crash(log, &fx.sim, CrashMode::PowerLoss, k);
+        let log = fx.open();
+        let (_, after) = log.reinit_producer(p).unwrap();
+        assert!(after > returned, "k {k}: epoch {after} after {returned}");
+        log.close().unwrap();
+    }
+    // temp, write, fdatasync, rename, directory fsync.
+    assert_eq!(failures, 5, "every operation of the atomic replace was hit");
+}

@@ -145,6 +145,9 @@ fn a_failed_open_changes_nothing() {
         ("garbage producer-ids", |d| {
             fs::write(d.join("producer-ids"), b"garbage garbage garbage").unwrap()
         }),
+        ("garbage producer-epochs", |d| {
+            fs::write(d.join("producer-epochs"), b"garbage garbage garbage").unwrap()
+        }),
         ("garbage log-start-offset", |d| {
             fs::write(d.join("log-start-offset"), b"garbage garbage garbage").unwrap()
         }),

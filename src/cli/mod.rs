@@ -29,6 +29,7 @@ pub(crate) fn fixed_file_kind(name: &str) -> Option<&'static str> {
         LOG_START_FILE => "log-start-offset checkpoint",
         CLEAN_SHUTDOWN_FILE => "clean-shutdown marker",
         oncelog::log::PRODUCER_IDS_FILE => "producer-id checkpoint",
+        oncelog::log::PRODUCER_EPOCHS_FILE => "issued producer epochs checkpoint",
         oncelog::io::fs::LOCK_FILE => "directory lock",
         oncelog::log::SPARE_FILE => "next segment prepared ahead (removed by recovery)",
         n if n.ends_with(".tmp") => "temp file (removed by recovery)",

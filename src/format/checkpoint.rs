@@ -1,5 +1,5 @@
 //! Small fixed-layout checkpoint records: recovery point, log start offset, clean-shutdown
-//! marker, producer-id block, a replica's high-water mark and boot id.
+//! marker, producer-id block, issued producer epochs, a replica's high-water mark and boot id.
 //!
 //! ```text
 //! Format: { magic "OLCP" | version u8 | kind u8 | count u16 | sequence u64 |
@@ -42,6 +42,9 @@ pub enum CheckpointKind {
     HighWatermark = 5,
     /// `[boot_id]` of the machine when the replica last opened its log.
     BootId = 6,
+    /// `[unlisted_next, id_0, epoch_0, id_1, epoch_1, ...]`: the newest epoch issued per
+    /// producer id (`producer::IssuedEpochs`).
+    ProducerEpochs = 7,
 }
 
 /// Encoded size of a record with `count` values.

@@ -41,9 +41,8 @@
 
 use super::varint::{get_varlong, put_varint, put_varlong};
 use super::{le, DecodeError};
-use crate::producer::state::{seq_add, seq_distance};
 use crate::producer::{BatchMetadata, ProducerEntry, ProducerStateManager, BATCHES_RETAINED};
-use crate::types::ProducerId;
+use crate::types::{seq_add, seq_distance, ProducerId};
 
 pub const MAGIC: [u8; 4] = *b"OLPS";
 pub const VERSION: u8 = 1;

@@ -6,7 +6,7 @@ use crate::format::checkpoint::{self, CheckpointKind};
 use crate::format::file_name::{file_name, parse_file_name};
 use crate::format::index;
 use crate::format::snapshot;
-use crate::producer::{ProducerConfig, ProducerStateManager};
+use crate::producer::{IssuedEpochs, ProducerConfig, ProducerStateManager};
 use crate::types::ProducerId;
 
 /// The two findings `decode_batch` once had to tolerate: `RecordBatch::from_bytes` accepted
@@ -201,8 +201,8 @@ pub fn decode_snapshot(data: &[u8]) {
     let _ = state.max_producer_id().map(|p: ProducerId| p.0);
 }
 
-/// `decode_index`: the offset and time index decoders, the checkpoint decoder (every kind) and
-/// the file-name parser never panic, and what they accept re-encodes to the same bytes.
+/// `decode_index`: the offset and time index decoders, the checkpoint decoder (every kind), the
+/// issued-epochs table's value decoder and the file-name parser never panic, and what they accept re-encodes to the same bytes.
 pub fn decode_index(data: &[u8]) {
     // The base offset a file must carry is its own field, so valid inputs are accepted.
     let base = data
@@ -236,6 +236,7 @@ pub fn decode_index(data: &[u8]) {
         CheckpointKind::ProducerIds,
         CheckpointKind::HighWatermark,
         CheckpointKind::BootId,
+        CheckpointKind::ProducerEpochs,
     ] {
         if let Ok((sequence, values)) = checkpoint::decode(data, kind) {
             let again = checkpoint::encode(kind, sequence, &values);
@@ -245,6 +246,15 @@ pub fn decode_index(data: &[u8]) {
                 "checkpoint {kind:?} does not round-trip"
             );
         }
+    }
+    // The issued-epochs table over any values (the checkpoint's CRC is no obstacle here): never
+    // panics, and what it accepts with room for every id re-encodes to the same values.
+    let values: Vec<u64> = data
+        .chunks_exact(2)
+        .map(|c| u64::from(u16::from_le_bytes([c[0], c[1]])))
+        .collect();
+    if let Ok(table) = IssuedEpochs::from_values(&values, values.len()) {
+        assert_eq!(table.to_values(), values, "issued epochs do not round-trip");
     }
     if let Ok(name) = std::str::from_utf8(data) {
         if let Some((offset, kind)) = parse_file_name(name) {

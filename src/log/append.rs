@@ -90,12 +90,12 @@ impl Log {
         };
         let h = batch.header();
         if origin == Origin::Client && h.is_idempotent() {
-            if let Some(&pending) = a.pending_epochs.get(&h.producer_id) {
-                if h.producer_epoch < pending {
+            if let Some(issued) = a.epochs.issued(h.producer_id) {
+                if h.producer_epoch < issued {
                     return Err(Error::ProducerFenced {
                         producer_id: h.producer_id,
                         epoch: h.producer_epoch,
-                        current_epoch: pending,
+                        current_epoch: issued,
                     });
                 }
             }
@@ -174,11 +174,6 @@ impl Log {
         a.last_append_ms = a.last_append_ms.max(stamp.append_timestamp);
         self.inner.log_end.store(last + 1, Ordering::Release);
         producers::apply_batch(&mut a.producers, &header);
-        debug_assert_eq!(a.producers.map_end_offset(), last + 1);
-        let fenced_pending = a.pending_epochs.get(&header.producer_id).copied();
-        if header.is_idempotent() && fenced_pending.is_some_and(|p| header.producer_epoch >= p) {
-            a.pending_epochs.remove(&header.producer_id);
-        }
         a.bytes_since_snapshot += len as u64;
         if a.bytes_since_snapshot >= self.inner.config.snapshot_interval_bytes {
             self.snapshot_in_background(a);

@@ -53,7 +53,7 @@ use crate::types::{LeaderEpoch, Offset};
 pub use append::AppendInfo;
 pub use best_effort::BestEffortFailures;
 pub use producers::SnapshotLoad;
-pub use producers::PRODUCER_IDS_FILE;
+pub use producers::{PRODUCER_EPOCHS_FILE, PRODUCER_IDS_FILE, PRODUCER_ID_BLOCK};
 pub use read::Fetch;
 pub use recovery::RecoveryReport;
 pub use retention::RetentionOutcome;
@@ -160,9 +160,9 @@ struct Appender {
     /// Idempotent-producer state as of the log end (`producers.map_end_offset() == log_end`).
     producers: crate::producer::ProducerStateManager,
     ids: producers::ProducerIds,
-    /// Epochs handed out by `reinit_producer` that no batch carries yet.
-    pending_epochs:
-        std::collections::HashMap<crate::types::ProducerId, crate::types::ProducerEpoch>,
+    /// The newest epoch `reinit_producer` issued per producer id, as durable in the
+    /// `producer-epochs` checkpoint (a client batch with a lower epoch is fenced).
+    epochs: crate::producer::IssuedEpochs,
     bytes_since_snapshot: u64,
 }
 

@@ -25,13 +25,19 @@ use crate::format::checkpoint::CheckpointKind;
 use crate::format::file_name::{file_name, parse_file_name, FileKind};
 use crate::format::snapshot;
 use crate::io::{write_atomic, OpenMode, Storage};
-use crate::producer::{BatchMetadata, ProducerConfig, ProducerEntry, ProducerStateManager};
+use crate::producer::{
+    BatchMetadata, IssuedEpochs, ProducerConfig, ProducerEntry, ProducerStateManager,
+    ISSUED_EPOCHS_KEPT,
+};
 use crate::segment::Segment;
 use crate::types::{Offset, ProducerEpoch, ProducerId};
 
 use super::checkpoints;
 
 pub const PRODUCER_IDS_FILE: &str = "producer-ids";
+/// The newest epoch issued per producer id (`IssuedEpochs`), durable before the epoch is
+/// returned.
+pub const PRODUCER_EPOCHS_FILE: &str = "producer-epochs";
 /// Producer ids are allocated in persisted blocks of this size, so an id is never handed out
 /// twice, even after a crash (the unused rest of a block is skipped).
 pub const PRODUCER_ID_BLOCK: i64 = 1024;
@@ -398,11 +404,37 @@ pub(super) fn load_producer_ids(
     })
 }
 
+/// Reads the issued-epochs checkpoint (an empty table if missing). A damaged file is an error:
+/// without it, an epoch handed out before could be handed out again.
+pub(super) fn load_issued_epochs(storage: &dyn Storage, dir: &Path) -> Result<IssuedEpochs> {
+    let path = dir.join(PRODUCER_EPOCHS_FILE);
+    match checkpoints::read_values(storage, &path, CheckpointKind::ProducerEpochs)? {
+        None => Ok(IssuedEpochs::new(ISSUED_EPOCHS_KEPT)),
+        Some(values) => IssuedEpochs::from_values(&values, ISSUED_EPOCHS_KEPT)
+            .map_err(|reason| Error::CorruptFile { path, reason }),
+    }
+}
+
+/// Who allocated the producer id whose epoch is bumped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdIssuer {
+    /// This log (`Log::init_producer`): an id it never handed out is refused, and an exhausted
+    /// epoch is answered with a fresh id.
+    ThisLog,
+    /// A cluster controller: the log cannot tell which ids exist, and cannot allocate one.
+    Elsewhere,
+}
+
 impl Log {
     /// Allocates a fresh producer id (never reused, even across crashes) with epoch 0.
     pub fn init_producer(&self) -> Result<(ProducerId, ProducerEpoch)> {
         self.check_writable()?;
         let mut a = self.inner.appender.lock();
+        Ok((self.allocate_producer_id(&mut a)?, 0))
+    }
+
+    /// The next producer id; a new block is reserved durably before its first id is returned.
+    fn allocate_producer_id(&self, a: &mut Appender) -> Result<ProducerId> {
         if a.ids.next >= a.ids.reserved_to {
             let reserved = a.ids.next + PRODUCER_ID_BLOCK;
             let path = self.inner.dir.join(PRODUCER_IDS_FILE);
@@ -417,24 +449,67 @@ impl Log {
         }
         let pid = ProducerId(a.ids.next);
         a.ids.next += 1;
-        Ok((pid, 0))
+        Ok(pid)
     }
 
-    /// Re-initialises a known producer: returns the next epoch, which fences the old
-    /// incarnation as soon as the new one appends (its batches start at sequence 0).
+    /// Re-initialises a producer id this log handed out: returns an epoch strictly above every
+    /// epoch returned for it before (by `init_producer` and earlier calls, across clean close,
+    /// crash and power loss) and above the epoch its batches carry. The epoch is durable in the
+    /// `producer-epochs` checkpoint before it is returned, and from then on a batch of an older
+    /// incarnation is `ProducerFenced`, even before the new one has appended.
+    ///
+    /// - An id this log never handed out (or a negative one): `UnknownProducerId` (with
+    ///   `first_sequence: None`). Ids of a block a crash skipped count as handed out.
+    /// - Epochs exhausted (the next would exceed `i16::MAX`): a fresh producer id with epoch 0,
+    ///   as Kafka does; the old id stays fenced at its last epoch.
+    /// - The checkpoint cannot be written: the error, and nothing is returned or changed.
     pub fn reinit_producer(&self, pid: ProducerId) -> Result<(ProducerId, ProducerEpoch)> {
+        self.reinit(pid, IdIssuer::ThisLog)
+    }
+
+    /// [`Log::reinit_producer`] for an id a cluster controller allocated (the partition leader
+    /// answering an epoch bump): any non-negative id is accepted, and exhausted epochs are
+    /// `ProducerFenced` (the client must ask the controller for a new id).
+    pub fn reinit_external_producer(&self, pid: ProducerId) -> Result<(ProducerId, ProducerEpoch)> {
+        self.reinit(pid, IdIssuer::Elsewhere)
+    }
+
+    fn reinit(&self, pid: ProducerId, issuer: IdIssuer) -> Result<(ProducerId, ProducerEpoch)> {
         self.check_writable()?;
         let mut a = self.inner.appender.lock();
-        let known = a.producers.get(pid).map(|e| e.epoch);
-        let pending = a.pending_epochs.get(&pid).copied();
-        let current = known.max(pending).unwrap_or(-1);
-        let next = current.checked_add(1).ok_or(Error::ProducerFenced {
-            producer_id: pid,
-            epoch: current,
-            current_epoch: current,
-        })?;
-        a.pending_epochs.insert(pid, next);
-        Ok((pid, next))
+        let seen = a.producers.get(pid).map(|e| e.epoch);
+        let handed_out = match issuer {
+            IdIssuer::ThisLog => {
+                pid.0 < a.ids.next || seen.is_some() || a.epochs.issued(pid).is_some()
+            }
+            IdIssuer::Elsewhere => true,
+        };
+        if !pid.is_some() || !handed_out {
+            return Err(Error::UnknownProducerId {
+                producer_id: pid,
+                first_sequence: None,
+            });
+        }
+        let Some(epoch) = a.epochs.next_epoch(pid, seen) else {
+            return match issuer {
+                IdIssuer::ThisLog => Ok((self.allocate_producer_id(&mut a)?, 0)),
+                IdIssuer::Elsewhere => Err(Error::ProducerFenced {
+                    producer_id: pid,
+                    epoch: ProducerEpoch::MAX,
+                    current_epoch: ProducerEpoch::MAX,
+                }),
+            };
+        };
+        let issued = a.epochs.with_issued(pid, epoch);
+        let path = self.inner.dir.join(PRODUCER_EPOCHS_FILE);
+        checkpoints::write_values(
+            self.inner.config.storage.as_ref(),
+            &path,
+            CheckpointKind::ProducerEpochs,
+            &issued.to_values(),
+        )?;
+        a.epochs = issued;
+        Ok((pid, epoch))
     }
 
     /// A copy of the producer table (for tests, `oncelog verify` and diagnostics).

@@ -176,7 +176,7 @@ impl ErrorReply {
                 first_sequence,
             } => Error::UnknownProducerId {
                 producer_id,
-                first_sequence,
+                first_sequence: (first_sequence >= 0).then_some(first_sequence),
             },
             RemoteError::OffsetOutOfRange {
                 requested,
@@ -293,7 +293,8 @@ impl RemoteError {
                 first_sequence,
             } => RemoteError::UnknownProducerId {
                 producer_id: *producer_id,
-                first_sequence: *first_sequence,
+                // -1 on the wire: no sequence (an epoch asked for an id never issued).
+                first_sequence: first_sequence.unwrap_or(-1),
             },
             Error::NotLeader {
                 leader,

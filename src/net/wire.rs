@@ -75,7 +75,8 @@ pub enum Message {
     /// 5: where the batch is (`duplicate`: a retry of a batch already in the log).
     ProduceResponse(AppendInfo),
     /// 6, client -> controller (`None`: a new producer id, epoch 0) or -> leader (`Some`: the
-    /// next epoch of a known id, `Log::reinit_producer`). Answered by `ProducerIdAssigned`.
+    /// next epoch of a known id, `Log::reinit_external_producer`). Answered by
+    /// `ProducerIdAssigned`.
     InitProducerId { producer_id: Option<ProducerId> },
     /// 7
     ProducerIdAssigned {

@@ -235,7 +235,7 @@ impl Handler for NodeHandler {
                         leader_epoch: st.replica.leader_epoch(),
                     });
                 }
-                match st.replica.log().reinit_producer(pid) {
+                match st.replica.log().reinit_external_producer(pid) {
                     Ok((producer_id, epoch)) => Message::ProducerIdAssigned { producer_id, epoch },
                     Err(e) => error_reply(&e),
                 }

@@ -16,8 +16,11 @@
 //! | anything else              | not retriable                             | fatal for the batch             |
 //!
 //! Re-sequencing is safe only because the log never answers `OutOfOrderSequence` for a batch
-//! it already holds (it answers `Duplicate` or `DuplicateSequence`): a batch re-sent under a new
-//! epoch was provably not written. This is the case Kafka gets wrong (KAFKA-5793 family).
+//! among the producer's newest 5 it holds (it answers `Duplicate`), and the oldest
+//! unacknowledged batch, if written, is one of those: a batch re-sent under a new epoch was
+//! provably not written. This is the case Kafka gets wrong (KAFKA-5793 family). Acknowledging
+//! on `DuplicateSequence` is safe because the log answers it only for a range it proves was
+//! appended (`ProducerEntry::behind_window`).
 
 use std::collections::VecDeque;
 

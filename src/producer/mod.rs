@@ -2,10 +2,12 @@
 //! epochs. The snapshot codec lives in `format::snapshot`; the log wires both to files.
 
 pub mod client;
+pub mod epochs;
 pub mod retry;
 pub mod state;
 
 pub use client::{Delivery, ProduceTarget, Producer, MAX_IN_FLIGHT};
+pub use epochs::{IssuedEpochs, ISSUED_EPOCHS_KEPT};
 pub use retry::AttemptOutcome;
 
 pub use state::{

@@ -30,28 +30,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::error::Error;
-use crate::types::{increment_sequence, ProducerEpoch, ProducerId, Sequence};
+use crate::types::{increment_sequence, seq_distance, ProducerEpoch, ProducerId, Sequence};
 
 /// How many of a producer's most recent batches are retained for dedup (Kafka's
 /// `NUM_BATCHES_TO_RETAIN`; clients keep at most 5 requests in flight).
 pub const BATCHES_RETAINED: usize = 5;
 
-/// Sequence numbers live on a ring of 2^31 values (0..=i32::MAX, then 0 again).
-const SEQ_RING: i64 = 1 << 31;
-/// "Behind" a sequence means within this distance behind it on the ring.
+/// A range counts as "behind" the window only within this distance behind the next expected
+/// sequence; further back on the ring it is read as ahead (see [`ProducerEntry::behind_window`]).
 const HALF_RING: i64 = 1 << 30;
-
-/// `(to - from) mod 2^31`: how far `to` is ahead of `from` on the sequence ring.
-pub(crate) fn seq_distance(from: Sequence, to: Sequence) -> i64 {
-    (i64::from(to) - i64::from(from)).rem_euclid(SEQ_RING)
-}
-
-/// `seq` moved by `delta` (any sign) on the sequence ring.
-pub(crate) fn seq_add(seq: Sequence, delta: i64) -> Sequence {
-    let v = (i64::from(seq) + delta.rem_euclid(SEQ_RING)).rem_euclid(SEQ_RING);
-    // v < 2^31 by construction.
-    i32::try_from(v).unwrap_or(0)
-}
 
 /// Limits on the producer table. Validated by the log's configuration, asserted here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,15 +159,36 @@ impl ProducerEntry {
         self.len = 0;
     }
 
-    /// True when `[first_seq, last_seq]` lies entirely in the half ring behind the oldest
-    /// retained batch's first sequence.
-    fn before_window(&self, first_seq: Sequence, last_seq: Sequence) -> bool {
+    /// True when the range `[first_seq, last_seq]` (ring values) was certainly appended in this
+    /// epoch and lies entirely before the oldest retained batch: the only ranges answered
+    /// `DuplicateSequence`. Ring arithmetic throughout, with the next expected sequence `E`,
+    /// the oldest retained first sequence `O` and `span = (E - O) mod 2^31` (the sequences the
+    /// window covers):
+    ///
+    /// - the range is read as lying `d_first = (E - first) mod 2^31` .. `d_last = (E - last)
+    ///   mod 2^31` behind `E`, and only if `d_first <= 2^30`: a range further back is just as
+    ///   well a batch *ahead* of `E` on the next lap (a pipelined batch that overtook the
+    ///   expected one), which was not appended;
+    /// - it ends before the window and does not straddle `E`: `span < d_last <= d_first`;
+    /// - it was certainly appended: an epoch's sequences start at 0 and are contiguous, so
+    ///   at least the `O` sequences of the oldest batch's lap before it were written, whatever
+    ///   the window's size or how many laps the epoch made: `d_first <= span + O`.
+    ///
+    /// A range written on an earlier lap, or before a window that is not known to start the
+    /// lap, is answered `OutOfOrderSequence` instead (safe: the retained window is what a correct
+    /// client can still be waiting for).
+    pub fn behind_window(&self, first_seq: Sequence, last_seq: Sequence) -> bool {
         let Some(oldest) = self.retained().first() else {
             return false;
         };
-        let behind_last = seq_distance(last_seq, oldest.first_seq);
-        let behind_first = seq_distance(first_seq, oldest.first_seq);
-        1 <= behind_last && behind_last <= behind_first && behind_first <= HALF_RING
+        let expected = self.next_seq();
+        let span = seq_distance(oldest.first_seq, expected);
+        let d_first = seq_distance(first_seq, expected);
+        let d_last = seq_distance(last_seq, expected);
+        span < d_last
+            && d_last <= d_first
+            && d_first <= HALF_RING
+            && d_first <= span + i64::from(oldest.first_seq)
     }
 
     /// Invariants I2 and I3 for this entry.
@@ -310,8 +318,8 @@ impl ProducerStateManager {
     /// 2. lower epoch → `ProducerFenced`;
     /// 3. higher epoch → `first_seq` must be 0, else `OutOfOrderSequence` (expected 0);
     /// 4. same epoch, `first_seq == last_seq + 1` (wrapping after `i32::MAX`) → `Append`;
-    /// 5. same epoch and the range entirely behind the oldest retained batch (on the ring for a
-    ///    full window, as plain integers otherwise) → `DuplicateSequence` (written long ago;
+    /// 5. same epoch and the range certainly appended before the oldest retained batch (ring
+    ///    arithmetic, [`ProducerEntry::behind_window`]) → `DuplicateSequence` (written long ago;
     ///    nothing to append);
     /// 6. otherwise → `OutOfOrderSequence` (expected `last_seq + 1`);
     /// 7. unknown or expired producer: `first_seq == 0` → `Append`, else `UnknownProducerId`.
@@ -339,7 +347,7 @@ impl ProducerStateManager {
             } else {
                 Err(Error::UnknownProducerId {
                     producer_id: pid,
-                    first_sequence: first_seq,
+                    first_sequence: Some(first_seq),
                 })
             };
         };
@@ -380,21 +388,8 @@ impl ProducerStateManager {
         if first_seq == expected {
             return Ok(CheckResult::Append);
         }
-        // Rule 5. Within an epoch sequences start at 0 and are contiguous (rules 3, 4 and 7), so
-        // if a batch starting at `oldest` is in the log, every sequence below it was written.
-        // With a full window, "below" is read on the sequence ring (the window may have
-        // wrapped); with fewer than 5 batches (retention or truncation left only part of the
-        // epoch's history in the log, or the epoch is young) only plain, non-wrapping ranges
-        // below the oldest retained sequence count: a range "behind" sequence 0 on the ring was
-        // never written in a young epoch.
-        let oldest_first = entry.batches().next().map(|b| b.first_seq);
-        let below_oldest = oldest_first.is_some_and(|o| first_seq <= last_seq && last_seq < o);
-        let behind = if entry.batches().len() == BATCHES_RETAINED {
-            entry.before_window(first_seq, last_seq)
-        } else {
-            below_oldest
-        };
-        if behind {
+        // Rule 5 (ring arithmetic, any window size: `ProducerEntry::behind_window`).
+        if entry.behind_window(first_seq, last_seq) {
             return Err(Error::DuplicateSequence {
                 producer_id: pid,
                 epoch,
@@ -649,6 +644,48 @@ mod tests {
                 expected_sequence: 30,
                 ..
             }
+        ));
+    }
+
+    /// The oldest retained batch at `i32::MAX` (the follower path, or a long-lived producer):
+    /// the batch after the expected 0 is ahead on the next lap, not "below the window" as plain
+    /// integers read it. Answering `DuplicateSequence` made the `Producer` handle acknowledge a
+    /// pipelined batch that was never written.
+    #[test]
+    fn a_batch_ahead_on_the_next_lap_is_not_behind_the_window() {
+        let mut s = ProducerStateManager::new(CFG);
+        s.record(P, 0, meta(i32::MAX, i32::MAX, 0, 1));
+        assert_eq!(s.get(P).unwrap().next_seq(), 0);
+        assert!(matches!(
+            err(s.check(P, 0, 1, 1, 2)),
+            Error::OutOfOrderSequence {
+                expected_sequence: 0,
+                ..
+            }
+        ));
+        assert_eq!(s.check(P, 0, 0, 0, 2).unwrap(), CheckResult::Append);
+        // Sequences of this lap just before the window were written (the epoch started at 0).
+        assert!(matches!(
+            err(s.check(P, 0, i32::MAX - 10, i32::MAX - 1, 2)),
+            Error::DuplicateSequence { .. }
+        ));
+    }
+
+    /// A full window of a young epoch (sequences 20..69): the half ring behind the window was
+    /// never written, so a range there (e.g. just before the wrap) is out of order.
+    #[test]
+    fn a_full_window_vouches_only_for_what_its_epoch_wrote() {
+        let s = with_batches(7);
+        assert!(matches!(
+            err(s.check(P, 0, i32::MAX - 5, i32::MAX, 200)),
+            Error::OutOfOrderSequence {
+                expected_sequence: 70,
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(s.check(P, 0, 0, 19, 200)),
+            Error::DuplicateSequence { .. }
         ));
     }
 

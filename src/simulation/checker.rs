@@ -15,7 +15,7 @@ use super::client::SimClient;
 use crate::log::AppendInfo;
 use crate::replica::Replica;
 use crate::replication::LeaderAndIsr;
-use crate::types::{Offset, ProducerId, Sequence};
+use crate::types::{increment_sequence, Offset, ProducerId, Sequence};
 
 #[derive(Debug, Default)]
 pub struct Checker {
@@ -164,7 +164,7 @@ impl Checker {
         // 1. acknowledged records
         for (&(pid, seq), &(base, last)) in &self.acked {
             for (i, off) in (base..=last).enumerate() {
-                let want = (pid, seq + i as i32);
+                let want = (pid, increment_sequence(seq, i as i32));
                 if at.get(&off) != Some(&want) {
                     return Err(format!(
                         "acknowledged record {want:?} at offset {off} lost: the log has {:?}",
@@ -192,7 +192,7 @@ impl Checker {
                 ));
             }
             if let Some(prev) = last_seq.insert(*pid, *seq) {
-                if *seq != prev + 1 {
+                if *seq != increment_sequence(prev, 1) {
                     return Err(format!(
                         "producer {pid}: sequence {seq} at {off} follows {prev}"
                     ));

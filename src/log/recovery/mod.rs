@@ -271,6 +271,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         producers::remove_snapshots(storage, dir, &stale_snapshots)?;
     }
     let ids = producers::load_producer_ids(storage, dir, &producers)?;
+    let epochs = producers::load_issued_epochs(storage, dir)?;
     let last_append_ms = active.tail()?.last_append_ms;
 
     let inner = Arc::new(LogInner {
@@ -294,7 +295,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
                 .then(super::prefault::Prefaulter::start),
             producers,
             ids,
-            pending_epochs: Default::default(),
+            epochs,
             bytes_since_snapshot: 0,
         }),
         sync: Mutex::new(SyncState::new(

@@ -363,14 +363,21 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
     };
     // Checkpoints written by atomic replace cannot be torn: damage in one is corruption (R4).
     let damaged_ckpts = [
-        (&facts.log_start, crate::log::checkpoints::LOG_START_FILE),
         (
-            &facts.producer_ids,
+            &facts.log_start.damage(),
+            crate::log::checkpoints::LOG_START_FILE,
+        ),
+        (
+            &facts.producer_ids.damage(),
             crate::log::producers::PRODUCER_IDS_FILE,
         ),
+        (
+            &facts.producer_epochs.damage(),
+            crate::log::producers::PRODUCER_EPOCHS_FILE,
+        ),
     ];
-    for (found, name) in damaged_ckpts {
-        if let (Found::Damaged(reason), None) = (found, &error) {
+    for (damage, name) in damaged_ckpts {
+        if let (Some(reason), None) = (damage, &error) {
             let e = Error::CorruptFile {
                 path: facts.dir.join(name),
                 reason: reason.clone(),

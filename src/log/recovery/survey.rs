@@ -13,7 +13,8 @@ use crate::io::{AppendMap, OpenMode, Storage};
 use crate::log::checkpoints::{
     self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE, SLOT_BYTES,
 };
-use crate::log::producers::PRODUCER_IDS_FILE;
+use crate::log::producers::{PRODUCER_EPOCHS_FILE, PRODUCER_IDS_FILE};
+use crate::producer::{IssuedEpochs, ISSUED_EPOCHS_KEPT};
 use crate::segment::segment_path;
 
 /// A checkpoint file as found on disk.
@@ -29,6 +30,14 @@ impl<T> Found<T> {
     pub fn valid(&self) -> Option<&T> {
         match self {
             Found::Valid(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Why the file is damaged, if it is.
+    pub fn damage(&self) -> Option<String> {
+        match self {
+            Found::Damaged(why) => Some(why.clone()),
             _ => None,
         }
     }
@@ -53,6 +62,8 @@ pub struct DirFacts {
     pub marker: Found<Vec<u64>>,
     /// The producer-id reservation mark.
     pub producer_ids: Found<u64>,
+    /// The issued-epochs table's values (decoded and checked).
+    pub producer_epochs: Found<Vec<u64>>,
 }
 
 /// Reads the listing and every checkpoint of `dir`. A file that disappears between the listing
@@ -122,6 +133,17 @@ pub fn read_dir_facts(storage: &dyn Storage, dir: &Path) -> Result<DirFacts> {
             &dir.join(PRODUCER_IDS_FILE),
             CheckpointKind::ProducerIds,
         )?,
+        producer_epochs: match read_checkpoint(
+            storage,
+            &dir.join(PRODUCER_EPOCHS_FILE),
+            CheckpointKind::ProducerEpochs,
+        )? {
+            Found::Valid(v) => match IssuedEpochs::from_values(&v, ISSUED_EPOCHS_KEPT) {
+                Ok(_) => Found::Valid(v),
+                Err(why) => Found::Damaged(why),
+            },
+            other => other,
+        },
     })
 }
 
