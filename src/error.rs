@@ -77,6 +77,20 @@ pub enum Error {
         epoch: ProducerEpoch,
         first_sequence: Sequence,
     },
+    /// A transaction rule was broken: a non-transactional write while the producer's
+    /// transaction is open, or a marker ending a transaction without an epoch bump
+    /// (docs/transactions.md). Nothing was written.
+    InvalidTxnState {
+        producer_id: ProducerId,
+        reason: String,
+    },
+    /// A marker's coordinator epoch is older than the producer's latest marker's: a stale
+    /// coordinator. Nothing was written.
+    CoordinatorFenced {
+        producer_id: ProducerId,
+        coordinator_epoch: i32,
+        current: i32,
+    },
     /// The outcome is unknown: the request or its answer was lost, or the leader stopped
     /// leading while the request waited (the batch may be in the log). An idempotent batch may
     /// be re-sent with the same bytes (a duplicate is recognised); a plain one may be written
@@ -212,6 +226,24 @@ impl fmt::Display for Error {
                 f,
                 "producer {} epoch {epoch}: sequence {first_sequence} was written before and is \
                  older than the retained window",
+                producer_id.0
+            ),
+            Error::InvalidTxnState {
+                producer_id,
+                reason,
+            } => write!(
+                f,
+                "invalid transaction state for producer {}: {reason}",
+                producer_id.0
+            ),
+            Error::CoordinatorFenced {
+                producer_id,
+                coordinator_epoch,
+                current,
+            } => write!(
+                f,
+                "marker for producer {} from coordinator epoch {coordinator_epoch} is fenced by \
+                 coordinator epoch {current}",
                 producer_id.0
             ),
             Error::Timeout => {

@@ -288,6 +288,10 @@ impl RemoteError {
                 first_sequence: *first_sequence,
             },
             Error::Timeout => RemoteError::Timeout,
+            // Transactions do not cross the wire yet: the log's marker path is not built.
+            Error::InvalidTxnState { .. } | Error::CoordinatorFenced { .. } => {
+                RemoteError::InvalidRequest
+            }
             Error::UnknownProducerId {
                 producer_id,
                 first_sequence,

@@ -5,10 +5,12 @@ pub mod client;
 pub mod epochs;
 pub mod retry;
 pub mod state;
+pub mod txn;
 
 pub use client::{Delivery, ProduceTarget, Producer, MAX_IN_FLIGHT};
 pub use epochs::{IssuedEpochs, ISSUED_EPOCHS_KEPT};
 pub use retry::AttemptOutcome;
+pub use txn::{AbortedTxn, CompletedTxn, Marker, MarkerKind, StableOffset};
 
 pub use state::{
     BatchMetadata, CheckResult, ProducerConfig, ProducerEntry, ProducerStateManager,

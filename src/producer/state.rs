@@ -20,6 +20,8 @@
 //!   without an open transaction. Expiry and cap eviction only ever remove producers through it,
 //!   so a producer with an open transaction is never expired or evicted.
 //! - **I5 cap.** `len() <= max_producers + (producers with an open transaction)`.
+//! - **I7 open transactions.** `open_by_offset` holds exactly `(txn_first_offset, pid)` for every
+//!   producer with an open transaction (`txn.rs`).
 //! - **I6 determinism.** The table is a function of the sequence of `record` / `expire` calls
 //!   (no hash-order iteration, no wall clock): two managers fed the same calls are `==`, and
 //!   interleaving extra `expire(t)` calls with non-decreasing `t` changes nothing a later `record`
@@ -87,9 +89,12 @@ pub struct ProducerEntry {
     len: u8,
     /// Log clock of the producer's latest recorded batch; expiry and eviction age run from here.
     pub last_append_ms: i64,
-    /// First offset of the producer's open transaction. Reserved for transactions: always `None`
-    /// today, but persisted in snapshots. A producer with an open transaction never expires.
+    /// First offset of the producer's open transaction (`txn.rs`), persisted in snapshots. A
+    /// producer with an open transaction never expires nor is evicted.
     pub txn_first_offset: Option<u64>,
+    /// The coordinator epoch of the producer's latest marker (-1: none). Not yet in snapshots:
+    /// nothing writes markers to a log until the log's marker path lands (docs/transactions.md).
+    pub coordinator_epoch: i32,
 }
 
 impl ProducerEntry {
@@ -119,6 +124,7 @@ impl ProducerEntry {
             len: 0,
             last_append_ms,
             txn_first_offset: None,
+            coordinator_epoch: -1,
         }
     }
 
@@ -220,6 +226,7 @@ impl PartialEq for ProducerEntry {
             && self.retained() == other.retained()
             && self.last_append_ms == other.last_append_ms
             && self.txn_first_offset == other.txn_first_offset
+            && self.coordinator_epoch == other.coordinator_epoch
     }
 }
 
@@ -232,6 +239,7 @@ impl fmt::Debug for ProducerEntry {
             .field("batches", &self.retained())
             .field("last_append_ms", &self.last_append_ms)
             .field("txn_first_offset", &self.txn_first_offset)
+            .field("coordinator_epoch", &self.coordinator_epoch)
             .finish()
     }
 }
@@ -254,6 +262,9 @@ pub struct ProducerStateManager {
     /// Invariant I4: `{(e.last_append_ms, pid) | e.txn_first_offset.is_none()}`. Ordered by age,
     /// so expiry and eviction take the smallest elements: O(log n) per producer removed.
     idle_by_age: BTreeSet<(i64, ProducerId)>,
+    /// Invariant I7: `{(e.txn_first_offset, pid) | e.txn_first_offset.is_some()}`: the open
+    /// transactions by first offset, for the last stable offset (`txn.rs`).
+    open_by_offset: BTreeSet<(u64, ProducerId)>,
     /// Next offset after the last batch applied to the table; maintained by the caller.
     map_end_offset: u64,
 }
@@ -265,6 +276,7 @@ impl ProducerStateManager {
             cfg,
             producers: BTreeMap::new(),
             idle_by_age: BTreeSet::new(),
+            open_by_offset: BTreeSet::new(),
             map_end_offset: 0,
         }
     }
@@ -287,9 +299,10 @@ impl ProducerStateManager {
             if let Err(why) = entry.validate() {
                 panic!("producer {}: {why}", pid.0);
             }
-            if entry.txn_first_offset.is_none() {
-                state.idle_by_age.insert((entry.last_append_ms, pid));
-            }
+            match entry.txn_first_offset {
+                None => state.idle_by_age.insert((entry.last_append_ms, pid)),
+                Some(first) => state.open_by_offset.insert((first, pid)),
+            };
             let previous = state.producers.insert(pid, entry);
             assert!(previous.is_none(), "producer {} appears twice", pid.0);
         }
@@ -444,8 +457,74 @@ impl ProducerStateManager {
     }
 
     fn open_txns(&self) -> usize {
-        // Always 0 until transactions land; O(1) then, as no entry sets it.
         self.producers.len() - self.idle_by_age.len()
+    }
+
+    /// Opens `pid`'s transaction at `first_offset` unless one is open (I4, I7 kept). The
+    /// producer must be in the table (its batch was just recorded).
+    pub(super) fn open_txn(&mut self, pid: ProducerId, first_offset: u64) {
+        let Some(entry) = self.producers.get_mut(&pid) else {
+            debug_assert!(false, "open_txn for unknown producer {}", pid.0);
+            return;
+        };
+        if entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(first_offset);
+            let removed = self.idle_by_age.remove(&(entry.last_append_ms, pid));
+            debug_assert!(removed, "I4: producer {} missing from the age index", pid.0);
+            self.open_by_offset.insert((first_offset, pid));
+        }
+    }
+
+    /// Closes `pid`'s open transaction, if any (I4, I7 kept).
+    pub(super) fn close_txn(&mut self, pid: ProducerId) {
+        if let Some(entry) = self.producers.get_mut(&pid) {
+            if let Some(first) = entry.txn_first_offset.take() {
+                self.open_by_offset.remove(&(first, pid));
+                self.idle_by_age.insert((entry.last_append_ms, pid));
+            }
+        }
+    }
+
+    /// A marker's epochs: a new producer epoch clears the retained batches (the next batch must
+    /// start at sequence 0); an unknown producer is added. The caller closed its transaction.
+    pub(super) fn set_marker_epochs(
+        &mut self,
+        pid: ProducerId,
+        epoch: ProducerEpoch,
+        coordinator_epoch: i32,
+        append_time_ms: i64,
+    ) {
+        self.expire(append_time_ms);
+        match self.producers.get_mut(&pid) {
+            Some(entry) => {
+                debug_assert!(entry.txn_first_offset.is_none());
+                if entry.last_append_ms != append_time_ms {
+                    self.idle_by_age.remove(&(entry.last_append_ms, pid));
+                    self.idle_by_age.insert((append_time_ms, pid));
+                    entry.last_append_ms = append_time_ms;
+                }
+                if entry.epoch != epoch {
+                    entry.epoch = epoch;
+                    entry.clear_batches();
+                }
+                entry.coordinator_epoch = coordinator_epoch;
+                // Its transaction closed: it counts against the cap again (I5). It is the one
+                // producer not to evict now: its new epoch fences the transaction's zombies.
+                self.enforce_cap(Some(pid));
+            }
+            None => {
+                let mut entry = ProducerEntry::empty(epoch, append_time_ms);
+                entry.coordinator_epoch = coordinator_epoch;
+                self.producers.insert(pid, entry);
+                self.idle_by_age.insert((append_time_ms, pid));
+                self.enforce_cap(Some(pid));
+            }
+        }
+    }
+
+    /// The open transactions by first offset (I7).
+    pub(super) fn open_by_offset(&self) -> &BTreeSet<(u64, ProducerId)> {
+        &self.open_by_offset
     }
 
     /// Evicts the least recently active idle producers (smallest `(last_append_ms, pid)`), never
@@ -523,9 +602,21 @@ impl ProducerStateManager {
                     "I4: producer {} missing from the age index",
                     pid.0
                 ),
-                Some(_) => open_txns += 1,
+                Some(first) => {
+                    open_txns += 1;
+                    assert!(
+                        self.open_by_offset.contains(&(first, *pid)),
+                        "I7: producer {}'s open transaction missing from the offset index",
+                        pid.0
+                    );
+                }
             }
         }
+        assert_eq!(
+            self.open_by_offset.len(),
+            open_txns,
+            "I7: the open-transaction index holds stale keys"
+        );
         assert_eq!(
             self.idle_by_age.len() + open_txns,
             self.producers.len(),
