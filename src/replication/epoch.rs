@@ -1,5 +1,5 @@
 //! The leader epoch cache: for every leader epoch whose batches are in the log, the offset of its
-//! first batch (Kafka's `LeaderEpochFileCache`, section 8 of `kafka-log-semantics.md`).
+//! first batch (Kafka's `LeaderEpochFileCache`).
 //!
 //! Invariants (checked by [`LeaderEpochCache::check_invariants`]):
 //! - every epoch is `>= 0`;

@@ -1,6 +1,5 @@
 //! One partition on a follower: what to fetch, and what a fetch response means.
-//! Kafka's `AbstractFetcherThread` with truncate-on-fetch (section 11 of
-//! `kafka-log-semantics.md`, KIP-101 and KIP-279).
+//! Kafka's `AbstractFetcherThread` with truncate-on-fetch (KIP-101 and KIP-279).
 //!
 //! Invariants (checked by [`FollowerState::check_invariants`]):
 //! - `log_start <= high_watermark <= log_end`;

@@ -1,5 +1,6 @@
 //! One partition on its leader: follower progress, high-water mark (HW), ISR and acks=all.
-//! Kafka's `Partition.scala` / `Replica.scala` (sections 10.1-10.7 of `kafka-log-semantics.md`).
+//! Kafka's `Partition.scala` / `Replica.scala` (`maybeIncrementLeaderHW`, ISR expand and shrink,
+//! `DelayedProduce`, `readRecords`).
 //!
 //! Invariants (checked by [`LeaderState::check_invariants`]):
 //! - `log_start <= high_watermark <= log_end`;

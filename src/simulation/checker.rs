@@ -1,5 +1,5 @@
-//! The invariants a simulation run must keep (docs/replication.md, reliability.md INV-1, 2, 6,
-//! 7, 8), checked while it runs and at its end:
+//! The invariants a simulation run must keep (docs/replication.md; INV-1, 2, 6, 7, 8 as defined
+//! in docs/invariants.md), checked while it runs and at its end:
 //!
 //! 1. no acknowledged (acks=all) record is lost: it is in the final log at the offsets the
 //!    acknowledgement named — and every acknowledgement of one batch names the same offsets;
