@@ -374,3 +374,35 @@ fn oncelog_verify(dir: &Path, out: &mut Vec<u8>) -> bool {
     out.extend_from_slice(&o.stderr);
     o.status.success()
 }
+
+/// Salvage leaves a log the default mode opens: after a recovery point beyond the recovered end
+/// (the last segment file gone) is salvaged, the recovery point is lowered durably to the log
+/// end, so the next default open does not meet the same R9 again.
+#[test]
+fn salvage_of_a_recovery_point_past_the_end_leaves_a_log_the_default_mode_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig::for_tests();
+    let all = closed_log(dir.path(), &cfg, 4);
+    fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
+    let bases = segment_bases(dir.path());
+    let last = *bases.last().unwrap();
+    fs::remove_file(seg_path(dir.path(), last)).unwrap();
+    assert!(matches!(
+        Log::open(dir.path(), cfg.clone()),
+        Err(Error::CorruptFile { .. })
+    ));
+    let log = Log::open(dir.path(), salvage(&cfg)).unwrap();
+    let kept = read_all(&log);
+    assert_eq!(kept[..], all[..kept.len()]);
+    assert!(
+        log.recovery_report()
+            .cuts
+            .iter()
+            .any(|c| c.rule == Rule::Salvage),
+        "{:?}",
+        log.recovery_report()
+    );
+    log.simulate_crash();
+    let log = Log::open(dir.path(), cfg).unwrap();
+    assert_eq!(read_all(&log), kept);
+}

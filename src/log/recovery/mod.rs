@@ -195,6 +195,11 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         }
         let mut rp_file = RecoveryPointFile::open(storage, dir, true)?;
         rp_file.ensure_written()?;
+        // A salvage cuts below the recovery point: lower it durably first, as truncation does,
+        // so the next open does not find the same synced data missing again.
+        if let Some(end) = planned_end.filter(|&e| rp_file.value() > e) {
+            rp_file.store(end)?;
+        }
         // Rows R8/R10/R11: delete what the plan deletes, durably, before anything is reused.
         let deleted: Vec<u64> = plan
             .segments
