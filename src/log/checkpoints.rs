@@ -49,13 +49,7 @@ impl RecoveryPointFile {
                 .open(&path, OpenMode::Existing)
                 .map_err(io("open recovery point"))?;
             let bytes = file.read_all().map_err(io("read recovery point"))?;
-            let best = bytes
-                .chunks(SLOT_BYTES as usize)
-                .take(2)
-                .filter_map(|slot| checkpoint::decode(slot, CheckpointKind::RecoveryPoint).ok())
-                .filter_map(|(seq, v)| v.first().map(|&v| (seq, v)))
-                .max();
-            (Some(file), best)
+            (Some(file), newest_slot(&bytes).ok())
         } else if !create {
             (None, None)
         } else {
@@ -116,6 +110,27 @@ impl RecoveryPointFile {
         self.value = offset;
         Ok(())
     }
+}
+
+/// The valid slot with the larger sequence, as `(sequence, recovery point)`, or why no slot is
+/// valid (each slot's decode error). The one reader of the slot layout: open's
+/// `RecoveryPointFile` and recovery's survey (and so `oncelog verify`) both go through it.
+pub fn newest_slot(bytes: &[u8]) -> std::result::Result<(u64, u64), String> {
+    if bytes.is_empty() {
+        return Err("the file is empty".into());
+    }
+    let mut why = Vec::new();
+    let mut best: Option<(u64, u64)> = None;
+    for (i, slot) in bytes.chunks(SLOT_BYTES as usize).take(2).enumerate() {
+        match checkpoint::decode(slot, CheckpointKind::RecoveryPoint) {
+            Ok((seq, v)) => match v.first() {
+                Some(&v) => best = best.max(Some((seq, v))),
+                None => why.push(format!("slot {i}: no value")),
+            },
+            Err(e) => why.push(format!("slot {i}: {e}")),
+        }
+    }
+    best.ok_or_else(|| why.join("; "))
 }
 
 /// Reads a whole-file checkpoint; `Ok(None)` if missing, `Err` if present but damaged.

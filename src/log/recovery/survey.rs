@@ -7,12 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::checkpoint::{self, CheckpointKind};
+use crate::format::checkpoint::CheckpointKind;
 use crate::format::file_name::{parse_file_name, FileKind};
 use crate::io::{AppendMap, OpenMode, Storage};
-use crate::log::checkpoints::{
-    self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE, SLOT_BYTES,
-};
+use crate::log::checkpoints::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE};
 use crate::log::producers::{PRODUCER_EPOCHS_FILE, PRODUCER_IDS_FILE};
 use crate::producer::{IssuedEpochs, ISSUED_EPOCHS_KEPT};
 use crate::segment::segment_path;
@@ -189,21 +187,9 @@ pub fn read_recovery_point(storage: &dyn Storage, dir: &Path) -> Result<Found<u6
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Missing),
         Err(e) => return Err(Error::io("read recovery point", &path, e)),
     };
-    let mut why = Vec::new();
-    let mut best: Option<(u64, u64)> = None;
-    for (i, slot) in bytes.chunks(SLOT_BYTES as usize).take(2).enumerate() {
-        match checkpoint::decode(slot, CheckpointKind::RecoveryPoint) {
-            Ok((seq, v)) => match v.first() {
-                Some(&v) => best = best.max(Some((seq, v))),
-                None => why.push(format!("slot {i}: no value")),
-            },
-            Err(e) => why.push(format!("slot {i}: {e}")),
-        }
-    }
-    Ok(match best {
-        Some((_, v)) => Found::Valid(v),
-        None if bytes.is_empty() => Found::Damaged("the file is empty".into()),
-        None => Found::Damaged(why.join("; ")),
+    Ok(match checkpoints::newest_slot(&bytes) {
+        Ok((_, v)) => Found::Valid(v),
+        Err(why) => Found::Damaged(why),
     })
 }
 
