@@ -257,7 +257,7 @@ impl Log {
         if in_log && rp >= seg.base_offset() && rp < seg.next_offset() {
             if let Err(e) = self
                 .make_names_durable(seg.next_offset())
-                .and_then(|()| self.inner.checkpoint.lock().store(seg.next_offset()))
+                .and_then(|()| self.store_recovery_point(seg.next_offset()))
             {
                 sync.poison();
                 self.poison_locked(&e);
@@ -288,11 +288,42 @@ impl Log {
     /// Waits (releasing the `sync` mutex meanwhile) until no lane is in flight and no
     /// checkpoint writer is active, so the caller may lower the recovery point or touch the
     /// files lanes msync (truncation, close). New claims may start while it waits, but they are
-    /// bounded by what is already published.
+    /// bounded by what is already published. A lane or writer may fail (and poison the log)
+    /// meanwhile: a caller that then writes must check `is_poisoned` again under the lock.
     pub(super) fn wait_sync_idle(&self, sync: &mut parking_lot::MutexGuard<'_, SyncState>) {
+        if sync.idle() {
+            return;
+        }
+        let waiters = &self.inner.sync_idle_waiters;
+        waiters.fetch_add(1, Ordering::AcqRel);
         while !sync.idle() {
             self.inner.synced.wait(sync);
         }
+        waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Test hook: threads currently blocked waiting for the sync lanes to drain (a truncation
+    /// or close waiting for a lane msync or the checkpoint writer to finish). Lets a test
+    /// force the interleaving of finding 11 (docs/fuzzing.md) without sleeping. Costs two atomic
+    /// updates per wait that actually blocks; only truncation and close wait.
+    #[doc(hidden)]
+    pub fn threads_waiting_for_sync_idle(&self) -> usize {
+        self.inner.sync_idle_waiters.load(Ordering::Acquire)
+    }
+
+    /// The one place the log writes its recovery-point checkpoint: the lanes' checkpoint writer,
+    /// `note_sealed` and truncation all store through it. Every caller computed `value` under
+    /// the `sync` mutex in the same truncation epoch as this store (the writer role and
+    /// `note_sealed` exclude truncation, which waits for them), so `value` can never pass the
+    /// log end; checked here in release builds too (one atomic load per checkpoint write, next
+    /// to an fdatasync), because a recovery point past the data makes the next open fail.
+    pub(super) fn store_recovery_point(&self, value: u64) -> Result<()> {
+        let end = self.inner.log_end.load(Ordering::Acquire);
+        assert!(
+            value <= end,
+            "recovery point {value} would be stored past the log end {end}"
+        );
+        self.inner.checkpoint.lock().store(value)
     }
 
     /// The most sync lanes (concurrent msyncs of `SyncMode::EveryAppend` or `flush`) that were
@@ -358,7 +389,7 @@ impl Log {
                 Step::Write { to, cursor } => {
                     let result = parking_lot::MutexGuard::unlocked(&mut sync, || {
                         self.make_names_durable(to)?;
-                        self.inner.checkpoint.lock().store(to)
+                        self.store_recovery_point(to)
                     });
                     if let Err(e) = result {
                         sync.write_failed();

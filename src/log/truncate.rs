@@ -61,6 +61,13 @@ impl Log {
         // raise the recovery point over bytes that are gone (or msync a retired file).
         let mut sync = self.inner.sync.lock();
         self.wait_sync_idle(&mut sync);
+        // A lane or the checkpoint writer this waited for may have failed meanwhile (finding
+        // 11): the log is then poisoned, and `check_writable` above is stale. Going on would
+        // lower the recovery point through a checkpoint file whose newest slot may hold the
+        // failed write's higher value, and then cut the data under it.
+        if self.is_poisoned() {
+            return Err(Error::PreviousIo);
+        }
         // Every step below runs under the sync lock, and a failure poisons the log before the
         // lock is released: otherwise a background interval sync could slip in between and
         // store a recovery point over segments this truncation already unlinked.
@@ -107,7 +114,7 @@ impl Log {
                 self.inner.log_start.store(new_end, Ordering::Release);
             }
             let rp = sync.recovery_point().min(new_end);
-            if let Err(e) = self.inner.checkpoint.lock().store(rp) {
+            if let Err(e) = self.store_recovery_point(rp) {
                 sync.poison();
                 return Err(e);
             }
