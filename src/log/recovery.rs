@@ -340,8 +340,13 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         .collect();
 
     let leo = loaded.last().map_or(0, |l| l.tail.next_offset);
-    if corruption.is_none() && recovery_point > leo && log_start_ckpt.unwrap_or(0) <= leo {
-        // Row R9.
+    // Row R9: offsets below the recovery point were durable; those at or past the log start
+    // must still be here. Missing offsets below the log start were deleted on purpose (the log
+    // restarts empty at the log start, R11), but a recovery point above the log start vouches
+    // for records the log still holds, so it may not pass the recovered end even then: an open
+    // that accepted it would keep it durable past the data, and the next open after a crash
+    // would fail on the first new segment's preallocated zeros (R6), as in finding 11.
+    if corruption.is_none() && recovery_point > leo.max(log_start_ckpt.unwrap_or(0)) {
         corruption = Some(Error::CorruptFile {
             path: dir.join(checkpoints::RECOVERY_POINT_FILE),
             reason: format!("recovery point {recovery_point} is beyond the recovered log end {leo}: synced data is missing"),
