@@ -387,6 +387,7 @@ impl State {
         self.epoch += 1;
         self.locks.clear();
         self.fault = None;
+        self.pause = None;
     }
 }
 
@@ -460,8 +461,9 @@ impl SimStorage {
 
     /// The machine dies and reboots: the disk becomes what `mode` leaves of it (see the module
     /// docs), volatile state equals durable state, files no durable entry names disappear,
-    /// every directory lock is released, the armed fault is cleared, and all file handles from
-    /// before the crash answer `ESTALE`. The PRNG state carries on from earlier crashes.
+    /// every directory lock is released, the armed fault and pause are cleared, and all file
+    /// handles from before the crash answer `ESTALE`. The PRNG state carries on from earlier
+    /// crashes.
     ///
     /// # Panics
     ///

@@ -313,10 +313,11 @@ impl Log {
 
     /// The one place the log writes its recovery-point checkpoint: the lanes' checkpoint writer,
     /// `note_sealed` and truncation all store through it. Every caller computed `value` under
-    /// the `sync` mutex in the same truncation epoch as this store (the writer role and
-    /// `note_sealed` exclude truncation, which waits for them), so `value` can never pass the
-    /// log end; checked here in release builds too (one atomic load per checkpoint write, next
-    /// to an fdatasync), because a recovery point past the data makes the next open fail.
+    /// the `sync` mutex with no truncation between that and this store (the writer role and
+    /// `note_sealed` exclude truncation, which waits for them and lowers the recovery point
+    /// itself), so `value` can never pass the log end; checked here in release builds too (one
+    /// atomic load per checkpoint write, next to an fdatasync), because a recovery point past
+    /// the data makes the next open fail (docs/architecture.md, "The recovery-point rule").
     pub(super) fn store_recovery_point(&self, value: u64) -> Result<()> {
         let end = self.inner.log_end.load(Ordering::Acquire);
         assert!(

@@ -62,9 +62,9 @@ impl Log {
         let mut sync = self.inner.sync.lock();
         self.wait_sync_idle(&mut sync);
         // A lane or the checkpoint writer this waited for may have failed meanwhile (finding
-        // 11): the log is then poisoned, and `check_writable` above is stale. Going on would
-        // lower the recovery point through a checkpoint file whose newest slot may hold the
-        // failed write's higher value, and then cut the data under it.
+        // 11): the log is then poisoned, and `check_writable` above is stale. A poisoned log
+        // changes nothing; going on once cut the data under a failed checkpoint write whose
+        // slot (the higher recovery point) outlived the truncation's lowering store.
         if self.is_poisoned() {
             return Err(Error::PreviousIo);
         }
