@@ -665,3 +665,93 @@ fn fallocate_unsupported_behaves_the_same() {
         }
     }
 }
+
+/// Finding 11 (`log_model`, timing-dependent; docs/fuzzing.md). A truncation passed its
+/// writability check, then waited for the sync lanes' checkpoint writer, whose fdatasync of the
+/// recovery-point slot failed: the slot it wrote (a newer sequence, the higher recovery point)
+/// stayed in the page cache. The truncation then went on: its lowering store equalled the last
+/// value stored successfully and was skipped, and it cut the data under the failed slot's
+/// value. After the crash the newest slot stood past the truncated log's end and the open
+/// failed ("recovery point ... is beyond the recovered log end", or R6 once new batches were
+/// appended). The interleaving is forced: the simulated storage holds the writer's fdatasync
+/// (`pause_after`) until the truncation is waiting for it (`threads_waiting_for_sync_idle`).
+#[test]
+fn regression_log_model_truncation_waiting_for_a_failing_checkpoint_write() {
+    for mode in [CrashMode::Process, CrashMode::PowerLoss] {
+        for seed in 0..6 {
+            let what = format!("{mode:?} seed {seed}");
+            // No background thread: the storage operations below are the test's own.
+            let (sim, _clock, cfg) = fixture(seed, |c| c.background_thread = false);
+            let log = Log::open(dir(), cfg.clone()).unwrap();
+            for i in 0..5 {
+                log.append(&make_batch(i, 2, 50, None)).unwrap();
+            }
+            log.flush().unwrap();
+            let cut = log.log_end_offset();
+            for i in 5..8 {
+                log.append(&make_batch(i, 2, 50, None)).unwrap();
+            }
+            let end = log.log_end_offset();
+            // The flush: msync of the segment (op 0), the slot write (op 1), its fdatasync (op
+            // 2), which is held and then fails.
+            sim.pause_after(2);
+            sim.fail_after(2, FaultKind::Eio, false);
+            let flusher = {
+                let log = log.clone();
+                std::thread::spawn(move || log.flush())
+            };
+            sim.wait_until_paused();
+            let truncator = {
+                let log = log.clone();
+                std::thread::spawn(move || log.truncate_to(cut))
+            };
+            while log.threads_waiting_for_sync_idle() == 0 {
+                std::thread::yield_now();
+            }
+            sim.resume();
+            assert!(flusher.join().unwrap().is_err(), "{what}: the flush failed");
+            let truncated = truncator.join().unwrap();
+            assert!(log.is_poisoned(), "{what}");
+            assert!(
+                matches!(truncated, Err(Error::PreviousIo)),
+                "{what}: a truncation must not go on once the sync it waited for failed: \
+                 {truncated:?}"
+            );
+            crash(log, &sim, mode, seed);
+            let log = Log::open(dir(), cfg).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+            let rp = log.recovery_report().checkpoint_recovery_point;
+            assert!(
+                rp <= log.log_end_offset().0,
+                "{what}: recovery point {rp} past the log end {:?}",
+                log.log_end_offset()
+            );
+            assert!(log.log_end_offset() >= cut, "{what}");
+            if mode == CrashMode::Process {
+                assert_eq!(log.log_end_offset(), end, "{what}: nothing was cut");
+            }
+            read_batches(&log).unwrap_or_else(|e| panic!("{what}: {e}"));
+            log.check_invariants();
+        }
+    }
+}
+
+/// The checkpoint file itself (finding 11's root): after a store whose fdatasync failed, the
+/// newest slot may hold the failed value, so the next store must be written even if it equals
+/// the last value stored successfully, and it must replace the failed slot.
+#[test]
+fn a_store_after_a_failed_recovery_point_write_is_written() {
+    use oncelog::io::Storage;
+    use oncelog::log::checkpoints::RecoveryPointFile;
+    let sim = SimStorage::new(1);
+    sim.create_dir_all(&dir()).unwrap();
+    let mut rp = RecoveryPointFile::open(&sim, &dir()).unwrap();
+    rp.store(10).unwrap();
+    // The slot write (op 0) lands in the page cache; its fdatasync (op 1) fails.
+    sim.fail_after(1, FaultKind::Eio, false);
+    assert!(rp.store(16).is_err());
+    rp.store(10).unwrap();
+    drop(rp);
+    sim.crash(CrashMode::Process);
+    let rp = RecoveryPointFile::open(&sim, &dir()).unwrap();
+    assert_eq!(rp.value(), 10, "the failed slot outlived the later store");
+}

@@ -377,6 +377,45 @@ fn recovery_point_beyond_the_log_end_is_corruption() {
     assert!(log.recovery_report().corruption.is_some());
 }
 
+/// Row R9 when the log start is beyond the recovered end too: every segment file is gone, the
+/// log start checkpoint (10) lies beyond the recovered end (nothing), and the recovery point (20)
+/// lies beyond the log start, so records at and after the log start that were durable are
+/// missing. Open used to accept this (restarting empty at the log start) while the checkpoint
+/// still said 20; after one more append and a crash the next open failed on the new segment's
+/// zeros (R6), the shape of finding 11's error. Now the first open reports it.
+#[test]
+fn recovery_point_beyond_the_log_start_and_the_log_end_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig::for_tests();
+    let log = Log::open(dir.path(), cfg.clone()).unwrap();
+    for i in 0..10 {
+        log.append(&batch(i, 2, 10)).unwrap();
+    }
+    log.flush().unwrap();
+    assert_eq!(log.recovery_point().0, 20);
+    log.advance_log_start(Offset(10)).unwrap();
+    log.close().unwrap();
+    for base in segment_bases(dir.path()) {
+        for p in [
+            seg_path(dir.path(), base),
+            index_path(dir.path(), base),
+            timeindex_path(dir.path(), base),
+        ] {
+            let _ = fs::remove_file(p);
+        }
+    }
+    match Log::open(dir.path(), cfg) {
+        Err(Error::CorruptFile { path, reason }) => {
+            assert!(path.ends_with("recovery-point"), "{path:?}: {reason}");
+        }
+        Err(e) => panic!("expected R9, got {e}"),
+        Ok(log) => panic!(
+            "records at the log start are missing, yet open succeeded with end {:?}",
+            log.log_end_offset()
+        ),
+    }
+}
+
 /// Row R7 below the recovery point: the log rolled, `flush()` synced the rolled segment (and
 /// moved the recovery point past it), and the process died before the background sealer
 /// trimmed it and wrote its index files. The segment file is then still preallocated: its

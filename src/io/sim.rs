@@ -21,7 +21,9 @@
 //!   either the durable or the volatile one, and each unsynced directory entry change
 //!   independently survives or not. File handles, maps and locks from before a crash are dead:
 //!   handles answer `ESTALE`.
-//! * [`SimStorage::fail_after`] injects deterministic I/O errors into mutating operations.
+//! * [`SimStorage::fail_after`] injects deterministic I/O errors into mutating operations, and
+//!   [`SimStorage::pause_after`] holds one back (on the thread that calls it) until the test
+//!   resumes it, so a test can force an interleaving of the engine's threads.
 //!
 //! Everything random comes from one PRNG seeded by [`SimStorage::new`] (or reseeded by
 //! [`SimStorage::crash_with_seed`]), and every iteration is in sorted order, so a seed and the
@@ -41,7 +43,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::fs::LOCK_FILE;
 use super::mmap::{MapBacking, MappedRegion};
@@ -132,6 +134,8 @@ struct State {
     live_maps: usize,
     rng: Rng,
     fault: Option<Fault>,
+    /// Armed by [`SimStorage::pause_after`].
+    pause: Option<Pause>,
     fallocate_unsupported: bool,
     /// [`SimStorage::set_disk_full`].
     disk_full: bool,
@@ -139,9 +143,46 @@ struct State {
     sync_points: u64,
 }
 
+/// A mutating operation to hold back: `remaining` more pass first; the next one waits (on
+/// `Shared::paused`) until `released`.
+#[derive(Debug, Clone, Copy)]
+struct Pause {
+    remaining: u64,
+    holding: bool,
+    released: bool,
+}
+
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
+    /// Signalled when an operation is held by a [`Pause`] and when the test releases it.
+    paused: Condvar,
+}
+
+impl Shared {
+    /// Called by every mutating operation before it counts itself: holds it while an armed
+    /// [`Pause`] says so. Waiting releases the state lock, so other threads keep running (their
+    /// own mutating operations wait here too until the held one is released).
+    fn gate(&self, s: &mut MutexGuard<'_, State>) {
+        loop {
+            let Some(p) = s.pause.as_mut() else { return };
+            if p.released {
+                if p.holding {
+                    s.pause = None;
+                }
+                return;
+            }
+            if !p.holding {
+                if p.remaining > 0 {
+                    p.remaining -= 1;
+                    return;
+                }
+                p.holding = true;
+                self.paused.notify_all();
+            }
+            self.paused.wait(s);
+        }
+    }
 }
 
 /// A simulated file system that can crash. Cheap to clone; clones share the same disk.
@@ -348,6 +389,7 @@ impl State {
         self.epoch += 1;
         self.locks.clear();
         self.fault = None;
+        self.pause = None;
     }
 }
 
@@ -409,19 +451,22 @@ impl SimStorage {
                     live_maps: 0,
                     rng: Rng(seed),
                     fault: None,
+                    pause: None,
                     fallocate_unsupported: false,
                     disk_full: false,
                     op_count: 0,
                     sync_points: 0,
                 }),
+                paused: Condvar::new(),
             }),
         }
     }
 
     /// The machine dies and reboots: the disk becomes what `mode` leaves of it (see the module
     /// docs), volatile state equals durable state, files no durable entry names disappear,
-    /// every directory lock is released, the armed fault is cleared, and all file handles from
-    /// before the crash answer `ESTALE`. The PRNG state carries on from earlier crashes.
+    /// every directory lock is released, the armed fault and pause are cleared, and all file
+    /// handles from before the crash answer `ESTALE`. The PRNG state carries on from earlier
+    /// crashes.
     ///
     /// # Panics
     ///
@@ -449,6 +494,46 @@ impl SimStorage {
             kind,
             sticky,
         });
+    }
+
+    /// Arms a pause: the next `ops` mutating operations run and the one after blocks the thread
+    /// that calls it until [`SimStorage::resume`] (counted like [`SimStorage::fail_after`]; a
+    /// fault armed for the same operation fires after the pause). Until then every other
+    /// mutating operation waits too. For tests that must force an interleaving of the engine's
+    /// threads: wait with [`SimStorage::wait_until_paused`], act, then resume.
+    pub fn pause_after(&self, ops: u64) {
+        self.shared.state.lock().pause = Some(Pause {
+            remaining: ops,
+            holding: false,
+            released: false,
+        });
+    }
+
+    /// Blocks until an operation is held by the pause [`SimStorage::pause_after`] armed.
+    ///
+    /// # Panics
+    ///
+    /// If no pause is armed.
+    pub fn wait_until_paused(&self) {
+        let mut s = self.shared.state.lock();
+        loop {
+            let p = s.pause.expect("wait_until_paused without pause_after");
+            if p.holding {
+                return;
+            }
+            self.shared.paused.wait(&mut s);
+        }
+    }
+
+    /// Lets the held operation (and everything waiting behind it) go on, or disarms a pause that
+    /// has not held anything yet.
+    pub fn resume(&self) {
+        let mut s = self.shared.state.lock();
+        match s.pause.as_mut() {
+            Some(p) if p.holding => p.released = true,
+            _ => s.pause = None,
+        }
+        self.shared.paused.notify_all();
     }
 
     /// Disarms any armed fault.
@@ -606,6 +691,7 @@ impl Storage for SimStorage {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
         let mut s = self.shared.state.lock();
         if mode != OpenMode::Existing {
+            self.shared.gate(&mut s);
             s.begin_plain_op()?;
         }
         s.require_parent(path)?;
@@ -651,6 +737,7 @@ impl Storage for SimStorage {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut s = self.shared.state.lock();
+        self.shared.gate(&mut s);
         s.begin_plain_op()?;
         if s.volatile_ns.remove(path).is_none() {
             return Err(not_found("file", path));
@@ -661,6 +748,7 @@ impl Storage for SimStorage {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.shared.state.lock();
+        self.shared.gate(&mut s);
         s.begin_plain_op()?;
         let Some(&id) = s.volatile_ns.get(from) else {
             return Err(not_found("file", from));
@@ -677,6 +765,7 @@ impl Storage for SimStorage {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.shared.state.lock();
+        self.shared.gate(&mut s);
         s.begin_plain_op()?;
         if !s.dir_exists(dir) {
             return Err(not_found("directory", dir));
@@ -805,6 +894,7 @@ impl StorageFile for SimFile {
     fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
         let mut s = self.shared.state.lock();
         s.file_mut(self.epoch, self.id)?;
+        self.shared.gate(&mut s);
         let (data, result) = match s.begin_op() {
             None => (data, Ok(())),
             Some(FaultKind::Eio) => return Err(os_err(libc::EIO)),
@@ -834,6 +924,7 @@ impl StorageFile for SimFile {
     fn allocate(&self, len: u64) -> io::Result<Allocation> {
         let mut s = self.shared.state.lock();
         s.file_mut(self.epoch, self.id)?;
+        self.shared.gate(&mut s);
         s.begin_plain_op()?;
         let len = file_offset(len, 0)?;
         let unsupported = s.fallocate_unsupported;
@@ -859,6 +950,7 @@ impl StorageFile for SimFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut s = self.shared.state.lock();
         s.file_mut(self.epoch, self.id)?;
+        self.shared.gate(&mut s);
         s.begin_plain_op()?;
         let len = file_offset(len, 0)?;
         s.file_mut(self.epoch, self.id)?.volatile.resize(len, 0);
@@ -868,6 +960,7 @@ impl StorageFile for SimFile {
     fn sync_data(&self) -> io::Result<()> {
         let mut s = self.shared.state.lock();
         s.file_mut(self.epoch, self.id)?;
+        self.shared.gate(&mut s);
         s.begin_plain_op()?;
         let f = s.file_mut(self.epoch, self.id)?;
         f.durable.clone_from(&f.volatile);
@@ -945,6 +1038,7 @@ impl MapBacking for SimMap {
         }
         let mut s = self.shared.state.lock();
         s.file_mut(self.epoch, self.id)?;
+        self.shared.gate(&mut s);
         s.begin_plain_op()?;
         let start = self.buf.cast::<u8>().wrapping_add(offset);
         // SAFETY: [offset, offset + len) lies inside the live buffer (checked above; the buffer

@@ -30,6 +30,11 @@ pub struct RecoveryPointFile {
     sequence: u64,
     /// The value last written.
     value: u64,
+    /// The newest slot in the file holds `value`. False after a failed write or fdatasync: the
+    /// slot it targeted may hold the failed value with a sequence above every slot written
+    /// since, and a process crash (or the page cache, after power loss) keeps it. The next
+    /// store then always writes, to that same slot with that same sequence, replacing it.
+    settled: bool,
     /// A valid slot was read at open.
     found: bool,
 }
@@ -69,6 +74,7 @@ impl RecoveryPointFile {
             file,
             sequence,
             value,
+            settled: true,
             found,
         })
     }
@@ -90,11 +96,16 @@ impl RecoveryPointFile {
         Ok(())
     }
 
-    /// Durably records `offset` as the recovery point (one write and one fdatasync).
+    /// Durably records `offset` as the recovery point (one write and one fdatasync). Skipped
+    /// when the file already holds it, which is known only while no store has failed since the
+    /// last one that succeeded (finding 11: a truncation's lowering store was skipped because
+    /// it equalled the last stored value, while the newest slot held a failed write's higher
+    /// one, so a crash brought back a recovery point past the truncated log's end).
     pub fn store(&mut self, offset: u64) -> Result<()> {
-        if offset == self.value && self.sequence > 0 {
+        if self.settled && offset == self.value && self.sequence > 0 {
             return Ok(());
         }
+        self.settled = false;
         let sequence = self.sequence + 1;
         let bytes = checkpoint::encode(CheckpointKind::RecoveryPoint, sequence, &[offset]);
         let slot = sequence % 2;
@@ -108,6 +119,7 @@ impl RecoveryPointFile {
         file.sync_data().map_err(io("fsync recovery point"))?;
         self.sequence = sequence;
         self.value = offset;
+        self.settled = true;
         Ok(())
     }
 }

@@ -282,8 +282,14 @@ impl Log {
         self.inner.synced.notify_all();
     }
 
-    /// Writes `rp` into the recovery-point checkpoint. Caller holds the writer role or the
-    /// `sync` mutex with no writer active (see `LogInner::checkpoint`).
+    /// The one place the log writes its recovery-point checkpoint: the lanes' checkpoint writer,
+    /// `note_sealed` and truncation all store through it. Caller holds the writer role or the
+    /// `sync` mutex with no writer active (see `LogInner::checkpoint`): every caller computed
+    /// `rp` under the `sync` mutex with no truncation between that and this store (the writer
+    /// role and `note_sealed` exclude truncation, which waits for them and lowers the recovery
+    /// point itself), so `rp` can never pass the log end; checked here in release builds too
+    /// (one atomic load next to an fdatasync), because a recovery point past the data makes the
+    /// next open fail (docs/architecture.md, "The recovery-point rule").
     pub(super) fn checkpoint_recovery_point(&self, rp: u64) -> Result<()> {
         self.assert_recovery_point(rp);
         self.inner.checkpoint.lock().store(rp)
@@ -299,11 +305,27 @@ impl Log {
     /// Waits (releasing the `sync` mutex meanwhile) until no lane is in flight and no
     /// checkpoint writer is active, so the caller may lower the recovery point or touch the
     /// files lanes msync (truncation, close). New claims may start while it waits, but they are
-    /// bounded by what is already published.
+    /// bounded by what is already published. A lane or writer may fail (and poison the log)
+    /// meanwhile: a caller that then writes must check `is_poisoned` again under the lock.
     pub(super) fn wait_sync_idle(&self, sync: &mut parking_lot::MutexGuard<'_, SyncState>) {
+        if sync.idle() {
+            return;
+        }
+        let waiters = &self.inner.sync_idle_waiters;
+        waiters.fetch_add(1, Ordering::AcqRel);
         while !sync.idle() {
             self.inner.synced.wait(sync);
         }
+        waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Test hook: threads currently blocked waiting for the sync lanes to drain (a truncation
+    /// or close waiting for a lane msync or the checkpoint writer to finish). Lets a test
+    /// force the interleaving of finding 11 (docs/fuzzing.md) without sleeping. Costs two atomic
+    /// updates per wait that actually blocks; only truncation and close wait.
+    #[doc(hidden)]
+    pub fn threads_waiting_for_sync_idle(&self) -> usize {
+        self.inner.sync_idle_waiters.load(Ordering::Acquire)
     }
 
     /// The most sync lanes (concurrent msyncs of `SyncMode::EveryAppend` or `flush`) that were

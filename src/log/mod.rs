@@ -129,6 +129,9 @@ struct LogInner {
     lock: Mutex<Option<Box<dyn DirLock>>>,
     /// The prepared next segment file and the renames it made that await a directory fsync.
     spares: spare::Spares,
+    /// Threads blocked in `Log::wait_sync_idle` (a truncation or close waiting for the sync
+    /// lanes to drain); read only by [`Log::threads_waiting_for_sync_idle`], a test hook.
+    sync_idle_waiters: std::sync::atomic::AtomicUsize,
 }
 
 /// Deferred index loads so far ([`Log::index_loads`]).

@@ -61,6 +61,13 @@ impl Log {
         // raise the recovery point over bytes that are gone (or msync a retired file).
         let mut sync = self.inner.sync.lock();
         self.wait_sync_idle(&mut sync);
+        // A lane or the checkpoint writer this waited for may have failed meanwhile (finding
+        // 11): the log is then poisoned, and `check_writable` above is stale. A poisoned log
+        // changes nothing; going on once cut the data under a failed checkpoint write whose
+        // slot (the higher recovery point) outlived the truncation's lowering store.
+        if self.is_poisoned() {
+            return Err(Error::PreviousIo);
+        }
         // Every step below runs under the sync lock, and a failure poisons the log before the
         // lock is released: otherwise a background interval sync could slip in between and
         // store a recovery point over segments this truncation already unlinked.

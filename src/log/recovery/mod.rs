@@ -322,6 +322,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         snapshot_load,
         lock: Mutex::new(Some(lock)),
         spares: Default::default(),
+        sync_idle_waiters: Default::default(),
         config,
     });
     let log = Log {

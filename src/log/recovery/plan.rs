@@ -718,9 +718,14 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
         stopped = true;
     }
 
-    let leo = p.log_end().unwrap_or(0);
-    if error.is_none() && recovery_point > leo && start_ckpt <= leo {
-        // Row R9: synced data is missing (a vanished segment or tail).
+    let leo = p.loaded.last().map_or(0, |l| l.tail.next_offset);
+    // Row R9: offsets below the recovery point were durable; those at or past the log start must
+    // still be here. Offsets below the log start were deleted on purpose (the log restarts empty
+    // at the log start, R11), but a recovery point above the log start vouches for records the
+    // log must still hold, so it may not pass the recovered end even then: accepting it would
+    // keep it durable past the data, and the open after the next crash would fail on the new
+    // segment's preallocated zeros (R6).
+    if error.is_none() && recovery_point > leo.max(start_ckpt) {
         if salvage {
             p.cuts.push(Cut {
                 file: rp_path.clone(),
