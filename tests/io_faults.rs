@@ -744,7 +744,7 @@ fn a_store_after_a_failed_recovery_point_write_is_written() {
     use oncelog::log::checkpoints::RecoveryPointFile;
     let sim = SimStorage::new(1);
     sim.create_dir_all(&dir()).unwrap();
-    let mut rp = RecoveryPointFile::open(&sim, &dir()).unwrap();
+    let mut rp = RecoveryPointFile::open(&sim, &dir(), true).unwrap();
     rp.store(10).unwrap();
     // The slot write (op 0) lands in the page cache; its fdatasync (op 1) fails.
     sim.fail_after(1, FaultKind::Eio, false);
@@ -752,6 +752,6 @@ fn a_store_after_a_failed_recovery_point_write_is_written() {
     rp.store(10).unwrap();
     drop(rp);
     sim.crash(CrashMode::Process);
-    let rp = RecoveryPointFile::open(&sim, &dir()).unwrap();
+    let rp = RecoveryPointFile::open(&sim, &dir(), true).unwrap();
     assert_eq!(rp.value(), 10, "the failed slot outlived the later store");
 }
