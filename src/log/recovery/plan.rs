@@ -429,7 +429,7 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                     // A gap (or overlap) between segments: legal only past the recovery point
                     // (an unsynced segment whose predecessor lost its tail); below it, synced
                     // data is missing.
-                    let damage = prev_end < recovery_point || base < prev_end;
+                    let damage = prev_end < recovery_point;
                     if damage && !salvage {
                         error.get_or_insert(corrupt(
                             facts,
