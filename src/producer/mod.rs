@@ -6,7 +6,7 @@ pub mod epochs;
 pub mod retry;
 pub mod state;
 
-pub use client::{Delivery, ProduceTarget, Producer, MAX_IN_FLIGHT};
+pub use client::{Delivery, DeliverySink, Discard, ProduceTarget, Producer, MAX_IN_FLIGHT};
 pub use epochs::{IssuedEpochs, ISSUED_EPOCHS_KEPT};
 pub use retry::AttemptOutcome;
 
