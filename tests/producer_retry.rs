@@ -134,10 +134,10 @@ fn retry_storm_writes_every_value_exactly_once_in_order() {
     }
 }
 
-#[test]
-fn producer_survives_expiry_by_bumping_its_epoch() {
-    use std::sync::Arc;
-    let clock = Arc::new(oncelog::ManualClock::new(1_000));
+/// A log on a manual clock (at 1,000 ms) that forgets a producer idle for 10 s.
+fn log_forgetting_producers_after_10_s(
+) -> (tempfile::TempDir, std::sync::Arc<oncelog::ManualClock>, Log) {
+    let clock = std::sync::Arc::new(oncelog::ManualClock::new(1_000));
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig {
         producer_id_expiration_ms: 10_000,
@@ -145,6 +145,12 @@ fn producer_survives_expiry_by_bumping_its_epoch() {
     }
     .with_clock(clock.clone());
     let log = Log::open(dir.path(), cfg).unwrap();
+    (dir, clock, log)
+}
+
+#[test]
+fn producer_survives_expiry_by_bumping_its_epoch() {
+    let (_dir, clock, log) = log_forgetting_producers_after_10_s();
     let mut p = Producer::new(&log).unwrap();
     p.send(records(0, 0, 2)).unwrap();
     clock.advance(20_000);
@@ -223,15 +229,7 @@ fn a_handle_never_flushed_retains_at_most_max_in_flight_batches() {
 /// new epoch. Earlier batches completed by `send` reach the sink too.
 #[test]
 fn an_epoch_bump_never_resends_acknowledged_batches() {
-    use std::sync::Arc;
-    let clock = Arc::new(oncelog::ManualClock::new(1_000));
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig {
-        producer_id_expiration_ms: 10_000,
-        ..LogConfig::for_tests()
-    }
-    .with_clock(clock.clone());
-    let log = Log::open(dir.path(), cfg).unwrap();
+    let (_dir, clock, log) = log_forgetting_producers_after_10_s();
     let mut p = Producer::with_sink(&log, Vec::new()).unwrap();
     for n in 0..3 {
         p.enqueue(records(0, n, 2)).unwrap();
