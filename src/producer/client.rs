@@ -22,7 +22,7 @@
 //! on `DuplicateSequence` is safe because the log answers it only for a range it proves was
 //! appended (`ProducerEntry::behind_window`).
 //!
-//! **Deliveries.** Batches are acknowledged strictly in ticket order: a batch is delivered when
+//! **Deliveries.** Batches are delivered strictly in ticket order: a batch is delivered when
 //! it and every batch before it are acknowledged, at once, by the `enqueue`, `flush` or `send`
 //! call that acknowledged it. Each delivery is handed once to the producer's [`DeliverySink`]
 //! (chosen at [`Producer::with_sink`]; [`Producer::new`] counts and discards) and the handle
