@@ -1,17 +1,21 @@
-//! Producer-state costs: the dedup check per batch, and writing / loading a snapshot of
-//! 1,000,000 producers with 5 retained batches each (encode + atomic file write + fsync, and
-//! read + decode + rebuild). Under `--test` the snapshot has 10,000 producers.
+//! Producer costs: the dedup check per batch; writing / loading a snapshot of 1,000,000
+//! producers with 5 retained batches each (encode + atomic file write + fsync, and read +
+//! decode + rebuild); and the `Producer` handle against plain appends of the same batches
+//! (`producer_handle_*`). Under `--test` the snapshot has 10,000 producers and the handle
+//! groups 8,192 records.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use common::{bench_config, Workload, SEGMENT_BYTES, TS0};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use oncelog::format::snapshot;
 use oncelog::io::fs::RealStorage;
 use oncelog::io::{write_atomic, OpenMode, Storage};
-use oncelog::producer::{BatchMetadata, ProducerConfig, ProducerStateManager};
-use oncelog::ProducerId;
+use oncelog::producer::{BatchMetadata, Producer, ProducerConfig, ProducerStateManager};
+use oncelog::types::increment_sequence;
+use oncelog::{BatchBuilder, Log, ProducerId, SyncMode};
 
 fn state(producers: i64) -> ProducerStateManager {
     let cfg = ProducerConfig {
@@ -126,5 +130,91 @@ fn snapshot_1m(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, dedup_check, snapshot_1m);
+/// The handle's workload as a caller writes it: every batch is built with `BatchBuilder` inside
+/// the clock and sent through the idempotent `Producer` handle, which is flushed at the end of
+/// the iteration only, every 5 batches or every 1,000 batches; against `Log::append` of the same
+/// batches built with `BatchBuilder::producer` (the same records and sequences, one producer
+/// from `init_producer`). Each sample appends into a new log (`SyncMode::Os`, 256 MiB
+/// segments), as in `benches/append.rs`. The ratio of medians is the handle's cost.
+fn handle_group(c: &mut Criterion, w: Workload) {
+    let values: Vec<Vec<u8>> = (0..w.pool_batches() * w.per_batch)
+        .map(|r| w.value(r))
+        .collect();
+    let batches = w.batches_per_iter();
+    let records = |i: usize| {
+        let mut b = BatchBuilder::with_capacity(w.per_batch * (w.record_bytes + 16) + 128);
+        for r in 0..w.per_batch {
+            let v = &values[(i * w.per_batch + r) % values.len()];
+            b.push(TS0 + r as i64, None, Some(v));
+        }
+        b
+    };
+    let per_batch = w.per_batch as i32;
+    let mut group = c.benchmark_group(format!("producer_handle_{}", w.name));
+    group.throughput(Throughput::Elements(w.records as u64));
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    group.bench_function("log_append", |b| {
+        b.iter_custom(|iters| {
+            let dir = tempfile::tempdir().unwrap();
+            let log = Log::open(dir.path(), bench_config(SEGMENT_BYTES, SyncMode::Os)).unwrap();
+            let (pid, epoch) = log.init_producer().unwrap();
+            let mut seq = 0;
+            let start = Instant::now();
+            for _ in 0..iters {
+                for i in 0..batches {
+                    let batch = records(i).producer(pid, epoch, seq).build().unwrap();
+                    log.append(&batch).unwrap();
+                    seq = increment_sequence(seq, per_batch);
+                }
+            }
+            let elapsed = start.elapsed();
+            log.simulate_crash();
+            elapsed
+        });
+    });
+    for (label, every) in [
+        ("handle_flush_at_end", usize::MAX),
+        ("handle_flush_every_5", 5),
+        ("handle_flush_every_1000", 1000),
+    ] {
+        group.bench_function(label, |b| {
+            b.iter_custom(|iters| {
+                let dir = tempfile::tempdir().unwrap();
+                let log = Log::open(dir.path(), bench_config(SEGMENT_BYTES, SyncMode::Os)).unwrap();
+                let mut producer = Producer::new(&log).unwrap();
+                let start = Instant::now();
+                for _ in 0..iters {
+                    for i in 0..batches {
+                        producer.enqueue(records(i)).unwrap();
+                        if (i + 1) % every == 0 {
+                            producer.flush().unwrap();
+                        }
+                    }
+                    producer.flush().unwrap();
+                }
+                let elapsed = start.elapsed();
+                drop(producer);
+                log.simulate_crash();
+                elapsed
+            });
+        });
+    }
+    group.finish();
+}
+
+fn producer_handle_100b_x16(c: &mut Criterion) {
+    handle_group(c, Workload::b100_x16());
+}
+
+fn producer_handle_1k_x64(c: &mut Criterion) {
+    handle_group(c, Workload::kb_x64());
+}
+
+criterion_group!(
+    benches,
+    dedup_check,
+    snapshot_1m,
+    producer_handle_100b_x16,
+    producer_handle_1k_x64
+);
 criterion_main!(benches);

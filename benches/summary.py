@@ -21,6 +21,7 @@ BASELINES = [
     "commitlog_append",
     "commitlog_read",
     "commitlog_read_by_offset",
+    "log_append",
 ]
 
 

@@ -245,3 +245,45 @@ fn empty_batch_and_trailing_bytes_are_rejected() {
     assert!(view.verify_records().is_err());
     assert!(RecordBatch::from_bytes(longer).is_err());
 }
+
+/// `RecordBatch::set_producer` (the `Producer` handle's re-numbering after an epoch bump) gives
+/// exactly the batch the builder would have built with those producer fields, checksums
+/// included, even from a stamped batch; a field the header refuses is an error and leaves the
+/// batch unchanged.
+#[test]
+fn set_producer_equals_building_with_the_producer() {
+    let builder = || {
+        let mut b = BatchBuilder::new();
+        b.push(5, Some(b"k"), Some(b"v1"))
+            .push(7, None, Some(b"v2"));
+        b
+    };
+    let (id, epoch, seq) = (oncelog::ProducerId(42), 3, 1_000);
+    let want = builder().producer(id, epoch, seq).build().unwrap();
+    let mut got = builder()
+        .producer(oncelog::ProducerId(1), 0, 0)
+        .build()
+        .unwrap()
+        .stamped(Stamp {
+            base_offset: 77,
+            leader_epoch: 2,
+            append_timestamp: 9,
+        });
+    got.set_producer(id, epoch, seq).unwrap();
+    assert_eq!(got.as_bytes(), want.as_bytes());
+    assert_eq!(got.header(), want.header());
+    assert_eq!(
+        RecordBatch::from_bytes(got.as_bytes().to_vec()).unwrap(),
+        want
+    );
+    // The cached tail checksum follows: stamping the re-numbered batch stays valid.
+    let stamp = Stamp {
+        base_offset: 10,
+        leader_epoch: 1,
+        append_timestamp: 3,
+    };
+    assert_eq!(got.stamped(stamp), want.stamped(stamp));
+    RecordBatch::from_bytes(got.stamped(stamp).as_bytes().to_vec()).unwrap();
+    assert!(got.set_producer(id, epoch, -5).is_err());
+    assert_eq!(got, want);
+}

@@ -226,7 +226,7 @@ fn failover_keeps_dedup_of_five_in_flight_batches() {
         lose: AtomicBool::new(true),
         lost: Mutex::new(Vec::new()),
     };
-    let mut p = Producer::new(&target).unwrap();
+    let mut p = Producer::with_sink(&target, Vec::<(u64, Delivery)>::new()).unwrap();
     let mut tickets = Vec::new();
     for i in 0..5 {
         tickets.push(p.enqueue(records(i, 3)).unwrap());
@@ -250,7 +250,9 @@ fn failover_keeps_dedup_of_five_in_flight_batches() {
 
     // The producer retries the same five batches against the new leader.
     target.lose.store(false, Ordering::SeqCst);
-    let done = p.flush().unwrap();
+    assert!(p.sink().is_empty(), "nothing delivered before the retries");
+    p.flush().unwrap();
+    let done = std::mem::take(p.sink_mut());
     assert_eq!(done.len(), 5);
     for ((ticket, delivery), (want_ticket, original)) in
         done.iter().zip(tickets.iter().zip(lost.iter()))

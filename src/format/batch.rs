@@ -630,6 +630,50 @@ impl RecordBatch {
         }
     }
 
+    /// An unstamped batch of `header` and the encoded records in `buf` (`buf[..HEADER_SIZE]` is
+    /// overwritten): the header is checked, encoded, and both checksums computed. What
+    /// [`BatchBuilder::build`] finishes with and [`RecordBatch::set_producer`] redoes.
+    fn sealed(header: BatchHeader, mut buf: Vec<u8>) -> Result<RecordBatch, DecodeError> {
+        header.check_fields()?;
+        if buf.len() != header.batch_length as usize {
+            return Err(DecodeError::BadLength {
+                length: buf.len() as u64,
+            });
+        }
+        encode_header(&header, &mut buf);
+        let tail_crc = crc32fast::hash(buf.get(ATTRIBUTES_OFFSET..).unwrap_or(&[]));
+        let batch = RecordBatch {
+            bytes: buf,
+            header,
+            tail_crc,
+        };
+        Ok(batch.stamped(Stamp::UNSTAMPED))
+    }
+
+    /// The same records under another producer id, epoch and base sequence, unstamped: what
+    /// the `Producer` handle re-sends after an epoch bump, without keeping the builder. The
+    /// producer fields are inside the tail, so both checksums are computed again.
+    pub fn set_producer(
+        &mut self,
+        id: ProducerId,
+        epoch: ProducerEpoch,
+        base_sequence: Sequence,
+    ) -> Result<(), DecodeError> {
+        let header = BatchHeader {
+            base_offset: Stamp::UNSTAMPED.base_offset,
+            leader_epoch: Stamp::UNSTAMPED.leader_epoch,
+            append_timestamp: Stamp::UNSTAMPED.append_timestamp,
+            crc: 0,
+            producer_id: id,
+            producer_epoch: epoch,
+            base_sequence,
+            ..self.header
+        };
+        header.check_fields()?; // before the bytes are taken: an error leaves `self` intact
+        *self = RecordBatch::sealed(header, std::mem::take(&mut self.bytes))?;
+        Ok(())
+    }
+
     /// A copy with a new stamp (used by tests and replication).
     pub fn stamped(&self, stamp: Stamp) -> RecordBatch {
         let mut bytes = vec![0u8; self.bytes.len()];
@@ -768,7 +812,7 @@ impl BatchBuilder {
 
     /// Finishes the batch: base offset 0 and leader epoch -1 until the log stamps them.
     pub fn build(self) -> Result<RecordBatch, DecodeError> {
-        let BatchBuilder { mut buf, count, .. } = self;
+        let BatchBuilder { buf, count, .. } = self;
         if count == 0 {
             return Err(DecodeError::BadField {
                 field: "record_count",
@@ -797,15 +841,7 @@ impl BatchBuilder {
             base_sequence: self.base_sequence,
             record_count: count,
         };
-        header.check_fields()?;
-        encode_header(&header, &mut buf);
-        let tail_crc = crc32fast::hash(buf.get(ATTRIBUTES_OFFSET..).unwrap_or(&[]));
-        let batch = RecordBatch {
-            bytes: buf,
-            header,
-            tail_crc,
-        };
-        Ok(batch.stamped(Stamp::UNSTAMPED))
+        RecordBatch::sealed(header, buf)
     }
 }
 

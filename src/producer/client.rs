@@ -21,11 +21,21 @@
 //! provably not written. This is the case Kafka gets wrong (KAFKA-5793 family). Acknowledging
 //! on `DuplicateSequence` is safe because the log answers it only for a range it proves was
 //! appended (`ProducerEntry::behind_window`).
+//!
+//! **Deliveries.** Batches are delivered strictly in ticket order: a batch is delivered when
+//! it and every batch before it are acknowledged, at once, by the `enqueue`, `flush` or `send`
+//! call that acknowledged it. Each delivery is handed once to the producer's [`DeliverySink`]
+//! (chosen at [`Producer::with_sink`]; [`Producer::new`] counts and discards) and the handle
+//! keeps nothing of it but a count, so the work per batch is constant and the handle's memory
+//! is bounded by [`MAX_IN_FLIGHT`] batches however long the caller waits to flush. A caller
+//! that wants every delivery keeps them itself (`Vec<(u64, Delivery)>` is a sink; its memory is
+//! the caller's choice).
 
 use std::collections::VecDeque;
 
 use crate::error::{Error, Result};
 use crate::format::batch::{BatchBuilder, RecordBatch};
+use crate::format::DecodeError;
 use crate::log::{AppendInfo, Log};
 use crate::types::{increment_sequence, ProducerEpoch, ProducerId, Sequence};
 
@@ -74,35 +84,75 @@ pub enum Delivery {
     WrittenEarlier,
 }
 
+/// Receives every acknowledged batch of a [`Producer`], once, in ticket order, as it is
+/// acknowledged.
+pub trait DeliverySink {
+    fn delivered(&mut self, ticket: u64, delivery: Delivery);
+}
+
+/// Keeps no delivery ([`Producer::acknowledged`] still counts them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Discard;
+
+impl DeliverySink for Discard {
+    fn delivered(&mut self, _ticket: u64, _delivery: Delivery) {}
+}
+
+/// Keeps every delivery: it grows until the caller takes them (`std::mem::take(p.sink_mut())`).
+impl DeliverySink for Vec<(u64, Delivery)> {
+    fn delivered(&mut self, ticket: u64, delivery: Delivery) {
+        self.push((ticket, delivery));
+    }
+}
+
+impl<F: FnMut(u64, Delivery)> DeliverySink for F {
+    fn delivered(&mut self, ticket: u64, delivery: Delivery) {
+        self(ticket, delivery)
+    }
+}
+
 #[derive(Debug)]
 struct InFlight {
     ticket: u64,
-    records: BatchBuilder,
+    /// Built with this producer's id, epoch and sequence; rebuilt in place by an epoch bump.
     batch: RecordBatch,
     attempts: u32,
+    /// Acknowledged by an attempt while an earlier batch was not: delivered when it reaches the
+    /// front. Cleared by an epoch bump, which re-sends every batch still in flight.
+    acked: Option<Delivery>,
 }
 
-/// An idempotent producer over a [`ProduceTarget`].
+/// An idempotent producer over a [`ProduceTarget`], reporting deliveries to `S`.
 #[derive(Debug)]
-pub struct Producer<T: ProduceTarget> {
+pub struct Producer<T: ProduceTarget, S: DeliverySink = Discard> {
     target: T,
     id: ProducerId,
     epoch: ProducerEpoch,
     next_seq: Sequence,
     next_ticket: u64,
-    /// Invariant: at most MAX_IN_FLIGHT, in sequence order, contiguous sequences.
+    /// Invariant: at most MAX_IN_FLIGHT, in ticket and sequence order, contiguous sequences,
+    /// tickets `acknowledged..next_ticket`; the front is never acknowledged (it is delivered at
+    /// once).
     in_flight: VecDeque<InFlight>,
-    /// Batches whose pipelined first attempt was acknowledged, by ticket.
-    acked: Vec<(u64, Delivery)>,
-    /// Batches completed by a flush that `enqueue` had to run, not yet reported.
-    completed: Vec<(u64, Delivery)>,
+    /// Batches delivered to the sink: every ticket below this one.
+    acknowledged: u64,
+    /// The newest delivery (what `send` returns).
+    last: Option<(u64, Delivery)>,
+    sink: S,
     /// Attempts per batch before `flush` gives up with the last error.
     pub max_attempts: u32,
 }
 
 impl<T: ProduceTarget> Producer<T> {
-    /// Allocates a producer id (epoch 0).
+    /// Allocates a producer id (epoch 0); deliveries are counted, not kept.
     pub fn new(target: T) -> Result<Self> {
+        Producer::with_sink(target, Discard)
+    }
+}
+
+impl<T: ProduceTarget, S: DeliverySink> Producer<T, S> {
+    /// Allocates a producer id (epoch 0); every delivery goes to `sink`.
+    pub fn with_sink(target: T, sink: S) -> Result<Self> {
         let (id, epoch) = target.init_producer_id()?;
         Ok(Producer {
             target,
@@ -110,9 +160,10 @@ impl<T: ProduceTarget> Producer<T> {
             epoch,
             next_seq: 0,
             next_ticket: 0,
-            in_flight: VecDeque::new(),
-            acked: Vec::new(),
-            completed: Vec::new(),
+            in_flight: VecDeque::with_capacity(MAX_IN_FLIGHT),
+            acknowledged: 0,
+            last: None,
+            sink,
             max_attempts: 100,
         })
     }
@@ -129,73 +180,87 @@ impl<T: ProduceTarget> Producer<T> {
         &self.target
     }
 
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    pub fn sink_mut(&mut self) -> &mut S {
+        &mut self.sink
+    }
+
+    /// Batches sent and not yet delivered (at most [`MAX_IN_FLIGHT`]): everything the handle
+    /// holds.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
 
-    /// Sends `records` and waits until it (and every batch before it) is acknowledged.
-    pub fn send(&mut self, records: BatchBuilder) -> Result<Delivery> {
-        let ticket = self.enqueue(records)?;
-        let done = self.flush()?;
-        done.into_iter()
-            .find(|(t, _)| *t == ticket)
-            .map(|(_, d)| d)
-            .ok_or(Error::Closed)
+    /// Batches delivered so far: every ticket below this number.
+    pub fn acknowledged(&self) -> u64 {
+        self.acknowledged
     }
 
-    /// Assigns the next sequence to `records` and sends it once; returns a ticket. If
-    /// `MAX_IN_FLIGHT` batches are unacknowledged, they are flushed first. Completed batches
-    /// are reported by the next [`Producer::flush`] (or returned by `send`).
+    /// Sends `records` and waits until it (and every batch before it) is acknowledged. Earlier
+    /// batches this call acknowledges go to the sink too.
+    pub fn send(&mut self, records: BatchBuilder) -> Result<Delivery> {
+        let ticket = self.enqueue(records)?;
+        self.flush()?;
+        match self.last {
+            Some((t, d)) if t == ticket => Ok(d),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    /// Assigns the next sequence to `records`, builds the batch and sends it once; returns a
+    /// ticket. If `MAX_IN_FLIGHT` batches are unacknowledged, they are flushed first. The batch
+    /// is delivered (to the sink) by this call if every batch before it is, else by a later one.
     pub fn enqueue(&mut self, mut records: BatchBuilder) -> Result<u64> {
         if self.in_flight.len() >= MAX_IN_FLIGHT {
-            let done = self.flush()?;
-            self.completed.extend(done);
+            self.flush()?;
         }
         let count = records.record_count();
         if count == 0 {
-            return Err(Error::InvalidBatch(crate::format::DecodeError::BadField {
+            return Err(Error::InvalidBatch(DecodeError::BadField {
                 field: "record_count",
                 value: 0,
             }));
         }
         let first_seq = self.next_seq;
         records.set_producer(self.id, self.epoch, first_seq);
-        let batch = records.clone().build().map_err(Error::InvalidBatch)?;
+        let batch = records.build().map_err(Error::InvalidBatch)?;
         self.next_seq = increment_sequence(first_seq, count);
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.in_flight.push_back(InFlight {
             ticket,
-            records,
             batch,
             attempts: 0,
+            acked: None,
         });
         // First attempt now (pipelining); failures are retried in order by flush.
         let last = self.in_flight.len() - 1;
         if let Some(outcome) = self.attempt(last)? {
-            self.acked.push((ticket, outcome));
+            if let Some(f) = self.in_flight.back_mut() {
+                f.acked = Some(outcome);
+            }
         }
+        self.deliver_acknowledged();
         Ok(ticket)
     }
 
-    /// Drives retries until every in-flight batch is acknowledged; returns `(ticket, delivery)`
-    /// for every batch completed since the last call.
-    pub fn flush(&mut self) -> Result<Vec<(u64, Delivery)>> {
-        let mut done = std::mem::take(&mut self.completed);
-        // Batches acknowledged by their pipelined first attempt are settled here, in order.
-        let mut early = std::mem::take(&mut self.acked);
-        while let Some(front) = self.in_flight.front() {
+    /// Drives retries until every in-flight batch is acknowledged and delivered to the sink.
+    pub fn flush(&mut self) -> Result<()> {
+        loop {
+            self.deliver_acknowledged();
+            let Some(front) = self.in_flight.front() else {
+                return Ok(());
+            };
             let ticket = front.ticket;
-            if let Some(pos) = early.iter().position(|(t, _)| *t == ticket) {
-                let (_, d) = early.remove(pos);
-                self.in_flight.pop_front();
-                done.push((ticket, d));
-                continue;
-            }
             match self.attempt(0)? {
                 Some(d) => {
-                    self.in_flight.pop_front();
-                    done.push((ticket, d));
+                    if let Some(f) = self.in_flight.front_mut() {
+                        debug_assert_eq!(f.ticket, ticket);
+                        f.acked = Some(d);
+                    }
                 }
                 None => {
                     let attempts = self.in_flight.front().map_or(0, |f| f.attempts);
@@ -205,7 +270,31 @@ impl<T: ProduceTarget> Producer<T> {
                 }
             }
         }
-        Ok(done)
+    }
+
+    /// Delivers the acknowledged batches at the front, in ticket order: the only place a batch
+    /// leaves the handle.
+    fn deliver_acknowledged(&mut self) {
+        while let Some(d) = self.in_flight.front().and_then(|f| f.acked) {
+            let Some(f) = self.in_flight.pop_front() else {
+                break;
+            };
+            assert_eq!(
+                f.ticket, self.acknowledged,
+                "deliveries in ticket order, none skipped"
+            );
+            self.acknowledged += 1;
+            self.last = Some((f.ticket, d));
+            self.sink.delivered(f.ticket, d);
+        }
+        assert!(
+            self.in_flight.len() <= MAX_IN_FLIGHT
+                && self.acknowledged + self.in_flight.len() as u64 == self.next_ticket,
+            "in flight: {} of tickets {}..{}",
+            self.in_flight.len(),
+            self.acknowledged,
+            self.next_ticket
+        );
     }
 
     /// One attempt of in-flight batch `i`. `Ok(Some)` = acknowledged, `Ok(None)` = retry later.
@@ -233,19 +322,21 @@ impl<T: ProduceTarget> Producer<T> {
         }
     }
 
-    /// New epoch, and every unacknowledged batch renumbered from sequence 0.
+    /// New epoch, and every undelivered batch renumbered from sequence 0 and re-sent (an
+    /// acknowledgement of one behind the front is dropped with the old numbering).
     fn bump_and_resequence(&mut self) -> Result<()> {
         let (id, epoch) = self.target.bump_producer_epoch(self.id)?;
         self.id = id;
         self.epoch = epoch;
         let mut seq: Sequence = 0;
         for f in self.in_flight.iter_mut() {
-            f.records.set_producer(id, epoch, seq);
-            f.batch = f.records.clone().build().map_err(Error::InvalidBatch)?;
-            seq = increment_sequence(seq, f.records.record_count());
+            f.batch
+                .set_producer(id, epoch, seq)
+                .map_err(Error::InvalidBatch)?;
+            f.acked = None;
+            seq = increment_sequence(seq, f.batch.header().record_count);
         }
         self.next_seq = seq;
-        self.acked.clear();
         Ok(())
     }
 }

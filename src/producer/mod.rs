@@ -7,7 +7,7 @@ pub mod retry;
 pub mod state;
 pub mod txn;
 
-pub use client::{Delivery, ProduceTarget, Producer, MAX_IN_FLIGHT};
+pub use client::{Delivery, DeliverySink, Discard, ProduceTarget, Producer, MAX_IN_FLIGHT};
 pub use epochs::{IssuedEpochs, ISSUED_EPOCHS_KEPT};
 pub use retry::AttemptOutcome;
 pub use txn::{AbortedTxn, CompletedTxn, Marker, MarkerKind, StableOffset};
