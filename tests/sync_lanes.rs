@@ -301,7 +301,10 @@ fn truncation_with_lanes_in_flight() {
                         let to = end - 1 - rng.below(4);
                         let new_end = log.truncate_to(oncelog::Offset(to)).unwrap();
                         // The log ends before the batch holding `to` (or at `to`, a boundary).
-                        assert!(new_end.0 <= to, "truncate_to({to}) left the end at {new_end:?}");
+                        assert!(
+                            new_end.0 <= to,
+                            "truncate_to({to}) left the end at {new_end:?}"
+                        );
                         done.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                     }
                     assert!(log.recovery_point() <= log.log_end_offset());
