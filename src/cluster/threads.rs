@@ -46,6 +46,7 @@ use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::format::batch::RecordBatch;
 use crate::log::{AppendInfo, Fetch};
+use crate::producer::retry::Attempts;
 use crate::producer::{AttemptOutcome, ProduceTarget};
 use crate::replica::{Acks, Replica, ReplicaConfig};
 use crate::replication::{
@@ -590,8 +591,10 @@ impl PendingProduce {
 /// `NotLeader`, and also after `Timeout` when the batch is idempotent (a duplicate is then
 /// answered with its original offsets); otherwise it answers `Timeout` — the Producer's retry
 /// loop treats only `Timeout` (not `NotLeader`) as retriable. A plain batch with an unknown
-/// outcome is returned as `Timeout` at once, never written twice by the client. Every other
-/// error (e.g. `NotEnoughReplicas`) is returned at once.
+/// outcome is returned as `Timeout` at once, never written twice by the client.
+/// `NotEnoughReplicas` (refused before appending) is re-sent like `NotLeader` until `timeout`,
+/// then returned as itself unless an attempt's outcome was unknown (`producer::retry`). Every
+/// other error is returned at once.
 #[derive(Debug, Clone)]
 pub struct ClusterClient {
     shared: Arc<Shared>,
@@ -670,17 +673,21 @@ impl ProduceTarget for ClusterClient {
         // An unknown outcome is re-sent only when a duplicate would be recognised.
         let idempotent = batch.header().is_idempotent();
         let mut backoff = Duration::from_millis(1);
+        let mut attempts = Attempts::default();
         loop {
             let result = self
                 .send_until(batch.clone(), deadline)
                 .and_then(PendingProduce::wait);
             match result {
-                Err(e) if AttemptOutcome::of(&e).may_resend(idempotent) => {}
+                Err(e) if AttemptOutcome::of(&e).may_resend(idempotent) => {
+                    let outcome = AttemptOutcome::of(&e);
+                    attempts.failed(e, outcome);
+                }
                 other => return other,
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::Timeout);
+                return Err(attempts.give_up());
             }
             std::thread::sleep(backoff.min(deadline - now));
             backoff = (backoff * 2).min(Duration::from_millis(50));

@@ -15,6 +15,7 @@ use crate::log::AppendInfo;
 use crate::net::{
     ClusterFile, ControllerClient, NetErrorKind, ReadResult, ReplicaClient, TransportConfig,
 };
+use crate::producer::retry::Attempts;
 use crate::producer::{AttemptOutcome, ProduceTarget};
 use crate::replica::Acks;
 use crate::replication::ReplicaId;
@@ -99,6 +100,7 @@ impl PartitionClient {
         mut f: impl FnMut(&mut ReplicaClient) -> std::result::Result<T, crate::net::NetError>,
     ) -> Result<T> {
         let until = Instant::now() + self.retry_for;
+        let mut attempts = Attempts::default();
         loop {
             let (e, outcome) = match self.leader() {
                 Ok(l) => match self.replica_call(l, &mut f) {
@@ -118,8 +120,9 @@ impl PartitionClient {
             if !outcome.may_resend(idempotent) {
                 return Err(e);
             }
+            attempts.failed(e, outcome);
             if Instant::now() >= until {
-                return Err(Error::Timeout);
+                return Err(attempts.give_up());
             }
             std::thread::sleep(Duration::from_millis(50));
         }

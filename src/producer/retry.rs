@@ -7,12 +7,19 @@
 //! |------------------------------------------------------|-------------------|-----------------------------|
 //! | nothing sent (no leader known, cannot connect)       | not written       | yes                         |
 //! | `NotLeader` answer (refused before appending)        | not written       | yes                         |
+//! | `NotEnoughReplicas` (ISR below min, refused before appending) | not written | yes, until the deadline; then that answer |
 //! | `Timeout` (no answer, leader died or stepped down)   | unknown           | only if idempotent          |
 //! | any other answer                                     | answered          | no: returned to the caller  |
 //!
 //! An idempotent batch (producer id and sequence) re-sent after an unknown outcome is answered
 //! as a duplicate with its original offsets if it was written; a plain batch would be written a
 //! second time, so its unknown outcome goes back to the caller as `Timeout` at once.
+//!
+//! When the deadline passes, the caller gets the last answer if every attempt provably wrote
+//! nothing (`NotEnoughReplicas` stays `NotEnoughReplicas`: a persistent ISR below the minimum
+//! is reported as such), and `Timeout` if any attempt's outcome was unknown
+//! ([`Attempts::give_up`]). Re-sending `NotEnoughReplicas` rides out the moment after a leader
+//! change when the new leader's ISR has not grown back yet, as Kafka's clients do.
 //!
 //! `NotLeader` proves "not written" only because a replica never answers it for a batch it
 //! appended: an acks=all request still waiting when its replica stops leading is answered
@@ -37,7 +44,7 @@ impl AttemptOutcome {
     /// ended with `e`.
     pub fn of(e: &Error) -> AttemptOutcome {
         match e {
-            Error::NotLeader { .. } => AttemptOutcome::NotWritten,
+            Error::NotLeader { .. } | Error::NotEnoughReplicas { .. } => AttemptOutcome::NotWritten,
             Error::Timeout => AttemptOutcome::Unknown,
             _ => AttemptOutcome::Answered,
         }
@@ -49,6 +56,35 @@ impl AttemptOutcome {
             AttemptOutcome::NotWritten => true,
             AttemptOutcome::Unknown => idempotent,
             AttemptOutcome::Answered => false,
+        }
+    }
+}
+
+/// The attempts of one request so far: what to answer when the deadline passes.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    /// Some attempt's outcome was unknown: the batch may be in the log.
+    unknown: bool,
+    /// The last error of an attempt that provably wrote nothing.
+    last_not_written: Option<Error>,
+}
+
+impl Attempts {
+    /// Records a failed attempt that will be re-sent.
+    pub fn failed(&mut self, e: Error, outcome: AttemptOutcome) {
+        match outcome {
+            AttemptOutcome::Unknown => self.unknown = true,
+            AttemptOutcome::NotWritten => self.last_not_written = Some(e),
+            AttemptOutcome::Answered => {}
+        }
+    }
+
+    /// The answer at the deadline: `Timeout` if any attempt's outcome was unknown (or none
+    /// failed with a definite answer), else the last definite "not written" answer.
+    pub fn give_up(self) -> Error {
+        match (self.unknown, self.last_not_written) {
+            (false, Some(e @ Error::NotEnoughReplicas { .. })) => e,
+            _ => Error::Timeout,
         }
     }
 }
@@ -67,8 +103,10 @@ mod tests {
             maximal_isr: 1,
             min_isr: 2,
         };
+        let below_min = Error::NotEnoughReplicas { isr: 1, min_isr: 2 };
         let cases = [
             (not_leader, AttemptOutcome::NotWritten, true, true),
+            (below_min, AttemptOutcome::NotWritten, true, true),
             (Error::Timeout, AttemptOutcome::Unknown, false, true),
             (after_append, AttemptOutcome::Answered, false, false),
             (Error::Closed, AttemptOutcome::Answered, false, false),
@@ -82,5 +120,21 @@ mod tests {
                 "{e}: idempotent batch"
             );
         }
+    }
+
+    #[test]
+    fn the_deadline_answer_is_timeout_once_any_outcome_was_unknown() {
+        let below_min = || Error::NotEnoughReplicas { isr: 1, min_isr: 2 };
+        let mut a = Attempts::default();
+        a.failed(below_min(), AttemptOutcome::NotWritten);
+        assert!(matches!(a.give_up(), Error::NotEnoughReplicas { .. }));
+        let mut a = Attempts::default();
+        a.failed(Error::Timeout, AttemptOutcome::Unknown);
+        a.failed(below_min(), AttemptOutcome::NotWritten);
+        assert!(
+            matches!(a.give_up(), Error::Timeout),
+            "an earlier attempt may have written"
+        );
+        assert!(matches!(Attempts::default().give_up(), Error::Timeout));
     }
 }
