@@ -506,6 +506,12 @@ impl LogInner {
         log.flush_unchecked()?;
         // Leave no lane in flight: the steps below trim the active segment's file.
         log.wait_sync_idle(&mut self.sync.lock());
+        // A lane or checkpoint writer waited for above may have failed meanwhile and poisoned
+        // the log: a poisoned log never vouches for its files with a clean-shutdown marker
+        // (after fsyncgate, a later successful sync proves nothing about the failed pages).
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::PreviousIo);
+        }
         super::producers::write_snapshot(storage, &self.dir, &appender.producers)?;
         let active = &appender.active;
         active.write_index_files(storage)?;
