@@ -418,3 +418,32 @@ fn verify_checks_the_issued_epochs_checkpoint() {
         other => panic!("open of a damaged producer-epochs: {other:?}"),
     }
 }
+
+/// `stat` reads what `Log::open` reads (a cleanly closed log's sealed segments not at all), so it
+/// stays cheap on a large stopped log and agrees with open; `verify` reads every byte. Damage in
+/// the middle of a sealed segment of a cleanly closed log: open succeeds (the segment's first
+/// use reports it), `stat` prints the same plan open executes, `verify` fails naming the file.
+#[test]
+fn stat_reads_what_open_reads_and_verify_reads_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 120);
+    let sealed = dir.path().join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&sealed).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&sealed, &bytes).unwrap();
+    let out = oncelog(&["stat", arg(dir.path())]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("verdict: opens read-write"), "{t}");
+    assert!(
+        t.contains("00000000000000000000.log: deferred"),
+        "a clean log's sealed segment is not read by stat:\n{t}"
+    );
+    let out = oncelog(&["verify", arg(dir.path())]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("ERROR: corruption in"), "{t}");
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    assert!(log.recovery_report().clean_shutdown);
+}

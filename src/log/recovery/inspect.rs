@@ -51,17 +51,41 @@ pub struct SegmentWalk {
 pub struct Inspection {
     pub facts: DirFacts,
     pub plan: Plan,
+    /// The walks, by base offset: of every segment at [`Depth::Deep`], of the segments open
+    /// scans at [`Depth::Shallow`].
     pub walks: Vec<SegmentWalk>,
 }
 
-/// Inspects `dir` as `Log::open` in `mode` would see it. A file that vanishes meanwhile (a live
-/// log's retention or snapshot rotation) restarts the inspection, at most three times; every
-/// error names its file.
+/// How much of the segments an inspection reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Every byte of every segment (`oncelog verify`): a walk of each, and trusted segments
+    /// scanned whole besides open's own load.
+    Deep,
+    /// What open itself reads (`oncelog stat`): a clean log's sealed segments are deferred (not
+    /// read), trusted ones load as open loads them; only the segments open scans are walked.
+    /// Same planner and same rules; damage open would meet only on first use is not seen.
+    Shallow,
+}
+
+/// Inspects `dir` as `Log::open` in `mode` would see it, every byte read
+/// ([`Depth::Deep`]). A file that vanishes meanwhile (a live log's retention or snapshot
+/// rotation) restarts the inspection, at most three times; every error names its file.
 pub fn inspect(storage: &dyn Storage, dir: &Path, mode: RecoveryMode) -> Result<Inspection> {
+    inspect_at(storage, dir, mode, Depth::Deep)
+}
+
+/// [`inspect`] at a chosen depth.
+pub fn inspect_at(
+    storage: &dyn Storage,
+    dir: &Path,
+    mode: RecoveryMode,
+    depth: Depth,
+) -> Result<Inspection> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match inspect_once(storage, dir, mode) {
+        match inspect_once(storage, dir, mode, depth) {
             Err(Error::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound && attempt < 3 => {}
             other => return other,
@@ -69,21 +93,30 @@ pub fn inspect(storage: &dyn Storage, dir: &Path, mode: RecoveryMode) -> Result<
     }
 }
 
-fn inspect_once(storage: &dyn Storage, dir: &Path, mode: RecoveryMode) -> Result<Inspection> {
+fn inspect_once(
+    storage: &dyn Storage,
+    dir: &Path,
+    mode: RecoveryMode,
+    depth: Depth,
+) -> Result<Inspection> {
     let facts = survey::read_dir_facts(storage, dir)?;
     let mut source = InspectSource {
         storage,
         dir,
         index_interval: crate::config::LogConfig::default().index_interval_bytes,
         scans: BTreeMap::new(),
+        depth,
+        walks: BTreeMap::new(),
     };
-    let mut walks = Vec::with_capacity(facts.bases.len());
-    for (&base, &file_len) in facts.bases.iter().zip(&facts.log_lens) {
-        let (walk, scanned) = source.walk(base, file_len)?;
-        walks.push(walk);
-        source.scans.insert(base, scanned);
+    if depth == Depth::Deep {
+        for (&base, &file_len) in facts.bases.iter().zip(&facts.log_lens) {
+            let (walk, scanned) = source.walk(base, file_len)?;
+            source.walks.insert(base, walk);
+            source.scans.insert(base, scanned);
+        }
     }
     let plan = plan::plan(&facts, &mut source, mode)?;
+    let walks = source.walks.into_values().collect();
     Ok(Inspection { facts, plan, walks })
 }
 
@@ -93,6 +126,9 @@ struct InspectSource<'a> {
     index_interval: u32,
     /// The full scan of every segment, from the walk.
     scans: BTreeMap<u64, Scanned>,
+    depth: Depth,
+    /// The walks made so far (every segment when deep; the scanned ones when shallow).
+    walks: BTreeMap<u64, SegmentWalk>,
 }
 
 impl InspectSource<'_> {
@@ -152,11 +188,16 @@ impl SegmentSource for InspectSource<'_> {
             next_base,
             self.index_interval,
         );
-        let deep = load::rebuild(&bytes, base, next_base, self.index_interval);
-        let load = match (shallow, deep) {
-            (_, Err(d)) => Err(d),
-            (Err(d), _) => Err(d),
-            (Ok(t), Ok(_)) => Ok(t),
+        let load = match self.depth {
+            Depth::Shallow => shallow,
+            Depth::Deep => match (
+                shallow,
+                load::rebuild(&bytes, base, next_base, self.index_interval),
+            ) {
+                (_, Err(d)) => Err(d),
+                (Err(d), _) => Err(d),
+                (Ok(t), Ok(_)) => Ok(t),
+            },
         };
         Ok(TrustedFacts::of(load, &bytes))
     }
@@ -165,14 +206,15 @@ impl SegmentSource for InspectSource<'_> {
         match self.scans.remove(&base) {
             Some(s) => Ok(s),
             None => {
-                let bytes = self.read(base)?;
-                let out = scan_segment(&bytes, base, self.index_interval, |_, _| {});
-                Ok(plan::scanned(base, out, &bytes))
+                // The walk reads the file and takes its length from the bytes.
+                let (walk, scanned) = self.walk(base, 0)?;
+                self.walks.insert(base, walk);
+                Ok(scanned)
             }
         }
     }
 
     fn defers(&self) -> bool {
-        false
+        self.depth == Depth::Shallow
     }
 }

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-pub use inspect::{inspect, BatchStart, Inspection, SegmentWalk};
+pub use inspect::{inspect, inspect_at, BatchStart, Depth, Inspection, SegmentWalk};
 pub use plan::{Cut, Examined, Fate, Plan, Rule, SegmentStep, Verdict};
 use plan::{Loaded, LoadedIndex, Scanned, SegmentSource, TrustedFacts};
 use survey::ByteAccess;
