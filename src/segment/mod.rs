@@ -174,7 +174,7 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 }
 
 /// Opens an existing file and maps all of it, changing nothing; returns the file length too.
-fn map_whole_file(
+pub(crate) fn map_whole_file(
     storage: &dyn Storage,
     path: &Path,
 ) -> Result<(Box<dyn StorageFile>, crate::io::MappedRegion, u64)> {

@@ -171,6 +171,15 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Records a refusal: the first one found decides both the verdict and the error open
+    /// returns (later damage, past the first, is not what open reports).
+    fn refuse(&mut self, e: Error, verdict: Verdict) {
+        if self.error.is_none() {
+            self.verdict = verdict;
+            self.error = Some(e);
+        }
+    }
+
     /// The recovered log end: the offset after the last kept batch, or the log start when
     /// the plan creates the first segment (R11); `None` when there is nothing to open.
     pub fn log_end(&self) -> Option<u64> {
@@ -303,7 +312,6 @@ fn corrupt(facts: &DirFacts, base: u64, position: u64, reason: DecodeError) -> E
 pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode) -> Result<Plan> {
     let clean = marker_matches(facts);
     let salvage_mode = mode == RecoveryMode::Salvage;
-    let salvage = salvage_mode;
     let mut p = Plan {
         mode,
         clean,
@@ -331,11 +339,9 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
         p.remove.push((o.clone(), Rule::R12));
     }
     let rp_path = facts.dir.join(crate::log::checkpoints::RECOVERY_POINT_FILE);
-    let mut error: Option<Error> = None;
-
     // The recovery point decides what may be cut. Without one beside segments nothing does:
     // open refuses unless told to salvage, and the plan shows what salvage would cut.
-    let mut salvage = salvage;
+    let mut salvage = salvage_mode;
     p.recovery_point = match &facts.recovery_point {
         Found::Valid(v) => *v,
         Found::Missing | Found::Damaged(_) if !clean && !facts.bases.is_empty() => {
@@ -344,17 +350,20 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                 _ => "the file is missing".to_string(),
             };
             if !salvage {
-                p.verdict = Verdict::RecoveryPointLost(format!(
+                let verdict = Verdict::RecoveryPointLost(format!(
                     "{}: {why}, beside {} segment file(s): nothing says which bytes were \
                      synced, so a torn tail cannot be told from damage; \
                      RecoveryMode::Salvage keeps the longest valid prefix and reports every cut",
                     rp_path.display(),
                     facts.bases.len()
                 ));
-                error = Some(Error::RecoveryPointLost {
-                    path: rp_path.clone(),
-                    reason: why,
-                });
+                p.refuse(
+                    Error::RecoveryPointLost {
+                        path: rp_path.clone(),
+                        reason: why,
+                    },
+                    verdict,
+                );
             }
             salvage = true;
             0
@@ -377,13 +386,13 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
         ),
     ];
     for (damage, name) in damaged_ckpts {
-        if let (Some(reason), None) = (damage, &error) {
+        if let Some(reason) = damage {
             let e = Error::CorruptFile {
                 path: facts.dir.join(name),
                 reason: reason.clone(),
             };
-            p.verdict = Verdict::Corrupt(e.to_string());
-            error = Some(e);
+            let verdict = Verdict::Corrupt(e.to_string());
+            p.refuse(e, verdict);
         }
     }
     let recovery_point = p.recovery_point;
@@ -431,7 +440,7 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                     // data is missing.
                     let damage = prev_end < recovery_point;
                     if damage && !salvage {
-                        error.get_or_insert(corrupt(
+                        let e = corrupt(
                             facts,
                             base,
                             0,
@@ -439,8 +448,8 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                                 field: "segment base offset",
                                 value: base as i64,
                             },
-                        ));
-                        p.verdict = Verdict::Corrupt(format!(
+                        );
+                        let verdict = Verdict::Corrupt(format!(
                             "{}: segment starts at offset {base} but the previous one ends at \
                              {prev_end} ({}), below the recovery point {recovery_point}",
                             file.display(),
@@ -450,6 +459,7 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                                 "offsets overlap"
                             }
                         ));
+                        p.refuse(e, verdict);
                     } else {
                         p.truncated_at = Some(prev_end);
                     }
@@ -585,11 +595,11 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                     } else {
                         stop_damage = true;
                         let e = corrupt(facts, base, d.position, d.reason);
-                        p.verdict = Verdict::Corrupt(format!(
+                        let verdict = Verdict::Corrupt(format!(
                             "{e} (row R4: damage in synced data, below the recovery point \
                              {recovery_point})"
                         ));
-                        error.get_or_insert(e);
+                        p.refuse(e, verdict);
                         // Read-only opens serve the valid prefix of the damaged segment.
                         p.loaded.push(Loaded::now(base, prefix, true));
                         p.segments.push(SegmentStep {
@@ -663,10 +673,10 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
             } else {
                 stop_damage = true;
                 let e = corrupt(facts, base, pos as u64, reason);
-                p.verdict = Verdict::Corrupt(format!(
+                let verdict = Verdict::Corrupt(format!(
                     "{e} (row R6: below the recovery point {recovery_point})"
                 ));
-                error.get_or_insert(e);
+                p.refuse(e, verdict);
                 p.loaded.push(loaded(true));
                 p.segments.push(step(Fate::Damaged, Rule::R6));
             }
@@ -725,7 +735,7 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
     // log must still hold, so it may not pass the recovered end even then: accepting it would
     // keep it durable past the data, and the open after the next crash would fail on the new
     // segment's preallocated zeros (R6).
-    if error.is_none() && recovery_point > leo.max(start_ckpt) {
+    if p.error.is_none() && recovery_point > leo.max(start_ckpt) {
         if salvage {
             p.cuts.push(Cut {
                 file: rp_path.clone(),
@@ -739,11 +749,14 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                 "recovery point {recovery_point} is beyond the recovered log end {leo}: synced \
                  data is missing"
             );
-            p.verdict = Verdict::Corrupt(format!("{} (row R9): {reason}", rp_path.display()));
-            error = Some(Error::CorruptFile {
-                path: rp_path.clone(),
-                reason,
-            });
+            let verdict = Verdict::Corrupt(format!("{} (row R9): {reason}", rp_path.display()));
+            p.refuse(
+                Error::CorruptFile {
+                    path: rp_path.clone(),
+                    reason,
+                },
+                verdict,
+            );
         }
     }
     // Row R10 for loaded segments that end at or below the log start (all but the last).
@@ -762,7 +775,7 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
             .is_some_and(|l| l.tail.next_offset < start_ckpt)
     {
         // Row R11 (and a log start past every segment): start empty at the log start.
-        if error.is_none() {
+        if p.error.is_none() {
             p.create_first = Some(start_ckpt);
             for s in p.segments.iter_mut().filter(|s| s.fate != Fate::Delete) {
                 s.fate = Fate::Delete;
@@ -770,12 +783,6 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
             }
         }
     }
-    if let Some(e) = &error {
-        if p.verdict == Verdict::Open {
-            p.verdict = Verdict::Corrupt(e.to_string());
-        }
-    }
-    p.error = error;
     // Every cut of a non-salvage plan lies at or past the recovery point (or removes no
     // offset): synced data is never cut silently.
     if !salvage_mode {

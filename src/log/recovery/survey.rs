@@ -13,7 +13,7 @@ use crate::io::{AppendMap, OpenMode, Storage};
 use crate::log::checkpoints::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE};
 use crate::log::producers::{PRODUCER_EPOCHS_FILE, PRODUCER_IDS_FILE};
 use crate::producer::{IssuedEpochs, ISSUED_EPOCHS_KEPT};
-use crate::segment::segment_path;
+use crate::segment::{map_whole_file, segment_path};
 
 /// A checkpoint file as found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,21 +226,14 @@ pub fn segment_bytes(
     access: ByteAccess,
 ) -> Result<SegmentBytes> {
     let path = segment_path(dir, base, FileKind::Log);
-    let file = storage
-        .open(&path, OpenMode::Existing)
-        .map_err(|e| Error::io("open segment", &path, e))?;
     match access {
-        ByteAccess::Read => file
-            .read_all()
+        ByteAccess::Read => storage
+            .open(&path, OpenMode::Existing)
+            .and_then(|f| f.read_all())
             .map(SegmentBytes::Owned)
             .map_err(|e| Error::io("read segment", &path, e)),
         ByteAccess::Map => {
-            let len = file
-                .len()
-                .map_err(|e| Error::io("stat segment", &path, e))?;
-            let region = file
-                .map(len as usize)
-                .map_err(|e| Error::io("mmap segment", &path, e))?;
+            let (_file, region, len) = map_whole_file(storage, &path)?;
             Ok(SegmentBytes::Mapped(AppendMap::new(region, len as usize)))
         }
     }
