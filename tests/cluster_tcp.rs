@@ -120,6 +120,12 @@ struct Cluster {
 impl Cluster {
     /// Starts it and waits for a leader and a full ISR.
     fn start() -> Cluster {
+        Self::start_with_session_ms(500)
+    }
+
+    /// `start` with the controller's session timeout (how long a silent node stays registered,
+    /// and in the ISR) set to `session_ms`.
+    fn start_with_session_ms(session_ms: u64) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
@@ -138,7 +144,7 @@ impl Cluster {
                 "--cluster",
                 &cluster_arg,
                 "--session-timeout-ms",
-                "500",
+                &session_ms.to_string(),
             ],
             "controller.log",
         );
@@ -276,7 +282,11 @@ fn signal(p: &Proc, sig: &str) {
 /// and never re-send the batch: read back, the partition holds it at most once.
 #[test]
 fn plain_batch_in_flight_at_leader_sigkill_is_not_resent() {
-    let mut c = Cluster::start();
+    // The stopped replica must stay in the ISR while the request waits: a session of 3 s (not
+    // 500 ms) however late its last heartbeat was, and a full ISR right before it is stopped.
+    // (On a loaded machine the request was otherwise committed by the leader and the survivor
+    // before the kill, and the scenario did not happen.)
+    let mut c = Cluster::start_with_session_ms(3_000);
     let client = std::sync::Arc::new(PartitionClient::new(c.cluster.clone(), Acks::All));
     let mut warm = BatchBuilder::new();
     warm.push(0, None, Some(b"warm"));
@@ -285,6 +295,10 @@ fn plain_batch_in_flight_at_leader_sigkill_is_not_resent() {
     let leader = client.leader().unwrap().0;
     let mut followers = (1..=3).filter(|&i| i != leader);
     let (stopped, survivor) = (followers.next().unwrap(), followers.next().unwrap());
+    let ctl = &mut c.ctl;
+    wait_for("a full ISR", || {
+        ctl.metadata().is_ok_and(|m| m.state.isr.len() == 3)
+    });
     signal(&c.nodes[&stopped], "STOP");
     let sender = {
         let client = std::sync::Arc::clone(&client);
@@ -295,12 +309,14 @@ fn plain_batch_in_flight_at_leader_sigkill_is_not_resent() {
         })
     };
     // The survivor fetches the batch within a few milliseconds; the stopped replica is still
-    // in the ISR (its session expires after 500 ms), so the request waits at the leader.
+    // in the ISR (its session expires after 3 s), so the request waits at the leader.
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        !sender.is_finished(),
-        "the acks=all request must still wait"
-    );
+    if sender.is_finished() {
+        panic!(
+            "the acks=all request must still wait, but it answered {:?}",
+            sender.join().unwrap()
+        );
+    }
     c.nodes.remove(&leader); // SIGKILL
 
     // The survivor is elected; the stopped replica resumes and rejoins the ISR, which commits
