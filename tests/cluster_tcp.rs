@@ -51,6 +51,11 @@ fn spawn(dir: &Path, args: &[&str], log: &str) -> Proc {
 }
 
 fn node(dir: &Path, cluster: &str, id: u32) -> Proc {
+    node_with_lag(dir, cluster, id, 1000)
+}
+
+/// A node whose leader removes an ISR follower not caught up within `lag_ms`.
+fn node_with_lag(dir: &Path, cluster: &str, id: u32, lag_ms: u64) -> Proc {
     spawn(
         dir,
         &[
@@ -62,7 +67,7 @@ fn node(dir: &Path, cluster: &str, id: u32) -> Proc {
             "--tick-ms",
             "20",
             "--lag-ms",
-            "1000",
+            &lag_ms.to_string(),
         ],
         &format!("node{id}.log"),
     )
@@ -120,12 +125,13 @@ struct Cluster {
 impl Cluster {
     /// Starts it and waits for a leader and a full ISR.
     fn start() -> Cluster {
-        Self::start_with_session_ms(500)
+        Self::start_with(500, 1000)
     }
 
     /// `start` with the controller's session timeout (how long a silent node stays registered,
-    /// and in the ISR) set to `session_ms`.
-    fn start_with_session_ms(session_ms: u64) -> Cluster {
+    /// and in the ISR) set to `session_ms`, and the leaders' replica lag time (how long an ISR
+    /// follower may stay behind before the leader proposes to remove it) set to `lag_ms`.
+    fn start_with(session_ms: u64, lag_ms: u64) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
@@ -149,7 +155,9 @@ impl Cluster {
             "controller.log",
         );
         std::thread::sleep(Duration::from_millis(200));
-        let nodes: HashMap<u32, Proc> = (1..=3).map(|i| (i, node(&dir, &cluster_arg, i))).collect();
+        let nodes: HashMap<u32, Proc> = (1..=3)
+            .map(|i| (i, node_with_lag(&dir, &cluster_arg, i, lag_ms)))
+            .collect();
         let cluster = ClusterFile::load(&cluster_path).unwrap();
         let mut ctl = oncelog::net::ControllerClient::new(
             cluster.controller,
@@ -282,11 +290,13 @@ fn signal(p: &Proc, sig: &str) {
 /// and never re-send the batch: read back, the partition holds it at most once.
 #[test]
 fn plain_batch_in_flight_at_leader_sigkill_is_not_resent() {
-    // The stopped replica must stay in the ISR while the request waits: a session of 3 s (not
-    // 500 ms) however late its last heartbeat was, and a full ISR right before it is stopped.
-    // (On a loaded machine the request was otherwise committed by the leader and the survivor
-    // before the kill, and the scenario did not happen.)
-    let mut c = Cluster::start_with_session_ms(3_000);
+    // The stopped replica must stay in the ISR while the request waits, whatever the scheduler
+    // does to this thread: a session of 3 s (not 500 ms) however late its last heartbeat was,
+    // a full ISR right before it is stopped, and a replica lag time of 60 s, so the leader does
+    // not shrink the ISR to itself and the survivor and commit the batch before the kill. (With
+    // a lag time of 1 s a loaded machine, CI included, delayed this thread past it: the batch
+    // was committed and the scenario did not happen.)
+    let mut c = Cluster::start_with(3_000, 60_000);
     let client = std::sync::Arc::new(PartitionClient::new(c.cluster.clone(), Acks::All));
     let mut warm = BatchBuilder::new();
     warm.push(0, None, Some(b"warm"));
