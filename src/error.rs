@@ -84,6 +84,9 @@ pub enum Error {
         producer_id: ProducerId,
         reason: String,
     },
+    /// A client append carried a batch only the log itself may write (a control batch: COMMIT
+    /// and ABORT markers come through `Log::append_marker`). Nothing was written.
+    InvalidRecord { reason: &'static str },
     /// A marker's coordinator epoch is older than the producer's latest marker's: a stale
     /// coordinator. Nothing was written.
     CoordinatorFenced {
@@ -236,6 +239,7 @@ impl fmt::Display for Error {
                 "invalid transaction state for producer {}: {reason}",
                 producer_id.0
             ),
+            Error::InvalidRecord { reason } => write!(f, "invalid record batch: {reason}"),
             Error::CoordinatorFenced {
                 producer_id,
                 coordinator_epoch,

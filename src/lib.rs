@@ -29,5 +29,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{LogConfig, RecoveryMode, SyncMode};
 pub use error::{Error, Result};
 pub use format::batch::{BatchBuilder, BatchHeader, BatchView, Record, RecordBatch, Stamp};
-pub use log::{AppendInfo, Fetch, Log, RecoveryReport};
+pub use log::{
+    AppendInfo, CommittedRecord, Fetch, IsolatedFetch, Isolation, Log, RecoveryReport, TxnIndexLoad,
+};
+pub use producer::{AbortedTxn, Marker, MarkerKind};
 pub use types::{LeaderEpoch, Offset, Position, ProducerEpoch, ProducerId, Sequence};

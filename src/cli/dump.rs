@@ -130,6 +130,7 @@ pub fn dump(dir: &Path, records: bool, out: &mut impl Write) -> std::io::Result<
             Some((_, FileKind::Index)) => "offset index",
             Some((_, FileKind::TimeIndex)) => "time index",
             Some((_, FileKind::Snapshot)) => "producer snapshot",
+            Some((_, FileKind::TxnIndex)) => "transaction index",
             Some((_, FileKind::Log)) => "segment",
             None => super::fixed_file_kind(&f.name).unwrap_or("unknown"),
         };

@@ -67,6 +67,8 @@ pub mod attributes {
     pub const TIMESTAMP_LOG_APPEND: u16 = 0x08;
     pub const TRANSACTIONAL: u16 = 0x10;
     pub const CONTROL: u16 = 0x20;
+    /// The bits this build gives a meaning to; a batch with any other bit is refused.
+    pub const SUPPORTED: u16 = TRANSACTIONAL | CONTROL;
 }
 
 /// The decoded fixed-size header of a batch.
@@ -145,6 +147,22 @@ impl BatchHeader {
         }
         if self.base_offset > i64::MAX as u64 - self.last_offset_delta as u64 {
             return bad("base_offset", self.base_offset as i64);
+        }
+        if self.is_control() {
+            // A marker: one record, a producer and its epoch, no sequence (Kafka's -1).
+            if !self.is_transactional() || !self.producer_id.is_some() || self.producer_epoch < 0 {
+                return bad("attributes", i64::from(self.attributes));
+            }
+            if self.base_sequence != -1 {
+                return bad("base_sequence", i64::from(self.base_sequence));
+            }
+            if self.record_count != 1 {
+                return bad("record_count", i64::from(self.record_count));
+            }
+            return Ok(());
+        }
+        if self.is_transactional() && !self.producer_id.is_some() {
+            return bad("attributes", i64::from(self.attributes));
         }
         if self.producer_id.is_some() && (self.producer_epoch < 0 || self.base_sequence < 0) {
             return bad(
@@ -525,9 +543,11 @@ impl std::fmt::Debug for RecordBatch {
 }
 
 impl RecordBatch {
-    /// Validates `bytes` as exactly one batch: header, checksum and every record. Attribute
-    /// bits are refused until the features they announce exist (LogAppendTime, transactions,
-    /// control batches): a client must not be able to write a batch the log would misread.
+    /// Validates `bytes` as exactly one batch: header, checksum and every record. Of the
+    /// attribute bits only transactional and control are accepted (a control batch must be a
+    /// COMMIT/ABORT marker, `format::control`); the others are refused until the features they
+    /// announce exist (compression, LogAppendTime): a client must not be able to write a batch
+    /// the log would misread. Whether a client may append a control batch is the log's rule.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<RecordBatch, DecodeError> {
         Self::validated(bytes, true)
     }
@@ -554,12 +574,13 @@ impl RecordBatch {
                 computed,
             });
         }
-        if view.header().attributes != 0 {
+        if view.header().attributes & !attributes::SUPPORTED != 0 {
             return Err(DecodeError::BadField {
                 field: "attributes",
                 value: i64::from(view.header().attributes),
             });
         }
+        super::control::Marker::of(&view)?;
         if !rest.is_empty() {
             return Err(DecodeError::BadLength {
                 length: bytes.len() as u64,
@@ -740,6 +761,20 @@ impl BatchBuilder {
         self.producer_id = id;
         self.producer_epoch = epoch;
         self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Marks the batch transactional: it opens (or continues) its producer's transaction, and
+    /// `read_committed` readers see it only once a COMMIT marker decides it
+    /// (docs/transactions.md). Needs a producer (`producer`).
+    pub fn transactional(mut self) -> Self {
+        self.attributes |= attributes::TRANSACTIONAL;
+        self
+    }
+
+    /// Sets attribute bits (the control-batch builder uses it).
+    pub(crate) fn attributes(mut self, bits: u16) -> Self {
+        self.attributes |= bits;
         self
     }
 

@@ -17,14 +17,17 @@ pub enum FileKind {
     TimeIndex,
     /// Producer-state snapshot (`.snapshot`).
     Snapshot,
+    /// A segment's aborted and open transactions (`.txnindex`, `format::txn_index`).
+    TxnIndex,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 4] = [
+    pub const ALL: [FileKind; 5] = [
         FileKind::Log,
         FileKind::Index,
         FileKind::TimeIndex,
         FileKind::Snapshot,
+        FileKind::TxnIndex,
     ];
 
     pub fn suffix(self) -> &'static str {
@@ -33,6 +36,7 @@ impl FileKind {
             FileKind::Index => ".index",
             FileKind::TimeIndex => ".timeindex",
             FileKind::Snapshot => ".snapshot",
+            FileKind::TxnIndex => ".txnindex",
         }
     }
 }

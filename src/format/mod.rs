@@ -5,10 +5,12 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod control;
 pub mod epoch_checkpoint;
 pub mod file_name;
 pub mod index;
 pub mod snapshot;
+pub mod txn_index;
 pub mod varint;
 
 use std::fmt;

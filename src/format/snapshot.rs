@@ -4,7 +4,8 @@
 //! Format: { magic "OLPS" | version u8 | flags u8 | reserved u16 | snapshot_offset u64 |
 //!           producer_count u32 | crc u32 | entries }
 //! entry:  { pid_delta varlong | epoch varint | entry_flags u8 | last_append_delta varlong |
-//!           [txn_first_offset varlong] | batches, newest first }
+//!           [txn_first_offset varlong] | [coordinator_epoch varint] | [marker_offset varlong] |
+//!           batches, newest first }
 //! newest: { last_offset_delta varlong | span varlong | [seq_span varint] | last_seq varint |
 //!           time_delta varlong }
 //! older:  { offset_gap varlong | span varlong | [seq_span varint] | seq_gap varint |
@@ -18,7 +19,10 @@
 //! restart dedup gap). `docs/producer-idempotence.md` has the byte table and the delta rules:
 //!
 //! - `pid_delta` = pid - previous pid (-1 before the first entry), always >= 1;
-//! - `entry_flags`: bits 0-2 batch count (0..=5), bit 3 `txn_first_offset` present, others 0;
+//! - `entry_flags`: bits 0-2 batch count (0..=5), bit 3 `txn_first_offset` present, bit 4
+//!   `coordinator_epoch` present (version 2; absent means -1, no marker seen), bit 5
+//!   `marker_offset` present (version 2: the offset of the producer's latest marker), others 0;
+//! - version 1 (before transaction markers) is still read: it has no bit 4;
 //! - `last_append_delta` = last_append_ms - previous entry's (0 before the first), wrapping;
 //! - `last_offset_delta` = newest last_offset - previous entry's newest last_offset (0 at first);
 //! - `span` = last_offset - first_offset when the batch is *normal* (its sequence span equals its
@@ -41,11 +45,16 @@
 
 use super::varint::{get_varlong, put_varint, put_varlong};
 use super::{le, DecodeError};
-use crate::producer::{BatchMetadata, ProducerEntry, ProducerStateManager, BATCHES_RETAINED};
+use crate::producer::{
+    BatchMetadata, ProducerEntry, ProducerStateManager, BATCHES_RETAINED, NO_COORDINATOR_EPOCH,
+};
 use crate::types::{seq_add, seq_distance, ProducerId};
 
 pub const MAGIC: [u8; 4] = *b"OLPS";
-pub const VERSION: u8 = 1;
+/// Version 2 added the coordinator epoch of a producer's latest marker (entry flag bit 4).
+pub const VERSION: u8 = 2;
+/// The oldest version `decode` reads.
+pub const OLDEST_VERSION: u8 = 1;
 pub const MAGIC_OFFSET: usize = 0;
 pub const VERSION_OFFSET: usize = MAGIC_OFFSET + 4;
 pub const FLAGS_OFFSET: usize = VERSION_OFFSET + 1;
@@ -62,6 +71,10 @@ const _: () = assert!(HEADER_SIZE == 24);
 pub const ENTRY_BATCH_COUNT_MASK: u8 = 0x07;
 /// Entry flag bit 3: a `txn_first_offset` varlong follows.
 pub const ENTRY_HAS_TXN: u8 = 0x08;
+/// Entry flag bit 4 (version 2): a `coordinator_epoch` varint follows.
+pub const ENTRY_HAS_COORDINATOR: u8 = 0x10;
+/// Entry flag bit 5 (version 2): a `marker_offset` varlong follows.
+pub const ENTRY_HAS_MARKER: u8 = 0x20;
 const _: () = assert!(BATCHES_RETAINED <= ENTRY_BATCH_COUNT_MASK as usize);
 
 /// The smallest encoded entry: pid delta, epoch, flags, last-append delta (one byte each).
@@ -101,10 +114,26 @@ pub fn encode(offset: u64, state: &ProducerStateManager) -> Vec<u8> {
         } else {
             0
         };
-        out.push(n | txn);
+        let coordinator = if entry.coordinator_epoch != NO_COORDINATOR_EPOCH {
+            ENTRY_HAS_COORDINATOR
+        } else {
+            0
+        };
+        let marker = if entry.marker_offset.is_some() {
+            ENTRY_HAS_MARKER
+        } else {
+            0
+        };
+        out.push(n | txn | coordinator | marker);
         put_varlong(&mut out, entry.last_append_ms.wrapping_sub(prev_append_ms));
         prev_append_ms = entry.last_append_ms;
         if let Some(o) = entry.txn_first_offset {
+            put_varlong(&mut out, offset_i64(o));
+        }
+        if coordinator != 0 {
+            put_varint(&mut out, entry.coordinator_epoch);
+        }
+        if let Some(o) = entry.marker_offset {
             put_varlong(&mut out, offset_i64(o));
         }
         let mut newer: Option<&BatchMetadata> = None;
@@ -189,7 +218,7 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, Vec<(ProducerId, ProducerEntry)>), D
         });
     }
     let version = le::u8_at(bytes, VERSION_OFFSET)?;
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(DecodeError::BadMagic { magic: version });
     }
     let flags = le::u8_at(bytes, FLAGS_OFFSET)?;
@@ -220,6 +249,7 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, Vec<(ProducerId, ProducerEntry)>), D
     let mut entries = Vec::with_capacity(capacity);
     let mut cursor = Cursor {
         buf: body,
+        version,
         pos: 0,
         prev_pid: -1,
         prev_append_ms: 0,
@@ -246,6 +276,7 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, Vec<(ProducerId, ProducerEntry)>), D
 /// Decoding state: the position and the previous values deltas are relative to.
 struct Cursor<'a> {
     buf: &'a [u8],
+    version: u8,
     pos: usize,
     prev_pid: i64,
     prev_append_ms: i64,
@@ -280,7 +311,11 @@ impl Cursor<'_> {
             .filter(|e| *e >= 0)
             .ok_or("producer epoch out of range")?;
         let flags = self.byte()?;
-        if flags & !(ENTRY_BATCH_COUNT_MASK | ENTRY_HAS_TXN) != 0 {
+        let known = match self.version {
+            1 => ENTRY_BATCH_COUNT_MASK | ENTRY_HAS_TXN,
+            _ => ENTRY_BATCH_COUNT_MASK | ENTRY_HAS_TXN | ENTRY_HAS_COORDINATOR | ENTRY_HAS_MARKER,
+        };
+        if flags & !known != 0 {
             return Err("unknown entry flags");
         }
         let n = usize::from(flags & ENTRY_BATCH_COUNT_MASK);
@@ -292,6 +327,20 @@ impl Cursor<'_> {
         let txn_first_offset = if flags & ENTRY_HAS_TXN != 0 {
             let o = self.var()?;
             Some(u64::try_from(o).map_err(|_| "negative transaction first offset")?)
+        } else {
+            None
+        };
+        let coordinator_epoch = if flags & ENTRY_HAS_COORDINATOR != 0 {
+            i32::try_from(self.var()?)
+                .ok()
+                .filter(|e| *e >= 0)
+                .ok_or("coordinator epoch out of range")?
+        } else {
+            NO_COORDINATOR_EPOCH
+        };
+        let marker_offset = if flags & ENTRY_HAS_MARKER != 0 {
+            let o = self.var()?;
+            Some(u64::try_from(o).map_err(|_| "negative marker offset")?)
         } else {
             None
         };
@@ -338,8 +387,10 @@ impl Cursor<'_> {
             newest_first.push(b);
         }
         newest_first.reverse();
-        let entry = ProducerEntry::new(epoch, &newest_first, last_append_ms, txn_first_offset)
+        let mut entry = ProducerEntry::new(epoch, &newest_first, last_append_ms, txn_first_offset)
             .ok_or("entry breaks a producer-state invariant")?;
+        entry.coordinator_epoch = coordinator_epoch;
+        entry.marker_offset = marker_offset;
         Ok((ProducerId(pid), entry))
     }
 
@@ -392,6 +443,11 @@ mod tests {
         expiration_ms: 86_400_000,
         max_producers: usize::MAX / 2,
     };
+
+    fn round_trip_bytes(bytes: Vec<u8>) -> ProducerStateManager {
+        let (offset, entries) = decode(&bytes).unwrap();
+        ProducerStateManager::from_entries(CFG, entries, offset)
+    }
 
     fn round_trip(state: &ProducerStateManager) -> ProducerStateManager {
         let bytes = encode(state.map_end_offset(), state);
@@ -480,8 +536,8 @@ mod tests {
             })
         ));
         let mut bad = good.clone();
-        bad[VERSION_OFFSET] = 2;
-        assert_eq!(decode(&bad), Err(DecodeError::BadMagic { magic: 2 }));
+        bad[VERSION_OFFSET] = 3;
+        assert_eq!(decode(&bad), Err(DecodeError::BadMagic { magic: 3 }));
         let mut bad = good.clone();
         bad[SNAPSHOT_OFFSET_OFFSET] ^= 1;
         assert!(matches!(
@@ -599,24 +655,31 @@ mod tests {
             proptest::collection::vec(batch_strategy(), 0..=5),
             any::<i64>(),
             proptest::option::weighted(0.2, 0..=i64::MAX as u64),
+            prop_oneof![Just(NO_COORDINATOR_EPOCH), 0..=i32::MAX],
+            proptest::option::weighted(0.3, 0..=i64::MAX as u64),
         )
-            .prop_map(|(epoch, start, raw, last_append_ms, txn)| {
-                let mut offset = start;
-                let mut batches = Vec::new();
-                for (first_seq, len, gap, odd_span, time, normal) in raw {
-                    offset += gap;
-                    let span = if normal { len as u64 } else { odd_span };
-                    batches.push(BatchMetadata {
-                        first_seq,
-                        last_seq: seq_add(first_seq, i64::from(len)),
-                        first_offset: offset,
-                        last_offset: offset + span,
-                        append_time_ms: time,
-                    });
-                    offset += span + 1;
-                }
-                ProducerEntry::new(epoch, &batches, last_append_ms, txn).unwrap()
-            })
+            .prop_map(
+                |(epoch, start, raw, last_append_ms, txn, coordinator, marker)| {
+                    let mut offset = start;
+                    let mut batches = Vec::new();
+                    for (first_seq, len, gap, odd_span, time, normal) in raw {
+                        offset += gap;
+                        let span = if normal { len as u64 } else { odd_span };
+                        batches.push(BatchMetadata {
+                            first_seq,
+                            last_seq: seq_add(first_seq, i64::from(len)),
+                            first_offset: offset,
+                            last_offset: offset + span,
+                            append_time_ms: time,
+                        });
+                        offset += span + 1;
+                    }
+                    let mut e = ProducerEntry::new(epoch, &batches, last_append_ms, txn).unwrap();
+                    e.coordinator_epoch = coordinator;
+                    e.marker_offset = marker;
+                    e
+                },
+            )
     }
 
     fn state_strategy() -> impl Strategy<Value = ProducerStateManager> {
@@ -638,6 +701,33 @@ mod tests {
     }
 
     proptest! {
+        /// A version-1 snapshot (before markers) is the same bytes without coordinator epochs:
+        /// it still loads, each producer with no coordinator epoch; a version-1 entry with the
+        /// version-2 flag is refused.
+        #[test]
+        fn version_1_snapshots_still_load(state in state_strategy()) {
+            let mut v1 = state.clone();
+            let entries: Vec<_> = v1
+                .entries()
+                .map(|(p, e)| {
+                    let mut e = e.clone();
+                    e.coordinator_epoch = NO_COORDINATOR_EPOCH;
+                    e.marker_offset = None;
+                    (p, e)
+                })
+                .collect();
+            v1 = ProducerStateManager::from_entries(CFG, entries, v1.map_end_offset());
+            let mut bytes = encode(v1.map_end_offset(), &v1);
+            bytes[VERSION_OFFSET] = 1;
+            prop_assert_eq!(round_trip_bytes(reseal(bytes)), v1);
+            let with_coordinator = state
+                .entries()
+                .any(|(_, e)| e.coordinator_epoch >= 0 || e.marker_offset.is_some());
+            let mut bytes = encode(state.map_end_offset(), &state);
+            bytes[VERSION_OFFSET] = 1;
+            prop_assert_eq!(decode(&reseal(bytes)).is_err(), with_coordinator);
+        }
+
         #[test]
         fn snapshots_round_trip(state in state_strategy()) {
             state.check_invariants();

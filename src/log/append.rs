@@ -13,7 +13,7 @@ use super::{producers, Appender, Log};
 use crate::config::SyncMode;
 use crate::error::{Error, Result};
 use crate::format::batch::{RecordBatch, Stamp};
-use crate::producer::CheckResult;
+use crate::producer::{CheckResult, Marker};
 use crate::segment::index::IndexBuilder;
 use crate::types::Offset;
 
@@ -40,17 +40,63 @@ pub(super) enum Origin {
 impl Log {
     /// Appends a batch: assigns offsets from the log end and stamps the leader epoch and the
     /// log's clock. With `SyncMode::EveryAppend` it returns only once the batch is durable.
+    ///
+    /// A transactional batch (`BatchBuilder::transactional`) opens or continues its producer's
+    /// transaction; a non-transactional batch from a producer with an open transaction is
+    /// `InvalidTxnState`. A control batch is `InvalidRecord`: markers come through
+    /// [`Log::append_marker`].
     pub fn append(&self, batch: &RecordBatch) -> Result<AppendInfo> {
-        self.append_with(batch, Origin::Client)
+        if batch.header().is_control() {
+            return Err(Error::InvalidRecord {
+                reason:
+                    "a client batch may not be a control batch (markers come through append_marker)",
+            });
+        }
+        self.append_with(batch, Origin::Client, None)
+    }
+
+    /// Appends a COMMIT or ABORT marker for `marker.producer_id` (the transaction
+    /// coordinator's path), stamped like a client batch. Checks, before anything is written
+    /// (docs/transactions.md): a producer epoch below the producer's is `ProducerFenced`; a
+    /// coordinator epoch below its latest marker's is `CoordinatorFenced`; a marker ending an
+    /// open transaction must bump the producer epoch (`InvalidTxnState`). A marker for a
+    /// producer without an open transaction is written, updates its epochs and completes
+    /// nothing. An ABORT that completes a transaction adds an entry to the active segment's
+    /// aborted-transaction index.
+    pub fn append_marker(&self, marker: &Marker) -> Result<AppendInfo> {
+        let now = self.inner.config.clock.now_ms();
+        let batch = marker
+            .to_batch(now)
+            .map_err(|reason| Error::InvalidRecord {
+                reason: match reason {
+                    crate::format::DecodeError::BadField { field, .. } => field,
+                    _ => "marker batch",
+                },
+            })?;
+        self.append_with(&batch, Origin::Client, Some(marker))
     }
 
     /// Appends a batch verbatim (same offsets, epoch, append time and bytes), as a follower
     /// does with a leader's batches. Its base offset must equal the log end offset.
     pub fn append_replicated(&self, batch: &RecordBatch) -> Result<AppendInfo> {
-        self.append_with(batch, Origin::Replicated)
+        let marker = Marker::of(&batch.view()).map_err(|reason| Error::InvalidRecord {
+            reason: match reason {
+                crate::format::DecodeError::BadRecord { reason, .. } => reason,
+                _ => "control batch",
+            },
+        })?;
+        self.append_with(batch, Origin::Replicated, marker.as_ref())
     }
 
-    fn append_with(&self, batch: &RecordBatch, origin: Origin) -> Result<AppendInfo> {
+    /// `marker`: the batch's marker when it is a control batch (the client path passes only
+    /// the marker it built; the replicated path decodes it).
+    fn append_with(
+        &self,
+        batch: &RecordBatch,
+        origin: Origin,
+        marker: Option<&Marker>,
+    ) -> Result<AppendInfo> {
+        debug_assert_eq!(marker.is_some(), batch.header().is_control());
         self.check_writable()?;
         let len = batch.len();
         let max = self.inner.config.max_batch_bytes;
@@ -99,13 +145,26 @@ impl Log {
                     });
                 }
             }
-            let check = a.producers.check(
-                h.producer_id,
-                h.producer_epoch,
-                h.base_sequence,
-                h.last_sequence(),
-                stamp.append_timestamp,
-            )?;
+            let check = match marker {
+                Some(m) => {
+                    a.producers.check_marker(m)?;
+                    CheckResult::Append
+                }
+                None => {
+                    let check = a.producers.check(
+                        h.producer_id,
+                        h.producer_epoch,
+                        h.base_sequence,
+                        h.last_sequence(),
+                        stamp.append_timestamp,
+                    )?;
+                    if check == CheckResult::Append {
+                        a.producers
+                            .check_txn_data(h.producer_id, h.is_transactional())?;
+                    }
+                    check
+                }
+            };
             if let CheckResult::Duplicate(meta) = check {
                 drop(guard);
                 if self.inner.config.sync == SyncMode::EveryAppend {
@@ -173,7 +232,10 @@ impl Log {
         );
         a.last_append_ms = a.last_append_ms.max(stamp.append_timestamp);
         self.inner.log_end.store(last + 1, Ordering::Release);
-        producers::apply_batch(&mut a.producers, &header);
+        let completed = producers::apply_batch(&mut a.producers, &header, marker);
+        if header.is_transactional() {
+            self.on_txn_batch(a, completed);
+        }
         a.bytes_since_snapshot += len as u64;
         if a.bytes_since_snapshot >= self.inner.config.snapshot_interval_bytes {
             self.snapshot_in_background(a);
@@ -241,6 +303,11 @@ impl Log {
         let cfg = &self.inner.config;
         let leo = self.inner.log_end.load(Ordering::Acquire);
         let seg = Arc::new(self.new_segment(leo)?);
+        // The transactions open here end the old segment and start the new one (its seal
+        // writes them to its `.txnindex`).
+        let open = super::txns::open_txns(&a.producers);
+        a.active.txns().open_at_end = Some(open.clone());
+        seg.txns().open_at_base = open;
         // Prepare the next roll's file now, ahead of the old segment's seal in the queue.
         self.request_spare();
         a.writer = None;

@@ -514,6 +514,8 @@ impl LogInner {
         }
         super::producers::write_snapshot(storage, &self.dir, &appender.producers)?;
         let active = &appender.active;
+        // The active segment ends here: its `.txnindex` records what is open at the end.
+        active.txns().open_at_end = Some(super::txns::open_txns(&appender.producers));
         active.write_index_files(storage)?;
         active.trim_for_close()?;
         let leo = self.log_end.load(Ordering::Acquire);

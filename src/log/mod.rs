@@ -36,6 +36,7 @@ pub mod recovery;
 mod retention;
 mod spare;
 mod truncate;
+mod txns;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,6 +59,7 @@ pub use read::Fetch;
 pub use recovery::RecoveryReport;
 pub use retention::RetentionOutcome;
 pub use spare::{RollStats, SPARE_FILE};
+pub use txns::{CommittedRecord, IsolatedFetch, Isolation, TxnIndexLoad};
 
 use checkpoints::RecoveryPointFile;
 use flush::Background;
@@ -123,6 +125,9 @@ struct LogInner {
     /// snapshot's fdatasyncs: waiting for it put a device flush on the append path.
     snapshot_generation: std::sync::atomic::AtomicU64,
     report: RecoveryReport,
+    /// The earliest open transaction and the completed ones not yet below the HW, for the
+    /// last stable offset (`txns.rs`). Lock order: `appender` before `txn_view`.
+    txn_view: Mutex<txns::TxnView>,
     /// Deferred index loads of this log's sealed segments (first uses after a clean open).
     index_loads: Arc<crate::segment::IndexLoadStats>,
     snapshot_load: SnapshotLoad,

@@ -26,8 +26,8 @@ use crate::format::file_name::{file_name, parse_file_name, FileKind};
 use crate::format::snapshot;
 use crate::io::{write_atomic, OpenMode, Storage};
 use crate::producer::{
-    BatchMetadata, IssuedEpochs, ProducerConfig, ProducerEntry, ProducerStateManager,
-    ISSUED_EPOCHS_KEPT,
+    BatchMetadata, CompletedTxn, IssuedEpochs, Marker, ProducerConfig, ProducerEntry,
+    ProducerStateManager, ISSUED_EPOCHS_KEPT,
 };
 use crate::segment::Segment;
 use crate::types::{Offset, ProducerEpoch, ProducerId};
@@ -224,7 +224,11 @@ impl BelowLog {
             .filter(|b| b.last_offset < self.first_base)
             .copied()
             .collect();
-        if kept.is_empty() && newest_offset(e).is_some() {
+        // An entry is below the log only if nothing of it is in the log: not a batch, not its
+        // latest marker (a marker's epoch bump clears the batches, not its place in the log).
+        if kept.is_empty()
+            && (newest_offset(e).is_some() || e.marker_offset.is_some_and(|m| m >= self.first_base))
+        {
             return;
         }
         let last_ms = kept.last().map_or(e.last_append_ms, |b| b.append_time_ms);
@@ -319,7 +323,8 @@ pub(super) fn replay(
             if h.last_offset() < from {
                 continue;
             }
-            apply_batch(state, &h);
+            let marker = marker_at(seg, pos - view.len(), &view)?;
+            apply_batch(state, &h, marker.as_ref());
             count += 1;
         }
     }
@@ -327,19 +332,45 @@ pub(super) fn replay(
     Ok(count)
 }
 
-/// Records one batch that is in the log.
-pub(super) fn apply_batch(state: &mut ProducerStateManager, h: &crate::format::batch::BatchHeader) {
-    if h.is_idempotent() {
-        let meta = BatchMetadata {
-            first_seq: h.base_sequence,
-            last_seq: h.last_sequence(),
-            first_offset: h.base_offset,
-            last_offset: h.last_offset(),
-            append_time_ms: h.append_timestamp,
-        };
-        state.record(h.producer_id, h.producer_epoch, meta);
-    }
+/// Records one batch that is in the log: the one place a batch changes producer state, on the
+/// append path, when replicating, when replaying at open or after truncation, and when the
+/// transaction pass rebuilds a segment's aborted transactions. `marker` is the batch's marker
+/// if it is a control batch (`Marker::of`). Returns the transaction a marker completed.
+pub(super) fn apply_batch(
+    state: &mut ProducerStateManager,
+    h: &crate::format::batch::BatchHeader,
+    marker: Option<&Marker>,
+) -> Option<CompletedTxn> {
+    let completed = match marker {
+        Some(m) => state.record_marker(m, h.base_offset, h.append_timestamp),
+        None if h.is_idempotent() => {
+            let meta = BatchMetadata {
+                first_seq: h.base_sequence,
+                last_seq: h.last_sequence(),
+                first_offset: h.base_offset,
+                last_offset: h.last_offset(),
+                append_time_ms: h.append_timestamp,
+            };
+            state.record(h.producer_id, h.producer_epoch, meta);
+            if h.is_transactional() {
+                state.record_txn_data(h.producer_id, h.base_offset);
+            }
+            None
+        }
+        None => None,
+    };
     state.set_map_end_offset(h.next_offset());
+    completed
+}
+
+/// The marker of a batch read from `seg` at byte `pos` (`None` for a data batch); a control
+/// batch that is not a marker is corruption there (the log writes no other control batch).
+pub(super) fn marker_at(seg: &Segment, pos: usize, view: &BatchView<'_>) -> Result<Option<Marker>> {
+    Marker::of(view).map_err(|reason| Error::Corrupt {
+        path: seg.path().to_path_buf(),
+        position: pos as u64,
+        reason,
+    })
 }
 
 /// Writes a snapshot of `state` at its map end offset (atomically) and keeps the newest two.

@@ -188,6 +188,18 @@ impl Log {
                 )?
             };
             let new_active = Arc::new(new_active);
+            if pos != 0 {
+                // The copy keeps the transactions that began before its base and the aborted
+                // entries whose marker survives; the rest is replayed below.
+                let old = seg.txns().clone();
+                let mut t = new_active.txns();
+                t.open_at_base = old.open_at_base;
+                t.aborted = old
+                    .aborted
+                    .into_iter()
+                    .filter(|x| x.last_offset < new_end)
+                    .collect();
+            }
             {
                 let mut list = self.inner.segments.write();
                 let mut v: Vec<Arc<Segment>> = segments.iter().take(idx).cloned().collect();
@@ -219,6 +231,11 @@ impl Log {
         self.inner.synced.notify_all();
         let new_end = result?;
         self.rebuild_producers(&mut a)?;
+        if a.active.is_empty() {
+            // A new empty segment: what is open at the log end is open at its base.
+            a.active.txns().open_at_base = super::txns::open_txns(&a.producers);
+        }
+        self.reset_txn_view(&a, new_end);
         Ok(Offset(new_end))
     }
 }

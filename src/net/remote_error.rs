@@ -289,9 +289,9 @@ impl RemoteError {
             },
             Error::Timeout => RemoteError::Timeout,
             // Transactions do not cross the wire yet: the log's marker path is not built.
-            Error::InvalidTxnState { .. } | Error::CoordinatorFenced { .. } => {
-                RemoteError::InvalidRequest
-            }
+            Error::InvalidTxnState { .. }
+            | Error::CoordinatorFenced { .. }
+            | Error::InvalidRecord { .. } => RemoteError::InvalidRequest,
             Error::UnknownProducerId {
                 producer_id,
                 first_sequence,

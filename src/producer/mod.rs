@@ -14,5 +14,5 @@ pub use txn::{AbortedTxn, CompletedTxn, Marker, MarkerKind, StableOffset};
 
 pub use state::{
     BatchMetadata, CheckResult, ProducerConfig, ProducerEntry, ProducerStateManager,
-    BATCHES_RETAINED,
+    BATCHES_RETAINED, NO_COORDINATOR_EPOCH,
 };

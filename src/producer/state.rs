@@ -79,6 +79,9 @@ impl BatchMetadata {
     }
 }
 
+/// `ProducerEntry::coordinator_epoch` of a producer that no marker has named.
+pub const NO_COORDINATOR_EPOCH: i32 = -1;
+
 /// What the table knows about one producer id.
 #[derive(Clone)]
 pub struct ProducerEntry {
@@ -92,9 +95,14 @@ pub struct ProducerEntry {
     /// First offset of the producer's open transaction (`txn.rs`), persisted in snapshots. A
     /// producer with an open transaction never expires nor is evicted.
     pub txn_first_offset: Option<u64>,
-    /// The coordinator epoch of the producer's latest marker (-1: none). Not yet in snapshots:
-    /// nothing writes markers to a log until the log's marker path lands (docs/transactions.md).
+    /// The coordinator epoch of the producer's latest marker ([`NO_COORDINATOR_EPOCH`]: none),
+    /// persisted in snapshots (version 2).
     pub coordinator_epoch: i32,
+    /// The offset of the producer's latest marker, persisted in snapshots (version 2). A
+    /// marker that bumps the epoch clears the retained batches; this keeps the entry's place in
+    /// the log, so a rebuild after truncation or power loss can tell an entry whose latest
+    /// marker was cut (rebuilt from the log) from one whose history retention deleted (kept).
+    pub marker_offset: Option<u64>,
 }
 
 impl ProducerEntry {
@@ -124,7 +132,8 @@ impl ProducerEntry {
             len: 0,
             last_append_ms,
             txn_first_offset: None,
-            coordinator_epoch: -1,
+            coordinator_epoch: NO_COORDINATOR_EPOCH,
+            marker_offset: None,
         }
     }
 
@@ -227,6 +236,7 @@ impl PartialEq for ProducerEntry {
             && self.last_append_ms == other.last_append_ms
             && self.txn_first_offset == other.txn_first_offset
             && self.coordinator_epoch == other.coordinator_epoch
+            && self.marker_offset == other.marker_offset
     }
 }
 
@@ -240,6 +250,7 @@ impl fmt::Debug for ProducerEntry {
             .field("last_append_ms", &self.last_append_ms)
             .field("txn_first_offset", &self.txn_first_offset)
             .field("coordinator_epoch", &self.coordinator_epoch)
+            .field("marker_offset", &self.marker_offset)
             .finish()
     }
 }
@@ -492,6 +503,7 @@ impl ProducerStateManager {
         pid: ProducerId,
         epoch: ProducerEpoch,
         coordinator_epoch: i32,
+        offset: u64,
         append_time_ms: i64,
     ) {
         self.expire(append_time_ms);
@@ -508,6 +520,7 @@ impl ProducerStateManager {
                     entry.clear_batches();
                 }
                 entry.coordinator_epoch = coordinator_epoch;
+                entry.marker_offset = Some(offset);
                 // Its transaction closed: it counts against the cap again (I5). It is the one
                 // producer not to evict now: its new epoch fences the transaction's zombies.
                 self.enforce_cap(Some(pid));
@@ -515,6 +528,7 @@ impl ProducerStateManager {
             None => {
                 let mut entry = ProducerEntry::empty(epoch, append_time_ms);
                 entry.coordinator_epoch = coordinator_epoch;
+                entry.marker_offset = Some(offset);
                 self.producers.insert(pid, entry);
                 self.idle_by_age.insert((append_time_ms, pid));
                 self.enforce_cap(Some(pid));

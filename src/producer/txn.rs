@@ -30,24 +30,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::state::ProducerStateManager;
 use crate::error::Error;
-use crate::types::{ProducerEpoch, ProducerId};
+use crate::types::ProducerId;
 
-/// A control batch's marker type (Kafka's `ControlRecordType`: ABORT = 0, COMMIT = 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MarkerKind {
-    Abort,
-    Commit,
-}
-
-/// A COMMIT or ABORT marker as the log sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Marker {
-    pub producer_id: ProducerId,
-    /// The producer epoch the marker carries: the epoch of the *next* transaction.
-    pub producer_epoch: ProducerEpoch,
-    pub coordinator_epoch: i32,
-    pub kind: MarkerKind,
-}
+pub use crate::format::control::{Marker, MarkerKind};
 
 /// A transaction ended by a marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -150,6 +135,7 @@ impl ProducerStateManager {
             m.producer_id,
             m.producer_epoch,
             m.coordinator_epoch,
+            offset,
             append_time_ms,
         );
         completed
@@ -213,9 +199,15 @@ impl StableOffset {
 
     /// Rule T-stable: the first unstable offset (if any transaction is undecided for a reader).
     pub fn first_unstable(&self, producers: &ProducerStateManager, log_start: u64) -> Option<u64> {
-        let open = producers.first_open_txn().map(|(o, _)| o);
+        self.first_unstable_given(producers.first_open_txn().map(|(o, _)| o), log_start)
+    }
+
+    /// [`StableOffset::first_unstable`] given the first offset of the earliest open
+    /// transaction (the log keeps a copy of it beside the producer table, so readers need not
+    /// take the appender's lock).
+    pub fn first_unstable_given(&self, first_open: Option<u64>, log_start: u64) -> Option<u64> {
         let completed = self.unreplicated.values().map(|c| c.first_offset).min();
-        let first = match (open, completed) {
+        let first = match (first_open, completed) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -229,8 +221,18 @@ impl StableOffset {
         log_start: u64,
         hw: u64,
     ) -> u64 {
+        self.last_stable_offset_given(producers.first_open_txn().map(|(o, _)| o), log_start, hw)
+    }
+
+    /// [`StableOffset::last_stable_offset`] given the earliest open transaction's first offset.
+    pub fn last_stable_offset_given(
+        &self,
+        first_open: Option<u64>,
+        log_start: u64,
+        hw: u64,
+    ) -> u64 {
         let lso = self
-            .first_unstable(producers, log_start)
+            .first_unstable_given(first_open, log_start)
             .map_or(hw, |f| f.min(hw));
         debug_assert!(lso <= hw, "LSO {lso} above the HW {hw}");
         lso
@@ -241,6 +243,7 @@ impl StableOffset {
 mod tests {
     use super::*;
     use crate::producer::{BatchMetadata, CheckResult, ProducerConfig};
+    use crate::types::ProducerEpoch;
 
     const CFG: ProducerConfig = ProducerConfig {
         expiration_ms: 1_000,

@@ -29,8 +29,10 @@ use crate::error::{Error, Result};
 use crate::format::batch::{BatchHeader, BatchView};
 use crate::format::file_name::{file_name, FileKind};
 use crate::format::index as index_format;
+use crate::format::txn_index::{self, OpenTxns};
 use crate::format::DecodeError;
 use crate::io::{AppendMap, OpenMode, Storage, StorageFile};
+use crate::producer::AbortedTxn;
 use crate::types::Offset;
 use index::{IndexEntries, SegmentIndex};
 
@@ -132,6 +134,21 @@ pub struct Segment {
     /// Serialises seal and delete: a queued background seal of a segment that truncation or
     /// retention has since deleted or replaced must not write files under its old name.
     lifecycle: parking_lot::Mutex<Lifecycle>,
+    /// The segment's transactions (aborted ones, open at base and end): set by the log at open,
+    /// appended to by the marker path, written to `.txnindex` at seal and clean close.
+    txns: parking_lot::Mutex<SegmentTxns>,
+}
+
+/// A segment's transactions, in memory (`format::txn_index` on disk).
+///
+/// Invariants: `aborted` is ascending by marker offset, every marker inside the segment;
+/// `open_at_end` is `Some` only once the segment ends (it was rolled or closed): appends after
+/// it would make it stale, so the appender clears it when it writes into the segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SegmentTxns {
+    pub open_at_base: OpenTxns,
+    pub aborted: Vec<AbortedTxn>,
+    pub open_at_end: Option<OpenTxns>,
 }
 
 /// Where a segment is in Active -> Sealed -> Deleted, beyond the `sealed` flag readers use.
@@ -145,10 +162,15 @@ pub fn segment_path(dir: &Path, base_offset: u64, kind: FileKind) -> PathBuf {
     dir.join(file_name(Offset(base_offset), kind))
 }
 
-/// The files of a segment: its data and its two indexes.
-pub const SEGMENT_FILES: [FileKind; 3] = [FileKind::Log, FileKind::Index, FileKind::TimeIndex];
-/// A segment's index files alone.
-pub const INDEX_FILES: [FileKind; 2] = [FileKind::Index, FileKind::TimeIndex];
+/// The files of a segment: its data, its two indexes and its transaction file.
+pub const SEGMENT_FILES: [FileKind; 4] = [
+    FileKind::Log,
+    FileKind::Index,
+    FileKind::TimeIndex,
+    FileKind::TxnIndex,
+];
+/// A segment's index files alone (derived from its data; rebuilt when missing).
+pub const INDEX_FILES: [FileKind; 3] = [FileKind::Index, FileKind::TimeIndex, FileKind::TxnIndex];
 
 /// Removes the files of kinds `kinds` of the segment at `base_offset` that exist (no directory
 /// fsync: callers batch that).
@@ -423,6 +445,7 @@ impl Segment {
             last_append_ms: AtomicI64::new(tail.last_append_ms),
             sealed: AtomicBool::new(sealed),
             lifecycle: parking_lot::Mutex::new(Lifecycle::Live),
+            txns: parking_lot::Mutex::new(SegmentTxns::default()),
         }
     }
 
@@ -696,6 +719,57 @@ impl Segment {
         }
     }
 
+    /// The segment's transactions.
+    pub fn txns(&self) -> parking_lot::MutexGuard<'_, SegmentTxns> {
+        self.txns.lock()
+    }
+
+    /// The aborted transactions whose marker is in the segment, with `last_offset >= from` and
+    /// `first_offset < to` (the read_committed fetch's rule), appended to `out`; returns `true`
+    /// once an entry's last stable offset reaches `to`: every transaction aborted after it
+    /// began at or after that LSO, so no later entry, in this or a later segment, can overlap
+    /// `[from, to)` (docs/transactions.md).
+    pub fn collect_aborted(&self, from: u64, to: u64, out: &mut Vec<AbortedTxn>) -> bool {
+        let t = self.txns.lock();
+        let start = t.aborted.partition_point(|a| a.last_offset < from);
+        for a in t.aborted.get(start..).unwrap_or(&[]) {
+            if a.first_offset < to {
+                out.push(*a);
+            }
+            if a.last_stable_offset >= to {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Writes `.txnindex` for the segment as it is now (fsynced; the caller fsyncs the
+    /// directory). Needs `open_at_end`: only a segment that ends has a complete file.
+    pub fn write_txn_file(&self, storage: &dyn Storage) -> Result<()> {
+        let file = {
+            let t = self.txns.lock();
+            let Some(end) = t.open_at_end.clone() else {
+                return Ok(());
+            };
+            txn_index::SegmentTxnFile {
+                base_offset: self.base_offset,
+                log_length: self.map.published() as u64,
+                next_offset: self.next_offset(),
+                open_at_base: t.open_at_base.clone(),
+                open_at_end: end,
+                aborted: t.aborted.clone(),
+            }
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let path = segment_path(dir, self.base_offset, FileKind::TxnIndex);
+        let f = storage
+            .open(&path, OpenMode::CreateTruncate)
+            .map_err(io_err("create txn index", &path))?;
+        f.write_at(0, &txn_index::encode(&file))
+            .map_err(io_err("write txn index", &path))?;
+        f.sync_data().map_err(io_err("fsync txn index", &path))
+    }
+
     /// Marks the segment replaced (by truncation's copy under the same name): no later seal may
     /// write its files.
     pub fn retire(&self) {
@@ -726,6 +800,7 @@ impl Segment {
                 .map_err(io_err("write index", &path))?;
             f.sync_data().map_err(io_err("fsync index", &path))?;
         }
+        self.write_txn_file(storage)?;
         storage
             .sync_dir(dir)
             .map_err(io_err("fsync directory", dir))

@@ -79,6 +79,8 @@ pub struct RecoveryReport {
     /// Every cut open made: file, byte position, offsets, bytes and the row that decided it.
     /// Outside `RecoveryMode::Salvage` no cut removes an offset below the recovery point.
     pub cuts: Vec<Cut>,
+    /// Segments whose transaction index was loaded from `.txnindex` or rebuilt from batches.
+    pub txn_indexes: super::TxnIndexLoad,
 }
 
 /// Open's segment source: maps files (the directory lock keeps every other writer out) and
@@ -164,6 +166,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
             && !facts.bases.is_empty()
             && !plan.clean,
         cuts: plan.cuts.clone(),
+        txn_indexes: Default::default(),
     };
     let deferred = |next_offset| Deferred {
         storage: Arc::clone(&config.storage),
@@ -176,6 +179,12 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
     let log_start_ckpt = plan.log_start;
     let planned_end = plan.log_end();
     let loaded = std::mem::take(&mut plan.loaded);
+    // Before open removes the active segment's index files (it grows past them).
+    let txn_files = super::txns::read_files(
+        storage,
+        dir,
+        &loaded.iter().map(|l| l.base).collect::<Vec<_>>(),
+    );
     let (segments, rp_file) = if read_only {
         let first_base = plan
             .segments
@@ -275,6 +284,9 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         producers::write_snapshot(storage, dir, &producers)?;
         producers::remove_snapshots(storage, dir, &stale_snapshots)?;
     }
+    report.txn_indexes =
+        super::txns::resolve(storage, dir, &segments, txn_files, &producers, !read_only)?;
+    let txn_view = super::txns::TxnView::new(&producers);
     let ids = producers::load_producer_ids(storage, dir, &producers)?;
     let epochs = producers::load_issued_epochs(storage, dir)?;
     let last_append_ms = active.tail()?.last_append_ms;
@@ -318,6 +330,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         snapshot_fence: Mutex::new(0),
         snapshot_generation: AtomicU64::new(0),
         report,
+        txn_view: Mutex::new(txn_view),
         index_loads,
         snapshot_load,
         lock: Mutex::new(Some(lock)),

@@ -85,7 +85,9 @@ pub fn read_dir_facts(storage: &dyn Storage, dir: &Path) -> Result<DirFacts> {
         }
         match parse_file_name(&name) {
             Some((o, FileKind::Log)) => bases.push(o.0),
-            Some((o, FileKind::Index | FileKind::TimeIndex)) => index_names.push((o.0, name)),
+            Some((o, FileKind::Index | FileKind::TimeIndex | FileKind::TxnIndex)) => {
+                index_names.push((o.0, name))
+            }
             _ => {}
         }
     }

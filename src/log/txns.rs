@@ -1,0 +1,454 @@
+//! Transactions in the log: the per-segment aborted-transaction index (kept with each segment,
+//! written to `.txnindex` at seal and clean close, rebuilt from the batches at open when a file
+//! is missing, damaged or bound to other bytes), the last stable offset, and `read_committed`
+//! fetches (docs/transactions.md).
+//!
+//! The rules themselves (what opens and completes a transaction, the LSO, an aborted entry's
+//! fields) are the producer table's (`producer::txn`); every batch reaches them through
+//! `producers::apply_batch`, here too when a segment's index is rebuilt.
+//!
+//! Invariants:
+//! - a segment's `open_at_base` equals its predecessor's `open_at_end` (checked at open: a file
+//!   that disagrees with its predecessor is rebuilt);
+//! - the transactions open at the log end, as the open pass derives them from the segments,
+//!   equal the producer table's open transactions (asserted at open, paired with the producer
+//!   state's own rebuild);
+//! - `TxnView::first_open` is the producer table's earliest open transaction (written under
+//!   the appender lock after every transactional batch, truncation and open).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::producers::{apply_batch, marker_at};
+use super::read::Fetch;
+use super::{Appender, Log};
+use crate::error::{Error, Result};
+use crate::format::batch::{BatchView, Record};
+use crate::format::control::MarkerKind;
+use crate::format::file_name::FileKind;
+use crate::format::txn_index::{self, OpenTxns, SegmentTxnFile};
+use crate::io::{OpenMode, Storage};
+use crate::producer::{
+    AbortedTxn, CompletedTxn, Marker, ProducerConfig, ProducerEntry, ProducerStateManager,
+    StableOffset,
+};
+use crate::segment::{segment_path, Segment, SegmentTxns};
+use crate::types::{Offset, ProducerId};
+
+/// What `read_committed` readers may see: the earliest open transaction and the completed
+/// transactions whose marker is not yet below the high-water mark.
+#[derive(Debug, Default)]
+pub(super) struct TxnView {
+    first_open: Option<u64>,
+    stable: StableOffset,
+    /// The highest HW the completed transactions were pruned at.
+    hw_seen: u64,
+}
+
+impl TxnView {
+    /// The view of a producer table just rebuilt at open (no completed transaction is
+    /// remembered: after a restart every marker in the log counts as below the HW, as Kafka's
+    /// snapshots do not carry them either; a replica's HW is at most its log end).
+    pub(super) fn new(producers: &ProducerStateManager) -> TxnView {
+        TxnView {
+            first_open: producers.first_open_txn().map(|(o, _)| o),
+            ..TxnView::default()
+        }
+    }
+}
+
+/// Which records a fetch returns (Kafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Every batch below the high-water mark, open and aborted transactions included.
+    #[default]
+    ReadUncommitted,
+    /// Only batches below the last stable offset, with the aborted transactions that overlap
+    /// them, so a reader can drop aborted records ([`IsolatedFetch::committed_records`]).
+    ReadCommitted,
+}
+
+/// A fetch at an isolation level.
+#[derive(Debug, Clone, Default)]
+pub struct IsolatedFetch {
+    pub fetch: Fetch,
+    pub high_watermark: Offset,
+    pub last_stable_offset: Offset,
+    /// `ReadCommitted`: the aborted transactions with a record in the returned batches,
+    /// ascending by marker offset. Empty for `ReadUncommitted`.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// The transactions open in `producers`, ascending by first offset.
+pub(super) fn open_txns(producers: &ProducerStateManager) -> OpenTxns {
+    producers
+        .open_txns_by_offset()
+        .iter()
+        .map(|&(o, p)| (o, p))
+        .collect()
+}
+
+/// The producer table the open pass replays a segment into: no expiry, no cap.
+const REPLAY_CONFIG: ProducerConfig = ProducerConfig {
+    expiration_ms: u64::MAX,
+    max_producers: usize::MAX / 2,
+};
+
+impl Log {
+    /// After a transactional batch or a marker is in the active segment: an aborted
+    /// transaction's index entry, and the view readers compute the LSO from.
+    pub(super) fn on_txn_batch(&self, a: &mut Appender, completed: Option<CompletedTxn>) {
+        let mut view = self.inner.txn_view.lock();
+        if let Some(c) = completed {
+            if c.aborted {
+                let entry = a.producers.aborted_entry(&c);
+                let mut t = a.active.txns();
+                debug_assert!(t
+                    .aborted
+                    .last()
+                    .is_none_or(|p| p.last_offset < entry.last_offset));
+                t.aborted.push(entry);
+            }
+            // Every marker is at or past HW 0; the HW prunes it once it passes the marker.
+            view.stable.on_completed(c, 0);
+        }
+        view.first_open = a.producers.first_open_txn().map(|(o, _)| o);
+    }
+
+    /// After the producer table was rebuilt (truncation): the view follows it, and completed
+    /// transactions past the new end are forgotten (their markers are gone).
+    pub(super) fn reset_txn_view(&self, a: &Appender, end: u64) {
+        let mut view = self.inner.txn_view.lock();
+        view.stable.truncate(end);
+        view.hw_seen = view.hw_seen.min(end);
+        view.first_open = a.producers.first_open_txn().map(|(o, _)| o);
+    }
+
+    /// The last stable offset for a high-water mark `hw`: `min(first unstable offset, hw)`,
+    /// never below the log start (docs/transactions.md). For a log without replication use
+    /// [`Log::last_stable_offset`].
+    pub fn last_stable_offset_at(&self, hw: Offset) -> Offset {
+        let start = self.log_start_offset().0;
+        let hw = hw.0.min(self.log_end_offset().0).max(start);
+        let mut view = self.inner.txn_view.lock();
+        if hw > view.hw_seen {
+            view.stable.on_high_watermark(hw);
+            view.hw_seen = hw;
+        }
+        Offset(
+            view.stable
+                .last_stable_offset_given(view.first_open, start, hw),
+        )
+    }
+
+    /// The last stable offset of a log without replication, whose high-water mark is its log
+    /// end (docs/transactions.md says why the end and not the durable point).
+    pub fn last_stable_offset(&self) -> Offset {
+        self.last_stable_offset_at(self.log_end_offset())
+    }
+
+    /// [`Log::read_isolated`] on a log without replication (HW = the log end).
+    pub fn read_with(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Result<IsolatedFetch> {
+        self.read_isolated(offset, max_bytes, self.log_end_offset(), isolation)
+    }
+
+    /// Reads whole batches from `offset`, below `hw` (`ReadUncommitted`) or below the last
+    /// stable offset at `hw` (`ReadCommitted`, with the aborted transactions that overlap the
+    /// returned batches).
+    pub fn read_isolated(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        hw: Offset,
+        isolation: Isolation,
+    ) -> Result<IsolatedFetch> {
+        let lso = self.last_stable_offset_at(hw);
+        let hw = Offset(hw.0.min(self.log_end_offset().0));
+        let bound = match isolation {
+            Isolation::ReadUncommitted => hw,
+            Isolation::ReadCommitted => lso,
+        };
+        let fetch = self.read_bounded(offset, max_bytes, bound)?;
+        let aborted = match (isolation, fetch.end_offset()?) {
+            (Isolation::ReadCommitted, Some(to)) => self.aborted_txns(offset.0, to),
+            _ => Vec::new(),
+        };
+        Ok(IsolatedFetch {
+            fetch,
+            high_watermark: hw,
+            last_stable_offset: lso,
+            aborted,
+        })
+    }
+
+    /// The aborted transactions with a record in `[from, to)`: every entry whose marker is at
+    /// or after `from` and whose first offset is below `to`, from the segment holding `from`
+    /// on, until an entry's last stable offset reaches `to`.
+    pub fn aborted_txns(&self, from: u64, to: u64) -> Vec<AbortedTxn> {
+        let segments = self.segments();
+        let i = segments
+            .partition_point(|s| s.base_offset() <= from)
+            .saturating_sub(1);
+        let mut out = Vec::new();
+        for seg in segments.iter().skip(i) {
+            if seg.next_offset() <= from && !seg.is_empty() {
+                continue;
+            }
+            if seg.collect_aborted(from, to, &mut out) {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Reads every segment's `.txnindex` that decodes (before open removes the active segment's).
+pub(super) fn read_files(
+    storage: &dyn Storage,
+    dir: &Path,
+    bases: &[u64],
+) -> HashMap<u64, SegmentTxnFile> {
+    let mut out = HashMap::new();
+    for &base in bases {
+        let path = segment_path(dir, base, FileKind::TxnIndex);
+        let file = storage
+            .open(&path, OpenMode::Existing)
+            .and_then(|f| f.read_all())
+            .ok()
+            .and_then(|b| txn_index::decode(&b).ok())
+            .filter(|f| f.base_offset == base);
+        if let Some(f) = file {
+            out.insert(base, f);
+        }
+    }
+    out
+}
+
+/// What the open pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxnIndexLoad {
+    /// Segments whose `.txnindex` was used as written.
+    pub loaded: usize,
+    /// Segments whose index was rebuilt from their batches.
+    pub rebuilt: usize,
+}
+
+/// The open pass: gives every segment its transactions, from its file when the file is bound
+/// to the segment as it is (same length and end offset) and continues its predecessor,
+/// otherwise rebuilt from the segment's batches with its predecessor's open transactions at
+/// the base. The first segment, without a usable file, starts from the producer table's
+/// transactions that began below it; a transaction that was open at its base and ended inside
+/// it is then unknown, and an ABORT for a producer not seen before in the segment gets a
+/// conservative entry (docs/transactions.md, "Rebuilding the index"). Rebuilt files of sealed
+/// segments are written back unless `write_back` is false. The active segment ends open.
+pub(super) fn resolve(
+    storage: &dyn Storage,
+    dir: &Path,
+    segments: &[Arc<Segment>],
+    mut files: HashMap<u64, SegmentTxnFile>,
+    producers: &ProducerStateManager,
+    write_back: bool,
+) -> Result<TxnIndexLoad> {
+    let mut load = TxnIndexLoad::default();
+    let mut prev_end: Option<OpenTxns> = None;
+    let last = segments.len().saturating_sub(1);
+    let mut wrote = false;
+    for (i, seg) in segments.iter().enumerate() {
+        let file = files.remove(&seg.base_offset()).filter(|f| {
+            f.log_length == seg.map().published() as u64
+                && f.next_offset == seg.next_offset()
+                && prev_end.as_ref().is_none_or(|p| *p == f.open_at_base)
+        });
+        let mut txns = match file {
+            Some(f) => {
+                load.loaded += 1;
+                SegmentTxns {
+                    open_at_base: f.open_at_base,
+                    aborted: f.aborted,
+                    open_at_end: Some(f.open_at_end),
+                }
+            }
+            None => {
+                load.rebuilt += 1;
+                let (seed, known) = match prev_end.take() {
+                    Some(p) => (p, true),
+                    None => (
+                        open_txns(producers)
+                            .into_iter()
+                            .filter(|(o, _)| *o < seg.base_offset())
+                            .collect(),
+                        false,
+                    ),
+                };
+                let t = rebuild_segment(seg, seed, known)?;
+                if i != last && write_back {
+                    *seg.txns() = t.clone();
+                    seg.write_txn_file(storage)?;
+                    wrote = true;
+                }
+                t
+            }
+        };
+        prev_end = txns.open_at_end.clone();
+        if i == last {
+            txns.open_at_end = None;
+        }
+        *seg.txns() = txns;
+    }
+    if wrote {
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", dir, e))?;
+    }
+    // Paired with the producer table's rebuild: both derivations agree on what is open.
+    let at_end = prev_end.unwrap_or_default();
+    assert_eq!(
+        at_end,
+        open_txns(producers),
+        "the transaction index and the producer state disagree on the open transactions"
+    );
+    Ok(load)
+}
+
+/// A segment's transactions from its batches, with `seed` open at its base. `known`: the seed
+/// is every transaction open at the base (otherwise some may be missing, see [`resolve`]).
+pub(super) fn rebuild_segment(seg: &Segment, seed: OpenTxns, known: bool) -> Result<SegmentTxns> {
+    let base = seg.base_offset();
+    let mut entries = Vec::with_capacity(seed.len());
+    for &(first, pid) in &seed {
+        let e = ProducerEntry::new(0, &[], 0, Some(first)).ok_or_else(|| Error::Corrupt {
+            path: seg.path().to_path_buf(),
+            position: 0,
+            reason: crate::format::DecodeError::BadField {
+                field: "open transaction first offset",
+                value: first as i64,
+            },
+        })?;
+        entries.push((pid, e));
+    }
+    let mut psm = ProducerStateManager::from_entries(REPLAY_CONFIG, entries, base);
+    let mut seen: HashSet<ProducerId> = seed.iter().map(|&(_, p)| p).collect();
+    let mut aborted = Vec::new();
+    let bytes = seg.map().published_bytes();
+    let mut pos = 0usize;
+    while let Some(rest) = bytes.get(pos..).filter(|r| !r.is_empty()) {
+        let (view, _) = BatchView::parse(rest).map_err(|reason| Error::Corrupt {
+            path: seg.path().to_path_buf(),
+            position: pos as u64,
+            reason,
+        })?;
+        let h = *view.header();
+        let marker = marker_at(seg, pos, &view)?;
+        pos += view.len();
+        if let Some(m) = &marker {
+            if !known && m.kind == MarkerKind::Abort && !seen.contains(&m.producer_id) {
+                // Open at the base or empty: either way no record of it lies in the segment
+                // before the marker, and nothing below the base can be read.
+                aborted.push(AbortedTxn {
+                    producer_id: m.producer_id,
+                    first_offset: base,
+                    last_offset: h.base_offset,
+                    last_stable_offset: base,
+                });
+            }
+        }
+        if h.is_idempotent() {
+            seen.insert(h.producer_id);
+        }
+        if let Some(c) = apply_batch(&mut psm, &h, marker.as_ref()).filter(|c| c.aborted) {
+            let mut e = psm.aborted_entry(&c);
+            if !known {
+                // Transactions open before the base may be missing from the table: an LSO
+                // at the base never stops a reader's scan early.
+                e.last_stable_offset = e.last_stable_offset.min(base);
+            }
+            aborted.push(e);
+        }
+    }
+    Ok(SegmentTxns {
+        open_at_base: seed,
+        aborted,
+        open_at_end: Some(open_txns(&psm)),
+    })
+}
+
+impl Fetch {
+    /// The offset after the last batch of the fetch (`None` if empty).
+    pub fn end_offset(&self) -> Result<Option<u64>> {
+        let mut end = None;
+        for b in self.batches_unverified() {
+            end = Some(b?.header().next_offset());
+        }
+        Ok(end)
+    }
+}
+
+/// A committed record: its offset and the record, borrowed from the fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommittedRecord<'a> {
+    pub offset: u64,
+    pub record: Record<'a>,
+}
+
+impl IsolatedFetch {
+    /// The records a `read_committed` reader must see, in offset order: control batches are
+    /// skipped, and so is every batch of an aborted transaction (a producer's transactional
+    /// batches from an aborted transaction's first offset until its ABORT marker). Batches are
+    /// checksum-verified as they are read. On a `ReadUncommitted` fetch it yields every data
+    /// record (no aborted list to apply).
+    pub fn committed_records(&self) -> impl Iterator<Item = Result<CommittedRecord<'_>>> + '_ {
+        let mut pending = self.aborted.clone();
+        pending.sort_by_key(|a| a.first_offset);
+        let mut pending = pending.into_iter().peekable();
+        let mut aborting: HashSet<ProducerId> = HashSet::new();
+        let batches = self.fetch.batches().filter_map(move |b| {
+            let view = match b {
+                Ok(v) => v,
+                Err(e) => return Some(Err(e)),
+            };
+            let h = *view.header();
+            while let Some(a) = pending.next_if(|a| a.first_offset <= h.last_offset()) {
+                aborting.insert(a.producer_id);
+            }
+            if h.is_control() {
+                if let Ok(Some(m)) = Marker::of(&view) {
+                    if m.kind == MarkerKind::Abort {
+                        aborting.remove(&m.producer_id);
+                    }
+                }
+                return None;
+            }
+            if h.is_transactional() && aborting.contains(&h.producer_id) {
+                return None;
+            }
+            Some(Ok(view))
+        });
+        batches.flat_map(
+            |b| -> Box<dyn Iterator<Item = Result<CommittedRecord<'_>>>> {
+                match b {
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                    Ok(view) => {
+                        let base = view.base_offset();
+                        Box::new(view.records().map(move |r| {
+                            r.map(|record| CommittedRecord {
+                                offset: base + record.offset_delta as u64,
+                                record,
+                            })
+                            .map_err(|reason| Error::Corrupt {
+                                path: Default::default(),
+                                position: base,
+                                reason,
+                            })
+                        }))
+                    }
+                }
+            },
+        )
+    }
+}

@@ -1,0 +1,576 @@
+//! Transactions in the log: transactional batches, COMMIT/ABORT markers, the last stable
+//! offset, the aborted-transaction index and read_committed, through the public API.
+//!
+//! The model test drives three producers through random transactions (commits, aborts, empty
+//! markers, non-transactional batches), segment rolls, clean restarts, crashes (process kill
+//! and power loss), truncations, and deleted or damaged `.txnindex` files, and after every
+//! step checks the log against a model: the last stable offset, and the records a
+//! read_committed reader sees from random start offsets (no aborted record, no record of an
+//! undecided transaction, every committed record once and in order).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::sim::{crash, dir, sim_config, Rng};
+use oncelog::format::file_name::{parse_file_name, FileKind};
+use oncelog::io::sim::{CrashMode, SimStorage};
+use oncelog::io::{OpenMode, Storage};
+use oncelog::{
+    BatchBuilder, Error, Isolation, Log, LogConfig, ManualClock, Marker, MarkerKind, Offset,
+    ProducerEpoch, ProducerId, SyncMode,
+};
+
+fn fixture(seed: u64) -> (SimStorage, LogConfig) {
+    let sim = SimStorage::new(seed);
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let mut cfg = sim_config(&sim, &clock);
+    cfg.sync = SyncMode::EveryAppend;
+    (sim, cfg)
+}
+
+fn batch(
+    pid: ProducerId,
+    epoch: ProducerEpoch,
+    seq: i32,
+    txn: bool,
+    values: &[String],
+) -> oncelog::RecordBatch {
+    let mut b = BatchBuilder::new().producer(pid, epoch, seq);
+    if txn {
+        b = b.transactional();
+    }
+    for v in values {
+        b.push(0, None, Some(v.as_bytes()));
+    }
+    b.build().unwrap()
+}
+
+fn marker(pid: ProducerId, epoch: ProducerEpoch, kind: MarkerKind) -> Marker {
+    Marker {
+        producer_id: pid,
+        producer_epoch: epoch,
+        coordinator_epoch: 0,
+        kind,
+    }
+}
+
+/// `(offset, value)` of every record a read_committed reader sees from `from` up to the LSO.
+fn read_committed(log: &Log, from: u64) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut next = Offset(from);
+    loop {
+        let f = log
+            .read_with(next, 1 << 12, Isolation::ReadCommitted)
+            .unwrap();
+        let Some(end) = f.fetch.end_offset().unwrap() else {
+            return out;
+        };
+        for r in f.committed_records() {
+            let r = r.unwrap();
+            let v = String::from_utf8(r.record.value.unwrap().to_vec()).unwrap();
+            if r.offset >= from {
+                out.push((r.offset, v));
+            }
+        }
+        next = Offset(end);
+    }
+}
+
+#[test]
+fn commit_becomes_visible_and_abort_never_does() {
+    let (_sim, cfg) = fixture(1);
+    let log = Log::open(dir(), cfg).unwrap();
+    let (p, e) = log.init_producer().unwrap();
+    let (q, qe) = log.init_producer().unwrap();
+    log.append(&batch(p, e, 0, true, &["p0".into(), "p1".into()]))
+        .unwrap();
+    log.append(&batch(q, qe, 0, false, &["q0".into()])).unwrap();
+    // P's transaction is open from offset 0: nothing is stable, read_committed sees nothing.
+    assert_eq!(log.last_stable_offset(), Offset(0));
+    assert!(read_committed(&log, 0).is_empty());
+    let uncommitted = log.read_with(Offset(0), 1 << 20, Isolation::ReadUncommitted);
+    assert_eq!(uncommitted.unwrap().fetch.end_offset().unwrap(), Some(3));
+
+    let info = log
+        .append_marker(&marker(p, e + 1, MarkerKind::Commit))
+        .unwrap();
+    assert_eq!(info.base_offset, Offset(3));
+    assert_eq!(log.last_stable_offset(), Offset(4));
+    assert_eq!(
+        read_committed(&log, 0),
+        vec![(0, "p0".into()), (1, "p1".into()), (2, "q0".into())]
+    );
+
+    // The next transaction at the bumped epoch from sequence 0, aborted.
+    log.append(&batch(p, e + 1, 0, true, &["x".into()]))
+        .unwrap();
+    log.append(&batch(q, qe, 1, false, &["q1".into()])).unwrap();
+    log.append_marker(&marker(p, e + 2, MarkerKind::Abort))
+        .unwrap();
+    let f = log
+        .read_with(Offset(0), 1 << 20, Isolation::ReadCommitted)
+        .unwrap();
+    assert_eq!(f.aborted.len(), 1);
+    assert_eq!(
+        (
+            f.aborted[0].producer_id,
+            f.aborted[0].first_offset,
+            f.aborted[0].last_offset
+        ),
+        (p, 4, 6)
+    );
+    let values: Vec<String> = read_committed(&log, 0)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, ["p0", "p1", "q0", "q1"]);
+}
+
+#[test]
+fn refused_transactional_writes_change_nothing() {
+    let (_sim, cfg) = fixture(2);
+    let log = Log::open(dir(), cfg).unwrap();
+    let (p, e) = log.init_producer().unwrap();
+    log.append(&batch(p, e, 0, true, &["a".into()])).unwrap();
+    let end = log.log_end_offset();
+
+    // A client may not write a control batch.
+    let control = marker(p, e + 1, MarkerKind::Commit).to_batch(0).unwrap();
+    assert!(matches!(
+        log.append(&control),
+        Err(Error::InvalidRecord { .. })
+    ));
+    // A non-transactional batch while the transaction is open.
+    assert!(matches!(
+        log.append(&batch(p, e, 1, false, &["b".into()])),
+        Err(Error::InvalidTxnState { .. })
+    ));
+    // A marker ending the transaction without an epoch bump.
+    assert!(matches!(
+        log.append_marker(&marker(p, e, MarkerKind::Commit)),
+        Err(Error::InvalidTxnState { .. })
+    ));
+    assert_eq!(log.log_end_offset(), end, "nothing was written");
+
+    // Fenced markers: a lower producer epoch, a lower coordinator epoch.
+    let mut m = marker(p, e + 3, MarkerKind::Abort);
+    m.coordinator_epoch = 5;
+    log.append_marker(&m).unwrap();
+    let end = log.log_end_offset();
+    assert!(matches!(
+        log.append_marker(&marker(p, e + 2, MarkerKind::Abort)),
+        Err(Error::ProducerFenced { .. })
+    ));
+    m.coordinator_epoch = 4;
+    assert!(matches!(
+        log.append_marker(&m),
+        Err(Error::CoordinatorFenced {
+            coordinator_epoch: 4,
+            current: 5,
+            ..
+        })
+    ));
+    assert_eq!(log.log_end_offset(), end, "nothing was written");
+
+    // A marker without an open transaction is written and completes nothing.
+    m.coordinator_epoch = 5;
+    log.append_marker(&m).unwrap();
+    let f = log
+        .read_with(Offset(0), 1 << 20, Isolation::ReadCommitted)
+        .unwrap();
+    assert_eq!(
+        f.aborted.len(),
+        1,
+        "only the transaction the first ABORT ended"
+    );
+}
+
+/// The anomaly the per-transaction epoch bump closes, at the log level: a batch of an aborted
+/// transaction retried after the abort carries the old epoch and is fenced, so it can never
+/// open (join) the next transaction.
+#[test]
+fn a_late_retry_of_an_aborted_transaction_is_fenced() {
+    let (_sim, cfg) = fixture(3);
+    let log = Log::open(dir(), cfg).unwrap();
+    let (p, e) = log.init_producer().unwrap();
+    log.append(&batch(p, e, 0, true, &["t1-a".into()])).unwrap();
+    let late = batch(p, e, 1, true, &["t1-b".into()]); // sent, "lost", retried later
+    log.append_marker(&marker(p, e + 1, MarkerKind::Abort))
+        .unwrap();
+    assert!(matches!(
+        log.append(&late),
+        Err(Error::ProducerFenced { .. })
+    ));
+    log.append(&batch(p, e + 1, 0, true, &["t2".into()]))
+        .unwrap();
+    log.append_marker(&marker(p, e + 2, MarkerKind::Commit))
+        .unwrap();
+    let values: Vec<String> = read_committed(&log, 0)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, ["t2"]);
+}
+
+/// A transaction spanning segments, aborted; the index survives a clean restart (loaded from
+/// `.txnindex`), a crash (the active segment's rebuilt) and deleted files (rebuilt), and a
+/// reader starting in the first segment still learns of the abort in a later one.
+#[test]
+fn the_aborted_index_spans_segments_and_survives_restarts() {
+    let (sim, cfg) = fixture(4);
+    let log = Log::open(dir(), cfg.clone()).unwrap();
+    let (p, e) = log.init_producer().unwrap();
+    let (q, qe) = log.init_producer().unwrap();
+    log.append(&batch(p, e, 0, true, &["p-first".into()]))
+        .unwrap();
+    for i in 0..6 {
+        log.append(&batch(q, qe, i, false, &[format!("q{i}")]))
+            .unwrap();
+        log.roll().unwrap();
+    }
+    log.append(&batch(p, e, 1, true, &["p-last".into()]))
+        .unwrap();
+    log.append_marker(&marker(p, e + 1, MarkerKind::Abort))
+        .unwrap();
+    log.roll().unwrap();
+    let expect: Vec<String> = (0..6).map(|i| format!("q{i}")).collect();
+    let seen =
+        |log: &Log| -> Vec<String> { read_committed(log, 0).into_iter().map(|(_, v)| v).collect() };
+    assert_eq!(seen(&log), expect);
+    let aborted = log.aborted_txns(0, log.log_end_offset().0);
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(aborted[0].first_offset, 0);
+
+    log.close().unwrap();
+    let log = Log::open(dir(), cfg.clone()).unwrap();
+    assert!(log.recovery_report().txn_indexes.loaded >= 7);
+    assert_eq!(log.recovery_report().txn_indexes.rebuilt, 0);
+    assert_eq!(seen(&log), expect);
+
+    crash(log, &sim, CrashMode::PowerLoss, 4);
+    let log = Log::open(dir(), cfg.clone()).unwrap();
+    assert_eq!(seen(&log), expect);
+    log.close().unwrap();
+
+    // Every .txnindex gone: all rebuilt from the batches, the same answer.
+    for name in sim.file_names(&dir()) {
+        if matches!(parse_file_name(&name), Some((_, FileKind::TxnIndex))) {
+            sim.remove(&dir().join(&name)).unwrap();
+        }
+    }
+    let log = Log::open(dir(), cfg).unwrap();
+    assert!(log.recovery_report().txn_indexes.rebuilt >= 7);
+    assert_eq!(seen(&log), expect);
+    assert_eq!(log.aborted_txns(0, log.log_end_offset().0), aborted);
+}
+
+/// Truncation past a marker reopens its transaction (the producer table and the LSO follow
+/// the log), and the aborted entry of a cut ABORT is gone.
+#[test]
+fn truncation_reopens_a_transaction_whose_marker_was_cut() {
+    let (_sim, cfg) = fixture(5);
+    let log = Log::open(dir(), cfg).unwrap();
+    let (p, e) = log.init_producer().unwrap();
+    log.append(&batch(p, e, 0, true, &["a".into()])).unwrap();
+    let m = log
+        .append_marker(&marker(p, e + 1, MarkerKind::Abort))
+        .unwrap();
+    assert_eq!(log.last_stable_offset(), Offset(2));
+    assert_eq!(log.aborted_txns(0, 2).len(), 1);
+    log.truncate_to(m.base_offset).unwrap();
+    assert_eq!(log.last_stable_offset(), Offset(0), "open again");
+    assert!(log.aborted_txns(0, 2).is_empty());
+    // It can be ended again.
+    log.append_marker(&marker(p, e + 1, MarkerKind::Commit))
+        .unwrap();
+    assert_eq!(read_committed(&log, 0), vec![(0, "a".into())]);
+}
+
+// ---- The model test ----
+
+#[derive(Debug, Clone)]
+enum Event {
+    Data {
+        pid: usize,
+        epoch: ProducerEpoch,
+        seq: i32,
+        txn: bool,
+        values: Vec<String>,
+    },
+    Marker {
+        pid: usize,
+        epoch: ProducerEpoch,
+        commit: bool,
+    },
+}
+
+/// The model: every event at its offset.
+#[derive(Debug, Default)]
+struct Model {
+    events: BTreeMap<u64, (Event, u64)>, // offset -> (event, record count)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PState {
+    epoch: ProducerEpoch,
+    next_seq: i32,
+    open: Option<u64>,
+}
+
+impl Model {
+    fn end(&self) -> u64 {
+        self.events
+            .iter()
+            .next_back()
+            .map_or(0, |(o, (_, n))| o + n)
+    }
+
+    fn truncate(&mut self, at: u64) {
+        self.events.split_off(&at);
+    }
+
+    fn producers(&self, n: usize, base_epoch: &[ProducerEpoch]) -> Vec<PState> {
+        let mut ps: Vec<PState> = base_epoch
+            .iter()
+            .map(|&e| PState {
+                epoch: e,
+                ..PState::default()
+            })
+            .take(n)
+            .collect();
+        for (&o, (ev, count)) in &self.events {
+            match ev {
+                Event::Data {
+                    pid,
+                    epoch,
+                    seq,
+                    txn,
+                    ..
+                } => {
+                    let s = &mut ps[*pid];
+                    s.epoch = *epoch;
+                    s.next_seq = seq + *count as i32;
+                    if *txn && s.open.is_none() {
+                        s.open = Some(o);
+                    }
+                }
+                Event::Marker { pid, epoch, .. } => {
+                    let s = &mut ps[*pid];
+                    if *epoch != s.epoch {
+                        s.next_seq = 0;
+                    }
+                    s.epoch = *epoch;
+                    s.open = None;
+                }
+            }
+        }
+        ps
+    }
+
+    /// LSO and the records read_committed must show from `from`.
+    fn committed_from(&self, from: u64) -> (u64, Vec<(u64, String)>) {
+        // Decide each transaction: pid -> list of (first offset, data offsets, outcome).
+        let mut open: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+        let mut decided: BTreeMap<u64, bool> = BTreeMap::new(); // data offset -> committed
+        for (&o, (ev, _)) in &self.events {
+            match ev {
+                Event::Data { pid, txn: true, .. } => open.entry(*pid).or_default().push(o),
+                Event::Marker { pid, commit, .. } => {
+                    for d in open.remove(pid).unwrap_or_default() {
+                        decided.insert(d, *commit);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let lso = open
+            .values()
+            .filter_map(|v| v.first().copied())
+            .min()
+            .unwrap_or(self.end());
+        let mut out = Vec::new();
+        for (&o, (ev, _)) in self.events.range(..lso) {
+            if let Event::Data { txn, values, .. } = ev {
+                let visible = !txn || decided.get(&o) == Some(&true);
+                if visible {
+                    for (i, v) in values.iter().enumerate() {
+                        let off = o + i as u64;
+                        if off >= from {
+                            out.push((off, v.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        (lso, out)
+    }
+}
+
+fn txn_files(sim: &SimStorage) -> Vec<String> {
+    sim.file_names(&dir())
+        .into_iter()
+        .filter(|n| matches!(parse_file_name(n), Some((_, FileKind::TxnIndex))))
+        .collect()
+}
+
+fn run_model(seed: u64, steps: usize) -> (usize, usize, usize) {
+    let (sim, cfg) = fixture(seed);
+    let mut rng = Rng::new(seed);
+    let mut log = Log::open(dir(), cfg.clone()).unwrap();
+    let pids: Vec<(ProducerId, ProducerEpoch)> =
+        (0..3).map(|_| log.init_producer().unwrap()).collect();
+    let base_epochs: Vec<ProducerEpoch> = pids.iter().map(|p| p.1).collect();
+    let mut model = Model::default();
+    let (mut commits, mut aborts, mut restarts) = (0, 0, 0);
+    let mut tag = 0u64;
+    for step in 0..steps {
+        let ps = model.producers(3, &base_epochs);
+        let i = rng.below(3) as usize;
+        let (pid, _) = pids[i];
+        let s = ps[i];
+        let roll = rng.below(100);
+        let ctx = || format!("seed {seed} step {step}");
+        if std::env::var_os("TXN_TRACE").is_some() {
+            eprintln!(
+                "step {step}: roll {roll} producer {i} {s:?} end {}",
+                model.end()
+            );
+        }
+        match roll {
+            0..=49 => {
+                let txn = s.open.is_some() || rng.chance(2, 3);
+                let n = 1 + rng.below(3) as usize;
+                let values: Vec<String> = (0..n)
+                    .map(|_| {
+                        tag += 1;
+                        format!("v{tag}-{}", "x".repeat(rng.below(120) as usize))
+                    })
+                    .collect();
+                let info = log
+                    .append(&batch(pid, s.epoch, s.next_seq, txn, &values))
+                    .unwrap_or_else(|e| panic!("{}: append: {e}", ctx()));
+                let ev = Event::Data {
+                    pid: i,
+                    epoch: s.epoch,
+                    seq: s.next_seq,
+                    txn,
+                    values,
+                };
+                model.events.insert(info.base_offset.0, (ev, n as u64));
+            }
+            50..=69 => {
+                let commit = rng.chance(1, 2);
+                let kind = if commit {
+                    MarkerKind::Commit
+                } else {
+                    MarkerKind::Abort
+                };
+                // Ending an open transaction bumps the epoch; an empty marker may not.
+                let epoch = if s.open.is_some() || rng.chance(1, 2) {
+                    s.epoch + 1
+                } else {
+                    s.epoch
+                };
+                if s.open.is_some() {
+                    if commit {
+                        commits += 1
+                    } else {
+                        aborts += 1
+                    }
+                }
+                let info = log
+                    .append_marker(&marker(pid, epoch, kind))
+                    .unwrap_or_else(|e| panic!("{}: marker: {e}", ctx()));
+                let ev = Event::Marker {
+                    pid: i,
+                    epoch,
+                    commit,
+                };
+                model.events.insert(info.base_offset.0, (ev, 1));
+            }
+            70..=79 => {
+                log.roll().unwrap();
+            }
+            80..=84 => {
+                log.close().unwrap();
+                log = Log::open(dir(), cfg.clone()).unwrap();
+                restarts += 1;
+            }
+            85..=89 => {
+                let mode = if rng.chance(1, 2) {
+                    CrashMode::Process
+                } else {
+                    CrashMode::PowerLoss
+                };
+                crash(log, &sim, mode, seed ^ step as u64);
+                log = Log::open(dir(), cfg.clone())
+                    .unwrap_or_else(|e| panic!("{}: reopen: {e}", ctx()));
+                // Every append was durable (EveryAppend): nothing acknowledged is lost.
+                assert_eq!(log.log_end_offset().0, model.end(), "{}", ctx());
+                restarts += 1;
+            }
+            90..=94 => {
+                let start = log.log_start_offset().0;
+                let end = model.end();
+                if end > start {
+                    let at = start + rng.below(end - start);
+                    let new_end = log.truncate_to(Offset(at)).unwrap().0;
+                    model.truncate(new_end);
+                    assert_eq!(new_end, model.end(), "{}", ctx());
+                }
+            }
+            _ => {
+                // Damage or delete a .txnindex, then restart.
+                log.close().unwrap();
+                let files = txn_files(&sim);
+                if !files.is_empty() {
+                    let name = &files[rng.below(files.len() as u64) as usize];
+                    let path = dir().join(name);
+                    if rng.chance(1, 2) {
+                        sim.remove(&path).unwrap();
+                    } else {
+                        let f = sim.open(&path, OpenMode::Existing).unwrap();
+                        let len = f.len().unwrap();
+                        if len > 0 {
+                            let at = rng.below(len);
+                            f.write_at(at, &[0x5a]).unwrap();
+                            f.sync_data().unwrap();
+                        }
+                    }
+                }
+                log = Log::open(dir(), cfg.clone()).unwrap();
+                restarts += 1;
+            }
+        }
+        // The checks.
+        let (lso, _) = model.committed_from(0);
+        assert_eq!(log.last_stable_offset().0, lso, "{}: LSO", ctx());
+        let end = model.end();
+        for from in [0, rng.below(end + 1), rng.below(end + 1)] {
+            let (_, expect) = model.committed_from(from);
+            assert_eq!(
+                read_committed(&log, from),
+                expect,
+                "{}: read_committed from {from}",
+                ctx()
+            );
+        }
+    }
+    log.close().unwrap();
+    (commits, aborts, restarts)
+}
+
+#[test]
+fn read_committed_matches_the_model_through_crashes_truncations_and_damage() {
+    let (mut commits, mut aborts, mut restarts) = (0, 0, 0);
+    for seed in common::sim::seeds(0..100) {
+        let (c, a, r) = run_model(seed, 200);
+        commits += c;
+        aborts += a;
+        restarts += r;
+    }
+    eprintln!("transactions model: {commits} committed, {aborts} aborted, {restarts} restarts");
+    assert!(common::sim::seed_from_env().is_some() || (commits > 1000 && aborts > 1000));
+}
