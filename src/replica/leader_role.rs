@@ -4,7 +4,8 @@
 use super::{Acks, Completion, Produced, Replica, Role};
 use crate::error::{Error, Result};
 use crate::format::batch::RecordBatch;
-use crate::log::AppendInfo;
+use crate::log::{AppendInfo, Log};
+use crate::producer::Marker;
 use crate::replication::{
     AcksAllStatus, AlterIsrRequest, BecomeLeader, FetchDecision, FetchRequest, FetchResponse,
     FetchedBatch, LeaderAndIsr, LeaderState, ReplicationError,
@@ -94,6 +95,29 @@ impl Replica {
         token: u64,
         deadline_ms: u64,
     ) -> Result<Produced> {
+        self.produce_with(acks, token, deadline_ms, |log| log.append(batch))
+    }
+
+    /// A COMMIT or ABORT marker (the transaction coordinator's write, `Log::append_marker`),
+    /// acknowledged like a client batch: with acks=all once the high-water mark passes it, so
+    /// a marker acknowledged to the coordinator is on every ISR member.
+    pub fn produce_marker(
+        &mut self,
+        marker: &Marker,
+        acks: Acks,
+        token: u64,
+        deadline_ms: u64,
+    ) -> Result<Produced> {
+        self.produce_with(acks, token, deadline_ms, |log| log.append_marker(marker))
+    }
+
+    fn produce_with(
+        &mut self,
+        acks: Acks,
+        token: u64,
+        deadline_ms: u64,
+        append: impl FnOnce(&Log) -> Result<AppendInfo>,
+    ) -> Result<Produced> {
         let not_leader = self.not_leader();
         let Role::Leader(l) = &mut self.role else {
             return Err(not_leader);
@@ -101,7 +125,7 @@ impl Replica {
         if acks == Acks::All {
             l.state.check_enough_replicas()?;
         }
-        let info = self.log.append(batch)?;
+        let info = append(&self.log)?;
         l.state.on_append(self.log.log_end_offset());
         if acks != Acks::All {
             self.complete_acks();

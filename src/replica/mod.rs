@@ -337,10 +337,25 @@ impl Replica {
         }
     }
 
-    /// Committed batches from `offset`: whole batches below the high-water mark.
+    /// Committed batches from `offset`: whole batches below the high-water mark (replication's
+    /// "committed", whatever the transactions; see [`Replica::read_isolated`]).
     pub fn read_committed(&self, offset: Offset, max_bytes: usize) -> Result<Fetch> {
         self.log
             .read_bounded(offset, max_bytes, self.high_watermark())
+    }
+
+    /// A consumer's fetch at an isolation level: below the high-water mark, or with
+    /// `ReadCommitted` below the last stable offset at it, with the aborted transactions to
+    /// drop. On a follower and on a new leader the LSO comes from the same log and HW, so
+    /// every replica computes the same one below the HW.
+    pub fn read_isolated(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        isolation: crate::log::Isolation,
+    ) -> Result<crate::log::IsolatedFetch> {
+        self.log
+            .read_isolated(offset, max_bytes, self.high_watermark(), isolation)
     }
 
     /// Applies the controller's record: become leader (new leader epoch naming this replica),

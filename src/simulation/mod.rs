@@ -121,6 +121,9 @@ pub struct SimOptions {
     /// `replica.lag.time.max.ms` and the controller's session timeout.
     pub lag_ms: u64,
     pub session_ms: u64,
+    /// How many of the producers are transactional, and their transactions' length in batches.
+    pub transactional_producers: usize,
+    pub batches_per_txn: u32,
 }
 
 impl SimOptions {
@@ -137,6 +140,8 @@ impl SimOptions {
             faults: Faults::all(),
             lag_ms: 400,
             session_ms: 300,
+            transactional_producers: 0,
+            batches_per_txn: 3,
         }
     }
 }
@@ -158,6 +163,9 @@ pub struct SimStats {
     pub acked_batches: u64,
     pub retries: u64,
     pub duplicates_answered: u64,
+    pub txns_committed: u64,
+    pub txns_aborted: u64,
+    pub read_committed_checked: u64,
     pub end_ms: u64,
 }
 
@@ -177,6 +185,9 @@ impl SimStats {
         self.acked_batches += o.acked_batches;
         self.retries += o.retries;
         self.duplicates_answered += o.duplicates_answered;
+        self.txns_committed += o.txns_committed;
+        self.txns_aborted += o.txns_aborted;
+        self.read_committed_checked += o.read_committed_checked;
         self.end_ms = self.end_ms.max(o.end_ms);
     }
 }
@@ -256,7 +267,14 @@ impl World {
             .map(|id| Node::new(*id, &ids, rng.next_u64(), &opts, &clock))
             .collect();
         let clients = (0..opts.producers)
-            .map(|i| SimClient::new(i, 1000 + i as i64, opts.batches_per_producer))
+            .map(|i| {
+                let (pid, batches) = (1000 + i as i64, opts.batches_per_producer);
+                if i < opts.transactional_producers {
+                    SimClient::transactional(i, pid, batches, opts.batches_per_txn)
+                } else {
+                    SimClient::new(i, pid, batches)
+                }
+            })
             .collect();
         let net = Network::new(opts.faults.clone());
         World {
@@ -405,7 +423,7 @@ impl World {
         }
         let leader = self.controller.leader_and_isr().leader;
         for c in 0..self.clients.len() {
-            let out = self.clients[c].tick(self.now, leader);
+            let out = self.clients[c].tick(self.now, leader, &mut self.checker);
             self.stats.retries += self.clients[c].take_retries();
             for (to, msg) in out {
                 self.stats.messages += 1;
@@ -417,6 +435,7 @@ impl World {
         if let Some(l) = leader {
             if let Some(r) = self.nodes[(l.0 - 1) as usize].replica() {
                 self.checker.observe_committed(r)?;
+                self.checker.observe_read_committed(r)?;
             }
         }
         Ok(())
@@ -526,6 +545,8 @@ impl World {
                 let outcome = self.clients[c].receive(env.msg, &mut self.checker)?;
                 self.stats.acked_batches += outcome.acked;
                 self.stats.duplicates_answered += outcome.duplicates;
+                self.stats.txns_committed += outcome.committed;
+                self.stats.txns_aborted += outcome.aborted;
                 Ok(())
             }
             Endpoint::Replica(id) => {
@@ -632,6 +653,7 @@ impl World {
             .iter()
             .find(|r| r.id() == leader)
             .ok_or("leader not running")?;
+        self.stats.read_committed_checked = self.checker.rc_records_checked;
         self.checker.final_check(leader, &replicas, &self.clients)
     }
 }

@@ -334,7 +334,11 @@ impl Node {
                 };
                 self.next_token += 1;
                 let mine = self.next_token;
-                match r.produce(&batch, Acks::All, mine, now + PRODUCE_TIMEOUT_MS) {
+                let produced = match crate::producer::Marker::of(&batch.view()) {
+                    Ok(Some(m)) => r.produce_marker(&m, Acks::All, mine, now + PRODUCE_TIMEOUT_MS),
+                    _ => r.produce(&batch, Acks::All, mine, now + PRODUCE_TIMEOUT_MS),
+                };
+                match produced {
                     Ok(Produced::Done(info)) => out.push((
                         from,
                         Msg::ProduceResult {
