@@ -249,9 +249,11 @@ impl Checker {
         for (key, (records, decided)) in &self.txns {
             let got = seen.get(key).map(Vec::as_slice).unwrap_or(&[]);
             match decided {
-                Some(true) if got != records.as_slice() => return Err(format!(
+                Some(true) if got != records.as_slice() => {
+                    return Err(format!(
                     "committed transaction {key:?}: read_committed saw {got:?}, wrote {records:?}"
-                )),
+                ))
+                }
                 Some(false) | None if !got.is_empty() => {
                     return Err(format!("transaction {key:?} ({decided:?}) seen: {got:?}"))
                 }
