@@ -226,7 +226,7 @@ impl SimClient {
         if t.marker.is_some() || !idle || !full {
             return;
         }
-        let commit = (t.number * 7 + pid.0 as u64) % 4 != 0;
+        let commit = !(t.number * 7 + pid.0 as u64).is_multiple_of(4);
         checker.txn_decided(pid, t.number, commit);
         let m = Marker {
             producer_id: pid,
