@@ -708,3 +708,55 @@ fn crash_at_every_operation_boundary_keeps_read_committed_exact() {
     );
     assert!(common::sim::seed_from_env().is_some() || states > 300);
 }
+
+/// Retention with an open transaction: the log start passes the transaction's first offset,
+/// the LSO stays at the log start until the transaction ends, its surviving records become
+/// visible at COMMIT; a coordinator epoch whose marker retention deleted still fences, across a
+/// restart; and the first segment's open-at-base carries the transaction that began below it.
+#[test]
+fn retention_with_an_open_transaction() {
+    let (_sim, cfg) = fixture(6);
+    let log = Log::open(dir(), cfg.clone()).unwrap();
+    let (p, e) = log.init_producer().unwrap();
+    let (q, qe) = log.init_producer().unwrap();
+    log.append(&batch(p, e, 0, true, &["p-gone".into()]))
+        .unwrap(); // 0
+    log.append(&batch(q, qe, 0, true, &["q-aborted".into()]))
+        .unwrap(); // 1
+    let mut m = marker(q, qe + 1, MarkerKind::Abort);
+    m.coordinator_epoch = 7;
+    log.append_marker(&m).unwrap(); // 2
+    log.roll().unwrap();
+    log.append(&batch(q, qe + 1, 0, false, &["q-plain".into()]))
+        .unwrap(); // 3
+    log.roll().unwrap();
+    log.append(&batch(p, e, 1, true, &["p-kept".into()]))
+        .unwrap(); // 4
+    log.advance_log_start(Offset(3)).unwrap();
+    assert_eq!(log.log_start_offset(), Offset(3));
+    assert_eq!(
+        log.last_stable_offset(),
+        Offset(3),
+        "p's transaction is open from 0"
+    );
+    assert!(read_committed(&log, 3).is_empty());
+    log.close().unwrap();
+
+    let log = Log::open(dir(), cfg.clone()).unwrap();
+    assert_eq!(log.last_stable_offset(), Offset(3));
+    m.coordinator_epoch = 6;
+    assert!(
+        matches!(
+            log.append_marker(&m),
+            Err(Error::CoordinatorFenced { current: 7, .. })
+        ),
+        "the coordinator epoch of a marker below the log still fences"
+    );
+    log.append_marker(&marker(p, e + 1, MarkerKind::Commit))
+        .unwrap();
+    assert_eq!(
+        read_committed(&log, 3),
+        vec![(3, "q-plain".into()), (4, "p-kept".into())]
+    );
+    log.close().unwrap();
+}

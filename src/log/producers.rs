@@ -200,14 +200,17 @@ pub(super) fn remove_snapshots(storage: &dyn Storage, dir: &Path, offsets: &[u64
 struct BelowLog {
     first_base: u64,
     /// Per producer: epoch, last append time, and its batches below `first_base` by offset.
-    producers: std::collections::BTreeMap<
-        ProducerId,
-        (
-            ProducerEpoch,
-            i64,
-            std::collections::BTreeMap<u64, BatchMetadata>,
-        ),
-    >,
+    producers: std::collections::BTreeMap<ProducerId, Harvested>,
+}
+
+/// What `BelowLog` keeps of one producer.
+struct Harvested {
+    epoch: ProducerEpoch,
+    last_ms: i64,
+    batches: std::collections::BTreeMap<u64, BatchMetadata>,
+    /// The newest coordinator epoch and marker offset seen (markers below the log).
+    coordinator_epoch: i32,
+    marker_offset: Option<u64>,
 }
 
 impl BelowLog {
@@ -232,16 +235,28 @@ impl BelowLog {
             return;
         }
         let last_ms = kept.last().map_or(e.last_append_ms, |b| b.append_time_ms);
-        let slot = self
-            .producers
-            .entry(pid)
-            .or_insert((e.epoch, last_ms, Default::default()));
-        if e.epoch > slot.0 {
-            *slot = (e.epoch, last_ms, Default::default());
+        let fresh = || Harvested {
+            epoch: e.epoch,
+            last_ms,
+            batches: Default::default(),
+            coordinator_epoch: crate::producer::NO_COORDINATOR_EPOCH,
+            marker_offset: None,
+        };
+        let slot = self.producers.entry(pid).or_insert_with(fresh);
+        if e.epoch > slot.epoch {
+            *slot = fresh();
         }
-        if e.epoch == slot.0 {
-            slot.1 = slot.1.max(last_ms);
-            slot.2.extend(kept.into_iter().map(|b| (b.first_offset, b)));
+        // A marker below the log is history too: the coordinator epoch it carried still
+        // fences an older coordinator.
+        let marker_below = e.marker_offset.filter(|&m| m < self.first_base);
+        if marker_below.is_some() {
+            slot.coordinator_epoch = slot.coordinator_epoch.max(e.coordinator_epoch);
+            slot.marker_offset = slot.marker_offset.max(marker_below);
+        }
+        if e.epoch == slot.epoch {
+            slot.last_ms = slot.last_ms.max(last_ms);
+            slot.batches
+                .extend(kept.into_iter().map(|b| (b.first_offset, b)));
         }
     }
 
@@ -253,10 +268,15 @@ impl BelowLog {
         let map_end = state.map_end_offset();
         let mut merged: std::collections::BTreeMap<ProducerId, ProducerEntry> =
             state.entries().map(|(p, e)| (p, e.clone())).collect();
-        for (pid, (epoch, last_ms, batches)) in self.producers {
-            let older: Vec<BatchMetadata> = batches.into_values().collect();
+        for (pid, h) in self.producers {
+            let (epoch, last_ms) = (h.epoch, h.last_ms);
+            let older: Vec<BatchMetadata> = h.batches.into_values().collect();
             let entry = match merged.get(&pid) {
-                None => ProducerEntry::new(epoch, tail5(&older), last_ms, None),
+                None => ProducerEntry::new(epoch, tail5(&older), last_ms, None).map(|mut e| {
+                    e.coordinator_epoch = h.coordinator_epoch;
+                    e.marker_offset = h.marker_offset;
+                    e
+                }),
                 Some(current) if current.epoch == epoch => {
                     let first = current
                         .batches()
@@ -273,6 +293,11 @@ impl BelowLog {
                         current.last_append_ms,
                         current.txn_first_offset,
                     )
+                    .map(|mut e| {
+                        e.coordinator_epoch = current.coordinator_epoch.max(h.coordinator_epoch);
+                        e.marker_offset = current.marker_offset.max(h.marker_offset);
+                        e
+                    })
                 }
                 Some(_) => None,
             };
