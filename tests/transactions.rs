@@ -545,6 +545,7 @@ fn run_model(seed: u64, steps: usize) -> (usize, usize, usize) {
             }
         }
         // The checks.
+        log.check_invariants();
         let (lso, _) = model.committed_from(0);
         assert_eq!(log.last_stable_offset().0, lso, "{}: LSO", ctx());
         let end = model.end();

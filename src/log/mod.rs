@@ -316,6 +316,37 @@ impl Log {
             first.base_offset(),
             first.next_offset()
         );
+        // Transactions (txns.rs): each segment's aborted markers lie inside it, ascending;
+        // each ended segment's open-at-end is the next one's open-at-base.
+        for s in segments.iter() {
+            let t = s.txns();
+            assert!(
+                t.aborted
+                    .windows(2)
+                    .all(|w| w[0].last_offset < w[1].last_offset)
+                    && t.aborted.iter().all(|a| {
+                        (s.base_offset()..s.next_offset()).contains(&a.last_offset)
+                            && a.first_offset <= a.last_offset
+                    }),
+                "aborted transactions of segment {} out of place: {:?}",
+                s.base_offset(),
+                t.aborted
+            );
+        }
+        for pair in segments.windows(2) {
+            let (a, b) = (
+                pair[0].txns().open_at_end.clone(),
+                pair[1].txns().open_at_base.clone(),
+            );
+            if let Some(end) = a {
+                assert_eq!(
+                    end,
+                    b,
+                    "open transactions differ across segment {}",
+                    pair[1].base_offset()
+                );
+            }
+        }
     }
 }
 
