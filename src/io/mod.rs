@@ -6,6 +6,7 @@
 //! Segment data is accessed only through a [`mmap::MappedRegion`] obtained from
 //! [`StorageFile::map`]; `docs/safety.md` argues why that is sound.
 
+pub mod alloc_count;
 pub mod fs;
 pub mod mmap;
 pub mod sim;
