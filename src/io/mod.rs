@@ -7,6 +7,7 @@
 //! [`StorageFile::map`]; `docs/safety.md` argues why that is sound.
 
 pub mod alloc_count;
+mod bounded;
 pub mod fs;
 pub mod mmap;
 pub mod sim;
@@ -15,6 +16,7 @@ use std::fmt;
 use std::io;
 use std::path::Path;
 
+pub use bounded::{read_bounded, BoundedReadError};
 pub use mmap::{AppendMap, MapBacking, MappedRegion};
 
 /// How a file was reserved by [`StorageFile::allocate`].
