@@ -10,6 +10,7 @@ pub mod alloc_count;
 mod bounded;
 pub mod fs;
 pub mod mmap;
+pub mod signals;
 pub mod sim;
 
 use std::fmt;

@@ -48,6 +48,10 @@ pub struct NodeOptions {
     /// `replica.lag.time.max.ms`.
     pub lag_ms: u64,
     pub request_timeout: Duration,
+    /// The limits of the node's server (connections, deadlines, request size). A request
+    /// limit below what a produce of `log.max_batch_bytes` needs is raised to it at start
+    /// ([`NodeOptions::server_transport`]).
+    pub transport: TransportConfig,
 }
 
 impl NodeOptions {
@@ -60,9 +64,29 @@ impl NodeOptions {
             tick_ms: 50,
             lag_ms: 2_000,
             request_timeout: Duration::from_secs(2),
+            transport: TransportConfig::default(),
         }
     }
+
+    /// The server's limits: `transport`, with `max_request_bytes` at least a produce request
+    /// of the largest batch the log accepts (so an oversized batch is refused by the log as
+    /// `BatchTooLarge`, not by the transport).
+    pub fn server_transport(&self) -> TransportConfig {
+        let mut t = self.transport;
+        let produce = self
+            .log
+            .max_batch_bytes
+            .saturating_add(PRODUCE_REQUEST_OVERHEAD);
+        t.max_request_bytes = t.max_request_bytes.max(produce);
+        t
+    }
 }
+
+/// Bytes of a produce request frame around its batch: envelope, acks, timeout, batch length.
+const PRODUCE_REQUEST_OVERHEAD: u32 = 1 << 10;
+
+/// The longest a node waits between attempts to reach an unreachable controller.
+const MAX_CONTROLLER_BACKOFF: Duration = Duration::from_secs(1);
 
 struct State {
     replica: Replica,
@@ -145,7 +169,7 @@ impl Node {
             started: Instant::now(),
         });
         let handler: Arc<dyn Handler> = Arc::new(NodeHandler(Arc::clone(&shared)));
-        let server = Server::start(listener, handler, TransportConfig::default())
+        let server = Server::start(listener, handler, opts.server_transport())
             .map_err(|e| Error::io("start replica server", entry.addr.to_string(), e))?;
         let mut threads = Vec::new();
         let (s, o) = (Arc::clone(&shared), opts.clone());
@@ -176,11 +200,9 @@ impl Node {
         }
     }
 
-    /// Runs until the process is killed.
-    pub fn run_forever(self) -> ! {
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
+    /// Connections the node's server is serving now.
+    pub fn open_connections(&self) -> usize {
+        self.server.as_ref().map_or(0, Server::open_connections)
     }
 }
 
@@ -281,8 +303,12 @@ fn control_loop(sh: &Shared, o: &NodeOptions, incarnation: u64) {
     );
     let mut registered = false;
     let mut recovery = sh.state.lock().replica.log_recovery();
+    let mut unreachable = Unreachable::default();
     while !sh.stop.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(o.tick_ms));
+        pause(sh, unreachable.delay(o.tick_ms));
+        if sh.stop.load(Ordering::Acquire) {
+            return;
+        }
         let log_end = sh.state.lock().replica.log_end_offset();
         let answer = if registered {
             controller.heartbeat(o.id, incarnation, log_end)
@@ -298,6 +324,10 @@ fn control_loop(sh: &Shared, o: &NodeOptions, incarnation: u64) {
             }
             controller.register(o.id, incarnation, recovery)
         };
+        match &answer {
+            Err(e) if e.remote().is_none() => unreachable.failed(o, e),
+            _ => unreachable.reached(o),
+        }
         match answer {
             Ok(rec) => {
                 if !registered {
@@ -334,6 +364,59 @@ fn control_loop(sh: &Shared, o: &NodeOptions, incarnation: u64) {
             let mut st = sh.state.lock();
             let _ = st.replica.on_alter_isr_result(result, sh.now_ms());
             sh.collect(&mut st);
+        }
+    }
+}
+
+/// Sleeps `d`, waking early when the node stops.
+fn pause(sh: &Shared, d: Duration) {
+    let until = Instant::now() + d;
+    while !sh.stop.load(Ordering::Acquire) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// Consecutive failures to reach the controller: the control loop backs off (the tick,
+/// doubled per failure, up to [`MAX_CONTROLLER_BACKOFF`]) and says so on stderr at the 1st,
+/// 2nd, 4th, 8th... failure, and once when it gets through again.
+#[derive(Debug, Default)]
+struct Unreachable {
+    failures: u32,
+}
+
+impl Unreachable {
+    fn delay(&self, tick_ms: u64) -> Duration {
+        let tick = Duration::from_millis(tick_ms);
+        let factor = 1u32 << self.failures.min(16);
+        tick.saturating_mul(factor)
+            .min(MAX_CONTROLLER_BACKOFF.max(tick))
+    }
+
+    fn failed(&mut self, o: &NodeOptions, e: &crate::net::NetError) {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures.is_power_of_two() {
+            eprintln!(
+                "oncelog node {}: cannot reach the controller at {} ({} failed attempts): {e}; \
+                 retrying in {} ms",
+                o.id,
+                o.cluster.controller,
+                self.failures,
+                self.delay(o.tick_ms).as_millis()
+            );
+        }
+    }
+
+    fn reached(&mut self, o: &NodeOptions) {
+        if self.failures > 0 {
+            eprintln!(
+                "oncelog node {}: reached the controller at {} again after {} failed attempts",
+                o.id, o.cluster.controller, self.failures
+            );
+            self.failures = 0;
         }
     }
 }
