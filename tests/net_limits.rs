@@ -222,3 +222,79 @@ fn claimed_frame_lengths_cost_memory_only_for_the_bytes_sent() {
         server.open_connections() == 0
     });
 }
+
+#[test]
+fn a_read_claiming_gigabytes_is_answered_with_what_fits_in_a_frame() {
+    use oncelog::io::fs::RealStorage;
+    use oncelog::net::{ClusterFile, ControllerConfig, ControllerServer, ReplicaClient};
+    use oncelog::node::{Node, NodeOptions, PartitionClient};
+    use oncelog::producer::ProduceTarget;
+    use oncelog::replica::Acks;
+    use oncelog::{BatchBuilder, LogConfig, Offset, SystemClock};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let node_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cluster = ClusterFile::parse(&format!(
+        "controller {}\nreplica 1 127.0.0.1:{node_port}\n",
+        listener.local_addr().unwrap()
+    ))
+    .unwrap();
+    let controller = ControllerServer::start(
+        listener,
+        cluster.clone(),
+        ControllerConfig::new(tmp.path().join("controller")),
+        Arc::new(SystemClock),
+        Arc::new(RealStorage::new()),
+    )
+    .unwrap();
+    let mut o = NodeOptions::new(cluster.clone(), ReplicaId(1), tmp.path().join("d1"));
+    o.log = LogConfig::default();
+    o.tick_ms = 10;
+    // Answers of at most 64 KiB.
+    o.transport.max_frame_bytes = 64 << 10;
+    let node = Node::start(o).unwrap();
+    let client = PartitionClient::new(cluster.clone(), Acks::Leader);
+    let value = vec![b'v'; 1000];
+    let mut written = 0;
+    let until = Instant::now() + T;
+    while written < 200 {
+        let mut b = BatchBuilder::new();
+        b.push(0, None, Some(&value));
+        match client.produce(&b.build().unwrap()) {
+            Ok(_) => written += 1,
+            Err(e) => {
+                assert!(Instant::now() < until, "no leader: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    // 200 KiB committed; a read asking for 4 GiB gets one frame's worth, and the rest after it.
+    let mut reader = ReplicaClient::new(
+        cluster.replica(ReplicaId(1)).unwrap().addr,
+        TransportConfig::default(),
+        T,
+    );
+    let mut next = Offset(0);
+    let mut reads = 0;
+    while next.0 < 200 {
+        let r = reader.read(next, u32::MAX).expect("answered, not refused");
+        assert!(!r.bytes.is_empty());
+        assert!(r.bytes.len() <= 64 << 10, "{} bytes", r.bytes.len());
+        let mut rest = &r.bytes[..];
+        while !rest.is_empty() {
+            let (view, tail) = oncelog::BatchView::parse(rest).unwrap();
+            assert_eq!(view.base_offset(), next.0);
+            next = Offset(view.last_offset() + 1);
+            rest = tail;
+        }
+        reads += 1;
+    }
+    assert!(reads >= 4, "{reads} reads for 200 KiB in 64 KiB answers");
+    node.shutdown().unwrap();
+    controller.shutdown();
+}

@@ -168,8 +168,15 @@ impl Node {
             stop: AtomicBool::new(false),
             started: Instant::now(),
         });
-        let handler: Arc<dyn Handler> = Arc::new(NodeHandler(Arc::clone(&shared)));
-        let server = Server::start(listener, handler, opts.server_transport())
+        let transport = opts.server_transport();
+        let handler: Arc<dyn Handler> = Arc::new(NodeHandler {
+            shared: Arc::clone(&shared),
+            max_answer_bytes: transport
+                .max_frame_bytes
+                .saturating_sub(ANSWER_OVERHEAD)
+                .max(1),
+        });
+        let server = Server::start(listener, handler, transport)
             .map_err(|e| Error::io("start replica server", entry.addr.to_string(), e))?;
         let mut threads = Vec::new();
         let (s, o) = (Arc::clone(&shared), opts.clone());
@@ -215,13 +222,23 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         .map_err(|e| Error::io("spawn thread", name, e))
 }
 
-struct NodeHandler(Arc<Shared>);
+/// Answers a node's requests. A fetch or read asks for up to `max_bytes`; the node gathers at
+/// most what fits in an answer frame (`max_answer_bytes`), so a request's claim cannot make it
+/// collect more than it can send.
+struct NodeHandler {
+    shared: Arc<Shared>,
+    max_answer_bytes: u32,
+}
+
+/// Bytes of a fetch or read answer frame around its batches (envelope, offsets, epochs).
+const ANSWER_OVERHEAD: u32 = 4 << 10;
 
 impl Handler for NodeHandler {
     fn handle(&self, request: Message) -> Message {
-        let sh = &self.0;
+        let sh = &self.shared;
         match request {
-            Message::Fetch(req) => {
+            Message::Fetch(mut req) => {
+                req.max_bytes = req.max_bytes.min(self.max_answer_bytes);
                 let mut st = sh.state.lock();
                 let r = st.replica.handle_fetch(&req, sh.now_ms());
                 sh.collect(&mut st);
@@ -239,6 +256,7 @@ impl Handler for NodeHandler {
                 Err(e) => error_reply(&e),
             },
             Message::Read { offset, max_bytes } => {
+                let max_bytes = max_bytes.min(self.max_answer_bytes);
                 let st = sh.state.lock();
                 match st.replica.read_committed(offset, max_bytes as usize) {
                     Ok(f) => Message::ReadResponse {
