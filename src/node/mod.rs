@@ -7,10 +7,14 @@
 //! - the control thread registers with the controller once per life, heartbeats every tick
 //!   (the answer is the controller's record, applied with `on_leader_and_isr`; the controller
 //!   answers only the incarnation it knows, so a record meant for an earlier life is never
-//!   applied), ticks the replica and sends its ISR proposals;
+//!   applied), ticks the replica and sends its ISR proposals; while the controller cannot be
+//!   reached it backs off (the tick doubled per failure, at most 1 s) and says so on stderr;
 //! - the fetcher thread, while following, fetches from the leader in a loop.
 //!
 //! Invariant: the replica mutex is never held across a network call.
+//!
+//! [`Node::shutdown`] (what `oncelog node` runs on SIGTERM or SIGINT) stops the server and the
+//! threads, then closes the replica and its log cleanly, so the next start does not scan.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
