@@ -76,6 +76,9 @@ pub struct LogConfig {
 
 pub const DAY_MS: u64 = 24 * 3600 * 1000;
 
+/// The default [`LogConfig::max_batch_bytes`]: Kafka's `message.max.bytes` (1 MiB + 12).
+pub const DEFAULT_MAX_BATCH_BYTES: u32 = (1 << 20) + 12;
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
@@ -83,7 +86,7 @@ impl Default for LogConfig {
             segment_ms: Some(7 * DAY_MS),
             index_interval_bytes: 4096,
             index_max_entries: (10 << 20) / 8,
-            max_batch_bytes: (1 << 20) + 12,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             retention_bytes: None,
             retention_ms: Some(7 * DAY_MS),
             sync: SyncMode::Os,
@@ -117,6 +120,17 @@ impl LogConfig {
         }
     }
 
+    /// Sets `segment_bytes`; a `max_batch_bytes` left at its default is lowered to fit one
+    /// segment (a batch never spans two), any other value is kept and checked by `validate`.
+    pub fn with_segment_bytes(mut self, segment_bytes: u64) -> Self {
+        self.segment_bytes = segment_bytes;
+        if self.max_batch_bytes == DEFAULT_MAX_BATCH_BYTES {
+            let fits = u32::try_from(segment_bytes).unwrap_or(u32::MAX);
+            self.max_batch_bytes = DEFAULT_MAX_BATCH_BYTES.min(fits);
+        }
+        self
+    }
+
     pub fn with_storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;
         self
@@ -138,11 +152,22 @@ impl LogConfig {
                 u32::MAX
             ));
         }
-        if (self.max_batch_bytes as usize) < HEADER_SIZE
-            || u64::from(self.max_batch_bytes) > self.segment_bytes
-        {
+        if (self.max_batch_bytes as usize) < HEADER_SIZE {
             return bad(format!(
-                "max_batch_bytes = {} must be in [{HEADER_SIZE}, segment_bytes = {}]",
+                "max_batch_bytes = {} must be at least a batch header ({HEADER_SIZE} bytes)",
+                self.max_batch_bytes
+            ));
+        }
+        if u64::from(self.max_batch_bytes) > self.segment_bytes {
+            let default = if self.max_batch_bytes == DEFAULT_MAX_BATCH_BYTES {
+                " (its default)"
+            } else {
+                ""
+            };
+            return bad(format!(
+                "max_batch_bytes = {}{default} is larger than segment_bytes = {}: a batch must \
+                 fit in one segment; set max_batch_bytes to at most segment_bytes, or use \
+                 LogConfig::with_segment_bytes, which lowers the default to fit",
                 self.max_batch_bytes, self.segment_bytes
             ));
         }
@@ -187,6 +212,39 @@ mod tests {
     fn defaults_and_test_config_are_valid() {
         LogConfig::default().validate().unwrap();
         LogConfig::for_tests().validate().unwrap();
+    }
+
+    #[test]
+    fn small_segments_with_the_default_batch_limit() {
+        // The struct-update form keeps the default limit, which does not fit: the error says
+        // which field, that it is the default, and what to do.
+        let err = LogConfig {
+            segment_bytes: 1 << 20,
+            ..LogConfig::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("max_batch_bytes = 1048588 (its default) is larger than segment_bytes"),
+            "{err}"
+        );
+        assert!(err.contains("with_segment_bytes"), "{err}");
+        // The builder derives the limit from the segment size.
+        let cfg = LogConfig::default().with_segment_bytes(1 << 20);
+        cfg.validate().unwrap();
+        assert_eq!(cfg.max_batch_bytes, 1 << 20);
+        // A limit set on purpose is kept, and refused if it does not fit.
+        let cfg = LogConfig {
+            max_batch_bytes: 3 << 20,
+            ..LogConfig::default()
+        }
+        .with_segment_bytes(1 << 20);
+        assert_eq!(cfg.max_batch_bytes, 3 << 20);
+        assert!(cfg.validate().is_err());
+        // Large segments keep the default.
+        let cfg = LogConfig::default().with_segment_bytes(64 << 20);
+        assert_eq!(cfg.max_batch_bytes, DEFAULT_MAX_BATCH_BYTES);
     }
 
     #[test]

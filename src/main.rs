@@ -10,52 +10,17 @@ mod cli;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-oncelog - an embeddable partition log for exactly-once streams
-
-USAGE:
-    oncelog <COMMAND> [ARGS]
-
-COMMANDS:
-    demo [DIR]               write a log, crash a writer with SIGKILL, recover and verify it
-                             (DIR defaults to ./oncelog-demo and is deleted first)
-    demo-cluster [DIR]       three in-process replicas survive a leader kill: acks=all
-                             writes, failover, retries, every record read exactly once
-                             (DIR defaults to ./oncelog-demo-cluster, deleted first)
-    dump [--records] DIR     print every batch of every segment (like kafka-dump-log);
-                             --records also prints each record
-    verify DIR               full integrity check; exit 0 if OK, 1 on any problem
-    stat DIR                 segments, offsets, recovery point and clean-shutdown state
-    controller --cluster FILE [--dir DIR] [--session-timeout-ms N]
-                             run the partition's controller (leader, epochs, ISR, replica
-                             sessions, producer ids) on the cluster file's controller address;
-                             state in DIR (default: controller-data beside FILE)
-    node --cluster FILE --id N [--dir DIR]
-                             run replica N of the cluster (its log in DIR or the directory the
-                             cluster file names) until killed
-    move-leader --cluster FILE --to N [--unclean]
-                             move leadership to replica N (it must be in the ISR and caught
-                             up; --unclean only when no in-sync replica can lead)
-    cluster-status --cluster FILE
-                             leader, leader and partition epochs, ISR and each replica's session
-    help, --help, -h         print this help
-
-dump, verify and stat never open the log for writing: they work on a locked or damaged
-directory and change nothing.
-";
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = args.first() else {
-        eprint!("{USAGE}");
+        eprint!("{}", cli::help::usage());
         return ExitCode::from(2);
     };
     let rest = &args[1..];
+    if let Some(code) = help_or_version(command, rest) {
+        return code;
+    }
     let result = match command.as_str() {
-        "-h" | "--help" | "help" => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
         "dump" => cli::dump::main(rest),
         "verify" => cli::verify::main(rest),
         "stat" => cli::stat::main(rest),
@@ -72,7 +37,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(cli::CliError::Usage(msg)) => {
             eprintln!("oncelog: {msg}\n");
-            eprint!("{USAGE}");
+            match cli::help::find(command) {
+                Some(c) => eprint!("{}", c.help()),
+                None => eprint!("{}", cli::help::usage()),
+            }
             ExitCode::from(2)
         }
         Err(cli::CliError::BrokenPipe) => ExitCode::SUCCESS,
@@ -80,5 +48,39 @@ fn main() -> ExitCode {
             eprintln!("oncelog: error: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--version`, `help [COMMAND]`, `--help`, and `COMMAND --help` anywhere in its arguments:
+/// the exit code once printed, `None` for every other command line.
+fn help_or_version(command: &str, rest: &[String]) -> Option<ExitCode> {
+    let asks_help = |a: &String| a == "--help" || a == "-h";
+    match command {
+        "--version" | "-V" | "version" => {
+            println!("oncelog {}", env!("CARGO_PKG_VERSION"));
+            Some(ExitCode::SUCCESS)
+        }
+        "help" | "--help" | "-h" => match rest.first() {
+            None => {
+                print!("{}", cli::help::usage());
+                Some(ExitCode::SUCCESS)
+            }
+            Some(name) => match cli::help::find(name) {
+                Some(c) => {
+                    print!("{}", c.help());
+                    Some(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("oncelog: unknown command '{name}'\n");
+                    eprint!("{}", cli::help::usage());
+                    Some(ExitCode::from(2))
+                }
+            },
+        },
+        name if rest.iter().any(asks_help) => cli::help::find(name).map(|c| {
+            print!("{}", c.help());
+            ExitCode::SUCCESS
+        }),
+        _ => None,
     }
 }

@@ -290,6 +290,117 @@ fn usage_errors_exit_2_and_help_exits_0() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+#[test]
+fn version_and_help_for_every_command() {
+    let out = oncelog(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("oncelog {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = oncelog(&["help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let usage = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Every command, and the flags each one accepts, as `<command> --help` and `help
+    // <command>` print them.
+    let flags: &[(&str, &[&str])] = &[
+        ("demo", &[]),
+        ("demo-cluster", &[]),
+        ("dump", &["--records"]),
+        ("verify", &[]),
+        ("stat", &[]),
+        (
+            "controller",
+            &[
+                "--cluster",
+                "--dir",
+                "--session-timeout-ms",
+                "--max-connections",
+                "--idle-timeout-ms",
+                "--frame-timeout-ms",
+                "--max-request-bytes",
+            ],
+        ),
+        (
+            "node",
+            &[
+                "--cluster",
+                "--id",
+                "--dir",
+                "--tick-ms",
+                "--lag-ms",
+                "--max-connections",
+                "--idle-timeout-ms",
+                "--frame-timeout-ms",
+                "--max-request-bytes",
+            ],
+        ),
+        (
+            "move-leader",
+            &["--cluster", "--to", "--unclean", "--timeout-ms"],
+        ),
+        ("cluster-status", &["--cluster", "--timeout-ms"]),
+    ];
+    for (command, command_flags) in flags {
+        assert!(
+            usage.contains(&format!("    {command} ")),
+            "{command}: {usage}"
+        );
+        for how in [
+            vec![*command, "--help"],
+            vec!["help", command],
+            vec![*command, "-h"],
+        ] {
+            let out = oncelog(&how);
+            assert_eq!(out.status.code(), Some(0), "{how:?}");
+            let help = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                help.starts_with(&format!("oncelog {command}")),
+                "{how:?}: {help}"
+            );
+            for f in *command_flags {
+                assert!(help.contains(f), "{how:?} does not list {f}: {help}");
+            }
+        }
+    }
+    // A flag given anywhere, even after other arguments, still asks for help; nothing runs.
+    let out = oncelog(&["node", "--cluster", "/nonexistent", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = oncelog(&["help", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    // A usage error shows that command's help.
+    let out = oncelog(&["node", "--tick"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown option '--tick'"), "{err}");
+    assert!(err.contains("--tick-ms N"), "{err}");
+}
+
+#[test]
+fn an_endless_cluster_file_fails_fast_with_a_typed_error() {
+    let commands: [&[&str]; 3] = [
+        &["node", "--cluster", "/dev/zero", "--id", "1"],
+        &["controller", "--cluster", "/dev/zero"],
+        &["cluster-status", "--cluster", "/dev/zero"],
+    ];
+    for args in commands {
+        let command = args[0];
+        let start = std::time::Instant::now();
+        let out = oncelog(args);
+        assert_eq!(out.status.code(), Some(1), "{command}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("/dev/zero: larger than 1048576 bytes"),
+            "{command}: {err}"
+        );
+        let took = start.elapsed();
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "{command}: {took:?}"
+        );
+    }
+}
+
 /// `verify` compares the newest producer snapshot with a replay of the log: a clean log with
 /// an idempotent producer passes; a snapshot that disagrees with the log (wrong epoch for a
 /// producer whose batches are in the log) is an error naming the snapshot.

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oncelog::io::fs::RealStorage;
-use oncelog::net::{ClusterFile, ControllerClient, ControllerConfig, ControllerServer};
+use oncelog::io::signals;
+use oncelog::net::{
+    ClusterFile, ControllerClient, ControllerConfig, ControllerServer, TransportConfig,
+};
 use oncelog::replication::ReplicaId;
 use oncelog::SystemClock;
 
@@ -22,7 +25,11 @@ struct Options {
 }
 
 impl Options {
-    fn parse(args: &[String], with_value: &[&str], switches: &[&str]) -> Result<Self, CliError> {
+    /// Parses the flags `help::COMMANDS` lists for `command` (and no others).
+    fn parse(command: &str, args: &[String]) -> Result<Self, CliError> {
+        let (with_value, switches) = super::help::find(command)
+            .map(super::help::Command::flag_names)
+            .unwrap_or_default();
         let mut o = Options {
             values: Vec::new(),
             switches: Vec::new(),
@@ -74,6 +81,55 @@ impl Options {
     }
 }
 
+/// The server limits given on the command line, over `base` (`docs/replication.md`,
+/// "Connection limits").
+fn limits(o: &Options, mut base: TransportConfig) -> Result<TransportConfig, CliError> {
+    let positive = |name: &str, v: u64| {
+        if v == 0 {
+            Err(CliError::Usage(format!("{name} must be > 0")))
+        } else {
+            Ok(v)
+        }
+    };
+    if let Some(n) = o.number::<u64>("--max-connections")? {
+        let n = positive("--max-connections", n)?;
+        base.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    if let Some(ms) = o.number::<u64>("--idle-timeout-ms")? {
+        base.idle_timeout = Some(Duration::from_millis(positive("--idle-timeout-ms", ms)?));
+    }
+    if let Some(ms) = o.number::<u64>("--frame-timeout-ms")? {
+        base.frame_timeout = Duration::from_millis(positive("--frame-timeout-ms", ms)?);
+    }
+    if let Some(n) = o.number::<u32>("--max-request-bytes")? {
+        if n < oncelog::net::wire::MIN_LENGTH {
+            return Err(CliError::Usage(format!(
+                "--max-request-bytes must be at least {}",
+                oncelog::net::wire::MIN_LENGTH
+            )));
+        }
+        base.max_request_bytes = n;
+    }
+    Ok(base)
+}
+
+/// Installs the SIGTERM/SIGINT handler (before anything slow, so a signal during start-up is
+/// not lost).
+fn catch_termination() -> Result<(), CliError> {
+    signals::install_termination_handler()
+        .map_err(|e| CliError::Failed(format!("cannot install the SIGTERM/SIGINT handler: {e}")))
+}
+
+/// Blocks until SIGTERM or SIGINT; returns its name.
+fn wait_for_termination() -> &'static str {
+    loop {
+        if let Some(s) = signals::termination_requested() {
+            return signals::signal_name(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn load_cluster(path: &str) -> Result<ClusterFile, CliError> {
     ClusterFile::load(Path::new(path)).map_err(|e| CliError::Failed(e.to_string()))
 }
@@ -83,9 +139,11 @@ pub fn default_controller_dir(cluster_file: &Path) -> PathBuf {
     oncelog::io::parent_dir(cluster_file).join("controller-data")
 }
 
-/// `oncelog controller --cluster FILE [--dir DIR] [--session-timeout-ms N]`: serves until killed.
+/// `oncelog controller --cluster FILE [--dir DIR] [--session-timeout-ms N] [limits]`: serves
+/// until SIGTERM or SIGINT, then stops serving, releases its directory and exits 0.
 pub fn controller_main(args: &[String]) -> CliResult {
-    let o = Options::parse(args, &["--cluster", "--dir", "--session-timeout-ms"], &[])?;
+    let o = Options::parse("controller", args)?;
+    catch_termination()?;
     let path = o.required("controller", "--cluster")?;
     let cluster = load_cluster(path)?;
     let dir = o
@@ -93,6 +151,7 @@ pub fn controller_main(args: &[String]) -> CliResult {
         .map_or_else(|| default_controller_dir(Path::new(path)), PathBuf::from);
     let mut config = ControllerConfig::new(dir.clone());
     config.verbose = true;
+    config.transport = limits(&o, config.transport)?;
     if let Some(ms) = o.number::<u64>("--session-timeout-ms")? {
         if ms == 0 {
             return Err(CliError::Usage("--session-timeout-ms must be > 0".into()));
@@ -123,9 +182,11 @@ pub fn controller_main(args: &[String]) -> CliResult {
     )?;
     out.flush()?;
     drop(out);
-    loop {
-        std::thread::park();
-    }
+    let signal = wait_for_termination();
+    eprintln!("oncelog controller: {signal} received, stopping");
+    server.shutdown();
+    println!("oncelog controller stopped");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn client(cluster: &ClusterFile, o: &Options) -> Result<ControllerClient, CliError> {
@@ -144,7 +205,7 @@ fn isr_text(isr: &[ReplicaId]) -> String {
 
 /// `oncelog move-leader --cluster FILE --to N [--unclean] [--timeout-ms N]`.
 pub fn move_leader_main(args: &[String]) -> CliResult {
-    let o = Options::parse(args, &["--cluster", "--to", "--timeout-ms"], &["--unclean"])?;
+    let o = Options::parse("move-leader", args)?;
     let cluster = load_cluster(o.required("move-leader", "--cluster")?)?;
     let to = o
         .number::<u32>("--to")?
@@ -174,7 +235,7 @@ pub fn move_leader_main(args: &[String]) -> CliResult {
 
 /// `oncelog cluster-status --cluster FILE [--timeout-ms N]`.
 pub fn cluster_status_main(args: &[String]) -> CliResult {
-    let o = Options::parse(args, &["--cluster", "--timeout-ms"], &[])?;
+    let o = Options::parse("cluster-status", args)?;
     let cluster = load_cluster(o.required("cluster-status", "--cluster")?)?;
     let mut c = client(&cluster, &o)?;
     let m = c
@@ -216,14 +277,13 @@ pub fn cluster_status_main(args: &[String]) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `oncelog node --cluster FILE --id N [--dir DIR] [--tick-ms N] [--lag-ms N]`: runs replica N
-/// of the cluster until killed. DIR defaults to the replica's directory in the cluster file.
+/// `oncelog node --cluster FILE --id N [--dir DIR] [--tick-ms N] [--lag-ms N] [limits]`: runs
+/// replica N of the cluster until SIGTERM or SIGINT, then closes its log cleanly (the next
+/// start scans nothing) and exits 0. DIR defaults to the replica's directory in the cluster
+/// file.
 pub fn node_main(args: &[String]) -> CliResult {
-    let o = Options::parse(
-        args,
-        &["--cluster", "--id", "--dir", "--tick-ms", "--lag-ms"],
-        &[],
-    )?;
+    let o = Options::parse("node", args)?;
+    catch_termination()?;
     let cluster = load_cluster(o.required("node", "--cluster")?)?;
     let id = ReplicaId(
         o.number::<u32>("--id")?
@@ -249,6 +309,7 @@ pub fn node_main(args: &[String]) -> CliResult {
     if let Some(ms) = o.number::<u64>("--lag-ms")? {
         opts.lag_ms = ms.max(1);
     }
+    opts.transport = limits(&o, opts.transport)?;
     let node = oncelog::node::Node::start(opts).map_err(|e| CliError::Failed(e.to_string()))?;
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -259,5 +320,10 @@ pub fn node_main(args: &[String]) -> CliResult {
     )?;
     out.flush()?;
     drop(out);
-    node.run_forever()
+    let signal = wait_for_termination();
+    eprintln!("oncelog node {id}: {signal} received, closing the log");
+    node.shutdown()
+        .map_err(|e| CliError::Failed(format!("node {id}: closing the log: {e}")))?;
+    println!("oncelog node {id}: log closed cleanly");
+    Ok(ExitCode::SUCCESS)
 }

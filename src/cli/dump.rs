@@ -40,7 +40,7 @@ pub fn dump(dir: &Path, records: bool, out: &mut impl Write) -> std::io::Result<
             "Segment {} (base offset {base}, {} bytes)",
             seg.name, seg.size
         )?;
-        let bytes = match std::fs::read(&seg.path) {
+        let bytes = match super::read_file(&seg.path) {
             Ok(b) => b,
             Err(e) => {
                 writeln!(out, "  cannot read: {e}")?;

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod demo;
 pub mod demo_cluster;
 pub mod dump;
+pub mod help;
 pub mod stat;
 pub mod verify;
 
@@ -34,6 +35,19 @@ pub(crate) fn fixed_file_kind(name: &str) -> Option<&'static str> {
         oncelog::log::SPARE_FILE => "next segment prepared ahead (removed by recovery)",
         n if n.ends_with(".tmp") => "temp file (removed by recovery)",
         _ => return None,
+    })
+}
+
+/// The most a command reads of one file of a log directory: no file oncelog writes is larger
+/// (segment positions are u32, so `segment_bytes <= u32::MAX`, and every other file is
+/// smaller). A larger file is reported instead of read.
+pub const MAX_FILE_BYTES: u64 = u32::MAX as u64;
+
+/// The bytes of one file of a log directory, read with [`MAX_FILE_BYTES`] as the bound.
+pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    oncelog::io::read_bounded(path, MAX_FILE_BYTES).map_err(|e| match e {
+        oncelog::io::BoundedReadError::Io(e) => e,
+        too_large => std::io::Error::new(std::io::ErrorKind::InvalidData, too_large.to_string()),
     })
 }
 

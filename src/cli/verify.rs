@@ -509,7 +509,7 @@ fn check_snapshots(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
 /// A file's bytes, or `None` if it vanished since the listing (a live log's retention or
 /// snapshot rotation). Any other failure names the file.
 fn read_if_present(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
+    match super::read_file(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(std::io::Error::new(

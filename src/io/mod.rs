@@ -6,14 +6,18 @@
 //! Segment data is accessed only through a [`mmap::MappedRegion`] obtained from
 //! [`StorageFile::map`]; `docs/safety.md` argues why that is sound.
 
+pub mod alloc_count;
+mod bounded;
 pub mod fs;
 pub mod mmap;
+pub mod signals;
 pub mod sim;
 
 use std::fmt;
 use std::io;
 use std::path::Path;
 
+pub use bounded::{read_bounded, BoundedReadError};
 pub use mmap::{AppendMap, MapBacking, MappedRegion};
 
 /// How a file was reserved by [`StorageFile::allocate`].

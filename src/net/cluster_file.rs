@@ -36,6 +36,10 @@ use std::path::{Path, PathBuf};
 
 use crate::replication::ReplicaId;
 
+/// The most [`ClusterFile::load`] reads: a cluster file is a few lines; 1 MiB is thousands of
+/// replicas.
+pub const MAX_CLUSTER_FILE_BYTES: u64 = 1 << 20;
+
 /// A parsed cluster file. See the module invariants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterFile {
@@ -95,6 +99,13 @@ pub enum ClusterFileErrorKind {
         min_insync_replicas: u32,
         replicas: usize,
     },
+    /// The file holds more than `limit` bytes (or never ends, like `/dev/zero`); nothing past
+    /// the limit was read.
+    TooLarge {
+        limit: u64,
+    },
+    /// The file is not UTF-8 text.
+    NotText,
 }
 
 impl fmt::Display for ClusterFileError {
@@ -110,6 +121,11 @@ impl fmt::Display for ClusterFileError {
         }
         match &self.kind {
             ClusterFileErrorKind::Io(e) => write!(f, "cannot read: {e}"),
+            ClusterFileErrorKind::TooLarge { limit } => write!(
+                f,
+                "larger than {limit} bytes: not a cluster file (stopped reading at the limit)"
+            ),
+            ClusterFileErrorKind::NotText => write!(f, "not UTF-8 text: not a cluster file"),
             ClusterFileErrorKind::UnknownDirective(d) => write!(
                 f,
                 "unknown directive '{d}' (expected controller, replica or min_insync_replicas)"
@@ -333,13 +349,23 @@ impl ClusterFile {
     }
 
     /// Reads and parses `path`; relative data directories are taken relative to the file's
-    /// directory.
+    /// directory. At most [`MAX_CLUSTER_FILE_BYTES`] are read: a larger file (or an endless
+    /// one such as `/dev/zero`) is `TooLarge`, found after reading just past the limit.
     pub fn load(path: &Path) -> Result<ClusterFile, ClusterFileError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ClusterFileError {
+        let whole = |kind| ClusterFileError {
             path: Some(path.to_path_buf()),
             line: 0,
-            kind: ClusterFileErrorKind::Io(e),
+            kind,
+        };
+        let bytes = crate::io::read_bounded(path, MAX_CLUSTER_FILE_BYTES).map_err(|e| {
+            whole(match e {
+                crate::io::BoundedReadError::TooLarge { limit } => {
+                    ClusterFileErrorKind::TooLarge { limit }
+                }
+                crate::io::BoundedReadError::Io(e) => ClusterFileErrorKind::Io(e),
+            })
         })?;
+        let text = String::from_utf8(bytes).map_err(|_| whole(ClusterFileErrorKind::NotText))?;
         let mut file = ClusterFile::parse(&text).map_err(|mut e| {
             e.path = Some(path.to_path_buf());
             e
@@ -510,6 +536,33 @@ min_insync_replicas 2
         );
         let e = ClusterFile::load(&dir.path().join("missing")).unwrap_err();
         assert!(matches!(e.kind, ClusterFileErrorKind::Io(_)));
+    }
+
+    #[test]
+    fn load_reads_at_most_the_limit_and_refuses_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster");
+        let mut text = "controller 127.0.0.1:1\nreplica 1 127.0.0.1:2\n".to_string();
+        text.push_str(&"#".repeat(MAX_CLUSTER_FILE_BYTES as usize));
+        std::fs::write(&path, &text).unwrap();
+        let e = ClusterFile::load(&path).unwrap_err();
+        assert!(
+            matches!(e.kind, ClusterFileErrorKind::TooLarge { limit } if limit == MAX_CLUSTER_FILE_BYTES),
+            "{e}"
+        );
+        assert!(e.to_string().contains("larger than 1048576 bytes"), "{e}");
+        // An endless file is refused after the limit, not read until memory runs out.
+        let zero = Path::new("/dev/zero");
+        if zero.exists() {
+            let e = ClusterFile::load(zero).unwrap_err();
+            assert!(
+                matches!(e.kind, ClusterFileErrorKind::TooLarge { .. }),
+                "{e}"
+            );
+        }
+        std::fs::write(&path, [0xff, 0xfe, b'\n']).unwrap();
+        let e = ClusterFile::load(&path).unwrap_err();
+        assert!(matches!(e.kind, ClusterFileErrorKind::NotText), "{e}");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! - [`wire`]: frames and [`Message`], every request and response of the protocol
 //!   (`docs/format.md`, "Wire protocol").
 //! - [`remote_error`]: error replies, typed so a client keeps the local retry rules.
-//! - [`transport`]: a thread-per-connection server around a [`Handler`], and a client
-//!   [`Connection`] with connect/read timeouts that reconnects after a failure.
+//! - [`transport`]: a client [`Connection`] with connect/read timeouts that reconnects after a
+//!   failure, and the limits of both ends ([`TransportConfig`]).
+//! - [`server`]: a thread-per-connection server around a [`Handler`], with a connection cap,
+//!   idle and whole-frame deadlines and memory bounded by what peers send.
 //! - [`cluster_file`]: the static cluster description (controller, replicas, min ISR).
 //! - [`controller_client`], [`replica_client`]: typed clients of the controller and of a node.
 //! - [`producer_ids`]: cluster-wide producer ids, persisted by the controller.
@@ -18,9 +20,11 @@ pub mod cluster_file;
 mod codec;
 pub mod controller_client;
 pub mod controller_server;
+mod frame_io;
 pub mod producer_ids;
 pub mod remote_error;
 pub mod replica_client;
+pub mod server;
 pub mod transport;
 pub mod wire;
 

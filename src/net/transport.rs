@@ -1,5 +1,5 @@
-//! Blocking request/response over TCP (std::net): a [`Server`] with one thread per connection
-//! around a [`Handler`], and a client [`Connection`].
+//! Blocking request/response over TCP (std::net): the client [`Connection`], the [`Handler`]
+//! a [`Server`] (`net::server`) runs, and the limits of both ([`TransportConfig`]).
 //!
 //! Protocol: the client writes one frame (`wire`), the server answers it with one frame carrying
 //! the same correlation id, in order; there is no pipelining.
@@ -12,10 +12,11 @@
 //!   next call reconnects. A failed call is **not** re-sent: whether the server acted on it is
 //!   unknown, and only the caller knows whether the request is safe to repeat (an idempotent
 //!   produce is; an election is not);
-//! - a server never reads more than `max_frame_bytes` for one frame: the length is checked before
-//!   the body is read or allocated. A frame that fails its length, CRC or version check closes
-//!   the connection (the stream can no longer be trusted); a frame whose envelope is sound but
-//!   whose payload does not decode is answered with `InvalidRequest`.
+//! - a client reads an answer into a buffer that grows with the bytes received, up to
+//!   `max_frame_bytes` (`frame_io`); before reusing an idle connection it checks, without
+//!   blocking, that the server has not closed it (the server's idle timeout), and reconnects
+//!   if it has, so no request is sent into a closed socket;
+//! - the server side's limits are described in `net::server`.
 #![cfg_attr(
     not(test),
     deny(
@@ -26,42 +27,59 @@
     )
 )]
 
-use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-
-use super::remote_error::{ErrorReply, RemoteError};
+use super::frame_io;
+use super::remote_error::ErrorReply;
+pub use super::server::Server;
 use super::wire::{self, FrameTooLarge, Message, LENGTH_SIZE};
 use crate::format::DecodeError;
 
-/// Limits and timeouts of both ends.
+/// Default of [`TransportConfig::max_request_bytes`]: a default-sized batch (1 MiB + 12 bytes,
+/// `LogConfig::max_batch_bytes`) in a produce request, with room for the envelope.
+pub const DEFAULT_MAX_REQUEST_BYTES: u32 = (1 << 20) + (4 << 10);
+/// Default of [`TransportConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default of [`TransportConfig::frame_timeout`].
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`TransportConfig::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Limits and timeouts of both ends. The defaults and why they were chosen are in
+/// `docs/replication.md`, "Connection limits".
 #[derive(Debug, Clone, Copy)]
 pub struct TransportConfig {
-    /// The largest frame `length` sent or accepted.
+    /// The largest frame `length` a client sends or accepts, and the largest answer a server
+    /// sends (a fetch answer carries up to its `max_bytes` of batches).
     pub max_frame_bytes: u32,
+    /// Server: the largest request frame `length` read; a longer request is dropped unread and
+    /// answered `InvalidRequest`.
+    pub max_request_bytes: u32,
     /// Client: the most a connection attempt may take (also bounded by the call's timeout).
     pub connect_timeout: Duration,
-    /// Server: the most reading the rest of a frame, or writing an answer, may take once the
-    /// frame has started.
-    pub io_timeout: Duration,
-    /// Server: a connection idle this long between requests is closed (`None`: never).
+    /// Server: once the first byte of a request has arrived, the whole frame must arrive
+    /// within this (a deadline, not a per-read timeout: trickling bytes does not extend it);
+    /// writing the answer is bounded by it too.
+    pub frame_timeout: Duration,
+    /// Server: a connection that does not start a request within this is closed (`None`:
+    /// never).
     pub idle_timeout: Option<Duration>,
+    /// Server: connections served at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
 }
 
 impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
             max_frame_bytes: wire::DEFAULT_MAX_FRAME_BYTES,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             connect_timeout: Duration::from_secs(1),
-            io_timeout: Duration::from_secs(10),
-            idle_timeout: None,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -189,206 +207,6 @@ impl<F: Fn(Message) -> Message + Send + Sync + 'static> Handler for F {
     }
 }
 
-/// A running server: an accept thread and one thread per connection. Stops on
-/// [`Server::shutdown`] or drop.
-#[derive(Debug)]
-pub struct Server {
-    addr: SocketAddr,
-    shared: Arc<ServerShared>,
-    accept: Option<JoinHandle<()>>,
-}
-
-#[derive(Debug)]
-struct ServerShared {
-    stop: AtomicBool,
-    next_conn: AtomicU64,
-    /// Open connections, by id.
-    conns: Mutex<HashMap<u64, OpenConnection>>,
-}
-
-/// A clone of a connection's stream (to shut it down) and its thread (to join it).
-#[derive(Debug)]
-struct OpenConnection {
-    stream: TcpStream,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    /// Serves `handler` on an already bound listener (bind `127.0.0.1:0` for an ephemeral port,
-    /// then ask [`Server::local_addr`]).
-    pub fn start(
-        listener: TcpListener,
-        handler: Arc<dyn Handler>,
-        config: TransportConfig,
-    ) -> io::Result<Server> {
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(ServerShared {
-            stop: AtomicBool::new(false),
-            next_conn: AtomicU64::new(0),
-            conns: Mutex::new(HashMap::new()),
-        });
-        let s = Arc::clone(&shared);
-        let accept = std::thread::Builder::new()
-            .name(format!("oncelog-accept-{}", addr.port()))
-            .spawn(move || accept_loop(listener, handler, config, s))?;
-        Ok(Server {
-            addr,
-            shared,
-            accept: Some(accept),
-        })
-    }
-
-    /// Binds `addr` and serves `handler` on it.
-    pub fn bind(
-        addr: impl ToSocketAddrs,
-        handler: Arc<dyn Handler>,
-        config: TransportConfig,
-    ) -> io::Result<Server> {
-        Server::start(TcpListener::bind(addr)?, handler, config)
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting, closes every connection and joins every thread.
-    pub fn shutdown(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        let Some(accept) = self.accept.take() else {
-            return;
-        };
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept with a connection of our own.
-        let mut wake = self.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-        let _ = accept.join();
-        let conns: Vec<_> = self.shared.conns.lock().drain().collect();
-        for (_, conn) in conns {
-            let _ = conn.stream.shutdown(Shutdown::Both);
-            if let Some(t) = conn.thread {
-                let _ = t.join();
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop_and_join();
-    }
-}
-
-fn accept_loop(
-    listener: TcpListener,
-    handler: Arc<dyn Handler>,
-    config: TransportConfig,
-    shared: Arc<ServerShared>,
-) {
-    for stream in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(stream) = stream else {
-            // Per-connection accept errors (ECONNABORTED, EMFILE): back off briefly, go on.
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        let Ok(handle) = stream.try_clone() else {
-            continue;
-        };
-        let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-        // Registered before the thread starts, so the thread's own removal always finds it.
-        shared.conns.lock().insert(
-            id,
-            OpenConnection {
-                stream: handle,
-                thread: None,
-            },
-        );
-        let h = Arc::clone(&handler);
-        let s = Arc::clone(&shared);
-        let spawned = std::thread::Builder::new()
-            .name(format!("oncelog-conn-{id}"))
-            .spawn(move || {
-                serve_connection(stream, h.as_ref(), &config);
-                // The handler goes before the entry: once a thread has left the map (and so
-                // will not be joined by `shutdown`), it holds nothing of the server's.
-                drop(h);
-                s.conns.lock().remove(&id);
-            });
-        match spawned {
-            Ok(t) => {
-                if let Some(entry) = shared.conns.lock().get_mut(&id) {
-                    entry.thread = Some(t);
-                }
-            }
-            Err(_) => {
-                if let Some(c) = shared.conns.lock().remove(&id) {
-                    let _ = c.stream.shutdown(Shutdown::Both);
-                }
-            }
-        }
-    }
-}
-
-/// Answers frames on one connection until it closes or fails.
-fn serve_connection(mut stream: TcpStream, handler: &dyn Handler, config: &TransportConfig) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(config.io_timeout));
-    loop {
-        let _ = stream.set_read_timeout(config.idle_timeout);
-        let mut prefix = [0u8; LENGTH_SIZE];
-        if stream.read_exact(&mut prefix).is_err() {
-            return; // closed, reset, or idle too long
-        }
-        let Ok(length) = wire::frame_length(prefix, config.max_frame_bytes) else {
-            return;
-        };
-        let _ = stream.set_read_timeout(Some(config.io_timeout));
-        let mut body = vec![0u8; length as usize];
-        if stream.read_exact(&mut body).is_err() {
-            return;
-        }
-        let Ok(env) = wire::open_envelope(&body) else {
-            return;
-        };
-        let answer = match wire::decode_payload(env.kind, env.payload) {
-            Ok(request) => handler.handle(request),
-            Err(e) => Message::Error(ErrorReply::new(
-                RemoteError::InvalidRequest,
-                format!("cannot decode request of kind {}: {e}", env.kind),
-            )),
-        };
-        let frame = wire::encode_frame(env.correlation_id, &answer, config.max_frame_bytes)
-            .or_else(|too_large| {
-                let reply = ErrorReply::new(
-                    RemoteError::Internal,
-                    format!("{} answer not sent: {too_large}", answer.name()),
-                );
-                wire::encode_frame(
-                    env.correlation_id,
-                    &Message::Error(reply),
-                    config.max_frame_bytes,
-                )
-            });
-        let Ok(frame) = frame else {
-            return;
-        };
-        if stream.write_all(&frame).is_err() {
-            return;
-        }
-    }
-}
-
 /// A client connection to one server address: connects lazily, and again after any failure.
 /// One call at a time (`&mut self`); wrap it in a mutex to share it.
 #[derive(Debug)]
@@ -458,6 +276,11 @@ impl Connection {
         self.next_correlation = self.next_correlation.wrapping_add(1);
         let frame = wire::encode_frame(id, request, self.config.max_frame_bytes)
             .map_err(|e| self.err(NetErrorKind::RequestTooLarge(e)))?;
+        // A connection the server closed while it sat idle (its idle timeout) is replaced
+        // before anything is sent on it, so the request is not lost to a dead socket.
+        if self.stream.as_ref().is_some_and(frame_io::unusable) {
+            self.disconnect();
+        }
         if self.stream.is_none() {
             let t = self.left(deadline)?.min(self.config.connect_timeout);
             let s = TcpStream::connect_timeout(&self.addr, t)
@@ -479,19 +302,16 @@ impl Connection {
             .stream
             .as_mut()
             .ok_or_else(|| NetError::new(addr, NetErrorKind::Closed))?;
-        stream
-            .set_write_timeout(Some(left))
-            .map_err(|e| io_err("set write timeout", e))?;
-        stream
-            .write_all(&frame)
+        frame_io::write_before(stream, &frame, Instant::now() + left)
             .map_err(|e| io_err("send request", e))?;
 
         let mut prefix = [0u8; LENGTH_SIZE];
-        read_before(stream, &mut prefix, deadline).map_err(|e| io_err("receive answer", e))?;
+        frame_io::read_before(stream, &mut prefix, deadline)
+            .map_err(|e| io_err("receive answer", e))?;
         let length = wire::frame_length(prefix, self.config.max_frame_bytes)
             .map_err(|e| NetError::new(addr, NetErrorKind::BadFrame(e)))?;
-        let mut body = vec![0u8; length as usize];
-        read_before(stream, &mut body, deadline).map_err(|e| io_err("receive answer", e))?;
+        let body = frame_io::read_body(stream, length, deadline)
+            .map_err(|e| io_err("receive answer", e))?;
         let answer =
             wire::decode_body(&body).map_err(|e| NetError::new(addr, NetErrorKind::BadFrame(e)))?;
         if answer.correlation_id != id {
@@ -510,28 +330,6 @@ impl Connection {
     }
 }
 
-/// `read_exact` that gives up at `deadline` (with `TimedOut`).
-fn read_before(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left < Duration::from_millis(1) {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        stream.set_read_timeout(Some(left))?;
-        let Some(rest) = buf.get_mut(filled..) else {
-            break;
-        };
-        match stream.read(rest) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// The error for an answer of the wrong kind (typed clients use it).
 pub fn unexpected(addr: SocketAddr, request: &Message, response: &Message) -> NetError {
     NetError::new(
@@ -546,7 +344,11 @@ pub fn unexpected(addr: SocketAddr, request: &Message, response: &Message) -> Ne
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::remote_error::RemoteError;
     use crate::replication::{LeaderAndIsr, ReplicaId};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::Arc;
 
     fn echo_server() -> Server {
         let handler = Arc::new(|m: Message| match m {

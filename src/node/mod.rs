@@ -7,10 +7,14 @@
 //! - the control thread registers with the controller once per life, heartbeats every tick
 //!   (the answer is the controller's record, applied with `on_leader_and_isr`; the controller
 //!   answers only the incarnation it knows, so a record meant for an earlier life is never
-//!   applied), ticks the replica and sends its ISR proposals;
+//!   applied), ticks the replica and sends its ISR proposals; while the controller cannot be
+//!   reached it backs off (the tick doubled per failure, at most 1 s) and says so on stderr;
 //! - the fetcher thread, while following, fetches from the leader in a loop.
 //!
 //! Invariant: the replica mutex is never held across a network call.
+//!
+//! [`Node::shutdown`] (what `oncelog node` runs on SIGTERM or SIGINT) stops the server and the
+//! threads, then closes the replica and its log cleanly, so the next start does not scan.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -48,6 +52,10 @@ pub struct NodeOptions {
     /// `replica.lag.time.max.ms`.
     pub lag_ms: u64,
     pub request_timeout: Duration,
+    /// The limits of the node's server (connections, deadlines, request size). A request
+    /// limit below what a produce of `log.max_batch_bytes` needs is raised to it at start
+    /// ([`NodeOptions::server_transport`]).
+    pub transport: TransportConfig,
 }
 
 impl NodeOptions {
@@ -60,9 +68,29 @@ impl NodeOptions {
             tick_ms: 50,
             lag_ms: 2_000,
             request_timeout: Duration::from_secs(2),
+            transport: TransportConfig::default(),
         }
     }
+
+    /// The server's limits: `transport`, with `max_request_bytes` at least a produce request
+    /// of the largest batch the log accepts (so an oversized batch is refused by the log as
+    /// `BatchTooLarge`, not by the transport).
+    pub fn server_transport(&self) -> TransportConfig {
+        let mut t = self.transport;
+        let produce = self
+            .log
+            .max_batch_bytes
+            .saturating_add(PRODUCE_REQUEST_OVERHEAD);
+        t.max_request_bytes = t.max_request_bytes.max(produce);
+        t
+    }
 }
+
+/// Bytes of a produce request frame around its batch: envelope, acks, timeout, batch length.
+const PRODUCE_REQUEST_OVERHEAD: u32 = 1 << 10;
+
+/// The longest a node waits between attempts to reach an unreachable controller.
+const MAX_CONTROLLER_BACKOFF: Duration = Duration::from_secs(1);
 
 struct State {
     replica: Replica,
@@ -144,8 +172,15 @@ impl Node {
             stop: AtomicBool::new(false),
             started: Instant::now(),
         });
-        let handler: Arc<dyn Handler> = Arc::new(NodeHandler(Arc::clone(&shared)));
-        let server = Server::start(listener, handler, TransportConfig::default())
+        let transport = opts.server_transport();
+        let handler: Arc<dyn Handler> = Arc::new(NodeHandler {
+            shared: Arc::clone(&shared),
+            max_answer_bytes: transport
+                .max_frame_bytes
+                .saturating_sub(ANSWER_OVERHEAD)
+                .max(1),
+        });
+        let server = Server::start(listener, handler, transport)
             .map_err(|e| Error::io("start replica server", entry.addr.to_string(), e))?;
         let mut threads = Vec::new();
         let (s, o) = (Arc::clone(&shared), opts.clone());
@@ -170,16 +205,16 @@ impl Node {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // Every thread that held the state was joined above, so this is the last reference;
+        // if it were not, the log could not be closed cleanly, and saying so beats a silent
+        // skip (the next start would scan).
         match Arc::try_unwrap(self.shared) {
             Ok(shared) => shared.state.into_inner().replica.close(),
-            Err(_) => Ok(()),
-        }
-    }
-
-    /// Runs until the process is killed.
-    pub fn run_forever(self) -> ! {
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
+            Err(_) => Err(Error::io(
+                "close the replica's log",
+                "",
+                std::io::Error::other("a node thread still holds the replica"),
+            )),
         }
     }
 }
@@ -191,13 +226,23 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         .map_err(|e| Error::io("spawn thread", name, e))
 }
 
-struct NodeHandler(Arc<Shared>);
+/// Answers a node's requests. A fetch or read asks for up to `max_bytes`; the node gathers at
+/// most what fits in an answer frame (`max_answer_bytes`), so a request's claim cannot make it
+/// collect more than it can send.
+struct NodeHandler {
+    shared: Arc<Shared>,
+    max_answer_bytes: u32,
+}
+
+/// Bytes of a fetch or read answer frame around its batches (envelope, offsets, epochs).
+const ANSWER_OVERHEAD: u32 = 4 << 10;
 
 impl Handler for NodeHandler {
     fn handle(&self, request: Message) -> Message {
-        let sh = &self.0;
+        let sh = &self.shared;
         match request {
-            Message::Fetch(req) => {
+            Message::Fetch(mut req) => {
+                req.max_bytes = req.max_bytes.min(self.max_answer_bytes);
                 let mut st = sh.state.lock();
                 let r = st.replica.handle_fetch(&req, sh.now_ms());
                 sh.collect(&mut st);
@@ -215,6 +260,7 @@ impl Handler for NodeHandler {
                 Err(e) => error_reply(&e),
             },
             Message::Read { offset, max_bytes } => {
+                let max_bytes = max_bytes.min(self.max_answer_bytes);
                 let st = sh.state.lock();
                 match st.replica.read_committed(offset, max_bytes as usize) {
                     Ok(f) => Message::ReadResponse {
@@ -281,8 +327,12 @@ fn control_loop(sh: &Shared, o: &NodeOptions, incarnation: u64) {
     );
     let mut registered = false;
     let mut recovery = sh.state.lock().replica.log_recovery();
+    let mut unreachable = Unreachable::default();
     while !sh.stop.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(o.tick_ms));
+        pause(sh, unreachable.delay(o.tick_ms));
+        if sh.stop.load(Ordering::Acquire) {
+            return;
+        }
         let log_end = sh.state.lock().replica.log_end_offset();
         let answer = if registered {
             controller.heartbeat(o.id, incarnation, log_end)
@@ -298,6 +348,10 @@ fn control_loop(sh: &Shared, o: &NodeOptions, incarnation: u64) {
             }
             controller.register(o.id, incarnation, recovery)
         };
+        match &answer {
+            Err(e) if e.remote().is_none() => unreachable.failed(o, e),
+            _ => unreachable.reached(o),
+        }
         match answer {
             Ok(rec) => {
                 if !registered {
@@ -334,6 +388,59 @@ fn control_loop(sh: &Shared, o: &NodeOptions, incarnation: u64) {
             let mut st = sh.state.lock();
             let _ = st.replica.on_alter_isr_result(result, sh.now_ms());
             sh.collect(&mut st);
+        }
+    }
+}
+
+/// Sleeps `d`, waking early when the node stops.
+fn pause(sh: &Shared, d: Duration) {
+    let until = Instant::now() + d;
+    while !sh.stop.load(Ordering::Acquire) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// Consecutive failures to reach the controller: the control loop backs off (the tick,
+/// doubled per failure, up to [`MAX_CONTROLLER_BACKOFF`]) and says so on stderr at the 1st,
+/// 2nd, 4th, 8th... failure, and once when it gets through again.
+#[derive(Debug, Default)]
+struct Unreachable {
+    failures: u32,
+}
+
+impl Unreachable {
+    fn delay(&self, tick_ms: u64) -> Duration {
+        let tick = Duration::from_millis(tick_ms);
+        let factor = 1u32 << self.failures.min(16);
+        tick.saturating_mul(factor)
+            .min(MAX_CONTROLLER_BACKOFF.max(tick))
+    }
+
+    fn failed(&mut self, o: &NodeOptions, e: &crate::net::NetError) {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures.is_power_of_two() {
+            eprintln!(
+                "oncelog node {}: cannot reach the controller at {} ({} failed attempts): {e}; \
+                 retrying in {} ms",
+                o.id,
+                o.cluster.controller,
+                self.failures,
+                self.delay(o.tick_ms).as_millis()
+            );
+        }
+    }
+
+    fn reached(&mut self, o: &NodeOptions) {
+        if self.failures > 0 {
+            eprintln!(
+                "oncelog node {}: reached the controller at {} again after {} failed attempts",
+                o.id, o.cluster.controller, self.failures
+            );
+            self.failures = 0;
         }
     }
 }
