@@ -461,8 +461,9 @@ fn verify_and_stat_tolerate_a_live_log_deleting_files() {
     };
     let log = std::sync::Arc::new(Log::open(dir.path(), cfg).unwrap());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let writer = {
-        let (log, stop) = (log.clone(), stop.clone());
+        let (log, stop, written) = (log.clone(), stop.clone(), written.clone());
         std::thread::spawn(move || {
             let mut tag = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -472,11 +473,21 @@ fn verify_and_stat_tolerate_a_live_log_deleting_files() {
                     log.apply_retention().unwrap();
                 }
                 tag += 1;
+                written.store(tag, std::sync::atomic::Ordering::Relaxed);
             }
             tag
         })
     };
-    for round in 0..40 {
+    // At least 40 rounds, and on until the writer wrote 100 batches meanwhile (a loaded
+    // machine may starve it for a while; the rounds are what the test is about).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut round = 0;
+    while round < 40 || written.load(std::sync::atomic::Ordering::Relaxed) <= 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer wrote only {} batches in 120 s of verify rounds",
+            written.load(std::sync::atomic::Ordering::Relaxed)
+        );
         let cmd = if round % 3 == 2 { "stat" } else { "verify" };
         let out = oncelog(&[cmd, arg(dir.path())]);
         let t = text(&out);
@@ -485,6 +496,7 @@ fn verify_and_stat_tolerate_a_live_log_deleting_files() {
             "{cmd} round {round} on a live log:\n{t}"
         );
         assert!(!t.contains("No such file"), "{cmd} round {round}:\n{t}");
+        round += 1;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let batches = writer.join().unwrap();
