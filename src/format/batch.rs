@@ -357,6 +357,8 @@ impl<'a> Record<'a> {
     }
 }
 
+/// The `len` bytes at `*pos` (`None` for -1, a null field), advancing `*pos` past them.
+#[inline]
 fn take<'a>(
     buf: &'a [u8],
     pos: &mut usize,
@@ -366,15 +368,19 @@ fn take<'a>(
     if len == -1 {
         return Ok(None);
     }
-    let bad = DecodeError::BadRecord {
-        index,
-        reason: "field length",
-    };
-    let len = usize::try_from(len).map_err(|_| bad.clone())?;
-    let end = pos.checked_add(len).ok_or(bad.clone())?;
-    let bytes = buf.get(*pos..end).ok_or(bad)?;
-    *pos = end;
-    Ok(Some(bytes))
+    let bytes = usize::try_from(len)
+        .ok()
+        .and_then(|len| buf.get(*pos..)?.get(..len));
+    match bytes {
+        Some(bytes) => {
+            *pos += bytes.len();
+            Ok(Some(bytes))
+        }
+        None => Err(DecodeError::BadRecord {
+            index,
+            reason: "field length",
+        }),
+    }
 }
 
 /// Lazily decodes the records of a batch.
@@ -388,36 +394,61 @@ pub struct RecordIter<'a> {
 }
 
 impl<'a> RecordIter<'a> {
+    /// Decodes the record at `self.pos` and moves past it. Every read is bounds-checked
+    /// against the record's own bytes (its length varint, checked against the batch once);
+    /// the common varints take the inline one- and two-byte path (`varint::get_varint`).
+    #[inline]
     fn decode_one(&mut self) -> Result<Record<'a>, DecodeError> {
         let index = self.index;
         let bad = |reason| DecodeError::BadRecord { index, reason };
         let mut pos = self.pos;
-        let len = get_varint(self.buf, &mut pos).map_err(|_| bad("length varint"))?;
-        let len = usize::try_from(len).map_err(|_| bad("negative length"))?;
-        let end = pos.checked_add(len).ok_or(bad("length"))?;
-        let body = self.buf.get(..end).ok_or(bad("length past batch end"))?;
-        let _attributes = *body.get(pos).ok_or(bad("attributes"))?;
-        pos += 1;
-        let ts_delta = get_varlong(body, &mut pos).map_err(|_| bad("timestamp delta"))?;
-        let offset_delta = get_varint(body, &mut pos).map_err(|_| bad("offset delta"))?;
-        let key_len = get_varint(body, &mut pos).map_err(|_| bad("key length"))?;
-        let key = take(body, &mut pos, key_len, index)?;
-        let value_len = get_varint(body, &mut pos).map_err(|_| bad("value length"))?;
-        let value = take(body, &mut pos, value_len, index)?;
-        let header_count = get_varint(body, &mut pos).map_err(|_| bad("header count"))?;
-        let header_count = u32::try_from(header_count).map_err(|_| bad("header count"))?;
-        let headers = body.get(pos..end).ok_or(bad("headers"))?;
-        // Walk the headers once so a malformed one is reported here, not later.
-        let mut walk = HeaderIter {
-            buf: headers,
-            pos: 0,
-            left: header_count,
+        let Ok(len) = get_varint(self.buf, &mut pos) else {
+            return Err(bad("length varint"));
         };
-        for h in walk.by_ref() {
-            h.map_err(|_| bad("header"))?;
+        let Ok(len) = usize::try_from(len) else {
+            return Err(bad("negative length"));
+        };
+        let Some(end) = pos.checked_add(len) else {
+            return Err(bad("length"));
+        };
+        // The record after its length field: every field below is read within it.
+        let Some(body) = self.buf.get(pos..end) else {
+            return Err(bad("length past batch end"));
+        };
+        // The attributes byte (written 0, ignored on read).
+        if body.is_empty() {
+            return Err(bad("attributes"));
         }
-        if walk.pos != headers.len() {
-            return Err(bad("trailing bytes"));
+        let mut p = 1;
+        let Ok(ts_delta) = get_varlong(body, &mut p) else {
+            return Err(bad("timestamp delta"));
+        };
+        let Ok(offset_delta) = get_varint(body, &mut p) else {
+            return Err(bad("offset delta"));
+        };
+        let Ok(key_len) = get_varint(body, &mut p) else {
+            return Err(bad("key length"));
+        };
+        let key = take(body, &mut p, key_len, index)?;
+        let Ok(value_len) = get_varint(body, &mut p) else {
+            return Err(bad("value length"));
+        };
+        let value = take(body, &mut p, value_len, index)?;
+        let Ok(header_count) = get_varint(body, &mut p) else {
+            return Err(bad("header count"));
+        };
+        let Ok(header_count) = u32::try_from(header_count) else {
+            return Err(bad("header count"));
+        };
+        let Some(headers) = body.get(p..) else {
+            return Err(bad("headers"));
+        };
+        if header_count == 0 {
+            if !headers.is_empty() {
+                return Err(bad("trailing bytes"));
+            }
+        } else {
+            Self::check_headers(headers, header_count, index)?;
         }
         self.pos = end;
         Ok(Record {
@@ -429,11 +460,31 @@ impl<'a> RecordIter<'a> {
             header_count,
         })
     }
+
+    /// Walks a record's headers once so a malformed one is reported when the record is
+    /// decoded, not later by [`Record::headers`].
+    #[inline(never)]
+    fn check_headers(headers: &[u8], count: u32, index: u32) -> Result<(), DecodeError> {
+        let bad = |reason| DecodeError::BadRecord { index, reason };
+        let mut walk = HeaderIter {
+            buf: headers,
+            pos: 0,
+            left: count,
+        };
+        for h in walk.by_ref() {
+            h.map_err(|_| bad("header"))?;
+        }
+        if walk.pos != headers.len() {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(())
+    }
 }
 
 impl<'a> Iterator for RecordIter<'a> {
     type Item = Result<Record<'a>, DecodeError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.index >= self.count {
             if self.pos != self.buf.len() {

@@ -11,6 +11,9 @@ pub mod index;
 pub mod snapshot;
 pub mod varint;
 
+#[cfg(test)]
+mod record_decode_tests;
+
 use std::fmt;
 
 /// Why a byte string is not a valid encoding of the structure it was decoded as.
