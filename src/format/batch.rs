@@ -30,7 +30,9 @@
 )]
 
 use super::le;
-use super::varint::{get_varint, get_varlong, put_varint, put_varlong, varint_len, varlong_len};
+use super::varint::{
+    get_varint, put_varint, put_varlong, read_varint, read_varlong, varint_len, varlong_len,
+};
 use super::DecodeError;
 use crate::types::{increment_sequence, LeaderEpoch, ProducerEpoch, ProducerId, Sequence};
 
@@ -296,8 +298,7 @@ impl<'a> BatchView<'a> {
     /// Iterates the records. Each item is a `Result`: record bytes are decoded lazily.
     pub fn records(&self) -> RecordIter<'a> {
         RecordIter {
-            buf: self.bytes.get(RECORDS_OFFSET..).unwrap_or(&[]),
-            pos: 0,
+            rest: self.bytes.get(RECORDS_OFFSET..).unwrap_or(&[]),
             index: 0,
             count: self.header.record_count as u32,
             base_timestamp: self.header.base_timestamp,
@@ -383,66 +384,86 @@ fn take<'a>(
     }
 }
 
+/// The `len` bytes at the front of `*buf` (`None` for -1, a null field), advancing `*buf` past
+/// them.
+#[inline(always)]
+fn take_front<'a>(
+    buf: &mut &'a [u8],
+    len: i32,
+    index: u32,
+) -> Result<Option<&'a [u8]>, DecodeError> {
+    if len == -1 {
+        return Ok(None);
+    }
+    match usize::try_from(len)
+        .ok()
+        .and_then(|len| buf.split_at_checked(len))
+    {
+        Some((bytes, rest)) => {
+            *buf = rest;
+            Ok(Some(bytes))
+        }
+        None => Err(DecodeError::BadRecord {
+            index,
+            reason: "field length",
+        }),
+    }
+}
+
 /// Lazily decodes the records of a batch.
 #[derive(Debug, Clone)]
 pub struct RecordIter<'a> {
-    buf: &'a [u8],
-    pos: usize,
+    /// The bytes from the next record to the end of the batch.
+    rest: &'a [u8],
     index: u32,
     count: u32,
     base_timestamp: i64,
 }
 
 impl<'a> RecordIter<'a> {
-    /// Decodes the record at `self.pos` and moves past it. Every read is bounds-checked
-    /// against the record's own bytes (its length varint, checked against the batch once);
-    /// the common varints take the inline one- and two-byte path (`varint::get_varint`).
-    #[inline]
+    /// Decodes the record at the front of `self.rest` and moves past it. The record's length
+    /// varint is checked against the batch once; every field is then read from the front of the
+    /// record's own bytes, each read checked against what is left of them. The common varints
+    /// take the inline one- and two-byte path (`varint::read_varint`).
+    #[inline(always)]
     fn decode_one(&mut self) -> Result<Record<'a>, DecodeError> {
         let index = self.index;
         let bad = |reason| DecodeError::BadRecord { index, reason };
-        let mut pos = self.pos;
-        let Ok(len) = get_varint(self.buf, &mut pos) else {
+        let mut rest = self.rest;
+        let Ok(len) = read_varint(&mut rest) else {
             return Err(bad("length varint"));
         };
         let Ok(len) = usize::try_from(len) else {
             return Err(bad("negative length"));
         };
-        let Some(end) = pos.checked_add(len) else {
-            return Err(bad("length"));
-        };
-        // The record after its length field: every field below is read within it.
-        let Some(body) = self.buf.get(pos..end) else {
+        let Some((body, after)) = rest.split_at_checked(len) else {
             return Err(bad("length past batch end"));
         };
         // The attributes byte (written 0, ignored on read).
-        if body.is_empty() {
+        let Some((_attributes, mut b)) = body.split_first() else {
             return Err(bad("attributes"));
-        }
-        let mut p = 1;
-        let Ok(ts_delta) = get_varlong(body, &mut p) else {
+        };
+        let Ok(ts_delta) = read_varlong(&mut b) else {
             return Err(bad("timestamp delta"));
         };
-        let Ok(offset_delta) = get_varint(body, &mut p) else {
+        let Ok(offset_delta) = read_varint(&mut b) else {
             return Err(bad("offset delta"));
         };
-        let Ok(key_len) = get_varint(body, &mut p) else {
+        let Ok(key_len) = read_varint(&mut b) else {
             return Err(bad("key length"));
         };
-        let key = take(body, &mut p, key_len, index)?;
-        let Ok(value_len) = get_varint(body, &mut p) else {
+        let key = take_front(&mut b, key_len, index)?;
+        let Ok(value_len) = read_varint(&mut b) else {
             return Err(bad("value length"));
         };
-        let value = take(body, &mut p, value_len, index)?;
-        let Ok(header_count) = get_varint(body, &mut p) else {
+        let value = take_front(&mut b, value_len, index)?;
+        let Ok(header_count) = read_varint(&mut b) else {
             return Err(bad("header count"));
         };
         let Ok(header_count) = u32::try_from(header_count) else {
             return Err(bad("header count"));
         };
-        let Some(headers) = body.get(p..) else {
-            return Err(bad("headers"));
-        };
+        let headers = b;
         if header_count == 0 {
             if !headers.is_empty() {
                 return Err(bad("trailing bytes"));
@@ -450,7 +471,7 @@ impl<'a> RecordIter<'a> {
         } else {
             Self::check_headers(headers, header_count, index)?;
         }
-        self.pos = end;
+        self.rest = after;
         Ok(Record {
             offset_delta,
             timestamp: self.base_timestamp.wrapping_add(ts_delta),
@@ -484,11 +505,11 @@ impl<'a> RecordIter<'a> {
 impl<'a> Iterator for RecordIter<'a> {
     type Item = Result<Record<'a>, DecodeError>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.index >= self.count {
-            if self.pos != self.buf.len() {
-                self.pos = self.buf.len();
+            if !self.rest.is_empty() {
+                self.rest = &[];
                 return Some(Err(DecodeError::BadRecord {
                     index: self.index,
                     reason: "bytes after the last record",
@@ -500,7 +521,7 @@ impl<'a> Iterator for RecordIter<'a> {
         self.index += 1;
         if item.is_err() {
             self.index = self.count;
-            self.pos = self.buf.len();
+            self.rest = &[];
         }
         Some(item)
     }

@@ -90,6 +90,49 @@ pub fn get_varint(buf: &[u8], pos: &mut usize) -> Result<i32, DecodeError> {
     }
 }
 
+/// [`get_varlong`] from the front of `*buf`, which is advanced past the bytes read: the form
+/// the record decoder uses, one length check per field and no position arithmetic.
+#[inline(always)]
+pub fn read_varlong(buf: &mut &[u8]) -> Result<i64, DecodeError> {
+    match **buf {
+        [b0, ref rest @ ..] if b0 < 0x80 => {
+            *buf = rest;
+            Ok(unzigzag(u64::from(b0)))
+        }
+        [b0, b1, ref rest @ ..] if b1 < 0x80 => {
+            *buf = rest;
+            Ok(unzigzag(u64::from(b0 & 0x7f) | u64::from(b1) << 7))
+        }
+        _ => {
+            let mut pos = 0;
+            let v = get_varlong_slow(buf, &mut pos);
+            *buf = buf.get(pos..).unwrap_or_default();
+            v
+        }
+    }
+}
+
+/// [`get_varint`] from the front of `*buf`, as [`read_varlong`].
+#[inline(always)]
+pub fn read_varint(buf: &mut &[u8]) -> Result<i32, DecodeError> {
+    match **buf {
+        [b0, ref rest @ ..] if b0 < 0x80 => {
+            *buf = rest;
+            Ok(unzigzag(u64::from(b0)) as i32)
+        }
+        [b0, b1, ref rest @ ..] if b1 < 0x80 => {
+            *buf = rest;
+            Ok(unzigzag(u64::from(b0 & 0x7f) | u64::from(b1) << 7) as i32)
+        }
+        _ => {
+            let mut pos = 0;
+            let v = get_varint_slow(buf, &mut pos);
+            *buf = buf.get(pos..).unwrap_or_default();
+            v
+        }
+    }
+}
+
 #[inline(never)]
 fn get_varint_slow(buf: &[u8], pos: &mut usize) -> Result<i32, DecodeError> {
     i32::try_from(get_varlong_slow(buf, pos)?).map_err(|_| BAD)
@@ -145,6 +188,14 @@ mod tests {
             let (mut fast, mut slow) = (start, start);
             prop_assert_eq!(get_varint(&bytes, &mut fast), get_varint_slow(&bytes, &mut slow));
             prop_assert_eq!(fast, slow);
+            // The slice forms: the same value, the rest starting where the loop stopped.
+            let from = bytes.get(start..).unwrap_or_default();
+            let (mut rest, mut slow) = (from, 0);
+            prop_assert_eq!(read_varlong(&mut rest), get_varlong_slow(from, &mut slow));
+            prop_assert_eq!(rest.len(), from.len() - slow);
+            let (mut rest, mut slow) = (from, 0);
+            prop_assert_eq!(read_varint(&mut rest), get_varint_slow(from, &mut slow));
+            prop_assert_eq!(rest.len(), from.len() - slow);
         }
     }
 }
