@@ -21,6 +21,7 @@
 mod common;
 
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,6 +47,8 @@ struct Logs {
     segment_paths: Vec<PathBuf>,
     commitlog: CommitLog,
     nano: Vec<Vec<ReadDescriptor>>,
+    /// The record values in write order, cycled: record `k` holds `values[k % values.len()]`.
+    values: Vec<Vec<u8>>,
     records: u64,
     bytes: u64,
 }
@@ -152,6 +155,7 @@ fn build(w: &Workload) -> Logs {
         segment_paths,
         commitlog,
         nano,
+        values: pool.values,
         records: (n * w.per_batch) as u64,
         bytes,
     }
@@ -255,6 +259,189 @@ fn seq_read(c: &mut Criterion, w: Workload, logs: &Logs) {
     group.finish();
 }
 
+/// The value record `k + 1` must hold, given that record `k` held `values[*next]`: the
+/// expected values in write order without a division per record.
+#[inline]
+fn advance(next: &mut usize, len: usize) {
+    *next += 1;
+    if *next == len {
+        *next = 0;
+    }
+}
+
+/// A zig-zag varint at `*p`, unchecked beyond slice indexing: the minimal parse of the read(2)
+/// baseline (it trusts the bytes, so it panics on bad ones instead of reporting them).
+#[inline]
+fn minimal_varint(b: &[u8], p: &mut usize) -> i64 {
+    let mut z = 0u64;
+    let mut shift = 0;
+    loop {
+        let x = b[*p];
+        *p += 1;
+        z |= u64::from(x & 0x7f) << shift;
+        if x & 0x80 == 0 {
+            return ((z >> 1) as i64) ^ -((z & 1) as i64);
+        }
+        shift += 7;
+    }
+}
+
+/// Contiguous runs of whole batches of at most `FETCH` bytes (one more if a batch is larger),
+/// per segment: what the read(2) baselines read, in order, one `read` each.
+fn read_chunks(logs: &Logs) -> Vec<Vec<usize>> {
+    let mut chunks = vec![Vec::new(); logs.segment_paths.len()];
+    let mut cur: Option<(usize, usize, usize)> = None; // (segment, start, end)
+    for &(s, start, end) in &logs.batch_pos {
+        match cur {
+            Some((cs, cstart, cend)) if cs == s && end - cstart <= FETCH => {
+                debug_assert_eq!(cend, start);
+                cur = Some((cs, cstart, end));
+            }
+            _ => {
+                if let Some((cs, cstart, cend)) = cur {
+                    chunks[cs].push(cend - cstart);
+                }
+                cur = Some((s, start, end));
+            }
+        }
+    }
+    if let Some((cs, cstart, cend)) = cur {
+        chunks[cs].push(cend - cstart);
+    }
+    chunks
+}
+
+/// `read_records_<workload>`: the user's read path, every record read back and its value
+/// compared with what was written (docs/benchmarks.md, "Reading records back").
+///
+/// * `oncelog_fetch_records`: `Log::read` of 1 MiB fetches, `Fetch::batches` (each batch
+///   checksum-verified), `BatchView::records`, each record's offset and value compared.
+/// * `commitlog_read_compare`: `CommitLog::read` of 1 MiB (pread into a buffer, CRC-32C per
+///   message), each message's offset and payload compared.
+/// * `nano_wal_read_compare`: `read_batch` per batch (one coalesced preadv, no checksum), each
+///   record's content compared.
+/// * `read2_bytes`: read(2) of the oncelog segment files into a 1 MiB buffer, in batch-aligned
+///   chunks of at most 1 MiB, nothing else: the copy a reading client cannot avoid.
+/// * `read2_parse_compare`: the same reads plus a minimal trusting parse (batch lengths, record
+///   varints, no checksum, no bounds reporting) and the value comparison.
+fn read_records(c: &mut Criterion, w: Workload, logs: &Logs) {
+    let mut group = c.benchmark_group(format!("read_records_{}", w.name));
+    group.throughput(Throughput::Elements(logs.records));
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
+    let values = &logs.values;
+    let n = values.len();
+    group.bench_function("oncelog_fetch_records", |b| {
+        b.iter(|| {
+            let mut offset = 0u64;
+            let mut next = 0usize;
+            while offset < logs.records {
+                let fetch = logs.oncelog.read(Offset(offset), FETCH).unwrap();
+                for batch in fetch.batches() {
+                    let batch = batch.unwrap();
+                    for r in batch.records() {
+                        let r = r.unwrap();
+                        assert_eq!(batch.base_offset() + r.offset_delta as u64, offset);
+                        assert!(r.value == Some(values[next].as_slice()));
+                        advance(&mut next, n);
+                        offset += 1;
+                    }
+                }
+            }
+            assert_eq!(offset, logs.records);
+        })
+    });
+    group.bench_function("commitlog_read_compare", |b| {
+        b.iter(|| {
+            let mut offset = 0u64;
+            let mut next = 0usize;
+            while offset < logs.records {
+                let set = logs
+                    .commitlog
+                    .read(offset, ReadLimit::max_bytes(FETCH))
+                    .unwrap();
+                for m in set.iter() {
+                    assert_eq!(m.offset(), offset);
+                    assert!(m.payload() == values[next].as_slice());
+                    advance(&mut next, n);
+                    offset += 1;
+                }
+            }
+            assert_eq!(offset, logs.records);
+        })
+    });
+    group.bench_function("nano_wal_read_compare", |b| {
+        b.iter(|| {
+            let mut next = 0usize;
+            let mut seen = 0u64;
+            for batch in &logs.nano {
+                for r in read_batch(batch).unwrap() {
+                    assert!(r.content.as_ref() == values[next].as_slice());
+                    advance(&mut next, n);
+                    seen += 1;
+                }
+            }
+            assert_eq!(seen, logs.records);
+        })
+    });
+    let chunks = read_chunks(logs);
+    let max_chunk = chunks.iter().flatten().copied().max().unwrap();
+    group.bench_function("read2_bytes", |b| {
+        let mut buf = vec![0u8; max_chunk];
+        b.iter(|| {
+            let mut read = 0u64;
+            for (path, lens) in logs.segment_paths.iter().zip(&chunks) {
+                let mut f = File::open(path).unwrap();
+                for &len in lens {
+                    f.read_exact(&mut buf[..len]).unwrap();
+                    read += len as u64;
+                }
+            }
+            std::hint::black_box(&buf);
+            assert_eq!(read, logs.bytes);
+        })
+    });
+    group.bench_function("read2_parse_compare", |b| {
+        let mut buf = vec![0u8; max_chunk];
+        b.iter(|| {
+            let mut next = 0usize;
+            let mut seen = 0u64;
+            for (path, lens) in logs.segment_paths.iter().zip(&chunks) {
+                let mut f = File::open(path).unwrap();
+                for &len in lens {
+                    let buf = &mut buf[..len];
+                    f.read_exact(buf).unwrap();
+                    let mut pos = 0;
+                    while pos < len {
+                        let blen = u32::from_le_bytes(buf[pos + 8..pos + 12].try_into().unwrap());
+                        let count = i32::from_le_bytes(buf[pos + 65..pos + 69].try_into().unwrap());
+                        let mut p = pos + 69;
+                        for _ in 0..count {
+                            let rlen = minimal_varint(buf, &mut p) as usize;
+                            let end = p + rlen;
+                            p += 1; // attributes
+                            minimal_varint(buf, &mut p); // timestamp delta
+                            minimal_varint(buf, &mut p); // offset delta
+                            minimal_varint(buf, &mut p); // key length (-1 here)
+                            let vlen = minimal_varint(buf, &mut p) as usize;
+                            assert!(buf[p..p + vlen] == *values[next].as_slice());
+                            advance(&mut next, n);
+                            seen += 1;
+                            p = end;
+                        }
+                        pos += blen as usize;
+                    }
+                }
+            }
+            assert_eq!(seen, logs.records);
+        })
+    });
+    group.finish();
+}
+
 const LOOKUPS: usize = 1000;
 
 fn random_read(c: &mut Criterion, w: Workload, logs: &Logs) {
@@ -312,9 +499,27 @@ fn random_read(c: &mut Criterion, w: Workload, logs: &Logs) {
     group.finish();
 }
 
+/// Whether a criterion filter on the command line can select a group of `w`: building a
+/// workload's logs takes longer than measuring one group, so `-- read_records_100b` skips the
+/// 1 KB logs.
+fn selected(w: &Workload) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| f.contains(w.name) || !(f.contains("1k_x64") || f.contains("100b_x16")))
+}
+
 fn reads(c: &mut Criterion) {
     for w in [Workload::kb_x64(), Workload::b100_x16()] {
+        if !selected(&w) {
+            continue;
+        }
         let logs = build(&w);
+        read_records(c, w, &logs);
         seq_read(c, w, &logs);
         random_read(c, w, &logs);
     }

@@ -20,6 +20,8 @@ BASELINES = [
     "memcpy_batch_from_map",
     "commitlog_append",
     "commitlog_read",
+    "commitlog_read_compare",
+    "read2_bytes",
     "commitlog_read_by_offset",
     "log_append",
 ]

@@ -30,7 +30,9 @@
 )]
 
 use super::le;
-use super::varint::{get_varint, get_varlong, put_varint, put_varlong, varint_len, varlong_len};
+use super::varint::{
+    get_varint, put_varint, put_varlong, read_varint, read_varlong, varint_len, varlong_len,
+};
 use super::DecodeError;
 use crate::types::{increment_sequence, LeaderEpoch, ProducerEpoch, ProducerId, Sequence};
 
@@ -314,8 +316,7 @@ impl<'a> BatchView<'a> {
     /// Iterates the records. Each item is a `Result`: record bytes are decoded lazily.
     pub fn records(&self) -> RecordIter<'a> {
         RecordIter {
-            buf: self.bytes.get(RECORDS_OFFSET..).unwrap_or(&[]),
-            pos: 0,
+            rest: self.bytes.get(RECORDS_OFFSET..).unwrap_or(&[]),
             index: 0,
             count: self.header.record_count as u32,
             base_timestamp: self.header.base_timestamp,
@@ -375,6 +376,8 @@ impl<'a> Record<'a> {
     }
 }
 
+/// The `len` bytes at `*pos` (`None` for -1, a null field), advancing `*pos` past them.
+#[inline]
 fn take<'a>(
     buf: &'a [u8],
     pos: &mut usize,
@@ -384,60 +387,109 @@ fn take<'a>(
     if len == -1 {
         return Ok(None);
     }
-    let bad = DecodeError::BadRecord {
-        index,
-        reason: "field length",
-    };
-    let len = usize::try_from(len).map_err(|_| bad.clone())?;
-    let end = pos.checked_add(len).ok_or(bad.clone())?;
-    let bytes = buf.get(*pos..end).ok_or(bad)?;
-    *pos = end;
-    Ok(Some(bytes))
+    let bytes = usize::try_from(len)
+        .ok()
+        .and_then(|len| buf.get(*pos..)?.get(..len));
+    match bytes {
+        Some(bytes) => {
+            *pos += bytes.len();
+            Ok(Some(bytes))
+        }
+        None => Err(DecodeError::BadRecord {
+            index,
+            reason: "field length",
+        }),
+    }
+}
+
+/// The `len` bytes at the front of `*buf` (`None` for -1, a null field), advancing `*buf` past
+/// them.
+#[inline(always)]
+fn take_front<'a>(
+    buf: &mut &'a [u8],
+    len: i32,
+    index: u32,
+) -> Result<Option<&'a [u8]>, DecodeError> {
+    if len == -1 {
+        return Ok(None);
+    }
+    match usize::try_from(len)
+        .ok()
+        .and_then(|len| buf.split_at_checked(len))
+    {
+        Some((bytes, rest)) => {
+            *buf = rest;
+            Ok(Some(bytes))
+        }
+        None => Err(DecodeError::BadRecord {
+            index,
+            reason: "field length",
+        }),
+    }
 }
 
 /// Lazily decodes the records of a batch.
 #[derive(Debug, Clone)]
 pub struct RecordIter<'a> {
-    buf: &'a [u8],
-    pos: usize,
+    /// The bytes from the next record to the end of the batch.
+    rest: &'a [u8],
     index: u32,
     count: u32,
     base_timestamp: i64,
 }
 
 impl<'a> RecordIter<'a> {
+    /// Decodes the record at the front of `self.rest` and moves past it. The record's length
+    /// varint is checked against the batch once; every field is then read from the front of the
+    /// record's own bytes, each read checked against what is left of them. The common varints
+    /// take the inline one- and two-byte path (`varint::read_varint`).
+    #[inline(always)]
     fn decode_one(&mut self) -> Result<Record<'a>, DecodeError> {
         let index = self.index;
         let bad = |reason| DecodeError::BadRecord { index, reason };
-        let mut pos = self.pos;
-        let len = get_varint(self.buf, &mut pos).map_err(|_| bad("length varint"))?;
-        let len = usize::try_from(len).map_err(|_| bad("negative length"))?;
-        let end = pos.checked_add(len).ok_or(bad("length"))?;
-        let body = self.buf.get(..end).ok_or(bad("length past batch end"))?;
-        let _attributes = *body.get(pos).ok_or(bad("attributes"))?;
-        pos += 1;
-        let ts_delta = get_varlong(body, &mut pos).map_err(|_| bad("timestamp delta"))?;
-        let offset_delta = get_varint(body, &mut pos).map_err(|_| bad("offset delta"))?;
-        let key_len = get_varint(body, &mut pos).map_err(|_| bad("key length"))?;
-        let key = take(body, &mut pos, key_len, index)?;
-        let value_len = get_varint(body, &mut pos).map_err(|_| bad("value length"))?;
-        let value = take(body, &mut pos, value_len, index)?;
-        let header_count = get_varint(body, &mut pos).map_err(|_| bad("header count"))?;
-        let header_count = u32::try_from(header_count).map_err(|_| bad("header count"))?;
-        let headers = body.get(pos..end).ok_or(bad("headers"))?;
-        // Walk the headers once so a malformed one is reported here, not later.
-        let mut walk = HeaderIter {
-            buf: headers,
-            pos: 0,
-            left: header_count,
+        let mut rest = self.rest;
+        let Ok(len) = read_varint(&mut rest) else {
+            return Err(bad("length varint"));
         };
-        for h in walk.by_ref() {
-            h.map_err(|_| bad("header"))?;
+        let Ok(len) = usize::try_from(len) else {
+            return Err(bad("negative length"));
+        };
+        let Some((body, after)) = rest.split_at_checked(len) else {
+            return Err(bad("length past batch end"));
+        };
+        // The attributes byte (written 0, ignored on read).
+        let Some((_attributes, mut b)) = body.split_first() else {
+            return Err(bad("attributes"));
+        };
+        let Ok(ts_delta) = read_varlong(&mut b) else {
+            return Err(bad("timestamp delta"));
+        };
+        let Ok(offset_delta) = read_varint(&mut b) else {
+            return Err(bad("offset delta"));
+        };
+        let Ok(key_len) = read_varint(&mut b) else {
+            return Err(bad("key length"));
+        };
+        let key = take_front(&mut b, key_len, index)?;
+        let Ok(value_len) = read_varint(&mut b) else {
+            return Err(bad("value length"));
+        };
+        let value = take_front(&mut b, value_len, index)?;
+        let Ok(header_count) = read_varint(&mut b) else {
+            return Err(bad("header count"));
+        };
+        let Ok(header_count) = u32::try_from(header_count) else {
+            return Err(bad("header count"));
+        };
+        let headers = b;
+        if header_count == 0 {
+            if !headers.is_empty() {
+                return Err(bad("trailing bytes"));
+            }
+        } else {
+            Self::check_headers(headers, header_count, index)?;
         }
-        if walk.pos != headers.len() {
-            return Err(bad("trailing bytes"));
-        }
-        self.pos = end;
+        self.rest = after;
         Ok(Record {
             offset_delta,
             timestamp: self.base_timestamp.wrapping_add(ts_delta),
@@ -447,15 +499,35 @@ impl<'a> RecordIter<'a> {
             header_count,
         })
     }
+
+    /// Walks a record's headers once so a malformed one is reported when the record is
+    /// decoded, not later by [`Record::headers`].
+    #[inline(never)]
+    fn check_headers(headers: &[u8], count: u32, index: u32) -> Result<(), DecodeError> {
+        let bad = |reason| DecodeError::BadRecord { index, reason };
+        let mut walk = HeaderIter {
+            buf: headers,
+            pos: 0,
+            left: count,
+        };
+        for h in walk.by_ref() {
+            h.map_err(|_| bad("header"))?;
+        }
+        if walk.pos != headers.len() {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(())
+    }
 }
 
 impl<'a> Iterator for RecordIter<'a> {
     type Item = Result<Record<'a>, DecodeError>;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.index >= self.count {
-            if self.pos != self.buf.len() {
-                self.pos = self.buf.len();
+            if !self.rest.is_empty() {
+                self.rest = &[];
                 return Some(Err(DecodeError::BadRecord {
                     index: self.index,
                     reason: "bytes after the last record",
@@ -467,7 +539,7 @@ impl<'a> Iterator for RecordIter<'a> {
         self.index += 1;
         if item.is_err() {
             self.index = self.count;
-            self.pos = self.buf.len();
+            self.rest = &[];
         }
         Some(item)
     }

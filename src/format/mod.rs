@@ -13,6 +13,9 @@ pub mod snapshot;
 pub mod txn_index;
 pub mod varint;
 
+#[cfg(test)]
+mod record_decode_tests;
+
 use std::fmt;
 
 /// Why a byte string is not a valid encoding of the structure it was decoded as.
