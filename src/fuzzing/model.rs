@@ -7,16 +7,19 @@
 //! from up to 3 idempotent producers and a plain one, retries of recent batches, wrong
 //! sequences, roll-inducing large batches, flush, `truncate_to`, `advance_log_start`,
 //! `apply_retention` on a manual clock, clean close + reopen, crash (process or power loss) +
-//! reopen, and armed I/O faults (`SimStorage::fail_after`). After an error while a fault is
+//! reopen, armed I/O faults (`SimStorage::fail_after`), and a transactional producer's batches
+//! and COMMIT/ABORT markers (`Log::append_marker`). After an error while a fault is
 //! armed the log is crashed and reopened, and the model allows the outcome of the failed
 //! operation either way.
 //!
 //! After every reopen: every record below the synced boundary is present and equal, nothing
 //! past the written end exists, offsets are contiguous, `check_invariants()` holds, no value
-//! appears twice (no idempotent batch was written twice), and without retention the producer
-//! table equals a replay of the log.
+//! appears twice (no idempotent batch was written twice), without retention the producer
+//! table equals a replay of the log, and the last stable offset and a read_committed read from
+//! the log start equal the model (no record of an aborted or open transaction, every committed
+//! one whole). These are also checked after every transactional operation.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -29,7 +32,8 @@ use crate::config::{LogConfig, SyncMode};
 use crate::error::Error;
 use crate::format::batch::{BatchBuilder, RecordBatch};
 use crate::io::sim::{CrashMode, FaultKind, SimStorage};
-use crate::log::{AppendInfo, Log};
+use crate::log::{AppendInfo, Isolation, Log};
+use crate::producer::{Marker, MarkerKind};
 use crate::types::{Offset, ProducerId};
 
 /// A batch the harness sent, kept for retries.
@@ -60,6 +64,74 @@ impl Producer {
     /// window for good, whatever was cut since.
     fn left_window(&self, b: &Sent) -> bool {
         self.appended - b.ordinal > crate::producer::BATCHES_RETAINED as u64
+    }
+}
+
+/// The transactional producer's id, and the `Pending::slot` of its batches and markers.
+const TXN_PID: i64 = 10;
+const TXN_SLOT: usize = 4;
+
+/// One batch of the transactional producer in the log.
+#[derive(Debug, Clone, Copy)]
+struct TxnEvent {
+    /// `Some(commit)` for a marker.
+    marker: Option<bool>,
+    epoch: i16,
+    seq: i32,
+    count: u64,
+}
+
+/// The transactional producer's batches by offset; its epoch, next sequence and open
+/// transaction follow from them (what survives a cut is what the log has).
+#[derive(Debug, Default)]
+struct TxnModel {
+    events: BTreeMap<u64, TxnEvent>,
+    /// Retention made the log forget the producer: it writes no more.
+    retired: bool,
+}
+
+impl TxnModel {
+    /// (epoch, next sequence, first offset of the open transaction).
+    fn state(&self) -> (i16, i32, Option<u64>) {
+        let (mut epoch, mut seq, mut open) = (0, 0, None);
+        for (&o, e) in &self.events {
+            match e.marker {
+                Some(_) => {
+                    if e.epoch != epoch {
+                        seq = 0;
+                    }
+                    epoch = e.epoch;
+                    open = None;
+                }
+                None => {
+                    epoch = e.epoch;
+                    seq = e.seq + e.count as i32;
+                    open = open.or(Some(o));
+                }
+            }
+        }
+        (epoch, seq, open)
+    }
+
+    /// Offsets a read_committed reader must not see: markers, and records of transactions
+    /// aborted or still open.
+    fn hidden(&self) -> BTreeSet<u64> {
+        let mut hidden = BTreeSet::new();
+        let mut txn: Vec<u64> = Vec::new();
+        for (&o, e) in &self.events {
+            match e.marker {
+                Some(commit) => {
+                    hidden.insert(o);
+                    if !commit {
+                        hidden.extend(txn.iter().copied());
+                    }
+                    txn.clear();
+                }
+                None => txn.extend(o..o + e.count),
+            }
+        }
+        hidden.extend(txn);
+        hidden
     }
 }
 
@@ -94,6 +166,7 @@ struct Harness {
     /// anywhere down to the synced boundary.
     uncertain_end: bool,
     tag: u64,
+    txn: TxnModel,
     /// `ONCELOG_FUZZ_TRACE` is set: print each step (to debug a finding).
     trace: bool,
 }
@@ -134,6 +207,7 @@ pub fn log_model(data: &[u8]) {
         poison_reason: None,
         uncertain_end: false,
         tag: 0,
+        txn: TxnModel::default(),
         trace: std::env::var_os("ONCELOG_FUZZ_TRACE").is_some(),
     };
     let mut steps = 0;
@@ -159,15 +233,16 @@ impl Harness {
     }
 
     fn step(&mut self, r: &mut ByteReader<'_>) {
-        let op = r.below(20);
+        let op = r.below(23);
         if self.trace {
             eprintln!(
-                "op {op}: end {} synced {} start {}/{} armed {}",
+                "op {op}: end {} synced {} start {}/{} armed {} txn {:?}",
                 self.end(),
                 self.synced,
                 self.log().log_start_offset().0,
                 self.start_floor,
-                self.armed
+                self.armed,
+                self.txn.events
             );
         }
         match op {
@@ -197,6 +272,8 @@ impl Harness {
                 };
                 self.crash_and_reopen(mode, r.u64());
             }
+            20 | 21 => self.txn_data(r),
+            22 => self.txn_marker(r),
             _ => {
                 let kind = if r.bool() {
                     FaultKind::Eio
@@ -211,6 +288,174 @@ impl Harness {
 
     fn end(&self) -> u64 {
         self.values.len() as u64
+    }
+
+    /// A transactional batch of producer `TXN_PID` (opening or continuing its transaction).
+    /// The transactional producer stops once its whole history is below the log start (the
+    /// log may have forgotten it, see `check_read_committed`).
+    fn txn_active(&mut self) -> bool {
+        let start = self.log().log_start_offset().0;
+        if !self.txn.events.is_empty() && self.txn.events.iter().all(|(o, e)| o + e.count <= start)
+        {
+            self.txn.retired = true;
+        }
+        !self.txn.retired
+    }
+
+    fn txn_data(&mut self, r: &mut ByteReader<'_>) {
+        if !self.txn_active() {
+            return;
+        }
+        self.tag += 1;
+        let (epoch, seq, _) = self.txn.state();
+        let mut b = BatchBuilder::new()
+            .producer(ProducerId(TXN_PID), epoch, seq)
+            .transactional();
+        let mut values = Vec::new();
+        for i in 0..r.range(1, 3) {
+            let mut v = format!("T.t{}.{i}:", self.tag).into_bytes();
+            v.resize((r.below(40) as usize).max(v.len()), b'-');
+            b.push(self.clock_ms(), None, Some(&v));
+            values.push(v);
+        }
+        let batch = b.build().expect("generated batch builds");
+        match self.log().append(&batch) {
+            Ok(info) => {
+                assert!(!info.duplicate, "a new transactional batch was a duplicate");
+                assert_eq!(info.base_offset.0, self.end(), "offsets are contiguous");
+                self.record_append(TXN_SLOT, values, batch);
+                self.check_read_committed(self.log());
+            }
+            Err(Error::UnknownProducerId { .. } | Error::OutOfOrderSequence { .. })
+                if self.deleted
+                    && self
+                        .txn
+                        .events
+                        .keys()
+                        .all(|&o| o < self.log().log_start_offset().0) =>
+            {
+                // Retention deleted every batch of the producer and the log forgot it.
+                self.txn.retired = true;
+            }
+            Err(e) => self.failed(
+                &e,
+                Some(Pending {
+                    values,
+                    slot: TXN_SLOT,
+                    batch,
+                }),
+            ),
+        }
+    }
+
+    /// A COMMIT or ABORT marker ending the open transaction (with the epoch bump), its
+    /// coordinator epoch the tag, so every marker's record value is unique.
+    fn txn_marker(&mut self, r: &mut ByteReader<'_>) {
+        let (epoch, _, open) = self.txn.state();
+        if !self.txn_active() || open.is_none() {
+            return;
+        }
+        self.tag += 1;
+        let m = Marker {
+            producer_id: ProducerId(TXN_PID),
+            producer_epoch: epoch + 1,
+            coordinator_epoch: i32::try_from(self.tag).unwrap_or(i32::MAX),
+            kind: if r.bool() {
+                MarkerKind::Commit
+            } else {
+                MarkerKind::Abort
+            },
+        };
+        let batch = m.to_batch(self.clock_ms()).expect("a marker builds");
+        let values: Vec<Vec<u8>> = batch
+            .view()
+            .records()
+            .map(|rec| rec.expect("decodes").value.unwrap_or_default().to_vec())
+            .collect();
+        match self.log().append_marker(&m) {
+            Ok(info) => {
+                assert_eq!(info.base_offset.0, self.end(), "offsets are contiguous");
+                self.record_append(TXN_SLOT, values, batch);
+                self.check_read_committed(self.log());
+            }
+            Err(e) => self.failed(
+                &e,
+                Some(Pending {
+                    values,
+                    slot: TXN_SLOT,
+                    batch,
+                }),
+            ),
+        }
+    }
+
+    /// The last stable offset and a read_committed read from the log start equal the model.
+    /// The background retention pass may move the log start meanwhile: then it starts over.
+    fn check_read_committed(&self, log: &Log) {
+        let hidden = self.txn.hidden();
+        let (_, _, open) = self.txn.state();
+        'again: for _ in 0..100 {
+            let start = log.log_start_offset().0;
+            let end = log.log_end_offset().0;
+            let got_lso = log.last_stable_offset().0;
+            // Once the producer's whole history lies below the log start, a rebuild after
+            // power loss may know it only from snapshots that missed its newest batches or
+            // markers (retention deleted them, power loss cut the snapshots that came after):
+            // nothing of it can be read, and the log may hold the LSO at the log start for a
+            // transaction it still thinks open, or not. The producer writes no more then.
+            let below = !self.txn.events.is_empty()
+                && self.txn.events.iter().all(|(o, e)| o + e.count <= start);
+            let model_lso = open.map_or(end, |f| f.clamp(start, end));
+            let lso = if below && (got_lso == start || got_lso == end) {
+                got_lso
+            } else {
+                model_lso
+            };
+            if log.log_start_offset().0 != start {
+                continue;
+            }
+            if got_lso != lso {
+                eprintln!(
+                    "txn model: {:?}\nlog producer: {:?}\nsnapshot load: {:?} report {:?}\nfiles {:?}",
+                    self.txn.events,
+                    log.producer_state().get(ProducerId(TXN_PID)),
+                    log.snapshot_load(),
+                    log.recovery_report(),
+                    self.sim.file_names(Path::new(DIR))
+                );
+            }
+            assert_eq!(
+                got_lso, lso,
+                "last stable offset (start {start}, end {end})"
+            );
+            let mut got = Vec::new();
+            let mut next = start;
+            while next < lso {
+                let f = match log.read_with(Offset(next), 1 << 16, Isolation::ReadCommitted) {
+                    Ok(f) => f,
+                    Err(Error::OffsetOutOfRange { .. }) => continue 'again,
+                    Err(e) => panic!("read_committed at {next}: {e}"),
+                };
+                let Some(to) = f.fetch.end_offset().expect("fetched batches parse") else {
+                    break;
+                };
+                for rec in f.committed_records() {
+                    let rec = rec.expect("a committed record decodes");
+                    // The first batch may begin below the log start (a start inside a batch).
+                    if rec.offset >= start {
+                        got.push((rec.offset, rec.record.value.unwrap_or_default().to_vec()));
+                    }
+                }
+                next = to;
+            }
+            let want: Vec<(u64, Vec<u8>)> = (start..lso)
+                .filter(|o| !hidden.contains(o))
+                .filter_map(|o| self.values.get(o as usize).map(|v| (o, v.clone())))
+                .collect();
+            assert_eq!(got, want, "read_committed from {start} (LSO {lso})");
+            return;
+        }
+        panic!("the log start kept moving");
     }
 
     fn build(
@@ -275,7 +520,19 @@ impl Harness {
         self.starts.insert(first);
         let n = values.len() as i32;
         self.values.extend(values);
-        if slot > 0 {
+        if slot == TXN_SLOT {
+            let h = batch.header();
+            let marker = Marker::of(&batch.view()).expect("a built marker decodes");
+            self.txn.events.insert(
+                first,
+                TxnEvent {
+                    marker: marker.map(|m| m.kind == MarkerKind::Commit),
+                    epoch: h.producer_epoch,
+                    seq: h.base_sequence,
+                    count: n as u64,
+                },
+            );
+        } else if slot > 0 {
             let p = &mut self.producers[slot];
             let first_seq = batch.header().base_sequence;
             p.batches.push(Sent {
@@ -491,6 +748,7 @@ impl Harness {
     /// Forgets everything at or past `end` (truncation, or a recovery that ended there).
     fn cut(&mut self, end: u64) {
         self.values.truncate(end as usize);
+        self.txn.events.split_off(&end);
         self.synced = self.synced.min(end);
         self.starts = self.starts.range(..end).copied().collect();
         for p in &mut self.producers[1..] {
@@ -640,6 +898,14 @@ impl Harness {
         log.check_invariants();
         let end = log.log_end_offset().0;
         let start = log.log_start_offset().0;
+        if self.trace {
+            eprintln!(
+                "reopened: start {start} end {end} txn producer {:?} snapshots {:?} files {:?}",
+                log.producer_state().get(ProducerId(TXN_PID)),
+                log.snapshot_load(),
+                self.sim.file_names(Path::new(DIR))
+            );
+        }
         let pending = self.pending.take();
         let written = self.end() + pending.as_ref().map_or(0, |p| p.values.len() as u64);
         assert!(
@@ -688,6 +954,7 @@ impl Harness {
         } else {
             log.producer_state().check_invariants();
         }
+        self.check_read_committed(&log);
         self.synced = end;
         self.start_floor = start;
         self.deleted |= start > 0;

@@ -19,7 +19,7 @@ use crate::format::file_name::{parse_file_name, FileKind};
 use crate::io::sim::{CrashMode, SimStorage};
 use crate::log::checkpoints::{RECOVERY_POINT_FILE, SLOT_BYTES};
 use crate::log::Log;
-use crate::producer::{BatchMetadata, ProducerConfig, ProducerStateManager};
+use crate::producer::{ProducerConfig, ProducerStateManager};
 use crate::segment::scan::scan_segment;
 use crate::types::{Offset, ProducerId};
 
@@ -337,24 +337,19 @@ pub(super) fn assert_producers_replay(log: &Log) {
         expiration_ms: cfg.producer_id_expiration_ms,
         max_producers: cfg.max_producers,
     });
-    let headers = read_headers(log);
+    let batches = walk_from_start(log, |b, _, out| {
+        let marker = crate::producer::Marker::of(b).expect("a logged control batch is a marker");
+        out.push((*b.header(), marker));
+    })
+    .1;
     if log.log_start_offset().0 != 0 {
         // The background retention pass deleted the oldest segments meanwhile: the state rightly
         // keeps batches a replay of what is left cannot see, so only its invariants are checked.
         log.producer_state().check_invariants();
         return;
     }
-    for h in headers {
-        if h.is_idempotent() {
-            let meta = BatchMetadata {
-                first_seq: h.base_sequence,
-                last_seq: h.last_sequence(),
-                first_offset: h.base_offset,
-                last_offset: h.last_offset(),
-                append_time_ms: h.append_timestamp,
-            };
-            fresh.record(h.producer_id, h.producer_epoch, meta);
-        }
+    for (h, marker) in batches {
+        crate::log::apply_batch(&mut fresh, &h, marker.as_ref());
     }
     let state = log.producer_state();
     state.check_invariants();

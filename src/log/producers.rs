@@ -211,6 +211,10 @@ struct Harvested {
     /// The newest coordinator epoch and marker offset seen (markers below the log).
     coordinator_epoch: i32,
     marker_offset: Option<u64>,
+    /// The first offset of a transaction open in the harvested state that began below the
+    /// log: nothing in the log can show it, and it is still open unless the log holds a
+    /// marker of the producer (then the replayed entry says so).
+    txn_first_offset: Option<u64>,
 }
 
 impl BelowLog {
@@ -241,6 +245,7 @@ impl BelowLog {
             batches: Default::default(),
             coordinator_epoch: crate::producer::NO_COORDINATOR_EPOCH,
             marker_offset: None,
+            txn_first_offset: None,
         };
         let slot = self.producers.entry(pid).or_insert_with(fresh);
         if e.epoch > slot.epoch {
@@ -254,6 +259,9 @@ impl BelowLog {
             slot.marker_offset = slot.marker_offset.max(marker_below);
         }
         if e.epoch == slot.epoch {
+            if let Some(first) = e.txn_first_offset.filter(|&f| f < self.first_base) {
+                slot.txn_first_offset = Some(slot.txn_first_offset.map_or(first, |t| t.min(first)));
+            }
             slot.last_ms = slot.last_ms.max(last_ms);
             slot.batches
                 .extend(kept.into_iter().map(|b| (b.first_offset, b)));
@@ -272,11 +280,13 @@ impl BelowLog {
             let (epoch, last_ms) = (h.epoch, h.last_ms);
             let older: Vec<BatchMetadata> = h.batches.into_values().collect();
             let entry = match merged.get(&pid) {
-                None => ProducerEntry::new(epoch, tail5(&older), last_ms, None).map(|mut e| {
-                    e.coordinator_epoch = h.coordinator_epoch;
-                    e.marker_offset = h.marker_offset;
-                    e
-                }),
+                None => ProducerEntry::new(epoch, tail5(&older), last_ms, h.txn_first_offset).map(
+                    |mut e| {
+                        e.coordinator_epoch = h.coordinator_epoch;
+                        e.marker_offset = h.marker_offset;
+                        e
+                    },
+                ),
                 Some(current) if current.epoch == epoch => {
                     let first = current
                         .batches()
@@ -287,17 +297,19 @@ impl BelowLog {
                         .filter(|b| b.last_offset < first)
                         .collect();
                     all.extend(current.batches().copied());
-                    ProducerEntry::new(
-                        epoch,
-                        tail5(&all),
-                        current.last_append_ms,
-                        current.txn_first_offset,
+                    // A transaction the replay found open began where the harvested state says,
+                    // if that is below the log (the replay sees only its part in the log).
+                    let txn = current
+                        .txn_first_offset
+                        .map(|f| h.txn_first_offset.map_or(f, |t| t.min(f)));
+                    ProducerEntry::new(epoch, tail5(&all), current.last_append_ms, txn).map(
+                        |mut e| {
+                            e.coordinator_epoch =
+                                current.coordinator_epoch.max(h.coordinator_epoch);
+                            e.marker_offset = current.marker_offset.max(h.marker_offset);
+                            e
+                        },
                     )
-                    .map(|mut e| {
-                        e.coordinator_epoch = current.coordinator_epoch.max(h.coordinator_epoch);
-                        e.marker_offset = current.marker_offset.max(h.marker_offset);
-                        e
-                    })
                 }
                 Some(_) => None,
             };
@@ -361,7 +373,7 @@ pub(super) fn replay(
 /// append path, when replicating, when replaying at open or after truncation, and when the
 /// transaction pass rebuilds a segment's aborted transactions. `marker` is the batch's marker
 /// if it is a control batch (`Marker::of`). Returns the transaction a marker completed.
-pub(super) fn apply_batch(
+pub(crate) fn apply_batch(
     state: &mut ProducerStateManager,
     h: &crate::format::batch::BatchHeader,
     marker: Option<&Marker>,
