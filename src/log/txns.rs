@@ -24,7 +24,7 @@ use super::producers::{apply_batch, marker_at};
 use super::read::Fetch;
 use super::{Appender, Log};
 use crate::error::{Error, Result};
-use crate::format::batch::{BatchView, Record};
+use crate::format::batch::{BatchView, Record, RecordIter};
 use crate::format::control::MarkerKind;
 use crate::format::file_name::FileKind;
 use crate::format::txn_index::{self, OpenTxns, SegmentTxnFile};
@@ -378,17 +378,6 @@ pub(super) fn rebuild_segment(seg: &Segment, seed: OpenTxns, known: bool) -> Res
     })
 }
 
-impl Fetch {
-    /// The offset after the last batch of the fetch (`None` if empty).
-    pub fn end_offset(&self) -> Result<Option<u64>> {
-        let mut end = None;
-        for b in self.batches_unverified() {
-            end = Some(b?.header().next_offset());
-        }
-        Ok(end)
-    }
-}
-
 /// A committed record: its offset and the record, borrowed from the fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommittedRecord<'a> {
@@ -406,49 +395,54 @@ impl IsolatedFetch {
         let mut pending = self.aborted.clone();
         pending.sort_by_key(|a| a.first_offset);
         let mut pending = pending.into_iter().peekable();
-        let mut aborting: HashSet<ProducerId> = HashSet::new();
-        let batches = self.fetch.batches().filter_map(move |b| {
-            let view = match b {
+        // The producers whose aborted transaction has begun and whose ABORT is not yet read:
+        // a few at most, a vector beats hashing once per batch.
+        let mut aborting: Vec<ProducerId> = Vec::new();
+        let mut batches = self.fetch.batches();
+        let mut current: Option<(u64, RecordIter<'_>)> = None;
+        std::iter::from_fn(move || loop {
+            if let Some((base, records)) = current.as_mut() {
+                let base = *base;
+                match records.next() {
+                    Some(Ok(record)) => {
+                        return Some(Ok(CommittedRecord {
+                            offset: base + record.offset_delta as u64,
+                            record,
+                        }))
+                    }
+                    Some(Err(reason)) => {
+                        current = None;
+                        return Some(Err(Error::Corrupt {
+                            path: Default::default(),
+                            position: base,
+                            reason,
+                        }));
+                    }
+                    None => current = None,
+                }
+            }
+            let view = match batches.next()? {
                 Ok(v) => v,
                 Err(e) => return Some(Err(e)),
             };
-            let h = *view.header();
+            let h = view.header();
             while let Some(a) = pending.next_if(|a| a.first_offset <= h.last_offset()) {
-                aborting.insert(a.producer_id);
+                if !aborting.contains(&a.producer_id) {
+                    aborting.push(a.producer_id);
+                }
             }
             if h.is_control() {
                 if let Ok(Some(m)) = Marker::of(&view) {
                     if m.kind == MarkerKind::Abort {
-                        aborting.remove(&m.producer_id);
+                        aborting.retain(|&p| p != m.producer_id);
                     }
                 }
-                return None;
+                continue;
             }
             if h.is_transactional() && aborting.contains(&h.producer_id) {
-                return None;
+                continue;
             }
-            Some(Ok(view))
-        });
-        batches.flat_map(
-            |b| -> Box<dyn Iterator<Item = Result<CommittedRecord<'_>>>> {
-                match b {
-                    Err(e) => Box::new(std::iter::once(Err(e))),
-                    Ok(view) => {
-                        let base = view.base_offset();
-                        Box::new(view.records().map(move |r| {
-                            r.map(|record| CommittedRecord {
-                                offset: base + record.offset_delta as u64,
-                                record,
-                            })
-                            .map_err(|reason| Error::Corrupt {
-                                path: Default::default(),
-                                position: base,
-                                reason,
-                            })
-                        }))
-                    }
-                }
-            },
-        )
+            current = Some((view.base_offset(), view.records()));
+        })
     }
 }
