@@ -22,7 +22,9 @@ COMMANDS:
     demo-cluster [DIR]       three in-process replicas survive a leader kill: acks=all
                              writes, failover, retries, every record read exactly once
                              (DIR defaults to ./oncelog-demo-cluster, deleted first)
-    dump [--records] DIR     print every batch of every segment (like kafka-dump-log);
+    dump [--records] DIR     print every batch of every segment (like kafka-dump-log),
+                             markers and transactional batches, each .txnindex, the open
+                             transactions and the last stable offset;
                              --records also prints each record
     verify DIR               full integrity check; exit 0 if OK, 1 on any problem
     stat DIR                 segments, offsets, recovery point and clean-shutdown state
