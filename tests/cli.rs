@@ -644,3 +644,59 @@ fn verify_checks_transaction_indexes_against_the_log() {
         "{t}"
     );
 }
+
+/// A transaction open across two segment boundaries, aborted in the third segment: verify
+/// follows the chain of open transactions from segment to segment as open does, and a middle
+/// file that forgets the transaction open at its base is stale for both (a warning; open
+/// rebuilds it, after which verify is clean).
+#[test]
+fn verify_follows_a_transaction_across_segments_as_open_does() {
+    use oncelog::format::txn_index;
+    use oncelog::{BatchBuilder, Marker, MarkerKind};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    let (p, e) = log.init_producer().unwrap();
+    let mut b = BatchBuilder::new().producer(p, e, 0).transactional();
+    b.push(1, None, Some(b"spanning"));
+    let first = log.append(&b.build().unwrap()).unwrap().base_offset.0;
+    for tag in 0..60 {
+        log.append(&batch(tag, 2, 40)).unwrap();
+    }
+    log.append_marker(&Marker {
+        producer_id: p,
+        producer_epoch: e + 1,
+        coordinator_epoch: 0,
+        kind: MarkerKind::Abort,
+    })
+    .unwrap();
+    for tag in 60..70 {
+        log.append(&batch(tag, 2, 40)).unwrap();
+    }
+    assert!(log.segments().len() >= 3);
+    let middle = log.segments()[1].base_offset();
+    log.close().unwrap();
+    let t = text(&oncelog(&["verify", arg(dir.path())]));
+    assert!(t.contains("result: OK (0 warnings)"), "{t}");
+
+    let path = dir.path().join(format!("{middle:020}.txnindex"));
+    let mut f = txn_index::decode(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(f.open_at_base, vec![(first, p)]);
+    f.open_at_base.clear();
+    std::fs::write(&path, txn_index::encode(&f)).unwrap();
+    let out = oncelog(&["verify", arg(dir.path())]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains(&format!(
+            "open at base: none, but the predecessor ends with producer {} from offset {first} \
+             open; open rebuilds it",
+            p.0
+        )),
+        "{t}"
+    );
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    assert!(log.recovery_report().txn_indexes.rebuilt >= 1);
+    log.close().unwrap();
+    let t = text(&oncelog(&["verify", arg(dir.path())]));
+    assert!(t.contains("result: OK (0 warnings)"), "{t}");
+}
