@@ -48,6 +48,36 @@ fn append_and_read_back_across_segments() {
 }
 
 #[test]
+fn a_fetch_knows_where_the_next_read_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    for tag in 0..120u64 {
+        log.append(&batch(tag, 1 + (tag % 3) as u32, 40)).unwrap();
+    }
+    let end = log.log_end_offset().0;
+    // From every offset, with fetch sizes from one batch to whole segments and bounds below the
+    // log end: `end_offset` is the offset after the last batch the fetch holds.
+    for from in 0..end {
+        for (max_bytes, limit) in [(1, end), (300, end), (1 << 20, end), (1 << 20, from + 3)] {
+            let f = log
+                .read_bounded(Offset(from), max_bytes, Offset(limit))
+                .unwrap();
+            let walked = f.batches().map(|b| b.unwrap().last_offset() + 1).last();
+            assert_eq!(
+                f.end_offset().unwrap(),
+                walked,
+                "from {from} max {max_bytes}"
+            );
+            assert!(walked.is_some_and(|e| e > from));
+        }
+    }
+    assert_eq!(
+        log.read(Offset(end), 100).unwrap().end_offset().unwrap(),
+        None
+    );
+}
+
+#[test]
 fn clean_reopen_needs_no_scan() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();

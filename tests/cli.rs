@@ -570,3 +570,256 @@ fn stat_reads_what_open_reads_and_verify_reads_everything() {
     let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
     assert!(log.recovery_report().clean_shutdown);
 }
+
+/// A closed log of 4 KiB segments with transactions: producer P commits one, aborts one (its
+/// ABORT in a sealed segment), then producer Q's transaction stays open to the end, with
+/// plain batches around them so segments roll. Returns `(P, Q, the aborted transaction's
+/// first offset and marker offset, Q's first offset)`.
+fn write_txn_log(dir: &Path) -> (i64, i64, (u64, u64), u64) {
+    use oncelog::{BatchBuilder, Marker, MarkerKind};
+    let log = Log::open(dir, LogConfig::for_tests()).unwrap();
+    let (p, e) = log.init_producer().unwrap();
+    let (q, qe) = log.init_producer().unwrap();
+    let txn = |pid, epoch, seq: i32, v: &str| {
+        let mut b = BatchBuilder::new()
+            .producer(pid, epoch, seq)
+            .transactional();
+        b.push(1, None, Some(v.as_bytes()));
+        b.build().unwrap()
+    };
+    let marker = |pid, epoch, kind| Marker {
+        producer_id: pid,
+        producer_epoch: epoch,
+        coordinator_epoch: 3,
+        kind,
+    };
+    log.append(&txn(p, e, 0, "committed-0")).unwrap();
+    log.append(&txn(p, e, 1, "committed-1")).unwrap();
+    log.append_marker(&marker(p, e + 1, MarkerKind::Commit))
+        .unwrap();
+    let first = log
+        .append(&txn(p, e + 1, 0, "aborted-0"))
+        .unwrap()
+        .base_offset
+        .0;
+    for tag in 0..10 {
+        log.append(&batch(tag, 2, 40)).unwrap();
+    }
+    let abort = log
+        .append_marker(&marker(p, e + 2, MarkerKind::Abort))
+        .unwrap()
+        .base_offset
+        .0;
+    // Enough plain batches that the ABORT's segment is sealed, then Q's open transaction.
+    for tag in 10..80 {
+        log.append(&batch(tag, 2, 40)).unwrap();
+    }
+    let q_first = log.append(&txn(q, qe, 0, "open-0")).unwrap().base_offset.0;
+    log.append(&batch(80, 2, 40)).unwrap();
+    assert_eq!(log.last_stable_offset().0, q_first);
+    assert!(log.segments().len() > 3);
+    log.close().unwrap();
+    (p.0, q.0, (first, abort), q_first)
+}
+
+/// The `.txnindex` of the segment holding `offset`.
+fn txn_index_holding(dir: &Path, offset: u64) -> std::path::PathBuf {
+    let mut bases: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            n.strip_suffix(".log").map(|b| b.parse().unwrap())
+        })
+        .collect();
+    bases.sort();
+    let base = bases.iter().rev().find(|&&b| b <= offset).unwrap();
+    dir.join(format!("{base:020}.txnindex"))
+}
+
+#[test]
+fn dump_shows_markers_the_aborted_index_open_transactions_and_the_lso() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, q, (first, abort), q_first) = write_txn_log(dir.path());
+    let out = oncelog(&["dump", arg(dir.path())]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "control: COMMIT producer_id={p} producer_epoch=1 coordinator_epoch=3"
+        )),
+        "{t}"
+    );
+    let abort_line = t
+        .lines()
+        .find(|l| l.starts_with(&format!("offset={abort}..{abort} ")))
+        .unwrap();
+    assert!(
+        abort_line.contains(&format!(
+            "control: ABORT producer_id={p} producer_epoch=2 coordinator_epoch=3"
+        )),
+        "{abort_line}"
+    );
+    let data_line = t
+        .lines()
+        .find(|l| l.starts_with(&format!("offset={first}..{first} ")))
+        .unwrap();
+    assert!(data_line.contains(" transactional "), "{data_line}");
+    // The ABORT's segment's .txnindex, and the open transaction at the end.
+    assert!(t.contains(".txnindex: 1 aborted"), "{t}");
+    assert!(
+        t.contains(&format!(
+            "aborted producer_id={p} first_offset={first} marker_offset={abort} \
+             last_stable_offset={}",
+            abort + 1
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("open at end: producer {q} from offset {q_first}")),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "Open transactions at the log end (rebuilt from the batches): producer {q} from \
+             offset {q_first}"
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("Last stable offset: {q_first} (log end")),
+        "{t}"
+    );
+}
+
+#[test]
+fn verify_checks_transaction_indexes_against_the_log() {
+    use oncelog::format::txn_index;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, (_, abort), _) = write_txn_log(dir.path());
+    let out = oncelog(&["verify", arg(dir.path())]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("result: OK (0 warnings)"), "{t}");
+
+    // Damaged: a flipped byte. A warning (open rebuilds it), and open does rebuild it.
+    let path = txn_index_holding(dir.path(), abort);
+    let name = path.file_name().unwrap().to_str().unwrap().to_string();
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    bad[txn_index::ENTRIES_OFFSET + 3] ^= 0x10;
+    std::fs::write(&path, &bad).unwrap();
+    let out = oncelog(&["verify", arg(dir.path())]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains(&format!("WARNING: {name}: does not decode"))
+            && t.contains("open rebuilds it from the batches"),
+        "{t}"
+    );
+    assert!(t.contains("result: OK (1 warnings)"), "{t}");
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    assert!(log.recovery_report().txn_indexes.rebuilt >= 1);
+    log.close().unwrap();
+    // Rebuilt with the same entry (the first segment's: its last stable offset is
+    // conservative, at most the base, as open cannot know what was open below it).
+    let (was, now) = (
+        txn_index::decode(&good).unwrap(),
+        txn_index::decode(&std::fs::read(&path).unwrap()).unwrap(),
+    );
+    let key = |f: &txn_index::SegmentTxnFile| {
+        f.aborted
+            .iter()
+            .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(key(&now), key(&was));
+    assert_eq!(
+        (now.open_at_end, now.log_length),
+        (was.open_at_end, was.log_length)
+    );
+    let t = text(&oncelog(&["verify", arg(dir.path())]));
+    assert!(t.contains("result: OK (0 warnings)"), "{t}");
+
+    // Missing: a warning too.
+    std::fs::remove_file(&path).unwrap();
+    let t = text(&oncelog(&["verify", arg(dir.path())]));
+    assert!(
+        t.contains(&format!("WARNING: {name}: missing; open rebuilds it")),
+        "{t}"
+    );
+    std::fs::write(&path, &good).unwrap();
+    let t = text(&oncelog(&["verify", arg(dir.path())]));
+    assert!(t.contains("result: OK (0 warnings)"), "{t}");
+
+    // A well-formed file, bound to the segment, that lost its aborted entry: open would trust
+    // it, so it is an error that names the file and the entry.
+    let mut forged = txn_index::decode(&good).unwrap();
+    assert_eq!(forged.aborted.len(), 1);
+    forged.aborted.clear();
+    std::fs::write(&path, txn_index::encode(&forged)).unwrap();
+    let out = oncelog(&["verify", arg(dir.path())]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!(
+            "ERROR: {name}: disagrees with the segment's batches"
+        )) && t.contains(&format!("last_offset: {abort}")),
+        "{t}"
+    );
+}
+
+/// A transaction open across two segment boundaries, aborted in the third segment: verify
+/// follows the chain of open transactions from segment to segment as open does, and a middle
+/// file that forgets the transaction open at its base is stale for both (a warning; open
+/// rebuilds it, after which verify is clean).
+#[test]
+fn verify_follows_a_transaction_across_segments_as_open_does() {
+    use oncelog::format::txn_index;
+    use oncelog::{BatchBuilder, Marker, MarkerKind};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    let (p, e) = log.init_producer().unwrap();
+    let mut b = BatchBuilder::new().producer(p, e, 0).transactional();
+    b.push(1, None, Some(b"spanning"));
+    let first = log.append(&b.build().unwrap()).unwrap().base_offset.0;
+    for tag in 0..60 {
+        log.append(&batch(tag, 2, 40)).unwrap();
+    }
+    log.append_marker(&Marker {
+        producer_id: p,
+        producer_epoch: e + 1,
+        coordinator_epoch: 0,
+        kind: MarkerKind::Abort,
+    })
+    .unwrap();
+    for tag in 60..70 {
+        log.append(&batch(tag, 2, 40)).unwrap();
+    }
+    assert!(log.segments().len() >= 3);
+    let middle = log.segments()[1].base_offset();
+    log.close().unwrap();
+    let t = text(&oncelog(&["verify", arg(dir.path())]));
+    assert!(t.contains("result: OK (0 warnings)"), "{t}");
+
+    let path = dir.path().join(format!("{middle:020}.txnindex"));
+    let mut f = txn_index::decode(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(f.open_at_base, vec![(first, p)]);
+    f.open_at_base.clear();
+    std::fs::write(&path, txn_index::encode(&f)).unwrap();
+    let out = oncelog(&["verify", arg(dir.path())]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains(&format!(
+            "open at base: none, but the predecessor ends with producer {} from offset {first} \
+             open; open rebuilds it",
+            p.0
+        )),
+        "{t}"
+    );
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    assert!(log.recovery_report().txn_indexes.rebuilt >= 1);
+    log.close().unwrap();
+    let t = text(&oncelog(&["verify", arg(dir.path())]));
+    assert!(t.contains("result: OK (0 warnings)"), "{t}");
+}

@@ -4,14 +4,27 @@
 //! directory). A segment is walked from byte 0 until its bytes end or a batch is invalid; the
 //! first invalid batch is reported with its position and reason, and the rest of the file is
 //! classified as zeros (preallocated tail) or garbage. Then the next segment is dumped.
+//!
+//! Transactions: a transactional batch is marked `transactional`, a control batch shows its
+//! marker (COMMIT or ABORT, producer, producer epoch, coordinator epoch). After each segment's
+//! batches comes its `.txnindex` (aborted transactions, transactions open at its base and end).
+//! At the end, the transactions open at the log end and the last stable offset, rebuilt from the
+//! batches by the library's own rebuild (`oncelog::log::rebuild_segment_txns`), each segment
+//! seeded with its predecessor's open transactions, the first with its `.txnindex`'s (without
+//! it, transactions open before the first segment are unknown, and the dump says so).
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
+use oncelog::format::control::{Marker, MarkerKind};
 use oncelog::format::file_name::FileKind;
+use oncelog::format::txn_index::OpenTxns;
 
-use super::{classify_tail, one_dir, parse_args, preview, walk, CliResult, Listing, Step, Tail};
+use super::{
+    classify_tail, fmt_open_txns, one_dir, parse_args, preview, walk, CliResult, Listing, Step,
+    Tail, TxnFile,
+};
 
 pub fn main(args: &[String]) -> CliResult {
     let (flags, positional) = parse_args(args, &["--records"])?;
@@ -32,7 +45,12 @@ pub fn dump(dir: &Path, records: bool, out: &mut impl Write) -> std::io::Result<
     if segments.is_empty() {
         writeln!(out, "no segment files (*.log)")?;
     }
-    for seg in segments {
+    // The transactions open at the end of the previous segment, as rebuilt from the batches;
+    // `None` once a segment could not be rebuilt.
+    let mut open: Option<OpenTxns> = None;
+    let mut first_known = true;
+    let mut log_end = None;
+    for (i, seg) in segments.iter().enumerate() {
         let base = seg.kind.map_or(0, |(o, _)| o);
         writeln!(out)?;
         writeln!(
@@ -59,6 +77,25 @@ pub fn dump(dir: &Path, records: bool, out: &mut impl Write) -> std::io::Result<
                         Ok(()) => "valid".to_string(),
                         Err(e) => format!("INVALID records: {e}"),
                     };
+                    let txn = match (h.is_control(), h.is_transactional()) {
+                        (true, _) => match Marker::of(&view) {
+                            Ok(Some(m)) => format!(
+                                " control: {} producer_id={} producer_epoch={} \
+                                 coordinator_epoch={}",
+                                match m.kind {
+                                    MarkerKind::Commit => "COMMIT",
+                                    MarkerKind::Abort => "ABORT",
+                                },
+                                m.producer_id.0,
+                                m.producer_epoch,
+                                m.coordinator_epoch
+                            ),
+                            Ok(None) => " control".to_string(),
+                            Err(e) => format!(" control: INVALID marker: {e}"),
+                        },
+                        (false, true) => " transactional".to_string(),
+                        (false, false) => String::new(),
+                    };
                     let gap = if h.base_offset == expected {
                         String::new()
                     } else {
@@ -67,7 +104,7 @@ pub fn dump(dir: &Path, records: bool, out: &mut impl Write) -> std::io::Result<
                     writeln!(
                         out,
                         "offset={}..{} pos={pos} size={} epoch={} append_ts={} max_ts={} \
-                         records={} producer_id={} producer_epoch={} base_seq={} crc={:08x} \
+                         records={} producer_id={} producer_epoch={} base_seq={} crc={:08x}{txn} \
                          {status}{gap}",
                         h.base_offset,
                         h.last_offset(),
@@ -122,6 +159,46 @@ pub fn dump(dir: &Path, records: bool, out: &mut impl Write) -> std::io::Result<
             expected.saturating_sub(1).max(base),
             bytes.len()
         )?;
+        let file = TxnFile::read(&listing, base);
+        dump_txn_file(&file, out)?;
+        // Seed: the predecessor's end; for the first segment its file's open_at_base.
+        let (seed, known) = match (i, open.take(), &file) {
+            (0, _, TxnFile::Decoded(f)) => (f.open_at_base.clone(), true),
+            (0, _, _) => {
+                first_known = false;
+                (Vec::new(), false)
+            }
+            (_, Some(prev), _) => (prev, true),
+            (_, None, _) => continue,
+        };
+        let valid = bytes.get(..end).unwrap_or(&[]);
+        match oncelog::log::rebuild_segment_txns(&seg.path, base, valid, seed, known) {
+            Ok(t) => open = t.open_at_end,
+            Err(e) => writeln!(
+                out,
+                "  transactions cannot be rebuilt from the batches: {e}"
+            )?,
+        }
+        log_end = Some(expected);
+    }
+    if let (Some(open), Some(end)) = (&open, log_end) {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Open transactions at the log end (rebuilt from the batches): {}",
+            fmt_open_txns(open)
+        )?;
+        // A stopped log's high-water mark is its log end, and every marker in it counts as
+        // below it (docs/transactions.md): LSO = min(first open transaction, log end).
+        let lso = open.iter().map(|&(o, _)| o).min().unwrap_or(end).min(end);
+        writeln!(out, "Last stable offset: {lso} (log end {end})")?;
+        if !first_known {
+            writeln!(
+                out,
+                "  (the first segment has no usable .txnindex: transactions open before its \
+                 base are not known here, so the LSO may be lower)"
+            )?;
+        }
     }
     writeln!(out)?;
     writeln!(out, "Other files:")?;
@@ -137,4 +214,34 @@ pub fn dump(dir: &Path, records: bool, out: &mut impl Write) -> std::io::Result<
         writeln!(out, "  {:<36} {:>12} bytes  {what}", f.name, f.size)?;
     }
     Ok(())
+}
+
+/// A segment's `.txnindex`, as stored.
+fn dump_txn_file(file: &TxnFile, out: &mut impl Write) -> std::io::Result<()> {
+    match file {
+        TxnFile::Missing => writeln!(
+            out,
+            "  .txnindex: none (written at seal and clean close; open rebuilds it)"
+        ),
+        TxnFile::Damaged(why) => writeln!(out, "  .txnindex: {why} (open rebuilds it)"),
+        TxnFile::Decoded(f) => {
+            writeln!(
+                out,
+                "  .txnindex: {} aborted, bound to {} bytes and next offset {}",
+                f.aborted.len(),
+                f.log_length,
+                f.next_offset
+            )?;
+            writeln!(out, "    open at base: {}", fmt_open_txns(&f.open_at_base))?;
+            for a in &f.aborted {
+                writeln!(
+                    out,
+                    "    aborted producer_id={} first_offset={} marker_offset={} \
+                     last_stable_offset={}",
+                    a.producer_id.0, a.first_offset, a.last_offset, a.last_stable_offset
+                )?;
+            }
+            writeln!(out, "    open at end: {}", fmt_open_txns(&f.open_at_end))
+        }
+    }
 }

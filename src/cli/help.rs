@@ -93,7 +93,8 @@ pub const COMMANDS: &[Command] = &[
     Command {
         name: "dump",
         args: "DIR",
-        about: "print every batch of every segment (like kafka-dump-log)",
+        about: "print every batch of every segment (like kafka-dump-log), markers and \
+                transactional batches, each .txnindex, the open transactions and the LSO",
         flags: &[switch("--records", "also print each record")],
     },
     Command {

@@ -5,7 +5,8 @@
 //! it. An open that would fail, or damage the deep scan finds in data open trusts, is an error;
 //! what open repairs (a torn tail past the recovery point, an unsealed segment, a missing
 //! index, leftovers) is a warning. Then each entry of [`CHECKS`] runs against the walk of every
-//! segment: records, indexes and producer snapshots, which open does not read.
+//! segment: records, indexes, producer snapshots and transaction indexes, which open does not
+//! read in full.
 //!
 //! Problems are *errors* (data is damaged or missing, or open would refuse: exit status 1) or
 //! *warnings* (a state a crash legitimately leaves behind, which the next open repairs: exit
@@ -17,10 +18,11 @@ use std::process::ExitCode;
 
 use oncelog::format::file_name::{file_name, FileKind};
 use oncelog::format::index::{decode_offset_index, decode_time_index};
+use oncelog::format::txn_index::OpenTxns;
 use oncelog::log::recovery::{self, Fate, Inspection, Rule, SegmentWalk, Verdict};
 use oncelog::{Offset, RecoveryMode};
 
-use super::{one_dir, parse_args, CliResult, Listing};
+use super::{fmt_open_txns, one_dir, parse_args, CliResult, Listing, TxnFile};
 
 pub fn main(args: &[String]) -> CliResult {
     let (_, positional) = parse_args(args, &[])?;
@@ -113,6 +115,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("records", check_records),
     ("offset and time indexes", check_indexes),
     ("producer snapshots", check_snapshots),
+    ("transaction indexes", check_txn_indexes),
 ];
 
 /// Verifies `dir`, writing a report to `out`.
@@ -408,9 +411,10 @@ fn check_indexes(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
 /// replayed window of each producer must be a suffix of the snapshot's window, with the same
 /// epoch. A damaged or stale snapshot is only a warning: open ignores it and falls back.
 fn check_snapshots(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
-    use oncelog::format::batch::BatchHeader;
+    use oncelog::format::batch::BatchView;
+    use oncelog::format::control::Marker;
     use oncelog::format::snapshot;
-    use oncelog::producer::{BatchMetadata, ProducerConfig, ProducerStateManager};
+    use oncelog::producer::{ProducerConfig, ProducerStateManager};
 
     let end = ctx.segments().last().map_or(0, |s| s.next_offset);
     let first_base = ctx.segments().first().map_or(0, |s| s.base);
@@ -465,21 +469,20 @@ fn check_snapshots(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
             continue;
         };
         for b in seg.batches.iter().filter(|b| b.base_offset < offset) {
-            let Some(h) = bytes
+            let Some(view) = bytes
                 .get(b.pos as usize..)
-                .and_then(|r| BatchHeader::decode(r).ok())
+                .and_then(|r| BatchView::parse(r).ok().map(|(v, _)| v))
             else {
                 continue;
             };
-            if h.is_idempotent() && h.last_offset() < offset {
-                let meta = BatchMetadata {
-                    first_seq: h.base_sequence,
-                    last_seq: h.last_sequence(),
-                    first_offset: h.base_offset,
-                    last_offset: h.last_offset(),
-                    append_time_ms: h.append_timestamp,
+            let h = *view.header();
+            if h.last_offset() < offset {
+                // The log's own replay: markers bump epochs and complete transactions. A
+                // control batch that is not a marker is reported by the transaction check.
+                let Ok(marker) = Marker::of(&view) else {
+                    continue;
                 };
-                replay.record(h.producer_id, h.producer_epoch, meta);
+                oncelog::log::apply_batch(&mut replay, &h, marker.as_ref());
             }
         }
     }
@@ -488,7 +491,8 @@ fn check_snapshots(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
     for (pid, e) in replay.entries() {
         match snap.get(&pid) {
             None => findings.warn(format!(
-                "{name}: producer {} has batches in the log but is not in the snapshot                  (expired or evicted?)",
+                "{name}: producer {} has batches in the log but is not in the snapshot \
+                 (expired or evicted?)",
                 pid.0
             )),
             Some(s) => {
@@ -496,7 +500,8 @@ fn check_snapshots(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
                 let theirs: Vec<_> = s.batches().copied().collect();
                 if s.epoch != e.epoch || !theirs.ends_with(&ours) {
                     findings.error(format!(
-                        "{name}: producer {} disagrees with the log: snapshot epoch {} {:?},                          log epoch {} {:?}",
+                        "{name}: producer {} disagrees with the log: snapshot epoch {} {:?}, \
+                         log epoch {} {:?}",
                         pid.0, s.epoch, theirs, e.epoch, ours
                     ));
                 }
@@ -517,4 +522,136 @@ fn read_if_present(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
             format!("read {}: {e}", path.display()),
         )),
     }
+}
+
+/// Every segment's `.txnindex` against its batches. Each segment's transactions are rebuilt by
+/// the library's own rebuild (`oncelog::log::rebuild_segment_txns`, what open runs when a file
+/// is missing, damaged or stale) seeded with the transactions open at the end of its
+/// predecessor as open derives them (the predecessor's file where open uses it, else its
+/// rebuild); the first segment is seeded with its own file's `open_at_base`.
+///
+/// The verdicts follow open's: a file open does not use (missing, damaged, bound to another
+/// length or end offset, or whose `open_at_base` disagrees with its predecessor's end) is a
+/// warning, as open rebuilds it from the batches; a missing file of the last segment is normal
+/// after a crash (it is written at seal and clean close) and not reported. A file open *would*
+/// use whose entries disagree with the batches is an error: open trusts it as written and
+/// read_committed readers would get its aborted list (deleting the file makes open rebuild it).
+/// Segments open deletes are skipped. When the first segment has no usable file, transactions
+/// open before its base are unknown here (open seeds them from the producer snapshot): the
+/// files of the segments after it are then checked against their own `open_at_base`.
+fn check_txn_indexes(ctx: &Ctx, findings: &mut Findings) -> std::io::Result<()> {
+    use oncelog::format::txn_index::SegmentTxnFile;
+
+    let count = ctx.segments().len();
+    // The predecessor's open transactions at its end, as open derives them, and whether they
+    // are exact (known from the first segment's file on).
+    let mut chain: Option<OpenTxns> = None;
+    let mut exact = true;
+    for (i, seg) in ctx.segments().iter().enumerate() {
+        let is_last = i + 1 == count;
+        if matches!(ctx.rule_of(seg.base), Some((_, Fate::Delete))) {
+            chain = None;
+            continue;
+        }
+        let name = file_name(Offset(seg.base), FileKind::TxnIndex);
+        let Some(log) = ctx.listing.find(seg.base, FileKind::Log) else {
+            continue;
+        };
+        let Some(bytes) = read_if_present(&log.path)? else {
+            continue;
+        };
+        let valid = bytes.get(..seg.valid_len as usize).unwrap_or(&[]);
+        let rebuilds = "open rebuilds it from the batches";
+        let file = match TxnFile::read(&ctx.listing, seg.base) {
+            TxnFile::Missing => {
+                if !is_last {
+                    findings.warn(format!("{name}: missing; {rebuilds}"));
+                }
+                None
+            }
+            TxnFile::Damaged(why) => {
+                findings.warn(format!("{name}: {why}; {rebuilds}"));
+                None
+            }
+            TxnFile::Decoded(f) => Some(f),
+        };
+        // Open's binding test: the file describes the segment as it is, after its predecessor.
+        let bound = file.filter(|f| {
+            if f.log_length != seg.valid_len || f.next_offset != seg.next_offset {
+                findings.warn(format!(
+                    "{name}: describes {} bytes ending at offset {}, the segment has {} bytes \
+                     ending at {} (stale); {rebuilds}",
+                    f.log_length, f.next_offset, seg.valid_len, seg.next_offset
+                ));
+                return false;
+            }
+            match &chain {
+                Some(prev) if exact && *prev != f.open_at_base => {
+                    findings.warn(format!(
+                        "{name}: open at base: {}, but the predecessor ends with {} open; \
+                         {rebuilds}",
+                        fmt_open_txns(&f.open_at_base),
+                        fmt_open_txns(prev)
+                    ));
+                    false
+                }
+                _ => true,
+            }
+        });
+        let (seed, known) = match (&chain, &bound) {
+            (Some(prev), _) if exact => (prev.clone(), true),
+            (_, Some(f)) => (f.open_at_base.clone(), true),
+            (Some(prev), None) => (prev.clone(), false),
+            (None, None) => {
+                exact = false;
+                (Vec::new(), false)
+            }
+        };
+        let rebuild = |seed, known| {
+            oncelog::log::rebuild_segment_txns(&log.path, seg.base, valid, seed, known)
+        };
+        let rebuilt = match rebuild(seed.clone(), known) {
+            Ok(t) => t,
+            Err(e) => {
+                findings.error(format!(
+                    "{name}: the segment's transactions cannot be rebuilt from its batches: {e}"
+                ));
+                chain = None;
+                exact = false;
+                continue;
+            }
+        };
+        let as_file = |t: oncelog::segment::SegmentTxns| SegmentTxnFile {
+            base_offset: seg.base,
+            log_length: seg.valid_len,
+            next_offset: seg.next_offset,
+            open_at_base: t.open_at_base,
+            open_at_end: t.open_at_end.unwrap_or_default(),
+            aborted: t.aborted,
+        };
+        let expected = as_file(rebuilt);
+        chain = Some(match bound {
+            Some(f) => {
+                // The first segment's file may have been rebuilt by an open that did not know
+                // every transaction open at its base (conservative entries): both agree.
+                let agrees = f == expected
+                    || (!exact || i == 0) && rebuild(seed, false).is_ok_and(|t| as_file(t) == f);
+                if !agrees {
+                    findings.error(format!(
+                        "{name}: disagrees with the segment's batches: the file has aborted {:?}, \
+                         open at end: {}; the batches give aborted {:?}, open at end: {}. Open \
+                         uses the file as written (it is bound to the segment): delete it and \
+                         the next open rebuilds it",
+                        f.aborted,
+                        fmt_open_txns(&f.open_at_end),
+                        expected.aborted,
+                        fmt_open_txns(&expected.open_at_end)
+                    ));
+                }
+                f.open_at_end
+            }
+            None => expected.open_at_end,
+        });
+    }
+    Ok(())
 }

@@ -53,15 +53,13 @@ use crate::types::{LeaderEpoch, Offset};
 
 pub use append::AppendInfo;
 pub use best_effort::BestEffortFailures;
-/// The one function a batch changes producer state through (the fuzz model replays with it).
-pub(crate) use producers::apply_batch;
-pub use producers::SnapshotLoad;
+pub use producers::{apply_batch, SnapshotLoad};
 pub use producers::{PRODUCER_EPOCHS_FILE, PRODUCER_IDS_FILE, PRODUCER_ID_BLOCK};
 pub use read::Fetch;
 pub use recovery::RecoveryReport;
 pub use retention::RetentionOutcome;
 pub use spare::{RollStats, SPARE_FILE};
-pub use txns::{CommittedRecord, IsolatedFetch, Isolation, TxnIndexLoad};
+pub use txns::{rebuild_segment_txns, CommittedRecord, IsolatedFetch, Isolation, TxnIndexLoad};
 
 use checkpoints::RecoveryPointFile;
 use flush::Background;

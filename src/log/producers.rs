@@ -373,7 +373,11 @@ pub(super) fn replay(
 /// append path, when replicating, when replaying at open or after truncation, and when the
 /// transaction pass rebuilds a segment's aborted transactions. `marker` is the batch's marker
 /// if it is a control batch (`Marker::of`). Returns the transaction a marker completed.
-pub(crate) fn apply_batch(
+///
+/// Public for tools that replay a stopped log directory (`oncelog verify` compares producer
+/// snapshots with a replay): replaying through this function, not a copy of it, keeps their
+/// producer state the log's.
+pub fn apply_batch(
     state: &mut ProducerStateManager,
     h: &crate::format::batch::BatchHeader,
     marker: Option<&Marker>,

@@ -17,6 +17,8 @@ pub struct Fetch {
     segment: Option<Arc<Segment>>,
     start: usize,
     end: usize,
+    /// The offset after the last batch (found by `Segment::locate` as it sized the range).
+    next_offset: u64,
 }
 
 /// `BatchView::parse` or `BatchView::parse_unverified`.
@@ -33,6 +35,13 @@ impl Fetch {
 
     pub fn is_empty(&self) -> bool {
         self.start == self.end
+    }
+
+    /// The offset after the last batch of the fetch (`None` if empty), where the next read
+    /// continues. Known from the read that made the fetch: no batch is walked again. (The
+    /// `Result` is kept for callers written when this walked the batches.)
+    pub fn end_offset(&self) -> Result<Option<u64>> {
+        Ok((!self.is_empty()).then_some(self.next_offset))
     }
 
     /// The batches, each checksum-verified as it is yielded. A checksum failure is an
@@ -111,10 +120,11 @@ impl Log {
             });
         };
         match seg.locate(offset.0, max_bytes, limit)? {
-            Some((s, e)) => Ok(Fetch {
+            Some((s, e, next_offset)) => Ok(Fetch {
                 segment: Some(Arc::clone(seg)),
                 start: s,
                 end: e,
+                next_offset,
             }),
             None => Ok(Fetch::default()),
         }

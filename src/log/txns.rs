@@ -20,11 +20,11 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::producers::{apply_batch, marker_at};
+use super::producers::apply_batch;
 use super::read::Fetch;
 use super::{Appender, Log};
 use crate::error::{Error, Result};
-use crate::format::batch::{BatchView, Record};
+use crate::format::batch::{BatchView, Record, RecordIter};
 use crate::format::control::MarkerKind;
 use crate::format::file_name::FileKind;
 use crate::format::txn_index::{self, OpenTxns, SegmentTxnFile};
@@ -319,32 +319,59 @@ pub(super) fn resolve(
 /// A segment's transactions from its batches, with `seed` open at its base. `known`: the seed
 /// is every transaction open at the base (otherwise some may be missing, see [`resolve`]).
 pub(super) fn rebuild_segment(seg: &Segment, seed: OpenTxns, known: bool) -> Result<SegmentTxns> {
-    let base = seg.base_offset();
+    rebuild_segment_txns(
+        seg.path(),
+        seg.base_offset(),
+        seg.map().published_bytes(),
+        seed,
+        known,
+    )
+}
+
+/// The transactions of a segment as the log rebuilds them at open when its `.txnindex` is
+/// missing, damaged or stale (the open pass's own code, exposed for tools that read a stopped
+/// log directory, such as `oncelog verify` and `oncelog dump`): `bytes` are the segment's
+/// whole batches from byte 0 (`path` and `base` only name it in errors and bound the
+/// entries), `seed` the transactions open at its base, ascending by first offset (its
+/// predecessor's `open_at_end`). `known`: `seed` is every transaction open at the base; when
+/// it is not (the first segment, seeded from elsewhere), the aborted entries are conservative:
+/// their last stable offset is at most the base, and an ABORT of a producer not seen in the
+/// segment gets an entry from the base (docs/transactions.md). The result's `open_at_end` is
+/// always `Some`. A batch that does not parse, or a control batch that is not a marker, is
+/// `Error::Corrupt` at its byte position; nothing panics.
+pub fn rebuild_segment_txns(
+    path: &Path,
+    base: u64,
+    bytes: &[u8],
+    seed: OpenTxns,
+    known: bool,
+) -> Result<SegmentTxns> {
+    let corrupt = |position: usize, reason| Error::Corrupt {
+        path: path.to_path_buf(),
+        position: position as u64,
+        reason,
+    };
     let mut entries = Vec::with_capacity(seed.len());
     for &(first, pid) in &seed {
-        let e = ProducerEntry::new(0, &[], 0, Some(first)).ok_or_else(|| Error::Corrupt {
-            path: seg.path().to_path_buf(),
-            position: 0,
-            reason: crate::format::DecodeError::BadField {
-                field: "open transaction first offset",
-                value: first as i64,
-            },
+        let e = ProducerEntry::new(0, &[], 0, Some(first)).ok_or_else(|| {
+            corrupt(
+                0,
+                crate::format::DecodeError::BadField {
+                    field: "open transaction first offset",
+                    value: first as i64,
+                },
+            )
         })?;
         entries.push((pid, e));
     }
     let mut psm = ProducerStateManager::from_entries(REPLAY_CONFIG, entries, base);
     let mut seen: HashSet<ProducerId> = seed.iter().map(|&(_, p)| p).collect();
     let mut aborted = Vec::new();
-    let bytes = seg.map().published_bytes();
     let mut pos = 0usize;
     while let Some(rest) = bytes.get(pos..).filter(|r| !r.is_empty()) {
-        let (view, _) = BatchView::parse(rest).map_err(|reason| Error::Corrupt {
-            path: seg.path().to_path_buf(),
-            position: pos as u64,
-            reason,
-        })?;
+        let (view, _) = BatchView::parse(rest).map_err(|reason| corrupt(pos, reason))?;
         let h = *view.header();
-        let marker = marker_at(seg, pos, &view)?;
+        let marker = Marker::of(&view).map_err(|reason| corrupt(pos, reason))?;
         pos += view.len();
         if let Some(m) = &marker {
             if !known && m.kind == MarkerKind::Abort && !seen.contains(&m.producer_id) {
@@ -378,17 +405,6 @@ pub(super) fn rebuild_segment(seg: &Segment, seed: OpenTxns, known: bool) -> Res
     })
 }
 
-impl Fetch {
-    /// The offset after the last batch of the fetch (`None` if empty).
-    pub fn end_offset(&self) -> Result<Option<u64>> {
-        let mut end = None;
-        for b in self.batches_unverified() {
-            end = Some(b?.header().next_offset());
-        }
-        Ok(end)
-    }
-}
-
 /// A committed record: its offset and the record, borrowed from the fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommittedRecord<'a> {
@@ -406,49 +422,54 @@ impl IsolatedFetch {
         let mut pending = self.aborted.clone();
         pending.sort_by_key(|a| a.first_offset);
         let mut pending = pending.into_iter().peekable();
-        let mut aborting: HashSet<ProducerId> = HashSet::new();
-        let batches = self.fetch.batches().filter_map(move |b| {
-            let view = match b {
+        // The producers whose aborted transaction has begun and whose ABORT is not yet read:
+        // a few at most, a vector beats hashing once per batch.
+        let mut aborting: Vec<ProducerId> = Vec::new();
+        let mut batches = self.fetch.batches();
+        let mut current: Option<(u64, RecordIter<'_>)> = None;
+        std::iter::from_fn(move || loop {
+            if let Some((base, records)) = current.as_mut() {
+                let base = *base;
+                match records.next() {
+                    Some(Ok(record)) => {
+                        return Some(Ok(CommittedRecord {
+                            offset: base + record.offset_delta as u64,
+                            record,
+                        }))
+                    }
+                    Some(Err(reason)) => {
+                        current = None;
+                        return Some(Err(Error::Corrupt {
+                            path: Default::default(),
+                            position: base,
+                            reason,
+                        }));
+                    }
+                    None => current = None,
+                }
+            }
+            let view = match batches.next()? {
                 Ok(v) => v,
                 Err(e) => return Some(Err(e)),
             };
-            let h = *view.header();
+            let h = view.header();
             while let Some(a) = pending.next_if(|a| a.first_offset <= h.last_offset()) {
-                aborting.insert(a.producer_id);
+                if !aborting.contains(&a.producer_id) {
+                    aborting.push(a.producer_id);
+                }
             }
             if h.is_control() {
                 if let Ok(Some(m)) = Marker::of(&view) {
                     if m.kind == MarkerKind::Abort {
-                        aborting.remove(&m.producer_id);
+                        aborting.retain(|&p| p != m.producer_id);
                     }
                 }
-                return None;
+                continue;
             }
             if h.is_transactional() && aborting.contains(&h.producer_id) {
-                return None;
+                continue;
             }
-            Some(Ok(view))
-        });
-        batches.flat_map(
-            |b| -> Box<dyn Iterator<Item = Result<CommittedRecord<'_>>>> {
-                match b {
-                    Err(e) => Box::new(std::iter::once(Err(e))),
-                    Ok(view) => {
-                        let base = view.base_offset();
-                        Box::new(view.records().map(move |r| {
-                            r.map(|record| CommittedRecord {
-                                offset: base + record.offset_delta as u64,
-                                record,
-                            })
-                            .map_err(|reason| Error::Corrupt {
-                                path: Default::default(),
-                                position: base,
-                                reason,
-                            })
-                        }))
-                    }
-                }
-            },
-        )
+            current = Some((view.base_offset(), view.records()));
+        })
     }
 }

@@ -836,13 +836,14 @@ impl Segment {
 
     /// The byte range `[start, end)` of whole batches to return for a read at `offset`: the
     /// batch containing `offset` first (whole, even past `max_bytes`), then following batches
-    /// while they fit in `max_bytes` and start below `limit` (exclusive offset bound).
+    /// while they fit in `max_bytes` and start below `limit` (exclusive offset bound); and the
+    /// offset after the range's last batch.
     pub fn locate(
         &self,
         offset: u64,
         max_bytes: usize,
         limit: u64,
-    ) -> Result<Option<(usize, usize)>> {
+    ) -> Result<Option<(usize, usize, u64)>> {
         self.ensure_index()?;
         let bytes = self.map.published_bytes();
         let mut pos = self.index.position_for(self.relative(offset)) as usize;
@@ -860,6 +861,7 @@ impl Segment {
             pos += h.batch_length as usize;
         };
         let mut end = start;
+        let mut next_offset = offset;
         while let Some(rest) = bytes.get(end..).filter(|r| !r.is_empty()) {
             let h = BatchHeader::decode(rest).map_err(|e| self.corrupt(end, e))?;
             let len = h.batch_length as usize;
@@ -867,8 +869,9 @@ impl Segment {
                 break;
             }
             end += len;
+            next_offset = h.next_offset();
         }
-        Ok(Some((start, end)))
+        Ok(Some((start, end, next_offset)))
     }
 
     /// The first offset at or after `offset_floor` whose record timestamp is `>= timestamp`.
