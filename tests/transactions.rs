@@ -30,6 +30,14 @@ fn fixture(seed: u64) -> (SimStorage, LogConfig) {
     (sim, cfg)
 }
 
+/// A fresh log on `seed`'s storage with two producers, `(id, epoch)` each.
+fn two_producers(seed: u64) -> (SimStorage, LogConfig, Log, [(ProducerId, ProducerEpoch); 2]) {
+    let (sim, cfg) = fixture(seed);
+    let log = Log::open(dir(), cfg.clone()).unwrap();
+    let pq = [log.init_producer().unwrap(), log.init_producer().unwrap()];
+    (sim, cfg, log, pq)
+}
+
 fn batch(
     pid: ProducerId,
     epoch: ProducerEpoch,
@@ -80,10 +88,7 @@ fn read_committed(log: &Log, from: u64) -> Vec<(u64, String)> {
 
 #[test]
 fn commit_becomes_visible_and_abort_never_does() {
-    let (_sim, cfg) = fixture(1);
-    let log = Log::open(dir(), cfg).unwrap();
-    let (p, e) = log.init_producer().unwrap();
-    let (q, qe) = log.init_producer().unwrap();
+    let (_sim, _cfg, log, [(p, e), (q, qe)]) = two_producers(1);
     log.append(&batch(p, e, 0, true, &["p0".into(), "p1".into()]))
         .unwrap();
     log.append(&batch(q, qe, 0, false, &["q0".into()])).unwrap();
@@ -219,10 +224,7 @@ fn a_late_retry_of_an_aborted_transaction_is_fenced() {
 /// reader starting in the first segment still learns of the abort in a later one.
 #[test]
 fn the_aborted_index_spans_segments_and_survives_restarts() {
-    let (sim, cfg) = fixture(4);
-    let log = Log::open(dir(), cfg.clone()).unwrap();
-    let (p, e) = log.init_producer().unwrap();
-    let (q, qe) = log.init_producer().unwrap();
+    let (sim, cfg, log, [(p, e), (q, qe)]) = two_producers(4);
     log.append(&batch(p, e, 0, true, &["p-first".into()]))
         .unwrap();
     for i in 0..6 {
@@ -716,10 +718,7 @@ fn crash_at_every_operation_boundary_keeps_read_committed_exact() {
 /// restart; and the first segment's open-at-base carries the transaction that began below it.
 #[test]
 fn retention_with_an_open_transaction() {
-    let (_sim, cfg) = fixture(6);
-    let log = Log::open(dir(), cfg.clone()).unwrap();
-    let (p, e) = log.init_producer().unwrap();
-    let (q, qe) = log.init_producer().unwrap();
+    let (_sim, cfg, log, [(p, e), (q, qe)]) = two_producers(6);
     log.append(&batch(p, e, 0, true, &["p-gone".into()]))
         .unwrap(); // 0
     log.append(&batch(q, qe, 0, true, &["q-aborted".into()]))
