@@ -710,3 +710,15 @@ const LOG_MODEL_POISONED_WITHOUT_FAULT: [u8; 363] = [
     0x90, 0x53, 0xa4, 0x29, 0x69, 0x63, 0x7e, 0x69, 0xba, 0x00, 0x00, 0x00, 0x80, 0xf4, 0x9c, 0x90,
     0x13, 0x33, 0x6c, 0x68, 0x77, 0x76, 0x71, 0xd9, 0xdb, 0xd2, 0xa7,
 ];
+
+/// Found by the cargo-fuzz run of `log_model` right after it gained a transactional producer:
+/// retention deleted the producer's only batch (offsets 0..=2) and a truncation below every
+/// segment ended the log at offset 1, inside that batch. The model kept the batch (its first
+/// offset was below the cut) and expected its transaction open; the log rightly had none. The
+/// model now drops a batch that reaches past a cut, as the log does.
+#[test]
+fn regression_log_model_txn_batch_cut_below_segments() {
+    fuzzing::log_model(include_bytes!(
+        "testdata/fuzz/log_model_txn_batch_cut_below_segments.bin"
+    ));
+}
