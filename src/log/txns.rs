@@ -237,6 +237,9 @@ pub struct TxnIndexLoad {
     pub loaded: usize,
     /// Segments whose index was rebuilt from their batches.
     pub rebuilt: usize,
+    /// Transactions that began below the log on which the index and the producer table
+    /// disagreed (after power loss): the table's answer was taken.
+    pub reconciled: usize,
 }
 
 /// The open pass: gives every segment its transactions, from its file when the file is bound
@@ -306,14 +309,53 @@ pub(super) fn resolve(
             .sync_dir(dir)
             .map_err(|e| Error::io("fsync directory", dir, e))?;
     }
-    // Paired with the producer table's rebuild: both derivations agree on what is open.
+    // Paired with the producer table's rebuild: both derivations agree on every transaction
+    // that began inside the log.
     let at_end = prev_end.unwrap_or_default();
+    let state = open_txns(producers);
+    let first_base = segments.first().map_or(0, |s| s.base_offset());
+    let inside = |v: &OpenTxns| -> OpenTxns {
+        v.iter()
+            .filter(|(o, _)| *o >= first_base)
+            .copied()
+            .collect()
+    };
     assert_eq!(
-        at_end,
-        open_txns(producers),
+        inside(&at_end),
+        inside(&state),
         "the transaction index and the producer state disagree on the open transactions"
     );
+    // A transaction that began below the log is known only from what survived of the history
+    // retention deleted (the first segment's file, producer snapshots); power loss can leave
+    // the two disagreeing. The producer table decides (it fences and it sets the LSO), and the
+    // segments follow it, so the next open meets the same answer (docs/transactions.md).
+    if at_end != state {
+        for seg in segments {
+            let mut t = seg.txns();
+            follow_below(&mut t.open_at_base, &at_end, &state, first_base);
+            if let Some(end) = t.open_at_end.as_mut() {
+                follow_below(end, &at_end, &state, first_base);
+            }
+        }
+        load.reconciled = at_end
+            .iter()
+            .filter(|x| !state.contains(x))
+            .chain(state.iter().filter(|x| !at_end.contains(x)))
+            .count();
+    }
     Ok(load)
+}
+
+/// Replaces, in `v`, the transactions that began below `first_base` as `walk` had them by those
+/// `state` has.
+fn follow_below(v: &mut OpenTxns, walk: &OpenTxns, state: &OpenTxns, first_base: u64) {
+    v.retain(|x| !(x.0 < first_base && walk.contains(x) && !state.contains(x)));
+    for x in state.iter().filter(|x| x.0 < first_base) {
+        if !v.contains(x) {
+            v.push(*x);
+        }
+    }
+    v.sort_unstable();
 }
 
 /// A segment's transactions from its batches, with `seed` open at its base. `known`: the seed
