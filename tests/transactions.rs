@@ -760,3 +760,42 @@ fn retention_with_an_open_transaction() {
     );
     log.close().unwrap();
 }
+
+/// A `.txnindex` that decodes and is bound to its segment but says the wrong thing (here: the
+/// open transaction missing at the segment's end) disagrees with the producer table rebuilt
+/// from the same batches: open does not trust it (no panic, no wrong LSO), rebuilds every
+/// segment's index from the batches and says so.
+#[test]
+fn a_well_formed_but_wrong_txn_index_is_not_trusted() {
+    let (sim, cfg, log, [(p, e), (q, qe)]) = two_producers(7);
+    log.append(&batch(p, e, 0, true, &["open".into()])).unwrap(); // 0
+    log.roll().unwrap();
+    log.append(&batch(q, qe, 0, false, &["plain".into()]))
+        .unwrap(); // 1
+    log.close().unwrap();
+    let path = dir().join("00000000000000000000.txnindex");
+    let f = sim.open(&path, OpenMode::Existing).unwrap();
+    let mut file = oncelog::format::txn_index::decode(&f.read_all().unwrap()).unwrap();
+    assert_eq!(file.open_at_end, vec![(0, p)]);
+    file.open_at_end.clear();
+    let bytes = oncelog::format::txn_index::encode(&file);
+    f.set_len(0).unwrap();
+    f.write_at(0, &bytes).unwrap();
+    f.sync_data().unwrap();
+    drop(f);
+
+    let log = Log::open(dir(), cfg).unwrap();
+    assert!(log.recovery_report().txn_indexes.distrusted);
+    assert_eq!(
+        log.last_stable_offset(),
+        Offset(0),
+        "p's transaction is still open"
+    );
+    log.check_invariants();
+    log.append_marker(&marker(p, e + 1, MarkerKind::Commit))
+        .unwrap();
+    assert_eq!(
+        read_committed(&log, 0),
+        vec![(0, "open".into()), (1, "plain".into())]
+    );
+}

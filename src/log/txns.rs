@@ -240,6 +240,9 @@ pub struct TxnIndexLoad {
     /// Transactions that began below the log on which the index and the producer table
     /// disagreed (after power loss): the table's answer was taken.
     pub reconciled: usize,
+    /// A `.txnindex` that decoded and was bound to its segment disagreed with the batches:
+    /// every segment's index was rebuilt from its batches instead.
+    pub distrusted: bool,
 }
 
 /// The open pass: gives every segment its transactions, from its file when the file is bound
@@ -254,10 +257,74 @@ pub(super) fn resolve(
     storage: &dyn Storage,
     dir: &Path,
     segments: &[Arc<Segment>],
-    mut files: HashMap<u64, SegmentTxnFile>,
+    files: HashMap<u64, SegmentTxnFile>,
     producers: &ProducerStateManager,
     write_back: bool,
 ) -> Result<TxnIndexLoad> {
+    let state = open_txns(producers);
+    let first_base = segments.first().map_or(0, |s| s.base_offset());
+    let inside = |v: &OpenTxns| -> OpenTxns {
+        v.iter()
+            .filter(|(o, _)| *o >= first_base)
+            .copied()
+            .collect()
+    };
+    let (mut load, mut at_end) = walk(storage, dir, segments, files, producers, write_back)?;
+    if inside(&at_end) != inside(&state) {
+        // A file that decoded and was bound to its segment disagrees with the batches (written
+        // by something else, or damaged and resealed): rebuild every segment from its batches.
+        let (again, end) = walk(
+            storage,
+            dir,
+            segments,
+            HashMap::new(),
+            producers,
+            write_back,
+        )?;
+        load = TxnIndexLoad {
+            distrusted: true,
+            ..again
+        };
+        at_end = end;
+    }
+    // Paired with the producer table's rebuild: both derivations of the batches agree on every
+    // transaction that began inside the log.
+    assert_eq!(
+        inside(&at_end),
+        inside(&state),
+        "the transaction index and the producer state disagree on the open transactions"
+    );
+    // A transaction that began below the log is known only from what survived of the history
+    // retention deleted (the first segment's file, producer snapshots); power loss can leave
+    // the two disagreeing. The producer table decides (it fences and it sets the LSO), and the
+    // segments follow it, so the next open meets the same answer (docs/transactions.md).
+    if at_end != state {
+        for seg in segments {
+            let mut t = seg.txns();
+            follow_below(&mut t.open_at_base, &at_end, &state, first_base);
+            if let Some(end) = t.open_at_end.as_mut() {
+                follow_below(end, &at_end, &state, first_base);
+            }
+        }
+        load.reconciled = at_end
+            .iter()
+            .filter(|x| !state.contains(x))
+            .chain(state.iter().filter(|x| !at_end.contains(x)))
+            .count();
+    }
+    Ok(load)
+}
+
+/// One pass of [`resolve`] over the segments: returns what it did and the transactions open
+/// at the log end.
+fn walk(
+    storage: &dyn Storage,
+    dir: &Path,
+    segments: &[Arc<Segment>],
+    mut files: HashMap<u64, SegmentTxnFile>,
+    producers: &ProducerStateManager,
+    write_back: bool,
+) -> Result<(TxnIndexLoad, OpenTxns)> {
     let mut load = TxnIndexLoad::default();
     let mut prev_end: Option<OpenTxns> = None;
     let last = segments.len().saturating_sub(1);
@@ -309,41 +376,7 @@ pub(super) fn resolve(
             .sync_dir(dir)
             .map_err(|e| Error::io("fsync directory", dir, e))?;
     }
-    // Paired with the producer table's rebuild: both derivations agree on every transaction
-    // that began inside the log.
-    let at_end = prev_end.unwrap_or_default();
-    let state = open_txns(producers);
-    let first_base = segments.first().map_or(0, |s| s.base_offset());
-    let inside = |v: &OpenTxns| -> OpenTxns {
-        v.iter()
-            .filter(|(o, _)| *o >= first_base)
-            .copied()
-            .collect()
-    };
-    assert_eq!(
-        inside(&at_end),
-        inside(&state),
-        "the transaction index and the producer state disagree on the open transactions"
-    );
-    // A transaction that began below the log is known only from what survived of the history
-    // retention deleted (the first segment's file, producer snapshots); power loss can leave
-    // the two disagreeing. The producer table decides (it fences and it sets the LSO), and the
-    // segments follow it, so the next open meets the same answer (docs/transactions.md).
-    if at_end != state {
-        for seg in segments {
-            let mut t = seg.txns();
-            follow_below(&mut t.open_at_base, &at_end, &state, first_base);
-            if let Some(end) = t.open_at_end.as_mut() {
-                follow_below(end, &at_end, &state, first_base);
-            }
-        }
-        load.reconciled = at_end
-            .iter()
-            .filter(|x| !state.contains(x))
-            .chain(state.iter().filter(|x| !at_end.contains(x)))
-            .count();
-    }
-    Ok(load)
+    Ok((load, prev_end.unwrap_or_default()))
 }
 
 /// Replaces, in `v`, the transactions that began below `first_base` as `walk` had them by those
