@@ -34,3 +34,8 @@ pub use log::{
 };
 pub use producer::{AbortedTxn, Marker, MarkerKind};
 pub use types::{LeaderEpoch, Offset, Position, ProducerEpoch, ProducerId, Sequence};
+
+/// The README's code blocks, compiled and run as doc tests, so its library example cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
