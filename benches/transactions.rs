@@ -286,7 +286,7 @@ fn txn_read(c: &mut Criterion) {
                     seen += 1;
                     sum += u64::from(v[0]) + v.len() as u64;
                 }
-                offset = f.fetch.end_offset().unwrap().unwrap();
+                offset = f.fetch.end_offset().unwrap();
             }
             assert_eq!(seen, committed);
             std::hint::black_box(sum)

@@ -72,7 +72,7 @@ fn read_committed(log: &Log, from: u64) -> Vec<(u64, String)> {
         let f = log
             .read_with(next, 1 << 12, Isolation::ReadCommitted)
             .unwrap();
-        let Some(end) = f.fetch.end_offset().unwrap() else {
+        let Some(end) = f.fetch.end_offset() else {
             return out;
         };
         for r in f.committed_records() {
@@ -96,7 +96,7 @@ fn commit_becomes_visible_and_abort_never_does() {
     assert_eq!(log.last_stable_offset(), Offset(0));
     assert!(read_committed(&log, 0).is_empty());
     let uncommitted = log.read_with(Offset(0), 1 << 20, Isolation::ReadUncommitted);
-    assert_eq!(uncommitted.unwrap().fetch.end_offset().unwrap(), Some(3));
+    assert_eq!(uncommitted.unwrap().fetch.end_offset(), Some(3));
 
     let info = log
         .append_marker(&marker(p, e + 1, MarkerKind::Commit))

@@ -38,10 +38,9 @@ impl Fetch {
     }
 
     /// The offset after the last batch of the fetch (`None` if empty), where the next read
-    /// continues. Known from the read that made the fetch: no batch is walked again. (The
-    /// `Result` is kept for callers written when this walked the batches.)
-    pub fn end_offset(&self) -> Result<Option<u64>> {
-        Ok((!self.is_empty()).then_some(self.next_offset))
+    /// continues. Known from the read that made the fetch: no batch is walked again.
+    pub fn end_offset(&self) -> Option<u64> {
+        (!self.is_empty()).then_some(self.next_offset)
     }
 
     /// The batches, each checksum-verified as it is yielded. A checksum failure is an

@@ -51,10 +51,14 @@ impl TxnView {
     /// remembered: after a restart every marker in the log counts as below the HW, as Kafka's
     /// snapshots do not carry them either; a replica's HW is at most its log end).
     pub(super) fn new(producers: &ProducerStateManager) -> TxnView {
-        TxnView {
-            first_open: producers.first_open_txn().map(|(o, _)| o),
-            ..TxnView::default()
-        }
+        let mut view = TxnView::default();
+        view.follow(producers);
+        view
+    }
+
+    /// Copies the producer table's earliest open transaction (the one writer of `first_open`).
+    fn follow(&mut self, producers: &ProducerStateManager) {
+        self.first_open = producers.first_open_txn().map(|(o, _)| o);
     }
 }
 
@@ -82,11 +86,7 @@ pub struct IsolatedFetch {
 
 /// The transactions open in `producers`, ascending by first offset.
 pub(super) fn open_txns(producers: &ProducerStateManager) -> OpenTxns {
-    producers
-        .open_txns_by_offset()
-        .iter()
-        .map(|&(o, p)| (o, p))
-        .collect()
+    producers.open_txns_by_offset().iter().copied().collect()
 }
 
 /// The producer table the open pass replays a segment into: no expiry, no cap.
@@ -113,7 +113,7 @@ impl Log {
             // Every marker is at or past HW 0; the HW prunes it once it passes the marker.
             view.stable.on_completed(c, 0);
         }
-        view.first_open = a.producers.first_open_txn().map(|(o, _)| o);
+        view.follow(&a.producers);
     }
 
     /// After the producer table was rebuilt (truncation): the view follows it, and completed
@@ -122,7 +122,7 @@ impl Log {
         let mut view = self.inner.txn_view.lock();
         view.stable.truncate(end);
         view.hw_seen = view.hw_seen.min(end);
-        view.first_open = a.producers.first_open_txn().map(|(o, _)| o);
+        view.follow(&a.producers);
     }
 
     /// The last stable offset for a high-water mark `hw`: `min(first unstable offset, hw)`,
@@ -175,7 +175,7 @@ impl Log {
             Isolation::ReadCommitted => lso,
         };
         let fetch = self.read_bounded(offset, max_bytes, bound)?;
-        let aborted = match (isolation, fetch.end_offset()?) {
+        let aborted = match (isolation, fetch.end_offset()) {
             (Isolation::ReadCommitted, Some(to)) => self.aborted_txns(offset.0, to),
             _ => Vec::new(),
         };
@@ -269,18 +269,11 @@ pub(super) fn resolve(
             .copied()
             .collect()
     };
-    let (mut load, mut at_end) = walk(storage, dir, segments, files, producers, write_back)?;
+    let (mut load, mut at_end) = walk(storage, dir, segments, files, &state, write_back)?;
     if inside(&at_end) != inside(&state) {
         // A file that decoded and was bound to its segment disagrees with the batches (written
         // by something else, or damaged and resealed): rebuild every segment from its batches.
-        let (again, end) = walk(
-            storage,
-            dir,
-            segments,
-            HashMap::new(),
-            producers,
-            write_back,
-        )?;
+        let (again, end) = walk(storage, dir, segments, HashMap::new(), &state, write_back)?;
         load = TxnIndexLoad {
             distrusted: true,
             ..again
@@ -316,13 +309,14 @@ pub(super) fn resolve(
 }
 
 /// One pass of [`resolve`] over the segments: returns what it did and the transactions open
-/// at the log end.
+/// at the log end. `state`: the producer table's open transactions (the first segment's seed
+/// when its file is not usable).
 fn walk(
     storage: &dyn Storage,
     dir: &Path,
     segments: &[Arc<Segment>],
     mut files: HashMap<u64, SegmentTxnFile>,
-    producers: &ProducerStateManager,
+    state: &OpenTxns,
     write_back: bool,
 ) -> Result<(TxnIndexLoad, OpenTxns)> {
     let mut load = TxnIndexLoad::default();
@@ -335,6 +329,7 @@ fn walk(
                 && f.next_offset == seg.next_offset()
                 && prev_end.as_ref().is_none_or(|p| *p == f.open_at_base)
         });
+        let rebuilt = file.is_none();
         let mut txns = match file {
             Some(f) => {
                 load.loaded += 1;
@@ -349,20 +344,15 @@ fn walk(
                 let (seed, known) = match prev_end.take() {
                     Some(p) => (p, true),
                     None => (
-                        open_txns(producers)
-                            .into_iter()
+                        state
+                            .iter()
                             .filter(|(o, _)| *o < seg.base_offset())
+                            .copied()
                             .collect(),
                         false,
                     ),
                 };
-                let t = rebuild_segment(seg, seed, known)?;
-                if i != last && write_back {
-                    *seg.txns() = t.clone();
-                    seg.write_txn_file(storage)?;
-                    wrote = true;
-                }
-                t
+                rebuild_segment(seg, seed, known)?
             }
         };
         prev_end = txns.open_at_end.clone();
@@ -370,6 +360,10 @@ fn walk(
             txns.open_at_end = None;
         }
         *seg.txns() = txns;
+        if rebuilt && i != last && write_back {
+            seg.write_txn_file(storage)?;
+            wrote = true;
+        }
     }
     if wrote {
         storage

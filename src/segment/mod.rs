@@ -760,14 +760,28 @@ impl Segment {
                 aborted: t.aborted.clone(),
             }
         };
+        self.write_derived_file(storage, FileKind::TxnIndex, &txn_index::encode(&file))
+    }
+
+    /// Creates (or truncates) one of the segment's derived files, writes `bytes` and fdatasyncs
+    /// it; the caller fsyncs the directory.
+    fn write_derived_file(
+        &self,
+        storage: &dyn Storage,
+        kind: FileKind,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let (create, write, fsync) = match kind {
+            FileKind::TxnIndex => ("create txn index", "write txn index", "fsync txn index"),
+            _ => ("create index", "write index", "fsync index"),
+        };
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        let path = segment_path(dir, self.base_offset, FileKind::TxnIndex);
+        let path = segment_path(dir, self.base_offset, kind);
         let f = storage
             .open(&path, OpenMode::CreateTruncate)
-            .map_err(io_err("create txn index", &path))?;
-        f.write_at(0, &txn_index::encode(&file))
-            .map_err(io_err("write txn index", &path))?;
-        f.sync_data().map_err(io_err("fsync txn index", &path))
+            .map_err(io_err(create, &path))?;
+        f.write_at(0, bytes).map_err(io_err(write, &path))?;
+        f.sync_data().map_err(io_err(fsync, &path))
     }
 
     /// Marks the segment replaced (by truncation's copy under the same name): no later seal may
@@ -792,13 +806,7 @@ impl Segment {
             ),
         ];
         for (kind, bytes) in files {
-            let path = segment_path(dir, self.base_offset, kind);
-            let f = storage
-                .open(&path, OpenMode::CreateTruncate)
-                .map_err(io_err("create index", &path))?;
-            f.write_at(0, &bytes)
-                .map_err(io_err("write index", &path))?;
-            f.sync_data().map_err(io_err("fsync index", &path))?;
+            self.write_derived_file(storage, kind, &bytes)?;
         }
         self.write_txn_file(storage)?;
         storage

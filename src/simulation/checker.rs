@@ -198,7 +198,7 @@ impl Checker {
             self.check_visible(r.record.value)?;
             self.rc_from = self.rc_from.max(r.offset + 1);
         }
-        if let Ok(Some(end)) = f.fetch.end_offset() {
+        if let Some(end) = f.fetch.end_offset() {
             self.rc_from = self.rc_from.max(end);
         }
         Ok(())
@@ -230,7 +230,7 @@ impl Checker {
             let f = leader
                 .read_isolated(next, 1 << 20, crate::log::Isolation::ReadCommitted)
                 .map_err(|e| format!("final read_committed: {e}"))?;
-            let Some(end) = f.fetch.end_offset().map_err(|e| e.to_string())? else {
+            let Some(end) = f.fetch.end_offset() else {
                 break;
             };
             for r in f.committed_records() {
