@@ -120,6 +120,16 @@ pub enum Error {
     NotEnoughReplicasAfterAppend { maximal_isr: usize, min_isr: usize },
     /// A replication message or state change was refused.
     Replication(crate::replication::ReplicationError),
+    /// The transaction coordinator is still completing the previous transaction of this
+    /// transactional id (its markers are not all written yet). Nothing changed; retriable.
+    ConcurrentTransactions { transactional_id: String },
+    /// A coordinator request named a producer id (or an epoch above the one issued) that the
+    /// coordinator does not hold for this transactional id, or a transactional id it does not
+    /// know (Kafka's INVALID_PRODUCER_ID_MAPPING). Nothing changed; call `init_transactions`.
+    InvalidProducerIdMapping {
+        transactional_id: String,
+        producer_id: ProducerId,
+    },
     /// A remote replica or controller answered with an error that has no typed variant here
     /// (its storage failed, it found corruption, it refused a malformed request): `kind` names
     /// the wire error code (`net::RemoteError::name`), `message` is the remote's description.
@@ -240,6 +250,20 @@ impl fmt::Display for Error {
                 producer_id.0
             ),
             Error::InvalidRecord { reason } => write!(f, "invalid record batch: {reason}"),
+            Error::ConcurrentTransactions { transactional_id } => write!(
+                f,
+                "transactional id {transactional_id:?} is still completing its previous \
+                 transaction; retry"
+            ),
+            Error::InvalidProducerIdMapping {
+                transactional_id,
+                producer_id,
+            } => write!(
+                f,
+                "producer {} is not the current producer of transactional id \
+                 {transactional_id:?}; call init_transactions",
+                producer_id.0
+            ),
             Error::CoordinatorFenced {
                 producer_id,
                 coordinator_epoch,

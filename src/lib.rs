@@ -8,9 +8,11 @@
 //! Start with `docs/README.md` for the reading order; `docs/architecture.md` has the components
 //! and every fsync in write order, `docs/format.md` every byte.
 
+pub mod broker;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod coordinator;
 pub mod error;
 pub mod format;
 pub mod fuzzing;
@@ -25,6 +27,7 @@ pub mod segment;
 pub mod simulation;
 pub mod types;
 
+pub use broker::TopicPartition;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{LogConfig, RecoveryMode, SyncMode};
 pub use error::{Error, Result};

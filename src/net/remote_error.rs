@@ -288,10 +288,12 @@ impl RemoteError {
                 first_sequence: *first_sequence,
             },
             Error::Timeout => RemoteError::Timeout,
-            // Transactions do not cross the wire yet: the log's marker path is not built.
+            // Transactions do not cross the wire yet: the coordinator is in-process only.
             Error::InvalidTxnState { .. }
             | Error::CoordinatorFenced { .. }
-            | Error::InvalidRecord { .. } => RemoteError::InvalidRequest,
+            | Error::InvalidRecord { .. }
+            | Error::ConcurrentTransactions { .. }
+            | Error::InvalidProducerIdMapping { .. } => RemoteError::InvalidRequest,
             Error::UnknownProducerId {
                 producer_id,
                 first_sequence,
