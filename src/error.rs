@@ -130,6 +130,8 @@ pub enum Error {
         transactional_id: String,
         producer_id: ProducerId,
     },
+    /// A broker has no such partition (create its topic first: `Broker::create_topic`).
+    UnknownPartition { partition: String },
     /// A remote replica or controller answered with an error that has no typed variant here
     /// (its storage failed, it found corruption, it refused a malformed request): `kind` names
     /// the wire error code (`net::RemoteError::name`), `message` is the remote's description.
@@ -250,6 +252,9 @@ impl fmt::Display for Error {
                 producer_id.0
             ),
             Error::InvalidRecord { reason } => write!(f, "invalid record batch: {reason}"),
+            Error::UnknownPartition { partition } => {
+                write!(f, "unknown partition {partition} (create its topic first)")
+            }
             Error::ConcurrentTransactions { transactional_id } => write!(
                 f,
                 "transactional id {transactional_id:?} is still completing its previous \

@@ -55,6 +55,9 @@ impl Storage for CountingStorage {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.inner.list(dir)
     }
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list_dirs(dir)
+    }
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
         if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
             *self

@@ -1,6 +1,214 @@
 //! A broker: named partition logs in one data directory, with the transaction coordinator and
-//! the consumer-offsets log that make exactly-once work across them.
+//! the consumer-offsets log that make exactly-once work across them (docs/transactions.md,
+//! "Exactly-once, end to end").
+//!
+//! ```text
+//! <dir>/
+//!   <topic>-<partition>/        a partition log per topic-partition
+//!   __consumer_offsets-0/       the consumer-offsets log (a partition: it takes markers)
+//!   __transaction_state-0/      the coordinator's state log (owned by the coordinator)
+//! ```
+//!
+//! Every producer id a broker hands out comes from one durable allocator (the coordinator's
+//! state log), so a transactional producer and a plain idempotent one never share an id.
 
+pub mod consumer;
+pub mod partitions;
 pub mod topic_partition;
+pub mod transactional;
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{LogConfig, SyncMode};
+use crate::coordinator::TxnCoordinator;
+use crate::error::{Error, Result};
+use crate::log::Log;
+use crate::offsets::{OffsetStore, OFFSETS_TOPIC};
+use crate::types::{ProducerEpoch, ProducerId};
+
+pub use consumer::{ConsumedRecord, Consumer};
+pub use partitions::Partitions;
 pub use topic_partition::{TopicPartition, MAX_TOPIC_LEN};
+pub use transactional::{TransactionalProducer, TxnError};
+
+/// The coordinator's state-log directory under a broker's data directory.
+pub const TXN_STATE_DIR: &str = "__transaction_state-0";
+
+/// Settings of a broker.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// The settings of every data partition (and, with the sync mode raised to `EveryAppend`,
+    /// of the consumer-offsets log; see `internal_log`).
+    pub log: LogConfig,
+    /// Segment size of the internal logs (coordinator state, consumer offsets): their records
+    /// are small and a preallocated 1 GiB segment would waste the disk.
+    pub internal_segment_bytes: u64,
+    /// The transaction timeout a producer gets when it does not ask for one.
+    pub default_txn_timeout: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            log: LogConfig::default(),
+            internal_segment_bytes: 16 << 20,
+            default_txn_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The configuration of an internal log: the data partitions' storage and clock, its own
+    /// segment size, every append durable before it returns (a commit of offsets or a
+    /// coordinator decision is acted on only once it cannot be lost), no time retention.
+    pub fn internal_log(&self) -> LogConfig {
+        let mut c = self.log.clone().with_segment_bytes(self.internal_segment_bytes);
+        c.sync = SyncMode::EveryAppend;
+        c.retention_ms = None;
+        c.retention_bytes = None;
+        c.segment_ms = None;
+        c
+    }
+}
+
+/// Partition logs, the consumer-offsets store and the transaction coordinator over one data
+/// directory.
+#[derive(Debug)]
+pub struct Broker {
+    dir: PathBuf,
+    config: BrokerConfig,
+    partitions: Partitions,
+    offsets: OffsetStore,
+    coordinator: TxnCoordinator,
+}
+
+impl Broker {
+    /// Opens (or creates) the broker in `dir`: every partition log, the offsets log, then the
+    /// coordinator, which finishes any transaction a crash left between its decision and its
+    /// markers before `open` returns.
+    pub fn open(dir: impl AsRef<Path>, config: BrokerConfig) -> Result<Broker> {
+        let dir = dir.as_ref().to_path_buf();
+        let partitions = Partitions::open(&dir, config.log.clone(), &[TXN_STATE_DIR, &offsets_dir()])?;
+        let offsets_log = Log::open(dir.join(offsets_dir()), config.internal_log())?;
+        let offsets_log = partitions.insert(offsets_partition(), offsets_log)?;
+        let offsets = OffsetStore::new(offsets_log)?;
+        let coordinator =
+            TxnCoordinator::open(&dir.join(TXN_STATE_DIR), config.internal_log(), &partitions)?;
+        Ok(Broker {
+            dir,
+            config,
+            partitions,
+            offsets,
+            coordinator,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Creates the partitions `0..partitions` of `topic` that do not exist yet.
+    pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<Vec<TopicPartition>> {
+        if topic == OFFSETS_TOPIC || topic.starts_with("__") {
+            return Err(Error::InvalidConfig(format!(
+                "topic names starting with \"__\" are reserved for the broker ({topic:?})"
+            )));
+        }
+        (0..partitions)
+            .map(|p| {
+                let tp = TopicPartition::new(topic, p)?;
+                self.partitions.get_or_create(&tp)?;
+                Ok(tp)
+            })
+            .collect()
+    }
+
+    /// The log of a partition (`UnknownPartition` if its topic was not created).
+    pub fn partition(&self, tp: &TopicPartition) -> Result<Arc<Log>> {
+        self.partitions.get(tp)
+    }
+
+    /// Every partition log, including the offsets log.
+    pub fn partitions(&self) -> &Partitions {
+        &self.partitions
+    }
+
+    pub fn offsets(&self) -> &OffsetStore {
+        &self.offsets
+    }
+
+    pub fn coordinator(&self) -> &TxnCoordinator {
+        &self.coordinator
+    }
+
+    /// A producer id for a plain idempotent producer of this broker's partitions, from the
+    /// broker's one allocator (epoch 0). Do not call `Log::init_producer` on a broker's
+    /// partitions: that allocator is per log, and its ids could collide with these.
+    pub fn init_producer(&self) -> Result<(ProducerId, ProducerEpoch)> {
+        Ok((self.coordinator.allocate_producer_id()?, 0))
+    }
+
+    /// Aborts transactions past their timeout (on the log clock) and retries unfinished
+    /// markers; returns the transactional ids it aborted. Call it periodically.
+    pub fn tick(&self) -> Result<Vec<String>> {
+        self.coordinator.tick(&self.partitions)
+    }
+
+    /// Closes the coordinator and every log cleanly; the first error is returned, every log is
+    /// closed regardless.
+    pub fn close(self) -> Result<()> {
+        let Broker {
+            partitions,
+            offsets,
+            coordinator,
+            ..
+        } = self;
+        let mut result = coordinator.close();
+        drop(offsets);
+        for (tp, log) in partitions.take_all() {
+            let closed = match Arc::try_unwrap(log) {
+                Ok(log) => log.close(),
+                Err(_) => Err(Error::InvalidConfig(format!(
+                    "partition {tp} is still in use (an Arc<Log> outlives the broker)"
+                ))),
+            };
+            if result.is_ok() {
+                result = closed;
+            }
+        }
+        result
+    }
+
+    /// Drops the broker without any clean-shutdown step, as a process crash would (tests and
+    /// simulations).
+    pub fn simulate_crash(self) {
+        let Broker {
+            partitions,
+            offsets,
+            coordinator,
+            ..
+        } = self;
+        coordinator.simulate_crash();
+        drop(offsets);
+        for (_, log) in partitions.take_all() {
+            if let Ok(log) = Arc::try_unwrap(log) {
+                log.simulate_crash();
+            }
+        }
+    }
+}
+
+/// The consumer-offsets partition.
+pub fn offsets_partition() -> TopicPartition {
+    TopicPartition::internal(OFFSETS_TOPIC, 0)
+}
+
+fn offsets_dir() -> String {
+    offsets_partition().dir_name()
+}

@@ -29,6 +29,15 @@ impl TopicPartition {
         })
     }
 
+    /// A broker's own partition (a constant name known to pass the rules).
+    pub(crate) fn internal(topic: &'static str, partition: u32) -> TopicPartition {
+        debug_assert!(validate_topic(topic).is_ok(), "{topic}");
+        TopicPartition {
+            topic: topic.to_string(),
+            partition,
+        }
+    }
+
     pub fn topic(&self) -> &str {
         &self.topic
     }

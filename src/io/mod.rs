@@ -45,6 +45,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Names (not paths) of the regular files directly inside `dir`, unsorted.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Names of the directories directly inside `dir`, unsorted (a broker's partitions).
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>>;
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>>;
     fn exists(&self, path: &Path) -> bool;
     fn remove(&self, path: &Path) -> io::Result<()>;

@@ -688,6 +688,19 @@ impl Storage for SimStorage {
         Ok(names_in(&s.volatile_ns, dir))
     }
 
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let s = self.shared.state.lock();
+        if !s.dir_exists(dir) {
+            return Err(not_found("directory", dir));
+        }
+        let dir = norm_dir(dir);
+        Ok(s.dirs
+            .iter()
+            .filter(|p| parent_dir(p) == dir)
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .collect())
+    }
+
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
         let mut s = self.shared.state.lock();
         if mode != OpenMode::Existing {

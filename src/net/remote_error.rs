@@ -293,6 +293,7 @@ impl RemoteError {
             | Error::CoordinatorFenced { .. }
             | Error::InvalidRecord { .. }
             | Error::ConcurrentTransactions { .. }
+            | Error::UnknownPartition { .. }
             | Error::InvalidProducerIdMapping { .. } => RemoteError::InvalidRequest,
             Error::UnknownProducerId {
                 producer_id,

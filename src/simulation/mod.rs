@@ -11,6 +11,7 @@
 //! its seed; `run(&SimOptions { seed, .. })` replays it exactly.
 
 pub mod checker;
+pub mod exactly_once;
 mod client;
 mod network;
 mod node;

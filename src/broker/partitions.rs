@@ -1,0 +1,135 @@
+//! The partition logs of a broker, by name, and the marker path into them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::broker::TopicPartition;
+use crate::config::{LogConfig, SyncMode};
+use crate::coordinator::MarkerSink;
+use crate::error::{Error, Result};
+use crate::log::Log;
+use crate::producer::Marker;
+
+/// The open partition logs of a broker's data directory, one `<topic>-<partition>` directory
+/// each. Invariant: a partition is in the map exactly when its log is open, and each log is
+/// open once (its directory lock would refuse a second open anyway).
+#[derive(Debug)]
+pub struct Partitions {
+    dir: PathBuf,
+    config: LogConfig,
+    logs: RwLock<BTreeMap<TopicPartition, Arc<Log>>>,
+}
+
+impl Partitions {
+    /// Opens every partition directory under `dir` except the names in `skip` (directories
+    /// owned by someone else, like the coordinator's state log). Other entries are left alone.
+    pub fn open(dir: &Path, config: LogConfig, skip: &[&str]) -> Result<Partitions> {
+        let storage = config.storage.clone();
+        storage
+            .create_dir_all(dir)
+            .map_err(|e| Error::io("create_dir_all", dir, e))?;
+        let mut names = storage
+            .list_dirs(dir)
+            .map_err(|e| Error::io("list_dirs", dir, e))?;
+        names.sort();
+        let mut logs = BTreeMap::new();
+        for name in names {
+            if skip.contains(&name.as_str()) {
+                continue;
+            }
+            let Some(tp) = TopicPartition::parse_dir_name(&name) else {
+                continue;
+            };
+            let log = Log::open(dir.join(&name), config.clone())?;
+            logs.insert(tp, Arc::new(log));
+        }
+        Ok(Partitions {
+            dir: dir.to_path_buf(),
+            config,
+            logs: RwLock::new(logs),
+        })
+    }
+
+    /// The log of `tp`, or `UnknownPartition`.
+    pub fn get(&self, tp: &TopicPartition) -> Result<Arc<Log>> {
+        self.logs
+            .read()
+            .get(tp)
+            .cloned()
+            .ok_or_else(|| Error::UnknownPartition {
+                partition: tp.to_string(),
+            })
+    }
+
+    /// The log of `tp`, created (empty) if it does not exist yet.
+    pub fn get_or_create(&self, tp: &TopicPartition) -> Result<Arc<Log>> {
+        if let Ok(log) = self.get(tp) {
+            return Ok(log);
+        }
+        let mut logs = self.logs.write();
+        if let Some(log) = logs.get(tp) {
+            return Ok(log.clone());
+        }
+        let log = Arc::new(Log::open(self.dir.join(tp.dir_name()), self.config.clone())?);
+        logs.insert(tp.clone(), log.clone());
+        Ok(log)
+    }
+
+    /// Adds an already opened log (the broker's offsets log, opened with its own settings).
+    pub(super) fn insert(&self, tp: TopicPartition, log: Log) -> Result<Arc<Log>> {
+        let log = Arc::new(log);
+        let mut logs = self.logs.write();
+        if logs.contains_key(&tp) {
+            return Err(Error::InvalidConfig(format!("partition {tp} is already open")));
+        }
+        logs.insert(tp, log.clone());
+        Ok(log)
+    }
+
+    /// Every partition, ascending by name.
+    pub fn names(&self) -> Vec<TopicPartition> {
+        self.logs.read().keys().cloned().collect()
+    }
+
+    /// The partitions of `topic`, ascending.
+    pub fn of_topic(&self, topic: &str) -> Vec<TopicPartition> {
+        self.logs
+            .read()
+            .keys()
+            .filter(|tp| tp.topic() == topic)
+            .cloned()
+            .collect()
+    }
+
+    /// Makes everything appended to `tp` durable (nothing to do under `EveryAppend`).
+    pub fn make_durable(&self, tp: &TopicPartition) -> Result<()> {
+        let log = self.get(tp)?;
+        if log.config().sync != SyncMode::EveryAppend {
+            log.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Takes every log out, for a close or a crash. The map is empty afterwards.
+    pub(super) fn take_all(&self) -> Vec<(TopicPartition, Arc<Log>)> {
+        std::mem::take(&mut *self.logs.write()).into_iter().collect()
+    }
+}
+
+/// A marker is durable in its partition before `write_marker` returns, whatever the partition's
+/// sync mode: the coordinator records a transaction complete only after every marker, and a
+/// marker lost after that (an `Os`-mode log cut by power loss) would leave the transaction open
+/// in that partition with no one left to end it.
+impl MarkerSink for Partitions {
+    fn write_marker(&self, partition: &TopicPartition, marker: &Marker) -> Result<()> {
+        let log = self.get(partition)?;
+        log.append_marker(marker)?;
+        if log.config().sync != SyncMode::EveryAppend {
+            log.flush()?;
+        }
+        Ok(())
+    }
+}
