@@ -20,6 +20,7 @@ pub mod io;
 pub mod log;
 pub mod net;
 pub mod node;
+pub mod offsets;
 pub mod producer;
 pub mod replica;
 pub mod replication;

@@ -237,6 +237,63 @@ fn index_input(rng: &mut Rng) -> Vec<u8> {
     bytes
 }
 
+/// A valid transaction-state record (every state, both id histories, up to 4 partitions).
+fn gen_txn_record(rng: &mut Rng) -> Vec<u8> {
+    use oncelog::coordinator::{TxnMetadata, TxnRecord, TxnState};
+    let rec = if rng.below(5) == 0 {
+        TxnRecord::CoordinatorEpoch((rng.next() >> 33) as i32)
+    } else {
+        let state = TxnState::ALL[rng.below(6) as usize];
+        let pid = ProducerId(rng.below(1 << 40) as i64);
+        let mut epoch = rng.below(i16::MAX as u64) as i16;
+        if state.is_prepare() {
+            epoch += 1;
+        }
+        // A Prepare* epoch is at least 1, so only the others may follow an id switch.
+        let last = match (epoch, rng.below(2)) {
+            (0, 0) => (ProducerId::NONE, -1),
+            (0, _) => (ProducerId(pid.0 + 1), i16::MAX - 1),
+            (e, _) => (pid, e - 1),
+        };
+        let open = matches!(
+            state,
+            TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort
+        );
+        let topics = ["a", "orders", "x.y-z", "__consumer_offsets"];
+        let partitions = (0..if open { 1 + rng.below(4) } else { 0 })
+            .map(|_| {
+                let topic = topics[rng.below(topics.len() as u64) as usize];
+                oncelog::TopicPartition::new(topic, rng.below(10) as u32).unwrap()
+            })
+            .collect();
+        let tid: String = (0..1 + rng.below(20))
+            .map(|_| (b'a' + rng.below(26) as u8) as char)
+            .collect();
+        TxnRecord::Txn(TxnMetadata {
+            transactional_id: tid,
+            producer_id: pid,
+            producer_epoch: epoch,
+            last_producer_id: last.0,
+            last_producer_epoch: last.1,
+            state,
+            partitions,
+            timeout_ms: 1 + rng.below(i32::MAX as u64) as i64,
+            txn_start_ms: rng.next() as i64,
+            last_update_ms: rng.next() as i64,
+        })
+    };
+    let (k, v) = oncelog::coordinator::record::encode(&rec);
+    fuzzing::txn_record_input(&k, &v)
+}
+
+fn txn_record_input(rng: &mut Rng) -> Vec<u8> {
+    let mut bytes = gen_txn_record(rng);
+    if rng.below(4) > 0 {
+        mutate(rng, &mut bytes);
+    }
+    bytes
+}
+
 fn random_input(rng: &mut Rng, max: u64) -> Vec<u8> {
     rng.bytes(max)
 }
@@ -303,6 +360,29 @@ fn decode_index_body() {
 }
 
 #[test]
+fn decode_txn_record_body() {
+    run(
+        "decode_txn_record",
+        3000,
+        6,
+        txn_record_input,
+        fuzzing::decode_txn_record,
+    );
+}
+
+/// The generator makes records the decoder accepts, so the mutations start from valid ones.
+#[test]
+fn txn_record_generator_makes_valid_records() {
+    let mut rng = Rng(6);
+    for _ in 0..500 {
+        let input = gen_txn_record(&mut rng);
+        let key_len = usize::from(u16::from_le_bytes([input[1], input[2]]));
+        let (k, v) = input[3..].split_at(key_len);
+        oncelog::coordinator::record::decode(Some(k), Some(v)).unwrap();
+    }
+}
+
+#[test]
 fn recover_segment_body() {
     run(
         "recover_segment",
@@ -330,12 +410,13 @@ fn log_model_body() {
 fn seed_corpus_matches_the_generators() {
     let write = std::env::var("ONCELOG_WRITE_CORPUS").is_ok();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let targets: [(&str, Gen, usize); 5] = [
+    let targets: [(&str, Gen, usize); 6] = [
         ("decode_batch", gen_batch, 8),
         ("decode_snapshot", gen_snapshot, 8),
         ("decode_index", gen_index, 8),
         ("recover_segment", |r| random_input(r, 300), 8),
         ("log_model", |r| random_input(r, 500), 8),
+        ("decode_txn_record", gen_txn_record, 8),
     ];
     for (i, (target, gen, n)) in targets.into_iter().enumerate() {
         let dir = root.join(target);
@@ -375,6 +456,7 @@ fn replay_one_input() {
         "decode_index" => fuzzing::decode_index,
         "recover_segment" => fuzzing::recover_segment,
         "log_model" => fuzzing::log_model,
+        "decode_txn_record" => fuzzing::decode_txn_record,
         other => panic!("unknown target {other}"),
     };
     let files: Vec<std::path::PathBuf> = if path.is_dir() {

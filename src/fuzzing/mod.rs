@@ -12,6 +12,7 @@
 //! | `recover_segment` | `scan_segment` on damaged images; `Log::open` after power loss |
 //! | `log_model`       | `Log` operations, crashes and I/O faults against a `Vec` model |
 //! | `decode_wire`     | `net::wire` frame decoding, canonical round trip (stable body only) |
+//! | `decode_txn_record` | coordinator state records: invariants, canonical round trip |
 //!
 //! `decode_batch` tolerates a re-encoding that keeps the records (see
 //! [`decoders::KNOWN_BATCH_FINDINGS`], both fixed); `decode_batch_strict` demands the exact
@@ -21,6 +22,7 @@ mod decoders;
 mod model;
 mod reader;
 mod recover;
+mod txn_record;
 mod wire;
 
 pub use decoders::{
@@ -29,4 +31,5 @@ pub use decoders::{
 pub use model::log_model;
 pub use reader::ByteReader;
 pub use recover::recover_segment;
+pub use txn_record::{decode_txn_record, join_input as txn_record_input};
 pub use wire::decode_wire;

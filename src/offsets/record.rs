@@ -1,0 +1,379 @@
+//! Consumer-offset records: the key and value of one committed offset in the consumer-offsets
+//! log (docs/format.md, "Consumer-offset records"). They travel as the key and value of an
+//! ordinary record in an ordinary batch, so the batch's CRC covers them.
+//!
+//! ```text
+//! Format: key:   { version u16 = 0 | group_len u8 | group (UTF-8, 1..=255 bytes) |
+//!                  topic_len u8 | topic (1..=249 bytes of [A-Za-z0-9._-]) | partition u32 }
+//!         value: { version u16 = 0 | flags u8 | offset u64 | commit_timestamp i64 |
+//!                  as_of u64 (present iff flags bit 0: a compaction rewrite) }
+//! ```
+//!
+//! Little-endian. Decoding is strict and total: exact lengths, no unknown version or flag, the
+//! group valid UTF-8 and the topic a valid topic name; hostile bytes are a `DecodeError`, never
+//! a panic, and whatever decodes re-encodes to the same bytes.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
+use crate::broker::TopicPartition;
+use crate::error::{Error, Result};
+use crate::format::{le, DecodeError};
+
+/// The longest consumer group name, in bytes.
+pub const MAX_GROUP_LEN: usize = 255;
+
+pub const KEY_VERSION: u16 = 0;
+pub const VALUE_VERSION: u16 = 0;
+/// Value flag bit 0: the record is a compaction rewrite and carries `as_of`.
+pub const FLAG_REWRITE: u8 = 0x01;
+
+// Key fields: version, group length, group, topic length, topic, partition.
+pub const KEY_VERSION_OFFSET: usize = 0;
+pub const KEY_GROUP_LEN_OFFSET: usize = KEY_VERSION_OFFSET + 2;
+pub const KEY_GROUP_OFFSET: usize = KEY_GROUP_LEN_OFFSET + 1;
+/// Bytes of a key besides the group and topic names.
+pub const KEY_FIXED_LEN: usize = 2 + 1 + 1 + 4;
+
+// Value fields.
+pub const VALUE_VERSION_OFFSET: usize = 0;
+pub const VALUE_FLAGS_OFFSET: usize = VALUE_VERSION_OFFSET + 2;
+pub const VALUE_OFFSET_OFFSET: usize = VALUE_FLAGS_OFFSET + 1;
+pub const VALUE_TIMESTAMP_OFFSET: usize = VALUE_OFFSET_OFFSET + 8;
+pub const VALUE_AS_OF_OFFSET: usize = VALUE_TIMESTAMP_OFFSET + 8;
+/// A plain commit's value.
+pub const VALUE_LEN: usize = VALUE_AS_OF_OFFSET;
+/// A rewrite's value.
+pub const REWRITE_VALUE_LEN: usize = VALUE_AS_OF_OFFSET + 8;
+
+/// Checks a consumer group name: 1..=255 bytes (a `&str` is UTF-8 already).
+pub fn validate_group(group: &str) -> Result<()> {
+    if group.is_empty() || group.len() > MAX_GROUP_LEN {
+        return Err(Error::InvalidConfig(format!(
+            "consumer group name must be 1 to {MAX_GROUP_LEN} bytes, got {}",
+            group.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Whose offset: a consumer group and a partition.
+///
+/// Invariant: `group` is 1..=255 bytes (checked by [`OffsetKey::new`] and the decoder, the
+/// only constructors); the partition's topic is valid by `TopicPartition`'s own invariant.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OffsetKey {
+    group: String,
+    partition: TopicPartition,
+}
+
+impl OffsetKey {
+    /// `InvalidConfig` for a group name that is empty or longer than 255 bytes.
+    pub fn new(group: &str, partition: TopicPartition) -> Result<OffsetKey> {
+        validate_group(group)?;
+        Ok(OffsetKey {
+            group: group.to_string(),
+            partition,
+        })
+    }
+
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    pub fn partition(&self) -> &TopicPartition {
+        &self.partition
+    }
+
+    /// The key and its partition, by value.
+    pub fn into_parts(self) -> (String, TopicPartition) {
+        (self.group, self.partition)
+    }
+
+    /// Bytes of the encoded key.
+    pub fn encoded_len(&self) -> usize {
+        KEY_FIXED_LEN + self.group.len() + self.partition.topic().len()
+    }
+}
+
+/// A committed offset as a record value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetValue {
+    /// The offset the group will consume next in the partition.
+    pub offset: u64,
+    /// When the offset was committed (ms, the offsets log's clock).
+    pub commit_timestamp: i64,
+    /// `Some(s)`: a compaction rewrite of the offset committed as of log offset `s`; it applies
+    /// only to a key not changed at or after `s` (docs/transactions.md, "Consumer offsets").
+    pub as_of: Option<u64>,
+}
+
+impl OffsetValue {
+    /// A plain commit.
+    pub fn commit(offset: u64, commit_timestamp: i64) -> OffsetValue {
+        OffsetValue {
+            offset,
+            commit_timestamp,
+            as_of: None,
+        }
+    }
+
+    /// Bytes of the encoded value.
+    pub fn encoded_len(&self) -> usize {
+        if self.as_of.is_some() {
+            REWRITE_VALUE_LEN
+        } else {
+            VALUE_LEN
+        }
+    }
+}
+
+pub fn encode_key(key: &OffsetKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.encoded_len());
+    out.extend_from_slice(&KEY_VERSION.to_le_bytes());
+    // Both lengths fit a u8 by the invariants (255, 249).
+    out.push(u8::try_from(key.group.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(key.group.as_bytes());
+    let topic = key.partition.topic();
+    out.push(u8::try_from(topic.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(topic.as_bytes());
+    out.extend_from_slice(&key.partition.partition().to_le_bytes());
+    debug_assert_eq!(out.len(), key.encoded_len());
+    out
+}
+
+pub fn encode_value(value: &OffsetValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.encoded_len());
+    out.extend_from_slice(&VALUE_VERSION.to_le_bytes());
+    out.push(if value.as_of.is_some() {
+        FLAG_REWRITE
+    } else {
+        0
+    });
+    out.extend_from_slice(&value.offset.to_le_bytes());
+    out.extend_from_slice(&value.commit_timestamp.to_le_bytes());
+    if let Some(s) = value.as_of {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    debug_assert_eq!(out.len(), value.encoded_len());
+    out
+}
+
+fn bad(field: &'static str, value: u64) -> DecodeError {
+    DecodeError::BadField {
+        field,
+        value: i64::try_from(value).unwrap_or(i64::MAX),
+    }
+}
+
+/// `len` bytes at `at`, checked.
+fn take(bytes: &[u8], at: usize, len: usize) -> Result<&[u8], DecodeError> {
+    bytes
+        .get(at..at.saturating_add(len))
+        .ok_or(DecodeError::TooShort {
+            need: at as u64 + len as u64,
+            have: bytes.len() as u64,
+        })
+}
+
+pub fn decode_key(bytes: &[u8]) -> Result<OffsetKey, DecodeError> {
+    let version = le::u16_at(bytes, KEY_VERSION_OFFSET)?;
+    if version != KEY_VERSION {
+        return Err(bad("offsets key version", u64::from(version)));
+    }
+    let group_len = usize::from(le::u8_at(bytes, KEY_GROUP_LEN_OFFSET)?);
+    let group = take(bytes, KEY_GROUP_OFFSET, group_len)?;
+    let group = std::str::from_utf8(group).map_err(|_| bad("offsets key group", 0))?;
+    let topic_len_at = KEY_GROUP_OFFSET + group_len;
+    let topic_len = usize::from(le::u8_at(bytes, topic_len_at)?);
+    let topic = take(bytes, topic_len_at + 1, topic_len)?;
+    let partition_at = topic_len_at + 1 + topic_len;
+    let partition = le::u32_at(bytes, partition_at)?;
+    if bytes.len() != partition_at + 4 {
+        return Err(DecodeError::BadLength {
+            length: bytes.len() as u64,
+        });
+    }
+    let topic = std::str::from_utf8(topic).map_err(|_| bad("offsets key topic", 0))?;
+    let partition = TopicPartition::new(topic, partition)
+        .map_err(|_| bad("offsets key topic", topic_len as u64))?;
+    OffsetKey::new(group, partition).map_err(|_| bad("offsets key group", group_len as u64))
+}
+
+pub fn decode_value(bytes: &[u8]) -> Result<OffsetValue, DecodeError> {
+    let version = le::u16_at(bytes, VALUE_VERSION_OFFSET)?;
+    if version != VALUE_VERSION {
+        return Err(bad("offsets value version", u64::from(version)));
+    }
+    let flags = le::u8_at(bytes, VALUE_FLAGS_OFFSET)?;
+    if flags & !FLAG_REWRITE != 0 {
+        return Err(bad("offsets value flags", u64::from(flags)));
+    }
+    let offset = le::u64_at(bytes, VALUE_OFFSET_OFFSET)?;
+    let commit_timestamp = le::i64_at(bytes, VALUE_TIMESTAMP_OFFSET)?;
+    let as_of = if flags & FLAG_REWRITE != 0 {
+        Some(le::u64_at(bytes, VALUE_AS_OF_OFFSET)?)
+    } else {
+        None
+    };
+    let value = OffsetValue {
+        offset,
+        commit_timestamp,
+        as_of,
+    };
+    if bytes.len() != value.encoded_len() {
+        return Err(DecodeError::BadLength {
+            length: bytes.len() as u64,
+        });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(group: &str, topic: &str, p: u32) -> OffsetKey {
+        OffsetKey::new(group, TopicPartition::new(topic, p).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn keys_and_values_round_trip() {
+        for k in [
+            key("g", "t", 0),
+            key(&"é".repeat(127), &"x".repeat(249), u32::MAX),
+            key("group-1", "__consumer_offsets", 7),
+        ] {
+            let bytes = encode_key(&k);
+            assert_eq!(bytes.len(), k.encoded_len());
+            assert_eq!(decode_key(&bytes).unwrap(), k);
+        }
+        for v in [
+            OffsetValue::commit(0, -1),
+            OffsetValue::commit(u64::MAX, i64::MIN),
+            OffsetValue {
+                offset: 42,
+                commit_timestamp: 1_000,
+                as_of: Some(17),
+            },
+        ] {
+            let bytes = encode_value(&v);
+            assert_eq!(bytes.len(), v.encoded_len());
+            assert_eq!(decode_value(&bytes).unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn the_layout_is_the_documented_one() {
+        let k = encode_key(&key("ab", "t", 0x0102_0304));
+        assert_eq!(k, [0, 0, 2, b'a', b'b', 1, b't', 4, 3, 2, 1]);
+        let v = encode_value(&OffsetValue {
+            offset: 5,
+            commit_timestamp: 6,
+            as_of: Some(7),
+        });
+        let mut want = vec![0, 0, FLAG_REWRITE];
+        want.extend_from_slice(&5u64.to_le_bytes());
+        want.extend_from_slice(&6i64.to_le_bytes());
+        want.extend_from_slice(&7u64.to_le_bytes());
+        assert_eq!(v, want);
+    }
+
+    #[test]
+    fn group_names_are_checked() {
+        let tp = TopicPartition::new("t", 0).unwrap();
+        for bad in [String::new(), "x".repeat(256), "é".repeat(128)] {
+            assert!(matches!(
+                OffsetKey::new(&bad, tp.clone()),
+                Err(Error::InvalidConfig(_))
+            ));
+        }
+        assert!(OffsetKey::new(&"x".repeat(255), tp).is_ok());
+    }
+
+    #[test]
+    fn malformed_keys_are_refused() {
+        let good = encode_key(&key("g", "t", 1));
+        let with = |at: usize, b: u8| {
+            let mut v = good.clone();
+            v[at] = b;
+            v
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (vec![], "empty"),
+            (with(0, 1), "unknown version"),
+            (with(2, 0), "empty group"),
+            (with(3, 0xff), "group not UTF-8"),
+            (with(4, 0), "empty topic"),
+            (with(5, b'/'), "bad topic character"),
+            (good[..good.len() - 1].to_vec(), "truncated"),
+            ([good.clone(), vec![0]].concat(), "trailing byte"),
+        ];
+        for (bytes, what) in cases {
+            assert!(decode_key(&bytes).is_err(), "{what}");
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_refused() {
+        let plain = encode_value(&OffsetValue::commit(1, 2));
+        let rewrite = encode_value(&OffsetValue {
+            offset: 1,
+            commit_timestamp: 2,
+            as_of: Some(3),
+        });
+        let with = |v: &[u8], at: usize, b: u8| {
+            let mut v = v.to_vec();
+            v[at] = b;
+            v
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (vec![], "empty"),
+            (with(&plain, 1, 1), "unknown version"),
+            (with(&plain, 2, 2), "unknown flag"),
+            (with(&plain, 2, FLAG_REWRITE), "rewrite flag without as_of"),
+            (with(&rewrite, 2, 0), "as_of without the rewrite flag"),
+            (plain[..plain.len() - 1].to_vec(), "truncated"),
+            ([rewrite.clone(), vec![0]].concat(), "trailing byte"),
+        ];
+        for (bytes, what) in cases {
+            assert!(decode_value(&bytes).is_err(), "{what}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn hostile_bytes_never_panic_and_what_decodes_re_encodes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..64)
+        ) {
+            if let Ok(k) = decode_key(&bytes) {
+                prop_assert_eq!(encode_key(&k), bytes.clone());
+            }
+            if let Ok(v) = decode_value(&bytes) {
+                prop_assert_eq!(encode_value(&v), bytes);
+            }
+        }
+
+        #[test]
+        fn every_truncation_of_a_valid_encoding_is_refused(
+            group in "[a-z]{1,8}", p in any::<u32>(), offset in any::<u64>(),
+            ts in any::<i64>(), as_of in proptest::option::of(any::<u64>()),
+        ) {
+            let k = encode_key(&key(&group, "topic", p));
+            let v = encode_value(&OffsetValue { offset, commit_timestamp: ts, as_of });
+            for n in 0..k.len() {
+                prop_assert!(decode_key(&k[..n]).is_err());
+            }
+            for n in 0..v.len() {
+                prop_assert!(decode_value(&v[..n]).is_err());
+            }
+        }
+    }
+}
