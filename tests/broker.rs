@@ -115,7 +115,7 @@ fn a_new_instance_fences_the_old_one_and_aborts_its_transaction() {
     new.send(&tp, values(&["new"])).unwrap();
     new.commit().unwrap();
     assert_eq!(committed(&broker, &tp), ["new"]);
-    drop((old, new));
+    drop((old, new, log));
     broker.close().unwrap();
 }
 
@@ -257,8 +257,15 @@ fn an_abandoned_transaction_times_out_on_the_broker_clock() {
     let log = broker.partition(&tp).unwrap();
     assert_eq!(log.last_stable_offset(), log.log_end_offset());
     assert!(committed(&broker, &tp).is_empty());
-    // The producer learns it at its next call: its epoch was bumped by the abort.
-    assert!(matches!(p.commit(), Err(TxnError::Fenced(_))));
-    drop(p);
+    // The producer learns it at its next call: the transaction is over, not the producer.
+    // Both a send (the partition fences the old epoch) and a commit say "abort".
+    assert!(matches!(p.send(&tp, values(&["late"])), Err(TxnError::Abortable(_))));
+    assert!(matches!(p.commit(), Err(TxnError::Abortable(_))));
+    p.abort().unwrap();
+    p.begin().unwrap();
+    p.send(&tp, values(&["next"])).unwrap();
+    p.commit().unwrap();
+    assert_eq!(committed(&broker, &tp), ["next"]);
+    drop((p, log));
     broker.close().unwrap();
 }

@@ -25,6 +25,7 @@ use std::ops::Deref;
 use std::time::Duration;
 
 use crate::broker::{offsets_partition, Broker, TopicPartition};
+use crate::coordinator::TxnState;
 use crate::error::Error;
 use crate::format::batch::BatchBuilder;
 use crate::log::AppendInfo;
@@ -253,7 +254,7 @@ impl<B: Deref<Target = Broker>> TransactionalProducer<B> {
             Ok(info)
         })();
         result.map_err(|e: Error| {
-            let e = TxnError::classify(e);
+            let e = self.timed_out_or(TxnError::classify(e));
             match &e {
                 TxnError::Fenced(_) => self.fenced = true,
                 // A retriable coordinator answer wrote nothing: the send may be repeated.
@@ -320,12 +321,39 @@ impl<B: Deref<Target = Broker>> TransactionalProducer<B> {
                 Ok(())
             }
             Err(e) => {
-                let e = TxnError::classify(e);
+                let e = self.timed_out_or(TxnError::classify(e));
                 if let TxnError::Fenced(_) = e {
                     self.fenced = true;
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// A fencing answer for a transaction the coordinator aborted itself (its timeout) is not
+    /// the end of this producer: no other instance exists, and `abort` hands it the epoch the
+    /// abort bumped to (the coordinator answers a retried end of the same kind). Everything
+    /// else stays as classified.
+    fn timed_out_or(&self, e: TxnError) -> TxnError {
+        let TxnError::Fenced(error) = e else { return e };
+        let aborted_under_us = self
+            .broker
+            .coordinator()
+            .describe(&self.transactional_id)
+            .is_some_and(|m| {
+                m.state == TxnState::CompleteAbort
+                    && (m.last_producer_id, m.last_producer_epoch) == (self.producer_id, self.epoch)
+            });
+        if aborted_under_us {
+            TxnError::Abortable(Error::InvalidTxnState {
+                producer_id: self.producer_id,
+                reason: format!(
+                    "the coordinator aborted this transaction (its timeout of {} ms passed): {error}",
+                    self.timeout.as_millis()
+                ),
+            })
+        } else {
+            TxnError::Fenced(error)
         }
     }
 

@@ -18,7 +18,9 @@
 //! - **order**: within a partition, one producer's values are not in the order it wrote them;
 //! - **offsets vs outputs**: for a read-process-write pipeline, the output partition does not
 //!   hold exactly the transform of the input records below the group's committed offset, in
-//!   order (offsets committed without their outputs, or outputs without their offsets).
+//!   order (offsets committed without their outputs, or outputs without their offsets);
+//! - **hanging transaction**: a partition whose last stable offset stays below its end after
+//!   every transaction was ended or timed out.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -41,14 +43,17 @@ pub struct TxnHistory {
     pub outcome: Outcome,
 }
 
-/// A read-process-write pipeline: it reads `input` as `group`, writes `transform(value)` to
-/// `output`, and commits its input offsets in the same transaction.
+/// A read-process-write pipeline: it reads `input` as `group`, writes one output value per
+/// input record to `output`, and commits its input offsets in the same transaction. Output
+/// values are unique per attempt (so an aborted attempt's value is told apart from the
+/// committed retry's); `output_of` maps an output value back to `transform(input value)`.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     pub input: String,
     pub output: String,
     pub group: String,
     pub transform: fn(&[u8]) -> Vec<u8>,
+    pub output_of: fn(&[u8]) -> Vec<u8>,
 }
 
 /// What a run did and what its logs hold at the end.
@@ -61,6 +66,9 @@ pub struct History {
     pub final_contents: BTreeMap<String, Vec<(u64, Vec<u8>)>>,
     /// The final committed offsets: (group, partition) -> next offset.
     pub committed_offsets: BTreeMap<(String, String), u64>,
+    /// Partitions whose last stable offset stays below their end once every transaction was
+    /// ended or timed out (a transaction nobody can end: readers would wait forever).
+    pub hanging: Vec<String>,
 }
 
 /// Anomaly counts (all must be 0) and the first few examples.
@@ -73,6 +81,7 @@ pub struct Anomalies {
     pub partial_txns: u64,
     pub order: u64,
     pub offsets_vs_outputs: u64,
+    pub hanging_txns: u64,
     pub examples: Vec<String>,
 }
 
@@ -85,6 +94,7 @@ impl Anomalies {
             + self.partial_txns
             + self.order
             + self.offsets_vs_outputs
+            + self.hanging_txns
     }
 
     fn note(&mut self, example: String) {
@@ -176,6 +186,11 @@ pub fn check(h: &History, pipelines: &[Pipeline]) -> (Counts, Anomalies) {
         }
     }
 
+    for hang in &h.hanging {
+        a.hanging_txns += 1;
+        a.note(format!("hanging transaction: {hang}"));
+    }
+
     // Reads during the run.
     let mut read_at: HashMap<(&str, &[u8]), u64> = HashMap::new();
     for (p, o, v) in &h.reads {
@@ -237,15 +252,14 @@ pub fn check(h: &History, pipelines: &[Pipeline]) -> (Counts, Anomalies) {
             .filter(|(o, _)| *o < committed)
             .map(|(_, v)| (pl.transform)(v))
             .collect();
-        let actual: Vec<&[u8]> = output.iter().map(|(_, v)| v.as_slice()).collect();
-        let same = expected.len() == actual.len()
-            && expected.iter().zip(&actual).all(|(e, x)| e.as_slice() == *x);
+        let actual: Vec<Vec<u8>> = output.iter().map(|(_, v)| (pl.output_of)(v)).collect();
+        let same = expected == actual;
         if !same {
             a.offsets_vs_outputs += 1;
             let first_diff = expected
                 .iter()
                 .zip(&actual)
-                .position(|(e, x)| e.as_slice() != *x)
+                .position(|(e, x)| e != x)
                 .unwrap_or(expected.len().min(actual.len()));
             a.note(format!(
                 "offsets vs outputs: {} committed {committed} on {} ({} outputs expected), {} holds \
@@ -301,6 +315,7 @@ mod tests {
             output: "out-0".into(),
             group: "g".into(),
             transform: upper,
+            output_of: |v| v.to_vec(),
         }
     }
 

@@ -74,6 +74,12 @@ fn transform(v: &[u8]) -> Vec<u8> {
     v.to_ascii_uppercase()
 }
 
+/// An output value is `transform(input)@attempt`: unique per processing attempt.
+fn output_of(v: &[u8]) -> Vec<u8> {
+    let end = v.iter().rposition(|&b| b == b'@').unwrap_or(v.len());
+    v.get(..end).unwrap_or(v).to_vec()
+}
+
 fn tp(topic: &'static str, p: u32) -> TopicPartition {
     TopicPartition::internal(topic, p)
 }
@@ -169,6 +175,8 @@ struct Run<'a> {
     report: EosReport,
     /// Off while draining: the end of a run is fault-free so every transaction gets decided.
     faults: bool,
+    /// Processing attempts so far (tags output values).
+    attempts: u64,
 }
 
 /// Runs one seed.
@@ -223,6 +231,7 @@ pub fn run(opts: &EosOptions) -> Result<EosReport> {
             timeouts: 0,
         },
         faults: true,
+        attempts: 0,
     };
     run.execute()?;
     Ok(run.report)
@@ -276,6 +285,7 @@ impl Run<'_> {
                 output: p.output.to_string(),
                 group: GROUP.to_string(),
                 transform,
+                output_of,
             })
             .collect();
         let (counts, anomalies) = checker::check(&self.history, &pipelines);
@@ -445,8 +455,10 @@ impl Run<'_> {
         }
         let mut b = BatchBuilder::new();
         let mut writes = Vec::new();
+        self.attempts += 1;
         for r in &records {
-            let v = transform(r.value.as_deref().unwrap_or_default());
+            let mut v = transform(r.value.as_deref().unwrap_or_default());
+            v.extend_from_slice(format!("@{}", self.attempts).as_bytes());
             b.push(r.timestamp, None, Some(&v));
             writes.push((output.to_string(), v));
         }
@@ -527,6 +539,9 @@ impl Run<'_> {
                 self.end_source(k, outcome);
             }
         }
+        // Transactions a crash orphaned (their producer never came back) end by timeout, as
+        // they would in a real deployment; until then they hold every partition's LSO.
+        self.clock.advance(TXN_TIMEOUT_MS + 1);
         self.broker()?.tick()?;
         for _ in 0..100_000 {
             let mut progressed = false;
@@ -551,6 +566,14 @@ impl Run<'_> {
             for p in 0..self.opts.partitions {
                 let part = tp(topic, p);
                 let log = broker.partition(&part)?;
+                if log.last_stable_offset() < log.log_end_offset() {
+                    self.history.hanging.push(format!(
+                        "{part}: last stable offset {} below the log end {} after every \
+                         transaction was ended",
+                        log.last_stable_offset().0,
+                        log.log_end_offset().0
+                    ));
+                }
                 let mut at = log.log_start_offset();
                 let mut all = Vec::new();
                 loop {
