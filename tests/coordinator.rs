@@ -234,8 +234,17 @@ fn init_fences_the_previous_instance_and_aborts_its_transaction() {
     let end = c.end_transaction(TID, old.0, old.1, true, &w.parts);
     assert!(matches!(end, Err(Error::ProducerFenced { .. })), "{end:?}");
 
+    // KIP-890 part 1: a partition asks before the first transactional batch of a producer.
+    let verify = |id: (ProducerId, ProducerEpoch)| c.verify_txn_partition(id.0, id.1, a);
+    assert!(matches!(verify(old), Err(Error::ProducerFenced { .. })));
+    assert!(
+        matches!(verify(new), Err(Error::InvalidTxnState { .. })),
+        "not added yet"
+    );
+
     // The new instance works.
     c.add_partitions(TID, new.0, new.1, &w.names[..1]).unwrap();
+    verify(new).unwrap();
     w.produce(a, new, 0, &["fresh"]).unwrap();
     c.end_transaction(TID, new.0, new.1, true, &w.parts)
         .unwrap();

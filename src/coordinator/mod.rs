@@ -208,6 +208,21 @@ impl TxnCoordinator {
         }
     }
 
+    /// Whether a partition may accept the first transactional batch of `(pid, epoch)`:
+    /// `TxnStates::verify_txn_partition` (KIP-890 part 1). A broker that asks before opening
+    /// a transaction on a partition never holds one the coordinator cannot end.
+    pub fn verify_txn_partition(
+        &self,
+        pid: ProducerId,
+        epoch: ProducerEpoch,
+        partition: &TopicPartition,
+    ) -> Result<()> {
+        self.inner
+            .lock()
+            .states
+            .verify_txn_partition(pid, epoch, partition)
+    }
+
     /// A fresh producer id from the state log's durable allocator (`Log::init_producer`), so
     /// one allocator serves transactional and plain idempotent producers of a broker.
     pub fn allocate_producer_id(&self) -> Result<ProducerId> {
