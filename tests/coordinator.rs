@@ -6,6 +6,8 @@
 //! retries, the state log's rewrite (and a crash at every storage step of one), and a crash at
 //! every storage step of a commit: never half a transaction.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,8 +16,8 @@ use std::time::Duration;
 use oncelog::coordinator::{MarkerSink, TxnCoordinator, TxnMetadata, TxnRecord, TxnState};
 use oncelog::io::sim::{CrashMode, FaultKind, SimStorage};
 use oncelog::{
-    BatchBuilder, Error, Isolation, Log, LogConfig, ManualClock, Marker, MarkerKind, Offset,
-    ProducerEpoch, ProducerId, SyncMode, TopicPartition,
+    BatchBuilder, Error, Log, LogConfig, ManualClock, Marker, MarkerKind, Offset, ProducerEpoch,
+    ProducerId, SyncMode, TopicPartition,
 };
 use parking_lot::Mutex;
 
@@ -119,21 +121,10 @@ impl World {
     /// The values a read_committed reader of `name` sees from offset 0.
     fn committed(&self, name: &TopicPartition) -> Vec<String> {
         let log = self.log(name);
-        let mut out = Vec::new();
-        let mut next = Offset(0);
-        loop {
-            let f = log
-                .read_with(next, 1 << 12, Isolation::ReadCommitted)
-                .unwrap();
-            let Some(end) = f.fetch.end_offset() else {
-                return out;
-            };
-            for r in f.committed_records() {
-                let r = r.unwrap();
-                out.push(String::from_utf8(r.record.value.unwrap().to_vec()).unwrap());
-            }
-            next = Offset(end);
-        }
+        common::read_committed(&log, 0)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
     }
 
     /// Every log crashes (process death), then the disk loses what `mode` takes.
