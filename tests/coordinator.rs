@@ -512,6 +512,37 @@ fn the_state_log_is_rewritten_when_it_grows() {
     );
 }
 
+#[test]
+fn a_failed_rewrite_does_not_stop_requests() {
+    let w = World::new(11);
+    let c = w.coordinator();
+    // 1 epoch record + 2 for `big` + 1009 inits = 1012 records over 3 live keys: the rule's
+    // bound exactly, so no rewrite yet.
+    let topic = "t".repeat(40);
+    let many: Vec<TopicPartition> = (0..10).map(|p| tp(&topic, p)).collect();
+    let big = c.init_transactions("big", TIMEOUT, &w.parts).unwrap();
+    c.add_partitions("big", big.0, big.1, &many).unwrap();
+    for _ in 0..1_009 {
+        c.init_transactions(TID, TIMEOUT, &w.parts).unwrap();
+    }
+    assert_eq!(c.state_log_stats().records, 1_012);
+    c.close().unwrap();
+    // Reopened with batches too small for `big`'s record: every rewrite fails from now on.
+    let mut small = w.config();
+    small.max_batch_bytes = 200;
+    let c = TxnCoordinator::open(COORD_DIR.as_ref(), small.clone(), &w.parts).unwrap();
+    let before = c.describe("big").unwrap();
+    let id = c.init_transactions(TID, TIMEOUT, &w.parts).unwrap();
+    let stats = c.state_log_stats();
+    assert_eq!(stats.rewrite_failures, 1, "{stats:?}");
+    assert_eq!(stats.log_start, Offset(0));
+    assert!(matches!(c.compact(), Err(Error::BatchTooLarge { .. })));
+    c.close().unwrap();
+    let c = TxnCoordinator::open(COORD_DIR.as_ref(), small, &w.parts).unwrap();
+    assert_eq!(c.describe("big").unwrap(), before);
+    assert_eq!(c.describe(TID).unwrap().identity(), id);
+}
+
 /// A state with several ids in several states, for the crash sweeps.
 fn populate(w: &World, c: &TxnCoordinator) {
     for (tid, end) in [("empty", None), ("open", None), ("done", Some(true))] {
