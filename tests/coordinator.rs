@@ -6,6 +6,8 @@
 //! retries, the state log's rewrite (and a crash at every storage step of one), and a crash at
 //! every storage step of a commit: never half a transaction.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,8 +16,8 @@ use std::time::Duration;
 use oncelog::coordinator::{MarkerSink, TxnCoordinator, TxnMetadata, TxnRecord, TxnState};
 use oncelog::io::sim::{CrashMode, FaultKind, SimStorage};
 use oncelog::{
-    BatchBuilder, Error, Isolation, Log, LogConfig, ManualClock, Marker, MarkerKind, Offset,
-    ProducerEpoch, ProducerId, SyncMode, TopicPartition,
+    BatchBuilder, Error, Log, LogConfig, ManualClock, Marker, MarkerKind, Offset, ProducerEpoch,
+    ProducerId, SyncMode, TopicPartition,
 };
 use parking_lot::Mutex;
 
@@ -119,21 +121,10 @@ impl World {
     /// The values a read_committed reader of `name` sees from offset 0.
     fn committed(&self, name: &TopicPartition) -> Vec<String> {
         let log = self.log(name);
-        let mut out = Vec::new();
-        let mut next = Offset(0);
-        loop {
-            let f = log
-                .read_with(next, 1 << 12, Isolation::ReadCommitted)
-                .unwrap();
-            let Some(end) = f.fetch.end_offset() else {
-                return out;
-            };
-            for r in f.committed_records() {
-                let r = r.unwrap();
-                out.push(String::from_utf8(r.record.value.unwrap().to_vec()).unwrap());
-            }
-            next = Offset(end);
-        }
+        common::read_committed(&log, 0)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
     }
 
     /// Every log crashes (process death), then the disk loses what `mode` takes.
@@ -234,8 +225,17 @@ fn init_fences_the_previous_instance_and_aborts_its_transaction() {
     let end = c.end_transaction(TID, old.0, old.1, true, &w.parts);
     assert!(matches!(end, Err(Error::ProducerFenced { .. })), "{end:?}");
 
+    // KIP-890 part 1: a partition asks before the first transactional batch of a producer.
+    let verify = |id: (ProducerId, ProducerEpoch)| c.verify_txn_partition(id.0, id.1, a);
+    assert!(matches!(verify(old), Err(Error::ProducerFenced { .. })));
+    assert!(
+        matches!(verify(new), Err(Error::InvalidTxnState { .. })),
+        "not added yet"
+    );
+
     // The new instance works.
     c.add_partitions(TID, new.0, new.1, &w.names[..1]).unwrap();
+    verify(new).unwrap();
     w.produce(a, new, 0, &["fresh"]).unwrap();
     c.end_transaction(TID, new.0, new.1, true, &w.parts)
         .unwrap();
@@ -510,6 +510,37 @@ fn the_state_log_is_rewritten_when_it_grows() {
         c.init_transactions(TID, TIMEOUT, &w.parts).unwrap(),
         (last.0, last.1 + 1)
     );
+}
+
+#[test]
+fn a_failed_rewrite_does_not_stop_requests() {
+    let w = World::new(11);
+    let c = w.coordinator();
+    // 1 epoch record + 2 for `big` + 1009 inits = 1012 records over 3 live keys: the rule's
+    // bound exactly, so no rewrite yet.
+    let topic = "t".repeat(40);
+    let many: Vec<TopicPartition> = (0..10).map(|p| tp(&topic, p)).collect();
+    let big = c.init_transactions("big", TIMEOUT, &w.parts).unwrap();
+    c.add_partitions("big", big.0, big.1, &many).unwrap();
+    for _ in 0..1_009 {
+        c.init_transactions(TID, TIMEOUT, &w.parts).unwrap();
+    }
+    assert_eq!(c.state_log_stats().records, 1_012);
+    c.close().unwrap();
+    // Reopened with batches too small for `big`'s record: every rewrite fails from now on.
+    let mut small = w.config();
+    small.max_batch_bytes = 200;
+    let c = TxnCoordinator::open(COORD_DIR.as_ref(), small.clone(), &w.parts).unwrap();
+    let before = c.describe("big").unwrap();
+    let id = c.init_transactions(TID, TIMEOUT, &w.parts).unwrap();
+    let stats = c.state_log_stats();
+    assert_eq!(stats.rewrite_failures, 1, "{stats:?}");
+    assert_eq!(stats.log_start, Offset(0));
+    assert!(matches!(c.compact(), Err(Error::BatchTooLarge { .. })));
+    c.close().unwrap();
+    let c = TxnCoordinator::open(COORD_DIR.as_ref(), small, &w.parts).unwrap();
+    assert_eq!(c.describe("big").unwrap(), before);
+    assert_eq!(c.describe(TID).unwrap().identity(), id);
 }
 
 /// A state with several ids in several states, for the crash sweeps.

@@ -13,6 +13,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use common::read_committed;
 use common::sim::{crash, dir, sim_config, Rng};
 use oncelog::format::file_name::{parse_file_name, FileKind};
 use oncelog::io::sim::{CrashMode, SimStorage};
@@ -61,28 +62,6 @@ fn marker(pid: ProducerId, epoch: ProducerEpoch, kind: MarkerKind) -> Marker {
         producer_epoch: epoch,
         coordinator_epoch: 0,
         kind,
-    }
-}
-
-/// `(offset, value)` of every record a read_committed reader sees from `from` up to the LSO.
-fn read_committed(log: &Log, from: u64) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    let mut next = Offset(from);
-    loop {
-        let f = log
-            .read_with(next, 1 << 12, Isolation::ReadCommitted)
-            .unwrap();
-        let Some(end) = f.fetch.end_offset() else {
-            return out;
-        };
-        for r in f.committed_records() {
-            let r = r.unwrap();
-            let v = String::from_utf8(r.record.value.unwrap().to_vec()).unwrap();
-            if r.offset >= from {
-                out.push((r.offset, v));
-            }
-        }
-        next = Offset(end);
     }
 }
 

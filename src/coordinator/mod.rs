@@ -24,6 +24,7 @@ mod state_model_tests;
 mod state_tests;
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ use parking_lot::Mutex;
 use crate::broker::TopicPartition;
 use crate::clock::Clock;
 use crate::config::LogConfig;
-use crate::error::{Error, Result};
+use crate::error::{report_once, Error, Result};
 use crate::types::{Offset, ProducerEpoch, ProducerId};
 
 pub use markers::MarkerSink;
@@ -50,6 +51,8 @@ pub struct StateLogStats {
     pub live_keys: u64,
     pub log_start: Offset,
     pub log_end: Offset,
+    /// Rewrites that were due and failed (requests went on without them).
+    pub rewrite_failures: u64,
 }
 
 /// Kafka's transaction coordinator for one broker, over a transaction-state log in its own
@@ -65,6 +68,9 @@ struct Inner {
     state_log: state_log::StateLog,
     states: TxnStates,
     clock: Arc<dyn Clock>,
+    /// Rewrites that failed when due (best effort, see `rewrite_if_due`).
+    rewrite_failures: u64,
+    rewrite_failure_reported: AtomicBool,
 }
 
 impl TxnCoordinator {
@@ -80,8 +86,10 @@ impl TxnCoordinator {
             state_log,
             states,
             clock,
+            rewrite_failures: 0,
+            rewrite_failure_reported: AtomicBool::new(false),
         };
-        inner.maybe_rewrite(false)?;
+        inner.rewrite_if_due();
         let epoch = inner.states.decide_coordinator_epoch()?;
         inner.persist(epoch)?;
         // Failures leave the transaction Prepare* for `tick` (see the doc above).
@@ -103,7 +111,7 @@ impl TxnCoordinator {
     ) -> Result<(ProducerId, ProducerEpoch)> {
         let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         let mut inner = self.inner.lock();
-        inner.maybe_rewrite(false)?;
+        inner.rewrite_if_due();
         // At most: finish a Prepare*, abort an Ongoing and finish it, then bump.
         for _ in 0..3 {
             inner.finish_if_prepared(tid, markers)?;
@@ -133,7 +141,7 @@ impl TxnCoordinator {
         partitions: &[TopicPartition],
     ) -> Result<()> {
         let mut inner = self.inner.lock();
-        inner.maybe_rewrite(false)?;
+        inner.rewrite_if_due();
         let now = inner.now();
         if let Some(rec) = inner
             .states
@@ -162,7 +170,7 @@ impl TxnCoordinator {
         markers: &dyn MarkerSink,
     ) -> Result<(ProducerId, ProducerEpoch)> {
         let mut inner = self.inner.lock();
-        inner.maybe_rewrite(false)?;
+        inner.rewrite_if_due();
         inner.finish_if_prepared(tid, markers)?;
         let now = inner.now();
         match inner.states.decide_end(tid, pid, epoch, commit, now)? {
@@ -184,7 +192,7 @@ impl TxnCoordinator {
     /// markers are missing, and the next `tick` retries them).
     pub fn tick(&self, markers: &dyn MarkerSink) -> Result<Vec<String>> {
         let mut inner = self.inner.lock();
-        inner.maybe_rewrite(false)?;
+        inner.rewrite_if_due();
         let mut first_error = inner.finish_pending(markers).err();
         let now = inner.now();
         let mut aborted = Vec::new();
@@ -206,6 +214,21 @@ impl TxnCoordinator {
             Some(e) => Err(e),
             None => Ok(aborted),
         }
+    }
+
+    /// Whether a partition may accept the first transactional batch of `(pid, epoch)`:
+    /// `TxnStates::verify_txn_partition` (KIP-890 part 1). A broker that asks before opening
+    /// a transaction on a partition never holds one the coordinator cannot end.
+    pub fn verify_txn_partition(
+        &self,
+        pid: ProducerId,
+        epoch: ProducerEpoch,
+        partition: &TopicPartition,
+    ) -> Result<()> {
+        self.inner
+            .lock()
+            .states
+            .verify_txn_partition(pid, epoch, partition)
     }
 
     /// A fresh producer id from the state log's durable allocator (`Log::init_producer`), so
@@ -244,6 +267,7 @@ impl TxnCoordinator {
             live_keys: inner.states.live_keys() as u64,
             log_start: log.log_start_offset(),
             log_end: log.log_end_offset(),
+            rewrite_failures: inner.rewrite_failures,
         }
     }
 
@@ -281,11 +305,25 @@ impl Inner {
         Ok(())
     }
 
-    /// The rewrite rule (`state_log.rs`); run before a request decides anything, so a failed
-    /// rewrite fails the request with nothing decided.
+    /// The rewrite rule (`state_log.rs`), or a rewrite now with `force`.
     fn maybe_rewrite(&mut self, force: bool) -> Result<bool> {
         let now = self.now();
         self.state_log.maybe_rewrite(&self.states, now, force)
+    }
+
+    /// The rewrite rule before a request decides anything, best effort: a failed rewrite
+    /// changes no state (its copies equal the records they copy), so the request goes on; it
+    /// is counted and reported once on stderr. An I/O failure poisons the state log, and the
+    /// request's own record then fails with it.
+    fn rewrite_if_due(&mut self) {
+        if let Err(e) = self.maybe_rewrite(false) {
+            self.rewrite_failures += 1;
+            report_once(&self.rewrite_failure_reported, || {
+                format!(
+                    "transaction-state log rewrite failed (the log grows until one succeeds): {e}"
+                )
+            });
+        }
     }
 
     /// Writes every marker of `tid`'s `Prepare*` transaction (nothing if it is not one).

@@ -348,6 +348,41 @@ impl TxnStates {
         })
     }
 
+    /// KIP-890 part 1's verification, for a partition about to accept the first transactional
+    /// batch of `(pid, epoch)`: `Ok` only if that producer's transaction is `Ongoing` at
+    /// `epoch` and holds `tp`. A stale epoch is `ProducerFenced`; anything else (no such
+    /// producer, no open transaction, a partition never added) is `InvalidTxnState`, so a batch
+    /// the coordinator could never end (a zombie's, or one sent before AddPartitions) is
+    /// refused instead of holding the partition's last stable offset back forever.
+    pub fn verify_txn_partition(
+        &self,
+        pid: ProducerId,
+        epoch: ProducerEpoch,
+        tp: &TopicPartition,
+    ) -> Result<()> {
+        let m = self.entries.values().find(|m| m.producer_id == pid);
+        if let Some(m) = m.filter(|m| epoch < m.producer_epoch) {
+            return Err(Error::ProducerFenced {
+                producer_id: pid,
+                epoch,
+                current_epoch: m.producer_epoch,
+            });
+        }
+        match m {
+            Some(m)
+                if m.state == TxnState::Ongoing
+                    && m.producer_epoch == epoch
+                    && m.partitions.contains(tp) =>
+            {
+                Ok(())
+            }
+            _ => Err(invalid_state(
+                pid,
+                format!("partition {tp} is not in an ongoing transaction of epoch {epoch}"),
+            )),
+        }
+    }
+
     /// Asserts the invariants of the type doc. O(n); for tests and after a replay.
     pub fn check_invariants(&self) {
         assert!(self.coordinator_epoch >= -1, "negative coordinator epoch");

@@ -117,6 +117,15 @@ impl StateLog {
     pub fn append(&mut self, recs: &[TxnRecord], now_ms: i64) -> Result<()> {
         let mut b = BatchBuilder::new();
         for rec in recs {
+            // Paired with the decoder's check after every read (`record::decode`).
+            if let TxnRecord::Txn(m) = rec {
+                if let Err(why) = m.validate() {
+                    panic!(
+                        "writing an invalid record for {:?}: {why}",
+                        m.transactional_id
+                    );
+                }
+            }
             push(&mut b, rec, now_ms);
         }
         self.append_batch(b.build()?, recs.len())

@@ -571,3 +571,25 @@ fn applying_an_invalid_record_is_a_bug() {
     m.state = Ongoing;
     h.states.apply(&TxnRecord::Txn(m));
 }
+
+#[test]
+fn only_a_partition_of_the_ongoing_transaction_verifies() {
+    let verdict =
+        |h: &Harness, epoch, topic| match h.states.verify_txn_partition(P, epoch, &tp(topic)) {
+            Ok(()) => "ok",
+            Err(e) => short(&e),
+        };
+    let h = Harness::in_state(Ongoing);
+    assert_eq!(verdict(&h, 1, "a"), "ok");
+    assert_eq!(verdict(&h, 1, "b"), "InvalidState", "never added");
+    assert_eq!(verdict(&h, 0, "a"), "Fenced");
+    assert_eq!(verdict(&h, 2, "a"), "InvalidState");
+    let err = h.states.verify_txn_partition(ProducerId(999), 0, &tp("a"));
+    assert!(matches!(err, Err(Error::InvalidTxnState { .. })));
+    for state in [Empty, PrepareCommit, CompleteAbort] {
+        let h = Harness::in_state(state);
+        let current = h.meta().producer_epoch;
+        assert_eq!(verdict(&h, current, "a"), "InvalidState", "{state:?}");
+        assert_eq!(verdict(&h, 0, "a"), "Fenced", "{state:?}");
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use oncelog::{BatchBuilder, Error, Log, LogConfig, Offset, RecordBatch};
+use oncelog::{BatchBuilder, Error, Isolation, Log, LogConfig, Offset, RecordBatch};
 
 /// A batch of `records` records whose values name `(tag, i)`.
 pub fn batch(tag: u64, records: u32, value_len: usize) -> RecordBatch {
@@ -46,6 +46,28 @@ pub fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
     }
     out
 }
+/// `(offset, value)` of every record a read_committed reader sees from `from` up to the LSO.
+pub fn read_committed(log: &Log, from: u64) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut next = Offset(from);
+    loop {
+        let f = log
+            .read_with(next, 1 << 12, Isolation::ReadCommitted)
+            .unwrap();
+        let Some(end) = f.fetch.end_offset() else {
+            return out;
+        };
+        for r in f.committed_records() {
+            let r = r.unwrap();
+            let v = String::from_utf8(r.record.value.unwrap().to_vec()).unwrap();
+            if r.offset >= from {
+                out.push((r.offset, v));
+            }
+        }
+        next = Offset(end);
+    }
+}
+
 /// No index entries at all: loading a trusted segment walks every batch of it.
 pub fn sparse() -> LogConfig {
     LogConfig {
