@@ -269,3 +269,45 @@ fn an_abandoned_transaction_times_out_on_the_broker_clock() {
     drop((p, log));
     broker.close().unwrap();
 }
+
+#[test]
+fn produce_refuses_a_transactional_batch_outside_the_coordinators_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(dir.path(), config()).unwrap();
+    let tps = broker.create_topic("t", 2).unwrap();
+    let mut p = TransactionalProducer::new(&broker, "tx", None).unwrap();
+    let (pid, epoch) = p.identity();
+    let sneaky = |epoch| {
+        values(&["sneaky"])
+            .producer(pid, epoch, 0)
+            .transactional()
+            .build()
+            .unwrap()
+    };
+    // No transaction at all: it would open one the coordinator never heard of.
+    assert!(matches!(
+        broker.produce(&tps[0], &sneaky(epoch)),
+        Err(Error::InvalidTxnState { .. })
+    ));
+    // A transaction on t-0 only: t-1 is not in it.
+    p.begin().unwrap();
+    p.send(&tps[0], values(&["ok"])).unwrap();
+    assert!(matches!(
+        broker.produce(&tps[1], &sneaky(epoch)),
+        Err(Error::InvalidTxnState { .. })
+    ));
+    p.commit().unwrap();
+    // A late batch of the finished transaction's epoch: fenced.
+    assert!(matches!(
+        broker.produce(&tps[0], &sneaky(epoch)),
+        Err(Error::ProducerFenced { .. })
+    ));
+    for tp in &tps {
+        let log = broker.partition(tp).unwrap();
+        assert_eq!(log.last_stable_offset(), log.log_end_offset(), "{tp}");
+    }
+    assert_eq!(committed(&broker, &tps[0]), ["ok"]);
+    assert!(committed(&broker, &tps[1]).is_empty());
+    drop(p);
+    broker.close().unwrap();
+}

@@ -24,7 +24,8 @@ use std::time::Duration;
 use crate::config::{LogConfig, SyncMode};
 use crate::coordinator::TxnCoordinator;
 use crate::error::{Error, Result};
-use crate::log::Log;
+use crate::format::batch::RecordBatch;
+use crate::log::{AppendInfo, Log};
 use crate::offsets::{OffsetStore, OFFSETS_TOPIC};
 use crate::types::{ProducerEpoch, ProducerId};
 
@@ -132,6 +133,22 @@ impl Broker {
     /// The log of a partition (`UnknownPartition` if its topic was not created).
     pub fn partition(&self, tp: &TopicPartition) -> Result<Arc<Log>> {
         self.partitions.get(tp)
+    }
+
+    /// Appends `batch` to `tp`, the way a client's batch should reach a broker's partition: a
+    /// transactional batch is accepted only when the coordinator holds `tp` in its producer's
+    /// ongoing transaction at that epoch (`TxnCoordinator::verify_txn_partition`), so no batch
+    /// (a zombie's late one, or one sent before its partition was added) can open a
+    /// transaction on a partition that the coordinator would never end, holding the partition's
+    /// last stable offset forever. Appending to `partition(tp)` directly skips that check.
+    pub fn produce(&self, tp: &TopicPartition, batch: &RecordBatch) -> Result<AppendInfo> {
+        let log = self.partitions.get(tp)?;
+        let h = batch.header();
+        if h.is_transactional() {
+            self.coordinator
+                .verify_txn_partition(h.producer_id, h.producer_epoch, tp)?;
+        }
+        log.append(batch)
     }
 
     /// Every partition log, including the offsets log.

@@ -239,7 +239,9 @@ impl<B: Deref<Target = Broker>> TransactionalProducer<B> {
             }));
         }
         let result = (|| {
-            let log = broker.partition(tp)?;
+            // A partition the broker does not have must never reach the coordinator: its
+            // markers could not be written, and the transaction could not end.
+            broker.partition(tp)?;
             if !txn.partitions.contains(tp) {
                 broker
                     .coordinator()
@@ -248,7 +250,7 @@ impl<B: Deref<Target = Broker>> TransactionalProducer<B> {
             }
             let seq = txn.next_sequence.get(tp).copied().unwrap_or(0);
             let batch = build(broker, pid, epoch, seq)?;
-            let info = log.append(&batch)?;
+            let info = broker.produce(tp, &batch)?;
             txn.next_sequence
                 .insert(tp.clone(), increment_sequence(seq, count.max(1)));
             Ok(info)
