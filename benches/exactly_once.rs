@@ -23,7 +23,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use oncelog::broker::{Broker, BrokerConfig, Consumer, TopicPartition, TransactionalProducer};
 use oncelog::{BatchBuilder, LogConfig, Offset, SyncMode};
 
@@ -64,7 +66,8 @@ fn setup() -> Setup {
     let (pid, epoch) = broker.init_producer().unwrap();
     let values: Vec<Vec<u8>> = (0..64).map(|i| noise(RECORD_BYTES, i)).collect();
     for b in 0..input_batches() {
-        let mut builder = BatchBuilder::new().producer(pid, epoch, (b as usize * RECORDS_PER_BATCH) as i32);
+        let mut builder =
+            BatchBuilder::new().producer(pid, epoch, (b as usize * RECORDS_PER_BATCH) as i32);
         for r in 0..RECORDS_PER_BATCH {
             builder.push(TS0, None, Some(&values[(b as usize + r) % values.len()]));
         }
@@ -88,8 +91,14 @@ fn transformed(records: &[oncelog::broker::ConsumedRecord]) -> BatchBuilder {
     b
 }
 
-fn rewind_if_done<B: std::ops::Deref<Target = Broker>>(c: &mut Consumer<B>, input: &TopicPartition) {
-    if c.positions().iter().all(|(_, o)| o.0 >= input_batches() * RECORDS_PER_BATCH as u64) {
+fn rewind_if_done<B: std::ops::Deref<Target = Broker>>(
+    c: &mut Consumer<B>,
+    input: &TopicPartition,
+) {
+    if c.positions()
+        .iter()
+        .all(|(_, o)| o.0 >= input_batches() * RECORDS_PER_BATCH as u64)
+    {
         c.seek(input, Offset(0)).unwrap();
     }
 }
@@ -144,7 +153,10 @@ fn bench(c: &mut Criterion) {
                 for _ in 0..batches_per_iteration() {
                     rewind_if_done(&mut consumer, &s.input);
                     let records = consumer.poll(batch_bytes).unwrap();
-                    let batch = transformed(&records).producer(pid, epoch, seq).build().unwrap();
+                    let batch = transformed(&records)
+                        .producer(pid, epoch, seq)
+                        .build()
+                        .unwrap();
                     seq = seq.wrapping_add(records.len() as i32) & i32::MAX;
                     out.append(&batch).unwrap();
                     pending += 1;

@@ -15,11 +15,14 @@
 //! the end of the input, and it counts what a read_uncommitted reader sees from aborted
 //! attempts (which read_committed must hide). It exits non-zero on any anomaly.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use oncelog::broker::{Broker, BrokerConfig, Consumer, TopicPartition, TransactionalProducer, TxnError};
+use oncelog::broker::{
+    Broker, BrokerConfig, Consumer, TopicPartition, TransactionalProducer, TxnError,
+};
 use oncelog::{BatchBuilder, LogConfig};
 
 const GROUP: &str = "uppercase";
@@ -100,9 +103,13 @@ fn driver(args: &[String]) -> Res<()> {
     let records: u64 = flag(args, "--records").map_or(Ok(2_000), |s| s.parse())?;
     let kills: u32 = flag(args, "--kills").map_or(Ok(40), |s| s.parse())?;
     let seed = seed_of(args);
-    let dir = PathBuf::from(flag(args, "--dir").unwrap_or_else(|| "oncelog-read-process-write".into()));
+    let dir =
+        PathBuf::from(flag(args, "--dir").unwrap_or_else(|| "oncelog-read-process-write".into()));
     let _ = std::fs::remove_dir_all(&dir);
-    println!("seed {seed}, {records} records, {kills} kills, in {}", dir.display());
+    println!(
+        "seed {seed}, {records} records, {kills} kills, in {}",
+        dir.display()
+    );
 
     {
         let broker = Broker::open(&dir, broker_config())?;
@@ -132,8 +139,14 @@ fn driver(args: &[String]) -> Res<()> {
             .arg(&dir)
             .arg("--seed")
             .arg((seed ^ u64::from(round + 1)).to_string())
+            .stdout(Stdio::piped())
             .spawn()?;
-        std::thread::sleep(Duration::from_millis(5 + rng.below(60)));
+        // Kill at a random moment after the child says it is at work (not while it opens).
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            BufReader::new(out).read_line(&mut line)?;
+        }
+        std::thread::sleep(Duration::from_micros(rng.below(30_000)));
         if child.try_wait()?.is_none() {
             child.kill()?; // SIGKILL
             killed += 1;
@@ -145,6 +158,7 @@ fn driver(args: &[String]) -> Res<()> {
         .arg(&dir)
         .arg("--seed")
         .arg(seed.to_string())
+        .stdout(Stdio::null())
         .status()?;
     if !status.success() {
         return Err(format!("the last processor failed: {status}").into());
@@ -165,6 +179,8 @@ fn processor(dir: &Path, seed: u64) -> Res<()> {
     // Registering fences the killed instance and aborts its open transaction.
     let mut producer = TransactionalProducer::new(&broker, TXN_ID, None)?;
     let mut consumer = Consumer::new(&broker, GROUP, &[input()])?;
+    println!("ready");
+    std::io::stdout().flush()?;
     loop {
         if consumer.positions().iter().all(|(_, o)| *o >= input_end) {
             break;

@@ -16,8 +16,9 @@
 //! exactly once and nothing of an aborted transaction. The process exits non-zero otherwise.
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use oncelog::broker::{Broker, BrokerConfig, Consumer, TopicPartition, TransactionalProducer};
@@ -97,7 +98,10 @@ fn driver(args: &[String]) -> Res<()> {
     let seed = seed_of(args);
     let dir = PathBuf::from(flag(args, "--dir").unwrap_or_else(|| "oncelog-sqlite-sink".into()));
     let _ = std::fs::remove_dir_all(&dir);
-    println!("seed {seed}, {transactions} transactions, {kills} kills, in {}", dir.display());
+    println!(
+        "seed {seed}, {transactions} transactions, {kills} kills, in {}",
+        dir.display()
+    );
 
     let mut rng = Rng(seed);
     let mut expected = BTreeSet::new();
@@ -140,15 +144,25 @@ fn driver(args: &[String]) -> Res<()> {
             .arg(&dir)
             .arg("--seed")
             .arg((seed ^ u64::from(round + 1)).to_string())
+            .stdout(Stdio::piped())
             .spawn()?;
-        std::thread::sleep(Duration::from_millis(5 + rng.below(60)));
+        // Kill at a random moment after the child says it is at work (not while it opens).
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            BufReader::new(out).read_line(&mut line)?;
+        }
+        std::thread::sleep(Duration::from_micros(rng.below(30_000)));
         if child.try_wait()?.is_none() {
             child.kill()?; // SIGKILL
             killed += 1;
         }
         child.wait()?;
     }
-    let status = Command::new(&exe).arg("sink").arg(&dir).status()?;
+    let status = Command::new(&exe)
+        .arg("sink")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .status()?;
     if !status.success() {
         return Err(format!("the last sink failed: {status}").into());
     }
@@ -197,6 +211,8 @@ fn sink(dir: &Path, seed: u64) -> Res<()> {
         .iter()
         .map(|tp| Ok((tp.clone(), broker.partition(tp)?.log_end_offset())))
         .collect::<Res<_>>()?;
+    println!("ready");
+    std::io::stdout().flush()?;
     loop {
         let done = consumer
             .positions()

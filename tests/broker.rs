@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use oncelog::broker::{Broker, BrokerConfig, Consumer, TopicPartition, TransactionalProducer, TxnError};
+use oncelog::broker::{
+    Broker, BrokerConfig, Consumer, TopicPartition, TransactionalProducer, TxnError,
+};
 use oncelog::io::sim::{CrashMode, SimStorage};
 use oncelog::{BatchBuilder, Error, LogConfig, ManualClock, Offset, SyncMode};
 
@@ -59,7 +61,10 @@ fn a_transaction_across_partitions_and_offsets_commits_or_aborts_whole() {
     p.commit().unwrap();
     assert_eq!(committed(&broker, &tps[0]), ["a0", "a1"]);
     assert_eq!(committed(&broker, &tps[1]), ["b0"]);
-    assert_eq!(broker.offsets().fetch_committed("g", &input).unwrap(), Some(Offset(7)));
+    assert_eq!(
+        broker.offsets().fetch_committed("g", &input).unwrap(),
+        Some(Offset(7))
+    );
 
     p.begin().unwrap();
     p.send(&tps[0], values(&["x"])).unwrap();
@@ -68,7 +73,10 @@ fn a_transaction_across_partitions_and_offsets_commits_or_aborts_whole() {
     p.abort().unwrap();
     assert_eq!(committed(&broker, &tps[0]), ["a0", "a1"]);
     assert_eq!(committed(&broker, &tps[1]), ["b0"]);
-    assert_eq!(broker.offsets().fetch_committed("g", &input).unwrap(), Some(Offset(7)));
+    assert_eq!(
+        broker.offsets().fetch_committed("g", &input).unwrap(),
+        Some(Offset(7))
+    );
     // A read_uncommitted reader does see the aborted records: they are in the log.
     let mut raw = Consumer::new(&broker, "raw", std::slice::from_ref(&tps[0]))
         .unwrap()
@@ -86,7 +94,10 @@ fn a_transaction_across_partitions_and_offsets_commits_or_aborts_whole() {
     // Everything survives a reopen.
     let broker = Broker::open(dir.path(), config()).unwrap();
     assert_eq!(committed(&broker, &tps[0]), ["a0", "a1", "a2"]);
-    assert_eq!(broker.offsets().fetch_committed("g", &input).unwrap(), Some(Offset(7)));
+    assert_eq!(
+        broker.offsets().fetch_committed("g", &input).unwrap(),
+        Some(Offset(7))
+    );
     broker.close().unwrap();
 }
 
@@ -125,7 +136,10 @@ fn misuse_and_failed_sends_say_what_to_do() {
     let broker = Broker::open(dir.path(), config()).unwrap();
     let tp = broker.create_topic("t", 1).unwrap().remove(0);
     let mut p = TransactionalProducer::new(&broker, "tx", None).unwrap();
-    assert!(matches!(p.send(&tp, values(&["v"])), Err(TxnError::Fatal(_))));
+    assert!(matches!(
+        p.send(&tp, values(&["v"])),
+        Err(TxnError::Fatal(_))
+    ));
     assert!(matches!(p.commit(), Err(TxnError::Fatal(_))));
     p.begin().unwrap();
     assert!(matches!(p.begin(), Err(TxnError::Fatal(_))));
@@ -153,14 +167,28 @@ fn misuse_and_failed_sends_say_what_to_do() {
 fn reserved_and_unknown_names_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(dir.path(), config()).unwrap();
-    assert!(matches!(broker.create_topic("__consumer_offsets", 1), Err(Error::InvalidConfig(_))));
-    assert!(matches!(broker.create_topic("a/b", 1), Err(Error::InvalidConfig(_))));
+    assert!(matches!(
+        broker.create_topic("__consumer_offsets", 1),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        broker.create_topic("a/b", 1),
+        Err(Error::InvalidConfig(_))
+    ));
     let tp = TopicPartition::new("nope", 0).unwrap();
-    assert!(matches!(broker.partition(&tp), Err(Error::UnknownPartition { .. })));
+    assert!(matches!(
+        broker.partition(&tp),
+        Err(Error::UnknownPartition { .. })
+    ));
     broker.create_topic("t", 3).unwrap();
     broker.close().unwrap();
     let broker = Broker::open(dir.path(), config()).unwrap();
-    let names: Vec<String> = broker.partitions().of_topic("t").iter().map(|t| t.to_string()).collect();
+    let names: Vec<String> = broker
+        .partitions()
+        .of_topic("t")
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
     assert_eq!(names, ["t-0", "t-1", "t-2"]);
     broker.close().unwrap();
 }
@@ -202,9 +230,7 @@ fn a_consumer_resumes_after_its_committed_offsets_past_aborted_and_control_batch
 fn a_crash_mid_transaction_leaves_nothing_visible_and_the_next_instance_aborts_it() {
     let storage = Arc::new(SimStorage::new(7));
     let mut cfg = config();
-    cfg.log = cfg
-        .log
-        .with_storage(storage.clone());
+    cfg.log = cfg.log.with_storage(storage.clone());
     cfg.log.sync = SyncMode::Os;
     cfg.log.background_thread = false;
     let dir = std::path::Path::new("/sim/broker");
@@ -259,7 +285,10 @@ fn an_abandoned_transaction_times_out_on_the_broker_clock() {
     assert!(committed(&broker, &tp).is_empty());
     // The producer learns it at its next call: the transaction is over, not the producer.
     // Both a send (the partition fences the old epoch) and a commit say "abort".
-    assert!(matches!(p.send(&tp, values(&["late"])), Err(TxnError::Abortable(_))));
+    assert!(matches!(
+        p.send(&tp, values(&["late"])),
+        Err(TxnError::Abortable(_))
+    ));
     assert!(matches!(p.commit(), Err(TxnError::Abortable(_))));
     p.abort().unwrap();
     p.begin().unwrap();

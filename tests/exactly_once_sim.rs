@@ -54,9 +54,20 @@ fn no_anomaly_in_any_seed() {
         "exactly-once simulation: {} seeds, transactions {} committed / {} aborted / {} unknown, \
          {} read_committed reads checked, {} process kills, {} power losses, {} commits cut by \
          an I/O error; anomalies: {}",
-        totals[0], totals[1], totals[2], totals[3], totals[4], totals[5], totals[6], totals[7], totals[8]
+        totals[0],
+        totals[1],
+        totals[2],
+        totals[3],
+        totals[4],
+        totals[5],
+        totals[6],
+        totals[7],
+        totals[8]
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // The sweep must exercise what it claims to.
-    assert!(totals[1] > 0 && totals[2] > 0 && totals[5] + totals[6] > 0, "{totals:?}");
+    assert!(
+        totals[1] > 0 && totals[2] > 0 && totals[5] + totals[6] > 0,
+        "{totals:?}"
+    );
 }

@@ -72,7 +72,10 @@ impl<B: Deref<Target = Broker>> Consumer<B> {
 
     /// The next offset to read of every partition, ascending by partition.
     pub fn positions(&self) -> Vec<(TopicPartition, Offset)> {
-        self.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect()
+        self.positions
+            .iter()
+            .map(|(tp, o)| (tp.clone(), *o))
+            .collect()
     }
 
     /// Moves a partition's position (`UnknownPartition` if it is not assigned).
@@ -105,7 +108,12 @@ impl<B: Deref<Target = Broker>> Consumer<B> {
         Ok(out)
     }
 
-    fn poll_one(&mut self, tp: &TopicPartition, max_bytes: usize, out: &mut Vec<ConsumedRecord>) -> Result<()> {
+    fn poll_one(
+        &mut self,
+        tp: &TopicPartition,
+        max_bytes: usize,
+        out: &mut Vec<ConsumedRecord>,
+    ) -> Result<()> {
         let log = self.broker.partition(tp)?;
         let Some(position) = self.positions.get_mut(tp) else {
             return Ok(());
@@ -139,6 +147,8 @@ impl<B: Deref<Target = Broker>> Consumer<B> {
 
     /// Commits the current positions for the group, plainly (outside any transaction).
     pub fn commit(&self) -> Result<()> {
-        self.broker.offsets().commit_offsets(&self.group, &self.positions())
+        self.broker
+            .offsets()
+            .commit_offsets(&self.group, &self.positions())
     }
 }

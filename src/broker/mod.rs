@@ -65,7 +65,10 @@ impl BrokerConfig {
     /// segment size, every append durable before it returns (a commit of offsets or a
     /// coordinator decision is acted on only once it cannot be lost), no time retention.
     pub fn internal_log(&self) -> LogConfig {
-        let mut c = self.log.clone().with_segment_bytes(self.internal_segment_bytes);
+        let mut c = self
+            .log
+            .clone()
+            .with_segment_bytes(self.internal_segment_bytes);
         c.sync = SyncMode::EveryAppend;
         c.retention_ms = None;
         c.retention_bytes = None;
@@ -91,7 +94,8 @@ impl Broker {
     /// markers before `open` returns.
     pub fn open(dir: impl AsRef<Path>, config: BrokerConfig) -> Result<Broker> {
         let dir = dir.as_ref().to_path_buf();
-        let partitions = Partitions::open(&dir, config.log.clone(), &[TXN_STATE_DIR, &offsets_dir()])?;
+        let partitions =
+            Partitions::open(&dir, config.log.clone(), &[TXN_STATE_DIR, &offsets_dir()])?;
         let offsets_log = Log::open(dir.join(offsets_dir()), config.internal_log())?;
         let offsets_log = partitions.insert(offsets_partition(), offsets_log)?;
         let offsets = OffsetStore::new(offsets_log)?;
@@ -178,7 +182,8 @@ impl Broker {
     }
 
     /// Closes the coordinator and every log cleanly; the first error is returned, every log is
-    /// closed regardless.
+    /// closed regardless. A partition handle (`Arc<Log>`) still held elsewhere answers `Closed`
+    /// from then on.
     pub fn close(self) -> Result<()> {
         let Broker {
             partitions,
@@ -188,13 +193,8 @@ impl Broker {
         } = self;
         let mut result = coordinator.close();
         drop(offsets);
-        for (tp, log) in partitions.take_all() {
-            let closed = match Arc::try_unwrap(log) {
-                Ok(log) => log.close(),
-                Err(_) => Err(Error::InvalidConfig(format!(
-                    "partition {tp} is still in use (an Arc<Log> outlives the broker)"
-                ))),
-            };
+        for (_, log) in partitions.take_all() {
+            let closed = log.close_shared();
             if result.is_ok() {
                 result = closed;
             }
@@ -214,9 +214,7 @@ impl Broker {
         coordinator.simulate_crash();
         drop(offsets);
         for (_, log) in partitions.take_all() {
-            if let Ok(log) = Arc::try_unwrap(log) {
-                log.simulate_crash();
-            }
+            log.simulate_crash_shared();
         }
     }
 }

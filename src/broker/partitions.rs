@@ -73,7 +73,10 @@ impl Partitions {
         if let Some(log) = logs.get(tp) {
             return Ok(log.clone());
         }
-        let log = Arc::new(Log::open(self.dir.join(tp.dir_name()), self.config.clone())?);
+        let log = Arc::new(Log::open(
+            self.dir.join(tp.dir_name()),
+            self.config.clone(),
+        )?);
         logs.insert(tp.clone(), log.clone());
         Ok(log)
     }
@@ -83,7 +86,9 @@ impl Partitions {
         let log = Arc::new(log);
         let mut logs = self.logs.write();
         if logs.contains_key(&tp) {
-            return Err(Error::InvalidConfig(format!("partition {tp} is already open")));
+            return Err(Error::InvalidConfig(format!(
+                "partition {tp} is already open"
+            )));
         }
         logs.insert(tp, log.clone());
         Ok(log)
@@ -115,7 +120,9 @@ impl Partitions {
 
     /// Takes every log out, for a close or a crash. The map is empty afterwards.
     pub(super) fn take_all(&self) -> Vec<(TopicPartition, Arc<Log>)> {
-        std::mem::take(&mut *self.logs.write()).into_iter().collect()
+        std::mem::take(&mut *self.logs.write())
+            .into_iter()
+            .collect()
     }
 }
 

@@ -183,7 +183,11 @@ impl<B: Deref<Target = Broker>> TransactionalProducer<B> {
 
     /// Appends `records` to `tp` inside the open transaction. The builder's records are kept;
     /// its producer fields are set here.
-    pub fn send(&mut self, tp: &TopicPartition, records: BatchBuilder) -> Result<AppendInfo, TxnError> {
+    pub fn send(
+        &mut self,
+        tp: &TopicPartition,
+        records: BatchBuilder,
+    ) -> Result<AppendInfo, TxnError> {
         let count = records.record_count();
         self.write(tp, count, |_, pid, epoch, seq| {
             records
@@ -215,7 +219,12 @@ impl<B: Deref<Target = Broker>> TransactionalProducer<B> {
         &mut self,
         tp: &TopicPartition,
         count: i32,
-        build: impl FnOnce(&Broker, ProducerId, ProducerEpoch, Sequence) -> crate::Result<crate::RecordBatch>,
+        build: impl FnOnce(
+            &Broker,
+            ProducerId,
+            ProducerEpoch,
+            Sequence,
+        ) -> crate::Result<crate::RecordBatch>,
     ) -> Result<AppendInfo, TxnError> {
         self.usable()?;
         let (pid, epoch) = (self.producer_id, self.epoch);

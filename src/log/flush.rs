@@ -442,6 +442,17 @@ impl Log {
     /// Drops the log the way a crash would: no sync, no index files, no marker. Queued seals are
     /// abandoned. The directory lock is released so the same process can reopen the log.
     pub fn simulate_crash(self) {
+        self.simulate_crash_shared();
+    }
+
+    /// [`Log::close`] through a shared handle: a broker closes its partitions even while an
+    /// embedder still holds an `Arc<Log>` of one; that handle answers `Closed` from then on.
+    pub(crate) fn close_shared(&self) -> Result<()> {
+        self.close_inner()
+    }
+
+    /// [`Log::simulate_crash`] through a shared handle (see [`Log::close_shared`]).
+    pub(crate) fn simulate_crash_shared(&self) {
         let inner = &self.inner;
         inner.closed.store(true, Ordering::Release);
         let bg = inner.background.lock().take();

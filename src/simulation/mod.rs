@@ -11,8 +11,8 @@
 //! its seed; `run(&SimOptions { seed, .. })` replays it exactly.
 
 pub mod checker;
-pub mod exactly_once;
 mod client;
+pub mod exactly_once;
 mod network;
 mod node;
 

@@ -127,7 +127,10 @@ pub fn check(h: &History, pipelines: &[Pipeline]) -> (Counts, Anomalies) {
     for (p, records) in &h.final_contents {
         counts.final_records += records.len() as u64;
         for (o, v) in records {
-            present.entry((p.as_str(), v.as_slice())).or_default().push(*o);
+            present
+                .entry((p.as_str(), v.as_slice()))
+                .or_default()
+                .push(*o);
         }
     }
     for ((p, v), offsets) in &present {
@@ -197,7 +200,10 @@ pub fn check(h: &History, pipelines: &[Pipeline]) -> (Counts, Anomalies) {
         let key = (p.as_str(), v.as_slice());
         if aborted.contains(&key) {
             a.aborted_reads += 1;
-            a.note(format!("aborted read during the run: {} in {p} at {o}", show(v)));
+            a.note(format!(
+                "aborted read during the run: {} in {p} at {o}",
+                show(v)
+            ));
         } else if !present.contains_key(&key) {
             a.uncommitted_reads += 1;
             a.note(format!(
@@ -208,7 +214,10 @@ pub fn check(h: &History, pipelines: &[Pipeline]) -> (Counts, Anomalies) {
         if let Some(prev) = read_at.insert(key, *o) {
             if prev != *o {
                 a.duplicates += 1;
-                a.note(format!("read twice at different offsets: {} in {p} at {prev} and {o}", show(v)));
+                a.note(format!(
+                    "read twice at different offsets: {} in {p} at {prev} and {o}",
+                    show(v)
+                ));
             }
         }
     }
@@ -230,7 +239,10 @@ pub fn check(h: &History, pipelines: &[Pipeline]) -> (Counts, Anomalies) {
                 if let Some(&prev) = last.get(producer) {
                     if n < prev {
                         a.order += 1;
-                        a.note(format!("order: {} of {producer} at {o} in {p} after a later write", show(v)));
+                        a.note(format!(
+                            "order: {} of {producer} at {o} in {p} after a later write",
+                            show(v)
+                        ));
                     }
                 }
                 last.insert(producer, n);
@@ -240,8 +252,16 @@ pub fn check(h: &History, pipelines: &[Pipeline]) -> (Counts, Anomalies) {
 
     // Offsets committed <=> outputs committed.
     for pl in pipelines {
-        let input = h.final_contents.get(&pl.input).map(Vec::as_slice).unwrap_or_default();
-        let output = h.final_contents.get(&pl.output).map(Vec::as_slice).unwrap_or_default();
+        let input = h
+            .final_contents
+            .get(&pl.input)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let output = h
+            .final_contents
+            .get(&pl.output)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let committed = h
             .committed_offsets
             .get(&(pl.group.clone(), pl.input.clone()))
@@ -331,7 +351,10 @@ mod tests {
             final_contents: [contents("in-0", &["a1", "a2"]), contents("out-0", &["A1"])]
                 .into_iter()
                 .collect(),
-            committed_offsets: [(("g".to_string(), "in-0".to_string()), 1)].into_iter().collect(),
+            committed_offsets: [(("g".to_string(), "in-0".to_string()), 1)]
+                .into_iter()
+                .collect(),
+            hanging: Vec::new(),
         }
     }
 
@@ -340,7 +363,11 @@ mod tests {
         let (counts, a) = check(&clean(), &[pipeline()]);
         assert_eq!(a, Anomalies::default(), "{:?}", a.examples);
         assert_eq!(
-            (counts.committed_txns, counts.aborted_txns, counts.unknown_txns),
+            (
+                counts.committed_txns,
+                counts.aborted_txns,
+                counts.unknown_txns
+            ),
             (2, 1, 1)
         );
     }
@@ -348,13 +375,22 @@ mod tests {
     #[test]
     fn each_anomaly_is_found() {
         let mut h = clean();
-        h.final_contents.insert("in-0".into(), vec![(0, b"a1".to_vec()), (1, b"a3".to_vec())]);
+        h.final_contents.insert(
+            "in-0".into(),
+            vec![(0, b"a1".to_vec()), (1, b"a3".to_vec())],
+        );
         let (_, a) = check(&h, &[]);
         assert_eq!((a.lost_writes, a.aborted_reads), (1, 1), "{:?}", a.examples);
 
         let mut h = clean();
-        h.final_contents
-            .insert("in-0".into(), vec![(0, b"a1".to_vec()), (1, b"a2".to_vec()), (2, b"a1".to_vec())]);
+        h.final_contents.insert(
+            "in-0".into(),
+            vec![
+                (0, b"a1".to_vec()),
+                (1, b"a2".to_vec()),
+                (2, b"a1".to_vec()),
+            ],
+        );
         assert_eq!(check(&h, &[]).1.duplicates, 1);
 
         let mut h = clean();
@@ -364,12 +400,22 @@ mod tests {
         assert_eq!(check(&h, &[]).1.aborted_reads, 1);
 
         let mut h = clean();
-        h.txns.push(txn("b", &[("in-0", "b1"), ("out-0", "b2")], Outcome::Unknown));
-        h.final_contents.get_mut("in-0").unwrap().push((2, b"b1".to_vec()));
+        h.txns.push(txn(
+            "b",
+            &[("in-0", "b1"), ("out-0", "b2")],
+            Outcome::Unknown,
+        ));
+        h.final_contents
+            .get_mut("in-0")
+            .unwrap()
+            .push((2, b"b1".to_vec()));
         assert_eq!(check(&h, &[]).1.partial_txns, 1);
 
         let mut h = clean();
-        h.final_contents.insert("in-0".into(), vec![(0, b"a2".to_vec()), (1, b"a1".to_vec())]);
+        h.final_contents.insert(
+            "in-0".into(),
+            vec![(0, b"a2".to_vec()), (1, b"a1".to_vec())],
+        );
         assert_eq!(check(&h, &[]).1.order, 1);
 
         // Offsets committed past the outputs, and outputs without their offsets.
@@ -379,5 +425,9 @@ mod tests {
         let mut h = clean();
         h.committed_offsets.insert(("g".into(), "in-0".into()), 0);
         assert_eq!(check(&h, &[pipeline()]).1.offsets_vs_outputs, 1);
+
+        let mut h = clean();
+        h.hanging.push("in-0: stuck".into());
+        assert_eq!(check(&h, &[]).1.hanging_txns, 1);
     }
 }

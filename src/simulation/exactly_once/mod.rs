@@ -16,14 +16,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broker::{Broker, BrokerConfig, Consumer, TopicPartition, TransactionalProducer, TxnError};
+use crate::broker::{
+    Broker, BrokerConfig, Consumer, TopicPartition, TransactionalProducer, TxnError,
+};
+use crate::clock::Clock;
 use crate::clock::ManualClock;
 use crate::config::{LogConfig, SyncMode};
 use crate::error::Result;
 use crate::format::batch::BatchBuilder;
 use crate::io::sim::{CrashMode, FaultKind, SimStorage};
 use crate::log::Isolation;
-use crate::clock::Clock;
 use crate::simulation::SimRng;
 
 use checker::{Anomalies, Counts, History, Outcome, Pipeline, TxnHistory};
@@ -83,7 +85,6 @@ fn output_of(v: &[u8]) -> Vec<u8> {
 fn tp(topic: &'static str, p: u32) -> TopicPartition {
     TopicPartition::internal(topic, p)
 }
-
 
 #[derive(Debug)]
 struct Source {
@@ -148,7 +149,10 @@ impl Sessions {
 
 fn into_error(e: TxnError) -> crate::Error {
     match e {
-        TxnError::Retriable(e) | TxnError::Abortable(e) | TxnError::Fenced(e) | TxnError::Fatal(e) => e,
+        TxnError::Retriable(e)
+        | TxnError::Abortable(e)
+        | TxnError::Fenced(e)
+        | TxnError::Fatal(e) => e,
     }
 }
 
@@ -394,7 +398,11 @@ impl Run<'_> {
         let Some(producer) = self.sessions.producers.get_mut(&id) else {
             return Ok(StepEnd::Fine);
         };
-        let result = if commit { producer.commit() } else { producer.abort() };
+        let result = if commit {
+            producer.commit()
+        } else {
+            producer.abort()
+        };
         self.storage.clear_fault();
         match result {
             Ok(()) if commit => self.end_source(k, Outcome::Committed),
@@ -410,7 +418,11 @@ impl Run<'_> {
                 self.end_source(k, Outcome::Aborted);
             }
         }
-        Ok(if faulted { StepEnd::CrashNow } else { StepEnd::Fine })
+        Ok(if faulted {
+            StepEnd::CrashNow
+        } else {
+            StepEnd::Fine
+        })
     }
 
     fn end_source(&mut self, k: usize, outcome: Outcome) {
@@ -471,7 +483,13 @@ impl Run<'_> {
             .begin()
             .and_then(|()| producer.send(&output, b))
             .and_then(|_| producer.send_offsets(GROUP, &positions))
-            .and_then(|_| if commit { producer.commit() } else { producer.abort() });
+            .and_then(|_| {
+                if commit {
+                    producer.commit()
+                } else {
+                    producer.abort()
+                }
+            });
         self.storage.clear_fault();
         let outcome = match result {
             Ok(()) if commit => Outcome::Committed,
@@ -504,7 +522,10 @@ impl Run<'_> {
     fn reader_step(&mut self) -> Result<()> {
         let broker = self.broker()?;
         let topic = if self.rng.chance(500) { "in" } else { "out" };
-        let part = tp(topic, self.rng.below(u64::from(self.opts.partitions)) as u32);
+        let part = tp(
+            topic,
+            self.rng.below(u64::from(self.opts.partitions)) as u32,
+        );
         let id = format!("reader-{part}");
         let consumer = self.sessions.consumer(&broker, &id, &id, &part)?;
         for r in consumer.poll(256)? {
@@ -525,7 +546,11 @@ impl Run<'_> {
             if self.sources.get(k).is_some_and(|s| s.txn.is_some()) {
                 let commit = self.rng.chance(700);
                 let broker = self.broker()?;
-                let id = self.sources.get(k).map(|s| s.id.clone()).unwrap_or_default();
+                let id = self
+                    .sources
+                    .get(k)
+                    .map(|s| s.id.clone())
+                    .unwrap_or_default();
                 let result = match self.sessions.producer(&broker, &id)? {
                     Some(p) if commit => p.commit(),
                     Some(p) => p.abort(),
@@ -578,7 +603,9 @@ impl Run<'_> {
                 let mut all = Vec::new();
                 loop {
                     let f = log.read_with(at, 1 << 20, Isolation::ReadCommitted)?;
-                    let Some(end) = f.fetch.end_offset() else { break };
+                    let Some(end) = f.fetch.end_offset() else {
+                        break;
+                    };
                     for r in f.committed_records() {
                         let r = r?;
                         all.push((r.offset, r.record.value.unwrap_or_default().to_vec()));
