@@ -15,15 +15,14 @@
 //! the end of the input, and it counts what a read_uncommitted reader sees from aborted
 //! attempts (which read_committed must hide). It exits non-zero on any anomaly.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
 
-use oncelog::broker::{
-    Broker, BrokerConfig, Consumer, TopicPartition, TransactionalProducer, TxnError,
-};
-use oncelog::{BatchBuilder, LogConfig};
+mod common;
+
+use common::{broker_config, flag, kill_loop, say_at_work, seed_of, Res, Rng};
+use oncelog::broker::{Broker, Consumer, TopicPartition, TransactionalProducer, TxnError};
+use oncelog::BatchBuilder;
 
 const GROUP: &str = "uppercase";
 const TXN_ID: &str = "uppercase-processor";
@@ -44,46 +43,6 @@ fn main() -> ExitCode {
             eprintln!("read_process_write: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn seed_of(args: &[String]) -> u64 {
-    flag(args, "--seed")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        })
-}
-
-/// splitmix64: enough randomness for kill times and transaction sizes.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n.max(1)
-    }
-}
-
-fn broker_config() -> BrokerConfig {
-    BrokerConfig {
-        log: LogConfig::default().with_segment_bytes(1 << 20),
-        internal_segment_bytes: 1 << 20,
-        ..BrokerConfig::default()
     }
 }
 
@@ -129,44 +88,7 @@ fn driver(args: &[String]) -> Res<()> {
         broker.close()?;
     }
 
-    let exe = std::env::current_exe()?;
-    let mut rng = Rng(seed);
-    let started = Instant::now();
-    let mut killed = 0;
-    for round in 0..kills {
-        let mut child = Command::new(&exe)
-            .arg("processor")
-            .arg(&dir)
-            .arg("--seed")
-            .arg((seed ^ u64::from(round + 1)).to_string())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        // Kill at a random moment after the child says it is at work (not while it opens).
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            BufReader::new(out).read_line(&mut line)?;
-        }
-        std::thread::sleep(Duration::from_micros(rng.below(30_000)));
-        if child.try_wait()?.is_none() {
-            child.kill()?; // SIGKILL
-            killed += 1;
-        }
-        child.wait()?;
-    }
-    let status = Command::new(&exe)
-        .arg("processor")
-        .arg(&dir)
-        .arg("--seed")
-        .arg(seed.to_string())
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        return Err(format!("the last processor failed: {status}").into());
-    }
-    println!(
-        "{killed} processors killed mid-run, then one ran to the end ({:.1} s)",
-        started.elapsed().as_secs_f64()
-    );
+    kill_loop("processor", &dir, seed, kills)?;
     check(&dir, records)
 }
 
@@ -179,8 +101,7 @@ fn processor(dir: &Path, seed: u64) -> Res<()> {
     // Registering fences the killed instance and aborts its open transaction.
     let mut producer = TransactionalProducer::new(&broker, TXN_ID, None)?;
     let mut consumer = Consumer::new(&broker, GROUP, &[input()])?;
-    println!("ready");
-    std::io::stdout().flush()?;
+    say_at_work()?;
     loop {
         if consumer.positions().iter().all(|(_, o)| *o >= input_end) {
             break;

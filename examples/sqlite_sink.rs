@@ -16,18 +16,17 @@
 //! exactly once and nothing of an aborted transaction. The process exits non-zero otherwise.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
 
-use oncelog::broker::{Broker, BrokerConfig, Consumer, TopicPartition, TransactionalProducer};
-use oncelog::{BatchBuilder, LogConfig, Offset};
+mod common;
+
+use common::{broker_config, flag, kill_loop, say_at_work, seed_of, Res, Rng};
+use oncelog::broker::{Broker, Consumer, TopicPartition, TransactionalProducer};
+use oncelog::{BatchBuilder, Offset};
 use rusqlite::{params, Connection};
 
 const GROUP: &str = "sqlite-sink";
-
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,44 +44,6 @@ fn main() -> ExitCode {
             eprintln!("sqlite_sink: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn seed_of(args: &[String]) -> u64 {
-    flag(args, "--seed")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        })
-}
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n.max(1)
-    }
-}
-
-fn broker_config() -> BrokerConfig {
-    BrokerConfig {
-        log: LogConfig::default().with_segment_bytes(1 << 20),
-        internal_segment_bytes: 1 << 20,
-        ..BrokerConfig::default()
     }
 }
 
@@ -135,41 +96,7 @@ fn driver(args: &[String]) -> Res<()> {
         broker.close()?;
     }
 
-    let exe = std::env::current_exe()?;
-    let started = Instant::now();
-    let mut killed = 0;
-    for round in 0..kills {
-        let mut child = Command::new(&exe)
-            .arg("sink")
-            .arg(&dir)
-            .arg("--seed")
-            .arg((seed ^ u64::from(round + 1)).to_string())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        // Kill at a random moment after the child says it is at work (not while it opens).
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            BufReader::new(out).read_line(&mut line)?;
-        }
-        std::thread::sleep(Duration::from_micros(rng.below(30_000)));
-        if child.try_wait()?.is_none() {
-            child.kill()?; // SIGKILL
-            killed += 1;
-        }
-        child.wait()?;
-    }
-    let status = Command::new(&exe)
-        .arg("sink")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        return Err(format!("the last sink failed: {status}").into());
-    }
-    println!(
-        "{killed} sinks killed mid-run, then one ran to the end ({:.1} s)",
-        started.elapsed().as_secs_f64()
-    );
+    kill_loop("sink", &dir, seed, kills)?;
     check(&dir, &expected, aborted)
 }
 
@@ -211,8 +138,7 @@ fn sink(dir: &Path, seed: u64) -> Res<()> {
         .iter()
         .map(|tp| Ok((tp.clone(), broker.partition(tp)?.log_end_offset())))
         .collect::<Res<_>>()?;
-    println!("ready");
-    std::io::stdout().flush()?;
+    say_at_work()?;
     loop {
         let done = consumer
             .positions()

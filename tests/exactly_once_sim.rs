@@ -13,7 +13,7 @@ fn seeds() -> Vec<u64> {
     let n = std::env::var("ONCELOG_EOS_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(300u64);
+        .unwrap_or(1_000u64);
     (1..=n).collect()
 }
 
