@@ -37,15 +37,6 @@ fn unwrap_log(log: Arc<Log>, store: OffsetStore) -> Log {
     Arc::try_unwrap(log).expect("the store was the log's only other holder")
 }
 
-fn marker(pid: ProducerId, epoch: ProducerEpoch, kind: MarkerKind) -> Marker {
-    Marker {
-        producer_id: pid,
-        producer_epoch: epoch,
-        coordinator_epoch: 0,
-        kind,
-    }
-}
-
 /// A transactional producer on the offsets log: its epoch and next sequence.
 struct TxnProducer {
     pid: ProducerId,
@@ -76,8 +67,13 @@ impl TxnProducer {
     fn end(&mut self, log: &Log, kind: MarkerKind) {
         self.epoch += 1;
         self.seq = 0;
-        log.append_marker(&marker(self.pid, self.epoch, kind))
-            .unwrap();
+        let m = Marker {
+            producer_id: self.pid,
+            producer_epoch: self.epoch,
+            coordinator_epoch: 0,
+            kind,
+        };
+        log.append_marker(&m).unwrap();
     }
 }
 
