@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use oncelog::format::batch::{compute_crc, BatchBuilder, Stamp, CRC_OFFSET};
 use oncelog::format::{checkpoint, index, snapshot};
 use oncelog::fuzzing;
+use oncelog::offsets::{self, OffsetKey, OffsetValue};
 use oncelog::producer::{BatchMetadata, ProducerConfig, ProducerStateManager};
-use oncelog::ProducerId;
+use oncelog::{Marker, MarkerKind, ProducerId, TopicPartition};
 
 /// splitmix64.
 struct Rng(u64);
@@ -290,6 +291,83 @@ fn txn_record_input(rng: &mut Rng) -> Vec<u8> {
     let mut bytes = gen_txn_record(rng);
     if rng.below(4) > 0 {
         mutate(rng, &mut bytes);
+/// A valid consumer-offset key and value.
+fn gen_offset_record(rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
+    let group: String = (0..1 + rng.below(12))
+        .map(|_| ['g', 'é', '-', '0'][rng.below(4) as usize])
+        .collect();
+    let topic = ["t", "orders", "a.b_c-d"][rng.below(3) as usize];
+    let tp = TopicPartition::new(topic, rng.below(4) as u32).unwrap();
+    let key = OffsetKey::new(&group, tp).unwrap();
+    let value = OffsetValue {
+        offset: rng.next() >> rng.below(64),
+        commit_timestamp: rng.next() as i64,
+        as_of: (rng.below(3) == 0).then(|| rng.below(20)),
+    };
+    (
+        offsets::record::encode_key(&key),
+        offsets::record::encode_value(&value),
+    )
+}
+
+/// `decode_offsets` input: a mode byte, then either `key_len | key | value` (even mode) or a
+/// run of stamped offsets-log batches (odd mode): offset records, plain or transactional, and
+/// markers.
+fn gen_offsets(rng: &mut Rng) -> Vec<u8> {
+    let mode = rng.below(256) as u8;
+    let mut out = vec![mode];
+    if mode.is_multiple_of(2) {
+        let (k, v) = gen_offset_record(rng);
+        out.push(k.len() as u8);
+        out.extend(k);
+        out.extend(v);
+        return out;
+    }
+    let mut at = 0;
+    for _ in 0..1 + rng.below(4) {
+        let pid = ProducerId(rng.below(3) as i64);
+        let batch = if rng.below(4) == 0 {
+            let kind = [MarkerKind::Commit, MarkerKind::Abort][rng.below(2) as usize];
+            let m = Marker {
+                producer_id: pid,
+                producer_epoch: 1,
+                coordinator_epoch: 0,
+                kind,
+            };
+            m.to_batch(0).unwrap()
+        } else {
+            let mut b = BatchBuilder::new();
+            if rng.below(2) == 0 {
+                b = b.producer(pid, 0, 0).transactional();
+            }
+            for _ in 0..1 + rng.below(3) {
+                let (k, v) = gen_offset_record(rng);
+                b.push(0, Some(&k), Some(&v));
+            }
+            b.build().unwrap()
+        };
+        let batch = batch.stamped(Stamp {
+            base_offset: at,
+            leader_epoch: 0,
+            append_timestamp: 0,
+        });
+        at = batch.header().next_offset();
+        out.extend_from_slice(batch.as_bytes());
+    }
+    out
+}
+
+fn offsets_input(rng: &mut Rng) -> Vec<u8> {
+    let mut bytes = gen_offsets(rng);
+    match rng.below(4) {
+        0 => {}
+        1 => mutate(rng, &mut bytes),
+        _ => {
+            mutate(rng, &mut bytes);
+            if bytes.len() > 1 {
+                fix_batch_crc(&mut bytes[1..]);
+            }
+        }
     }
     bytes
 }
@@ -382,6 +460,16 @@ fn txn_record_generator_makes_valid_records() {
     }
 }
 
+fn decode_offsets_body() {
+    run(
+        "decode_offsets",
+        3000,
+        6,
+        offsets_input,
+        fuzzing::decode_offsets,
+    );
+}
+
 #[test]
 fn recover_segment_body() {
     run(
@@ -410,13 +498,14 @@ fn log_model_body() {
 fn seed_corpus_matches_the_generators() {
     let write = std::env::var("ONCELOG_WRITE_CORPUS").is_ok();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let targets: [(&str, Gen, usize); 6] = [
+    let targets: [(&str, Gen, usize); 7] = [
         ("decode_batch", gen_batch, 8),
         ("decode_snapshot", gen_snapshot, 8),
         ("decode_index", gen_index, 8),
         ("recover_segment", |r| random_input(r, 300), 8),
         ("log_model", |r| random_input(r, 500), 8),
         ("decode_txn_record", gen_txn_record, 8),
+        ("decode_offsets", gen_offsets, 8),
     ];
     for (i, (target, gen, n)) in targets.into_iter().enumerate() {
         let dir = root.join(target);
@@ -454,6 +543,7 @@ fn replay_one_input() {
         "decode_batch_strict" => fuzzing::decode_batch_strict,
         "decode_snapshot" => fuzzing::decode_snapshot,
         "decode_index" => fuzzing::decode_index,
+        "decode_offsets" => fuzzing::decode_offsets,
         "recover_segment" => fuzzing::recover_segment,
         "log_model" => fuzzing::log_model,
         "decode_txn_record" => fuzzing::decode_txn_record,

@@ -9,6 +9,7 @@
 //! | `decode_batch`    | `BatchHeader::decode`, `BatchView::parse`, records, round trip |
 //! | `decode_snapshot` | `format::snapshot::decode`, re-encode round trip              |
 //! | `decode_index`    | offset/time index and checkpoint decoders, round trips        |
+//! | `decode_offsets`  | consumer-offset records and `OffsetsState::apply_batch`       |
 //! | `recover_segment` | `scan_segment` on damaged images; `Log::open` after power loss |
 //! | `log_model`       | `Log` operations, crashes and I/O faults against a `Vec` model |
 //! | `decode_wire`     | `net::wire` frame decoding, canonical round trip (stable body only) |
@@ -20,6 +21,7 @@
 
 mod decoders;
 mod model;
+mod offsets;
 mod reader;
 mod recover;
 mod txn_record;
@@ -29,6 +31,7 @@ pub use decoders::{
     decode_batch, decode_batch_strict, decode_index, decode_snapshot, KNOWN_BATCH_FINDINGS,
 };
 pub use model::log_model;
+pub use offsets::decode_offsets;
 pub use reader::ByteReader;
 pub use recover::recover_segment;
 pub use txn_record::{decode_txn_record, join_input as txn_record_input};

@@ -17,6 +17,7 @@
 //! leaves either the old log plus redundant rewrite records, or the compacted log; both replay
 //! to the same state.
 
+use crate::broker::TopicPartition;
 use crate::error::Result;
 use crate::format::batch::{BatchBuilder, RecordBatch};
 use crate::offsets::record::{encode_key, encode_value, OffsetKey, OffsetValue};
@@ -129,12 +130,26 @@ impl OffsetStore {
         let now = self.log.config().clock.now_ms();
         let max = self.log.config().max_batch_bytes as usize;
         let batches = rewrite_batches(state, now, max)?;
+        let rewritten: Vec<(String, TopicPartition)> = state
+            .live()
+            .map(|(g, tp, _)| (g.to_string(), tp.clone()))
+            .collect();
         for b in &batches {
             self.log.append(b)?;
         }
         // Durable before any segment they replace is deleted.
         self.log.flush()?;
         self.catch_up(state)?;
+        // Paired with the copy above: every offset committed at the snapshot is now set at or
+        // after it (by the rewrite, or by a later change), so nothing below the snapshot is
+        // needed for it.
+        for (group, tp) in &rewritten {
+            let set_at = state.committed_entry(group, tp).map(|c| c.set_at);
+            assert!(
+                set_at.is_some_and(|at| at >= as_of),
+                "{group}/{tp}: set at {set_at:?} after a rewrite as of {as_of}"
+            );
+        }
         let new_start = as_of.min(pinned).min(self.log.last_stable_offset().0);
         let deleted = self.log.advance_log_start(Offset(new_start))?;
         Ok(CompactionOutcome {
@@ -150,7 +165,6 @@ impl OffsetStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::TopicPartition;
     use crate::format::batch::Stamp;
     use crate::types::ProducerId;
 

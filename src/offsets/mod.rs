@@ -41,7 +41,8 @@ const READ_BYTES: usize = 1 << 20;
 ///
 /// Only committed offsets are ever returned: a transactional offset becomes visible when its
 /// COMMIT marker is in the log and never after an ABORT. Thread-safe: a mutex inside orders
-/// commits, catch-ups and compactions.
+/// commits, catch-ups and compactions. One store per log: two would interleave their
+/// compactions' rewrites, which the compaction argument excludes (`compaction.rs`).
 #[derive(Debug)]
 pub struct OffsetStore {
     log: Arc<Log>,
@@ -189,9 +190,13 @@ impl OffsetStore {
     /// Applies every batch from where the state stopped to the log end. A batch that is not an
     /// offsets batch is `CorruptFile` naming the log and the offset, and nothing of it applies.
     fn catch_up(&self, state: &mut OffsetsState) -> Result<()> {
+        let from = state.applied_to();
         loop {
             let fetch = self.log.read(Offset(state.applied_to()), READ_BYTES)?;
             if fetch.is_empty() {
+                if cfg!(debug_assertions) && state.applied_to() != from {
+                    state.check_invariants();
+                }
                 return Ok(());
             }
             for batch in fetch.batches() {

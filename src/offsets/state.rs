@@ -199,7 +199,12 @@ impl OffsetsState {
 
     /// The committed offset of `group` for `tp`.
     pub fn committed(&self, group: &str, tp: &TopicPartition) -> Option<u64> {
-        self.groups.get(group)?.get(tp).map(|c| c.offset)
+        self.committed_entry(group, tp).map(|c| c.offset)
+    }
+
+    /// The committed offset of `group` for `tp`, with where it was set.
+    pub fn committed_entry(&self, group: &str, tp: &TopicPartition) -> Option<&CommittedOffset> {
+        self.groups.get(group)?.get(tp)
     }
 
     /// Every committed offset of `group`.
