@@ -291,6 +291,10 @@ fn txn_record_input(rng: &mut Rng) -> Vec<u8> {
     let mut bytes = gen_txn_record(rng);
     if rng.below(4) > 0 {
         mutate(rng, &mut bytes);
+    }
+    bytes
+}
+
 /// A valid consumer-offset key and value.
 fn gen_offset_record(rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
     let group: String = (0..1 + rng.below(12))
@@ -371,6 +375,7 @@ fn offsets_input(rng: &mut Rng) -> Vec<u8> {
     }
     bytes
 }
+
 
 fn random_input(rng: &mut Rng, max: u64) -> Vec<u8> {
     rng.bytes(max)
@@ -460,6 +465,7 @@ fn txn_record_generator_makes_valid_records() {
     }
 }
 
+#[test]
 fn decode_offsets_body() {
     run(
         "decode_offsets",
@@ -543,10 +549,10 @@ fn replay_one_input() {
         "decode_batch_strict" => fuzzing::decode_batch_strict,
         "decode_snapshot" => fuzzing::decode_snapshot,
         "decode_index" => fuzzing::decode_index,
-        "decode_offsets" => fuzzing::decode_offsets,
         "recover_segment" => fuzzing::recover_segment,
         "log_model" => fuzzing::log_model,
         "decode_txn_record" => fuzzing::decode_txn_record,
+        "decode_offsets" => fuzzing::decode_offsets,
         other => panic!("unknown target {other}"),
     };
     let files: Vec<std::path::PathBuf> = if path.is_dir() {
