@@ -376,7 +376,6 @@ fn offsets_input(rng: &mut Rng) -> Vec<u8> {
     bytes
 }
 
-
 fn random_input(rng: &mut Rng, max: u64) -> Vec<u8> {
     rng.bytes(max)
 }
