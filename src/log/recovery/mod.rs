@@ -73,8 +73,11 @@ pub struct RecoveryReport {
     pub segments_deleted: usize,
     /// Set when the log was opened read-only because of corruption.
     pub corruption: Option<String>,
-    /// Segments existed but the recovery-point checkpoint had no valid slot: every segment was
-    /// treated as unsynced, so damage in it could only be reported as a torn tail.
+    /// Only in `RecoveryMode::Salvage`: segments existed beside a missing recovery point (or one
+    /// with no valid slot) and no clean-shutdown marker vouched for them, so every segment was
+    /// treated as unsynced and the longest valid prefix kept; each cut is in `cuts` with the
+    /// rule `salvage`. Every other mode refuses that directory with `Error::RecoveryPointLost`
+    /// (row R13) and this is never set.
     pub recovery_point_missing: bool,
     /// Every cut open made: file, byte position, offsets, bytes and the row that decided it.
     /// Outside `RecoveryMode::Salvage` no cut removes an offset below the recovery point.
