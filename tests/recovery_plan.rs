@@ -204,17 +204,36 @@ fn a_failed_open_changes_nothing() {
                 result.err()
             );
             let inspection = plan_of(dir.path(), RecoveryMode::FailOnCorruption);
+            let plan = &inspection.plan;
             assert_ne!(
-                inspection.plan.verdict,
+                plan.verdict,
                 Verdict::Open,
                 "{what} (clean {clean}): inspect and open disagree"
+            );
+            // The verdict is worded as open's error, and a segment the refusal leaves as it is
+            // names the row that refused, never the torn tail's R8.
+            let said = result.as_ref().err().unwrap().to_string();
+            match &plan.verdict {
+                Verdict::Corrupt(why) | Verdict::RecoveryPointLost(why) => assert!(
+                    why.starts_with(&said),
+                    "{what} (clean {clean}): open says {said}, the plan {why}"
+                ),
+                Verdict::Open => unreachable!(),
+            }
+            assert!(
+                plan.segments
+                    .iter()
+                    .all(|s| s.fate != recovery::Fate::Damaged || s.rule != Rule::R8),
+                "{what} (clean {clean}):\n{plan}"
             );
         }
     }
 }
 
 /// A clean open reads no sealed segment, yet a segment removed from (or added to) the middle
-/// of the chain is found at open: the marker records the chain.
+/// of the chain is found at open: the marker records the chain. Open's error and the verdict
+/// verify and stat print are one wording ("offsets missing"), and the segment after the gap is
+/// left as it is by the row that decided (R9: synced data missing), not labelled a torn tail.
 #[test]
 fn a_clean_open_finds_a_missing_middle_segment() {
     let dir = tempfile::tempdir().unwrap();
@@ -222,9 +241,39 @@ fn a_clean_open_finds_a_missing_middle_segment() {
     closed_log(dir.path(), &cfg, 3);
     let bases = segment_bases(dir.path());
     fs::remove_file(seg_path(dir.path(), bases[1])).unwrap();
-    match Log::open(dir.path(), cfg.clone()) {
-        Err(Error::Corrupt { path, .. }) => assert_eq!(path, seg_path(dir.path(), bases[2])),
+    let err = match Log::open(dir.path(), cfg.clone()) {
+        Err(e @ Error::Corrupt { .. }) => e,
         other => panic!("expected Corrupt naming the segment after the gap, got {other:?}"),
+    };
+    let Error::Corrupt { path, .. } = &err else {
+        unreachable!()
+    };
+    assert_eq!(*path, seg_path(dir.path(), bases[2]));
+    let said = err.to_string();
+    assert!(
+        said.contains(&format!(
+            "segment starts at offset {} but the previous one ends at {} (offsets missing)",
+            bases[2], bases[1]
+        )),
+        "open's error: {said}"
+    );
+    let plan = plan_of(dir.path(), RecoveryMode::FailOnCorruption).plan;
+    match &plan.verdict {
+        Verdict::Corrupt(why) => assert!(why.starts_with(&said), "{why}\nvs open: {said}"),
+        other => panic!("{other:?}"),
+    }
+    let after = plan.segments.iter().find(|s| s.base == bases[2]).unwrap();
+    assert_eq!(
+        (&after.fate, after.rule),
+        (&recovery::Fate::Damaged, Rule::R9),
+        "{plan}"
+    );
+    for cmd in ["verify", "stat"] {
+        let mut out = Vec::new();
+        oncelog_cmd(cmd, dir.path(), &mut out);
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains(&said), "{cmd} words it otherwise:\n{out}");
+        assert!(!out.contains("(R8)"), "{cmd}:\n{out}");
     }
 
     // An extra segment file past the end: no longer the chain the marker vouches for.
@@ -364,9 +413,14 @@ fn a_new_log_has_a_recovery_point_before_its_first_segment() {
 }
 
 fn oncelog_verify(dir: &Path, out: &mut Vec<u8>) -> bool {
+    oncelog_cmd("verify", dir, out)
+}
+
+/// Runs `oncelog <cmd> DIR`; stdout and stderr go to `out`; true on exit status 0.
+fn oncelog_cmd(cmd: &str, dir: &Path, out: &mut Vec<u8>) -> bool {
     let exe = env!("CARGO_BIN_EXE_oncelog");
     let o = std::process::Command::new(exe)
-        .arg("verify")
+        .arg(cmd)
         .arg(dir)
         .output()
         .unwrap();

@@ -231,9 +231,7 @@ fn check_plan(ctx: &Ctx, findings: &mut Findings) {
         // After a clean close open defers sealed segments and meets such damage on first use;
         // otherwise it refuses (or opens read-only).
         Verdict::Corrupt(why) => findings.error(why.clone()),
-        Verdict::RecoveryPointLost(why) => {
-            findings.error(format!("Log::open refuses (recovery point lost): {why}"))
-        }
+        Verdict::RecoveryPointLost(why) => findings.error(format!("Log::open refuses: {why}")),
     }
     for (name, rule) in &plan.remove {
         findings.warn(format!(

@@ -557,9 +557,9 @@ impl Segment {
             return Err(Damage {
                 path: segment_path(dir, d.next_offset, FileKind::Log),
                 position: 0,
-                reason: DecodeError::BadField {
-                    field: "segment base offset",
-                    value: d.next_offset as i64,
+                reason: DecodeError::SegmentChain {
+                    base: d.next_offset,
+                    prev_end: loaded.tail.next_offset,
                 },
             });
         }

@@ -10,7 +10,7 @@
 //! | R6  | scan stops below the recovery point                  | corruption: fail / read-only    |
 //! | R7  | every offset up to the next segment is present (trusted or scanned), only zeros or junk of a failed write follow | crash during seal: keep, re-seal |
 //! | R8  | scan stops at or past the recovery point otherwise   | torn tail: truncate here, delete later segments |
-//! | R9  | recovery point beyond the recovered end              | corruption (synced data missing) |
+//! | R9  | recovery point beyond the recovered end, or a gap/overlap between segments below it | corruption (synced data missing) |
 //! | R10 | segments entirely below the log start checkpoint     | delete (crash during retention) |
 //! | R11 | no segments                                          | create an empty one at log start |
 //! | R12 | temp files, index files without a `.log`             | delete (once the plan succeeds) |
