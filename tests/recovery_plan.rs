@@ -110,6 +110,58 @@ fn segments_without_a_recovery_point_are_refused_not_cut() {
     assert_eq!(read_all(&log), kept);
 }
 
+/// When the default open refuses (the recovery point is lost), it cuts nothing: `verify` and
+/// `stat` must not say "the next open cuts"; they show the cuts as what `RecoveryMode::Salvage`
+/// would make, and those are the cuts a salvage open then reports.
+#[test]
+fn a_refused_open_cuts_nothing_and_verify_and_stat_say_so() {
+    let src = tempfile::tempdir().unwrap();
+    let cfg = LogConfig::for_tests();
+    closed_log(src.path(), &cfg, 4);
+    let dir = tempfile::tempdir().unwrap();
+    for base in segment_bases(src.path()) {
+        fs::copy(seg_path(src.path(), base), seg_path(dir.path(), base)).unwrap();
+    }
+    let first = seg_path(dir.path(), 0);
+    let mut bytes = fs::read(&first).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&first, bytes).unwrap();
+
+    let plan = plan_of(dir.path(), RecoveryMode::FailOnCorruption).plan;
+    assert!(matches!(plan.verdict, Verdict::RecoveryPointLost(_)));
+    assert!(!plan.cuts.is_empty(), "{plan}");
+    assert_eq!(plan.cuts_made_in(), Some(RecoveryMode::Salvage));
+    let mut out = Vec::new();
+    assert!(!oncelog_cmd("verify", dir.path(), &mut out));
+    let verify = String::from_utf8_lossy(&out).into_owned();
+    let mut out = Vec::new();
+    assert!(oncelog_cmd("stat", dir.path(), &mut out));
+    let stat = String::from_utf8_lossy(&out).into_owned();
+    for (cmd, text) in [("verify", &verify), ("stat", &stat)] {
+        assert!(
+            !text.contains("the next open cuts") && !text.contains("  cut: "),
+            "{cmd} says the refused open cuts:\n{text}"
+        );
+        for c in &plan.cuts {
+            assert!(
+                text.contains(&format!("RecoveryMode::Salvage would cut {c}")),
+                "{cmd} does not show the salvage cut {c}:\n{text}"
+            );
+        }
+    }
+    assert!(matches!(
+        Log::open(dir.path(), cfg.clone()),
+        Err(Error::RecoveryPointLost { .. })
+    ));
+    let log = Log::open(dir.path(), salvage(&cfg)).unwrap();
+    assert_eq!(
+        log.recovery_report().cuts,
+        plan.cuts,
+        "salvage cuts what was shown"
+    );
+}
+
 /// A damaged recovery point (no valid slot) beside segments is the same refusal.
 #[test]
 fn a_damaged_recovery_point_is_refused() {

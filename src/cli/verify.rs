@@ -238,8 +238,21 @@ fn check_plan(ctx: &Ctx, findings: &mut Findings) {
             "{name}: leftover; the next open deletes it ({rule})"
         ));
     }
-    for c in &plan.cuts {
-        findings.warn(format!("the next open cuts {c}"));
+    // Cuts are made only by an open that succeeds: after a refusal, what salvage would cut.
+    match plan.cuts_made_in() {
+        Some(m) if m == plan.mode => {
+            for c in &plan.cuts {
+                findings.warn(format!("the next open cuts {c}"));
+            }
+        }
+        Some(m) => {
+            for c in &plan.cuts {
+                findings.warn(format!(
+                    "the next open refuses and cuts nothing; RecoveryMode::{m:?} would cut {c}"
+                ));
+            }
+        }
+        None => {}
     }
     for s in &plan.segments {
         let name = name_of(s.base);

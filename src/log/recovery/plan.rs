@@ -204,6 +204,18 @@ impl Plan {
     pub fn opens_writable(&self) -> bool {
         self.verdict == Verdict::Open
     }
+
+    /// The mode whose open makes [`Plan::cuts`]: the plan's own when it opens read-write;
+    /// `Salvage` when the only refusal is a lost recovery point (R13: the planner goes on as a
+    /// salvage would, to show what it would cut); `None` when open refuses (or opens
+    /// read-only) and nothing makes these cuts.
+    pub fn cuts_made_in(&self) -> Option<RecoveryMode> {
+        match self.verdict {
+            Verdict::Open => Some(self.mode),
+            Verdict::RecoveryPointLost(_) if !self.refused_again => Some(RecoveryMode::Salvage),
+            _ => None,
+        }
+    }
 }
 
 /// One segment as recovery sees it before it is opened for use.
@@ -852,8 +864,13 @@ impl fmt::Display for Plan {
         if let Some(start) = self.create_first {
             writeln!(f, "  create the first segment at offset {start} (R11)")?;
         }
+        let cut = match self.cuts_made_in() {
+            Some(m) if m == self.mode => "cut:".to_string(),
+            Some(m) => format!("open refuses; RecoveryMode::{m:?} would cut"),
+            None => "not cut (no read-write open):".to_string(),
+        };
         for c in &self.cuts {
-            writeln!(f, "  cut: {c}")?;
+            writeln!(f, "  {cut} {c}")?;
         }
         match &self.verdict {
             Verdict::Open => write!(
