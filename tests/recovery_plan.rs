@@ -185,8 +185,17 @@ fn a_damaged_recovery_point_is_refused() {
     assert_eq!(read_all(&log), all);
 }
 
+/// Removes every segment file of `d` (their index files stay, as orphans).
+fn remove_segments(d: &Path) {
+    for base in segment_bases(d) {
+        fs::remove_file(seg_path(d, base)).unwrap();
+    }
+}
+
 /// Every failure kind open can meet changes nothing on disk: the directory is hashed before
-/// and after (every file's name and bytes).
+/// and after (every file's name and bytes, the spare segment and `LOCK` included). A failed
+/// open of a directory without a `LOCK` file leaves none: it removes the one it created to
+/// hold the lock.
 #[test]
 fn a_failed_open_changes_nothing() {
     type Damage = fn(&Path);
@@ -221,6 +230,12 @@ fn a_failed_open_changes_nothing() {
             let bases = segment_bases(d);
             fs::remove_file(seg_path(d, *bases.last().unwrap())).unwrap();
         }),
+        ("recovery point with no segment (R9)", remove_segments),
+        ("garbage log-start-offset with no segment", |d| {
+            remove_segments(d);
+            write_recovery_point(d, 0);
+            fs::write(d.join("log-start-offset"), b"garbage garbage garbage").unwrap()
+        }),
     ];
     // No index entries: a trusted segment's load walks every batch, so damage anywhere in it is
     // seen at open.
@@ -241,10 +256,15 @@ fn a_failed_open_changes_nothing() {
             if !clean {
                 fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
             }
-            // A leftover temp file and an orphan index: open would delete both (R12), but not
-            // before it knows the whole plan succeeds.
+            // A leftover temp file, an orphan index and a spare segment: open would delete
+            // them (R12), but not before it knows the whole plan succeeds.
             fs::write(dir.path().join("producer-ids.tmp"), b"x").unwrap();
             fs::write(dir.path().join("99999999999999999999.index"), b"x").unwrap();
+            fs::write(dir.path().join(oncelog::log::SPARE_FILE), vec![0u8; 4096]).unwrap();
+            // With and without the lock file an earlier open left (a copied directory has none).
+            if !clean {
+                fs::remove_file(dir.path().join("LOCK")).unwrap();
+            }
             damage(dir.path());
             let before = snapshot_dir(dir.path());
             let result = Log::open(dir.path(), cfg.clone());

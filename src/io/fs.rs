@@ -91,20 +91,50 @@ impl Storage for RealStorage {
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join(LOCK_FILE))?;
-        match f.try_lock() {
-            Ok(()) => Ok(Box::new(RealLock(f))),
-            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "directory is locked",
-            )),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        let path = dir.join(LOCK_FILE);
+        // A holder may unlink the lock file before it lets go (a failed open removes the one it
+        // created). Whoever opened the file before that unlink then locks an inode no later
+        // open reaches, beside a holder of the new file: the lock counts only while the name
+        // still leads to the locked inode, else the name is opened again.
+        for _ in 0..LOCK_ATTEMPTS {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            match f.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "directory is locked",
+                    ))
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+            if still_named(&f, &path)? {
+                return Ok(Box::new(RealLock(f)));
+            }
         }
+        Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "the directory's lock file keeps being removed or replaced",
+        ))
+    }
+}
+
+/// How often `lock_dir` opens the lock file again when the file it locked lost its name.
+const LOCK_ATTEMPTS: usize = 8;
+
+/// Whether `path` still names the open file `f` (same device and inode).
+fn still_named(f: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = f.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(named) => Ok((named.dev(), named.ino()) == (held.dev(), held.ino())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -215,5 +245,36 @@ impl MapBacking for RealMap {
     fn populate(&self, offset: usize, len: usize) {
         // Best effort: older kernels answer EINVAL and the first write faults the page instead.
         let _ = self.0.advise_range(Advice::PopulateWrite, offset, len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lock file a failed open removes: whoever opened it before the removal must not
+    /// count its lock, and the next `lock_dir` locks a new file under the name.
+    #[test]
+    fn a_lock_on_a_removed_or_replaced_lock_file_does_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        let first = RealStorage.lock_dir(dir.path()).unwrap();
+        let early = File::open(&path).unwrap();
+        assert!(still_named(&early, &path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        drop(first);
+        // The late opener locks the unlinked inode: nobody else can, so it proves nothing.
+        early.try_lock().unwrap();
+        assert!(!still_named(&early, &path).unwrap());
+        let second = RealStorage.lock_dir(dir.path()).unwrap();
+        assert!(
+            !still_named(&early, &path).unwrap(),
+            "a new file has the name"
+        );
+        assert_eq!(
+            RealStorage.lock_dir(dir.path()).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        drop(second);
     }
 }

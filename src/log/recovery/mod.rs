@@ -41,6 +41,7 @@ use super::producers::{self, SnapshotLoad};
 use super::{Appender, Log, LogInner, SyncCursor, SyncState};
 use crate::config::{LogConfig, RecoveryMode};
 use crate::error::{Error, Result};
+use crate::io::fs::LOCK_FILE;
 use crate::io::Storage;
 use crate::segment::index::{IndexBuilder, IndexEntries};
 use crate::segment::load;
@@ -128,23 +129,35 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
     storage
         .create_dir_all(dir)
         .map_err(|e| Error::io("create log directory", dir, e))?;
+    let lock_path = dir.join(LOCK_FILE);
+    let lock_file_existed = storage.exists(&lock_path);
     let lock = storage.lock_dir(dir).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => Error::Locked(dir.to_path_buf()),
         _ => Error::io("lock log directory", dir, e),
     })?;
-
-    // Decide everything before changing anything: a plan that fails mutates nothing.
-    let facts = survey::read_dir_facts(storage, dir)?;
+    // Decide everything before changing anything: a plan that fails mutates nothing, not even
+    // the lock file, which this open removes again (still holding the lock) if it created it.
+    // Best effort: the plan's error is what the caller needs; a lock file left behind is empty
+    // and any later open reuses it.
+    let refuse = |e: Error| {
+        if !lock_file_existed {
+            let _ = storage.remove(&lock_path);
+        }
+        e
+    };
+    let facts = survey::read_dir_facts(storage, dir).map_err(refuse)?;
     let mut source = OpenSource {
         storage,
         dir,
         index_interval: config.index_interval_bytes,
     };
-    let mut plan = plan::plan(&facts, &mut source, config.recovery)?;
+    let mut plan = plan::plan(&facts, &mut source, config.recovery).map_err(refuse)?;
     let read_only = match (&plan.verdict, plan.error.take()) {
         (Verdict::Open, _) => false,
-        (Verdict::RecoveryPointLost(_), Some(e)) => return Err(e),
-        (_, Some(e)) if config.recovery != RecoveryMode::ReadOnlyOnCorruption => return Err(e),
+        (Verdict::RecoveryPointLost(_), Some(e)) => return Err(refuse(e)),
+        (_, Some(e)) if config.recovery != RecoveryMode::ReadOnlyOnCorruption => {
+            return Err(refuse(e))
+        }
         (_, _) => true,
     };
     assert_plan_consistent(&plan, &facts);
