@@ -823,3 +823,30 @@ fn verify_follows_a_transaction_across_segments_as_open_does() {
     let t = text(&oncelog(&["verify", arg(dir.path())]));
     assert!(t.contains("result: OK (0 warnings)"), "{t}");
 }
+
+/// A time index entry is the largest `max_timestamp` of the batches up to its batch (format.md),
+/// whatever the timestamps: all negative here. The appender that resumes a segment after a
+/// reopen used to start its running maximum at -1 (the empty tail's value), so the entries it
+/// wrote for negative timestamps said -1, and `verify` called the sealed segment's
+/// `.timeindex` wrong on a healthy log.
+#[test]
+fn negative_timestamps_index_the_same_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let stamped = |ts: i64| {
+        let mut b = oncelog::BatchBuilder::new();
+        b.push(ts, Some(b"k"), Some(b"v"));
+        b.build().unwrap()
+    };
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    log.append(&stamped(-1000)).unwrap();
+    log.close().unwrap();
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    log.append(&stamped(-900)).unwrap();
+    log.append(&stamped(-950)).unwrap();
+    log.roll().unwrap();
+    log.append(&stamped(-800)).unwrap();
+    log.close().unwrap();
+    let out = oncelog(&["verify", arg(dir.path())]);
+    let t = text(&out);
+    assert!(out.status.success() && !t.contains("WARNING"), "{t}");
+}
