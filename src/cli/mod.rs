@@ -190,11 +190,6 @@ impl Listing {
         v
     }
 
-    /// The file of `kind` for base offset `base`, if present.
-    pub fn find(&self, base: u64, kind: FileKind) -> Option<&DirFile> {
-        self.files.iter().find(|f| f.kind == Some((base, kind)))
-    }
-
     /// Files that are not segments.
     pub fn others(&self) -> impl Iterator<Item = &DirFile> {
         self.files
@@ -320,46 +315,4 @@ pub fn preview(bytes: Option<&[u8]>, max: usize) -> String {
             s
         }
     }
-}
-
-/// A segment's `.txnindex` as `dump` and `verify` find it.
-#[derive(Debug)]
-pub enum TxnFile {
-    Missing,
-    /// Present but not a valid file for this segment (read error, decode error, other base).
-    Damaged(String),
-    Decoded(oncelog::format::txn_index::SegmentTxnFile),
-}
-
-impl TxnFile {
-    /// Reads and decodes the `.txnindex` of the segment at `base` (never panics on its bytes).
-    pub fn read(listing: &Listing, base: u64) -> TxnFile {
-        let Some(f) = listing.find(base, FileKind::TxnIndex) else {
-            return TxnFile::Missing;
-        };
-        let bytes = match std::fs::read(&f.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return TxnFile::Missing,
-            Err(e) => return TxnFile::Damaged(format!("cannot read: {e}")),
-        };
-        match oncelog::format::txn_index::decode(&bytes) {
-            Err(e) => TxnFile::Damaged(format!("does not decode: {e}")),
-            Ok(d) if d.base_offset != base => TxnFile::Damaged(format!(
-                "holds base offset {}, not its name's",
-                d.base_offset
-            )),
-            Ok(d) => TxnFile::Decoded(d),
-        }
-    }
-}
-
-/// `producer 7 from offset 12, producer 9 from offset 40` (or `none`).
-pub fn fmt_open_txns(open: &[(u64, oncelog::ProducerId)]) -> String {
-    if open.is_empty() {
-        return "none".into();
-    }
-    open.iter()
-        .map(|(first, pid)| format!("producer {} from offset {first}", pid.0))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -18,11 +18,14 @@
 //! | R14 | `Salvage` meets R4/R6/R9/R13 or a gap below the rp    | keep the valid prefix, report every cut |
 //!
 //! Open computes the whole plan first (`plan.rs`, reading through `survey.rs`), then executes it;
-//! `inspect.rs` prints the same plan for `oncelog verify` and `oncelog stat`.
+//! `inspect.rs` computes the same plan for `oncelog verify` and `oncelog stat`, and `verify.rs`
+//! judges it and checks what open uses without reading it in full (for `oncelog verify` and
+//! the crash simulation).
 
 mod inspect;
 pub mod plan;
 pub mod survey;
+mod verify;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -34,6 +37,7 @@ pub use inspect::{inspect, inspect_at, BatchStart, Depth, Inspection, SegmentWal
 pub use plan::{Cut, Examined, Fate, Plan, Rule, SegmentStep, Verdict};
 use plan::{Loaded, LoadedIndex, Scanned, SegmentSource, TrustedFacts};
 use survey::ByteAccess;
+pub use verify::{verify, Findings, Verification};
 
 use super::checkpoints::{RecoveryPointFile, CLEAN_SHUTDOWN_FILE};
 use super::flush::Background;
