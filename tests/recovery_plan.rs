@@ -37,15 +37,16 @@ fn write_recovery_point(dir: &Path, offset: u64) {
     fs::write(dir.join("recovery-point"), bytes).unwrap();
 }
 
-/// The reproduction of the bug this file was written for: only the `.log` files of a log are
-/// copied (no recovery point), and 4 bytes in the middle of the first segment are flipped. Open
-/// used to read the missing checkpoint as "nothing synced", cut at the damage and delete every
-/// later segment, reporting no corruption, while `verify` said FAILED.
-#[test]
-fn segments_without_a_recovery_point_are_refused_not_cut() {
+/// A closed log of `segments` segments whose `.log` files alone are copied into a new
+/// directory (no checkpoint, no index), with `flip` bytes inverted in the middle of the first.
+/// Returns the copy, the original and every (offset, value) written.
+fn copied_segments_flipped(
+    cfg: &LogConfig,
+    segments: usize,
+    flip: usize,
+) -> (tempfile::TempDir, tempfile::TempDir, Vec<(u64, Vec<u8>)>) {
     let src = tempfile::tempdir().unwrap();
-    let cfg = LogConfig::for_tests();
-    let all = closed_log(src.path(), &cfg, 5);
+    let all = closed_log(src.path(), cfg, segments);
     let dir = tempfile::tempdir().unwrap();
     for base in segment_bases(src.path()) {
         fs::copy(seg_path(src.path(), base), seg_path(dir.path(), base)).unwrap();
@@ -53,10 +54,22 @@ fn segments_without_a_recovery_point_are_refused_not_cut() {
     let first = seg_path(dir.path(), 0);
     let mut bytes = fs::read(&first).unwrap();
     let mid = bytes.len() / 2;
-    for b in &mut bytes[mid..mid + 4] {
+    for b in &mut bytes[mid..mid + flip] {
         *b ^= 0xff;
     }
     fs::write(&first, bytes).unwrap();
+    (dir, src, all)
+}
+
+/// The reproduction of the bug this file was written for: only the `.log` files of a log are
+/// copied (no recovery point), and 4 bytes in the middle of the first segment are flipped. Open
+/// used to read the missing checkpoint as "nothing synced", cut at the damage and delete every
+/// later segment, reporting no corruption, while `verify` said FAILED.
+#[test]
+fn segments_without_a_recovery_point_are_refused_not_cut() {
+    let cfg = LogConfig::for_tests();
+    let (dir, src, all) = copied_segments_flipped(&cfg, 5, 4);
+    let first = seg_path(dir.path(), 0);
     let before = snapshot_dir(dir.path());
 
     for mode in [
@@ -115,18 +128,8 @@ fn segments_without_a_recovery_point_are_refused_not_cut() {
 /// would make, and those are the cuts a salvage open then reports.
 #[test]
 fn a_refused_open_cuts_nothing_and_verify_and_stat_say_so() {
-    let src = tempfile::tempdir().unwrap();
     let cfg = LogConfig::for_tests();
-    closed_log(src.path(), &cfg, 4);
-    let dir = tempfile::tempdir().unwrap();
-    for base in segment_bases(src.path()) {
-        fs::copy(seg_path(src.path(), base), seg_path(dir.path(), base)).unwrap();
-    }
-    let first = seg_path(dir.path(), 0);
-    let mut bytes = fs::read(&first).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    fs::write(&first, bytes).unwrap();
+    let (dir, _src, _) = copied_segments_flipped(&cfg, 4, 1);
 
     let plan = plan_of(dir.path(), RecoveryMode::FailOnCorruption).plan;
     assert!(matches!(plan.verdict, Verdict::RecoveryPointLost(_)));
