@@ -141,10 +141,14 @@ pub struct Listing {
 }
 
 impl Listing {
+    /// Every error names the directory (or the file) it is about.
     pub fn read(dir: &Path) -> std::io::Result<Listing> {
+        let named = |e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("list {}: {e}", dir.display()))
+        };
         let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
+        for entry in std::fs::read_dir(dir).map_err(named)? {
+            let entry = entry.map_err(named)?;
             // A live log's retention or snapshot rotation removes files under us.
             let meta = match entry.metadata() {
                 Ok(m) => m,

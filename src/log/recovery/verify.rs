@@ -225,8 +225,9 @@ fn check_plan(ctx: &Ctx, findings: &mut Findings) {
             _ => {}
         }
     }
-    // The marker must tell the truth about the log end it vouches for.
-    if let (Some(v), true) = (plan_marker(ctx), plan.clean) {
+    // The marker must tell the truth about the log end it vouches for (after a refusal the
+    // plan's end is the prefix before the damage, which the verdict already reports).
+    if let (Some(v), true, Verdict::Open) = (plan_marker(ctx), plan.clean, &plan.verdict) {
         if Some(v) != plan.log_end() {
             findings.error(format!(
                 "{}: says the log ends at {v} but its segments end at {}",
