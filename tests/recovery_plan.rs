@@ -657,3 +657,41 @@ fn a_torn_batch_in_a_non_last_segment_above_the_recovery_point_is_a_torn_end() {
     assert!(!snapshot.exists(), "the snapshot above the cut is removed");
     log.close().unwrap();
 }
+
+/// A gap above the recovery point: a non-last segment whose file ends early (its last batches
+/// never reached the disk, the later segment did) is kept up to its end and the later segment
+/// deleted (R8), as the paragraph after the decision table says; the same gap below the
+/// recovery point is R9 (`a_clean_open_finds_a_missing_middle_segment`).
+#[test]
+fn a_gap_between_segments_above_the_recovery_point_is_a_torn_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig::for_tests();
+    let all = closed_log(dir.path(), &cfg, 4);
+    fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
+    let bases = segment_bases(dir.path());
+    write_recovery_point(dir.path(), bases[2]);
+    let p = seg_path(dir.path(), bases[2]);
+    let bytes = fs::read(&p).unwrap();
+    let batches = fault::batches_in(&bytes);
+    let kept_to = batches[batches.len() / 2];
+    fs::write(&p, &bytes[..kept_to.pos]).unwrap();
+
+    let plan = plan_of(dir.path(), RecoveryMode::FailOnCorruption).plan;
+    assert_eq!(plan.verdict, Verdict::Open, "{plan}");
+    let last = plan.segments.last().unwrap();
+    assert_eq!((&last.fate, last.rule), (&recovery::Fate::Delete, Rule::R8));
+    let mut out = Vec::new();
+    let ok = oncelog_verify(dir.path(), &mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(ok && !out.contains("ERROR"), "{out}");
+
+    let log = Log::open(dir.path(), cfg).unwrap();
+    assert_eq!(log.recovery_report().cuts, plan.cuts);
+    assert_eq!(log.log_end_offset().0, kept_to.base_offset);
+    let kept: Vec<_> = all
+        .iter()
+        .filter(|(o, _)| *o < kept_to.base_offset)
+        .cloned()
+        .collect();
+    assert_eq!(read_all(&log), kept);
+}
