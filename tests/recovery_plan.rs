@@ -18,6 +18,9 @@ use oncelog::io::fs::RealStorage;
 use oncelog::log::recovery::{self, Rule, Verdict};
 use oncelog::{Error, Log, LogConfig, RecoveryMode};
 
+/// Every (offset, value) of a log, as `read_all` returns them.
+type Records = Vec<(u64, Vec<u8>)>;
+
 fn salvage(cfg: &LogConfig) -> LogConfig {
     LogConfig {
         recovery: RecoveryMode::Salvage,
@@ -44,7 +47,7 @@ fn copied_segments_flipped(
     cfg: &LogConfig,
     segments: usize,
     flip: usize,
-) -> (tempfile::TempDir, tempfile::TempDir, Vec<(u64, Vec<u8>)>) {
+) -> (tempfile::TempDir, tempfile::TempDir, Records) {
     let src = tempfile::tempdir().unwrap();
     let all = closed_log(src.path(), cfg, segments);
     let dir = tempfile::tempdir().unwrap();
@@ -186,6 +189,23 @@ fn a_damaged_recovery_point_is_refused() {
     let log = Log::open(dir2.path(), cfg).unwrap();
     assert!(log.recovery_report().clean_shutdown);
     assert_eq!(read_all(&log), all);
+}
+
+/// A closed log of at least `segments` segments (`LogConfig::for_tests`) made unclean (no
+/// clean-shutdown marker) with the recovery point at the base of its segment `rp_at`: that
+/// segment and the later ones are scanned. Returns the directory, every record and the bases.
+fn unclean_log(segments: usize, rp_at: usize) -> (tempfile::TempDir, Records, Vec<u64>) {
+    let dir = tempfile::tempdir().unwrap();
+    let all = closed_log(dir.path(), &LogConfig::for_tests(), segments);
+    fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
+    let bases = segment_bases(dir.path());
+    write_recovery_point(dir.path(), bases[rp_at]);
+    (dir, all, bases)
+}
+
+/// The records of `all` below offset `end`.
+fn below(all: &[(u64, Vec<u8>)], end: u64) -> Records {
+    all.iter().filter(|(o, _)| *o < end).cloned().collect()
 }
 
 /// Removes every segment file of `d` (their index files stay, as orphans).
@@ -365,13 +385,9 @@ fn a_clean_open_finds_a_missing_middle_segment() {
 /// its index files may be empty (a power cut during the seal): open rewrites them.
 #[test]
 fn a_scanned_sealed_segment_gets_its_index_files_rewritten() {
-    let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig::for_tests();
-    let all = closed_log(dir.path(), &cfg, 4);
-    fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
-    let bases = segment_bases(dir.path());
     // The recovery point stands at the second segment's base: the second and later are scanned.
-    write_recovery_point(dir.path(), bases[1]);
+    let (dir, all, bases) = unclean_log(4, 1);
     fs::write(index_path(dir.path(), bases[1]), b"").unwrap();
     fs::write(timeindex_path(dir.path(), bases[1]), b"").unwrap();
     let log = Log::open(dir.path(), cfg.clone()).unwrap();
@@ -542,20 +558,16 @@ fn salvage_of_a_recovery_point_past_the_end_leaves_a_log_the_default_mode_opens(
 /// every overlap damage; the sync-lane power-loss sweep found it.)
 #[test]
 fn an_overlapping_segment_above_the_recovery_point_is_a_torn_end() {
-    let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig::for_tests();
-    let all = closed_log(dir.path(), &cfg, 3);
-    fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
-    let bases = segment_bases(dir.path());
+    let (dir, all, bases) = unclean_log(3, 1);
     let last = *bases.last().unwrap();
     fs::remove_file(seg_path(dir.path(), last)).unwrap();
     let _ = fs::remove_file(index_path(dir.path(), last));
     let _ = fs::remove_file(timeindex_path(dir.path(), last));
-    let kept: Vec<_> = all.iter().filter(|(o, _)| *o < last).cloned().collect();
+    let kept = below(&all, last);
     // A stale file named inside the previous segment's range.
     let stale = seg_path(dir.path(), last - 1);
     fs::write(&stale, vec![0u8; 4096]).unwrap();
-    write_recovery_point(dir.path(), bases[1]);
     let log = Log::open(dir.path(), cfg).unwrap();
     assert_eq!(read_all(&log), kept);
     let report = log.recovery_report();
@@ -593,11 +605,11 @@ fn a_torn_batch_in_a_non_last_segment_above_the_recovery_point_is_a_torn_end() {
     }
     let all = read_all(&log);
     log.close().unwrap();
+    // Segments 0 and 1 are synced; segment 2 is scanned and holds a torn batch in its middle.
     fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
     let bases = segment_bases(dir.path());
+    write_recovery_point(dir.path(), bases[2]);
     let (torn_seg, last) = (bases[2], bases[3]);
-    // Segments 0 and 1 are synced; segment 2 is scanned and holds a torn batch in its middle.
-    write_recovery_point(dir.path(), torn_seg);
     let p = seg_path(dir.path(), torn_seg);
     let mut bytes = fs::read(&p).unwrap();
     let batches = fault::batches_in(&bytes);
@@ -648,12 +660,7 @@ fn a_torn_batch_in_a_non_last_segment_above_the_recovery_point_is_a_torn_end() {
     );
     assert!(report.cuts[0].offsets.0 >= report.checkpoint_recovery_point);
     assert_eq!(log.log_end_offset().0, torn.base_offset);
-    let kept: Vec<_> = all
-        .iter()
-        .filter(|(o, _)| *o < torn.base_offset)
-        .cloned()
-        .collect();
-    assert_eq!(read_all(&log), kept);
+    assert_eq!(read_all(&log), below(&all, torn.base_offset));
     assert!(!snapshot.exists(), "the snapshot above the cut is removed");
     log.close().unwrap();
 }
@@ -664,12 +671,8 @@ fn a_torn_batch_in_a_non_last_segment_above_the_recovery_point_is_a_torn_end() {
 /// recovery point is R9 (`a_clean_open_finds_a_missing_middle_segment`).
 #[test]
 fn a_gap_between_segments_above_the_recovery_point_is_a_torn_end() {
-    let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig::for_tests();
-    let all = closed_log(dir.path(), &cfg, 4);
-    fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
-    let bases = segment_bases(dir.path());
-    write_recovery_point(dir.path(), bases[2]);
+    let (dir, all, bases) = unclean_log(4, 2);
     let p = seg_path(dir.path(), bases[2]);
     let bytes = fs::read(&p).unwrap();
     let batches = fault::batches_in(&bytes);
@@ -688,10 +691,5 @@ fn a_gap_between_segments_above_the_recovery_point_is_a_torn_end() {
     let log = Log::open(dir.path(), cfg).unwrap();
     assert_eq!(log.recovery_report().cuts, plan.cuts);
     assert_eq!(log.log_end_offset().0, kept_to.base_offset);
-    let kept: Vec<_> = all
-        .iter()
-        .filter(|(o, _)| *o < kept_to.base_offset)
-        .cloned()
-        .collect();
-    assert_eq!(read_all(&log), kept);
+    assert_eq!(read_all(&log), below(&all, kept_to.base_offset));
 }
