@@ -96,7 +96,14 @@ impl Storage for RealStorage {
         // created). Whoever opened the file before that unlink then locks an inode no later
         // open reaches, beside a holder of the new file: the lock counts only while the name
         // still leads to the locked inode, else the name is opened again.
-        for _ in 0..LOCK_ATTEMPTS {
+        // A lock held by a child process between its fork and its exec lets go within
+        // milliseconds: every child any thread of this process spawns meanwhile inherits the
+        // descriptor (close-on-exec closes it only at the exec), so a log closed and reopened
+        // while another thread spawns a process could find its own lock still held. A held
+        // lock is tried again for a short while before it is reported.
+        let mut held_waits = 0;
+        let mut attempt = 0;
+        while attempt < LOCK_ATTEMPTS {
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -105,6 +112,12 @@ impl Storage for RealStorage {
                 .open(&path)?;
             match f.try_lock() {
                 Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) if held_waits < LOCK_HELD_WAITS => {
+                    drop(f);
+                    held_waits += 1;
+                    std::thread::sleep(LOCK_HELD_WAIT);
+                    continue;
+                }
                 Err(std::fs::TryLockError::WouldBlock) => {
                     return Err(io::Error::new(
                         io::ErrorKind::WouldBlock,
@@ -116,6 +129,7 @@ impl Storage for RealStorage {
             if still_named(&f, &path)? {
                 return Ok(Box::new(RealLock(f)));
             }
+            attempt += 1;
         }
         Err(io::Error::new(
             io::ErrorKind::WouldBlock,
@@ -126,6 +140,9 @@ impl Storage for RealStorage {
 
 /// How often `lock_dir` opens the lock file again when the file it locked lost its name.
 const LOCK_ATTEMPTS: usize = 8;
+/// How long `lock_dir` waits for a held lock before it reports it: 25 waits of 2 ms.
+const LOCK_HELD_WAITS: usize = 25;
+const LOCK_HELD_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Whether `path` still names the open file `f` (same device and inode).
 fn still_named(f: &File, path: &Path) -> io::Result<bool> {
@@ -276,5 +293,26 @@ mod tests {
             io::ErrorKind::WouldBlock
         );
         drop(second);
+    }
+
+    /// A lock let go of within a few milliseconds (a forked child's inherited descriptor,
+    /// closed at its exec) is taken; one held on is still reported as held.
+    #[test]
+    fn a_lock_released_soon_is_taken_and_one_held_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = RealStorage.lock_dir(dir.path()).unwrap();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            drop(held);
+        });
+        let taken = RealStorage.lock_dir(dir.path()).unwrap();
+        releaser.join().unwrap();
+        let start = std::time::Instant::now();
+        assert_eq!(
+            RealStorage.lock_dir(dir.path()).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        drop(taken);
     }
 }
