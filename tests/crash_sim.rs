@@ -17,15 +17,18 @@
 //! is dropped without clean steps (`simulate_crash`) and the machine dies (`PowerLoss` with a
 //! per-state PRNG seed, or `Process`).
 //!
-//! After every crash the log is reopened and must: open without a corruption error; have
+//! After every crash `recovery::verify` judges the directory (the plan `oncelog verify` and
+//! `stat` print, and verify's checks of records, index files, snapshots and `.txnindex`), and
+//! the log is reopened and must: reach the plan's verdict, cuts and end, with verify reporting
+//! no error (what open repairs or ignores is a warning at most); open without a corruption error; have
 //! `last synced end <= recovered end <= written end` (and `== written end` after a process
 //! crash); hold a contiguous, checksum-valid prefix equal to the model from its log start, which
 //! never regresses; pass `check_invariants`; have a producer table equal to a fresh replay of the
 //! log (INV-9; with retention only a superset); answer a retry of each of a producer's last five
 //! surviving batches as a duplicate with the original offsets (INV-10); accept the next batch of
 //! every producer; hand out, for every bumped producer, an epoch strictly above every epoch
-//! returned before the crash; and after more appends and a clean close, reopen with no scan
-//! and hand out higher epochs again (also for the writing producers, above their epoch 0).
+//! returned before the crash; and after more appends and a clean close, leave verify nothing
+//! to report (no error, no warning), reopen with no scan and hand out higher epochs again (also for the writing producers, above their epoch 0).
 //!
 //! The background sealer runs seals on its own thread, so operation order is not perfectly
 //! reproducible; a failing case prints its seed, variant and `k`, and `ONCELOG_SEED=<seed>`
@@ -495,12 +498,24 @@ fn crash_and_verify(run: Run, mode: CrashMode, crash_seed: u64, what: &str) {
     crash(log, &sim, mode, crash_seed);
     let ctx = |msg: String| format!("{what} crash {mode:?} crash-seed {crash_seed}: {msg}");
     // What verify and stat print: the plan open is about to execute, by the same planner over a
-    // scan of every byte. Open and it must reach one verdict and make the same cuts.
-    let inspection = oncelog::log::recovery::inspect(&sim, &dir(), cfg.recovery)
-        .unwrap_or_else(|e| panic!("{}", ctx(format!("inspect: {e}"))));
+    // scan of every byte. Open and it must reach one verdict and make the same cuts, and
+    // verify's checks beyond the plan (records, index files, producer snapshots, .txnindex)
+    // must not call broken a state that open recovers: what open repairs or ignores is a
+    // warning at most.
+    let verification = oncelog::log::recovery::verify(&sim, &dir(), cfg.recovery)
+        .unwrap_or_else(|e| panic!("{}", ctx(format!("verify: {e}"))));
+    let inspection = &verification.inspection;
     let log = match Log::open(dir(), cfg.clone()) {
         Ok(log) => {
             let plan = &inspection.plan;
+            assert!(
+                verification.findings.errors.is_empty(),
+                "{}",
+                ctx(format!(
+                    "open recovers, verify says broken: {:?}\n{plan}",
+                    verification.findings.errors
+                ))
+            );
             assert_eq!(
                 plan.verdict,
                 oncelog::log::recovery::Verdict::Open,
@@ -711,9 +726,17 @@ fn crash_and_verify(run: Run, mode: CrashMode, crash_seed: u64, what: &str) {
     // After recovery and a clean close, nothing is left for an open to repair: no index file
     // is stale or empty (a power cut during a seal used to leave one that recovery kept), no
     // cut, no leftover.
-    let inspection = oncelog::log::recovery::inspect(&sim, &dir(), cfg.recovery)
-        .unwrap_or_else(|e| panic!("{}", ctx(format!("inspect after close: {e}"))));
-    let plan = &inspection.plan;
+    let verification = oncelog::log::recovery::verify(&sim, &dir(), cfg.recovery)
+        .unwrap_or_else(|e| panic!("{}", ctx(format!("verify after close: {e}"))));
+    let plan = &verification.inspection.plan;
+    assert!(
+        verification.findings.errors.is_empty() && verification.findings.warnings.is_empty(),
+        "{}",
+        ctx(format!(
+            "verify after a clean close: {:?}",
+            verification.findings
+        ))
+    );
     assert!(
         plan.clean
             && plan.cuts.is_empty()

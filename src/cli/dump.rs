@@ -19,12 +19,10 @@ use std::process::ExitCode;
 
 use oncelog::format::control::{Marker, MarkerKind};
 use oncelog::format::file_name::FileKind;
-use oncelog::format::txn_index::OpenTxns;
+use oncelog::format::txn_index::{fmt_open_txns, OpenTxns};
+use oncelog::log::TxnFile;
 
-use super::{
-    classify_tail, fmt_open_txns, one_dir, parse_args, preview, walk, CliResult, Listing, Step,
-    Tail, TxnFile,
-};
+use super::{classify_tail, one_dir, parse_args, preview, walk, CliResult, Listing, Step, Tail};
 
 pub fn main(args: &[String]) -> CliResult {
     let (flags, positional) = parse_args(args, &["--records"])?;
@@ -159,7 +157,7 @@ pub fn dump(dir: &Path, records: bool, out: &mut impl Write) -> std::io::Result<
             expected.saturating_sub(1).max(base),
             bytes.len()
         )?;
-        let file = TxnFile::read(&listing, base);
+        let file = TxnFile::read(&oncelog::io::fs::RealStorage, dir, base);
         dump_txn_file(&file, out)?;
         // Seed: the predecessor's end; for the first segment its file's open_at_base.
         let (seed, known) = match (i, open.take(), &file) {

@@ -141,10 +141,14 @@ pub struct Listing {
 }
 
 impl Listing {
+    /// Every error names the directory (or the file) it is about.
     pub fn read(dir: &Path) -> std::io::Result<Listing> {
+        let named = |e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("list {}: {e}", dir.display()))
+        };
         let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
+        for entry in std::fs::read_dir(dir).map_err(named)? {
+            let entry = entry.map_err(named)?;
             // A live log's retention or snapshot rotation removes files under us.
             let meta = match entry.metadata() {
                 Ok(m) => m,
@@ -188,11 +192,6 @@ impl Listing {
             .collect();
         v.sort_by_key(|f| f.kind.map_or(0, |(o, _)| o));
         v
-    }
-
-    /// The file of `kind` for base offset `base`, if present.
-    pub fn find(&self, base: u64, kind: FileKind) -> Option<&DirFile> {
-        self.files.iter().find(|f| f.kind == Some((base, kind)))
     }
 
     /// Files that are not segments.
@@ -320,46 +319,4 @@ pub fn preview(bytes: Option<&[u8]>, max: usize) -> String {
             s
         }
     }
-}
-
-/// A segment's `.txnindex` as `dump` and `verify` find it.
-#[derive(Debug)]
-pub enum TxnFile {
-    Missing,
-    /// Present but not a valid file for this segment (read error, decode error, other base).
-    Damaged(String),
-    Decoded(oncelog::format::txn_index::SegmentTxnFile),
-}
-
-impl TxnFile {
-    /// Reads and decodes the `.txnindex` of the segment at `base` (never panics on its bytes).
-    pub fn read(listing: &Listing, base: u64) -> TxnFile {
-        let Some(f) = listing.find(base, FileKind::TxnIndex) else {
-            return TxnFile::Missing;
-        };
-        let bytes = match std::fs::read(&f.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return TxnFile::Missing,
-            Err(e) => return TxnFile::Damaged(format!("cannot read: {e}")),
-        };
-        match oncelog::format::txn_index::decode(&bytes) {
-            Err(e) => TxnFile::Damaged(format!("does not decode: {e}")),
-            Ok(d) if d.base_offset != base => TxnFile::Damaged(format!(
-                "holds base offset {}, not its name's",
-                d.base_offset
-            )),
-            Ok(d) => TxnFile::Decoded(d),
-        }
-    }
-}
-
-/// `producer 7 from offset 12, producer 9 from offset 40` (or `none`).
-pub fn fmt_open_txns(open: &[(u64, oncelog::ProducerId)]) -> String {
-    if open.is_empty() {
-        return "none".into();
-    }
-    open.iter()
-        .map(|(first, pid)| format!("producer {} from offset {first}", pid.0))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -42,6 +42,9 @@ pub enum DecodeError {
     Zeroes,
     /// An entry of a producer-state snapshot is malformed (index counts from 0).
     BadSnapshotEntry { index: u64, reason: &'static str },
+    /// The segment file starting at `base` does not continue the chain of segments: the one
+    /// before it ends at `prev_end` (offsets missing when `base > prev_end`, else overlapping).
+    SegmentChain { base: u64, prev_end: u64 },
 }
 
 impl fmt::Display for DecodeError {
@@ -70,6 +73,15 @@ impl fmt::Display for DecodeError {
             DecodeError::BadSnapshotEntry { index, reason } => {
                 write!(f, "producer snapshot entry {index}: {reason}")
             }
+            DecodeError::SegmentChain { base, prev_end } => write!(
+                f,
+                "segment starts at offset {base} but the previous one ends at {prev_end} ({})",
+                if base > prev_end {
+                    "offsets missing"
+                } else {
+                    "offsets overlap"
+                }
+            ),
         }
     }
 }

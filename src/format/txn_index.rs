@@ -44,6 +44,18 @@ pub const ABORTED_ENTRY_SIZE: usize = 32;
 /// Transactions open at a point of the log: `(first offset, producer)`, ascending.
 pub type OpenTxns = Vec<(u64, ProducerId)>;
 
+/// `producer 7 from offset 12, producer 9 from offset 40` (or `none`): how `oncelog dump` and
+/// `verify` print a set of open transactions.
+pub fn fmt_open_txns(open: &[(u64, ProducerId)]) -> String {
+    if open.is_empty() {
+        return "none".into();
+    }
+    open.iter()
+        .map(|(first, pid)| format!("producer {} from offset {first}", pid.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What a `.txnindex` file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SegmentTxnFile {

@@ -104,20 +104,67 @@ impl Storage for RealStorage {
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join(LOCK_FILE))?;
-        match f.try_lock() {
-            Ok(()) => Ok(Box::new(RealLock(f))),
-            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "directory is locked",
-            )),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        let path = dir.join(LOCK_FILE);
+        // A holder may unlink the lock file before it lets go (a failed open removes the one it
+        // created). Whoever opened the file before that unlink then locks an inode no later
+        // open reaches, beside a holder of the new file: the lock counts only while the name
+        // still leads to the locked inode, else the name is opened again.
+        // A lock held by a child process between its fork and its exec lets go within
+        // milliseconds: every child any thread of this process spawns meanwhile inherits the
+        // descriptor (close-on-exec closes it only at the exec), so a log closed and reopened
+        // while another thread spawns a process could find its own lock still held. A held
+        // lock is tried again for a short while before it is reported.
+        let mut held_waits = 0;
+        let mut attempt = 0;
+        while attempt < LOCK_ATTEMPTS {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            match f.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) if held_waits < LOCK_HELD_WAITS => {
+                    drop(f);
+                    held_waits += 1;
+                    std::thread::sleep(LOCK_HELD_WAIT);
+                    continue;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "directory is locked",
+                    ))
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+            if still_named(&f, &path)? {
+                return Ok(Box::new(RealLock(f)));
+            }
+            attempt += 1;
         }
+        Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "the directory's lock file keeps being removed or replaced",
+        ))
+    }
+}
+
+/// How often `lock_dir` opens the lock file again when the file it locked lost its name.
+const LOCK_ATTEMPTS: usize = 8;
+/// How long `lock_dir` waits for a held lock before it reports it: 25 waits of 2 ms.
+const LOCK_HELD_WAITS: usize = 25;
+const LOCK_HELD_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Whether `path` still names the open file `f` (same device and inode).
+fn still_named(f: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = f.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(named) => Ok((named.dev(), named.ino()) == (held.dev(), held.ino())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -228,5 +275,57 @@ impl MapBacking for RealMap {
     fn populate(&self, offset: usize, len: usize) {
         // Best effort: older kernels answer EINVAL and the first write faults the page instead.
         let _ = self.0.advise_range(Advice::PopulateWrite, offset, len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lock file a failed open removes: whoever opened it before the removal must not
+    /// count its lock, and the next `lock_dir` locks a new file under the name.
+    #[test]
+    fn a_lock_on_a_removed_or_replaced_lock_file_does_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        let first = RealStorage.lock_dir(dir.path()).unwrap();
+        let early = File::open(&path).unwrap();
+        assert!(still_named(&early, &path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        drop(first);
+        // The late opener locks the unlinked inode: nobody else can, so it proves nothing.
+        early.try_lock().unwrap();
+        assert!(!still_named(&early, &path).unwrap());
+        let second = RealStorage.lock_dir(dir.path()).unwrap();
+        assert!(
+            !still_named(&early, &path).unwrap(),
+            "a new file has the name"
+        );
+        assert_eq!(
+            RealStorage.lock_dir(dir.path()).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        drop(second);
+    }
+
+    /// A lock let go of within a few milliseconds (a forked child's inherited descriptor,
+    /// closed at its exec) is taken; one held on is still reported as held.
+    #[test]
+    fn a_lock_released_soon_is_taken_and_one_held_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = RealStorage.lock_dir(dir.path()).unwrap();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            drop(held);
+        });
+        let taken = RealStorage.lock_dir(dir.path()).unwrap();
+        releaser.join().unwrap();
+        let start = std::time::Instant::now();
+        assert_eq!(
+            RealStorage.lock_dir(dir.path()).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        drop(taken);
     }
 }

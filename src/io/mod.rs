@@ -55,7 +55,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Makes creates, renames and removes in `dir` durable (fsync of the directory).
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Takes the exclusive lock on `dir`; `ErrorKind::WouldBlock` if someone else holds it.
-    /// The lock is released when the guard drops.
+    /// The lock is released when the guard drops. The holder may remove the lock file before
+    /// it lets go (an open whose plan fails removes the one it created, docs/recovery.md): an
+    /// implementation must not grant a lock on a file that no longer has the lock file's name.
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>>;
     /// An identifier of the current boot of the machine (or simulated machine), `None` if it
     /// cannot be known. A replica compares it with the one recorded by its previous life: the

@@ -59,7 +59,9 @@ pub use read::Fetch;
 pub use recovery::RecoveryReport;
 pub use retention::RetentionOutcome;
 pub use spare::{RollStats, SPARE_FILE};
-pub use txns::{rebuild_segment_txns, CommittedRecord, IsolatedFetch, Isolation, TxnIndexLoad};
+pub use txns::{
+    rebuild_segment_txns, CommittedRecord, IsolatedFetch, Isolation, TxnFile, TxnIndexLoad,
+};
 
 use checkpoints::RecoveryPointFile;
 use flush::Background;

@@ -253,7 +253,7 @@ fn prefix_max_timestamp(prefix: &[u8]) -> i64 {
     walk_headers(prefix)
         .map(|h| h.max_timestamp)
         .max()
-        .unwrap_or(-1)
+        .unwrap_or(i64::MIN)
 }
 
 fn last_append_ms(prefix: &[u8]) -> i64 {

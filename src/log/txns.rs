@@ -216,18 +216,45 @@ pub(super) fn read_files(
 ) -> HashMap<u64, SegmentTxnFile> {
     let mut out = HashMap::new();
     for &base in bases {
-        let path = segment_path(dir, base, FileKind::TxnIndex);
-        let file = storage
-            .open(&path, OpenMode::Existing)
-            .and_then(|f| f.read_all())
-            .ok()
-            .and_then(|b| txn_index::decode(&b).ok())
-            .filter(|f| f.base_offset == base);
-        if let Some(f) = file {
+        if let TxnFile::Decoded(f) = TxnFile::read(storage, dir, base) {
             out.insert(base, f);
         }
     }
     out
+}
+
+/// A segment's `.txnindex` as found on disk (open, `oncelog dump` and `oncelog verify` read it
+/// through [`TxnFile::read`]).
+#[derive(Debug)]
+pub enum TxnFile {
+    Missing,
+    /// Present but not a valid file for this segment (read error, decode error, other base).
+    Damaged(String),
+    Decoded(SegmentTxnFile),
+}
+
+impl TxnFile {
+    /// Reads and decodes the `.txnindex` of the segment at `base` in `dir` (never panics on its
+    /// bytes). A file that vanishes meanwhile is missing.
+    pub fn read(storage: &dyn Storage, dir: &Path, base: u64) -> TxnFile {
+        let path = segment_path(dir, base, FileKind::TxnIndex);
+        let bytes = match storage
+            .open(&path, OpenMode::Existing)
+            .and_then(|f| f.read_all())
+        {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return TxnFile::Missing,
+            Err(e) => return TxnFile::Damaged(format!("cannot read: {e}")),
+        };
+        match txn_index::decode(&bytes) {
+            Err(e) => TxnFile::Damaged(format!("does not decode: {e}")),
+            Ok(d) if d.base_offset != base => TxnFile::Damaged(format!(
+                "holds base offset {}, not its name's",
+                d.base_offset
+            )),
+            Ok(d) => TxnFile::Decoded(d),
+        }
+    }
 }
 
 /// What the open pass did.

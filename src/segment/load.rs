@@ -69,7 +69,7 @@ fn from_index_files(storage: &dyn Storage, dir: &Path, base: u64, bytes: &[u8]) 
     let mut next = start_offset;
     let mut last_crc = 0;
     let mut tail = SegmentTail::empty(base);
-    tail.max_timestamp = entries.times.last().map_or(-1, |t| t.timestamp);
+    tail.max_timestamp = entries.times.last().map_or(i64::MIN, |t| t.timestamp);
     while pos < bytes.len() {
         let rest = bytes.get(pos..).unwrap_or(&[]);
         // Not a clean tail: the full scan decides between an untrimmed zero tail (R7) and
@@ -177,11 +177,7 @@ pub fn tail_of(base: u64, out: &ScanOutcome, bytes: &[u8]) -> SegmentTail {
     let first_append_ms = BatchView::parse(bytes).map_or(-1, |(v, _)| v.header().append_timestamp);
     let tail = SegmentTail {
         next_offset: out.next_offset,
-        max_timestamp: if out.batch_count == 0 {
-            -1
-        } else {
-            out.max_timestamp
-        },
+        max_timestamp: out.max_timestamp,
         first_append_ms: if out.batch_count == 0 {
             -1
         } else {

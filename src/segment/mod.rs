@@ -40,6 +40,10 @@ use index::{IndexEntries, SegmentIndex};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentTail {
     pub next_offset: u64,
+    /// The largest client `max_timestamp` of the segment's batches; `i64::MIN` when it has
+    /// none. An appender resuming the segment continues its time index from this running
+    /// maximum, so it must be the batches' own (a -1 here once turned every later entry for
+    /// negative timestamps into -1, unlike the entries a scan builds).
     pub max_timestamp: i64,
     pub first_append_ms: i64,
     pub last_append_ms: i64,
@@ -49,7 +53,7 @@ impl SegmentTail {
     pub fn empty(base_offset: u64) -> Self {
         SegmentTail {
             next_offset: base_offset,
-            max_timestamp: -1,
+            max_timestamp: i64::MIN,
             first_append_ms: -1,
             last_append_ms: -1,
         }
@@ -557,9 +561,9 @@ impl Segment {
             return Err(Damage {
                 path: segment_path(dir, d.next_offset, FileKind::Log),
                 position: 0,
-                reason: DecodeError::BadField {
-                    field: "segment base offset",
-                    value: d.next_offset as i64,
+                reason: DecodeError::SegmentChain {
+                    base: d.next_offset,
+                    prev_end: loaded.tail.next_offset,
                 },
             });
         }

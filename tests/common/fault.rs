@@ -129,18 +129,18 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// Name -> contents of every regular file in `dir` except the lock file.
 pub fn snapshot_dir(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    // Every regular file, the spare segment (`spare-segment.tmp`) and `LOCK` included: an open
+    // that fails or opens read-only removes no leftover (R12 runs only once a read-write plan
+    // succeeds) and leaves no lock file it did not find.
     fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
-        // Not the spare segment a crashed log leaves: not log data, and open deletes it first
-        // (row R12), even when it then fails.
-        .filter(|e| e.file_type().unwrap().is_file() && e.file_name() != oncelog::log::SPARE_FILE)
+        .filter(|e| e.file_type().unwrap().is_file())
         .map(|e| {
             (
                 e.file_name().into_string().unwrap(),
                 fs::read(e.path()).unwrap(),
             )
         })
-        .filter(|(n, _)| n != "LOCK")
         .collect()
 }

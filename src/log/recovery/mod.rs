@@ -10,7 +10,7 @@
 //! | R6  | scan stops below the recovery point                  | corruption: fail / read-only    |
 //! | R7  | every offset up to the next segment is present (trusted or scanned), only zeros or junk of a failed write follow | crash during seal: keep, re-seal |
 //! | R8  | scan stops at or past the recovery point otherwise   | torn tail: truncate here, delete later segments |
-//! | R9  | recovery point beyond the recovered end              | corruption (synced data missing) |
+//! | R9  | recovery point beyond the recovered end, or a gap/overlap between segments below it | corruption (synced data missing) |
 //! | R10 | segments entirely below the log start checkpoint     | delete (crash during retention) |
 //! | R11 | no segments                                          | create an empty one at log start |
 //! | R12 | temp files, index files without a `.log`             | delete (once the plan succeeds) |
@@ -18,11 +18,14 @@
 //! | R14 | `Salvage` meets R4/R6/R9/R13 or a gap below the rp    | keep the valid prefix, report every cut |
 //!
 //! Open computes the whole plan first (`plan.rs`, reading through `survey.rs`), then executes it;
-//! `inspect.rs` prints the same plan for `oncelog verify` and `oncelog stat`.
+//! `inspect.rs` computes the same plan for `oncelog verify` and `oncelog stat`, and `verify.rs`
+//! judges it and checks what open uses without reading it in full (for `oncelog verify` and
+//! the crash simulation).
 
 mod inspect;
 pub mod plan;
 pub mod survey;
+mod verify;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -34,6 +37,7 @@ pub use inspect::{inspect, inspect_at, BatchStart, Depth, Inspection, SegmentWal
 pub use plan::{Cut, Examined, Fate, Plan, Rule, SegmentStep, Verdict};
 use plan::{Loaded, LoadedIndex, Scanned, SegmentSource, TrustedFacts};
 use survey::ByteAccess;
+pub use verify::{verify, Findings, Verification};
 
 use super::checkpoints::{RecoveryPointFile, CLEAN_SHUTDOWN_FILE};
 use super::flush::Background;
@@ -41,6 +45,7 @@ use super::producers::{self, SnapshotLoad};
 use super::{Appender, Log, LogInner, SyncCursor, SyncState};
 use crate::config::{LogConfig, RecoveryMode};
 use crate::error::{Error, Result};
+use crate::io::fs::LOCK_FILE;
 use crate::io::Storage;
 use crate::segment::index::{IndexBuilder, IndexEntries};
 use crate::segment::load;
@@ -73,8 +78,11 @@ pub struct RecoveryReport {
     pub segments_deleted: usize,
     /// Set when the log was opened read-only because of corruption.
     pub corruption: Option<String>,
-    /// Segments existed but the recovery-point checkpoint had no valid slot: every segment was
-    /// treated as unsynced, so damage in it could only be reported as a torn tail.
+    /// Only in `RecoveryMode::Salvage`: segments existed beside a missing recovery point (or one
+    /// with no valid slot) and no clean-shutdown marker vouched for them, so every segment was
+    /// treated as unsynced and the longest valid prefix kept; each cut is in `cuts` with the
+    /// rule `salvage`. Every other mode refuses that directory with `Error::RecoveryPointLost`
+    /// (row R13) and this is never set.
     pub recovery_point_missing: bool,
     /// Every cut open made: file, byte position, offsets, bytes and the row that decided it.
     /// Outside `RecoveryMode::Salvage` no cut removes an offset below the recovery point.
@@ -125,23 +133,35 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
     storage
         .create_dir_all(dir)
         .map_err(|e| Error::io("create log directory", dir, e))?;
+    let lock_path = dir.join(LOCK_FILE);
+    let lock_file_existed = storage.exists(&lock_path);
     let lock = storage.lock_dir(dir).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => Error::Locked(dir.to_path_buf()),
         _ => Error::io("lock log directory", dir, e),
     })?;
-
-    // Decide everything before changing anything: a plan that fails mutates nothing.
-    let facts = survey::read_dir_facts(storage, dir)?;
+    // Decide everything before changing anything: a plan that fails mutates nothing, not even
+    // the lock file, which this open removes again (still holding the lock) if it created it.
+    // Best effort: the plan's error is what the caller needs; a lock file left behind is empty
+    // and any later open reuses it.
+    let refuse = |e: Error| {
+        if !lock_file_existed {
+            let _ = storage.remove(&lock_path);
+        }
+        e
+    };
+    let facts = survey::read_dir_facts(storage, dir).map_err(refuse)?;
     let mut source = OpenSource {
         storage,
         dir,
         index_interval: config.index_interval_bytes,
     };
-    let mut plan = plan::plan(&facts, &mut source, config.recovery)?;
+    let mut plan = plan::plan(&facts, &mut source, config.recovery).map_err(refuse)?;
     let read_only = match (&plan.verdict, plan.error.take()) {
         (Verdict::Open, _) => false,
-        (Verdict::RecoveryPointLost(_), Some(e)) => return Err(e),
-        (_, Some(e)) if config.recovery != RecoveryMode::ReadOnlyOnCorruption => return Err(e),
+        (Verdict::RecoveryPointLost(_), Some(e)) => return Err(refuse(e)),
+        (_, Some(e)) if config.recovery != RecoveryMode::ReadOnlyOnCorruption => {
+            return Err(refuse(e))
+        }
         (_, _) => true,
     };
     assert_plan_consistent(&plan, &facts);

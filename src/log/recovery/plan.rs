@@ -37,7 +37,9 @@ pub enum Rule {
     R10,
     R11,
     R12,
-    /// Salvage mode: damage or missing checkpoints in synced data, cut on the operator's word.
+    /// No valid recovery point beside segments, and no clean-shutdown marker: refused.
+    R13,
+    /// Row R14, salvage mode: damage or missing checkpoints in synced data, cut on the operator's word.
     Salvage,
 }
 
@@ -168,16 +170,27 @@ pub struct Plan {
     pub(super) bytes_scanned: u64,
     pub(super) truncated_at: Option<u64>,
     pub(super) bytes_truncated: u64,
+    /// A second refusal after the first (the verdict names only the first).
+    refused_again: bool,
 }
 
 impl Plan {
-    /// Records a refusal: the first one found decides both the verdict and the error open
-    /// returns (later damage, past the first, is not what open reports).
-    fn refuse(&mut self, e: Error, verdict: Verdict) {
-        if self.error.is_none() {
-            self.verdict = verdict;
-            self.error = Some(e);
+    /// Records a refusal decided by `rule`: the first one found decides both the verdict and
+    /// the error open returns (later damage, past the first, is not what open reports). The
+    /// verdict's text is the error's own, with the row and `why` after it, so open, verify
+    /// and stat word one verdict one way.
+    fn refuse(&mut self, e: Error, rule: Rule, why: &str) {
+        if self.error.is_some() {
+            self.refused_again = true;
+            return;
         }
+        let sep = if why.is_empty() { "" } else { ": " };
+        let text = format!("{e} (row {rule}{sep}{why})");
+        self.verdict = match e {
+            Error::RecoveryPointLost { .. } => Verdict::RecoveryPointLost(text),
+            _ => Verdict::Corrupt(text),
+        };
+        self.error = Some(e);
     }
 
     /// The recovered log end: the offset after the last kept batch, or the log start when
@@ -190,6 +203,18 @@ impl Plan {
     /// Whether opening in `mode` succeeds read-write.
     pub fn opens_writable(&self) -> bool {
         self.verdict == Verdict::Open
+    }
+
+    /// The mode whose open makes [`Plan::cuts`]: the plan's own when it opens read-write;
+    /// `Salvage` when the only refusal is a lost recovery point (R13: the planner goes on as a
+    /// salvage would, to show what it would cut); `None` when open refuses (or opens
+    /// read-only) and nothing makes these cuts.
+    pub fn cuts_made_in(&self) -> Option<RecoveryMode> {
+        match self.verdict {
+            Verdict::Open => Some(self.mode),
+            Verdict::RecoveryPointLost(_) if !self.refused_again => Some(RecoveryMode::Salvage),
+            _ => None,
+        }
     }
 }
 
@@ -331,6 +356,7 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
         bytes_scanned: 0,
         truncated_at: None,
         bytes_truncated: 0,
+        refused_again: false,
     };
     for t in &facts.temps {
         p.remove.push((t.clone(), Rule::R12));
@@ -350,19 +376,13 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                 _ => "the file is missing".to_string(),
             };
             if !salvage {
-                let verdict = Verdict::RecoveryPointLost(format!(
-                    "{}: {why}, beside {} segment file(s): nothing says which bytes were \
-                     synced, so a torn tail cannot be told from damage; \
-                     RecoveryMode::Salvage keeps the longest valid prefix and reports every cut",
-                    rp_path.display(),
-                    facts.bases.len()
-                ));
                 p.refuse(
                     Error::RecoveryPointLost {
                         path: rp_path.clone(),
                         reason: why,
                     },
-                    verdict,
+                    Rule::R13,
+                    &format!("beside {} segment file(s)", facts.bases.len()),
                 );
             }
             salvage = true;
@@ -391,8 +411,11 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                 path: facts.dir.join(name),
                 reason: reason.clone(),
             };
-            let verdict = Verdict::Corrupt(e.to_string());
-            p.refuse(e, verdict);
+            p.refuse(
+                e,
+                Rule::R4,
+                "written by atomic replace, so damage, never a torn write",
+            );
         }
     }
     let recovery_point = p.recovery_point;
@@ -440,40 +463,31 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                     // data is missing.
                     let damage = prev_end < recovery_point;
                     if damage && !salvage {
-                        let e = corrupt(
-                            facts,
-                            base,
-                            0,
-                            DecodeError::BadField {
-                                field: "segment base offset",
-                                value: base as i64,
-                            },
+                        // Row R9: synced offsets are missing from the chain.
+                        let e =
+                            corrupt(facts, base, 0, DecodeError::SegmentChain { base, prev_end });
+                        p.refuse(
+                            e,
+                            Rule::R9,
+                            &format!(
+                                "synced data missing, below the recovery point {recovery_point}"
+                            ),
                         );
-                        let verdict = Verdict::Corrupt(format!(
-                            "{}: segment starts at offset {base} but the previous one ends at \
-                             {prev_end} ({}), below the recovery point {recovery_point}",
-                            file.display(),
-                            if base > prev_end {
-                                "offsets missing"
-                            } else {
-                                "offsets overlap"
-                            }
-                        ));
-                        p.refuse(e, verdict);
+                        later = Rule::R9;
                     } else {
                         p.truncated_at = Some(prev_end);
+                        if damage {
+                            later = Rule::Salvage;
+                        }
                     }
                     stopped = true;
                     stop_damage = damage && !salvage;
-                    if damage {
-                        later = Rule::Salvage;
-                    }
                 }
             }
         }
         if stopped {
-            // After a torn tail, a gap or damage: everything later goes (R8) or, after damage,
-            // stays untouched (the verdict).
+            // After a torn tail, a gap or damage: everything later goes (R8, or salvage) or,
+            // after damage, stays untouched (the verdict); the step names the row that decided.
             let fate = if stop_damage {
                 Fate::Damaged
             } else {
@@ -491,7 +505,7 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                 file_len,
                 examined: Examined::NotRead,
                 fate,
-                rule: Rule::R8,
+                rule: later,
                 next_offset: base,
             });
             continue;
@@ -594,12 +608,16 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                         });
                     } else {
                         stop_damage = true;
+                        later = Rule::R4;
                         let e = corrupt(facts, base, d.position, d.reason);
-                        let verdict = Verdict::Corrupt(format!(
-                            "{e} (row R4: damage in synced data, below the recovery point \
-                             {recovery_point})"
-                        ));
-                        p.refuse(e, verdict);
+                        p.refuse(
+                            e,
+                            Rule::R4,
+                            &format!(
+                                "damage in synced data, below the recovery point \
+                                 {recovery_point}"
+                            ),
+                        );
                         // Read-only opens serve the valid prefix of the damaged segment.
                         p.loaded.push(Loaded::now(base, prefix, true));
                         p.segments.push(SegmentStep {
@@ -672,11 +690,13 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                     .push(step(Fate::CutAt { valid_len }, Rule::Salvage));
             } else {
                 stop_damage = true;
+                later = Rule::R6;
                 let e = corrupt(facts, base, pos as u64, reason);
-                let verdict = Verdict::Corrupt(format!(
-                    "{e} (row R6: below the recovery point {recovery_point})"
-                ));
-                p.refuse(e, verdict);
+                p.refuse(
+                    e,
+                    Rule::R6,
+                    &format!("below the recovery point {recovery_point}"),
+                );
                 p.loaded.push(loaded(true));
                 p.segments.push(step(Fate::Damaged, Rule::R6));
             }
@@ -723,7 +743,7 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
             } else {
                 Fate::CutAt { valid_len }
             },
-            Rule::R8,
+            torn,
         ));
         stopped = true;
     }
@@ -749,13 +769,13 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
                 "recovery point {recovery_point} is beyond the recovered log end {leo}: synced \
                  data is missing"
             );
-            let verdict = Verdict::Corrupt(format!("{} (row R9): {reason}", rp_path.display()));
             p.refuse(
                 Error::CorruptFile {
                     path: rp_path.clone(),
                     reason,
                 },
-                verdict,
+                Rule::R9,
+                "",
             );
         }
     }
@@ -844,8 +864,13 @@ impl fmt::Display for Plan {
         if let Some(start) = self.create_first {
             writeln!(f, "  create the first segment at offset {start} (R11)")?;
         }
+        let cut = match self.cuts_made_in() {
+            Some(m) if m == self.mode => "cut:".to_string(),
+            Some(m) => format!("open refuses; RecoveryMode::{m:?} would cut"),
+            None => "not cut (no read-write open):".to_string(),
+        };
         for c in &self.cuts {
-            writeln!(f, "  cut: {c}")?;
+            writeln!(f, "  {cut} {c}")?;
         }
         match &self.verdict {
             Verdict::Open => write!(
@@ -854,7 +879,7 @@ impl fmt::Display for Plan {
                 self.log_end().unwrap_or(0)
             ),
             Verdict::Corrupt(why) => write!(f, "verdict: corruption: {why}"),
-            Verdict::RecoveryPointLost(why) => write!(f, "verdict: recovery point lost: {why}"),
+            Verdict::RecoveryPointLost(why) => write!(f, "verdict: open refuses: {why}"),
         }
     }
 }
