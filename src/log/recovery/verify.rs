@@ -484,23 +484,30 @@ fn check_snapshots(ctx: &Ctx, findings: &mut Findings) -> Result<()> {
 }
 
 /// A file's bytes, or `None` if it vanished since the listing (a live log's retention or
-/// snapshot rotation). Any other failure names the file, and so does a file larger than any
-/// oncelog writes (segment positions are u32), which is not read.
+/// snapshot rotation). A file that shrinks between its length and its read (a live log trims
+/// a segment to its data when it seals it) is read again, at most three times. Any other
+/// failure names the file, and so does a file larger than any oncelog writes (segment
+/// positions are u32), which is not read.
 fn read_if_present(storage: &dyn Storage, path: &Path) -> Result<Option<Vec<u8>>> {
-    let read = storage.open(path, OpenMode::Existing).and_then(|f| {
-        let len = f.len()?;
-        if len > u64::from(u32::MAX) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{len} bytes, larger than any file oncelog writes"),
-            ));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let read = storage.open(path, OpenMode::Existing).and_then(|f| {
+            let len = f.len()?;
+            if len > u64::from(u32::MAX) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{len} bytes, larger than any file oncelog writes"),
+                ));
+            }
+            f.read_all()
+        });
+        match read {
+            Ok(b) => return Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && attempt < 3 => {}
+            Err(e) => return Err(Error::io("read", path, e)),
         }
-        f.read_all()
-    });
-    match read {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("read", path, e)),
     }
 }
 
