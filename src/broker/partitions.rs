@@ -111,11 +111,7 @@ impl Partitions {
 
     /// Makes everything appended to `tp` durable (nothing to do under `EveryAppend`).
     pub fn make_durable(&self, tp: &TopicPartition) -> Result<()> {
-        let log = self.get(tp)?;
-        if log.config().sync != SyncMode::EveryAppend {
-            log.flush()?;
-        }
-        Ok(())
+        flush_unless_synced(&*self.get(tp)?)
     }
 
     /// Takes every log out, for a close or a crash. The map is empty afterwards.
@@ -134,9 +130,14 @@ impl MarkerSink for Partitions {
     fn write_marker(&self, partition: &TopicPartition, marker: &Marker) -> Result<()> {
         let log = self.get(partition)?;
         log.append_marker(marker)?;
-        if log.config().sync != SyncMode::EveryAppend {
-            log.flush()?;
-        }
-        Ok(())
+        flush_unless_synced(&log)
     }
+}
+
+/// Makes everything appended to `log` durable; a log that syncs every append already is.
+fn flush_unless_synced(log: &Log) -> Result<()> {
+    if log.config().sync == SyncMode::EveryAppend {
+        return Ok(());
+    }
+    log.flush()
 }

@@ -228,9 +228,6 @@ impl<B: Deref<Target = Broker>> TransactionalProducer<B> {
     ) -> Result<AppendInfo, TxnError> {
         self.usable()?;
         let (pid, epoch) = (self.producer_id, self.epoch);
-        if self.txn.is_none() {
-            return Err(self.misuse("send outside a transaction: call begin first"));
-        }
         let TransactionalProducer {
             broker,
             transactional_id: tid,

@@ -11,6 +11,7 @@
 
 pub mod checker;
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -137,13 +138,14 @@ impl Sessions {
         group: &str,
         tp: &TopicPartition,
     ) -> Result<&mut Consumer<Arc<Broker>>> {
-        if !self.consumers.contains_key(id) {
-            let c = Consumer::new(broker.clone(), group, std::slice::from_ref(tp))?;
-            self.consumers.insert(id.to_string(), c);
-        }
-        self.consumers
-            .get_mut(id)
-            .ok_or_else(|| crate::Error::InvalidConfig("consumer vanished".into()))
+        Ok(match self.consumers.entry(id.to_string()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(Consumer::new(
+                broker.clone(),
+                group,
+                std::slice::from_ref(tp),
+            )?),
+        })
     }
 }
 
