@@ -778,3 +778,66 @@ fn a_well_formed_but_wrong_txn_index_is_not_trusted() {
         vec![(0, "open".into()), (1, "plain".into())]
     );
 }
+
+/// The snapshot files in the log directory at or below `offset`, removed (lost, as power loss
+/// can lose them): afterwards only the first segment's transaction file can say where a
+/// transaction that began below the first segment began.
+fn lose_snapshots_up_to(sim: &SimStorage, offset: u64) {
+    for name in sim.file_names(&dir()) {
+        if let Some((o, FileKind::Snapshot)) = parse_file_name(&name) {
+            if o.0 <= offset {
+                sim.remove(&dir().join(&name)).unwrap();
+            }
+        }
+    }
+}
+
+/// Regression (fuzz finding 12, `log_model`): a transaction began at offset 0, the log start
+/// then moved past its first batch (deleting that segment) and the transaction went on above
+/// it. Truncation and then a crash each rebuild the producer table from the batches above the
+/// first segment; with the snapshots that knew the transaction's start rotated away, the rebuild
+/// took the transaction to begin at its first batch inside the log, and the last stable offset
+/// rose above the log start. The first segment's transaction file says the transaction was open
+/// at its base, and only a marker ends a transaction, so the rebuild keeps it beginning below.
+#[test]
+fn a_transaction_begun_below_the_first_segment_holds_the_lso_at_the_log_start() {
+    let (sim, cfg, log, [(p, e), (q, f)]) = two_producers(12);
+    let v = |s: &str| vec![s.to_string()];
+    log.append(&batch(p, e, 0, true, &v("t0"))).unwrap(); // 0: p's transaction begins
+    log.append(&batch(q, f, 0, false, &v("q0"))).unwrap(); // 1
+    let base = log.roll().unwrap().0; // 2
+    log.append(&batch(q, f, 1, false, &v("q1"))).unwrap(); // 2
+    log.advance_log_start(Offset(base)).unwrap();
+    log.append(&batch(p, e, 1, true, &v("t1"))).unwrap(); // 3: it goes on above the log
+    log.roll().unwrap(); // seals segment 2 with its transaction file
+    log.append(&batch(q, f, 2, false, &v("q2"))).unwrap(); // 4
+    let cut = log.log_end_offset().0; // 5
+    assert_eq!(log.last_stable_offset(), Offset(base));
+    log.append_marker(&marker(p, e + 1, MarkerKind::Commit))
+        .unwrap();
+    log.append(&batch(q, f, 3, false, &v("q3"))).unwrap();
+    log.take_producer_snapshot().unwrap();
+    assert_eq!(log.last_stable_offset(), log.log_end_offset());
+
+    lose_snapshots_up_to(&sim, cut);
+    log.truncate_to(Offset(cut)).unwrap();
+    assert_eq!(
+        log.last_stable_offset(),
+        Offset(base),
+        "after truncation the transaction that began at 0 is open again: the LSO is the log start"
+    );
+
+    crash(log, &sim, CrashMode::Process, 1);
+    lose_snapshots_up_to(&sim, cut);
+    let log = Log::open(dir(), cfg).unwrap();
+    assert_eq!(log.log_start_offset(), Offset(base));
+    assert_eq!(
+        log.last_stable_offset(),
+        Offset(base),
+        "after a crash, from the first segment's transaction file"
+    );
+    // The decision comes again; the transaction ends and everything is stable.
+    log.append_marker(&marker(p, e + 1, MarkerKind::Commit))
+        .unwrap();
+    assert_eq!(log.last_stable_offset(), log.log_end_offset());
+}

@@ -53,6 +53,7 @@ use crate::types::{LeaderEpoch, Offset};
 
 pub use append::AppendInfo;
 pub use best_effort::BestEffortFailures;
+pub(crate) use producers::snapshot_usable_as_base;
 pub use producers::{apply_batch, SnapshotLoad};
 pub use producers::{PRODUCER_EPOCHS_FILE, PRODUCER_IDS_FILE, PRODUCER_ID_BLOCK};
 pub use read::Fetch;

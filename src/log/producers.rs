@@ -24,6 +24,7 @@ use crate::format::batch::BatchView;
 use crate::format::checkpoint::CheckpointKind;
 use crate::format::file_name::{file_name, parse_file_name, FileKind};
 use crate::format::snapshot;
+use crate::format::txn_index::OpenTxns;
 use crate::io::{write_atomic, OpenMode, Storage};
 use crate::producer::{
     BatchMetadata, CompletedTxn, IssuedEpochs, Marker, ProducerConfig, ProducerEntry,
@@ -61,17 +62,32 @@ pub(super) fn producer_config(cfg: &LogConfig) -> ProducerConfig {
 
 /// Offsets of the snapshot files in `dir`, ascending.
 pub(super) fn snapshot_offsets(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>> {
+    let kind = FileKind::Snapshot;
     let names = storage
         .list(dir)
         .map_err(|e| Error::io("list log directory", dir, e))?;
     let mut offsets: Vec<u64> = names
         .iter()
         .filter_map(|n| parse_file_name(n))
-        .filter(|(_, k)| *k == FileKind::Snapshot)
+        .filter(|(_, k)| *k == kind)
         .map(|(o, _)| o.0)
         .collect();
     offsets.sort_unstable();
     Ok(offsets)
+}
+
+/// Whether a snapshot at `offset` can be the base of a rebuild of a log whose log start is
+/// `log_start`, whose first segment starts at `first_base` and whose recovered end is
+/// `log_end` (open, truncation and `verify` all ask this one function): INV-9, only inside
+/// `[max(log start, first segment base), log end]`. Outside it a snapshot describes a history
+/// this log does not hold (one cut off above the end, or one retention deleted below).
+pub(crate) fn snapshot_usable_as_base(
+    offset: u64,
+    log_start: u64,
+    first_base: u64,
+    log_end: u64,
+) -> bool {
+    (log_start.max(first_base)..=log_end).contains(&offset)
 }
 
 /// What recovery found among the snapshots.
@@ -106,7 +122,7 @@ fn newest_offset(entry: &ProducerEntry) -> Option<u64> {
 }
 
 /// Rebuilds the producer state as of `log_end`, from the newest usable snapshot in
-/// `[first segment base, log_end]` plus a replay of the segments after it (or of every segment
+/// `[log_start, log_end]` plus a replay of the segments after it (or of every segment
 /// when none is usable). Producers the replay cannot see, because all their batches lie below
 /// the first segment (retention deleted them), are taken from `retained` and from snapshots
 /// above `log_end` (a history that power loss or truncation cut off, whose older part is still
@@ -120,12 +136,13 @@ pub(super) fn rebuild_state(
     cfg: ProducerConfig,
     segments: &[std::sync::Arc<Segment>],
     log_start: u64,
+    open_at_first_base: &[(u64, ProducerId)],
     retained: Option<&ProducerStateManager>,
     report: &mut SnapshotLoad,
 ) -> Result<(ProducerStateManager, Vec<u64>)> {
     let log_end = segments.last().map_or(0, |s| s.next_offset());
     let first_base = segments.first().map_or(log_end, |s| s.base_offset());
-    let mut below = BelowLog::new(first_base);
+    let mut below = BelowLog::new(first_base, open_at_first_base);
     if let Some(old) = retained {
         for (p, e) in old.entries() {
             below.harvest(p, e);
@@ -145,9 +162,9 @@ pub(super) fn rebuild_state(
             continue;
         }
         // INV-9: a snapshot is a base only inside [log start, log end].
-        let usable_from = log_start.max(first_base);
-        if offset < usable_from || state.is_some() {
-            if offset < usable_from {
+        let usable = snapshot_usable_as_base(offset, log_start, first_base, log_end);
+        if !usable || state.is_some() {
+            if !usable {
                 // Older than the log: unusable as a base, but its windows are common history.
                 report.ignored += 1;
                 if let Some(entries) = read_snapshot(storage, dir, offset) {
@@ -201,6 +218,10 @@ struct BelowLog {
     first_base: u64,
     /// Per producer: epoch, last append time, and its batches below `first_base` by offset.
     producers: std::collections::BTreeMap<ProducerId, Harvested>,
+    /// The transactions open at the first segment's base that began below it, as that
+    /// segment's transaction file says (`txns::open_below_first_base`): a second durable
+    /// witness beside the snapshots, which rotate away.
+    open_at_base: OpenTxns,
 }
 
 /// What `BelowLog` keeps of one producer.
@@ -218,10 +239,15 @@ struct Harvested {
 }
 
 impl BelowLog {
-    fn new(first_base: u64) -> Self {
+    fn new(first_base: u64, open_at_base: &[(u64, ProducerId)]) -> Self {
         BelowLog {
             first_base,
             producers: Default::default(),
+            open_at_base: open_at_base
+                .iter()
+                .filter(|(first, _)| *first < first_base)
+                .copied()
+                .collect(),
         }
     }
 
@@ -268,15 +294,15 @@ impl BelowLog {
         }
     }
 
-    fn merge_into(self, state: ProducerStateManager) -> ProducerStateManager {
-        if self.producers.is_empty() {
+    fn merge_into(mut self, state: ProducerStateManager) -> ProducerStateManager {
+        if self.producers.is_empty() && !self.reopens_any(&state) {
             return state;
         }
         let cfg = state.config();
         let map_end = state.map_end_offset();
         let mut merged: std::collections::BTreeMap<ProducerId, ProducerEntry> =
             state.entries().map(|(p, e)| (p, e.clone())).collect();
-        for (pid, h) in self.producers {
+        for (pid, h) in std::mem::take(&mut self.producers) {
             let (epoch, last_ms) = (h.epoch, h.last_ms);
             let older: Vec<BatchMetadata> = h.batches.into_values().collect();
             let entry = match merged.get(&pid) {
@@ -292,10 +318,11 @@ impl BelowLog {
                         .batches()
                         .next()
                         .map_or(u64::MAX, |b| b.first_offset);
-                    let mut all: Vec<BatchMetadata> = older
+                    let older: Vec<BatchMetadata> = older
                         .into_iter()
                         .filter(|b| b.last_offset < first)
                         .collect();
+                    let mut all = chained_prefix(&older, current.batches().next());
                     all.extend(current.batches().copied());
                     // A transaction the replay found open began where the harvested state says,
                     // if that is below the log (the replay sees only its part in the log).
@@ -317,8 +344,61 @@ impl BelowLog {
                 merged.insert(pid, entry);
             }
         }
+        for (pid, entry) in merged.iter_mut() {
+            if let Some(first) = self.began_below(*pid, entry) {
+                entry.txn_first_offset = Some(first);
+            }
+        }
         ProducerStateManager::from_entries(cfg, merged, map_end)
     }
+
+    /// Where `entry`'s open transaction began, when it began below the first segment but the
+    /// replay saw only its part inside the log: the first segment's file says the producer had
+    /// a transaction open at the base, and no marker of the producer since the base closed it
+    /// (a marker is the only thing that ends a transaction; `ProducerStateManager::record`
+    /// keeps it open across an epoch change), so the transaction the replay found open is that
+    /// one. Without this, the last stable offset would rise above the log start to the first
+    /// offset of its part in the log.
+    fn began_below(&self, pid: ProducerId, entry: &ProducerEntry) -> Option<u64> {
+        let open = entry.txn_first_offset?;
+        let closed_since_base = entry.marker_offset.is_some_and(|m| m >= self.first_base);
+        if open < self.first_base || closed_since_base {
+            return None;
+        }
+        self.open_at_base
+            .iter()
+            .find(|(_, p)| *p == pid)
+            .map(|(first, _)| *first)
+    }
+
+    fn reopens_any(&self, state: &ProducerStateManager) -> bool {
+        state
+            .entries()
+            .any(|(pid, e)| self.began_below(pid, e).is_some())
+    }
+}
+
+/// The newest batches of `older` that chain into `next` by sequence (each batch's last
+/// sequence followed by the next one's first), oldest first. A harvested window comes from a
+/// snapshot that may be older than the first segment: batches the producer wrote between that
+/// snapshot and the first segment are in neither, and a window with such a hole would claim
+/// that nothing was written in it (a retry of a batch from the hole would then be refused as
+/// out of order instead of being recognised as a duplicate sequence). With no `next` (the
+/// replay saw nothing of the producer's epoch) every harvested batch is kept.
+fn chained_prefix(older: &[BatchMetadata], next: Option<&BatchMetadata>) -> Vec<BatchMetadata> {
+    let Some(next) = next else {
+        return older.to_vec();
+    };
+    let mut want = next.first_seq;
+    let mut start = older.len();
+    for (i, b) in older.iter().enumerate().rev() {
+        if crate::types::increment_sequence(b.last_seq, 1) != want {
+            break;
+        }
+        want = b.first_seq;
+        start = i;
+    }
+    older.get(start..).unwrap_or_default().to_vec()
 }
 
 fn tail5(batches: &[BatchMetadata]) -> &[BatchMetadata] {
@@ -414,7 +494,8 @@ pub(super) fn marker_at(seg: &Segment, pos: usize, view: &BatchView<'_>) -> Resu
     })
 }
 
-/// Writes a snapshot of `state` at its map end offset (atomically) and keeps the newest two.
+/// Writes a snapshot of `state` at its map end offset (atomically); see `store_snapshot` for
+/// which older ones are kept.
 pub(super) fn write_snapshot(
     storage: &dyn Storage,
     dir: &Path,
@@ -434,7 +515,8 @@ pub(super) struct QueuedSnapshot {
     pub bytes: Vec<u8>,
 }
 
-/// Writes an encoded snapshot at `offset` (atomically) and keeps the newest two at or below it.
+/// Writes an encoded snapshot at `offset` (atomically) and removes the older ones no rebuild
+/// needs.
 fn store_snapshot(storage: &dyn Storage, dir: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
     let path = dir.join(file_name(Offset(offset), FileKind::Snapshot));
     write_atomic(storage, &path, bytes)
@@ -706,12 +788,17 @@ impl Log {
         let mut report = SnapshotLoad::default();
         let cfg = producer_config(&self.inner.config);
         let segments = self.segments();
+        let open_at_first_base = segments
+            .first()
+            .map(|s| s.txns().open_at_base.clone())
+            .unwrap_or_default();
         let (state, stale) = rebuild_state(
             storage,
             &self.inner.dir,
             cfg,
             &segments,
             self.inner.log_start.load(Ordering::Acquire),
+            &open_at_first_base,
             Some(&a.producers),
             &mut report,
         )?;
@@ -732,6 +819,35 @@ mod tests {
         let mut b = BatchBuilder::new();
         b.push(0, None, Some(&[n; 100]));
         b.build().unwrap()
+    }
+
+    fn meta(first_seq: i32, last_seq: i32, first_offset: u64) -> BatchMetadata {
+        BatchMetadata {
+            first_seq,
+            last_seq,
+            first_offset,
+            last_offset: first_offset + (last_seq - first_seq) as u64,
+            append_time_ms: 0,
+        }
+    }
+
+    /// A harvested window joins the replayed one only where the sequences chain: the batches
+    /// before a hole (written between an old snapshot and the first segment, known to neither)
+    /// are dropped, and the chain crosses the sequence wrap.
+    #[test]
+    fn only_harvested_batches_that_chain_into_the_replay_are_kept() {
+        let older = [meta(10, 12, 40), meta(13, 17, 52), meta(18, 18, 70)];
+        let next = meta(19, 20, 90);
+        assert_eq!(chained_prefix(&older, Some(&next)), older.to_vec());
+        // Sequences 19-20 (offset 77) are in neither: nothing harvested may join.
+        let after_hole = meta(21, 24, 88);
+        assert_eq!(chained_prefix(&older, Some(&after_hole)), vec![]);
+        // A hole further back drops only what lies before it.
+        let holed = [meta(1, 2, 5), meta(13, 17, 52), meta(18, 18, 70)];
+        assert_eq!(chained_prefix(&holed, Some(&next)), holed[1..].to_vec());
+        let wrap = [meta(i32::MAX - 1, i32::MAX, 8)];
+        assert_eq!(chained_prefix(&wrap, Some(&meta(0, 3, 10))), wrap.to_vec());
+        assert_eq!(chained_prefix(&older, None), older.to_vec());
     }
 
     fn queued(log: &Log, generation: u64) -> QueuedSnapshot {

@@ -335,6 +335,35 @@ pub(super) fn resolve(
     Ok(load)
 }
 
+/// The transactions open at the first segment's base that began below it, from the first
+/// segment's transaction file when it is bound to the segment (as `walk` accepts it); empty
+/// otherwise. The producer table's rebuild takes it as a witness beside the snapshots
+/// (`producers::rebuild_state`).
+pub(super) fn open_below_first_base(
+    segments: &[Arc<Segment>],
+    files: &HashMap<u64, SegmentTxnFile>,
+) -> OpenTxns {
+    let Some(first) = segments.first() else {
+        return OpenTxns::new();
+    };
+    files
+        .get(&first.base_offset())
+        .filter(|f| bound_to(f, first))
+        .map(|f| {
+            f.open_at_base
+                .iter()
+                .filter(|(o, _)| *o < first.base_offset())
+                .copied()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a decoded transaction file describes `seg`'s bytes as they are now.
+fn bound_to(f: &SegmentTxnFile, seg: &Segment) -> bool {
+    f.log_length == seg.map().published() as u64 && f.next_offset == seg.next_offset()
+}
+
 /// One pass of [`resolve`] over the segments: returns what it did and the transactions open
 /// at the log end. `state`: the producer table's open transactions (the first segment's seed
 /// when its file is not usable).
@@ -351,11 +380,9 @@ fn walk(
     let last = segments.len().saturating_sub(1);
     let mut wrote = false;
     for (i, seg) in segments.iter().enumerate() {
-        let file = files.remove(&seg.base_offset()).filter(|f| {
-            f.log_length == seg.map().published() as u64
-                && f.next_offset == seg.next_offset()
-                && prev_end.as_ref().is_none_or(|p| *p == f.open_at_base)
-        });
+        let file = files
+            .remove(&seg.base_offset())
+            .filter(|f| bound_to(f, seg) && prev_end.as_ref().is_none_or(|p| *p == f.open_at_base));
         let rebuilt = file.is_none();
         let mut txns = match file {
             Some(f) => {

@@ -295,6 +295,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         producer_cfg,
         &segments,
         log_start,
+        &super::txns::open_below_first_base(&segments, &txn_files),
         None,
         &mut snapshot_load,
     )?;

@@ -393,11 +393,7 @@ fn check_snapshots(ctx: &Ctx, findings: &mut Findings) -> Result<()> {
         .map(|s| s.base)
         .find(|&b| kept(b))
         .unwrap_or(end);
-    let usable_from = ctx
-        .inspection
-        .plan
-        .log_start
-        .map_or(first_base, |s| s.max(first_base));
+    let log_start = ctx.inspection.plan.log_start.unwrap_or(first_base);
     let mut snapshots = ctx.files.of_kind(FileKind::Snapshot);
     snapshots.sort_by_key(|(o, _)| *o);
     let mut newest: Option<(u64, Vec<_>)> = None;
@@ -419,7 +415,11 @@ fn check_snapshots(ctx: &Ctx, findings: &mut Findings) -> Result<()> {
                 "{}: ahead of the recovered log end {end} (a lost or cut tail); open ignores it",
                 f.name
             )),
-            Ok((_, entries)) if *offset >= usable_from => newest = Some((*offset, entries)),
+            Ok((_, entries))
+                if crate::log::snapshot_usable_as_base(*offset, log_start, first_base, end) =>
+            {
+                newest = Some((*offset, entries))
+            }
             Ok(_) => {}
         }
     }
