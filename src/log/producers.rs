@@ -121,6 +121,18 @@ fn newest_offset(entry: &ProducerEntry) -> Option<u64> {
     entry.batches().next_back().map(|b| b.last_offset)
 }
 
+/// What a rebuild of the producer table knows besides the segments and the snapshots.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Known<'a> {
+    /// The log start (bounds which snapshot may be a base).
+    pub log_start: u64,
+    /// The transactions open at the first segment's base that began below it (the first
+    /// segment's transaction file, or its in-memory copy).
+    pub open_at_first_base: &'a [(u64, ProducerId)],
+    /// The table before a truncation (its producers below the log are still ours).
+    pub retained: Option<&'a ProducerStateManager>,
+}
+
 /// Rebuilds the producer state as of `log_end`, from the newest usable snapshot in
 /// `[log_start, log_end]` plus a replay of the segments after it (or of every segment
 /// when none is usable). Producers the replay cannot see, because all their batches lie below
@@ -135,11 +147,14 @@ pub(super) fn rebuild_state(
     dir: &Path,
     cfg: ProducerConfig,
     segments: &[std::sync::Arc<Segment>],
-    log_start: u64,
-    open_at_first_base: &[(u64, ProducerId)],
-    retained: Option<&ProducerStateManager>,
+    known: Known<'_>,
     report: &mut SnapshotLoad,
 ) -> Result<(ProducerStateManager, Vec<u64>)> {
+    let Known {
+        log_start,
+        open_at_first_base,
+        retained,
+    } = known;
     let log_end = segments.last().map_or(0, |s| s.next_offset());
     let first_base = segments.first().map_or(log_end, |s| s.base_offset());
     let mut below = BelowLog::new(first_base, open_at_first_base);
@@ -797,9 +812,11 @@ impl Log {
             &self.inner.dir,
             cfg,
             &segments,
-            self.inner.log_start.load(Ordering::Acquire),
-            &open_at_first_base,
-            Some(&a.producers),
+            Known {
+                log_start: self.inner.log_start.load(Ordering::Acquire),
+                open_at_first_base: &open_at_first_base,
+                retained: Some(&a.producers),
+            },
             &mut report,
         )?;
         a.producers = state;

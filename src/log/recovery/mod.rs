@@ -294,9 +294,11 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         dir,
         producer_cfg,
         &segments,
-        log_start,
-        &super::txns::open_below_first_base(&segments, &txn_files),
-        None,
+        producers::Known {
+            log_start,
+            open_at_first_base: &super::txns::open_below_first_base(&segments, &txn_files),
+            retained: None,
+        },
         &mut snapshot_load,
     )?;
     if !read_only && !stale_snapshots.is_empty() {
