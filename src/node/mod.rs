@@ -320,11 +320,8 @@ fn produce(sh: &Shared, acks: i8, timeout_ms: u32, batch: Vec<u8>) -> Result<App
 }
 
 fn control_loop(sh: &Shared, o: &NodeOptions, incarnation: u64) {
-    let mut controller = ControllerClient::new(
-        o.cluster.controller,
-        TransportConfig::default(),
-        o.request_timeout,
-    );
+    let mut controller =
+        ControllerClient::for_cluster(&o.cluster, TransportConfig::default(), o.request_timeout);
     let mut registered = false;
     let mut recovery = sh.state.lock().replica.log_recovery();
     let mut unreachable = Unreachable::default();
