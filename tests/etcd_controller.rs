@@ -6,9 +6,13 @@
 //! protobuf-compiler`; `.ci/run` installs it). A missing binary fails the test with that hint.
 #![cfg(feature = "etcd")]
 
-use std::net::{SocketAddr, TcpListener};
+#[path = "common/procs.rs"]
+mod procs;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,6 +24,11 @@ use oncelog::net::{
     ClusterFile, ControllerClient, ControllerConfig, ControllerService, ControllerStore,
     ErrorReply, Message, RemoteError, TransportConfig,
 };
+use procs::{committed, free_port, spawn_logged, wait_for, Proc};
+
+use oncelog::node::PartitionClient;
+use oncelog::producer::{Delivery, Producer};
+use oncelog::replica::Acks;
 use oncelog::replication::{
     AlterIsrRequest, Controller, InProcessController, IsrMember, LeaderAndIsr, LogRecovery,
     ReplicaId, ReplicationError,
@@ -28,58 +37,12 @@ use oncelog::replication::{
 const BIN: &str = env!("CARGO_BIN_EXE_oncelog");
 const INSTALL: &str = "apt-get install -y etcd-server etcd-client protobuf-compiler";
 
-struct Proc(Child);
-
-impl Proc {
-    /// SIGKILL: no clean-up of any kind.
-    fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn find_program(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("`{name}` not found on PATH: install it with `{INSTALL}`"))
-}
-
-fn spawn(program: &Path, args: &[&str], log: &Path) -> Proc {
-    let out = std::fs::File::create(log).unwrap();
-    let err = out.try_clone().unwrap();
-    Proc(
-        Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display())),
-    )
-}
-
-fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// An etcd cluster of one or three members on loopback, with short heartbeat and election
@@ -131,7 +94,7 @@ impl Etcd {
                 "500",
             ];
             let log = tmp.path().join(format!("etcd{i}.log"));
-            members.push(Some(spawn(&etcd, &args, &log)));
+            members.push(Some(spawn_logged(&etcd, &args, &log)));
         }
         let urls = ports
             .iter()
@@ -171,8 +134,8 @@ fn cluster_file(dir: &Path, controllers: usize) -> (PathBuf, ClusterFile) {
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
     let text = format!(
-        "controller {}\nreplica 1 127.0.0.1:{}\nreplica 2 127.0.0.1:{}\nreplica 3 127.0.0.1:{}\n\
-         min_insync_replicas 2\n",
+        "controller {}\nreplica 1 127.0.0.1:{} d1\nreplica 2 127.0.0.1:{} d2\n\
+         replica 3 127.0.0.1:{} d3\nmin_insync_replicas 2\n",
         addrs.join(" "),
         free_port(),
         free_port(),
@@ -193,7 +156,7 @@ fn controller(
     name: &str,
 ) -> Proc {
     let log = etcd.dir().join(format!("{name}.log"));
-    let p = spawn(
+    let p = spawn_logged(
         Path::new(BIN),
         &[
             "controller",
@@ -470,7 +433,7 @@ fn killing_the_acting_controller_hands_over_and_elections_go_on() {
     let etcd = Etcd::start(1);
     let (path, cluster) = cluster_file(etcd.dir(), 2);
     let addrs = cluster.controllers();
-    let mut procs = vec![
+    let mut procs = [
         Some(controller(&etcd, &path, addrs[0], 2_000, "controller-a")),
         Some(controller(&etcd, &path, addrs[1], 2_000, "controller-b")),
     ];
@@ -537,4 +500,109 @@ fn losing_one_etcd_member_of_three_changes_nothing() {
         3,
         "a session was lost with the member"
     );
+}
+
+fn node(etcd: &Etcd, cluster: &Path, id: u32) -> Proc {
+    spawn_logged(
+        Path::new(BIN),
+        &[
+            "node",
+            "--cluster",
+            cluster.to_str().unwrap(),
+            "--id",
+            &id.to_string(),
+            "--tick-ms",
+            "20",
+            "--lag-ms",
+            "1000",
+        ],
+        &etcd.dir().join(format!("node{id}.log")),
+    )
+}
+
+/// Three `oncelog node` processes, two controllers and a three-member etcd. Mid-stream the
+/// leader node and the acting controller are SIGKILLed together; later one etcd member too;
+/// the killed node restarts and catches up. An acks=all idempotent producer gets every batch
+/// acknowledged, the log holds each exactly once in order at its acknowledged offset, and every
+/// replica holds the same committed records.
+#[test]
+fn nodes_lose_and_double_nothing_when_the_leader_and_the_acting_controller_die() {
+    let mut etcd = Etcd::start(3);
+    let (path, cluster) = cluster_file(etcd.dir(), 2);
+    let addrs = cluster.controllers();
+    let mut controllers: HashMap<String, Proc> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let name = format!("controller{i}");
+            (a.to_string(), controller(&etcd, &path, *a, 1_000, &name))
+        })
+        .collect();
+    let mut nodes: HashMap<u32, Proc> = (1..=3).map(|i| (i, node(&etcd, &path, i))).collect();
+    let mut ctl = client(&cluster);
+    wait_for("a leader and a full ISR", 30, || {
+        ctl.metadata()
+            .is_ok_and(|m| m.state.leader.is_some() && m.state.isr.len() == 3)
+    });
+    let watcher = etcd.store();
+    let partition = PartitionClient::new(cluster.clone(), Acks::All);
+    let mut producer = Producer::with_sink(&partition, Vec::<(u64, Delivery)>::new()).unwrap();
+    let mut expected: Vec<String> = Vec::new();
+    let mut tickets: HashMap<u64, usize> = HashMap::new();
+    let mut killed = None;
+    let mut send = |producer: &mut Producer<_, _>, i: usize| {
+        let mut b = oncelog::BatchBuilder::new();
+        let v = format!("b{i}");
+        b.push(0, None, Some(v.as_bytes()));
+        expected.push(v);
+        tickets.insert(producer.enqueue(b).unwrap(), i);
+    };
+    for i in 0..200usize {
+        send(&mut producer, i);
+        if i == 80 {
+            let leader = partition.leader().unwrap().0;
+            let acting = watcher.acting_candidate().unwrap().unwrap();
+            nodes.remove(&leader); // SIGKILL
+            controllers.remove(&acting); // SIGKILL
+            killed = Some(leader);
+        }
+        if i == 150 {
+            etcd.kill9(0);
+        }
+    }
+    producer.flush().unwrap();
+    let killed = killed.unwrap();
+    assert!(partition.leader().is_ok_and(|l| l.0 != killed));
+    nodes.insert(killed, node(&etcd, &path, killed));
+    wait_for("the restarted node back in the ISR", 30, || {
+        ctl.metadata()
+            .is_ok_and(|m| m.state.isr.contains(&ReplicaId(killed)))
+    });
+    for i in 200..250usize {
+        send(&mut producer, i);
+    }
+    producer.flush().unwrap();
+    let acked = std::mem::take(producer.sink_mut());
+    assert_eq!(acked.len(), 250, "every batch acknowledged");
+
+    let log = committed(&partition, None);
+    let values: Vec<&str> = log.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(values, expected, "exactly once, in order");
+    let at: HashMap<u64, &str> = log.iter().map(|(o, v)| (*o, v.as_str())).collect();
+    for (t, d) in &acked {
+        if let Delivery::Written(info) = d {
+            let i = tickets[t];
+            assert_eq!(at.get(&info.base_offset.0), Some(&format!("b{i}").as_str()));
+        }
+    }
+    for id in 1..=3 {
+        wait_for("a replica to catch up", 30, || {
+            committed(&partition, Some(ReplicaId(id))).len() == log.len()
+        });
+        assert_eq!(
+            committed(&partition, Some(ReplicaId(id))),
+            log,
+            "replica {id}"
+        );
+    }
 }
