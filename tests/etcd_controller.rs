@@ -377,6 +377,27 @@ fn the_record_survives_a_controller_restart() {
     assert_eq!(before.leader_epoch, start.leader_epoch + 4);
 
     p.kill9();
+    // With no controller running, cluster-status reads the record from etcd.
+    let out = Command::new(BIN)
+        .args([
+            "cluster-status",
+            "--cluster",
+            path.to_str().unwrap(),
+            "--etcd",
+            &etcd.urls(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains(&format!(
+            "leader 2 leader_epoch {} partition_epoch {} isr 1,2,3",
+            before.leader_epoch, before.partition_epoch
+        )),
+        "{text}"
+    );
+    assert!(text.contains("incarnation 7"), "{text}");
     let _p = controller(&etcd, &path, cluster.controller, 30_000, "controller2");
     let after = state(&mut c);
     assert_eq!(after, before, "the restarted controller forgot the record");

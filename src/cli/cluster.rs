@@ -11,7 +11,7 @@ use std::time::Duration;
 use oncelog::io::fs::RealStorage;
 use oncelog::io::signals;
 use oncelog::net::{
-    ClusterFile, ControllerClient, ControllerConfig, ControllerServer, TransportConfig,
+    ClusterFile, ControllerClient, ControllerConfig, ControllerServer, NetError, TransportConfig,
 };
 use oncelog::replication::ReplicaId;
 use oncelog::SystemClock;
@@ -164,15 +164,7 @@ pub fn controller_main(args: &[String]) -> CliResult {
             .map_err(|_| CliError::Usage(format!("--listen: '{a}' is not an IP:PORT address")))?,
         None => cluster.controller,
     };
-    let etcd: Vec<String> = match o.value("--etcd") {
-        Some(urls) => urls
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(String::from)
-            .collect(),
-        None => cluster.etcd.clone(),
-    };
+    let etcd = super::etcd::endpoints(&o, &cluster);
     if etcd.is_empty() {
         for flag in ["--etcd-prefix", "--election-ttl-ms"] {
             if o.value(flag).is_some() {
@@ -238,13 +230,24 @@ pub(super) fn announce(server: &ControllerServer, what: &str) -> Result<(), CliE
     Ok(())
 }
 
-fn client(cluster: &ClusterFile, o: &Options) -> Result<ControllerClient, CliError> {
+/// Runs `call` on the cluster's controllers in turn until one answers (an error reply is an
+/// answer): with controllers on etcd, a dead one is skipped.
+fn ask<T>(
+    cluster: &ClusterFile,
+    o: &Options,
+    mut call: impl FnMut(&mut ControllerClient) -> Result<T, NetError>,
+) -> Result<Result<T, NetError>, CliError> {
     let timeout = Duration::from_millis(o.number::<u64>("--timeout-ms")?.unwrap_or(5_000));
-    Ok(ControllerClient::new(
-        cluster.controller,
-        oncelog::net::TransportConfig::default(),
-        timeout,
-    ))
+    let mut c =
+        ControllerClient::for_cluster(cluster, oncelog::net::TransportConfig::default(), timeout);
+    let mut answer = call(&mut c);
+    for _ in 1..cluster.controllers().len() {
+        match &answer {
+            Err(e) if e.remote().is_none() => answer = call(&mut c),
+            _ => break,
+        }
+    }
+    Ok(answer)
 }
 
 fn isr_text(isr: &[ReplicaId]) -> String {
@@ -259,10 +262,10 @@ pub fn move_leader_main(args: &[String]) -> CliResult {
     let to = o
         .number::<u32>("--to")?
         .ok_or_else(|| CliError::Usage("move-leader needs --to N".into()))?;
-    let mut c = client(&cluster, &o)?;
-    let e = c
-        .elect_leader(Some(ReplicaId(to)), o.switch("--unclean"))
-        .map_err(|e| CliError::Failed(format!("move-leader to {to}: {e}")))?;
+    let e = ask(&cluster, &o, |c| {
+        c.elect_leader(Some(ReplicaId(to)), o.switch("--unclean"))
+    })?
+    .map_err(|e| CliError::Failed(format!("move-leader to {to}: {e}")))?;
     let s = &e.state;
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -286,9 +289,11 @@ pub fn move_leader_main(args: &[String]) -> CliResult {
 pub fn cluster_status_main(args: &[String]) -> CliResult {
     let o = Options::parse("cluster-status", args)?;
     let cluster = load_cluster(o.required("cluster-status", "--cluster")?)?;
-    let mut c = client(&cluster, &o)?;
-    let m = c
-        .metadata()
+    let etcd = super::etcd::endpoints(&o, &cluster);
+    if !etcd.is_empty() {
+        return super::etcd::status_from_etcd(&o, &cluster, etcd);
+    }
+    let m = ask(&cluster, &o, ControllerClient::metadata)?
         .map_err(|e| CliError::Failed(format!("cluster-status: {e}")))?;
     let s = &m.state;
     let yes = |b: bool| if b { "yes" } else { "no" };

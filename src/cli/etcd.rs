@@ -8,7 +8,104 @@ use std::net::SocketAddr;
 use oncelog::net::{ClusterFile, ControllerConfig};
 
 use super::cluster::Options;
-use super::CliError;
+use super::{CliError, CliResult};
+
+/// The etcd client URLs: `--etcd` (comma-separated) or the cluster file's `etcd` line; empty
+/// for a controller in memory.
+pub(super) fn endpoints(o: &Options, cluster: &ClusterFile) -> Vec<String> {
+    match o.value("--etcd") {
+        Some(urls) => urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+            .collect(),
+        None => cluster.etcd.clone(),
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+pub(super) fn status_from_etcd(
+    _o: &Options,
+    _cluster: &ClusterFile,
+    _endpoints: Vec<String>,
+) -> CliResult {
+    Err(CliError::Failed(
+        "this oncelog was built without the `etcd` feature: rebuild with the default features"
+            .into(),
+    ))
+}
+
+/// `oncelog cluster-status` with etcd: the record, the sessions and the acting controller, as
+/// etcd holds them (no controller process needs to be running).
+#[cfg(feature = "etcd")]
+pub(super) fn status_from_etcd(
+    o: &Options,
+    cluster: &ClusterFile,
+    endpoints: Vec<String>,
+) -> CliResult {
+    use std::io::Write;
+
+    use oncelog::etcd::EtcdStore;
+    use oncelog::net::ControllerStore;
+    use oncelog::replication::Controller;
+
+    let mut config = etcd_config(o, endpoints)?;
+    if let Some(ms) = o.number::<u64>("--timeout-ms")? {
+        config.request_timeout = std::time::Duration::from_millis(ms.max(1));
+    }
+    let (urls, prefix) = (config.endpoints.join(","), config.prefix.clone());
+    let failed = |e: oncelog::net::StoreError| {
+        CliError::Failed(format!("cluster-status: {e} (etcd at {urls})"))
+    };
+    let store = EtcdStore::connect(config).map_err(failed)?;
+    let acting = store.acting_candidate().map_err(failed)?;
+    let sessions = store.sessions().map_err(failed)?;
+    let Some((c, revision)) = store.load().map_err(failed)? else {
+        println!("etcd {urls} prefix {prefix}: no partition record yet (no controller ran)");
+        return Ok(std::process::ExitCode::SUCCESS);
+    };
+    let s = c.leader_and_isr();
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let isr: Vec<String> = s.isr.iter().map(ToString::to_string).collect();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "etcd {urls} prefix {prefix} revision {revision}; acting controller {}",
+        acting.as_deref().unwrap_or("none")
+    )?;
+    writeln!(
+        out,
+        "leader {} leader_epoch {} partition_epoch {} isr {} min_insync_replicas {}",
+        s.leader.map_or("none".to_string(), |l| l.to_string()),
+        s.leader_epoch,
+        s.partition_epoch,
+        isr.join(","),
+        cluster.min_insync_replicas
+    )?;
+    writeln!(
+        out,
+        "{:<8} {:<22} {:<6} {:<7} {:<9} {:<21} session",
+        "replica", "address", "alive", "in isr", "catch-up", "incarnation"
+    )?;
+    for r in &cluster.replicas {
+        writeln!(
+            out,
+            "{:<8} {:<22} {:<6} {:<7} {:<9} {:<21} {}",
+            r.id.to_string(),
+            r.addr.to_string(),
+            yes(c.is_alive(r.id)),
+            yes(s.isr.contains(&r.id)),
+            yes(c.needs_catch_up(r.id)),
+            c.incarnation(r.id)
+                .map_or("-".to_string(), |i| i.to_string()),
+            sessions
+                .get(&r.id)
+                .map_or("none".to_string(), |i| format!("incarnation {i}")),
+        )?;
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
 
 #[cfg(not(feature = "etcd"))]
 pub(super) fn controller_on_etcd(

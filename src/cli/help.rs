@@ -196,8 +196,23 @@ pub const COMMANDS: &[Command] = &[
     Command {
         name: "cluster-status",
         args: "",
-        about: "leader, leader and partition epochs, ISR and each replica's session",
-        flags: &[CLUSTER, TIMEOUT],
+        about: "leader, leader and partition epochs, ISR and each replica's session (from \
+                etcd when the cluster runs on it, else from a controller)",
+        flags: &[
+            CLUSTER,
+            TIMEOUT,
+            flag(
+                "--etcd",
+                "URLS",
+                "read the state from etcd at these comma-separated client URLs (default: \
+                 the cluster file's etcd line; without either, ask a controller)",
+            ),
+            flag(
+                "--etcd-prefix",
+                "PREFIX",
+                "the partition's key prefix in etcd (default /oncelog)",
+            ),
+        ],
     },
 ];
 
