@@ -18,7 +18,7 @@ use oncelog::producer::{Delivery, ProduceTarget, Producer};
 use oncelog::replica::Acks;
 use oncelog::replication::ReplicaId;
 use oncelog::BatchBuilder;
-use procs::{committed, free_port, spawn_logged, Proc};
+use procs::{assert_exactly_once, committed, free_port, spawn_logged, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_oncelog");
 
@@ -194,26 +194,14 @@ fn leader_sigkill_loses_and_duplicates_nothing() {
     assert_eq!(acked.len(), 350, "every batch acknowledged");
     assert_eq!(producer.acknowledged(), 350);
 
-    let log = committed(&client, None);
-    let values: Vec<&str> = log.iter().map(|(_, v)| v.as_str()).collect();
-    assert_eq!(values, expected, "exactly once, in order");
-    let at: HashMap<u64, &str> = log.iter().map(|(o, v)| (*o, v.as_str())).collect();
-    for (t, d) in &acked {
-        if let Delivery::Written(info) = d {
-            let i = tickets[t];
-            assert_eq!(
-                at.get(&info.base_offset.0),
-                Some(&format!("b{i}r0").as_str())
-            );
-        }
-    }
-    // Every replica holds the same committed records once it caught up.
-    for id in 1..=3 {
-        wait_for("a replica to catch up", || {
-            committed(&client, Some(ReplicaId(id))).len() == log.len()
-        });
-        assert_eq!(committed(&client, Some(ReplicaId(id))), log, "replica {id}");
-    }
+    assert_exactly_once(
+        &client,
+        &acked,
+        &tickets,
+        &expected,
+        |i| format!("b{i}r0"),
+        &[1, 2, 3],
+    );
 }
 
 /// Sends `sig` (`STOP`, `CONT`) to a node process.

@@ -24,7 +24,7 @@ use oncelog::net::{
     ClusterFile, ControllerClient, ControllerConfig, ControllerService, ControllerStore,
     ErrorReply, Message, RemoteError, TransportConfig,
 };
-use procs::{committed, free_port, spawn_logged, wait_for, Proc};
+use procs::{assert_exactly_once, free_port, spawn_logged, wait_for, Proc};
 
 use oncelog::node::PartitionClient;
 use oncelog::producer::{Delivery, Producer};
@@ -397,7 +397,7 @@ fn the_record_survives_a_controller_restart() {
         )),
         "{text}"
     );
-    assert!(text.contains("incarnation 7"), "{text}");
+    assert!(text.contains("3 as incarnation 7"), "{text}");
     let _p = controller(&etcd, &path, cluster.controller, 30_000, "controller2");
     let after = state(&mut c);
     assert_eq!(after, before, "the restarted controller forgot the record");
@@ -606,24 +606,12 @@ fn nodes_lose_and_double_nothing_when_the_leader_and_the_acting_controller_die()
     let acked = std::mem::take(producer.sink_mut());
     assert_eq!(acked.len(), 250, "every batch acknowledged");
 
-    let log = committed(&partition, None);
-    let values: Vec<&str> = log.iter().map(|(_, v)| v.as_str()).collect();
-    assert_eq!(values, expected, "exactly once, in order");
-    let at: HashMap<u64, &str> = log.iter().map(|(o, v)| (*o, v.as_str())).collect();
-    for (t, d) in &acked {
-        if let Delivery::Written(info) = d {
-            let i = tickets[t];
-            assert_eq!(at.get(&info.base_offset.0), Some(&format!("b{i}").as_str()));
-        }
-    }
-    for id in 1..=3 {
-        wait_for("a replica to catch up", 30, || {
-            committed(&partition, Some(ReplicaId(id))).len() == log.len()
-        });
-        assert_eq!(
-            committed(&partition, Some(ReplicaId(id))),
-            log,
-            "replica {id}"
-        );
-    }
+    assert_exactly_once(
+        &partition,
+        &acked,
+        &tickets,
+        &expected,
+        |i| format!("b{i}"),
+        &[1, 2, 3],
+    );
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use oncelog::io::fs::RealStorage;
 use oncelog::io::signals;
 use oncelog::net::{
-    ClusterFile, ControllerClient, ControllerConfig, ControllerServer, NetError, TransportConfig,
+    ClusterFile, ClusterMetadata, ControllerClient, ControllerConfig, ControllerServer, NetError,
+    TransportConfig,
 };
 use oncelog::replication::ReplicaId;
 use oncelog::SystemClock;
@@ -295,11 +296,16 @@ pub fn cluster_status_main(args: &[String]) -> CliResult {
     }
     let m = ask(&cluster, &o, ControllerClient::metadata)?
         .map_err(|e| CliError::Failed(format!("cluster-status: {e}")))?;
+    print_status(&format!("controller {}", cluster.controller), &m)
+}
+
+/// The `cluster-status` report of `m` under the line `source`.
+pub(super) fn print_status(source: &str, m: &ClusterMetadata) -> CliResult {
     let s = &m.state;
     let yes = |b: bool| if b { "yes" } else { "no" };
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
     let mut out = std::io::stdout().lock();
-    writeln!(out, "controller {}", cluster.controller)?;
+    writeln!(out, "{source}")?;
     writeln!(
         out,
         "leader {} leader_epoch {} partition_epoch {} isr {} min_insync_replicas {}",

@@ -44,10 +44,8 @@ pub(super) fn status_from_etcd(
     cluster: &ClusterFile,
     endpoints: Vec<String>,
 ) -> CliResult {
-    use std::io::Write;
-
     use oncelog::etcd::EtcdStore;
-    use oncelog::net::ControllerStore;
+    use oncelog::net::{ClusterMetadata, ControllerStore, ReplicaStatus};
     use oncelog::replication::Controller;
 
     let mut config = etcd_config(o, endpoints)?;
@@ -65,46 +63,40 @@ pub(super) fn status_from_etcd(
         println!("etcd {urls} prefix {prefix}: no partition record yet (no controller ran)");
         return Ok(std::process::ExitCode::SUCCESS);
     };
-    let s = c.leader_and_isr();
-    let yes = |b: bool| if b { "yes" } else { "no" };
-    let isr: Vec<String> = s.isr.iter().map(ToString::to_string).collect();
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "etcd {urls} prefix {prefix} revision {revision}; acting controller {}",
-        acting.as_deref().unwrap_or("none")
-    )?;
-    writeln!(
-        out,
-        "leader {} leader_epoch {} partition_epoch {} isr {} min_insync_replicas {}",
-        s.leader.map_or("none".to_string(), |l| l.to_string()),
-        s.leader_epoch,
-        s.partition_epoch,
-        isr.join(","),
-        cluster.min_insync_replicas
-    )?;
-    writeln!(
-        out,
-        "{:<8} {:<22} {:<6} {:<7} {:<9} {:<21} session",
-        "replica", "address", "alive", "in isr", "catch-up", "incarnation"
-    )?;
-    for r in &cluster.replicas {
-        writeln!(
-            out,
-            "{:<8} {:<22} {:<6} {:<7} {:<9} {:<21} {}",
-            r.id.to_string(),
-            r.addr.to_string(),
-            yes(c.is_alive(r.id)),
-            yes(s.isr.contains(&r.id)),
-            yes(c.needs_catch_up(r.id)),
-            c.incarnation(r.id)
-                .map_or("-".to_string(), |i| i.to_string()),
-            sessions
-                .get(&r.id)
-                .map_or("none".to_string(), |i| format!("incarnation {i}")),
-        )?;
-    }
-    Ok(std::process::ExitCode::SUCCESS)
+    let replicas = cluster
+        .replicas
+        .iter()
+        .map(|r| ReplicaStatus {
+            replica: r.id,
+            addr: r.addr,
+            alive: c.is_alive(r.id),
+            needs_catch_up: c.needs_catch_up(r.id),
+            incarnation: c.incarnation(r.id),
+            log_end: None,
+            last_seen_ms_ago: None,
+        })
+        .collect();
+    let m = ClusterMetadata {
+        state: c.leader_and_isr(),
+        min_insync_replicas: cluster.min_insync_replicas,
+        replicas,
+    };
+    let sessions: Vec<String> = sessions
+        .iter()
+        .map(|(r, i)| format!("{r} as incarnation {i}"))
+        .collect();
+    super::cluster::print_status(
+        &format!(
+            "etcd {urls} prefix {prefix} revision {revision}; acting controller {}; sessions: {}",
+            acting.as_deref().unwrap_or("none"),
+            if sessions.is_empty() {
+                "none".to_string()
+            } else {
+                sessions.join(", ")
+            }
+        ),
+        &m,
+    )
 }
 
 #[cfg(not(feature = "etcd"))]

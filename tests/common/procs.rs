@@ -1,12 +1,14 @@
 //! Processes on loopback for the cluster tests: a child killed with SIGKILL when dropped, free
 //! ports, polling with a deadline, and the committed records of a cluster's replicas.
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use oncelog::node::PartitionClient;
+use oncelog::producer::Delivery;
 use oncelog::replication::ReplicaId;
 use oncelog::{BatchView, Offset};
 
@@ -85,5 +87,35 @@ pub fn committed(client: &PartitionClient, id: Option<ReplicaId>) -> Vec<(u64, S
         if next >= r.high_watermark {
             return out;
         }
+    }
+}
+
+/// What an idempotent producer's run must leave: the leader's committed log holds exactly
+/// `expected` in order, each acknowledged batch (ticket → batch number in `tickets`) starts at
+/// its acknowledged offset with the value `first_value(batch)`, and every replica in
+/// `replicas` ends with the same committed records.
+pub fn assert_exactly_once(
+    client: &PartitionClient,
+    acked: &[(u64, Delivery)],
+    tickets: &HashMap<u64, usize>,
+    expected: &[String],
+    first_value: impl Fn(usize) -> String,
+    replicas: &[u32],
+) {
+    let log = committed(client, None);
+    let values: Vec<&str> = log.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(values, expected, "exactly once, in order");
+    let at: HashMap<u64, &str> = log.iter().map(|(o, v)| (*o, v.as_str())).collect();
+    for (t, d) in acked {
+        if let Delivery::Written(info) = d {
+            let want = first_value(tickets[t]);
+            assert_eq!(at.get(&info.base_offset.0), Some(&want.as_str()));
+        }
+    }
+    for &id in replicas {
+        wait_for("a replica to catch up", 30, || {
+            committed(client, Some(ReplicaId(id))).len() == log.len()
+        });
+        assert_eq!(committed(client, Some(ReplicaId(id))), log, "replica {id}");
     }
 }
