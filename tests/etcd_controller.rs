@@ -523,6 +523,15 @@ fn losing_one_etcd_member_of_three_changes_nothing() {
     );
 }
 
+/// Sends `sig` (`STOP`, `CONT`) to a process.
+fn signal(p: &Proc, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &p.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig}");
+}
+
 fn node(etcd: &Etcd, cluster: &Path, id: u32) -> Proc {
     spawn_logged(
         Path::new(BIN),
@@ -543,7 +552,7 @@ fn node(etcd: &Etcd, cluster: &Path, id: u32) -> Proc {
 
 /// Three `oncelog node` processes, two controllers and a three-member etcd. Mid-stream the
 /// leader node and the acting controller are SIGKILLed together; later one etcd member too;
-/// the killed node restarts and catches up. An acks=all idempotent producer gets every batch
+/// the killed node restarts and catches up; a follower is paused past its lease and resumed. An acks=all idempotent producer gets every batch
 /// acknowledged, the log holds each exactly once in order at its acknowledged offset, and every
 /// replica holds the same committed records.
 #[test]
@@ -593,13 +602,40 @@ fn nodes_lose_and_double_nothing_when_the_leader_and_the_acting_controller_die()
     }
     producer.flush().unwrap();
     let killed = killed.unwrap();
-    assert!(partition.leader().is_ok_and(|l| l.0 != killed));
+    // (A call to the killed controller fails; the client moves on to the other one.)
+    wait_for("a new leader", 30, || {
+        partition.leader().is_ok_and(|l| l.0 != killed)
+    });
     nodes.insert(killed, node(&etcd, &path, killed));
     wait_for("the restarted node back in the ISR", 30, || {
         ctl.metadata()
             .is_ok_and(|m| m.state.isr.contains(&ReplicaId(killed)))
     });
-    for i in 200..250usize {
+    // A follower paused (SIGSTOP) past its session lease leaves the ISR while the stream
+    // goes on; resumed, it registers again and rejoins.
+    let mut leader = 0;
+    wait_for("the leader", 30, || {
+        partition.leader().is_ok_and(|l| {
+            leader = l.0;
+            true
+        })
+    });
+    let paused = (1..=3).find(|&i| i != leader).unwrap();
+    signal(&nodes[&paused], "STOP");
+    wait_for("the paused node out of the ISR", 30, || {
+        ctl.metadata()
+            .is_ok_and(|m| !m.state.isr.contains(&ReplicaId(paused)))
+    });
+    for i in 200..225usize {
+        send(&mut producer, i);
+    }
+    producer.flush().unwrap();
+    signal(&nodes[&paused], "CONT");
+    wait_for("the resumed node back in the ISR", 30, || {
+        ctl.metadata()
+            .is_ok_and(|m| m.state.isr.contains(&ReplicaId(paused)))
+    });
+    for i in 225..250usize {
         send(&mut producer, i);
     }
     producer.flush().unwrap();
