@@ -424,7 +424,7 @@ impl Unreachable {
                 "oncelog node {}: cannot reach the controller at {} ({} failed attempts): {e}; \
                  retrying in {} ms",
                 o.id,
-                o.cluster.controller,
+                e.addr,
                 self.failures,
                 self.delay(o.tick_ms).as_millis()
             );
@@ -434,8 +434,8 @@ impl Unreachable {
     fn reached(&mut self, o: &NodeOptions) {
         if self.failures > 0 {
             eprintln!(
-                "oncelog node {}: reached the controller at {} again after {} failed attempts",
-                o.id, o.cluster.controller, self.failures
+                "oncelog node {}: reached a controller again after {} failed attempts",
+                o.id, self.failures
             );
             self.failures = 0;
         }
