@@ -89,3 +89,164 @@ pub trait ControllerStore: Send + Sync + fmt::Debug {
     /// a compare-and-set).
     fn is_acting(&self) -> bool;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::net::{ClusterFile, ControllerConfig, ControllerService, Message};
+    use crate::replication::{Controller, LeaderAndIsr, LogRecovery};
+
+    /// A store in this process's memory, with a hook that plays another controller process.
+    #[derive(Debug, Default)]
+    struct MemoryStore {
+        state: Mutex<MemoryState>,
+        acting: AtomicBool,
+        /// Before the next compare-and-set, another writer fails this replica (once).
+        interfere: Mutex<Option<ReplicaId>>,
+    }
+
+    #[derive(Debug, Default)]
+    struct MemoryState {
+        record: Option<(InProcessController, RecordVersion)>,
+        sessions: BTreeMap<ReplicaId, Incarnation>,
+        next_id: i64,
+    }
+
+    impl ControllerStore for MemoryStore {
+        fn load(&self) -> Result<Option<(InProcessController, RecordVersion)>, StoreError> {
+            Ok(self.state.lock().record.clone())
+        }
+        fn compare_and_set(
+            &self,
+            expected: Option<RecordVersion>,
+            next: &InProcessController,
+        ) -> Result<bool, StoreError> {
+            let mut st = self.state.lock();
+            if let Some(r) = self.interfere.lock().take() {
+                if let Some((c, v)) = st.record.as_mut() {
+                    c.replica_failed(r);
+                    *v += 1;
+                }
+            }
+            let current = st.record.as_ref().map(|(_, v)| *v);
+            if current != expected {
+                return Ok(false);
+            }
+            st.record = Some((next.clone(), current.unwrap_or(0) + 1));
+            Ok(true)
+        }
+        fn start_session(&self, r: ReplicaId, i: Incarnation, _: u64) -> Result<(), StoreError> {
+            self.state.lock().sessions.insert(r, i);
+            Ok(())
+        }
+        fn keep_session(&self, r: ReplicaId, i: Incarnation) -> Result<bool, StoreError> {
+            Ok(self.state.lock().sessions.get(&r) == Some(&i))
+        }
+        fn end_session(&self, r: ReplicaId) -> Result<(), StoreError> {
+            self.state.lock().sessions.remove(&r);
+            Ok(())
+        }
+        fn sessions(&self) -> Result<BTreeMap<ReplicaId, Incarnation>, StoreError> {
+            Ok(self.state.lock().sessions.clone())
+        }
+        fn allocate_producer_id(&self) -> Result<ProducerId, StoreError> {
+            let mut st = self.state.lock();
+            st.next_id += 1;
+            Ok(ProducerId(st.next_id - 1))
+        }
+        fn is_acting(&self) -> bool {
+            self.acting.load(Ordering::Acquire)
+        }
+    }
+
+    fn service(store: &Arc<MemoryStore>, clock: &Arc<ManualClock>) -> ControllerService {
+        let cluster = ClusterFile::parse(
+            "controller 127.0.0.1:1\nreplica 1 127.0.0.1:2\nreplica 2 127.0.0.1:3\n\
+             replica 3 127.0.0.1:4\n",
+        )
+        .unwrap();
+        let mut config = ControllerConfig::new("unused");
+        config.session_timeout_ms = 1_000;
+        ControllerService::with_store(
+            cluster,
+            &config,
+            Arc::clone(clock) as Arc<dyn crate::clock::Clock>,
+            Arc::clone(store) as Arc<dyn ControllerStore>,
+        )
+    }
+
+    fn register(s: &ControllerService, r: u32) -> LeaderAndIsr {
+        match s.handle(Message::Register {
+            replica: ReplicaId(r),
+            incarnation: 5,
+            recovery: LogRecovery::Intact,
+        }) {
+            Message::LeaderAndIsr(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lost_race_is_retried_on_the_newer_record() {
+        let store = Arc::new(MemoryStore::default());
+        let s = service(&store, &Arc::new(ManualClock::new(0)));
+        for r in 1..=3 {
+            register(&s, r);
+        }
+        *store.interfere.lock() = Some(ReplicaId(3));
+        let Message::Elected { state, unclean } = s.handle(Message::ElectLeader {
+            preferred: Some(ReplicaId(2)),
+            allow_unclean: false,
+        }) else {
+            panic!("not elected")
+        };
+        assert!(!unclean);
+        // Both changes are in: the other writer's (r3 failed) and ours, applied on top of it.
+        assert_eq!(state.leader, Some(ReplicaId(2)));
+        assert_eq!(state.isr, vec![ReplicaId(1), ReplicaId(2)]);
+        let (stored, _) = store.load().unwrap().unwrap();
+        assert_eq!(stored.leader_and_isr(), state);
+        assert!(!stored.is_alive(ReplicaId(3)));
+        stored.check_invariants();
+    }
+
+    #[test]
+    fn only_the_acting_controller_expires_and_gives_unseen_replicas_one_timeout() {
+        let store = Arc::new(MemoryStore::default());
+        let clock = Arc::new(ManualClock::new(0));
+        let s = service(&store, &clock);
+        register(&s, 1);
+        register(&s, 2);
+        clock.advance(5_000);
+        assert!(s.expire_sessions().is_empty(), "not acting");
+        store.acting.store(true, Ordering::Release);
+        // r3 never registered: this acting controller gives it one timeout from now.
+        assert!(s.expire_sessions().is_empty());
+        clock.advance(1_001);
+        assert_eq!(s.expire_sessions(), vec![ReplicaId(3)]);
+        // r1's session (seen) ends in the store: failed at the next check, re-elected away.
+        store.state.lock().sessions.remove(&ReplicaId(1));
+        assert_eq!(s.expire_sessions(), vec![ReplicaId(1)]);
+        let st = s.state();
+        assert_eq!(st.leader, Some(ReplicaId(2)));
+        assert_eq!(st.isr, vec![ReplicaId(2)]);
+        // Its heartbeat is refused from now on; a new registration brings it back.
+        assert!(matches!(
+            s.handle(Message::Heartbeat {
+                replica: ReplicaId(1),
+                incarnation: 5,
+                log_end: crate::types::Offset(0),
+            }),
+            Message::Error(_)
+        ));
+        register(&s, 1);
+        assert!(s.controller().is_alive(ReplicaId(1)));
+        assert!(s.expire_sessions().is_empty());
+    }
+}
