@@ -50,6 +50,8 @@ fn find_program(name: &str) -> PathBuf {
 struct Etcd {
     tmp: tempfile::TempDir,
     members: Vec<Option<Proc>>,
+    /// Each member's command line (a restart reuses it: its data directory says the rest).
+    args: Vec<Vec<String>>,
     urls: Vec<String>,
 }
 
@@ -65,6 +67,7 @@ impl Etcd {
             .collect();
         let initial = initial.join(",");
         let mut members = Vec::new();
+        let mut all_args = Vec::new();
         for (i, (c, p)) in ports.iter().enumerate() {
             let data = tmp.path().join(format!("m{i}"));
             let client = format!("http://127.0.0.1:{c}");
@@ -95,12 +98,18 @@ impl Etcd {
             ];
             let log = tmp.path().join(format!("etcd{i}.log"));
             members.push(Some(spawn_logged(&etcd, &args, &log)));
+            all_args.push(args.iter().map(|a| a.to_string()).collect());
         }
         let urls = ports
             .iter()
             .map(|(c, _)| format!("http://127.0.0.1:{c}"))
             .collect();
-        let e = Etcd { tmp, members, urls };
+        let e = Etcd {
+            tmp,
+            members,
+            args: all_args,
+            urls,
+        };
         let store = e.store();
         wait_for("etcd to answer", 20, || store.load().is_ok());
         e
@@ -119,6 +128,13 @@ impl Etcd {
         let mut c = EtcdConfig::new(self.urls.clone());
         c.request_timeout = Duration::from_secs(1);
         EtcdStore::connect(c).unwrap()
+    }
+
+    /// Starts a killed member again on its data directory.
+    fn restart(&mut self, member: usize) {
+        let args: Vec<&str> = self.args[member].iter().map(String::as_str).collect();
+        let log = self.dir().join(format!("etcd{member}-again.log"));
+        self.members[member] = Some(spawn_logged(&find_program("etcd"), &args, &log));
     }
 
     fn kill9(&mut self, member: usize) {
@@ -645,6 +661,99 @@ fn nodes_lose_and_double_nothing_when_the_leader_and_the_acting_controller_die()
     assert_exactly_once(
         &partition,
         &acked,
+        &tickets,
+        &expected,
+        |i| format!("b{i}"),
+        &[1, 2, 3],
+    );
+}
+
+/// Every process of the cluster (three etcd members, two controllers, three nodes) is SIGKILLed
+/// and started again: the record comes back from etcd (epochs go on, never back), the nodes'
+/// logs keep every committed record, and a new producer (a new id from etcd's counter) appends
+/// after them exactly once.
+#[test]
+fn restarting_every_process_keeps_the_records_and_the_epochs() {
+    let mut etcd = Etcd::start(3);
+    let (path, cluster) = cluster_file(etcd.dir(), 2);
+    let start = |etcd: &Etcd| -> (Vec<Proc>, Vec<Proc>) {
+        let controllers = cluster
+            .controllers()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| controller(etcd, &path, *a, 1_000, &format!("controller{i}")))
+            .collect();
+        let nodes = (1..=3).map(|i| node(etcd, &path, i)).collect();
+        (controllers, nodes)
+    };
+    let full_isr = |ctl: &mut ControllerClient| {
+        wait_for("a leader and a full ISR", 30, || {
+            ctl.metadata()
+                .is_ok_and(|m| m.state.leader.is_some() && m.state.isr.len() == 3)
+        });
+    };
+    let produce = |range: std::ops::Range<usize>| {
+        let partition = PartitionClient::new(cluster.clone(), Acks::All);
+        let mut producer = Producer::with_sink(&partition, Vec::<(u64, Delivery)>::new()).unwrap();
+        let id = producer.id();
+        for i in range {
+            let mut b = oncelog::BatchBuilder::new();
+            b.push(0, None, Some(format!("b{i}").as_bytes()));
+            producer.enqueue(b).unwrap();
+        }
+        producer.flush().unwrap();
+        assert!(producer
+            .sink_mut()
+            .iter()
+            .all(|(_, d)| matches!(d, Delivery::Written(_))));
+        id
+    };
+    let (controllers, nodes) = start(&etcd);
+    let mut ctl = client(&cluster);
+    full_isr(&mut ctl);
+    let first_id = produce(0..40);
+    let lives = |ctl: &mut ControllerClient| -> Vec<Option<u64>> {
+        let m = retry("metadata", || ctl.metadata());
+        m.replicas.iter().map(|r| r.incarnation).collect()
+    };
+    let before = state(&mut ctl);
+    let old_lives = lives(&mut ctl);
+
+    drop(nodes);
+    drop(controllers);
+    for m in 0..3 {
+        etcd.kill9(m);
+    }
+    for m in 0..3 {
+        etcd.restart(m);
+    }
+    let store = etcd.store();
+    wait_for("etcd back", 30, || store.load().is_ok());
+    let (_controllers, _nodes) = start(&etcd);
+    wait_for("every node registered in its new life", 30, || {
+        let now = lives(&mut ctl);
+        now.iter().zip(&old_lives).all(|(n, o)| n != o)
+    });
+    full_isr(&mut ctl);
+    // The record came back from etcd: the leader's new life was a re-election on top of it.
+    let after = state(&mut ctl);
+    assert!(
+        after.leader_epoch > before.leader_epoch,
+        "{before:?} -> {after:?}"
+    );
+    assert!(
+        after.partition_epoch > before.partition_epoch,
+        "{before:?} -> {after:?}"
+    );
+    let second_id = produce(40..80);
+    assert_ne!(first_id, second_id, "a producer id handed out twice");
+
+    let partition = PartitionClient::new(cluster.clone(), Acks::All);
+    let expected: Vec<String> = (0..80).map(|i| format!("b{i}")).collect();
+    let tickets = HashMap::new();
+    assert_exactly_once(
+        &partition,
+        &[],
         &tickets,
         &expected,
         |i| format!("b{i}"),
