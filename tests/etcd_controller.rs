@@ -567,7 +567,7 @@ fn node(etcd: &Etcd, cluster: &Path, id: u32) -> Proc {
 }
 
 /// Three `oncelog node` processes, two controllers and a three-member etcd. Mid-stream the
-/// leader node and the acting controller are SIGKILLed together; later one etcd member too;
+/// leader node, the acting controller and one etcd member are SIGKILLed together;
 /// the killed node restarts and catches up; a follower is paused past its lease and resumed. An acks=all idempotent producer gets every batch
 /// acknowledged, the log holds each exactly once in order at its acknowledged offset, and every
 /// replica holds the same committed records.
@@ -610,10 +610,8 @@ fn nodes_lose_and_double_nothing_when_the_leader_and_the_acting_controller_die()
             let acting = watcher.acting_candidate().unwrap().unwrap();
             nodes.remove(&leader); // SIGKILL
             controllers.remove(&acting); // SIGKILL
-            killed = Some(leader);
-        }
-        if i == 150 {
             etcd.kill9(0);
+            killed = Some(leader);
         }
     }
     producer.flush().unwrap();

@@ -285,7 +285,10 @@ impl ControllerStore for EtcdStore {
             Ok(lease)
         })?;
         let ttl = Duration::from_secs(u64::try_from(ttl_s).unwrap_or(1));
-        self.renewed.lock().insert(lease, (Instant::now(), ttl));
+        let mut renewed = self.renewed.lock();
+        // Forget leases not renewed for a while (ended or expired): the map stays small.
+        renewed.retain(|_, (at, ttl)| at.elapsed() < ttl.saturating_mul(4));
+        renewed.insert(lease, (Instant::now(), ttl));
         Ok(())
     }
 

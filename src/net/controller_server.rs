@@ -345,7 +345,16 @@ impl ControllerService {
         }
         for &r in &failed {
             self.end_session(inner, r);
-            let s = self.transact(inner, |c| c.replica_failed(r))?;
+            // Only the life whose session ended: a new life that registered meanwhile through
+            // another controller process is left alone.
+            let life = c.incarnation(r);
+            let s = self.transact(inner, |now| {
+                if now.incarnation(r) == life {
+                    now.replica_failed(r)
+                } else {
+                    now.leader_and_isr()
+                }
+            })?;
             self.note(format!("replica {r} session lease expired"), &s);
         }
         Ok(failed)
