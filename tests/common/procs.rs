@@ -1,5 +1,6 @@
 //! Processes on loopback for the cluster tests: a child killed with SIGKILL when dropped, free
 //! ports, polling with a deadline, and the committed records of a cluster's replicas.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::TcpListener;
