@@ -20,10 +20,10 @@ use etcd::*;
 use procs::{assert_exactly_once, wait_for, Proc};
 
 /// Three `oncelog node` processes, two controllers and a three-member etcd. Mid-stream the
-/// leader node, the acting controller and one etcd member are SIGKILLed together;
-/// the killed node restarts and catches up; a follower is paused past its lease and resumed. An acks=all idempotent producer gets every batch
-/// acknowledged, the log holds each exactly once in order at its acknowledged offset, and every
-/// replica holds the same committed records.
+/// leader node, the acting controller and one etcd member are SIGKILLed together; the killed
+/// node restarts and catches up; a follower is paused past its lease and resumed. An acks=all
+/// idempotent producer gets every batch acknowledged, the log holds each exactly once in order
+/// at its acknowledged offset, and every replica holds the same committed records.
 #[test]
 fn nodes_lose_and_double_nothing_when_the_leader_and_the_acting_controller_die() {
     let mut etcd = Etcd::start(3);
