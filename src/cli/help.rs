@@ -120,7 +120,8 @@ pub const COMMANDS: &[Command] = &[
             flag(
                 "--dir",
                 "DIR",
-                "state directory (default: controller-data beside the cluster file)",
+                "state directory, in memory mode (default: controller-data beside the cluster \
+                 file; with etcd the state is in etcd and --dir is refused)",
             ),
             flag(
                 "--session-timeout-ms",
