@@ -45,7 +45,7 @@ fn nodes_lose_and_double_nothing_when_the_leader_and_the_acting_controller_die()
     });
     let watcher = etcd.store();
     let partition = PartitionClient::new(cluster.clone(), Acks::All);
-    let mut producer = Producer::with_sink(&partition, Vec::<(u64, Delivery)>::new()).unwrap();
+    let mut producer = producer(&partition);
     let mut expected: Vec<String> = Vec::new();
     let mut tickets: HashMap<u64, usize> = HashMap::new();
     let mut killed = None;
@@ -59,8 +59,13 @@ fn nodes_lose_and_double_nothing_when_the_leader_and_the_acting_controller_die()
     for i in 0..200usize {
         send(&mut producer, i);
         if i == 80 {
-            let leader = partition.leader().unwrap().0;
-            let acting = watcher.acting_candidate().unwrap().unwrap();
+            let (mut leader, mut acting) = (0, None);
+            wait_for("the leader and the acting controller", 30, || {
+                leader = partition.leader().map_or(0, |l| l.0);
+                acting = watcher.acting_candidate().ok().flatten();
+                leader != 0 && acting.is_some()
+            });
+            let acting = acting.unwrap();
             nodes.remove(&leader); // SIGKILL
             controllers.remove(&acting); // SIGKILL
             etcd.kill9(0);
@@ -145,7 +150,7 @@ fn restarting_every_process_keeps_the_records_and_the_epochs() {
     };
     let produce = |range: std::ops::Range<usize>| {
         let partition = PartitionClient::new(cluster.clone(), Acks::All);
-        let mut producer = Producer::with_sink(&partition, Vec::<(u64, Delivery)>::new()).unwrap();
+        let mut producer = producer(&partition);
         let id = producer.id();
         for i in range {
             let mut b = oncelog::BatchBuilder::new();

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use oncelog::etcd::{EtcdConfig, EtcdStore};
 use oncelog::net::{ClusterFile, ControllerClient, ControllerStore, RemoteError, TransportConfig};
+use oncelog::node::PartitionClient;
+use oncelog::producer::{Delivery, Producer};
 use oncelog::replication::{LeaderAndIsr, LogRecovery, ReplicaId};
 
 use crate::procs::{free_port, spawn_logged, wait_for, Proc};
@@ -98,7 +100,13 @@ impl Etcd {
             urls,
         };
         let store = e.store();
-        wait_for("etcd to answer", 20, || store.load().is_ok());
+        // Answering once is not enough: right after start the members may still change
+        // leader ("etcdserver: leader changed"). Ten answers in a row, 50 ms apart.
+        let mut streak = 0;
+        wait_for("etcd to answer steadily", 20, || {
+            streak = if store.load().is_ok() { streak + 1 } else { 0 };
+            streak >= 10
+        });
         e
     }
 
@@ -280,4 +288,19 @@ pub fn node(etcd: &Etcd, cluster: &Path, id: u32) -> Proc {
         ],
         &etcd.dir().join(format!("node{id}.log")),
     )
+}
+
+/// An idempotent producer over `partition` whose deliveries go to a `Vec`; its id request is
+/// retried like any client retries an `Unavailable` answer (etcd may be changing leader).
+pub fn producer(partition: &PartitionClient) -> Producer<&PartitionClient, Vec<(u64, Delivery)>> {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        match Producer::with_sink(partition, Vec::new()) {
+            Ok(p) => return p,
+            Err(e) => {
+                assert!(Instant::now() < until, "no producer id: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
 }
