@@ -4,50 +4,26 @@
 //! is moved back to it with `oncelog move-leader`. Nothing acknowledged is lost, nothing is
 //! duplicated, and every replica ends with the same committed records.
 
+#[path = "common/procs.rs"]
+mod procs;
+
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use oncelog::net::ClusterFile;
 use oncelog::node::PartitionClient;
 use oncelog::producer::{Delivery, ProduceTarget, Producer};
 use oncelog::replica::Acks;
 use oncelog::replication::ReplicaId;
-use oncelog::{BatchBuilder, BatchView, Offset};
+use oncelog::BatchBuilder;
+use procs::{assert_exactly_once, committed, free_port, spawn_logged, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_oncelog");
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn(dir: &Path, args: &[&str], log: &str) -> Proc {
-    let out = std::fs::File::create(dir.join(log)).unwrap();
-    let err = out.try_clone().unwrap();
-    Proc(
-        Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap(),
-    )
+    spawn_logged(Path::new(BIN), args, &dir.join(log))
 }
 
 fn node(dir: &Path, cluster: &str, id: u32) -> Proc {
@@ -73,42 +49,8 @@ fn node_with_lag(dir: &Path, cluster: &str, id: u32, lag_ms: u64) -> Proc {
     )
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Every committed record value at replica `id` (or the leader), in offset order.
-fn committed(client: &PartitionClient, id: Option<ReplicaId>) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    let mut next = Offset(0);
-    loop {
-        let r = match id {
-            Some(id) => client.read_at(id, next, 1 << 20),
-            None => client.read(next, 1 << 20),
-        }
-        .unwrap();
-        let mut rest = &r.bytes[..];
-        if rest.is_empty() {
-            return out;
-        }
-        while !rest.is_empty() {
-            let (view, tail) = BatchView::parse(rest).unwrap();
-            for rec in view.records() {
-                let rec = rec.unwrap();
-                let v = String::from_utf8(rec.value.unwrap().to_vec()).unwrap();
-                out.push((view.base_offset() + rec.offset_delta as u64, v));
-            }
-            next = Offset(view.last_offset() + 1);
-            rest = tail;
-        }
-        if next >= r.high_watermark {
-            return out;
-        }
-    }
+fn wait_for(what: &str, ok: impl FnMut() -> bool) {
+    procs::wait_for(what, 30, ok)
 }
 
 /// A controller (session timeout 500 ms) and three nodes on loopback, min ISR 2.
@@ -252,26 +194,14 @@ fn leader_sigkill_loses_and_duplicates_nothing() {
     assert_eq!(acked.len(), 350, "every batch acknowledged");
     assert_eq!(producer.acknowledged(), 350);
 
-    let log = committed(&client, None);
-    let values: Vec<&str> = log.iter().map(|(_, v)| v.as_str()).collect();
-    assert_eq!(values, expected, "exactly once, in order");
-    let at: HashMap<u64, &str> = log.iter().map(|(o, v)| (*o, v.as_str())).collect();
-    for (t, d) in &acked {
-        if let Delivery::Written(info) = d {
-            let i = tickets[t];
-            assert_eq!(
-                at.get(&info.base_offset.0),
-                Some(&format!("b{i}r0").as_str())
-            );
-        }
-    }
-    // Every replica holds the same committed records once it caught up.
-    for id in 1..=3 {
-        wait_for("a replica to catch up", || {
-            committed(&client, Some(ReplicaId(id))).len() == log.len()
-        });
-        assert_eq!(committed(&client, Some(ReplicaId(id))), log, "replica {id}");
-    }
+    assert_exactly_once(
+        &client,
+        &acked,
+        &tickets,
+        &expected,
+        |i| format!("b{i}r0"),
+        &[1, 2, 3],
+    );
 }
 
 /// Sends `sig` (`STOP`, `CONT`) to a node process.

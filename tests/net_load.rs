@@ -5,6 +5,9 @@
 //! acknowledged, the committed log holds each exactly once in order, and its median latency
 //! under attack stays close to the quiet run's. Counts and deadlines are small: a few seconds.
 
+#[path = "common/procs.rs"]
+mod procs;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,20 +21,13 @@ use oncelog::node::{Node, NodeOptions, PartitionClient};
 use oncelog::producer::{Delivery, Producer};
 use oncelog::replica::Acks;
 use oncelog::replication::ReplicaId;
-use oncelog::{BatchBuilder, BatchView, LogConfig, Offset, SystemClock};
+use oncelog::{BatchBuilder, LogConfig, SystemClock};
+use procs::{committed, free_port};
 
 const BATCHES: usize = 60;
 const MAX_BATCHES: usize = 2_000;
 /// How long the abusers run (the producer keeps sending meanwhile).
 const ATTACK: Duration = Duration::from_millis(1_500);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Short deadlines, so abusers are dropped many times during the run.
 fn limits() -> TransportConfig {
@@ -78,31 +74,6 @@ fn abuser(addr: SocketAddr, opening: Vec<u8>, trickle: bool, abuse: Arc<Abuse>) 
                 abuse.dropped.fetch_add(1, Ordering::Relaxed);
                 break;
             }
-        }
-    }
-}
-
-/// Every committed record value, in offset order, from the leader.
-fn committed(client: &PartitionClient) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut next = Offset(0);
-    loop {
-        let r = client.read(next, 1 << 20).unwrap();
-        let mut rest = &r.bytes[..];
-        if rest.is_empty() {
-            return out;
-        }
-        while !rest.is_empty() {
-            let (view, tail) = BatchView::parse(rest).unwrap();
-            for rec in view.records() {
-                let rec = rec.unwrap();
-                out.push(String::from_utf8(rec.value.unwrap().to_vec()).unwrap());
-            }
-            next = Offset(view.last_offset() + 1);
-            rest = tail;
-        }
-        if next >= r.high_watermark {
-            return out;
         }
     }
 }
@@ -227,7 +198,11 @@ fn an_acks_all_producer_keeps_working_while_abusers_hammer_the_node() {
         2 * BATCHES + attacked_batches,
         "every batch acknowledged"
     );
-    assert_eq!(committed(&client), expected, "exactly once, in order");
+    let values: Vec<String> = committed(&client, None)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, expected, "exactly once, in order");
     let dropped = abuse.dropped.load(Ordering::Relaxed);
     // 32 abusers for 1.5 s or more with 300 ms frame and 500 ms idle deadlines: each is
     // dropped two to five times.

@@ -2,7 +2,7 @@
 //! process of the TCP driver and the operator's two commands against it.
 
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,7 +11,8 @@ use std::time::Duration;
 use oncelog::io::fs::RealStorage;
 use oncelog::io::signals;
 use oncelog::net::{
-    ClusterFile, ControllerClient, ControllerConfig, ControllerServer, TransportConfig,
+    ClusterFile, ClusterMetadata, ControllerClient, ControllerConfig, ControllerServer, NetError,
+    TransportConfig,
 };
 use oncelog::replication::ReplicaId;
 use oncelog::SystemClock;
@@ -19,7 +20,7 @@ use oncelog::SystemClock;
 use super::{CliError, CliResult};
 
 /// `--name VALUE` options and `--flag` switches, in any order; nothing positional.
-struct Options {
+pub(super) struct Options {
     values: Vec<(String, String)>,
     switches: Vec<String>,
 }
@@ -55,7 +56,7 @@ impl Options {
         Ok(o)
     }
 
-    fn value(&self, name: &str) -> Option<&str> {
+    pub(super) fn value(&self, name: &str) -> Option<&str> {
         self.values
             .iter()
             .find(|(k, _)| k == name)
@@ -67,7 +68,7 @@ impl Options {
             .ok_or_else(|| CliError::Usage(format!("{command} needs {name}")))
     }
 
-    fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, CliError> {
+    pub(super) fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, CliError> {
         self.value(name)
             .map(|v| {
                 v.parse::<T>()
@@ -120,12 +121,13 @@ fn catch_termination() -> Result<(), CliError> {
         .map_err(|e| CliError::Failed(format!("cannot install the SIGTERM/SIGINT handler: {e}")))
 }
 
-/// Blocks until SIGTERM or SIGINT; returns its name.
-fn wait_for_termination() -> &'static str {
+/// Blocks until SIGTERM or SIGINT, calling `every_50ms` meanwhile; returns its name.
+pub(super) fn wait_for_termination(mut every_50ms: impl FnMut()) -> &'static str {
     loop {
         if let Some(s) = signals::termination_requested() {
             return signals::signal_name(s);
         }
+        every_50ms();
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -139,17 +141,15 @@ pub fn default_controller_dir(cluster_file: &Path) -> PathBuf {
     oncelog::io::parent_dir(cluster_file).join("controller-data")
 }
 
-/// `oncelog controller --cluster FILE [--dir DIR] [--session-timeout-ms N] [limits]`: serves
-/// until SIGTERM or SIGINT, then stops serving, releases its directory and exits 0.
+/// `oncelog controller --cluster FILE [--dir DIR] [--session-timeout-ms N] [--etcd URLS]
+/// [--etcd-prefix P] [--listen ADDR] [--election-ttl-ms N] [limits]`: serves until SIGTERM or
+/// SIGINT, then stops serving, releases its directory (or resigns in etcd) and exits 0.
 pub fn controller_main(args: &[String]) -> CliResult {
     let o = Options::parse("controller", args)?;
     catch_termination()?;
     let path = o.required("controller", "--cluster")?;
     let cluster = load_cluster(path)?;
-    let dir = o
-        .value("--dir")
-        .map_or_else(|| default_controller_dir(Path::new(path)), PathBuf::from);
-    let mut config = ControllerConfig::new(dir.clone());
+    let mut config = ControllerConfig::new(PathBuf::new());
     config.verbose = true;
     config.transport = limits(&o, config.transport)?;
     if let Some(ms) = o.number::<u64>("--session-timeout-ms")? {
@@ -159,43 +159,96 @@ pub fn controller_main(args: &[String]) -> CliResult {
         config.session_timeout_ms = ms;
         config.expiry_check_interval = Duration::from_millis((ms / 10).clamp(1, 100));
     }
-    let listener = TcpListener::bind(cluster.controller)
-        .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", cluster.controller)))?;
-    let replicas = cluster.replicas.len();
-    let timeout = config.session_timeout_ms;
-    let server = ControllerServer::start(
-        listener,
-        cluster,
-        config,
-        Arc::new(SystemClock),
-        Arc::new(RealStorage::new()),
-    )?;
-    let addr = server
-        .local_addr()
-        .map_or_else(|| "?".to_string(), |a| a.to_string());
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "oncelog controller listening on {addr}: {replicas} replicas, session timeout {timeout} \
-         ms, state in {}",
-        dir.display()
-    )?;
-    out.flush()?;
-    drop(out);
-    let signal = wait_for_termination();
-    eprintln!("oncelog controller: {signal} received, stopping");
-    server.shutdown();
+    let listen = match o.value("--listen") {
+        Some(a) => a
+            .parse::<SocketAddr>()
+            .map_err(|_| CliError::Usage(format!("--listen: '{a}' is not an IP:PORT address")))?,
+        None => cluster.controller,
+    };
+    let etcd = super::etcd::endpoints(&o, &cluster);
+    if etcd.is_empty() {
+        for flag in ["--etcd-prefix", "--election-ttl-ms"] {
+            if o.value(flag).is_some() {
+                return Err(CliError::Usage(format!(
+                    "{flag} needs --etcd (or an etcd line)"
+                )));
+            }
+        }
+        if !cluster.standby_controllers.is_empty() {
+            return Err(CliError::Usage(
+                "the cluster file names several controllers: they must share their state in \
+                 etcd (--etcd URLS or an etcd line)"
+                    .into(),
+            ));
+        }
+        let dir = o
+            .value("--dir")
+            .map_or_else(|| default_controller_dir(Path::new(path)), PathBuf::from);
+        config.dir = dir.clone();
+        let listener = bind(listen)?;
+        let (replicas, timeout) = (cluster.replicas.len(), config.session_timeout_ms);
+        let server = ControllerServer::start(
+            listener,
+            cluster,
+            config,
+            Arc::new(SystemClock),
+            Arc::new(RealStorage::new()),
+        )?;
+        announce(
+            &server,
+            &format!(
+                "{replicas} replicas, session timeout {timeout} ms, state in {}",
+                dir.display()
+            ),
+        )?;
+        let signal = wait_for_termination(|| {});
+        eprintln!("oncelog controller: {signal} received, stopping");
+        server.shutdown();
+    } else {
+        if o.value("--dir").is_some() {
+            return Err(CliError::Usage(
+                "--dir has no use with etcd: the state is in etcd".into(),
+            ));
+        }
+        super::etcd::controller_on_etcd(&o, cluster, config, listen, etcd)?;
+    }
     println!("oncelog controller stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-fn client(cluster: &ClusterFile, o: &Options) -> Result<ControllerClient, CliError> {
+pub(super) fn bind(addr: SocketAddr) -> Result<TcpListener, CliError> {
+    TcpListener::bind(addr).map_err(|e| CliError::Failed(format!("cannot listen on {addr}: {e}")))
+}
+
+/// Prints the start-up line the tests and operators wait for.
+pub(super) fn announce(server: &ControllerServer, what: &str) -> Result<(), CliError> {
+    let addr = server
+        .local_addr()
+        .map_or_else(|| "?".to_string(), |a| a.to_string());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "oncelog controller listening on {addr}: {what}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Runs `call` on the cluster's controllers in turn until one answers (an error reply is an
+/// answer): with controllers on etcd, a dead one is skipped.
+fn ask<T>(
+    cluster: &ClusterFile,
+    o: &Options,
+    mut call: impl FnMut(&mut ControllerClient) -> Result<T, NetError>,
+) -> Result<Result<T, NetError>, CliError> {
     let timeout = Duration::from_millis(o.number::<u64>("--timeout-ms")?.unwrap_or(5_000));
-    Ok(ControllerClient::new(
-        cluster.controller,
-        oncelog::net::TransportConfig::default(),
-        timeout,
-    ))
+    let mut c =
+        ControllerClient::for_cluster(cluster, oncelog::net::TransportConfig::default(), timeout);
+    let mut answer = call(&mut c);
+    for _ in 1..cluster.controllers().len() {
+        match &answer {
+            Err(e) if e.remote().is_none() => answer = call(&mut c),
+            _ => break,
+        }
+    }
+    Ok(answer)
 }
 
 fn isr_text(isr: &[ReplicaId]) -> String {
@@ -210,10 +263,10 @@ pub fn move_leader_main(args: &[String]) -> CliResult {
     let to = o
         .number::<u32>("--to")?
         .ok_or_else(|| CliError::Usage("move-leader needs --to N".into()))?;
-    let mut c = client(&cluster, &o)?;
-    let e = c
-        .elect_leader(Some(ReplicaId(to)), o.switch("--unclean"))
-        .map_err(|e| CliError::Failed(format!("move-leader to {to}: {e}")))?;
+    let e = ask(&cluster, &o, |c| {
+        c.elect_leader(Some(ReplicaId(to)), o.switch("--unclean"))
+    })?
+    .map_err(|e| CliError::Failed(format!("move-leader to {to}: {e}")))?;
     let s = &e.state;
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -237,15 +290,22 @@ pub fn move_leader_main(args: &[String]) -> CliResult {
 pub fn cluster_status_main(args: &[String]) -> CliResult {
     let o = Options::parse("cluster-status", args)?;
     let cluster = load_cluster(o.required("cluster-status", "--cluster")?)?;
-    let mut c = client(&cluster, &o)?;
-    let m = c
-        .metadata()
+    let etcd = super::etcd::endpoints(&o, &cluster);
+    if !etcd.is_empty() {
+        return super::etcd::status_from_etcd(&o, &cluster, etcd);
+    }
+    let m = ask(&cluster, &o, ControllerClient::metadata)?
         .map_err(|e| CliError::Failed(format!("cluster-status: {e}")))?;
+    print_status(&format!("controller {}", cluster.controller), &m)
+}
+
+/// The `cluster-status` report of `m` under the line `source`.
+pub(super) fn print_status(source: &str, m: &ClusterMetadata) -> CliResult {
     let s = &m.state;
     let yes = |b: bool| if b { "yes" } else { "no" };
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
     let mut out = std::io::stdout().lock();
-    writeln!(out, "controller {}", cluster.controller)?;
+    writeln!(out, "{source}")?;
     writeln!(
         out,
         "leader {} leader_epoch {} partition_epoch {} isr {} min_insync_replicas {}",
@@ -320,7 +380,7 @@ pub fn node_main(args: &[String]) -> CliResult {
     )?;
     out.flush()?;
     drop(out);
-    let signal = wait_for_termination();
+    let signal = wait_for_termination(|| {});
     eprintln!("oncelog node {id}: {signal} received, closing the log");
     node.shutdown()
         .map_err(|e| CliError::Failed(format!("node {id}: closing the log: {e}")))?;

@@ -113,19 +113,45 @@ pub const COMMANDS: &[Command] = &[
         name: "controller",
         args: "",
         about: "run the partition's controller (leader, epochs, ISR, replica sessions, \
-                producer ids) on the cluster file's controller address until SIGTERM or \
-                SIGINT",
+                producer ids) until SIGTERM or SIGINT; in memory by default, in etcd with \
+                --etcd (then several controllers can run and one acts at a time)",
         flags: limit_flags![
             CLUSTER,
             flag(
                 "--dir",
                 "DIR",
-                "state directory (default: controller-data beside the cluster file)",
+                "state directory, in memory mode (default: controller-data beside the cluster \
+                 file; with etcd the state is in etcd and --dir is refused)",
             ),
             flag(
                 "--session-timeout-ms",
                 "N",
-                "fail a replica silent for N ms (default 3000)",
+                "fail a replica silent for N ms (default 3000; on etcd, its session lease, \
+                 rounded up to whole seconds)",
+            ),
+            flag(
+                "--etcd",
+                "URLS",
+                "keep the state in etcd at these comma-separated client URLs \
+                 (http://127.0.0.1:2379,...; default: the cluster file's etcd line; without \
+                 either, the state is in this process's memory)",
+            ),
+            flag(
+                "--etcd-prefix",
+                "PREFIX",
+                "the partition's key prefix in etcd (default /oncelog)",
+            ),
+            flag(
+                "--listen",
+                "ADDR",
+                "serve on this IP:PORT (default: the cluster file's first controller address; \
+                 with etcd, several controllers may run, one per address)",
+            ),
+            flag(
+                "--election-ttl-ms",
+                "N",
+                "with etcd: the acting controller's lease; another takes over within about \
+                 this long after it dies (default 2000, whole seconds)",
             ),
         ],
     },
@@ -171,8 +197,23 @@ pub const COMMANDS: &[Command] = &[
     Command {
         name: "cluster-status",
         args: "",
-        about: "leader, leader and partition epochs, ISR and each replica's session",
-        flags: &[CLUSTER, TIMEOUT],
+        about: "leader, leader and partition epochs, ISR and each replica's session (from \
+                etcd when the cluster runs on it, else from a controller)",
+        flags: &[
+            CLUSTER,
+            TIMEOUT,
+            flag(
+                "--etcd",
+                "URLS",
+                "read the state from etcd at these comma-separated client URLs (default: \
+                 the cluster file's etcd line; without either, ask a controller)",
+            ),
+            flag(
+                "--etcd-prefix",
+                "PREFIX",
+                "the partition's key prefix in etcd (default /oncelog)",
+            ),
+        ],
     },
 ];
 

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod demo;
 pub mod demo_cluster;
 pub mod dump;
+mod etcd;
 pub mod help;
 pub mod stat;
 pub mod verify;

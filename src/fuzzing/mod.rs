@@ -14,6 +14,7 @@
 //! | `log_model`       | `Log` operations, crashes and I/O faults against a `Vec` model |
 //! | `decode_wire`     | `net::wire` frame decoding, canonical round trip (stable body only) |
 //! | `decode_txn_record` | coordinator state records: invariants, canonical round trip |
+//! | `decode_controller_record` | the etcd controller record: invariants, canonical round trip (stable body only) |
 //!
 //! `decode_batch` tolerates a re-encoding that keeps the records (see
 //! [`decoders::KNOWN_BATCH_FINDINGS`], both fixed); `decode_batch_strict` demands the exact
@@ -35,4 +36,4 @@ pub use offsets::decode_offsets;
 pub use reader::ByteReader;
 pub use recover::recover_segment;
 pub use txn_record::{decode_txn_record, join_input as txn_record_input};
-pub use wire::decode_wire;
+pub use wire::{decode_controller_record, decode_wire};

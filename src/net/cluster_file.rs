@@ -10,6 +10,11 @@
 //! min_insync_replicas 2
 //! ```
 //!
+//! `controller` may name several addresses: the controllers on etcd, one process per address,
+//! any of which serves (clients try the next one when one cannot be reached). `etcd URL...`
+//! (optional) names the client URLs of the etcd cluster holding the controller's state
+//! (`oncelog controller` then uses etcd without `--etcd`).
+//!
 //! One directive per line; blank lines and lines starting with `#` are ignored. `replica ID ADDR
 //! [DIR]`: the rest of the line after the address is the replica's data directory (it may hold
 //! spaces; relative to the cluster file's directory when loaded with [`ClusterFile::load`];
@@ -43,7 +48,12 @@ pub const MAX_CLUSTER_FILE_BYTES: u64 = 1 << 20;
 /// A parsed cluster file. See the module invariants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterFile {
+    /// The first controller address.
     pub controller: SocketAddr,
+    /// The other controller addresses, in file order (controllers on etcd only).
+    pub standby_controllers: Vec<SocketAddr>,
+    /// The etcd client URLs of the `etcd` line (empty without one).
+    pub etcd: Vec<String>,
     /// Sorted by id.
     pub replicas: Vec<ReplicaEntry>,
     pub min_insync_replicas: u32,
@@ -106,6 +116,8 @@ pub enum ClusterFileErrorKind {
     },
     /// The file is not UTF-8 text.
     NotText,
+    /// An `etcd` endpoint that is not an `http://` or `https://` URL.
+    BadEtcdEndpoint(String),
 }
 
 impl fmt::Display for ClusterFileError {
@@ -126,9 +138,13 @@ impl fmt::Display for ClusterFileError {
                 "larger than {limit} bytes: not a cluster file (stopped reading at the limit)"
             ),
             ClusterFileErrorKind::NotText => write!(f, "not UTF-8 text: not a cluster file"),
+            ClusterFileErrorKind::BadEtcdEndpoint(u) => write!(
+                f,
+                "'{u}' is not an etcd client URL (http://HOST:PORT or https://HOST:PORT)"
+            ),
             ClusterFileErrorKind::UnknownDirective(d) => write!(
                 f,
-                "unknown directive '{d}' (expected controller, replica or min_insync_replicas)"
+                "unknown directive '{d}' (expected controller, replica, min_insync_replicas or etcd)"
             ),
             ClusterFileErrorKind::MissingValue { directive, what } => {
                 write!(f, "'{directive}' needs {what}")
@@ -209,6 +225,8 @@ impl ClusterFile {
             kind,
         };
         let mut controller: Option<(SocketAddr, usize)> = None;
+        let mut standby_controllers: Vec<SocketAddr> = Vec::new();
+        let mut etcd: Option<(Vec<String>, usize)> = None;
         let mut min_isr: Option<(u32, usize)> = None;
         let mut replicas: Vec<ReplicaEntry> = Vec::new();
         // The line of each entry of `replicas`, in file order.
@@ -233,17 +251,45 @@ impl ClusterFile {
                             },
                         ));
                     }
-                    let (a, rest) = addr(token(rest), "controller").map_err(|k| err(n, k))?;
-                    if !rest.is_empty() {
+                    let (a, mut rest) = addr(token(rest), "controller").map_err(|k| err(n, k))?;
+                    while !rest.is_empty() {
+                        let (more, tail) =
+                            addr(token(rest), "controller").map_err(|k| err(n, k))?;
+                        if more == a || standby_controllers.contains(&more) {
+                            return Err(err(n, ClusterFileErrorKind::DuplicateAddress(more)));
+                        }
+                        standby_controllers.push(more);
+                        rest = tail;
+                    }
+                    controller = Some((a, n));
+                }
+                "etcd" => {
+                    if let Some((_, first_line)) = etcd {
                         return Err(err(
                             n,
-                            ClusterFileErrorKind::ExtraValue {
-                                directive: "controller",
-                                value: rest.to_string(),
+                            ClusterFileErrorKind::Repeated {
+                                directive: "etcd",
+                                first_line,
                             },
                         ));
                     }
-                    controller = Some((a, n));
+                    let urls: Vec<String> = rest.split_whitespace().map(String::from).collect();
+                    if urls.is_empty() {
+                        return Err(err(
+                            n,
+                            ClusterFileErrorKind::MissingValue {
+                                directive: "etcd",
+                                what: "one or more client URLs",
+                            },
+                        ));
+                    }
+                    if let Some(bad) = urls
+                        .iter()
+                        .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+                    {
+                        return Err(err(n, ClusterFileErrorKind::BadEtcdEndpoint(bad.clone())));
+                    }
+                    etcd = Some((urls, n));
                 }
                 "replica" => {
                     let (id, rest) = token(rest).ok_or_else(|| {
@@ -334,6 +380,7 @@ impl ClusterFile {
             ));
         }
         let mut addrs = vec![controller];
+        addrs.extend(&standby_controllers);
         for (r, line) in replicas.iter().zip(&replica_lines) {
             if addrs.contains(&r.addr) {
                 return Err(err(*line, ClusterFileErrorKind::DuplicateAddress(r.addr)));
@@ -343,6 +390,8 @@ impl ClusterFile {
         replicas.sort_by_key(|r| r.id);
         Ok(ClusterFile {
             controller,
+            standby_controllers,
+            etcd: etcd.map(|(urls, _)| urls).unwrap_or_default(),
             replicas,
             min_insync_replicas,
         })
@@ -390,9 +439,20 @@ impl ClusterFile {
         self.replicas.iter().map(|r| r.id).collect()
     }
 
+    /// Every controller address, the first one first.
+    pub fn controllers(&self) -> Vec<SocketAddr> {
+        let mut all = vec![self.controller];
+        all.extend(&self.standby_controllers);
+        all
+    }
+
     /// The file's text (parses back to `self`).
     pub fn to_text(&self) -> String {
-        let mut s = format!("# oncelog cluster\ncontroller {}\n", self.controller);
+        let all: Vec<String> = self.controllers().iter().map(ToString::to_string).collect();
+        let mut s = format!("# oncelog cluster\ncontroller {}\n", all.join(" "));
+        if !self.etcd.is_empty() {
+            s.push_str(&format!("etcd {}\n", self.etcd.join(" ")));
+        }
         for r in &self.replicas {
             s.push_str(&format!("replica {} {}", r.id, r.addr));
             if let Some(d) = &r.dir {
@@ -461,7 +521,32 @@ min_insync_replicas 2
             (
                 "controller 127.0.0.1:1 x\nreplica 1 127.0.0.1:2",
                 1,
-                "unexpected 'x'",
+                "'x' is not an IP:PORT",
+            ),
+            (
+                "controller 127.0.0.1:1 127.0.0.1:1\nreplica 1 127.0.0.1:2",
+                1,
+                "used twice",
+            ),
+            (
+                "controller 127.0.0.1:1 127.0.0.1:3\nreplica 1 127.0.0.1:3",
+                2,
+                "used twice",
+            ),
+            (
+                "controller 127.0.0.1:1\netcd\nreplica 1 127.0.0.1:2",
+                2,
+                "needs one or more client URLs",
+            ),
+            (
+                "controller 127.0.0.1:1\netcd 127.0.0.1:2379\nreplica 1 127.0.0.1:2",
+                2,
+                "not an etcd client URL",
+            ),
+            (
+                "etcd http://a:1\ncontroller 127.0.0.1:1\netcd http://b:1\nreplica 1 127.0.0.1:2",
+                3,
+                "repeated (first on line 1)",
             ),
             (
                 "controller 127.0.0.1:1\nreplica -1 127.0.0.1:2",
@@ -512,6 +597,28 @@ min_insync_replicas 2
             assert_eq!(e.line, *line, "{text:?}: {e}");
             assert!(e.to_string().contains(needle), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn several_controllers_and_etcd_endpoints_round_trip() {
+        let c = ClusterFile::parse(
+            "controller 127.0.0.1:1 127.0.0.1:5  127.0.0.1:6\n\
+             etcd http://127.0.0.1:2379 http://127.0.0.1:2380\nreplica 1 127.0.0.1:2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.controllers(),
+            vec![
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:5".parse().unwrap(),
+                "127.0.0.1:6".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            c.etcd,
+            vec!["http://127.0.0.1:2379", "http://127.0.0.1:2380"]
+        );
+        assert_eq!(ClusterFile::parse(&c.to_text()).unwrap(), c);
     }
 
     #[test]

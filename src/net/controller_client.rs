@@ -1,6 +1,10 @@
 //! A typed client of the controller process: one method per request, each answering the
 //! expected message or a [`NetError`] (an error reply is `NetErrorKind::Remote`, an answer of
 //! the wrong kind `UnexpectedResponse`). Like [`Connection`], it never re-sends a failed call.
+//!
+//! With several controller addresses (controllers on etcd, [`ControllerClient::for_cluster`]),
+//! a call that could not reach its controller (any error but an error reply) moves the client
+//! to the next address for the next call; the caller's retry then reaches another controller.
 #![cfg_attr(
     not(test),
     deny(
@@ -14,7 +18,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::transport::{unexpected, Connection, NetError, TransportConfig};
+use super::cluster_file::ClusterFile;
+use super::transport::{unexpected, Connection, NetError, NetErrorKind, TransportConfig};
 use super::wire::{ClusterMetadata, Message};
 use crate::replication::controller::Election;
 use crate::replication::{AlterIsrRequest, Incarnation, LeaderAndIsr, LogRecovery, ReplicaId};
@@ -22,26 +27,66 @@ use crate::types::{Offset, ProducerEpoch, ProducerId};
 
 #[derive(Debug)]
 pub struct ControllerClient {
-    conn: Connection,
+    /// One per controller address; never empty.
+    conns: Vec<Connection>,
+    /// The one the next call uses.
+    current: usize,
     /// Per call, connecting included.
     pub timeout: Duration,
 }
 
 impl ControllerClient {
     pub fn new(addr: SocketAddr, config: TransportConfig, timeout: Duration) -> Self {
+        Self::with_addrs(addr, &[], config, timeout)
+    }
+
+    /// A client of every controller the cluster file names (the first one first).
+    pub fn for_cluster(cluster: &ClusterFile, config: TransportConfig, timeout: Duration) -> Self {
+        Self::with_addrs(
+            cluster.controller,
+            &cluster.standby_controllers,
+            config,
+            timeout,
+        )
+    }
+
+    fn with_addrs(
+        first: SocketAddr,
+        others: &[SocketAddr],
+        config: TransportConfig,
+        timeout: Duration,
+    ) -> Self {
+        let mut conns = vec![Connection::new(first, config)];
+        conns.extend(others.iter().map(|a| Connection::new(*a, config)));
         ControllerClient {
-            conn: Connection::new(addr, config),
+            conns,
+            current: 0,
             timeout,
         }
     }
 
+    /// The controller the next call goes to.
     pub fn addr(&self) -> SocketAddr {
-        self.conn.addr()
+        self.conns
+            .get(self.current)
+            .or(self.conns.first())
+            .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), Connection::addr)
     }
 
     /// The raw call, for requests without a typed method.
     pub fn call(&mut self, request: &Message) -> Result<Message, NetError> {
-        self.conn.call(request, self.timeout)
+        let n = self.conns.len().max(1);
+        let Some(conn) = self.conns.get_mut(self.current % n) else {
+            return Err(NetError {
+                addr: self.addr(),
+                kind: NetErrorKind::Closed,
+            });
+        };
+        let result = conn.call(request, self.timeout);
+        if matches!(&result, Err(e) if e.remote().is_none()) {
+            self.current = (self.current + 1) % n;
+        }
+        result
     }
 
     fn record(&mut self, request: Message) -> Result<LeaderAndIsr, NetError> {

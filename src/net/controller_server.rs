@@ -19,11 +19,22 @@
 //! - producer ids come from a [`ProducerIdAllocator`] persisted in the controller's directory,
 //!   so they are unique across leaders and controller restarts.
 //!
-//! Known limit: the partition record itself (leader, epochs, ISR, who needs to catch up) is in
-//! memory. A restarted controller starts again at leader epoch 0 with every replica in the ISR,
-//! so it could hand out leader epochs that were already used and elect a replica that lost
-//! data: restarting the controller of a cluster that holds data is not supported yet (only the
-//! producer ids survive a restart). See `docs/replication.md`, "TCP driver".
+//! Two backends:
+//! - in memory ([`ControllerService::open`], one process): the partition record lives in this
+//!   process only. A restarted controller starts again at leader epoch 0 with every replica in
+//!   the ISR, so it could hand out leader epochs that were already used and elect a replica
+//!   that lost data: restarting it under a cluster that holds data is not supported (only the
+//!   producer ids survive a restart). See `docs/replication.md`, "TCP driver".
+//! - a [`ControllerStore`] ([`ControllerService::with_store`], e.g. etcd): the record, the
+//!   sessions (leases) and the producer-id counter live in the store, shared by every
+//!   controller process of the partition. Each request loads the record, applies the same
+//!   [`InProcessController`] rule in memory and writes it back by compare-and-set, retrying
+//!   on a lost race; a store that cannot be reached makes the request fail as `Unavailable`
+//!   (the caller retries). Sessions expire in the store (their lease); only the acting
+//!   controller ([`ControllerStore::is_acting`]) turns a missing session into
+//!   `replica_failed`: a replica alive in the record whose session it saw disappear at once,
+//!   one whose session it never saw after `session_timeout_ms` (so a new acting controller
+//!   gives replicas one timeout to register). `docs/replication.md`, "Controller on etcd".
 #![cfg_attr(
     not(test),
     deny(
@@ -34,7 +45,7 @@
     )
 )]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +56,7 @@ use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use super::cluster_file::ClusterFile;
+use super::controller_store::{ControllerStore, StoreError};
 use super::producer_ids::ProducerIdAllocator;
 use super::remote_error::{ErrorReply, RemoteError};
 use super::transport::{Handler, Server, TransportConfig};
@@ -95,12 +107,35 @@ struct Session {
 
 #[derive(Debug)]
 struct Inner {
+    /// In memory: the record. With a store: the record as last loaded or written.
     controller: InProcessController,
-    /// Invariant: the keys are exactly the replicas the controller holds alive.
+    /// In memory: exactly the replicas the controller holds alive (invariant). With a store:
+    /// the replicas this process heard from (status only; the sessions are in the store).
     sessions: BTreeMap<ReplicaId, Session>,
     /// Last heartbeat log end of replicas without a session (for status only).
     last_log_end: BTreeMap<ReplicaId, Offset>,
-    ids: ProducerIdAllocator,
+    backend: Backend,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Memory {
+        ids: ProducerIdAllocator,
+    },
+    Store {
+        store: Arc<dyn ControllerStore>,
+        /// While acting: the alive replicas whose session this process saw.
+        seen: BTreeSet<ReplicaId>,
+        /// While acting: when each alive replica was first found without a session.
+        missing_since: BTreeMap<ReplicaId, TimestampMs>,
+    },
+}
+
+/// Compare-and-set attempts per request before it fails as `Unavailable`.
+const CAS_ATTEMPTS: usize = 32;
+
+fn unavailable(e: &StoreError) -> ErrorReply {
+    ErrorReply::new(RemoteError::Unavailable, e.to_string())
 }
 
 /// The controller's request handler; see the module invariants.
@@ -122,6 +157,46 @@ impl ControllerService {
         storage: Arc<dyn Storage>,
     ) -> Result<ControllerService> {
         let ids = ProducerIdAllocator::open(storage, &config.dir)?;
+        let replicas = cluster.replica_ids();
+        Ok(Self::with_backend(
+            cluster,
+            config,
+            clock,
+            InProcessController::new(&replicas),
+            Backend::Memory { ids },
+        ))
+    }
+
+    /// A controller whose record, sessions and producer ids live in `store`, shared with the
+    /// partition's other controller processes (`config.dir` is not used). The record is
+    /// created there on first use; one holding other replicas than `cluster` is refused then.
+    pub fn with_store(
+        cluster: ClusterFile,
+        config: &ControllerConfig,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn ControllerStore>,
+    ) -> ControllerService {
+        let replicas = cluster.replica_ids();
+        Self::with_backend(
+            cluster,
+            config,
+            clock,
+            InProcessController::new(&replicas),
+            Backend::Store {
+                store,
+                seen: BTreeSet::new(),
+                missing_since: BTreeMap::new(),
+            },
+        )
+    }
+
+    fn with_backend(
+        cluster: ClusterFile,
+        config: &ControllerConfig,
+        clock: Arc<dyn Clock>,
+        controller: InProcessController,
+        backend: Backend,
+    ) -> ControllerService {
         let now = clock.now_ms();
         let replicas = cluster.replica_ids();
         let sessions = replicas
@@ -135,25 +210,25 @@ impl ControllerService {
                 (*r, s)
             })
             .collect();
-        Ok(ControllerService {
+        ControllerService {
             inner: Mutex::new(Inner {
-                controller: InProcessController::new(&replicas),
+                controller,
                 sessions,
                 last_log_end: BTreeMap::new(),
-                ids,
+                backend,
             }),
             session_timeout_ms: config.session_timeout_ms,
             verbose: config.verbose,
             clock,
             cluster,
-        })
+        }
     }
 
     pub fn cluster(&self) -> &ClusterFile {
         &self.cluster
     }
 
-    /// The current record.
+    /// The current record (with a store: as this process last loaded or wrote it).
     pub fn state(&self) -> LeaderAndIsr {
         self.inner.lock().controller.leader_and_isr()
     }
@@ -163,10 +238,126 @@ impl ControllerService {
         self.inner.lock().controller.clone()
     }
 
-    /// Fails every replica whose session expired; returns them.
+    /// Fails every replica whose session expired; returns them. With a store, only while
+    /// this process is the acting controller (see the module doc); a store that cannot be
+    /// reached fails nobody.
     pub fn expire_sessions(&self) -> Vec<ReplicaId> {
         let mut inner = self.inner.lock();
-        self.expire_locked(&mut inner)
+        match &inner.backend {
+            Backend::Memory { .. } => self.expire_locked(&mut inner),
+            Backend::Store { .. } => self.expire_in_store(&mut inner).unwrap_or_default(),
+        }
+    }
+
+    /// Loads the record from the store, lets `f` change it and writes it back by
+    /// compare-and-set, retrying `f` on the newer record after a lost race (in memory: `f` on
+    /// the record). Writes nothing when `f` changed nothing (but creates a missing record).
+    fn transact<R>(
+        &self,
+        inner: &mut Inner,
+        mut f: impl FnMut(&mut InProcessController) -> R,
+    ) -> std::result::Result<R, ErrorReply> {
+        let store = match &inner.backend {
+            Backend::Memory { .. } => return Ok(f(&mut inner.controller)),
+            Backend::Store { store, .. } => Arc::clone(store),
+        };
+        for _ in 0..CAS_ATTEMPTS {
+            let (current, version) = match store.load().map_err(|e| unavailable(&e))? {
+                Some((c, v)) => (c, Some(v)),
+                None => (InProcessController::new(&self.cluster.replica_ids()), None),
+            };
+            if current.replicas() != self.cluster.replica_ids().as_slice() {
+                return Err(ErrorReply::new(
+                    RemoteError::Internal,
+                    format!(
+                        "the stored partition has replicas {:?}, the cluster file {:?}: another \
+                         cluster's record (use another key prefix)",
+                        current.replicas(),
+                        self.cluster.replica_ids()
+                    ),
+                ));
+            }
+            let mut next = current.clone();
+            let r = f(&mut next);
+            let unchanged = next == current && version.is_some();
+            if unchanged
+                || store
+                    .compare_and_set(version, &next)
+                    .map_err(|e| unavailable(&e))?
+            {
+                inner.controller = next;
+                return Ok(r);
+            }
+        }
+        Err(ErrorReply::new(
+            RemoteError::Unavailable,
+            format!("lost {CAS_ATTEMPTS} compare-and-set races in a row on the partition record"),
+        ))
+    }
+
+    /// The acting controller's expiry (see the module doc).
+    fn expire_in_store(
+        &self,
+        inner: &mut Inner,
+    ) -> std::result::Result<Vec<ReplicaId>, ErrorReply> {
+        let Backend::Store { store, .. } = &inner.backend else {
+            return Ok(Vec::new());
+        };
+        let store = Arc::clone(store);
+        if !store.is_acting() {
+            if let Backend::Store {
+                seen,
+                missing_since,
+                ..
+            } = &mut inner.backend
+            {
+                seen.clear();
+                missing_since.clear();
+            }
+            return Ok(Vec::new());
+        }
+        let sessions = store.sessions().map_err(|e| unavailable(&e))?;
+        self.transact(inner, |_| ())?;
+        let now = self.clock.now_ms();
+        let timeout = i64::try_from(self.session_timeout_ms).unwrap_or(i64::MAX);
+        let c = inner.controller.clone();
+        let mut failed = Vec::new();
+        if let Backend::Store {
+            seen,
+            missing_since,
+            ..
+        } = &mut inner.backend
+        {
+            for &r in c.replicas() {
+                if !c.is_alive(r) {
+                    seen.remove(&r);
+                    missing_since.remove(&r);
+                } else if sessions.get(&r).copied() == c.incarnation(r) {
+                    seen.insert(r);
+                    missing_since.remove(&r);
+                } else {
+                    let since = *missing_since.entry(r).or_insert(now);
+                    if seen.contains(&r) || now.saturating_sub(since) > timeout {
+                        failed.push(r);
+                    }
+                }
+            }
+        }
+        for &r in &failed {
+            self.end_session(inner, r);
+            // Only the life whose session ended: a new life that registered meanwhile through
+            // another controller process is left alone.
+            let life = c.incarnation(r);
+            let s = self.transact(inner, |now| {
+                if now.incarnation(r) == life {
+                    now.replica_failed(r)
+                } else {
+                    now.leader_and_isr()
+                }
+            })?;
+            self.note(format!("replica {r} session lease expired"), &s);
+        }
+        Ok(failed)
     }
 
     fn expire_locked(&self, inner: &mut Inner) -> Vec<ReplicaId> {
@@ -226,7 +417,9 @@ impl ControllerService {
 
     fn answer(&self, request: Message) -> std::result::Result<Message, ErrorReply> {
         let mut inner = self.inner.lock();
-        self.expire_locked(&mut inner);
+        if let Backend::Memory { .. } = inner.backend {
+            self.expire_locked(&mut inner);
+        }
         let now = self.clock.now_ms();
         match request {
             Message::Register {
@@ -241,7 +434,7 @@ impl ControllerService {
                     incarnation,
                     recovery,
                     now,
-                )))
+                )?))
             }
             Message::Heartbeat {
                 replica,
@@ -249,9 +442,33 @@ impl ControllerService {
                 log_end,
             } => {
                 self.check_replica(replica)?;
+                let has_session = match &inner.backend {
+                    Backend::Memory { .. } => None,
+                    Backend::Store { store, .. } => {
+                        let store = Arc::clone(store);
+                        let kept = store
+                            .keep_session(replica, incarnation)
+                            .map_err(|e| unavailable(&e))?;
+                        self.transact(&mut inner, |_| ())?;
+                        let alive = kept && inner.controller.is_alive(replica);
+                        if alive {
+                            let s = inner.sessions.entry(replica).or_insert(Session {
+                                last_seen_ms: now,
+                                registered: true,
+                                log_end: None,
+                            });
+                            s.registered = true;
+                        }
+                        Some(alive)
+                    }
+                };
                 let known = inner.controller.incarnation(replica);
                 match inner.sessions.get_mut(&replica) {
-                    Some(s) if s.registered && known == Some(incarnation) => {
+                    Some(s)
+                        if s.registered
+                            && known == Some(incarnation)
+                            && has_session != Some(false) =>
+                    {
                         s.last_seen_ms = now;
                         s.log_end = Some(log_end);
                         Ok(Message::LeaderAndIsr(inner.controller.leader_and_isr()))
@@ -270,11 +487,12 @@ impl ControllerService {
                 preferred,
                 allow_unclean,
             } => {
-                let election = match preferred {
-                    Some(r) => inner.controller.elect_preferred(r, allow_unclean),
-                    None => inner.controller.elect_leader(allow_unclean),
-                }
-                .map_err(|e| ErrorReply::from_replication(&e))?;
+                let election = self
+                    .transact(&mut inner, |c| match preferred {
+                        Some(r) => c.elect_preferred(r, allow_unclean),
+                        None => c.elect_leader(allow_unclean),
+                    })?
+                    .map_err(|e| ErrorReply::from_replication(&e))?;
                 let what = match (preferred, election.unclean) {
                     (Some(r), false) => format!("leadership moved to {r}"),
                     (_, true) => "UNCLEAN election: committed data may be lost".to_string(),
@@ -288,17 +506,27 @@ impl ControllerService {
             }
             Message::ReplicaFailed { replica } => {
                 self.check_replica(replica)?;
+                if let Backend::Store { store, .. } = &inner.backend {
+                    store.end_session(replica).map_err(|e| unavailable(&e))?;
+                }
                 self.end_session(&mut inner, replica);
-                let s = inner.controller.replica_failed(replica);
+                let s = self.transact(&mut inner, |c| c.replica_failed(replica))?;
                 self.note(format!("replica {replica} reported failed"), &s);
                 Ok(Message::LeaderAndIsr(s))
             }
-            Message::Metadata => Ok(Message::MetadataResponse(self.metadata(&inner, now))),
+            Message::Metadata => {
+                self.transact(&mut inner, |_| ())?;
+                Ok(Message::MetadataResponse(self.metadata(&inner, now)))
+            }
             Message::InitProducerId { producer_id: None } => {
-                let id = inner
-                    .ids
-                    .allocate()
-                    .map_err(|e| ErrorReply::from_error(&e))?;
+                let id = match &mut inner.backend {
+                    Backend::Memory { ids } => {
+                        ids.allocate().map_err(|e| ErrorReply::from_error(&e))?
+                    }
+                    Backend::Store { store, .. } => {
+                        store.allocate_producer_id().map_err(|e| unavailable(&e))?
+                    }
+                };
                 Ok(Message::ProducerIdAssigned {
                     producer_id: id,
                     epoch: 0,
@@ -328,7 +556,12 @@ impl ControllerService {
         incarnation: Incarnation,
         recovery: LogRecovery,
         now: TimestampMs,
-    ) -> LeaderAndIsr {
+    ) -> std::result::Result<LeaderAndIsr, ErrorReply> {
+        if let Backend::Store { store, .. } = &inner.backend {
+            store
+                .start_session(replica, incarnation, self.session_timeout_ms)
+                .map_err(|e| unavailable(&e))?;
+        }
         let log_end = inner.last_log_end.remove(&replica);
         inner.sessions.insert(
             replica,
@@ -338,14 +571,14 @@ impl ControllerService {
                 log_end,
             },
         );
-        let s = inner
-            .controller
-            .replica_restarted(replica, incarnation, recovery);
+        let s = self.transact(inner, |c| {
+            c.replica_restarted(replica, incarnation, recovery)
+        })?;
         self.note(
             format!("replica {replica} registered as incarnation {incarnation} ({recovery:?})"),
             &s,
         );
-        s
+        Ok(s)
     }
 
     fn alter_isr(
@@ -353,9 +586,8 @@ impl ControllerService {
         inner: &mut Inner,
         req: &AlterIsrRequest,
     ) -> std::result::Result<LeaderAndIsr, ErrorReply> {
-        let s = inner
-            .controller
-            .alter_isr(req)
+        let s = self
+            .transact(inner, |c| c.alter_isr(req))?
             .map_err(|e| ErrorReply::from_replication(&e))?;
         self.note(format!("ISR changed by leader {}", req.leader), &s);
         Ok(s)
@@ -418,8 +650,19 @@ impl ControllerServer {
         clock: Arc<dyn Clock>,
         storage: Arc<dyn Storage>,
     ) -> Result<ControllerServer> {
+        let service = ControllerService::open(cluster, &config, clock, storage)?;
+        Self::serve(listener, service, &config)
+    }
+
+    /// Serves `service` (e.g. [`ControllerService::with_store`]) on `listener`, with the
+    /// session ticker `config` asks for.
+    pub fn serve(
+        listener: TcpListener,
+        service: ControllerService,
+        config: &ControllerConfig,
+    ) -> Result<ControllerServer> {
         let addr = listener.local_addr().ok();
-        let service = Arc::new(ControllerService::open(cluster, &config, clock, storage)?);
+        let service = Arc::new(service);
         let server = Server::start(
             listener,
             Arc::clone(&service) as Arc<dyn Handler>,

@@ -19,7 +19,9 @@
 pub mod cluster_file;
 mod codec;
 pub mod controller_client;
+pub mod controller_record;
 pub mod controller_server;
+pub mod controller_store;
 mod frame_io;
 pub mod producer_ids;
 pub mod remote_error;
@@ -31,6 +33,7 @@ pub mod wire;
 pub use cluster_file::{ClusterFile, ClusterFileError, ReplicaEntry};
 pub use controller_client::ControllerClient;
 pub use controller_server::{ControllerConfig, ControllerServer, ControllerService};
+pub use controller_store::{ControllerStore, RecordVersion, StoreError};
 pub use remote_error::{ErrorReply, RemoteError};
 pub use replica_client::{ReadResult, ReplicaClient};
 pub use transport::{Connection, Handler, NetError, NetErrorKind, Server, TransportConfig};

@@ -41,8 +41,8 @@ impl PartitionClient {
     pub fn new(cluster: ClusterFile, acks: Acks) -> PartitionClient {
         let request_timeout = Duration::from_secs(2);
         PartitionClient {
-            controller: Mutex::new(ControllerClient::new(
-                cluster.controller,
+            controller: Mutex::new(ControllerClient::for_cluster(
+                &cluster,
                 TransportConfig::default(),
                 request_timeout,
             )),

@@ -320,11 +320,8 @@ fn produce(sh: &Shared, acks: i8, timeout_ms: u32, batch: Vec<u8>) -> Result<App
 }
 
 fn control_loop(sh: &Shared, o: &NodeOptions, incarnation: u64) {
-    let mut controller = ControllerClient::new(
-        o.cluster.controller,
-        TransportConfig::default(),
-        o.request_timeout,
-    );
+    let mut controller =
+        ControllerClient::for_cluster(&o.cluster, TransportConfig::default(), o.request_timeout);
     let mut registered = false;
     let mut recovery = sh.state.lock().replica.log_recovery();
     let mut unreachable = Unreachable::default();
@@ -427,7 +424,7 @@ impl Unreachable {
                 "oncelog node {}: cannot reach the controller at {} ({} failed attempts): {e}; \
                  retrying in {} ms",
                 o.id,
-                o.cluster.controller,
+                e.addr,
                 self.failures,
                 self.delay(o.tick_ms).as_millis()
             );
@@ -437,8 +434,8 @@ impl Unreachable {
     fn reached(&mut self, o: &NodeOptions) {
         if self.failures > 0 {
             eprintln!(
-                "oncelog node {}: reached the controller at {} again after {} failed attempts",
-                o.id, o.cluster.controller, self.failures
+                "oncelog node {}: reached a controller again after {} failed attempts",
+                o.id, self.failures
             );
             self.failures = 0;
         }

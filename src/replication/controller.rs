@@ -60,8 +60,29 @@ pub struct Election {
     pub unclean: bool,
 }
 
+/// Everything an [`InProcessController`] holds, field by field (what a store outside the
+/// process keeps; see [`super::controller_record`] for its bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerSnapshot {
+    pub leader: Option<ReplicaId>,
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: PartitionEpoch,
+    /// One entry per replica, sorted by id.
+    pub replicas: Vec<ReplicaSnapshot>,
+}
+
+/// One replica in a [`ControllerSnapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaSnapshot {
+    pub replica: ReplicaId,
+    pub incarnation: Incarnation,
+    pub in_isr: bool,
+    pub alive: bool,
+    pub needs_catch_up: bool,
+}
+
 /// A pure, in-memory controller for one partition. See the module invariants.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InProcessController {
     /// Sorted; the order of preference for elections.
     replicas: Vec<ReplicaId>,
@@ -95,6 +116,79 @@ impl InProcessController {
             needs_catch_up: BTreeSet::new(),
             replicas,
         }
+    }
+
+    /// Every field, for storing the controller outside this process
+    /// ([`super::controller_record`]).
+    pub fn snapshot(&self) -> ControllerSnapshot {
+        ControllerSnapshot {
+            leader: self.leader,
+            leader_epoch: self.leader_epoch,
+            partition_epoch: self.partition_epoch,
+            replicas: self
+                .replicas
+                .iter()
+                .map(|r| ReplicaSnapshot {
+                    replica: *r,
+                    incarnation: self.incarnations.get(r).copied().unwrap_or(0),
+                    in_isr: self.isr.contains(r),
+                    alive: self.alive.contains(r),
+                    needs_catch_up: self.needs_catch_up.contains(r),
+                })
+                .collect(),
+        }
+    }
+
+    /// The controller a [`snapshot`](Self::snapshot) describes, or why it breaks a module
+    /// invariant (a stored record is untrusted input: never a panic).
+    pub fn from_snapshot(s: &ControllerSnapshot) -> Result<Self, &'static str> {
+        let mut replicas: Vec<ReplicaId> = s.replicas.iter().map(|r| r.replica).collect();
+        replicas.sort();
+        replicas.dedup();
+        if replicas.is_empty() {
+            return Err("no replica");
+        }
+        if replicas.len() != s.replicas.len() {
+            return Err("a replica is listed twice");
+        }
+        let pick = |f: fn(&ReplicaSnapshot) -> bool| -> BTreeSet<ReplicaId> {
+            s.replicas
+                .iter()
+                .filter(|r| f(r))
+                .map(|r| r.replica)
+                .collect()
+        };
+        let c = InProcessController {
+            isr: pick(|r| r.in_isr),
+            alive: pick(|r| r.alive),
+            needs_catch_up: pick(|r| r.needs_catch_up),
+            incarnations: s
+                .replicas
+                .iter()
+                .map(|r| (r.replica, r.incarnation))
+                .collect(),
+            leader: s.leader,
+            leader_epoch: s.leader_epoch,
+            partition_epoch: s.partition_epoch,
+            replicas,
+        };
+        if c.isr.is_empty() {
+            return Err("the ISR is empty");
+        }
+        if c.leader_epoch < 0 || c.partition_epoch < 0 {
+            return Err("a negative epoch");
+        }
+        if let Some(l) = c.leader {
+            if !c.isr.contains(&l) || !c.alive.contains(&l) || c.needs_catch_up.contains(&l) {
+                return Err("the leader is not an alive, caught-up ISR member");
+            }
+        }
+        Ok(c)
+    }
+
+    /// The replicas, sorted.
+    pub fn replicas(&self) -> &[ReplicaId] {
+        &self.replicas
     }
 
     pub fn needs_catch_up(&self, replica: ReplicaId) -> bool {

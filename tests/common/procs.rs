@@ -1,0 +1,122 @@
+//! Processes on loopback for the cluster tests: a child killed with SIGKILL when dropped, free
+//! ports, polling with a deadline, and the committed records of a cluster's replicas.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oncelog::node::PartitionClient;
+use oncelog::producer::Delivery;
+use oncelog::replication::ReplicaId;
+use oncelog::{BatchView, Offset};
+
+/// A child process, SIGKILLed (no clean-up of any kind) when dropped.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `program args` with stdout and stderr in the file `log`.
+pub fn spawn_logged(program: &Path, args: &[&str], log: &Path) -> Proc {
+    let out = std::fs::File::create(log).unwrap();
+    let err = out.try_clone().unwrap();
+    Proc(
+        Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display())),
+    )
+}
+
+/// Polls `ok` every 50 ms; fails the test after `secs` seconds.
+pub fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every committed record value at replica `id` (or the leader), in offset order.
+pub fn committed(client: &PartitionClient, id: Option<ReplicaId>) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut next = Offset(0);
+    loop {
+        let r = match id {
+            Some(id) => client.read_at(id, next, 1 << 20),
+            None => client.read(next, 1 << 20),
+        }
+        .unwrap();
+        let mut rest = &r.bytes[..];
+        if rest.is_empty() {
+            return out;
+        }
+        while !rest.is_empty() {
+            let (view, tail) = BatchView::parse(rest).unwrap();
+            for rec in view.records() {
+                let rec = rec.unwrap();
+                let v = String::from_utf8(rec.value.unwrap().to_vec()).unwrap();
+                out.push((view.base_offset() + rec.offset_delta as u64, v));
+            }
+            next = Offset(view.last_offset() + 1);
+            rest = tail;
+        }
+        if next >= r.high_watermark {
+            return out;
+        }
+    }
+}
+
+/// What an idempotent producer's run must leave: the leader's committed log holds exactly
+/// `expected` in order, each acknowledged batch (ticket → batch number in `tickets`) starts at
+/// its acknowledged offset with the value `first_value(batch)`, and every replica in
+/// `replicas` ends with the same committed records.
+pub fn assert_exactly_once(
+    client: &PartitionClient,
+    acked: &[(u64, Delivery)],
+    tickets: &HashMap<u64, usize>,
+    expected: &[String],
+    first_value: impl Fn(usize) -> String,
+    replicas: &[u32],
+) {
+    let log = committed(client, None);
+    let values: Vec<&str> = log.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(values, expected, "exactly once, in order");
+    let at: HashMap<u64, &str> = log.iter().map(|(o, v)| (*o, v.as_str())).collect();
+    for (t, d) in acked {
+        if let Delivery::Written(info) = d {
+            let want = first_value(tickets[t]);
+            assert_eq!(at.get(&info.base_offset.0), Some(&want.as_str()));
+        }
+    }
+    for &id in replicas {
+        wait_for("a replica to catch up", 30, || {
+            committed(client, Some(ReplicaId(id))).len() == log.len()
+        });
+        assert_eq!(committed(client, Some(ReplicaId(id))), log, "replica {id}");
+    }
+}
