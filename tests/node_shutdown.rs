@@ -103,13 +103,14 @@ fn sigterm_closes_a_node_cleanly_and_sigint_stops_the_controller() {
     let dir = tmp.path();
     let cluster = cluster_file(dir, free_port());
     let mut controller = start(
-        &["controller", "--cluster", &cluster],
+        &["controller", "--insecure", "--cluster", &cluster],
         &dir.join("controller.err"),
         "listening on",
     );
     let mut node = start(
         &[
             "node",
+            "--insecure",
             "--cluster",
             &cluster,
             "--id",
@@ -153,7 +154,7 @@ fn sigterm_closes_a_node_cleanly_and_sigint_stops_the_controller() {
     assert!(err.contains("SIGINT received, stopping"), "{err}");
     // Its directory lock was released: a new controller starts on the same state.
     let mut again = start(
-        &["controller", "--cluster", &cluster],
+        &["controller", "--insecure", "--cluster", &cluster],
         &dir.join("controller2.err"),
         "listening on",
     );
@@ -171,6 +172,7 @@ fn a_node_without_its_controller_says_so_with_backoff_and_still_stops_cleanly() 
     let mut node = start(
         &[
             "node",
+            "--insecure",
             "--cluster",
             &cluster,
             "--id",

@@ -11,7 +11,8 @@ use std::time::Duration;
 use oncelog::io::fs::RealStorage;
 use oncelog::io::signals;
 use oncelog::net::{
-    ClusterFile, ControllerClient, ControllerConfig, ControllerServer, TransportConfig,
+    CertPaths, ClusterFile, ControllerClient, ControllerConfig, ControllerServer, Member, Security,
+    TransportConfig,
 };
 use oncelog::replication::ReplicaId;
 use oncelog::SystemClock;
@@ -130,6 +131,64 @@ fn wait_for_termination() -> &'static str {
     }
 }
 
+/// `--cert FILE --key FILE` (both or neither).
+fn identity(o: &Options) -> Result<Option<CertPaths>, CliError> {
+    match (o.value("--cert"), o.value("--key")) {
+        (Some(cert), Some(key)) => Ok(Some(CertPaths {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        })),
+        (None, None) => Ok(None),
+        _ => Err(CliError::Usage("--cert and --key go together".into())),
+    }
+}
+
+/// The TLS material `member` serves with, or `None` for plain TCP, which takes `--insecure`
+/// and a cluster file without `tls_ca` (`docs/security.md`); plain TCP on an address other
+/// than loopback is served with a warning.
+fn member_security(
+    cluster: &ClusterFile,
+    member: Member,
+    addr: std::net::SocketAddr,
+    o: &Options,
+) -> Result<Option<Security>, CliError> {
+    let identity = identity(o)?;
+    match (cluster.tls.enabled(), o.switch("--insecure")) {
+        (true, true) => Err(CliError::Usage(
+            "--insecure, but the cluster file turns security on (tls_ca): drop one of them".into(),
+        )),
+        (true, false) => Security::for_member(cluster, member, identity.as_ref())
+            .map(Some)
+            .map_err(|e| CliError::Failed(format!("{member}: TLS: {e}"))),
+        (false, false) => Err(CliError::Failed(format!(
+            "the cluster file has no 'tls_ca', so {member} would serve plain TCP that lets \
+             anyone produce, read and change the cluster: add tls_ca, tls_cert and allow lines \
+             (docs/security.md), or pass --insecure for loopback development"
+        ))),
+        (false, true) => {
+            if identity.is_some() {
+                return Err(CliError::Usage(
+                    "--cert/--key need a cluster file with tls_ca".into(),
+                ));
+            }
+            if !addr.ip().is_loopback() {
+                eprintln!(
+                    "WARNING: {member} serves plain TCP on {addr} (--insecure): no TLS, no \
+                     authentication; anyone who reaches {addr} can produce, read, elect \
+                     leaders and register as a replica"
+                );
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// A client's TLS material: none when the cluster file has no `tls_ca`.
+fn client_security(cluster: &ClusterFile, o: &Options) -> Result<Option<Security>, CliError> {
+    Security::for_client(cluster, identity(o)?.as_ref())
+        .map_err(|e| CliError::Failed(format!("TLS: {e}")))
+}
+
 fn load_cluster(path: &str) -> Result<ClusterFile, CliError> {
     ClusterFile::load(Path::new(path)).map_err(|e| CliError::Failed(e.to_string()))
 }
@@ -151,6 +210,12 @@ pub fn controller_main(args: &[String]) -> CliResult {
         .map_or_else(|| default_controller_dir(Path::new(path)), PathBuf::from);
     let mut config = ControllerConfig::new(dir.clone());
     config.verbose = true;
+    config.security = member_security(&cluster, Member::Controller, cluster.controller, &o)?;
+    let tls = if config.security.is_some() {
+        "TLS"
+    } else {
+        "plain TCP (--insecure)"
+    };
     config.transport = limits(&o, config.transport)?;
     if let Some(ms) = o.number::<u64>("--session-timeout-ms")? {
         if ms == 0 {
@@ -176,8 +241,8 @@ pub fn controller_main(args: &[String]) -> CliResult {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "oncelog controller listening on {addr}: {replicas} replicas, session timeout {timeout} \
-         ms, state in {}",
+        "oncelog controller listening on {addr} ({tls}): {replicas} replicas, session timeout \
+         {timeout} ms, state in {}",
         dir.display()
     )?;
     out.flush()?;
@@ -195,7 +260,8 @@ fn client(cluster: &ClusterFile, o: &Options) -> Result<ControllerClient, CliErr
         cluster.controller,
         oncelog::net::TransportConfig::default(),
         timeout,
-    ))
+    )
+    .with_security(client_security(cluster, o)?))
 }
 
 fn isr_text(isr: &[ReplicaId]) -> String {
@@ -310,11 +376,18 @@ pub fn node_main(args: &[String]) -> CliResult {
         opts.lag_ms = ms.max(1);
     }
     opts.transport = limits(&o, opts.transport)?;
+    opts.security = member_security(&opts.cluster, Member::Replica(id), entry.addr, &o)?;
+    opts.log_refusals = true;
+    let tls = if opts.security.is_some() {
+        "TLS"
+    } else {
+        "plain TCP (--insecure)"
+    };
     let node = oncelog::node::Node::start(opts).map_err(|e| CliError::Failed(e.to_string()))?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "oncelog node {id} listening on {}, log in {}",
+        "oncelog node {id} listening on {} ({tls}), log in {}",
         entry.addr,
         dir.display()
     )?;

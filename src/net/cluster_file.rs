@@ -10,6 +10,9 @@
 //! min_insync_replicas 2
 //! ```
 //!
+//! The security lines (`tls_ca`, `tls_cert`, `allow`) are described in `net::security` and
+//! `docs/security.md`.
+//!
 //! One directive per line; blank lines and lines starting with `#` are ignored. `replica ID ADDR
 //! [DIR]`: the rest of the line after the address is the replica's data directory (it may hold
 //! spaces; relative to the cluster file's directory when loaded with [`ClusterFile::load`];
@@ -34,6 +37,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use super::security::ClusterTls;
 use crate::replication::ReplicaId;
 
 /// The most [`ClusterFile::load`] reads: a cluster file is a few lines; 1 MiB is thousands of
@@ -47,6 +51,9 @@ pub struct ClusterFile {
     /// Sorted by id.
     pub replicas: Vec<ReplicaEntry>,
     pub min_insync_replicas: u32,
+    /// The CA, member certificates and ACL (`net::security`); security is on iff `tls.ca` is
+    /// set.
+    pub tls: ClusterTls,
 }
 
 /// One `replica` line.
@@ -106,6 +113,8 @@ pub enum ClusterFileErrorKind {
     },
     /// The file is not UTF-8 text.
     NotText,
+    /// A security line (`tls_ca`, `tls_cert`, `allow`) is wrong; the text says how.
+    Security(String),
 }
 
 impl fmt::Display for ClusterFileError {
@@ -126,9 +135,11 @@ impl fmt::Display for ClusterFileError {
                 "larger than {limit} bytes: not a cluster file (stopped reading at the limit)"
             ),
             ClusterFileErrorKind::NotText => write!(f, "not UTF-8 text: not a cluster file"),
+            ClusterFileErrorKind::Security(m) => f.write_str(m),
             ClusterFileErrorKind::UnknownDirective(d) => write!(
                 f,
-                "unknown directive '{d}' (expected controller, replica or min_insync_replicas)"
+                "unknown directive '{d}' (expected controller, replica, min_insync_replicas, \
+                 tls_ca, tls_cert or allow)"
             ),
             ClusterFileErrorKind::MissingValue { directive, what } => {
                 write!(f, "'{directive}' needs {what}")
@@ -213,6 +224,7 @@ impl ClusterFile {
         let mut replicas: Vec<ReplicaEntry> = Vec::new();
         // The line of each entry of `replicas`, in file order.
         let mut replica_lines: Vec<usize> = Vec::new();
+        let mut tls = ClusterTls::default();
         for (i, raw) in text.lines().enumerate() {
             let n = i + 1;
             let line = raw.trim();
@@ -309,12 +321,15 @@ impl ClusterFile {
                     }
                     min_isr = Some((v, n));
                 }
-                other => {
-                    return Err(err(
-                        n,
-                        ClusterFileErrorKind::UnknownDirective(other.to_string()),
-                    ))
-                }
+                other => match tls.parse_directive(other, rest) {
+                    Some(parsed) => parsed.map_err(|k| err(n, k))?,
+                    None => {
+                        return Err(err(
+                            n,
+                            ClusterFileErrorKind::UnknownDirective(other.to_string()),
+                        ))
+                    }
+                },
             }
         }
         let Some((controller, _)) = controller else {
@@ -341,10 +356,13 @@ impl ClusterFile {
             addrs.push(r.addr);
         }
         replicas.sort_by_key(|r| r.id);
+        let ids: Vec<ReplicaId> = replicas.iter().map(|r| r.id).collect();
+        tls.validate(&ids).map_err(|k| err(0, k))?;
         Ok(ClusterFile {
             controller,
             replicas,
             min_insync_replicas,
+            tls,
         })
     }
 
@@ -371,6 +389,7 @@ impl ClusterFile {
             e
         })?;
         let base = crate::io::parent_dir(path);
+        file.tls.resolve(base);
         for r in &mut file.replicas {
             if let Some(d) = &r.dir {
                 if d.is_relative() {
@@ -404,6 +423,7 @@ impl ClusterFile {
             "min_insync_replicas {}\n",
             self.min_insync_replicas
         ));
+        s.push_str(&self.tls.to_text());
         s
     }
 }

@@ -14,6 +14,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::security::Member;
+use super::tls::Security;
 use super::transport::{unexpected, Connection, NetError, TransportConfig};
 use super::wire::{ClusterMetadata, Message};
 use crate::replication::controller::Election;
@@ -33,6 +35,14 @@ impl ControllerClient {
             conn: Connection::new(addr, config),
             timeout,
         }
+    }
+
+    /// Speaks TLS with `security` (when given) to a server that must be the controller.
+    pub fn with_security(mut self, security: Option<Security>) -> Self {
+        if let Some(s) = security {
+            self.conn.set_tls(s, Member::Controller);
+        }
+        self
     }
 
     pub fn addr(&self) -> SocketAddr {

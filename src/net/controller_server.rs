@@ -47,6 +47,8 @@ use parking_lot::Mutex;
 use super::cluster_file::ClusterFile;
 use super::producer_ids::ProducerIdAllocator;
 use super::remote_error::{ErrorReply, RemoteError};
+use super::server::ServerSecurity;
+use super::tls::Security;
 use super::transport::{Handler, Server, TransportConfig};
 use super::wire::{ClusterMetadata, Message, ReplicaStatus};
 use crate::clock::Clock;
@@ -68,8 +70,12 @@ pub struct ControllerConfig {
     /// How often the ticker thread checks sessions.
     pub expiry_check_interval: Duration,
     pub transport: TransportConfig,
-    /// Print every state change to stderr (the `oncelog controller` process does).
+    /// Print every state change to stderr (the `oncelog controller` process does), and the
+    /// refused handshakes and requests.
     pub verbose: bool,
+    /// TLS and authorization (`docs/security.md`); `None`: plain TCP, everyone may do
+    /// everything.
+    pub security: Option<Security>,
 }
 
 impl ControllerConfig {
@@ -80,6 +86,7 @@ impl ControllerConfig {
             expiry_check_interval: Duration::from_millis(100),
             transport: TransportConfig::default(),
             verbose: false,
+            security: None,
         }
     }
 }
@@ -419,11 +426,16 @@ impl ControllerServer {
         storage: Arc<dyn Storage>,
     ) -> Result<ControllerServer> {
         let addr = listener.local_addr().ok();
+        let security = config
+            .security
+            .clone()
+            .map(|tls| ServerSecurity::new(tls, &cluster, config.verbose));
         let service = Arc::new(ControllerService::open(cluster, &config, clock, storage)?);
-        let server = Server::start(
+        let server = Server::start_secure(
             listener,
             Arc::clone(&service) as Arc<dyn Handler>,
             config.transport,
+            security,
         )
         .map_err(|e| {
             crate::Error::io(
@@ -456,6 +468,16 @@ impl ControllerServer {
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.server.as_ref().map(Server::local_addr)
+    }
+
+    /// Requests refused as unauthorized (security on).
+    pub fn refused_requests(&self) -> u64 {
+        self.server.as_ref().map_or(0, Server::refused_requests)
+    }
+
+    /// TLS handshakes that failed (security on).
+    pub fn failed_handshakes(&self) -> u64 {
+        self.server.as_ref().map_or(0, Server::failed_handshakes)
     }
 
     pub fn service(&self) -> &Arc<ControllerService> {
