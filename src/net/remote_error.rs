@@ -920,7 +920,7 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_codes_and_reasons_are_rejected() {
-        for code in [0u8, 19, 31, 45, 255] {
+        for code in [0u8, 20, 31, 45, 255] {
             let bytes = [code, 0, 0, 0, 0];
             let mut r = Reader::new(&bytes);
             assert!(decode(&mut r).is_err(), "code {code}");
