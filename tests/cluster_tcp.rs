@@ -4,8 +4,11 @@
 //! is moved back to it with `oncelog move-leader`. Nothing acknowledged is lost, nothing is
 //! duplicated, and every replica ends with the same committed records.
 
+mod common;
+
+use common::free_port;
+
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,14 +29,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn spawn(dir: &Path, args: &[&str], log: &str) -> Proc {

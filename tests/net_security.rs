@@ -13,6 +13,10 @@
 //! every replica. The binary refuses plain TCP without `--insecure`, and its client commands
 //! present `--cert`.
 
+mod common;
+
+use common::free_port;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -82,14 +86,6 @@ impl Ca {
         std::fs::write(&paths.key, key.serialize_pem()).unwrap();
         paths
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The certificates of one test: the cluster's and a rogue CA's.
@@ -535,4 +531,61 @@ fn the_binary_serves_tls_from_the_cluster_file_and_plain_tcp_only_with_insecure(
     assert!(!err(&o).contains("unauthorized"), "{}", err(&o));
     let o = with(&moving, &pki.rogue_replica_3);
     assert!(err(&o).contains("TLS"), "{}", err(&o));
+}
+
+#[test]
+fn a_handshake_trickled_byte_by_byte_is_dropped_at_the_frame_deadline() {
+    use oncelog::net::{Server, ServerSecurity};
+    use std::io::{Read, Write};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let _pki = Pki::new(tmp.path());
+    let path = tmp.path().join("cluster.txt");
+    std::fs::write(&path, cluster_text(free_port())).unwrap();
+    let cluster = ClusterFile::load(&path).unwrap();
+    let tls = Security::for_member(&cluster, Member::Controller, None).unwrap();
+    let config = TransportConfig {
+        frame_timeout: Duration::from_millis(300),
+        ..TransportConfig::default()
+    };
+    let server = Server::start_secure(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        Arc::new(|m: Message| m),
+        config,
+        Some(ServerSecurity::new(tls, &cluster, false)),
+    )
+    .unwrap();
+    let mut s = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let start = Instant::now();
+    // The first bytes of a TLS record header (a ClientHello), one every 50 ms.
+    let header = [0x16u8, 0x03, 0x01, 0x02, 0x00];
+    let mut closed = false;
+    for i in 0..60 {
+        if s.write_all(&[header[i % header.len()]]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(_) => {
+                closed = true; // an alert or the end of the stream
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    let took = start.elapsed();
+    assert!(closed, "still open after {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let until = Instant::now() + T;
+    while server.failed_handshakes() == 0 {
+        assert!(Instant::now() < until, "not counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.shutdown();
 }

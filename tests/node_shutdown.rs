@@ -2,8 +2,11 @@
 //! (a node's log gets its clean-shutdown marker, so the next open scans nothing), and a node
 //! whose controller cannot be reached says so and backs off instead of retrying every tick.
 
+mod common;
+
+use common::free_port;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -46,14 +49,6 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts `oncelog ARGS` with stdout piped and waits for a stdout line containing `ready`.

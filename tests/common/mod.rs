@@ -110,4 +110,13 @@ pub fn assert_corrupt<T: std::fmt::Debug>(
     }
 }
 
+/// A loopback port free a moment ago (another process may take it before it is bound).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub mod sim;
