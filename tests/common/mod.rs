@@ -119,4 +119,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `n` distinct loopback ports, free a moment ago (all bound at once while choosing, so no two
+/// are the same).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 pub mod sim;
