@@ -5,8 +5,8 @@
 //! Invariants:
 //! - at most `max_connections` connections are served at once; a connection accepted beyond
 //!   that is closed at once, and counted ([`Server::refused_connections`]);
-//! - a connection waits at most `idle_timeout` for the first byte of a request; once it has
-//!   come, the whole frame must arrive within `frame_timeout` (the deadline is not reset by
+//! - a connection waits at most `idle_timeout` for the first byte of a request (a deadline,
+//!   so bytes of a TLS record trickled before it do not extend it); once it has come, the whole frame must arrive within `frame_timeout` (the deadline is not reset by
 //!   later bytes), and the answer must be written within `frame_timeout` too;
 //! - a request body is read into a buffer that grows with the bytes received
 //!   (`frame_io::read_body`): memory follows what a peer sent, never what its header claims;
@@ -279,12 +279,18 @@ fn accept_loop(
 }
 
 /// Waits up to `idle` for the first byte of the next frame. `None`: the peer closed, the wait
-/// timed out or the socket failed.
+/// timed out or the socket failed. `idle` is a deadline, not a per-read timeout: over TLS the
+/// first byte of a frame comes out of a whole record, and a peer trickling that record's bytes
+/// must not keep the connection past it.
 fn first_byte(stream: &mut NetStream, idle: Option<Duration>) -> Option<u8> {
-    // A zero timeout would be refused by the socket; treat it as the smallest one.
-    let idle = idle.map(|d| d.max(Duration::from_millis(1)));
-    stream.tcp().set_read_timeout(idle).ok()?;
     let mut one = [0u8; 1];
+    if let Some(idle) = idle {
+        // A zero wait would be refused by the socket; treat it as the smallest one.
+        let deadline = Instant::now() + idle.max(Duration::from_millis(1));
+        read_before(stream, &mut one, deadline).ok()?;
+        return Some(one[0]);
+    }
+    stream.tcp().set_read_timeout(None).ok()?;
     loop {
         match stream.read(&mut one) {
             Ok(1) => return Some(one[0]),
