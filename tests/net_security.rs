@@ -446,6 +446,13 @@ fn an_authorized_client_round_trips_and_the_tls_cluster_replicates_acks_all() {
         let info = client.produce(&b.build().unwrap()).unwrap();
         assert_eq!(info.base_offset.0, i);
     }
+    // And one batch of 600 KiB: many TLS records each way, written and read under deadlines.
+    let big = vec![b'x'; 600 << 10];
+    let mut b = BatchBuilder::new();
+    b.push(0, None, Some(&big));
+    let info = client.produce(&b.build().unwrap()).unwrap();
+    assert_eq!(info.base_offset.0, n);
+    let n = n + 1;
     let leader = client.leader().unwrap();
     let from_leader = client.read(Offset(0), 1 << 20).unwrap();
     assert!(from_leader.high_watermark.0 >= n);
@@ -455,6 +462,7 @@ fn an_authorized_client_round_trips_and_the_tls_cluster_replicates_acks_all() {
         assert_eq!(read_all(&client, id, n), reference, "replica {id}");
     }
     assert!(String::from_utf8_lossy(&reference).contains("record 29"));
+    assert!(reference.len() > 600 << 10);
     assert_eq!(c.controller.refused_requests(), 0);
     c.shutdown();
 }
@@ -602,5 +610,100 @@ fn a_handshake_trickled_byte_by_byte_is_dropped_at_the_frame_deadline() {
     eventually("the failed handshake is counted", || {
         server.failed_handshakes() >= 1
     });
+    server.shutdown();
+}
+
+/// A rustls client of the test CA presenting `who`, for driving TLS by hand.
+fn raw_tls_client(ca: &Path, who: &CertPaths) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    #[allow(deprecated)] // the ring provider, as the crate uses (docs/security.md)
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = CertificateDer::pem_file_iter(&who.cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&who.key).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap(),
+    )
+}
+
+#[test]
+fn a_tls_record_trickled_after_the_handshake_is_dropped_at_the_idle_deadline() {
+    use oncelog::net::{Server, ServerSecurity};
+    use std::io::{Read, Write};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let path = tmp.path().join("cluster.txt");
+    std::fs::write(&path, cluster_text(free_port())).unwrap();
+    let cluster = ClusterFile::load(&path).unwrap();
+    let tls = Security::for_member(&cluster, Member::Controller, None).unwrap();
+    let config = TransportConfig {
+        idle_timeout: Some(Duration::from_millis(300)),
+        frame_timeout: Duration::from_millis(300),
+        ..TransportConfig::default()
+    };
+    let server = Server::start_secure(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        Arc::new(|m: Message| m),
+        config,
+        Some(ServerSecurity::new(tls, &cluster, false)),
+    )
+    .unwrap();
+    let mut tcp = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("controller").unwrap();
+    let mut conn =
+        rustls::ClientConnection::new(raw_tls_client(&pki.ca.ca_path(), &pki.alice), name).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).unwrap();
+    }
+    // One request, encrypted into records, sent one byte every 50 ms: no plaintext byte comes
+    // out before the whole record has arrived.
+    let frame = oncelog::net::wire::encode_frame(1, &Message::Metadata, 1 << 20).unwrap();
+    conn.writer().write_all(&frame).unwrap();
+    let mut records = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut records).unwrap();
+    }
+    tcp.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let start = Instant::now();
+    let mut closed = false;
+    for b in records.iter().take(records.len() - 1) {
+        if tcp.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tcp.read(&mut buf) {
+            Ok(_) => {
+                closed = true; // the end of the stream (or an alert)
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    let took = start.elapsed();
+    assert!(
+        closed,
+        "open after {took:?} ({} bytes trickled)",
+        records.len()
+    );
+    assert!(took < Duration::from_millis(1500), "{took:?}");
     server.shutdown();
 }

@@ -4,7 +4,9 @@
 //! Invariants:
 //! - a read or write never outlives its deadline: every `read`/`write` call is given the time
 //!   left as its socket timeout, so a peer that trickles one byte at a time cannot stretch a
-//!   frame past the deadline (a per-call timeout alone would be reset by every byte);
+//!   frame past the deadline (a per-call timeout alone would be reset by every byte); a TLS
+//!   stream makes one socket call per `read`/`write` and answers `Interrupted` when it only
+//!   moved TLS bytes (`net::stream`), and `Interrupted` is retried here with the time left;
 //! - a frame body is read into a buffer that grows with the bytes received (doubling, from
 //!   [`FIRST_CHUNK`]), never allocated from the length its header claims: a peer that claims a
 //!   large frame and sends little costs little memory;
@@ -135,10 +137,16 @@ pub fn write_before<S: Socket + ?Sized>(
             Err(e) => return Err(e),
         }
     }
-    stream.tcp().set_write_timeout(Some(left(deadline)?))?;
-    match stream.flush() {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::ErrorKind::TimedOut.into()),
-        other => other,
+    loop {
+        stream.tcp().set_write_timeout(Some(left(deadline)?))?;
+        match stream.flush() {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::ErrorKind::TimedOut.into())
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
