@@ -547,6 +547,21 @@ min_insync_replicas 2
         assert_eq!(c.replicas[0].dir, Some(dir.path().join("data1")));
         assert_eq!(c.replicas[1].dir, Some(PathBuf::from("/abs")));
         assert_eq!(c.min_insync_replicas, 1);
+        // Security lines: paths relative to the file too, and the text parses back.
+        std::fs::write(
+            &path,
+            "controller 127.0.0.1:1\nreplica 1 127.0.0.1:2\ntls_ca certs/ca.pem\n\
+             tls_cert 1 r1.pem /keys/r1.key\nallow alice read,produce\n",
+        )
+        .unwrap();
+        let c = ClusterFile::load(&path).unwrap();
+        assert!(c.tls.enabled());
+        assert_eq!(c.tls.ca, Some(dir.path().join("certs/ca.pem")));
+        let r1 = &c.tls.certs[&crate::net::Member::Replica(ReplicaId(1))];
+        assert_eq!(r1.cert, dir.path().join("r1.pem"));
+        assert_eq!(r1.key, PathBuf::from("/keys/r1.key"));
+        assert_eq!(ClusterFile::parse(&c.to_text()).unwrap(), c);
+        assert!(!ClusterFile::parse(EXAMPLE).unwrap().tls.enabled());
         std::fs::write(&path, "controller 127.0.0.1:1\nreplica x").unwrap();
         let e = ClusterFile::load(&path).unwrap_err();
         assert!(
