@@ -313,6 +313,9 @@ fn version_and_help_for_every_command() {
             "controller",
             &[
                 "--cluster",
+                "--insecure",
+                "--cert",
+                "--key",
                 "--dir",
                 "--session-timeout-ms",
                 "--max-connections",
@@ -326,6 +329,9 @@ fn version_and_help_for_every_command() {
             &[
                 "--cluster",
                 "--id",
+                "--insecure",
+                "--cert",
+                "--key",
                 "--dir",
                 "--tick-ms",
                 "--lag-ms",
@@ -337,9 +343,19 @@ fn version_and_help_for_every_command() {
         ),
         (
             "move-leader",
-            &["--cluster", "--to", "--unclean", "--timeout-ms"],
+            &[
+                "--cluster",
+                "--to",
+                "--unclean",
+                "--timeout-ms",
+                "--cert",
+                "--key",
+            ],
         ),
-        ("cluster-status", &["--cluster", "--timeout-ms"]),
+        (
+            "cluster-status",
+            &["--cluster", "--timeout-ms", "--cert", "--key"],
+        ),
     ];
     for (command, command_flags) in flags {
         assert!(

@@ -36,6 +36,7 @@ fn node_with_lag(dir: &Path, cluster: &str, id: u32, lag_ms: u64) -> Proc {
         dir,
         &[
             "node",
+            "--insecure",
             "--cluster",
             cluster,
             "--id",
@@ -89,6 +90,7 @@ impl Cluster {
             &dir,
             &[
                 "controller",
+                "--insecure",
                 "--cluster",
                 &cluster_arg,
                 "--session-timeout-ms",

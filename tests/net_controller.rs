@@ -402,7 +402,7 @@ fn spawn_controller(dir: &Path, extra: &[&str]) -> (Controller, String) {
         .unwrap();
         let cluster = cluster.to_str().unwrap().to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_oncelog"))
-            .args(["controller", "--cluster", &cluster])
+            .args(["controller", "--insecure", "--cluster", &cluster])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -2,8 +2,11 @@
 //! (a node's log gets its clean-shutdown marker, so the next open scans nothing), and a node
 //! whose controller cannot be reached says so and backs off instead of retrying every tick.
 
+mod common;
+
+use common::free_port;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -46,14 +49,6 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts `oncelog ARGS` with stdout piped and waits for a stdout line containing `ready`.
@@ -103,13 +98,14 @@ fn sigterm_closes_a_node_cleanly_and_sigint_stops_the_controller() {
     let dir = tmp.path();
     let cluster = cluster_file(dir, free_port());
     let mut controller = start(
-        &["controller", "--cluster", &cluster],
+        &["controller", "--insecure", "--cluster", &cluster],
         &dir.join("controller.err"),
         "listening on",
     );
     let mut node = start(
         &[
             "node",
+            "--insecure",
             "--cluster",
             &cluster,
             "--id",
@@ -153,7 +149,7 @@ fn sigterm_closes_a_node_cleanly_and_sigint_stops_the_controller() {
     assert!(err.contains("SIGINT received, stopping"), "{err}");
     // Its directory lock was released: a new controller starts on the same state.
     let mut again = start(
-        &["controller", "--cluster", &cluster],
+        &["controller", "--insecure", "--cluster", &cluster],
         &dir.join("controller2.err"),
         "listening on",
     );
@@ -171,6 +167,7 @@ fn a_node_without_its_controller_says_so_with_backoff_and_still_stops_cleanly() 
     let mut node = start(
         &[
             "node",
+            "--insecure",
             "--cluster",
             &cluster,
             "--id",

@@ -11,8 +11,8 @@ use std::time::Duration;
 use oncelog::io::fs::RealStorage;
 use oncelog::io::signals;
 use oncelog::net::{
-    ClusterFile, ClusterMetadata, ControllerClient, ControllerConfig, ControllerServer, NetError,
-    TransportConfig,
+    CertPaths, ClusterFile, ClusterMetadata, ControllerClient, ControllerConfig, ControllerServer,
+    Member, NetError, Security, TransportConfig,
 };
 use oncelog::replication::ReplicaId;
 use oncelog::SystemClock;
@@ -132,6 +132,64 @@ pub(super) fn wait_for_termination(mut every_50ms: impl FnMut()) -> &'static str
     }
 }
 
+/// `--cert FILE --key FILE` (both or neither).
+fn identity(o: &Options) -> Result<Option<CertPaths>, CliError> {
+    match (o.value("--cert"), o.value("--key")) {
+        (Some(cert), Some(key)) => Ok(Some(CertPaths {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        })),
+        (None, None) => Ok(None),
+        _ => Err(CliError::Usage("--cert and --key go together".into())),
+    }
+}
+
+/// The TLS material `member` serves with, or `None` for plain TCP, which takes `--insecure`
+/// and a cluster file without `tls_ca` (`docs/security.md`); plain TCP on an address other
+/// than loopback is served with a warning.
+fn member_security(
+    cluster: &ClusterFile,
+    member: Member,
+    addr: std::net::SocketAddr,
+    o: &Options,
+) -> Result<Option<Security>, CliError> {
+    let identity = identity(o)?;
+    match (cluster.tls.enabled(), o.switch("--insecure")) {
+        (true, true) => Err(CliError::Usage(
+            "--insecure, but the cluster file turns security on (tls_ca): drop one of them".into(),
+        )),
+        (true, false) => Security::for_member(cluster, member, identity.as_ref())
+            .map(Some)
+            .map_err(|e| CliError::Failed(format!("{member}: TLS: {e}"))),
+        (false, false) => Err(CliError::Failed(format!(
+            "the cluster file has no 'tls_ca', so {member} would serve plain TCP that lets \
+             anyone produce, read and change the cluster: add tls_ca, tls_cert and allow lines \
+             (docs/security.md), or pass --insecure for loopback development"
+        ))),
+        (false, true) => {
+            if identity.is_some() {
+                return Err(CliError::Usage(
+                    "--cert/--key need a cluster file with tls_ca".into(),
+                ));
+            }
+            if !addr.ip().is_loopback() {
+                eprintln!(
+                    "WARNING: {member} serves plain TCP on {addr} (--insecure): no TLS, no \
+                     authentication; anyone who reaches {addr} can produce, read, elect \
+                     leaders and register as a replica"
+                );
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// A client's TLS material: none when the cluster file has no `tls_ca`.
+fn client_security(cluster: &ClusterFile, o: &Options) -> Result<Option<Security>, CliError> {
+    Security::for_client(cluster, identity(o)?.as_ref())
+        .map_err(|e| CliError::Failed(format!("TLS: {e}")))
+}
+
 fn load_cluster(path: &str) -> Result<ClusterFile, CliError> {
     ClusterFile::load(Path::new(path)).map_err(|e| CliError::Failed(e.to_string()))
 }
@@ -151,6 +209,13 @@ pub fn controller_main(args: &[String]) -> CliResult {
     let cluster = load_cluster(path)?;
     let mut config = ControllerConfig::new(PathBuf::new());
     config.verbose = true;
+    let listen = match o.value("--listen") {
+        Some(a) => a
+            .parse::<SocketAddr>()
+            .map_err(|_| CliError::Usage(format!("--listen: '{a}' is not an IP:PORT address")))?,
+        None => cluster.controller,
+    };
+    config.security = member_security(&cluster, Member::Controller, listen, &o)?;
     config.transport = limits(&o, config.transport)?;
     if let Some(ms) = o.number::<u64>("--session-timeout-ms")? {
         if ms == 0 {
@@ -159,12 +224,6 @@ pub fn controller_main(args: &[String]) -> CliResult {
         config.session_timeout_ms = ms;
         config.expiry_check_interval = Duration::from_millis((ms / 10).clamp(1, 100));
     }
-    let listen = match o.value("--listen") {
-        Some(a) => a
-            .parse::<SocketAddr>()
-            .map_err(|_| CliError::Usage(format!("--listen: '{a}' is not an IP:PORT address")))?,
-        None => cluster.controller,
-    };
     let etcd = super::etcd::endpoints(&o, &cluster);
     if etcd.is_empty() {
         for flag in ["--etcd-prefix", "--election-ttl-ms"] {
@@ -187,6 +246,7 @@ pub fn controller_main(args: &[String]) -> CliResult {
         config.dir = dir.clone();
         let listener = bind(listen)?;
         let (replicas, timeout) = (cluster.replicas.len(), config.session_timeout_ms);
+        let secure = config.security.is_some();
         let server = ControllerServer::start(
             listener,
             cluster,
@@ -196,6 +256,7 @@ pub fn controller_main(args: &[String]) -> CliResult {
         )?;
         announce(
             &server,
+            secure,
             &format!(
                 "{replicas} replicas, session timeout {timeout} ms, state in {}",
                 dir.display()
@@ -220,13 +281,25 @@ pub(super) fn bind(addr: SocketAddr) -> Result<TcpListener, CliError> {
     TcpListener::bind(addr).map_err(|e| CliError::Failed(format!("cannot listen on {addr}: {e}")))
 }
 
-/// Prints the start-up line the tests and operators wait for.
-pub(super) fn announce(server: &ControllerServer, what: &str) -> Result<(), CliError> {
+/// Prints the start-up line the tests and operators wait for (`secure`: it serves TLS).
+pub(super) fn announce(
+    server: &ControllerServer,
+    secure: bool,
+    what: &str,
+) -> Result<(), CliError> {
+    let tls = if secure {
+        "TLS"
+    } else {
+        "plain TCP (--insecure)"
+    };
     let addr = server
         .local_addr()
         .map_or_else(|| "?".to_string(), |a| a.to_string());
     let mut out = std::io::stdout().lock();
-    writeln!(out, "oncelog controller listening on {addr}: {what}")?;
+    writeln!(
+        out,
+        "oncelog controller listening on {addr} ({tls}): {what}"
+    )?;
     out.flush()?;
     Ok(())
 }
@@ -240,7 +313,8 @@ fn ask<T>(
 ) -> Result<Result<T, NetError>, CliError> {
     let timeout = Duration::from_millis(o.number::<u64>("--timeout-ms")?.unwrap_or(5_000));
     let mut c =
-        ControllerClient::for_cluster(cluster, oncelog::net::TransportConfig::default(), timeout);
+        ControllerClient::for_cluster(cluster, oncelog::net::TransportConfig::default(), timeout)
+            .with_security(client_security(cluster, o)?);
     let mut answer = call(&mut c);
     for _ in 1..cluster.controllers().len() {
         match &answer {
@@ -370,11 +444,18 @@ pub fn node_main(args: &[String]) -> CliResult {
         opts.lag_ms = ms.max(1);
     }
     opts.transport = limits(&o, opts.transport)?;
+    opts.security = member_security(&opts.cluster, Member::Replica(id), entry.addr, &o)?;
+    opts.log_refusals = true;
+    let tls = if opts.security.is_some() {
+        "TLS"
+    } else {
+        "plain TCP (--insecure)"
+    };
     let node = oncelog::node::Node::start(opts).map_err(|e| CliError::Failed(e.to_string()))?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "oncelog node {id} listening on {}, log in {}",
+        "oncelog node {id} listening on {} ({tls}), log in {}",
         entry.addr,
         dir.display()
     )?;

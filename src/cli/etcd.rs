@@ -168,6 +168,7 @@ pub(super) fn controller_on_etcd(
     let server = ControllerServer::serve(listener, service, &config)?;
     super::cluster::announce(
         &server,
+        config.security.is_some(),
         &format!(
             "{replicas} replicas, session timeout {timeout} ms, state in etcd at {urls} under \
              {prefix}"

@@ -38,6 +38,18 @@ const fn switch(name: &'static str, help: &'static str) -> Flag {
 }
 
 const CLUSTER: Flag = flag("--cluster", "FILE", "the cluster file (required)");
+const CERT: Flag = flag(
+    "--cert",
+    "FILE",
+    "the certificate chain (PEM) to present when the cluster file has tls_ca (default for a \
+     member: its tls_cert line)",
+);
+const KEY: Flag = flag("--key", "FILE", "the private key (PEM) of --cert");
+const INSECURE: Flag = switch(
+    "--insecure",
+    "serve plain TCP, without TLS or authorization, when the cluster file has no tls_ca \
+     (loopback development only: docs/security.md)",
+);
 const TIMEOUT: Flag = flag(
     "--timeout-ms",
     "N",
@@ -117,6 +129,9 @@ pub const COMMANDS: &[Command] = &[
                 --etcd (then several controllers can run and one acts at a time)",
         flags: limit_flags![
             CLUSTER,
+            INSECURE,
+            CERT,
+            KEY,
             flag(
                 "--dir",
                 "DIR",
@@ -163,6 +178,9 @@ pub const COMMANDS: &[Command] = &[
         flags: limit_flags![
             CLUSTER,
             flag("--id", "N", "the replica id (required)"),
+            INSECURE,
+            CERT,
+            KEY,
             flag(
                 "--dir",
                 "DIR",
@@ -192,6 +210,8 @@ pub const COMMANDS: &[Command] = &[
                 "allow an out-of-sync replica when no in-sync one can lead",
             ),
             TIMEOUT,
+            CERT,
+            KEY,
         ],
     },
     Command {
@@ -202,6 +222,8 @@ pub const COMMANDS: &[Command] = &[
         flags: &[
             CLUSTER,
             TIMEOUT,
+            CERT,
+            KEY,
             flag(
                 "--etcd",
                 "URLS",

@@ -14,6 +14,8 @@
 //! any of which serves (clients try the next one when one cannot be reached). `etcd URL...`
 //! (optional) names the client URLs of the etcd cluster holding the controller's state
 //! (`oncelog controller` then uses etcd without `--etcd`).
+//! The security lines (`tls_ca`, `tls_cert`, `allow`) are described in `net::security` and
+//! `docs/security.md`.
 //!
 //! One directive per line; blank lines and lines starting with `#` are ignored. `replica ID ADDR
 //! [DIR]`: the rest of the line after the address is the replica's data directory (it may hold
@@ -39,6 +41,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use super::security::ClusterTls;
 use crate::replication::ReplicaId;
 
 /// The most [`ClusterFile::load`] reads: a cluster file is a few lines; 1 MiB is thousands of
@@ -57,6 +60,9 @@ pub struct ClusterFile {
     /// Sorted by id.
     pub replicas: Vec<ReplicaEntry>,
     pub min_insync_replicas: u32,
+    /// The CA, member certificates and ACL (`net::security`); security is on iff `tls.ca` is
+    /// set.
+    pub tls: ClusterTls,
 }
 
 /// One `replica` line.
@@ -118,6 +124,8 @@ pub enum ClusterFileErrorKind {
     NotText,
     /// An `etcd` endpoint that is not an `http://` or `https://` URL.
     BadEtcdEndpoint(String),
+    /// A security line (`tls_ca`, `tls_cert`, `allow`) is wrong; the text says how.
+    Security(String),
 }
 
 impl fmt::Display for ClusterFileError {
@@ -142,9 +150,11 @@ impl fmt::Display for ClusterFileError {
                 f,
                 "'{u}' is not an etcd client URL (http://HOST:PORT or https://HOST:PORT)"
             ),
+            ClusterFileErrorKind::Security(m) => f.write_str(m),
             ClusterFileErrorKind::UnknownDirective(d) => write!(
                 f,
-                "unknown directive '{d}' (expected controller, replica, min_insync_replicas or etcd)"
+                "unknown directive '{d}' (expected controller, replica, min_insync_replicas, \
+                 etcd, tls_ca, tls_cert or allow)"
             ),
             ClusterFileErrorKind::MissingValue { directive, what } => {
                 write!(f, "'{directive}' needs {what}")
@@ -231,6 +241,7 @@ impl ClusterFile {
         let mut replicas: Vec<ReplicaEntry> = Vec::new();
         // The line of each entry of `replicas`, in file order.
         let mut replica_lines: Vec<usize> = Vec::new();
+        let mut tls = ClusterTls::default();
         for (i, raw) in text.lines().enumerate() {
             let n = i + 1;
             let line = raw.trim();
@@ -355,12 +366,15 @@ impl ClusterFile {
                     }
                     min_isr = Some((v, n));
                 }
-                other => {
-                    return Err(err(
-                        n,
-                        ClusterFileErrorKind::UnknownDirective(other.to_string()),
-                    ))
-                }
+                other => match tls.parse_directive(other, rest) {
+                    Some(parsed) => parsed.map_err(|k| err(n, k))?,
+                    None => {
+                        return Err(err(
+                            n,
+                            ClusterFileErrorKind::UnknownDirective(other.to_string()),
+                        ))
+                    }
+                },
             }
         }
         let Some((controller, _)) = controller else {
@@ -388,12 +402,15 @@ impl ClusterFile {
             addrs.push(r.addr);
         }
         replicas.sort_by_key(|r| r.id);
+        let ids: Vec<ReplicaId> = replicas.iter().map(|r| r.id).collect();
+        tls.validate(&ids).map_err(|k| err(0, k))?;
         Ok(ClusterFile {
             controller,
             standby_controllers,
             etcd: etcd.map(|(urls, _)| urls).unwrap_or_default(),
             replicas,
             min_insync_replicas,
+            tls,
         })
     }
 
@@ -420,6 +437,7 @@ impl ClusterFile {
             e
         })?;
         let base = crate::io::parent_dir(path);
+        file.tls.resolve(base);
         for r in &mut file.replicas {
             if let Some(d) = &r.dir {
                 if d.is_relative() {
@@ -464,6 +482,7 @@ impl ClusterFile {
             "min_insync_replicas {}\n",
             self.min_insync_replicas
         ));
+        s.push_str(&self.tls.to_text());
         s
     }
 }
@@ -634,6 +653,21 @@ min_insync_replicas 2
         assert_eq!(c.replicas[0].dir, Some(dir.path().join("data1")));
         assert_eq!(c.replicas[1].dir, Some(PathBuf::from("/abs")));
         assert_eq!(c.min_insync_replicas, 1);
+        // Security lines: paths relative to the file too, and the text parses back.
+        std::fs::write(
+            &path,
+            "controller 127.0.0.1:1\nreplica 1 127.0.0.1:2\ntls_ca certs/ca.pem\n\
+             tls_cert 1 r1.pem /keys/r1.key\nallow alice read,produce\n",
+        )
+        .unwrap();
+        let c = ClusterFile::load(&path).unwrap();
+        assert!(c.tls.enabled());
+        assert_eq!(c.tls.ca, Some(dir.path().join("certs/ca.pem")));
+        let r1 = &c.tls.certs[&crate::net::Member::Replica(ReplicaId(1))];
+        assert_eq!(r1.cert, dir.path().join("r1.pem"));
+        assert_eq!(r1.key, PathBuf::from("/keys/r1.key"));
+        assert_eq!(ClusterFile::parse(&c.to_text()).unwrap(), c);
+        assert!(!ClusterFile::parse(EXAMPLE).unwrap().tls.enabled());
         std::fs::write(&path, "controller 127.0.0.1:1\nreplica x").unwrap();
         let e = ClusterFile::load(&path).unwrap_err();
         assert!(

@@ -19,6 +19,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::cluster_file::ClusterFile;
+use super::security::Member;
+use super::tls::Security;
 use super::transport::{unexpected, Connection, NetError, NetErrorKind, TransportConfig};
 use super::wire::{ClusterMetadata, Message};
 use crate::replication::controller::Election;
@@ -63,6 +65,17 @@ impl ControllerClient {
             current: 0,
             timeout,
         }
+    }
+
+    /// Speaks TLS with `security` (when given) to servers that must be the controller (every
+    /// address this client may fail over to).
+    pub fn with_security(mut self, security: Option<Security>) -> Self {
+        if let Some(s) = security {
+            for conn in &mut self.conns {
+                conn.set_tls(s.clone(), Member::Controller);
+            }
+        }
+        self
     }
 
     /// The controller the next call goes to.

@@ -59,6 +59,8 @@ use super::cluster_file::ClusterFile;
 use super::controller_store::{ControllerStore, StoreError};
 use super::producer_ids::ProducerIdAllocator;
 use super::remote_error::{ErrorReply, RemoteError};
+use super::server::ServerSecurity;
+use super::tls::Security;
 use super::transport::{Handler, Server, TransportConfig};
 use super::wire::{ClusterMetadata, Message, ReplicaStatus};
 use crate::clock::Clock;
@@ -80,8 +82,12 @@ pub struct ControllerConfig {
     /// How often the ticker thread checks sessions.
     pub expiry_check_interval: Duration,
     pub transport: TransportConfig,
-    /// Print every state change to stderr (the `oncelog controller` process does).
+    /// Print every state change to stderr (the `oncelog controller` process does), and the
+    /// refused handshakes and requests.
     pub verbose: bool,
+    /// TLS and authorization (`docs/security.md`); `None`: plain TCP, everyone may do
+    /// everything.
+    pub security: Option<Security>,
 }
 
 impl ControllerConfig {
@@ -92,6 +98,7 @@ impl ControllerConfig {
             expiry_check_interval: Duration::from_millis(100),
             transport: TransportConfig::default(),
             verbose: false,
+            security: None,
         }
     }
 }
@@ -662,11 +669,16 @@ impl ControllerServer {
         config: &ControllerConfig,
     ) -> Result<ControllerServer> {
         let addr = listener.local_addr().ok();
+        let security = config
+            .security
+            .clone()
+            .map(|tls| ServerSecurity::new(tls, &service.cluster, config.verbose));
         let service = Arc::new(service);
-        let server = Server::start(
+        let server = Server::start_secure(
             listener,
             Arc::clone(&service) as Arc<dyn Handler>,
             config.transport,
+            security,
         )
         .map_err(|e| {
             crate::Error::io(
@@ -699,6 +711,16 @@ impl ControllerServer {
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.server.as_ref().map(Server::local_addr)
+    }
+
+    /// Requests refused as unauthorized (security on).
+    pub fn refused_requests(&self) -> u64 {
+        self.server.as_ref().map_or(0, Server::refused_requests)
+    }
+
+    /// TLS handshakes that failed (security on).
+    pub fn failed_handshakes(&self) -> u64 {
+        self.server.as_ref().map_or(0, Server::failed_handshakes)
     }
 
     pub fn service(&self) -> &Arc<ControllerService> {

@@ -4,7 +4,9 @@
 //! Invariants:
 //! - a read or write never outlives its deadline: every `read`/`write` call is given the time
 //!   left as its socket timeout, so a peer that trickles one byte at a time cannot stretch a
-//!   frame past the deadline (a per-call timeout alone would be reset by every byte);
+//!   frame past the deadline (a per-call timeout alone would be reset by every byte); a TLS
+//!   stream makes one socket call per `read`/`write` and answers `Interrupted` when it only
+//!   moved TLS bytes (`net::stream`), and `Interrupted` is retried here with the time left;
 //! - a frame body is read into a buffer that grows with the bytes received (doubling, from
 //!   [`FIRST_CHUNK`]), never allocated from the length its header claims: a peer that claims a
 //!   large frame and sends little costs little memory;
@@ -19,9 +21,13 @@
     )
 )]
 
-use std::io::{self, Read, Write};
+use std::io;
+#[cfg(test)]
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+
+use super::stream::Socket;
 
 /// The first allocation for a frame body; later ones double what was received.
 pub const FIRST_CHUNK: usize = 64 << 10;
@@ -38,10 +44,14 @@ fn left(deadline: Instant) -> io::Result<Duration> {
 
 /// `read_exact` that gives up at `deadline` (`TimedOut`); a peer that closes first is
 /// `UnexpectedEof`.
-pub fn read_before(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+pub fn read_before<S: Socket + ?Sized>(
+    stream: &mut S,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> io::Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
-        stream.set_read_timeout(Some(left(deadline)?))?;
+        stream.tcp().set_read_timeout(Some(left(deadline)?))?;
         let Some(rest) = buf.get_mut(filled..) else {
             break;
         };
@@ -60,7 +70,11 @@ pub fn read_before(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) ->
 
 /// Reads a frame body of `length` bytes before `deadline` into a buffer that grows with what
 /// arrives (see the module invariants).
-pub fn read_body(stream: &mut TcpStream, length: u32, deadline: Instant) -> io::Result<Vec<u8>> {
+pub fn read_body<S: Socket + ?Sized>(
+    stream: &mut S,
+    length: u32,
+    deadline: Instant,
+) -> io::Result<Vec<u8>> {
     let length = length as usize;
     let mut body: Vec<u8> = Vec::new();
     while body.len() < length {
@@ -75,14 +89,18 @@ pub fn read_body(stream: &mut TcpStream, length: u32, deadline: Instant) -> io::
 }
 
 /// Reads and drops `n` bytes before `deadline`, allocating nothing.
-pub fn discard_before(stream: &mut TcpStream, mut n: u64, deadline: Instant) -> io::Result<()> {
+pub fn discard_before<S: Socket + ?Sized>(
+    stream: &mut S,
+    mut n: u64,
+    deadline: Instant,
+) -> io::Result<()> {
     let mut sink = [0u8; 8 << 10];
     while n > 0 {
         let want = usize::try_from(n).unwrap_or(usize::MAX).min(sink.len());
         let Some(chunk) = sink.get_mut(..want) else {
             break;
         };
-        stream.set_read_timeout(Some(left(deadline)?))?;
+        stream.tcp().set_read_timeout(Some(left(deadline)?))?;
         match stream.read(chunk) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(got) => n = n.saturating_sub(got as u64),
@@ -96,12 +114,16 @@ pub fn discard_before(stream: &mut TcpStream, mut n: u64, deadline: Instant) -> 
     Ok(())
 }
 
-/// `write_all` that gives up at `deadline` (`TimedOut`): a peer that reads slowly cannot hold
-/// the writer past it.
-pub fn write_before(stream: &mut TcpStream, buf: &[u8], deadline: Instant) -> io::Result<()> {
+/// `write_all` then `flush` (a TLS stream may hold encrypted bytes back) that gives up at
+/// `deadline` (`TimedOut`): a peer that reads slowly cannot hold the writer past it.
+pub fn write_before<S: Socket + ?Sized>(
+    stream: &mut S,
+    buf: &[u8],
+    deadline: Instant,
+) -> io::Result<()> {
     let mut sent = 0;
     while sent < buf.len() {
-        stream.set_write_timeout(Some(left(deadline)?))?;
+        stream.tcp().set_write_timeout(Some(left(deadline)?))?;
         let Some(rest) = buf.get(sent..) else {
             break;
         };
@@ -115,7 +137,17 @@ pub fn write_before(stream: &mut TcpStream, buf: &[u8], deadline: Instant) -> io
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    loop {
+        stream.tcp().set_write_timeout(Some(left(deadline)?))?;
+        match stream.flush() {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::ErrorKind::TimedOut.into())
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// True when the peer has closed (or reset) an idle client connection, or sent something

@@ -89,6 +89,10 @@ pub enum RemoteError {
     InvalidRequest,
     /// 18: anything else (configuration, unclassified).
     Internal,
+    /// 19: security is on and this peer may not send this request (no certificate, not the
+    /// member the request speaks for, or an operation the ACL does not grant it); the message
+    /// says which (`docs/security.md`).
+    Unauthorized,
     /// 32-44: a replication message or state change was refused.
     Replication(ReplicationError),
 }
@@ -198,7 +202,8 @@ impl ErrorReply {
             | RemoteError::Unavailable
             | RemoteError::SessionExpired { .. }
             | RemoteError::InvalidRequest
-            | RemoteError::Internal) => Error::Remote {
+            | RemoteError::Internal
+            | RemoteError::Unauthorized) => Error::Remote {
                 kind: other.name(),
                 message,
             },
@@ -349,6 +354,7 @@ impl RemoteError {
             RemoteError::Io,
             RemoteError::Unavailable,
             RemoteError::InvalidRequest,
+            RemoteError::Unauthorized,
         ]
         .into_iter()
         .find(|e| e.name() == name)
@@ -376,6 +382,7 @@ impl RemoteError {
             RemoteError::SessionExpired { .. } => 16,
             RemoteError::InvalidRequest => 17,
             RemoteError::Internal => 18,
+            RemoteError::Unauthorized => 19,
             RemoteError::Replication(e) => match e {
                 ReplicationError::InvalidEpochEntry { .. } => 32,
                 ReplicationError::UnknownReplica(_) => 33,
@@ -417,6 +424,7 @@ impl RemoteError {
             RemoteError::SessionExpired { .. } => "session_expired",
             RemoteError::InvalidRequest => "invalid_request",
             RemoteError::Internal => "internal",
+            RemoteError::Unauthorized => "unauthorized",
             RemoteError::Replication(e) => match e {
                 ReplicationError::InvalidEpochEntry { .. } => "invalid_epoch_entry",
                 ReplicationError::UnknownReplica(_) => "unknown_replica",
@@ -535,6 +543,7 @@ pub(super) fn encode(w: &mut Writer, reply: &ErrorReply) {
         | RemoteError::Unavailable
         | RemoteError::InvalidRequest
         | RemoteError::Internal
+        | RemoteError::Unauthorized
         | RemoteError::Replication(ReplicationError::NoEligibleLeader) => {}
         RemoteError::Replication(e) => encode_replication_fields(w, e),
     }
@@ -651,6 +660,7 @@ pub(super) fn decode(r: &mut Reader<'_>) -> Result<ErrorReply, DecodeError> {
         },
         17 => RemoteError::InvalidRequest,
         18 => RemoteError::Internal,
+        19 => RemoteError::Unauthorized,
         32..=44 => RemoteError::Replication(decode_replication(code, r)?),
         _ => {
             return Err(DecodeError::BadField {
@@ -781,6 +791,7 @@ pub(crate) mod tests {
             },
             RemoteError::InvalidRequest,
             RemoteError::Internal,
+            RemoteError::Unauthorized,
         ];
         let repl = [
             ReplicationError::InvalidEpochEntry {
@@ -854,7 +865,7 @@ pub(crate) mod tests {
             assert_eq!(round_trip(&reply), reply, "{e:?}");
             codes.insert(e.code());
         }
-        assert_eq!(codes.len(), 18 + 13, "every code is exercised once");
+        assert_eq!(codes.len(), 19 + 13, "every code is exercised once");
     }
 
     #[test]
@@ -909,7 +920,7 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_codes_and_reasons_are_rejected() {
-        for code in [0u8, 19, 31, 45, 255] {
+        for code in [0u8, 20, 31, 45, 255] {
             let bytes = [code, 0, 0, 0, 0];
             let mut r = Reader::new(&bytes);
             assert!(decode(&mut r).is_err(), "code {code}");

@@ -15,10 +15,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::security::Member;
+use super::tls::Security;
 use super::transport::{unexpected, Connection, NetError, TransportConfig};
 use super::wire::Message;
 use crate::log::AppendInfo;
-use crate::replication::{FetchRequest, FetchResponse};
+use crate::replication::{FetchRequest, FetchResponse, ReplicaId};
 use crate::types::{Offset, ProducerEpoch, ProducerId};
 
 /// Committed data from [`ReplicaClient::read`].
@@ -43,6 +45,14 @@ impl ReplicaClient {
             conn: Connection::new(addr, config),
             timeout,
         }
+    }
+
+    /// Speaks TLS with `security` (when given) to a server that must be replica `replica`.
+    pub fn with_security(mut self, security: Option<Security>, replica: ReplicaId) -> Self {
+        if let Some(s) = security {
+            self.conn.set_tls(s, Member::Replica(replica));
+        }
+        self
     }
 
     pub fn addr(&self) -> SocketAddr {

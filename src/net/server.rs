@@ -5,8 +5,8 @@
 //! Invariants:
 //! - at most `max_connections` connections are served at once; a connection accepted beyond
 //!   that is closed at once, and counted ([`Server::refused_connections`]);
-//! - a connection waits at most `idle_timeout` for the first byte of a request; once it has
-//!   come, the whole frame must arrive within `frame_timeout` (the deadline is not reset by
+//! - a connection waits at most `idle_timeout` for the first byte of a request (a deadline,
+//!   so bytes of a TLS record trickled before it do not extend it); once it has come, the whole frame must arrive within `frame_timeout` (the deadline is not reset by
 //!   later bytes), and the answer must be written within `frame_timeout` too;
 //! - a request body is read into a buffer that grows with the bytes received
 //!   (`frame_io::read_body`): memory follows what a peer sent, never what its header claims;
@@ -16,7 +16,13 @@
 //!   deadline the connection is closed;
 //! - a frame whose length, CRC or version is wrong closes its connection (the stream can no
 //!   longer be trusted); a sound envelope whose payload does not decode is answered
-//!   `InvalidRequest`. Nothing a peer sends ends another connection or the server.
+//!   `InvalidRequest`. Nothing a peer sends ends another connection or the server;
+//! - with [`ServerSecurity`], a connection starts with a TLS handshake that must end within
+//!   `frame_timeout` (a failed one closes the connection and is counted:
+//!   [`Server::failed_handshakes`]); then every request is checked by the
+//!   [`Authorizer`] before the handler sees it, and a refused one is answered `Unauthorized`
+//!   on the same connection and counted ([`Server::refused_requests`]). Both are logged on
+//!   stderr at the 1st, 2nd, 4th, 8th... occurrence when `log` is set.
 #![cfg_attr(
     not(test),
     deny(
@@ -37,8 +43,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::authorize::{Authorizer, Peer};
 use super::frame_io::{discard_before, read_before, read_body, write_before};
 use super::remote_error::{ErrorReply, RemoteError};
+use super::stream::{NetStream, Socket};
+use super::tls::Security;
 use super::transport::{Handler, TransportConfig};
 use super::wire::{self, Message, CORRELATION_OFFSET, LENGTH_SIZE, PAYLOAD_OFFSET, VERSION};
 
@@ -51,11 +60,36 @@ pub struct Server {
     accept: Option<JoinHandle<()>>,
 }
 
+/// TLS and authorization of a server (`docs/security.md`).
+#[derive(Debug, Clone)]
+pub struct ServerSecurity {
+    /// The CA clients are verified against and the certificate served (it must have one:
+    /// [`Security::can_serve`]).
+    pub tls: Security,
+    pub authorizer: Authorizer,
+    /// Log failed handshakes and refused requests on stderr (at the 1st, 2nd, 4th...).
+    pub log: bool,
+}
+
+impl ServerSecurity {
+    /// TLS with `tls` and the ACL and members of `cluster`.
+    pub fn new(tls: Security, cluster: &super::ClusterFile, log: bool) -> ServerSecurity {
+        ServerSecurity {
+            tls,
+            authorizer: Authorizer::new(cluster),
+            log,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct ServerShared {
     stop: AtomicBool,
     next_conn: AtomicU64,
     refused: AtomicU64,
+    security: Option<ServerSecurity>,
+    unauthorized: AtomicU64,
+    failed_handshakes: AtomicU64,
     /// Open connections, by id.
     conns: Mutex<HashMap<u64, OpenConnection>>,
 }
@@ -75,11 +109,30 @@ impl Server {
         handler: Arc<dyn Handler>,
         config: TransportConfig,
     ) -> io::Result<Server> {
+        Server::start_secure(listener, handler, config, None)
+    }
+
+    /// [`Server::start`], with TLS and authorization when `security` is given.
+    pub fn start_secure(
+        listener: TcpListener,
+        handler: Arc<dyn Handler>,
+        config: TransportConfig,
+        security: Option<ServerSecurity>,
+    ) -> io::Result<Server> {
+        if security.as_ref().is_some_and(|s| !s.tls.can_serve()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a TLS server needs a certificate and key",
+            ));
+        }
         let addr = listener.local_addr()?;
         let shared = Arc::new(ServerShared {
             stop: AtomicBool::new(false),
             next_conn: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            security,
+            unauthorized: AtomicU64::new(0),
+            failed_handshakes: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
         });
         let s = Arc::clone(&shared);
@@ -114,6 +167,16 @@ impl Server {
     /// Connections closed at accept because `max_connections` were open.
     pub fn refused_connections(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused by the [`Authorizer`] (answered `Unauthorized`).
+    pub fn refused_requests(&self) -> u64 {
+        self.shared.unauthorized.load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes that failed (an untrusted certificate, not TLS at all, too slow).
+    pub fn failed_handshakes(&self) -> u64 {
+        self.shared.failed_handshakes.load(Ordering::Relaxed)
     }
 
     /// Stops accepting, closes every connection and joins every thread.
@@ -194,7 +257,7 @@ fn accept_loop(
         let spawned = std::thread::Builder::new()
             .name(format!("oncelog-conn-{id}"))
             .spawn(move || {
-                serve_connection(stream, h.as_ref(), &config);
+                serve_connection(stream, h.as_ref(), &config, &s);
                 // The handler goes before the entry: once a thread has left the map (and so
                 // will not be joined by `shutdown`), it holds nothing of the server's.
                 drop(h);
@@ -216,12 +279,18 @@ fn accept_loop(
 }
 
 /// Waits up to `idle` for the first byte of the next frame. `None`: the peer closed, the wait
-/// timed out or the socket failed.
-fn first_byte(stream: &mut TcpStream, idle: Option<Duration>) -> Option<u8> {
-    // A zero timeout would be refused by the socket; treat it as the smallest one.
-    let idle = idle.map(|d| d.max(Duration::from_millis(1)));
-    stream.set_read_timeout(idle).ok()?;
+/// timed out or the socket failed. `idle` is a deadline, not a per-read timeout: over TLS the
+/// first byte of a frame comes out of a whole record, and a peer trickling that record's bytes
+/// must not keep the connection past it.
+fn first_byte(stream: &mut NetStream, idle: Option<Duration>) -> Option<u8> {
     let mut one = [0u8; 1];
+    if let Some(idle) = idle {
+        // A zero wait would be refused by the socket; treat it as the smallest one.
+        let deadline = Instant::now() + idle.max(Duration::from_millis(1));
+        read_before(stream, &mut one, deadline).ok()?;
+        return Some(one[0]);
+    }
+    stream.tcp().set_read_timeout(None).ok()?;
     loop {
         match stream.read(&mut one) {
             Ok(1) => return Some(one[0]),
@@ -243,7 +312,7 @@ enum Request {
 /// Reads the rest of a frame whose first byte is `first`, before `deadline`. `None` closes the
 /// connection.
 fn read_request(
-    stream: &mut TcpStream,
+    stream: &mut NetStream,
     first: u8,
     deadline: Instant,
     config: &TransportConfig,
@@ -273,9 +342,68 @@ fn read_request(
     })
 }
 
-/// Answers frames on one connection until it closes, idles out, misses a deadline or fails.
-fn serve_connection(mut stream: TcpStream, handler: &dyn Handler, config: &TransportConfig) {
+/// Says so on stderr at the 1st, 2nd, 4th, 8th... event counted by `count` (its new value).
+fn log_sometimes(log: bool, count: u64, what: impl FnOnce() -> String) {
+    if log && count.is_power_of_two() {
+        eprintln!("oncelog: {} ({count} so far)", what());
+    }
+}
+
+/// The connection's stream and peer: a TLS handshake first when security is on. `None`
+/// (the handshake failed) closes the connection.
+fn open<'s>(
+    stream: TcpStream,
+    config: &TransportConfig,
+    shared: &'s ServerShared,
+) -> Option<(NetStream, Option<(Peer, &'s ServerSecurity)>)> {
     let _ = stream.set_nodelay(true);
+    let Some(sec) = &shared.security else {
+        return Some((NetStream::Plain(stream), None));
+    };
+    let from = stream.peer_addr().ok();
+    match sec
+        .tls
+        .accept(stream, Instant::now() + config.frame_timeout)
+    {
+        Ok((stream, names)) => Some((stream, Some((sec.authorizer.peer(names), sec)))),
+        Err(e) => {
+            let n = shared.failed_handshakes.fetch_add(1, Ordering::Relaxed) + 1;
+            log_sometimes(sec.log, n, || {
+                let from = from.map_or_else(|| "?".to_string(), |a| a.to_string());
+                format!("TLS handshake with {from} failed: {e}; connection closed")
+            });
+            None
+        }
+    }
+}
+
+/// The handler's answer to `request`, unless the connection's peer may not send it.
+fn answer(
+    handler: &dyn Handler,
+    request: Message,
+    secured: Option<&(Peer, &ServerSecurity)>,
+    shared: &ServerShared,
+) -> Message {
+    if let Some((peer, sec)) = secured {
+        if let Err(why) = sec.authorizer.check(peer, &request) {
+            let n = shared.unauthorized.fetch_add(1, Ordering::Relaxed) + 1;
+            log_sometimes(sec.log, n, || format!("refused a request: {why}"));
+            return Message::Error(ErrorReply::new(RemoteError::Unauthorized, why));
+        }
+    }
+    handler.handle(request)
+}
+
+/// Answers frames on one connection until it closes, idles out, misses a deadline or fails.
+fn serve_connection(
+    stream: TcpStream,
+    handler: &dyn Handler,
+    config: &TransportConfig,
+    shared: &ServerShared,
+) {
+    let Some((mut stream, secured)) = open(stream, config, shared) else {
+        return;
+    };
     while let Some(first) = first_byte(&mut stream, config.idle_timeout) {
         let deadline = Instant::now() + config.frame_timeout;
         let Some(request) = read_request(&mut stream, first, deadline, config) else {
@@ -287,7 +415,7 @@ fn serve_connection(mut stream: TcpStream, handler: &dyn Handler, config: &Trans
                     return;
                 };
                 let answer = match wire::decode_payload(env.kind, env.payload) {
-                    Ok(request) => handler.handle(request),
+                    Ok(request) => answer(handler, request, secured.as_ref(), shared),
                     Err(e) => invalid(format!("cannot decode request of kind {}: {e}", env.kind)),
                 };
                 (env.correlation_id, answer)

@@ -16,7 +16,10 @@
 //!   `max_frame_bytes` (`frame_io`); before reusing an idle connection it checks, without
 //!   blocking, that the server has not closed it (the server's idle timeout), and reconnects
 //!   if it has, so no request is sent into a closed socket;
-//! - the server side's limits are described in `net::server`.
+//! - the server side's limits are described in `net::server`;
+//! - a connection given TLS material ([`Connection::set_tls`]) handshakes right after
+//!   connecting, within the call's deadline, and checks that the server's certificate names
+//!   the member it meant to reach (`net::tls`); a TLS failure is [`NetErrorKind::Tls`].
 #![cfg_attr(
     not(test),
     deny(
@@ -34,7 +37,10 @@ use std::time::{Duration, Instant};
 
 use super::frame_io;
 use super::remote_error::ErrorReply;
+use super::security::Member;
 pub use super::server::Server;
+use super::stream::{NetStream, Socket};
+use super::tls::Security;
 use super::wire::{self, FrameTooLarge, Message, LENGTH_SIZE};
 use crate::format::DecodeError;
 
@@ -115,6 +121,9 @@ pub enum NetErrorKind {
         request: &'static str,
         response: &'static str,
     },
+    /// TLS failed: a certificate was refused (ours by the server, or the server's by us), or
+    /// the peer does not speak TLS. Retrying will not help until the certificates change.
+    Tls(io::Error),
 }
 
 impl NetError {
@@ -160,6 +169,7 @@ impl fmt::Display for NetError {
             NetErrorKind::UnexpectedResponse { request, response } => {
                 write!(f, "{addr}: {request} answered with {response}")
             }
+            NetErrorKind::Tls(e) => write!(f, "{addr}: TLS failed: {e}"),
         }
     }
 }
@@ -167,7 +177,9 @@ impl fmt::Display for NetError {
 impl std::error::Error for NetError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
-            NetErrorKind::Connect(e) | NetErrorKind::Io { source: e, .. } => Some(e),
+            NetErrorKind::Connect(e)
+            | NetErrorKind::Io { source: e, .. }
+            | NetErrorKind::Tls(e) => Some(e),
             NetErrorKind::BadFrame(e) => Some(e),
             NetErrorKind::Remote(r) => Some(r),
             _ => None,
@@ -188,6 +200,10 @@ impl From<NetError> for crate::Error {
             },
             NetErrorKind::UnexpectedResponse { .. } => crate::Error::Remote {
                 kind: "unexpected_response",
+                message: e.to_string(),
+            },
+            NetErrorKind::Tls(_) => crate::Error::Remote {
+                kind: "tls",
                 message: e.to_string(),
             },
             _ => crate::Error::Timeout,
@@ -213,7 +229,9 @@ impl<F: Fn(Message) -> Message + Send + Sync + 'static> Handler for F {
 pub struct Connection {
     addr: SocketAddr,
     config: TransportConfig,
-    stream: Option<TcpStream>,
+    stream: Option<NetStream>,
+    /// TLS material and the member the server must be.
+    tls: Option<(Security, Member)>,
     next_correlation: u64,
 }
 
@@ -224,8 +242,16 @@ impl Connection {
             addr,
             config,
             stream: None,
+            tls: None,
             next_correlation: 0,
         }
+    }
+
+    /// From the next connection on, speaks TLS with `security` to a server whose certificate
+    /// names `server`.
+    pub fn set_tls(&mut self, security: Security, server: Member) {
+        self.disconnect();
+        self.tls = Some((security, server));
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -239,7 +265,7 @@ impl Connection {
     /// Closes the socket; the next call reconnects.
     pub fn disconnect(&mut self) {
         if let Some(s) = self.stream.take() {
-            let _ = s.shutdown(Shutdown::Both);
+            let _ = s.tcp().shutdown(Shutdown::Both);
         }
     }
 
@@ -278,7 +304,11 @@ impl Connection {
             .map_err(|e| self.err(NetErrorKind::RequestTooLarge(e)))?;
         // A connection the server closed while it sat idle (its idle timeout) is replaced
         // before anything is sent on it, so the request is not lost to a dead socket.
-        if self.stream.as_ref().is_some_and(frame_io::unusable) {
+        if self
+            .stream
+            .as_ref()
+            .is_some_and(|s| frame_io::unusable(s.tcp()))
+        {
             self.disconnect();
         }
         if self.stream.is_none() {
@@ -286,6 +316,12 @@ impl Connection {
             let s = TcpStream::connect_timeout(&self.addr, t)
                 .map_err(|e| self.err(NetErrorKind::Connect(e)))?;
             let _ = s.set_nodelay(true);
+            let s = match &self.tls {
+                None => NetStream::Plain(s),
+                Some((security, server)) => security
+                    .connect(s, *server, deadline)
+                    .map_err(|e| self.err(tls_error(e)))?,
+            };
             self.stream = Some(s);
         }
         let left = self.left(deadline)?;
@@ -294,6 +330,8 @@ impl Connection {
             let kind = match e.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => NetErrorKind::Timeout,
                 io::ErrorKind::UnexpectedEof => NetErrorKind::Closed,
+                // Only TLS reports bad data from a socket (an alert, a refused certificate).
+                io::ErrorKind::InvalidData => NetErrorKind::Tls(e),
                 _ => NetErrorKind::Io { op, source: e },
             };
             NetError::new(addr, kind)
@@ -327,6 +365,22 @@ impl Connection {
             Message::Error(reply) => Err(NetError::new(addr, NetErrorKind::Remote(reply))),
             m => Ok(m),
         }
+    }
+}
+
+/// The error of a failed TLS handshake: a TLS failure is `Tls`, a timeout `Timeout`, anything
+/// else an I/O failure of the handshake.
+fn tls_error(e: io::Error) -> NetErrorKind {
+    match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported => {
+            NetErrorKind::Tls(e)
+        }
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => NetErrorKind::Timeout,
+        io::ErrorKind::UnexpectedEof => NetErrorKind::Closed,
+        _ => NetErrorKind::Io {
+            op: "TLS handshake",
+            source: e,
+        },
     }
 }
 

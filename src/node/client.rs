@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::format::batch::RecordBatch;
 use crate::log::AppendInfo;
 use crate::net::{
-    ClusterFile, ControllerClient, NetErrorKind, ReadResult, ReplicaClient, TransportConfig,
+    ClusterFile, ControllerClient, NetErrorKind, ReadResult, ReplicaClient, Security,
+    TransportConfig,
 };
 use crate::producer::retry::Attempts;
 use crate::producer::{AttemptOutcome, ProduceTarget};
@@ -35,6 +36,7 @@ pub struct PartitionClient {
     /// returns `Timeout` to its caller.
     pub retry_for: Duration,
     request_timeout: Duration,
+    security: Option<Security>,
 }
 
 impl PartitionClient {
@@ -52,7 +54,24 @@ impl PartitionClient {
             produce_timeout_ms: 5_000,
             retry_for: Duration::from_secs(10),
             request_timeout,
+            security: None,
         }
+    }
+
+    /// Speaks TLS with `security` to the controller and the replicas (when given): the
+    /// certificate it presents names the principal the cluster file's ACL grants operations
+    /// (`docs/security.md`).
+    pub fn with_security(mut self, security: Option<Security>) -> PartitionClient {
+        let controller = ControllerClient::new(
+            self.cluster.controller,
+            TransportConfig::default(),
+            self.request_timeout,
+        )
+        .with_security(security.clone());
+        self.controller = Mutex::new(controller);
+        self.replicas = Mutex::new(HashMap::new());
+        self.security = security;
+        self
     }
 
     /// The leader the controller names now.
@@ -86,6 +105,7 @@ impl PartitionClient {
         let mut replicas = self.replicas.lock();
         let c = replicas.entry(id).or_insert_with(|| {
             ReplicaClient::new(addr, TransportConfig::default(), self.request_timeout)
+                .with_security(self.security.clone(), id)
         });
         Ok(f(c))
     }

@@ -32,7 +32,7 @@ use crate::format::batch::RecordBatch;
 use crate::log::AppendInfo;
 use crate::net::{
     ClusterFile, ControllerClient, ErrorReply, Handler, Message, RemoteError, ReplicaClient,
-    Server, TransportConfig,
+    Security, Server, ServerSecurity, TransportConfig,
 };
 use crate::replica::{Acks, Produced, Replica, ReplicaConfig};
 use crate::replication::{LeaderConfig, LogRecovery, ReplicaId, ReplicationError};
@@ -56,6 +56,12 @@ pub struct NodeOptions {
     /// limit below what a produce of `log.max_batch_bytes` needs is raised to it at start
     /// ([`NodeOptions::server_transport`]).
     pub transport: TransportConfig,
+    /// This member's TLS material (`Security::for_member`): the node serves TLS and
+    /// authorizes every request by the cluster file's rules, and speaks TLS to the controller
+    /// and the leader. `None`: plain TCP (`oncelog node --insecure`).
+    pub security: Option<Security>,
+    /// Log refused handshakes and requests on stderr (the `oncelog node` process does).
+    pub log_refusals: bool,
 }
 
 impl NodeOptions {
@@ -69,6 +75,8 @@ impl NodeOptions {
             lag_ms: 2_000,
             request_timeout: Duration::from_secs(2),
             transport: TransportConfig::default(),
+            security: None,
+            log_refusals: false,
         }
     }
 
@@ -180,7 +188,11 @@ impl Node {
                 .saturating_sub(ANSWER_OVERHEAD)
                 .max(1),
         });
-        let server = Server::start(listener, handler, transport)
+        let security = opts
+            .security
+            .clone()
+            .map(|tls| ServerSecurity::new(tls, &opts.cluster, opts.log_refusals));
+        let server = Server::start_secure(listener, handler, transport, security)
             .map_err(|e| Error::io("start replica server", entry.addr.to_string(), e))?;
         let mut threads = Vec::new();
         let (s, o) = (Arc::clone(&shared), opts.clone());
@@ -194,6 +206,16 @@ impl Node {
             server: Some(server),
             threads,
         })
+    }
+
+    /// Requests its server refused as unauthorized (security on).
+    pub fn refused_requests(&self) -> u64 {
+        self.server.as_ref().map_or(0, Server::refused_requests)
+    }
+
+    /// TLS handshakes its server saw fail (security on).
+    pub fn failed_handshakes(&self) -> u64 {
+        self.server.as_ref().map_or(0, Server::failed_handshakes)
     }
 
     /// Stops the threads and closes the replica cleanly.
@@ -321,7 +343,8 @@ fn produce(sh: &Shared, acks: i8, timeout_ms: u32, batch: Vec<u8>) -> Result<App
 
 fn control_loop(sh: &Shared, o: &NodeOptions, incarnation: u64) {
     let mut controller =
-        ControllerClient::for_cluster(&o.cluster, TransportConfig::default(), o.request_timeout);
+        ControllerClient::for_cluster(&o.cluster, TransportConfig::default(), o.request_timeout)
+            .with_security(o.security.clone());
     let mut registered = false;
     let mut recovery = sh.state.lock().replica.log_recovery();
     let mut unreachable = Unreachable::default();
@@ -456,6 +479,7 @@ fn fetch_loop(sh: &Shared, o: &NodeOptions) {
         };
         let client = clients.entry(leader).or_insert_with(|| {
             ReplicaClient::new(addr, TransportConfig::default(), o.request_timeout)
+                .with_security(o.security.clone(), leader)
         });
         match client.fetch(&req) {
             Ok(resp) => {

@@ -171,6 +171,7 @@ pub fn controller(
         Path::new(BIN),
         &[
             "controller",
+            "--insecure",
             "--cluster",
             cluster.to_str().unwrap(),
             "--etcd",
@@ -277,6 +278,7 @@ pub fn node(etcd: &Etcd, cluster: &Path, id: u32) -> Proc {
         Path::new(BIN),
         &[
             "node",
+            "--insecure",
             "--cluster",
             cluster.to_str().unwrap(),
             "--id",

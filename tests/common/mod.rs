@@ -110,4 +110,8 @@ pub fn assert_corrupt<T: std::fmt::Debug>(
     }
 }
 
+pub mod procs;
+#[allow(unused_imports)]
+pub use procs::{free_port, free_ports};
+
 pub mod sim;

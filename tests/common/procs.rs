@@ -29,12 +29,24 @@ impl Drop for Proc {
     }
 }
 
+/// A loopback port free a moment ago (another process may take it before it is bound).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `n` distinct loopback ports, free a moment ago (all bound at once while choosing, so no two
+/// are the same).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 /// Starts `program args` with stdout and stderr in the file `log`.

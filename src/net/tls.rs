@@ -1,0 +1,361 @@
+//! TLS for every connection (feature `tls`, `rustls` with the `ring` provider): what one
+//! process trusts and presents ([`Security`]), and the handshakes of both ends under a deadline
+//! (`docs/security.md`).
+//!
+//! Invariants:
+//! - both ends trust only the cluster CA (`tls_ca`); a server asks every client for a
+//!   certificate and verifies the one it gets against that CA, but lets a client without one
+//!   finish the handshake, so its requests are refused with a typed `Unauthorized` answer
+//!   (`net::authorize`) instead of a dropped connection;
+//! - a client checks that the server's certificate names the member it meant to reach
+//!   (`controller`, `replica-N`: [`Member::name`]), not merely that the CA signed it;
+//! - a handshake is bounded by a deadline (every socket read and write is given the time
+//!   left), so a peer trickling handshake bytes cannot hold a connection thread;
+//! - the server sends no TLS 1.3 session tickets: nothing arrives on an idle client connection,
+//!   so a byte found there still means the server closed it (`frame_io::unusable`).
+//!
+//! Without the `tls` feature the type exists but cannot be loaded: [`Security::load`] says the
+//! binary was built without TLS.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
+use std::fmt;
+use std::io;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::cluster_file::ClusterFile;
+use super::security::{CertPaths, Member};
+use super::stream::NetStream;
+
+/// The most read from a PEM file (a certificate chain or key is a few KiB).
+pub const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// What one process trusts (the cluster CA) and presents (its certificate, if any). Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct Security {
+    #[cfg(feature = "tls")]
+    client: std::sync::Arc<rustls::ClientConfig>,
+    /// Only with a certificate to serve with.
+    #[cfg(feature = "tls")]
+    server: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The certificate file presented, for messages.
+    identity: Option<PathBuf>,
+}
+
+impl fmt::Debug for Security {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Security")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why TLS material could not be loaded.
+#[derive(Debug)]
+pub struct SecurityError {
+    /// The file at fault, if one is.
+    pub path: Option<PathBuf>,
+    pub message: String,
+}
+
+impl SecurityError {
+    fn new(path: Option<&Path>, message: impl Into<String>) -> Self {
+        SecurityError {
+            path: path.map(Path::to_path_buf),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for SecurityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(p) => write!(f, "{}: {}", p.display(), self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for SecurityError {}
+
+impl Security {
+    /// The material of `member` of `cluster`: its `tls_cert` line, or `identity` when given
+    /// (a command-line override). Errors when the cluster file has no `tls_ca` or no
+    /// certificate for the member.
+    pub fn for_member(
+        cluster: &ClusterFile,
+        member: Member,
+        identity: Option<&CertPaths>,
+    ) -> Result<Security, SecurityError> {
+        let ca = cluster.tls.ca.as_deref().ok_or_else(|| {
+            SecurityError::new(None, "the cluster file has no 'tls_ca': security is off")
+        })?;
+        let identity = identity
+            .or_else(|| cluster.tls.certs.get(&member))
+            .ok_or_else(|| {
+                SecurityError::new(
+                    None,
+                    format!(
+                        "no certificate for {member}: add 'tls_cert {} CERT KEY' to the cluster \
+                     file or pass --cert and --key",
+                        match member {
+                            Member::Controller => "controller".to_string(),
+                            Member::Replica(r) => r.to_string(),
+                        }
+                    ),
+                )
+            })?;
+        Security::load(ca, Some(identity))
+    }
+
+    /// The material of a client of `cluster` presenting `identity` (if any); `None` when the
+    /// cluster file turns security off.
+    pub fn for_client(
+        cluster: &ClusterFile,
+        identity: Option<&CertPaths>,
+    ) -> Result<Option<Security>, SecurityError> {
+        match &cluster.tls.ca {
+            None => Ok(None),
+            Some(ca) => Security::load(ca, identity).map(Some),
+        }
+    }
+
+    /// Trusts the CA certificates in `ca` (PEM) and presents the chain and key of `identity`
+    /// (PEM), if given.
+    pub fn load(ca: &Path, identity: Option<&CertPaths>) -> Result<Security, SecurityError> {
+        imp::load(ca, identity)
+    }
+
+    /// Whether this material can serve (it has a certificate).
+    pub fn can_serve(&self) -> bool {
+        self.identity.is_some()
+    }
+}
+
+/// Reads a PEM file, at most [`MAX_PEM_BYTES`].
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+fn read_pem(path: &Path) -> Result<Vec<u8>, SecurityError> {
+    crate::io::read_bounded(path, MAX_PEM_BYTES).map_err(|e| {
+        SecurityError::new(
+            Some(path),
+            match e {
+                crate::io::BoundedReadError::TooLarge { limit } => {
+                    format!("larger than {limit} bytes: not a PEM file")
+                }
+                crate::io::BoundedReadError::Io(e) => format!("cannot read: {e}"),
+            },
+        )
+    })
+}
+
+#[cfg(not(feature = "tls"))]
+mod imp {
+    use super::*;
+
+    pub(super) fn load(_: &Path, _: Option<&CertPaths>) -> Result<Security, SecurityError> {
+        Err(SecurityError::new(
+            None,
+            "this oncelog was built without TLS (cargo feature `tls`)",
+        ))
+    }
+
+    fn unsupported() -> io::Error {
+        io::Error::new(io::ErrorKind::Unsupported, "built without TLS")
+    }
+
+    impl Security {
+        pub(crate) fn connect(&self, _: TcpStream, _: Member, _: Instant) -> io::Result<NetStream> {
+            Err(unsupported())
+        }
+
+        pub(crate) fn accept(
+            &self,
+            _: TcpStream,
+            _: Instant,
+        ) -> io::Result<(NetStream, Vec<String>)> {
+            Err(unsupported())
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+mod imp {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls::server::WebPkiClientVerifier;
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
+
+    use super::*;
+
+    /// The `ring` provider: its C and assembly build with the system C compiler alone
+    /// (aws-lc-rs needs cmake). rustls 0.23.48 deprecates it for lacking post-quantum key
+    /// exchange (X25519MLKEM768), which only aws-lc-rs offers; `docs/security.md` says so.
+    #[allow(deprecated)]
+    fn provider() -> Arc<CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, SecurityError> {
+        let pem = read_pem(path)?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SecurityError::new(Some(path), format!("bad PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(SecurityError::new(Some(path), "no CERTIFICATE in the file"));
+        }
+        Ok(certs)
+    }
+
+    fn key(path: &Path) -> Result<PrivateKeyDer<'static>, SecurityError> {
+        let pem = read_pem(path)?;
+        PrivateKeyDer::from_pem_slice(&pem)
+            .map_err(|e| SecurityError::new(Some(path), format!("no private key: {e}")))
+    }
+
+    pub(super) fn load(ca: &Path, identity: Option<&CertPaths>) -> Result<Security, SecurityError> {
+        let mut roots = RootCertStore::empty();
+        for c in certs(ca)? {
+            roots
+                .add(c)
+                .map_err(|e| SecurityError::new(Some(ca), format!("not a CA certificate: {e}")))?;
+        }
+        let roots = Arc::new(roots);
+        let rustls_err = |p: &Path, e: rustls::Error| SecurityError::new(Some(p), e.to_string());
+        let client = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| rustls_err(ca, e))?
+            .with_root_certificates(Arc::clone(&roots));
+        let Some(id) = identity else {
+            return Ok(Security {
+                client: Arc::new(client.with_no_client_auth()),
+                server: None,
+                identity: None,
+            });
+        };
+        let chain = certs(&id.cert)?;
+        let key = key(&id.key)?;
+        let client = client
+            .with_client_auth_cert(chain.clone(), key.clone_key())
+            .map_err(|e| rustls_err(&id.key, e))?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| SecurityError::new(Some(ca), e.to_string()))?;
+        let mut server = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| rustls_err(ca, e))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| rustls_err(&id.key, e))?;
+        server.send_tls13_tickets = 0;
+        Ok(Security {
+            client: Arc::new(client),
+            server: Some(Arc::new(server)),
+            identity: Some(id.cert.clone()),
+        })
+    }
+
+    /// The time left before `deadline`, or `TimedOut`.
+    fn left(deadline: Instant) -> io::Result<Duration> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < Duration::from_millis(1) {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        Ok(left)
+    }
+
+    /// Runs the handshake of `conn` over `tcp` before `deadline`. A TLS failure (bad
+    /// certificate, alert) is `InvalidData` carrying the rustls error; the alert for it is sent
+    /// to the peer when possible.
+    fn handshake<S: rustls::SideData>(
+        conn: &mut rustls::ConnectionCommon<S>,
+        tcp: &mut TcpStream,
+        deadline: Instant,
+    ) -> io::Result<()> {
+        let timeout = |e: io::Error| match e.kind() {
+            io::ErrorKind::WouldBlock => io::ErrorKind::TimedOut.into(),
+            _ => e,
+        };
+        while conn.is_handshaking() || conn.wants_write() {
+            if conn.wants_write() {
+                tcp.set_write_timeout(Some(left(deadline)?))?;
+                conn.write_tls(tcp).map_err(timeout)?;
+                continue;
+            }
+            tcp.set_read_timeout(Some(left(deadline)?))?;
+            if conn.read_tls(tcp).map_err(timeout)? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            if let Err(e) = conn.process_new_packets() {
+                // Tell the peer why (the alert is queued), as far as the deadline allows.
+                while conn.wants_write() {
+                    let Ok(t) = left(deadline) else { break };
+                    if tcp.set_write_timeout(Some(t)).is_err() || conn.write_tls(tcp).is_err() {
+                        break;
+                    }
+                }
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+        Ok(())
+    }
+
+    impl Security {
+        /// The client end of a TLS connection to `server` over `tcp`, handshaken before
+        /// `deadline`.
+        pub(crate) fn connect(
+            &self,
+            mut tcp: TcpStream,
+            server: Member,
+            deadline: Instant,
+        ) -> io::Result<NetStream> {
+            let name = ServerName::try_from(server.name())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let mut conn = ClientConnection::new(Arc::clone(&self.client), name)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            handshake(&mut conn, &mut tcp, deadline)?;
+            Ok(NetStream::TlsClient(Box::new(rustls::StreamOwned::new(
+                conn, tcp,
+            ))))
+        }
+
+        /// The server end of a TLS connection over `tcp`, handshaken before `deadline`, and
+        /// the DNS names of the client's verified certificate (empty: it presented none).
+        pub(crate) fn accept(
+            &self,
+            mut tcp: TcpStream,
+            deadline: Instant,
+        ) -> io::Result<(NetStream, Vec<String>)> {
+            let config = self.server.as_ref().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "no certificate to serve with")
+            })?;
+            let mut conn = ServerConnection::new(Arc::clone(config))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            handshake(&mut conn, &mut tcp, deadline)?;
+            let names = conn
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| webpki::EndEntityCert::try_from(leaf).ok())
+                .map(|leaf| leaf.valid_dns_names().map(str::to_string).collect())
+                .unwrap_or_default();
+            Ok((
+                NetStream::TlsServer(Box::new(rustls::StreamOwned::new(conn, tcp))),
+                names,
+            ))
+        }
+    }
+}
