@@ -17,6 +17,8 @@ pub mod error;
 pub mod format;
 pub mod fuzzing;
 pub mod io;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod log;
 pub mod net;
 pub mod node;

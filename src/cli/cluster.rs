@@ -19,14 +19,14 @@ use oncelog::SystemClock;
 use super::{CliError, CliResult};
 
 /// `--name VALUE` options and `--flag` switches, in any order; nothing positional.
-struct Options {
+pub(super) struct Options {
     values: Vec<(String, String)>,
     switches: Vec<String>,
 }
 
 impl Options {
     /// Parses the flags `help::COMMANDS` lists for `command` (and no others).
-    fn parse(command: &str, args: &[String]) -> Result<Self, CliError> {
+    pub(super) fn parse(command: &str, args: &[String]) -> Result<Self, CliError> {
         let (with_value, switches) = super::help::find(command)
             .map(super::help::Command::flag_names)
             .unwrap_or_default();
@@ -55,7 +55,7 @@ impl Options {
         Ok(o)
     }
 
-    fn value(&self, name: &str) -> Option<&str> {
+    pub(super) fn value(&self, name: &str) -> Option<&str> {
         self.values
             .iter()
             .find(|(k, _)| k == name)
@@ -67,7 +67,7 @@ impl Options {
             .ok_or_else(|| CliError::Usage(format!("{command} needs {name}")))
     }
 
-    fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, CliError> {
+    pub(super) fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, CliError> {
         self.value(name)
             .map(|v| {
                 v.parse::<T>()

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod demo_cluster;
 pub mod dump;
 pub mod help;
+pub mod serve;
 pub mod stat;
 pub mod verify;
 
