@@ -196,6 +196,11 @@ pub const COMMANDS: &[Command] = &[
                 "partitions of a topic created on first use (default 4)",
             ),
             flag(
+                "--segment-bytes",
+                "N",
+                "segment size of every partition log, preallocated (default 67108864)",
+            ),
+            flag(
                 "--max-request-bytes",
                 "N",
                 "largest request frame; a larger one closes the connection (default 104857600)",
