@@ -223,3 +223,121 @@ pub fn append_as_kafka(view: &BatchView<'_>, out: &mut Vec<u8>) -> Result<(), De
 
 // Our header's layout is what `from_kafka` writes field by field.
 const _: () = assert!(LENGTH_OFFSET == 8 && MAGIC_OFFSET == 24 && ATTRIBUTES_OFFSET == 29);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::batch::BatchBuilder;
+    use crate::types::ProducerId;
+    use std::io::Write;
+
+    /// A Kafka v2 batch as a client sends it (base offset 0, leader epoch -1) around the
+    /// records of `src`, compressed with `codec` bits already applied to `records`.
+    fn kafka_batch(src: &RecordBatch, attrs: u16, records: &[u8]) -> Vec<u8> {
+        let h = src.header();
+        let mut b = Vec::new();
+        b.extend_from_slice(&0i64.to_be_bytes());
+        b.extend_from_slice(&((KAFKA_HEADER_SIZE - 12 + records.len()) as i32).to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.push(2);
+        b.extend_from_slice(&0u32.to_be_bytes());
+        b.extend_from_slice(&attrs.to_be_bytes());
+        b.extend_from_slice(&h.last_offset_delta.to_be_bytes());
+        b.extend_from_slice(&h.base_timestamp.to_be_bytes());
+        b.extend_from_slice(&h.max_timestamp.to_be_bytes());
+        b.extend_from_slice(&h.producer_id.0.to_be_bytes());
+        b.extend_from_slice(&h.producer_epoch.to_be_bytes());
+        b.extend_from_slice(&h.base_sequence.to_be_bytes());
+        b.extend_from_slice(&h.record_count.to_be_bytes());
+        b.extend_from_slice(records);
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    fn sample() -> RecordBatch {
+        let mut b = BatchBuilder::new().producer(ProducerId(42), 3, 17);
+        for i in 0..20u8 {
+            b.push(1_700_000_000_000 + i64::from(i), Some(&[i]), Some(&[i; 30]));
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn a_client_batch_round_trips_byte_for_byte() {
+        let ours = sample();
+        let kafka = kafka_batch(&ours, 0, &ours.as_bytes()[HEADER_SIZE..]);
+        let converted = from_kafka(&kafka, 1 << 20).unwrap();
+        assert_eq!(converted.header().producer_id, ProducerId(42));
+        assert_eq!(converted.header().producer_epoch, 3);
+        assert_eq!(converted.header().base_sequence, 17);
+        assert_eq!(converted.header().record_count, 20);
+        assert_eq!(
+            converted.header().max_timestamp,
+            ours.header().max_timestamp
+        );
+        assert_eq!(
+            &converted.as_bytes()[HEADER_SIZE..],
+            &ours.as_bytes()[HEADER_SIZE..]
+        );
+        let mut back = Vec::new();
+        append_as_kafka(&converted.view(), &mut back).unwrap();
+        assert_eq!(back, kafka);
+    }
+
+    #[test]
+    fn a_compressed_batch_is_stored_with_its_records_decompressed() {
+        let ours = sample();
+        let records = &ours.as_bytes()[HEADER_SIZE..];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(records).unwrap();
+        let kafka = kafka_batch(&ours, 1, &gz.finish().unwrap());
+        let converted = from_kafka(&kafka, 1 << 20).unwrap();
+        assert_eq!(&converted.as_bytes()[HEADER_SIZE..], records);
+        assert_eq!(converted.header().attributes, 0);
+        assert!(matches!(
+            from_kafka(&kafka, HEADER_SIZE + records.len() - 1),
+            Err(BatchError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn damaged_or_unsupported_batches_are_refused_without_panicking() {
+        let ours = sample();
+        let records = &ours.as_bytes()[HEADER_SIZE..];
+        let good = kafka_batch(&ours, 0, records);
+        for cut in 0..good.len() {
+            assert!(from_kafka(&good[..cut], 1 << 20).is_err(), "cut at {cut}");
+        }
+        let mut flipped = good.clone();
+        flipped[70] ^= 1;
+        assert!(
+            matches!(from_kafka(&flipped, 1 << 20), Err(BatchError::Corrupt(m)) if m.contains("CRC"))
+        );
+        let mut magic1 = good.clone();
+        magic1[16] = 1;
+        assert!(matches!(
+            from_kafka(&magic1, 1 << 20),
+            Err(BatchError::Corrupt(_))
+        ));
+        let two = [good.clone(), good.clone()].concat();
+        assert!(matches!(
+            from_kafka(&two, 1 << 20),
+            Err(BatchError::Invalid(_))
+        ));
+        for attrs in [0x20 | 0x10, 0x08, 0x07] {
+            assert!(
+                matches!(
+                    from_kafka(&kafka_batch(&ours, attrs, records), 1 << 20),
+                    Err(BatchError::Invalid(_))
+                ),
+                "attributes {attrs:#x}"
+            );
+        }
+        // A record count that disagrees with the records: the log's own record checks refuse it.
+        let mut miscounted = kafka_batch(&ours, 0, &records[..records.len() - 5]);
+        let crc = crc32c::crc32c(&miscounted[21..]);
+        miscounted[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(from_kafka(&miscounted, 1 << 20).is_err());
+    }
+}

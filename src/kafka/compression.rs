@@ -113,19 +113,19 @@ fn snappy(raw: &[u8], limit: usize) -> Result<Vec<u8>, BatchError> {
         let block = tail
             .get(..len)
             .ok_or_else(|| BatchError::Corrupt("xerial snappy block cut short".into()))?;
-        snappy_block(block, limit.saturating_sub(out.len()), &mut out)?;
+        snappy_block(block, limit, &mut out)?;
         rest = tail.get(len..).unwrap_or(&[]);
     }
     Ok(out)
 }
 
-/// Appends the decompressed raw snappy `block` to `out`, if it fits in `room` bytes.
-fn snappy_block(block: &[u8], room: usize, out: &mut Vec<u8>) -> Result<(), BatchError> {
+/// Appends the decompressed raw snappy `block` to `out`, if `out` stays within `limit` bytes.
+fn snappy_block(block: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), BatchError> {
     let bad =
         |e: snap::Error| BatchError::Corrupt(format!("snappy records do not decompress: {e}"));
     let n = snap::raw::decompress_len(block).map_err(bad)?;
-    if n > room {
-        return Err(BatchError::TooLarge { limit: room });
+    if n > limit.saturating_sub(out.len()) {
+        return Err(BatchError::TooLarge { limit });
     }
     let start = out.len();
     out.resize(start + n, 0);

@@ -128,6 +128,11 @@ impl Server {
         })
     }
 
+    #[cfg(test)]
+    pub(super) fn state(&self) -> &State {
+        &self.state
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
