@@ -11,14 +11,16 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
+    ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use super::frame::{self, FrameError};
 use super::server::State;
-use super::{fetch, metadata, produce, versions};
+use super::{fetch, group_api, metadata, produce, versions};
 
 /// Why a connection was closed by the server.
 #[derive(Debug)]
@@ -168,6 +170,55 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
             let req = FetchRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
             respond(correlation, version, &fetch::fetch(state, req, version))
         }
+        ApiKey::FindCoordinator => {
+            let req =
+                FindCoordinatorRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            respond(
+                correlation,
+                version,
+                &group_api::find_coordinator(state, &req, version),
+            )
+        }
+        ApiKey::JoinGroup => {
+            let req = JoinGroupRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            respond(
+                correlation,
+                version,
+                &group_api::join_group(state, req, version),
+            )
+        }
+        ApiKey::SyncGroup => {
+            let req = SyncGroupRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            respond(
+                correlation,
+                version,
+                &group_api::sync_group(state, req, version),
+            )
+        }
+        ApiKey::Heartbeat => {
+            let req = HeartbeatRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            respond(correlation, version, &group_api::heartbeat(state, &req))
+        }
+        ApiKey::LeaveGroup => {
+            let req = LeaveGroupRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            respond(
+                correlation,
+                version,
+                &group_api::leave_group(state, &req, version),
+            )
+        }
+        ApiKey::OffsetCommit => {
+            let req = OffsetCommitRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            respond(correlation, version, &group_api::offset_commit(state, req))
+        }
+        ApiKey::OffsetFetch => {
+            let req = OffsetFetchRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            respond(
+                correlation,
+                version,
+                &group_api::offset_fetch(state, req, version),
+            )
+        }
         other => Err(ConnError::BadRequest(format!("{other:?} is not served"))),
     }
 }
@@ -194,9 +245,8 @@ mod tests {
     //! the version lacks, so a response built for the wrong version would close the client's
     //! connection instead of answering it.
     use super::*;
-    use crate::broker::{Broker, BrokerConfig};
     use crate::format::batch::{BatchBuilder, HEADER_SIZE};
-    use crate::kafka::{ServeConfig, Server};
+    use crate::kafka::Server;
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -226,15 +276,7 @@ mod tests {
 
     #[test]
     fn every_response_encodes_at_every_advertised_version() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut bc = BrokerConfig::default();
-        bc.log = bc.log.with_segment_bytes(1 << 20);
-        let broker = Broker::open(dir.path(), bc).unwrap();
-        let sc = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..ServeConfig::default()
-        };
-        let server = Server::bind(broker, sc).unwrap();
+        let (_dir, server) = Server::for_tests();
         let state = server.state();
 
         for v in range(ApiKey::ApiVersions) {
@@ -309,6 +351,7 @@ mod tests {
             assert_eq!(offsets, [0, 8, 0, -1], "v{v}");
             encodes("ListOffsets", v, &resp);
         }
+        groups_encode(state);
         for v in range(ApiKey::Fetch) {
             for isolation in [0, 1] {
                 let mut req = FetchRequest::default();
@@ -334,6 +377,144 @@ mod tests {
                 assert_eq!(parts[1].error_code, 1, "offset out of range");
                 encodes("Fetch", v, &resp);
             }
+        }
+    }
+
+    /// The group APIs at every version: a one-member group per version (so no join waits),
+    /// its sync, heartbeat, commit, fetch and leave.
+    fn groups_encode(state: &State) {
+        use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+        use kafka_protocol::messages::leave_group_request::MemberIdentity;
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+        use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+        use kafka_protocol::messages::GroupId;
+
+        for v in range(ApiKey::FindCoordinator) {
+            let mut req = FindCoordinatorRequest::default();
+            req.key = StrBytes::from_static_str("g");
+            encodes(
+                "FindCoordinator",
+                v,
+                &group_api::find_coordinator(state, &req, v),
+            );
+            if v >= 1 {
+                req.key_type = 1;
+                let r = group_api::find_coordinator(state, &req, v);
+                assert_eq!(r.error_code, 15);
+                encodes("FindCoordinator txn", v, &r);
+            }
+        }
+        let mut members = Vec::new();
+        for v in range(ApiKey::JoinGroup) {
+            let group = GroupId(StrBytes::from_string(format!("g{v}")));
+            let mut req = JoinGroupRequest::default();
+            req.group_id = group.clone();
+            req.session_timeout_ms = 10_000;
+            req.rebalance_timeout_ms = 10_000;
+            req.protocol_type = StrBytes::from_static_str("consumer");
+            let mut p = JoinGroupRequestProtocol::default();
+            p.name = StrBytes::from_static_str("range");
+            p.metadata = Bytes::from_static(b"m");
+            req.protocols = vec![p];
+            let r = group_api::join_group(state, req, v);
+            assert_eq!((r.error_code, r.generation_id, r.members.len()), (0, 1, 1));
+            encodes("JoinGroup", v, &r);
+            members.push((group, r.member_id));
+        }
+        for v in range(ApiKey::SyncGroup) {
+            let (group, member) = members[v as usize].clone();
+            let mut req = SyncGroupRequest::default();
+            req.group_id = group;
+            req.generation_id = 1;
+            req.member_id = member.clone();
+            let mut a = SyncGroupRequestAssignment::default();
+            a.member_id = member;
+            a.assignment = Bytes::from_static(b"a");
+            req.assignments = vec![a];
+            let r = group_api::sync_group(state, req, v);
+            assert_eq!((r.error_code, &r.assignment[..]), (0, &b"a"[..]));
+            encodes("SyncGroup", v, &r);
+        }
+        for v in range(ApiKey::Heartbeat) {
+            let (group, member) = members[v as usize].clone();
+            let mut req = HeartbeatRequest::default();
+            req.group_id = group;
+            req.generation_id = 1;
+            req.member_id = member;
+            let r = group_api::heartbeat(state, &req);
+            assert_eq!(r.error_code, 0);
+            encodes("Heartbeat", v, &r);
+        }
+        for v in range(ApiKey::OffsetCommit) {
+            // Groups 0-5 are synced (stable); 6 and 7 joined but never synced.
+            let (group, member) = members[(v as usize).min(5)].clone();
+            let mut req = OffsetCommitRequest::default();
+            req.group_id = group;
+            req.generation_id_or_member_epoch = 1;
+            req.member_id = member;
+            let mut p = OffsetCommitRequestPartition::default();
+            p.committed_offset = 5;
+            let mut missing = OffsetCommitRequestPartition::default();
+            missing.partition_index = 77;
+            let mut t = OffsetCommitRequestTopic::default();
+            t.name = name("t");
+            t.partitions = vec![p, missing];
+            req.topics = vec![t];
+            let r = group_api::offset_commit(state, req);
+            let codes: Vec<i16> = r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| p.error_code)
+                .collect();
+            assert_eq!(codes, [0, 3]);
+            encodes("OffsetCommit", v, &r);
+        }
+        // Between its join and the leader's SyncGroup a group takes no commits.
+        assert_eq!(
+            state.groups.check_commit("g6", 1, members[6].1.as_str()),
+            27
+        );
+        for v in range(ApiKey::OffsetFetch) {
+            let (group, _) = members[2].clone();
+            let mut req = OffsetFetchRequest::default();
+            req.group_id = group.clone();
+            let mut t = OffsetFetchRequestTopic::default();
+            t.name = name("t");
+            t.partition_indexes = vec![0, 1];
+            req.topics = Some(vec![t]);
+            let r = group_api::offset_fetch(state, req, v);
+            let offsets: Vec<i64> = r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| p.committed_offset)
+                .collect();
+            assert_eq!(offsets, [5, -1]);
+            encodes("OffsetFetch", v, &r);
+            if v >= 2 {
+                let mut all = OffsetFetchRequest::default();
+                all.group_id = group;
+                all.topics = None;
+                let r = group_api::offset_fetch(state, all, v);
+                assert_eq!(r.topics.len(), 1);
+                encodes("OffsetFetch all", v, &r);
+            }
+        }
+        for v in range(ApiKey::LeaveGroup) {
+            let (group, member) = members[v as usize].clone();
+            let mut req = LeaveGroupRequest::default();
+            req.group_id = group;
+            if v >= 3 {
+                let mut m = MemberIdentity::default();
+                m.member_id = member;
+                req.members = vec![m];
+            } else {
+                req.member_id = member;
+            }
+            let r = group_api::leave_group(state, &req, v);
+            encodes("LeaveGroup", v, &r);
         }
     }
 }

@@ -229,3 +229,68 @@ fn offset_for(
         _ => Err(ResponseError::UnsupportedVersion.code()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+    use crate::format::batch::BatchBuilder;
+    use crate::kafka::server::Server;
+
+    fn request(max_wait_ms: i32, offset: i64) -> FetchRequest {
+        let mut p = FetchPartition::default();
+        p.fetch_offset = offset;
+        p.partition_max_bytes = 1 << 20;
+        let mut t = FetchTopic::default();
+        t.topic = TopicName(StrBytes::from_static_str("t"));
+        t.partitions = vec![p];
+        let mut req = FetchRequest::default();
+        req.max_wait_ms = max_wait_ms;
+        req.min_bytes = 1;
+        req.max_bytes = 1 << 20;
+        req.topics = vec![t];
+        req
+    }
+
+    /// A fetch at the log end with `min_bytes` 1 waits for the next append and returns it; with
+    /// `max_wait_ms` 0 it returns empty at once.
+    #[test]
+    fn a_fetch_at_the_end_long_polls_until_an_append() {
+        let (_dir, server) = Server::for_tests();
+        let state = server.state();
+        state.broker.create_topic("t", 1).unwrap();
+        let log = state
+            .broker
+            .partition(&TopicPartition::new("t", 0).unwrap())
+            .unwrap();
+        let empty = fetch(state, request(0, 0), 12);
+        let p = &empty.responses[0].partitions[0];
+        assert_eq!((p.error_code, p.high_watermark), (0, 0));
+        assert!(p.records.as_ref().unwrap().is_empty());
+
+        let resp = std::thread::scope(|s| {
+            let fetcher = s.spawn(|| fetch(state, request(30_000, 0), 12));
+            // Appended while the fetch waits (or, on a slow machine, before it starts: then
+            // the first read finds it; either way the answer must carry it).
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let mut b = BatchBuilder::new();
+            b.push(1, None, Some(b"late"));
+            log.append(&b.build().unwrap()).unwrap();
+            state.notify_append();
+            fetcher.join().unwrap()
+        });
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(
+            (p.error_code, p.high_watermark, p.last_stable_offset),
+            (0, 1, 1)
+        );
+        assert!(!p.records.as_ref().unwrap().is_empty());
+        assert_eq!(
+            p.aborted_transactions, None,
+            "read_uncommitted carries none"
+        );
+    }
+}

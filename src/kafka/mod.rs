@@ -14,6 +14,8 @@ mod conn;
 pub mod errors;
 mod fetch;
 mod frame;
+mod group_api;
+pub mod groups;
 mod metadata;
 mod produce;
 mod server;

@@ -127,3 +127,76 @@ fn append(
     let start = i64::try_from(log.log_start_offset().0).unwrap_or(i64::MAX);
     Ok((base, start))
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{MetadataRequest, TopicName};
+
+    use super::*;
+    use crate::format::batch::BatchBuilder;
+    use crate::kafka::server::Server;
+    use crate::types::{ProducerEpoch, ProducerId as Pid, Sequence};
+
+    /// Produces one record as (pid, epoch, seq) to t-0: (error code, base offset).
+    fn send(state: &State, pid: i64, epoch: ProducerEpoch, seq: Sequence) -> (i16, i64) {
+        let mut b = BatchBuilder::new().producer(Pid(pid), epoch, seq);
+        b.push(1, None, Some(format!("{pid}/{epoch}/{seq}").as_bytes()));
+        let mut kafka = Vec::new();
+        batch::append_as_kafka(&b.build().unwrap().view(), &mut kafka).unwrap();
+        let mut p = PartitionProduceData::default();
+        p.records = Some(Bytes::from(kafka));
+        let mut t = TopicProduceData::default();
+        t.name = TopicName(StrBytes::from_static_str("t"));
+        t.partition_data = vec![p];
+        let mut req = ProduceRequest::default();
+        req.acks = -1;
+        req.topic_data = vec![t];
+        let (resp, _) = produce(state, req, 10);
+        let p = &resp.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    }
+
+    #[test]
+    fn duplicates_get_their_offsets_and_sequence_errors_their_codes() {
+        let (_dir, server) = Server::for_tests();
+        let state = server.state();
+        let mut topic = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+        topic.name = Some(TopicName(StrBytes::from_static_str("t")));
+        let mut req = MetadataRequest::default();
+        req.topics = Some(vec![topic]);
+        super::super::metadata::metadata(state, req, 12);
+        let init = init_producer_id(state, &InitProducerIdRequest::default());
+        assert_eq!(init.error_code, 0);
+        let pid = init.producer_id.0;
+        assert_eq!(send(state, pid, 0, 0), (0, 0));
+        assert_eq!(send(state, pid, 0, 1), (0, 1));
+        // A retry of either: NONE with the original offset, nothing appended.
+        assert_eq!(send(state, pid, 0, 0), (0, 0));
+        assert_eq!(send(state, pid, 0, 1), (0, 1));
+        // A gap: OUT_OF_ORDER_SEQUENCE_NUMBER.
+        assert_eq!(send(state, pid, 0, 5).0, 45);
+        // A new epoch starts at 0; then the old epoch is fenced: INVALID_PRODUCER_EPOCH.
+        assert_eq!(send(state, pid, 1, 0), (0, 2));
+        assert_eq!(send(state, pid, 0, 2).0, 47);
+        // A producer the log does not know, not at sequence 0: UNKNOWN_PRODUCER_ID.
+        assert_eq!(send(state, pid + 1000, 0, 3).0, 59);
+        // Metadata created the topic with the default 4 partitions.
+        assert_eq!(state.broker.partitions().of_topic("t").len(), 4);
+        let end = state
+            .broker
+            .partition(&TopicPartition::new("t", 0).unwrap())
+            .unwrap()
+            .log_end_offset();
+        assert_eq!(end.0, 3, "exactly the three accepted batches are stored");
+        let txn = {
+            let mut r = InitProducerIdRequest::default();
+            r.transactional_id = Some(kafka_protocol::messages::TransactionalId(
+                StrBytes::from_static_str("tx"),
+            ));
+            init_producer_id(state, &r)
+        };
+        assert_eq!(txn.error_code, ResponseError::InvalidRequest.code());
+    }
+}

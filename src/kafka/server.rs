@@ -54,6 +54,8 @@ pub(super) struct State {
     appended: Condvar,
     /// Produce requests that appended, for the test fault.
     pub produces: AtomicU64,
+    /// The consumer groups (membership is in memory; their offsets are in the broker).
+    pub groups: super::groups::Groups,
     /// Batches answered as duplicates of one already stored (logged under the test fault).
     pub duplicates: AtomicU64,
 }
@@ -122,6 +124,7 @@ impl Server {
                 appended: Condvar::new(),
                 produces: AtomicU64::new(0),
                 duplicates: AtomicU64::new(0),
+                groups: super::groups::Groups::default(),
             }),
             listener,
             local_addr,
@@ -131,6 +134,21 @@ impl Server {
     #[cfg(test)]
     pub(super) fn state(&self) -> &State {
         &self.state
+    }
+
+    /// A server on an ephemeral loopback port over a broker in a new temporary directory
+    /// (1 MiB segments), for handler tests that call the handlers directly.
+    #[cfg(test)]
+    pub(super) fn for_tests() -> (tempfile::TempDir, Server) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut broker_config = crate::broker::BrokerConfig::default();
+        broker_config.log = broker_config.log.with_segment_bytes(1 << 20);
+        let broker = Broker::open(dir.path(), broker_config).unwrap();
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ServeConfig::default()
+        };
+        (dir, Server::bind(broker, config).unwrap())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -164,6 +182,7 @@ impl Server {
                 }
             }
             threads.retain(|t| !t.is_finished());
+            self.state.groups.tick();
             if last_tick.elapsed() >= Duration::from_secs(1) {
                 last_tick = Instant::now();
                 if let Err(e) = self.state.broker.tick() {

@@ -7,7 +7,8 @@ use kafka_protocol::ResponseError;
 
 /// (API, lowest, highest version) served. Ceilings stop below shapes not implemented: Fetch
 /// v13+ and Produce v11+ name topics by id or carry leader-change hints, Metadata v13 adds
-/// a top-level error; InitProducerId must include v0 or librdkafka disables idempotence.
+/// a top-level error; InitProducerId must include v0 or librdkafka disables idempotence;
+/// FindCoordinator v4+ and OffsetFetch v8+ batch several keys or groups per request.
 pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 10),
     (ApiKey::Fetch, 4, 12),
@@ -15,6 +16,13 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
 ];
 
 /// Whether `key` at `version` is served.
@@ -59,6 +67,6 @@ mod tests {
         }
         assert!(is_supported(ApiKey::InitProducerId, 0));
         assert!(!is_supported(ApiKey::Fetch, 13));
-        assert!(!is_supported(ApiKey::JoinGroup, 0));
+        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 0));
     }
 }
