@@ -111,16 +111,13 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
     let mut body = Bytes::from(request);
     RequestHeader::decode(&mut body, api.request_header_version(version))
         .map_err(|e| ConnError::BadRequest(format!("{api:?} v{version} header: {e}")))?;
-    let bad = |e: Box<dyn std::error::Error + Send + Sync>| {
-        ConnError::BadRequest(format!("{api:?} v{version}: {e}"))
-    };
     match api {
         ApiKey::ApiVersions => {
-            ApiVersionsRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            decode::<ApiVersionsRequest>(&mut body, api, version)?;
             respond(correlation, version, &versions::api_versions(true))
         }
         ApiKey::Metadata => {
-            let req = MetadataRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            let req: MetadataRequest = decode(&mut body, api, version)?;
             respond(
                 correlation,
                 version,
@@ -128,8 +125,7 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
             )
         }
         ApiKey::InitProducerId => {
-            let req =
-                InitProducerIdRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            let req = decode::<InitProducerIdRequest>(&mut body, api, version)?;
             respond(
                 correlation,
                 version,
@@ -137,7 +133,7 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
             )
         }
         ApiKey::Produce => {
-            let req = ProduceRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            let req: ProduceRequest = decode(&mut body, api, version)?;
             let acks = req.acks;
             let (resp, appended) = produce::produce(state, req, version);
             if appended {
@@ -159,7 +155,7 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
             respond(correlation, version, &resp)
         }
         ApiKey::ListOffsets => {
-            let req = ListOffsetsRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            let req: ListOffsetsRequest = decode(&mut body, api, version)?;
             respond(
                 correlation,
                 version,
@@ -167,12 +163,11 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
             )
         }
         ApiKey::Fetch => {
-            let req = FetchRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            let req: FetchRequest = decode(&mut body, api, version)?;
             respond(correlation, version, &fetch::fetch(state, req, version))
         }
         ApiKey::FindCoordinator => {
-            let req =
-                FindCoordinatorRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            let req = decode::<FindCoordinatorRequest>(&mut body, api, version)?;
             respond(
                 correlation,
                 version,
@@ -180,7 +175,7 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
             )
         }
         ApiKey::JoinGroup => {
-            let req = JoinGroupRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            let req: JoinGroupRequest = decode(&mut body, api, version)?;
             respond(
                 correlation,
                 version,
@@ -188,7 +183,7 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
             )
         }
         ApiKey::SyncGroup => {
-            let req = SyncGroupRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            let req: SyncGroupRequest = decode(&mut body, api, version)?;
             respond(
                 correlation,
                 version,
@@ -196,11 +191,11 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
             )
         }
         ApiKey::Heartbeat => {
-            let req = HeartbeatRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            let req: HeartbeatRequest = decode(&mut body, api, version)?;
             respond(correlation, version, &group_api::heartbeat(state, &req))
         }
         ApiKey::LeaveGroup => {
-            let req = LeaveGroupRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            let req: LeaveGroupRequest = decode(&mut body, api, version)?;
             respond(
                 correlation,
                 version,
@@ -208,11 +203,11 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
             )
         }
         ApiKey::OffsetCommit => {
-            let req = OffsetCommitRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            let req: OffsetCommitRequest = decode(&mut body, api, version)?;
             respond(correlation, version, &group_api::offset_commit(state, req))
         }
         ApiKey::OffsetFetch => {
-            let req = OffsetFetchRequest::decode(&mut body, version).map_err(|e| bad(e.into()))?;
+            let req: OffsetFetchRequest = decode(&mut body, api, version)?;
             respond(
                 correlation,
                 version,
@@ -221,6 +216,11 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         }
         other => Err(ConnError::BadRequest(format!("{other:?} is not served"))),
     }
+}
+
+/// Decodes the body of an `api` request at `version`.
+fn decode<R: Decodable>(body: &mut Bytes, api: ApiKey, version: i16) -> Result<R, ConnError> {
+    R::decode(body, version).map_err(|e| ConnError::BadRequest(format!("{api:?} v{version}: {e}")))
 }
 
 /// Encodes the response header and `body` at `version`.

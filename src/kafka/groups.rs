@@ -500,7 +500,7 @@ mod tests {
         assert_eq!(groups.check_commit("g", 2, "nobody"), UNKNOWN_MEMBER);
 
         // b leaves: a is told to rebalance and rejoins alone at generation 3.
-        assert_eq!(groups.leave("g", &[b_id.clone()]), vec![0]);
+        assert_eq!(groups.leave("g", std::slice::from_ref(&b_id)), vec![0]);
         assert_eq!(groups.heartbeat("g", 2, &a_id), REBALANCING);
         let a3 = groups.join(req(&a_id), &never);
         assert_eq!((a3.error, a3.generation, a3.members.len()), (0, 3, 1));
