@@ -20,6 +20,8 @@ pub mod etcd;
 pub mod format;
 pub mod fuzzing;
 pub mod io;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod log;
 pub mod net;
 pub mod node;

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         "move-leader" => cli::cluster::move_leader_main(rest),
         "cluster-status" => cli::cluster::cluster_status_main(rest),
         "demo-cluster" => cli::demo_cluster::main(rest),
+        "serve" => cli::serve::main(rest),
         cli::demo::CHILD_COMMAND => cli::demo::child_main(rest),
         other => Err(cli::CliError::Usage(format!("unknown command '{other}'"))),
     };

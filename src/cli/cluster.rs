@@ -27,7 +27,7 @@ pub(super) struct Options {
 
 impl Options {
     /// Parses the flags `help::COMMANDS` lists for `command` (and no others).
-    fn parse(command: &str, args: &[String]) -> Result<Self, CliError> {
+    pub(super) fn parse(command: &str, args: &[String]) -> Result<Self, CliError> {
         let (with_value, switches) = super::help::find(command)
             .map(super::help::Command::flag_names)
             .unwrap_or_default();

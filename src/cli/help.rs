@@ -215,6 +215,51 @@ pub const COMMANDS: &[Command] = &[
         ],
     },
     Command {
+        name: "serve",
+        args: "",
+        about: "serve the Kafka wire protocol over a broker directory (a log per \
+                topic-partition) until SIGTERM or SIGINT, which close it cleanly \
+                (docs/kafka-wire.md)",
+        flags: &[
+            flag(
+                "--data",
+                "DIR",
+                "the broker's data directory (default: ./oncelog-data)",
+            ),
+            flag(
+                "--listen",
+                "ADDR",
+                "where to listen (default 127.0.0.1:9092; port 0 picks a free one)",
+            ),
+            flag(
+                "--advertise",
+                "HOST:PORT",
+                "the address Metadata gives clients (default: the listening one)",
+            ),
+            flag(
+                "--partitions",
+                "N",
+                "partitions of a topic created on first use (default 4)",
+            ),
+            flag(
+                "--segment-bytes",
+                "N",
+                "segment size of every partition log, preallocated (default 67108864)",
+            ),
+            flag(
+                "--max-request-bytes",
+                "N",
+                "largest request frame; a larger one closes the connection (default 104857600)",
+            ),
+            flag(
+                "--test-drop-after-append",
+                "N",
+                "TEST FAULT: close the connection unanswered after every N-th Produce that \
+                 appended",
+            ),
+        ],
+    },
+    Command {
         name: "cluster-status",
         args: "",
         about: "leader, leader and partition epochs, ISR and each replica's session (from \

@@ -9,6 +9,7 @@ pub mod demo_cluster;
 pub mod dump;
 mod etcd;
 pub mod help;
+pub mod serve;
 pub mod stat;
 pub mod verify;
 

@@ -1,0 +1,96 @@
+//! `oncelog serve`: the Kafka wire protocol over a broker directory (`docs/kafka-wire.md`).
+
+use super::{CliError, CliResult};
+
+#[cfg(not(feature = "kafka"))]
+pub fn main(_args: &[String]) -> CliResult {
+    Err(CliError::Failed(
+        "this oncelog was built without the `kafka` feature (cargo build --features kafka)".into(),
+    ))
+}
+
+/// The segment size of `serve`'s partitions unless `--segment-bytes` says otherwise.
+#[cfg(feature = "kafka")]
+const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+#[cfg(feature = "kafka")]
+pub fn main(args: &[String]) -> CliResult {
+    use std::io::Write;
+    use std::net::SocketAddr;
+    use std::process::ExitCode;
+
+    use oncelog::broker::{Broker, BrokerConfig};
+    use oncelog::io::signals;
+    use oncelog::kafka::{ServeConfig, Server};
+
+    use super::cluster::Options;
+
+    let o = Options::parse("serve", args)?;
+    let mut config = ServeConfig::default();
+    let dir = o.value("--data").unwrap_or("oncelog-data").to_string();
+    if let Some(a) = o.value("--listen") {
+        config.listen = a
+            .parse::<SocketAddr>()
+            .map_err(|_| CliError::Usage(format!("--listen: '{a}' is not an IP:PORT address")))?;
+    }
+    if let Some(a) = o.value("--advertise") {
+        let (host, port) = a
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            .filter(|(h, _)| !h.is_empty())
+            .ok_or_else(|| CliError::Usage(format!("--advertise: '{a}' is not HOST:PORT")))?;
+        config.advertised = Some((host.to_string(), port));
+    }
+    if let Some(n) = o.number::<u32>("--partitions")? {
+        if n == 0 {
+            return Err(CliError::Usage("--partitions must be > 0".into()));
+        }
+        config.default_partitions = n;
+    }
+    if let Some(n) = o.number::<usize>("--max-request-bytes")? {
+        if n < 8 {
+            return Err(CliError::Usage(
+                "--max-request-bytes must be at least 8".into(),
+            ));
+        }
+        config.max_frame_bytes = n;
+    }
+    if let Some(n) = o.number::<u64>("--test-drop-after-append")? {
+        if n == 0 {
+            return Err(CliError::Usage(
+                "--test-drop-after-append must be > 0".into(),
+            ));
+        }
+        eprintln!(
+            "oncelog serve: TEST FAULT: dropping the connection after every N-th append, N = {n}"
+        );
+        config.test_drop_after_append = Some(n);
+    }
+    // Every partition preallocates its active segment and the next one: the library's 1 GiB
+    // default would reserve 8 GiB for a topic of 4 partitions.
+    let mut broker_config = BrokerConfig::default();
+    let segment_bytes = o
+        .number::<u64>("--segment-bytes")?
+        .unwrap_or(DEFAULT_SEGMENT_BYTES);
+    broker_config.log = broker_config.log.with_segment_bytes(segment_bytes);
+    broker_config
+        .log
+        .validate()
+        .map_err(|e| CliError::Usage(format!("--segment-bytes: {e}")))?;
+    signals::install_termination_handler()
+        .map_err(|e| CliError::Failed(format!("cannot install the SIGTERM/SIGINT handler: {e}")))?;
+    let broker = Broker::open(&dir, broker_config)
+        .map_err(|e| CliError::Failed(format!("opening {dir}: {e}")))?;
+    let server = Server::bind(broker, config).map_err(|e| CliError::Failed(e.to_string()))?;
+    // One line a script can wait for and parse (the tests read the port from it).
+    println!(
+        "oncelog serve: listening on {} (data {dir})",
+        server.local_addr()
+    );
+    std::io::stdout().flush()?;
+    server
+        .run_until(|| signals::termination_requested().is_some())
+        .map_err(|e| CliError::Failed(format!("closing {dir}: {e}")))?;
+    eprintln!("oncelog serve: stopped, {dir} closed cleanly");
+    Ok(ExitCode::SUCCESS)
+}

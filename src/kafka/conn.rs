@@ -1,0 +1,520 @@
+//! One connection: read a request, answer it, repeat. Requests are handled one at a time, so
+//! responses leave in request order; a frame that does not decode closes the connection (as a
+//! Kafka broker does), never the server.
+#![allow(clippy::big_endian_bytes)]
+
+use std::fmt;
+use std::io;
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
+    ResponseHeader, SyncGroupRequest,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+
+use super::frame::{self, FrameError};
+use super::server::State;
+use super::{fetch, group_api, metadata, produce, versions};
+
+/// Why a connection was closed by the server.
+#[derive(Debug)]
+pub enum ConnError {
+    Frame(FrameError),
+    /// A request we cannot answer: unknown API or version, or bytes that do not decode.
+    BadRequest(String),
+    /// A response that would not encode (a bug: logged loudly, the connection closed).
+    Encode(String),
+    Io(io::Error),
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnError::Frame(FrameError::Closed) => f.write_str("closed"),
+            ConnError::Frame(FrameError::BadSize(n)) => write!(f, "bad frame size {n}"),
+            ConnError::Frame(FrameError::Io(e)) | ConnError::Io(e) => write!(f, "I/O: {e}"),
+            ConnError::BadRequest(m) => write!(f, "bad request: {m}"),
+            ConnError::Encode(m) => write!(f, "response does not encode (a bug): {m}"),
+        }
+    }
+}
+
+/// What to do after a request.
+enum Reply {
+    Send(Vec<u8>),
+    /// acks=0 Produce: no response.
+    Nothing,
+    /// Test fault: close without answering.
+    Drop,
+}
+
+/// Serves `stream` until the peer closes it, a bad request or shutdown. A clean end is `Ok`.
+pub fn serve_connection(state: &State, mut stream: TcpStream) -> Result<(), ConnError> {
+    stream.set_nonblocking(false).map_err(ConnError::Io)?;
+    // The read timeout only lets the thread notice shutdown between requests.
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(ConnError::Io)?;
+    stream.set_nodelay(true).map_err(ConnError::Io)?;
+    loop {
+        let request =
+            match frame::read_frame(&mut stream, state.config.max_frame_bytes, &state.stop) {
+                Ok(f) => f,
+                Err(FrameError::Closed) => return Ok(()),
+                Err(e) => return Err(ConnError::Frame(e)),
+            };
+        match handle(state, request)? {
+            Reply::Send(body) => frame::write_frame(&mut stream, &body).map_err(ConnError::Io)?,
+            Reply::Nothing => {}
+            Reply::Drop => return Ok(()),
+        }
+    }
+}
+
+/// Decodes, dispatches and encodes one request.
+fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
+    let (Some(key), Some(version), Some(correlation)) = (
+        request
+            .get(0..2)
+            .and_then(|b| b.try_into().ok())
+            .map(i16::from_be_bytes),
+        request
+            .get(2..4)
+            .and_then(|b| b.try_into().ok())
+            .map(i16::from_be_bytes),
+        request
+            .get(4..8)
+            .and_then(|b| b.try_into().ok())
+            .map(i32::from_be_bytes),
+    ) else {
+        return Err(ConnError::BadRequest(
+            "shorter than a request header".into(),
+        ));
+    };
+    let api = ApiKey::try_from(key)
+        .map_err(|()| ConnError::BadRequest(format!("unknown API key {key}")))?;
+    if !versions::is_supported(api, version) {
+        if api == ApiKey::ApiVersions {
+            // KIP-511: a v0 body with UNSUPPORTED_VERSION and our list; the client retries.
+            return respond(correlation, 0, &versions::api_versions(false));
+        }
+        return Err(ConnError::BadRequest(format!(
+            "{api:?} v{version} is not supported (ApiVersions lists what is)"
+        )));
+    }
+    let mut body = Bytes::from(request);
+    RequestHeader::decode(&mut body, api.request_header_version(version))
+        .map_err(|e| ConnError::BadRequest(format!("{api:?} v{version} header: {e}")))?;
+    match api {
+        ApiKey::ApiVersions => {
+            decode::<ApiVersionsRequest>(&mut body, api, version)?;
+            respond(correlation, version, &versions::api_versions(true))
+        }
+        ApiKey::Metadata => {
+            let req: MetadataRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &metadata::metadata(state, req, version),
+            )
+        }
+        ApiKey::InitProducerId => {
+            let req = decode::<InitProducerIdRequest>(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &produce::init_producer_id(state, &req),
+            )
+        }
+        ApiKey::Produce => {
+            let req: ProduceRequest = decode(&mut body, api, version)?;
+            let acks = req.acks;
+            let (resp, appended) = produce::produce(state, req, version);
+            if appended {
+                let n = state.produces.fetch_add(1, Ordering::SeqCst) + 1;
+                if state
+                    .config
+                    .test_drop_after_append
+                    .is_some_and(|every| every > 0 && n.is_multiple_of(every))
+                {
+                    eprintln!(
+                        "oncelog serve: TEST FAULT: dropping the connection after append #{n}"
+                    );
+                    return Ok(Reply::Drop);
+                }
+            }
+            if acks == 0 {
+                return Ok(Reply::Nothing);
+            }
+            respond(correlation, version, &resp)
+        }
+        ApiKey::ListOffsets => {
+            let req: ListOffsetsRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &fetch::list_offsets(state, req, version),
+            )
+        }
+        ApiKey::Fetch => {
+            let req: FetchRequest = decode(&mut body, api, version)?;
+            respond(correlation, version, &fetch::fetch(state, req, version))
+        }
+        ApiKey::FindCoordinator => {
+            let req = decode::<FindCoordinatorRequest>(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &group_api::find_coordinator(state, &req, version),
+            )
+        }
+        ApiKey::JoinGroup => {
+            let req: JoinGroupRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &group_api::join_group(state, req, version),
+            )
+        }
+        ApiKey::SyncGroup => {
+            let req: SyncGroupRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &group_api::sync_group(state, req, version),
+            )
+        }
+        ApiKey::Heartbeat => {
+            let req: HeartbeatRequest = decode(&mut body, api, version)?;
+            respond(correlation, version, &group_api::heartbeat(state, &req))
+        }
+        ApiKey::LeaveGroup => {
+            let req: LeaveGroupRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &group_api::leave_group(state, &req, version),
+            )
+        }
+        ApiKey::OffsetCommit => {
+            let req: OffsetCommitRequest = decode(&mut body, api, version)?;
+            respond(correlation, version, &group_api::offset_commit(state, req))
+        }
+        ApiKey::OffsetFetch => {
+            let req: OffsetFetchRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &group_api::offset_fetch(state, req, version),
+            )
+        }
+        other => Err(ConnError::BadRequest(format!("{other:?} is not served"))),
+    }
+}
+
+/// Decodes the body of an `api` request at `version`.
+fn decode<R: Decodable>(body: &mut Bytes, api: ApiKey, version: i16) -> Result<R, ConnError> {
+    R::decode(body, version).map_err(|e| ConnError::BadRequest(format!("{api:?} v{version}: {e}")))
+}
+
+/// Encodes the response header and `body` at `version`.
+fn respond<R: Encodable + HeaderVersion>(
+    correlation: i32,
+    version: i16,
+    body: &R,
+) -> Result<Reply, ConnError> {
+    let mut buf = BytesMut::new();
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation;
+    header
+        .encode(&mut buf, R::header_version(version))
+        .and_then(|()| body.encode(&mut buf, version))
+        .map_err(|e| ConnError::Encode(e.to_string()))?;
+    Ok(Reply::Send(buf.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every response at every advertised version encodes: the codec refuses a field set that
+    //! the version lacks, so a response built for the wrong version would close the client's
+    //! connection instead of answering it.
+    use super::*;
+    use crate::format::batch::{BatchBuilder, HEADER_SIZE};
+    use crate::kafka::Server;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::StrBytes;
+
+    fn encodes<R: Encodable + HeaderVersion>(what: &str, v: i16, r: &R) {
+        match respond(1, v, r) {
+            Ok(Reply::Send(b)) => assert!(b.len() >= 4),
+            Err(e) => panic!("{what} v{v}: {e}"),
+            Ok(_) => unreachable!(),
+        }
+    }
+
+    fn range(key: ApiKey) -> std::ops::RangeInclusive<i16> {
+        let &(_, lo, hi) = versions::ADVERTISED
+            .iter()
+            .find(|(k, ..)| *k == key)
+            .unwrap();
+        lo..=hi
+    }
+
+    fn name(s: &str) -> TopicName {
+        TopicName(StrBytes::from_string(s.into()))
+    }
+
+    #[test]
+    fn every_response_encodes_at_every_advertised_version() {
+        let (_dir, server) = Server::for_tests();
+        let state = server.state();
+
+        for v in range(ApiKey::ApiVersions) {
+            encodes("ApiVersions", v, &versions::api_versions(true));
+        }
+        encodes("ApiVersions fallback", 0, &versions::api_versions(false));
+        for v in range(ApiKey::Metadata) {
+            let mut req = MetadataRequest::default();
+            let mut t = MetadataRequestTopic::default();
+            t.name = Some(name("t"));
+            let mut bad = MetadataRequestTopic::default();
+            bad.name = Some(name("no/slash"));
+            req.topics = Some(vec![t, bad]);
+            let resp = metadata::metadata(state, req, v);
+            assert_eq!(resp.topics[0].partitions.len(), 4);
+            assert_eq!(resp.topics[1].error_code, 17);
+            encodes("Metadata", v, &resp);
+            encodes(
+                "Metadata all",
+                v,
+                &metadata::metadata(state, MetadataRequest::default(), v),
+            );
+        }
+        for v in range(ApiKey::InitProducerId) {
+            let resp = produce::init_producer_id(state, &InitProducerIdRequest::default());
+            assert_eq!(resp.error_code, 0);
+            encodes("InitProducerId", v, &resp);
+        }
+        let mut b = BatchBuilder::new();
+        b.push(5, Some(b"k"), Some(b"v"));
+        let ours = b.build().unwrap();
+        let mut kafka = Vec::new();
+        crate::kafka::batch::append_as_kafka(&ours.view(), &mut kafka).unwrap();
+        assert!(kafka.len() > HEADER_SIZE - 8);
+        for v in range(ApiKey::Produce) {
+            let mut req = ProduceRequest::default();
+            req.acks = -1;
+            let mut p = PartitionProduceData::default();
+            p.index = 0;
+            p.records = Some(Bytes::from(kafka.clone()));
+            let mut missing = PartitionProduceData::default();
+            missing.index = 9;
+            missing.records = Some(Bytes::from(kafka.clone()));
+            let mut t = TopicProduceData::default();
+            t.name = name("t");
+            t.partition_data = vec![p, missing];
+            req.topic_data = vec![t];
+            let (resp, appended) = produce::produce(state, req, v);
+            assert!(appended);
+            let parts = &resp.responses[0].partition_responses;
+            assert_eq!(parts[0].error_code, 0);
+            assert_eq!(parts[1].error_code, 3);
+            encodes("Produce", v, &resp);
+        }
+        for v in range(ApiKey::ListOffsets) {
+            let mut req = ListOffsetsRequest::default();
+            let mut t = ListOffsetsTopic::default();
+            t.name = name("t");
+            t.partitions = [-2, -1, 0, -3]
+                .into_iter()
+                .map(|ts| {
+                    let mut p = ListOffsetsPartition::default();
+                    p.timestamp = ts;
+                    p
+                })
+                .collect();
+            req.topics = vec![t];
+            let resp = fetch::list_offsets(state, req, v);
+            let offsets: Vec<i64> = resp.topics[0].partitions.iter().map(|p| p.offset).collect();
+            // Earliest, latest (one record per Produce version above), by timestamp, and -3
+            // (not served).
+            assert_eq!(offsets, [0, 8, 0, -1], "v{v}");
+            encodes("ListOffsets", v, &resp);
+        }
+        groups_encode(state);
+        for v in range(ApiKey::Fetch) {
+            for isolation in [0, 1] {
+                let mut req = FetchRequest::default();
+                req.isolation_level = isolation;
+                req.max_bytes = 1 << 20;
+                let mut t = FetchTopic::default();
+                t.topic = name("t");
+                t.partitions = [0, 99]
+                    .into_iter()
+                    .map(|offset| {
+                        let mut p = FetchPartition::default();
+                        p.fetch_offset = offset;
+                        p.partition_max_bytes = 1 << 20;
+                        p
+                    })
+                    .collect();
+                req.topics = vec![t];
+                let resp = fetch::fetch(state, req, v);
+                let parts = &resp.responses[0].partitions;
+                assert_eq!(parts[0].error_code, 0);
+                assert_eq!(parts[0].high_watermark, 8);
+                assert_eq!(parts[0].records.as_ref().unwrap().len(), 8 * kafka.len());
+                assert_eq!(parts[1].error_code, 1, "offset out of range");
+                encodes("Fetch", v, &resp);
+            }
+        }
+    }
+
+    /// The group APIs at every version: a one-member group per version (so no join waits),
+    /// its sync, heartbeat, commit, fetch and leave.
+    fn groups_encode(state: &State) {
+        use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+        use kafka_protocol::messages::leave_group_request::MemberIdentity;
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+        use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+        use kafka_protocol::messages::GroupId;
+
+        for v in range(ApiKey::FindCoordinator) {
+            let mut req = FindCoordinatorRequest::default();
+            req.key = StrBytes::from_static_str("g");
+            encodes(
+                "FindCoordinator",
+                v,
+                &group_api::find_coordinator(state, &req, v),
+            );
+            if v >= 1 {
+                req.key_type = 1;
+                let r = group_api::find_coordinator(state, &req, v);
+                assert_eq!(r.error_code, 15);
+                encodes("FindCoordinator txn", v, &r);
+            }
+        }
+        let mut members = Vec::new();
+        for v in range(ApiKey::JoinGroup) {
+            let group = GroupId(StrBytes::from_string(format!("g{v}")));
+            let mut req = JoinGroupRequest::default();
+            req.group_id = group.clone();
+            req.session_timeout_ms = 10_000;
+            req.rebalance_timeout_ms = 10_000;
+            req.protocol_type = StrBytes::from_static_str("consumer");
+            let mut p = JoinGroupRequestProtocol::default();
+            p.name = StrBytes::from_static_str("range");
+            p.metadata = Bytes::from_static(b"m");
+            req.protocols = vec![p];
+            let r = group_api::join_group(state, req, v);
+            assert_eq!((r.error_code, r.generation_id, r.members.len()), (0, 1, 1));
+            encodes("JoinGroup", v, &r);
+            members.push((group, r.member_id));
+        }
+        for v in range(ApiKey::SyncGroup) {
+            let (group, member) = members[v as usize].clone();
+            let mut req = SyncGroupRequest::default();
+            req.group_id = group;
+            req.generation_id = 1;
+            req.member_id = member.clone();
+            let mut a = SyncGroupRequestAssignment::default();
+            a.member_id = member;
+            a.assignment = Bytes::from_static(b"a");
+            req.assignments = vec![a];
+            let r = group_api::sync_group(state, req, v);
+            assert_eq!((r.error_code, &r.assignment[..]), (0, &b"a"[..]));
+            encodes("SyncGroup", v, &r);
+        }
+        for v in range(ApiKey::Heartbeat) {
+            let (group, member) = members[v as usize].clone();
+            let mut req = HeartbeatRequest::default();
+            req.group_id = group;
+            req.generation_id = 1;
+            req.member_id = member;
+            let r = group_api::heartbeat(state, &req);
+            assert_eq!(r.error_code, 0);
+            encodes("Heartbeat", v, &r);
+        }
+        for v in range(ApiKey::OffsetCommit) {
+            // Groups 0-5 are synced (stable); 6 and 7 joined but never synced.
+            let (group, member) = members[(v as usize).min(5)].clone();
+            let mut req = OffsetCommitRequest::default();
+            req.group_id = group;
+            req.generation_id_or_member_epoch = 1;
+            req.member_id = member;
+            let mut p = OffsetCommitRequestPartition::default();
+            p.committed_offset = 5;
+            let mut missing = OffsetCommitRequestPartition::default();
+            missing.partition_index = 77;
+            let mut t = OffsetCommitRequestTopic::default();
+            t.name = name("t");
+            t.partitions = vec![p, missing];
+            req.topics = vec![t];
+            let r = group_api::offset_commit(state, req);
+            let codes: Vec<i16> = r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| p.error_code)
+                .collect();
+            assert_eq!(codes, [0, 3]);
+            encodes("OffsetCommit", v, &r);
+        }
+        // Between its join and the leader's SyncGroup a group takes no commits.
+        assert_eq!(
+            state.groups.check_commit("g6", 1, members[6].1.as_str()),
+            27
+        );
+        for v in range(ApiKey::OffsetFetch) {
+            let (group, _) = members[2].clone();
+            let mut req = OffsetFetchRequest::default();
+            req.group_id = group.clone();
+            let mut t = OffsetFetchRequestTopic::default();
+            t.name = name("t");
+            t.partition_indexes = vec![0, 1];
+            req.topics = Some(vec![t]);
+            let r = group_api::offset_fetch(state, req, v);
+            let offsets: Vec<i64> = r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| p.committed_offset)
+                .collect();
+            assert_eq!(offsets, [5, -1]);
+            encodes("OffsetFetch", v, &r);
+            if v >= 2 {
+                let mut all = OffsetFetchRequest::default();
+                all.group_id = group;
+                all.topics = None;
+                let r = group_api::offset_fetch(state, all, v);
+                assert_eq!(r.topics.len(), 1);
+                encodes("OffsetFetch all", v, &r);
+            }
+        }
+        for v in range(ApiKey::LeaveGroup) {
+            let (group, member) = members[v as usize].clone();
+            let mut req = LeaveGroupRequest::default();
+            req.group_id = group;
+            if v >= 3 {
+                let mut m = MemberIdentity::default();
+                m.member_id = member;
+                req.members = vec![m];
+            } else {
+                req.member_id = member;
+            }
+            let r = group_api::leave_group(state, &req, v);
+            encodes("LeaveGroup", v, &r);
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! `oncelog serve`: the Kafka wire protocol over a [`Broker`], so Kafka clients (librdkafka,
+//! kafka-python, kcat, ...) produce to and fetch from oncelog partition logs unchanged.
+//!
+//! Behind the cargo feature `kafka` (in the default `server` feature); the codec is the
+//! `kafka-protocol` crate. One thread per connection handles its requests one at a time, as a
+//! Kafka broker does (it reads the next request of a connection only once the previous one is
+//! answered), so responses leave in request order however many requests a client pipelines.
+//! What is supported, version by version, and how Kafka batches map to ours:
+//! `docs/kafka-wire.md`.
+
+pub mod batch;
+pub mod compression;
+mod conn;
+pub mod errors;
+mod fetch;
+mod frame;
+mod group_api;
+pub mod groups;
+mod metadata;
+mod produce;
+mod server;
+pub mod versions;
+
+pub use server::{ServeConfig, Server};

@@ -1,0 +1,72 @@
+//! The APIs and versions `oncelog serve` implements, which is exactly what ApiVersions
+//! advertises (docs/kafka-wire.md has the table and why each ceiling is where it is).
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::ResponseError;
+
+/// (API, lowest, highest version) served. Ceilings stop below shapes not implemented: Fetch
+/// v13+ and Produce v11+ name topics by id or carry leader-change hints, Metadata v13 adds
+/// a top-level error; InitProducerId must include v0 or librdkafka disables idempotence;
+/// FindCoordinator v4+ and OffsetFetch v8+ batch several keys or groups per request.
+pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 10),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+];
+
+/// Whether `key` at `version` is served.
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    ADVERTISED
+        .iter()
+        .any(|&(k, lo, hi)| k == key && (lo..=hi).contains(&version))
+}
+
+/// The ApiVersions answer; `UNSUPPORTED_VERSION` with the same list when the client asked with
+/// a version we do not serve (it then retries with one from the list, KIP-511).
+pub fn api_versions(supported: bool) -> ApiVersionsResponse {
+    let mut r = ApiVersionsResponse::default();
+    if !supported {
+        r.error_code = ResponseError::UnsupportedVersion.code();
+    }
+    r.api_keys = ADVERTISED
+        .iter()
+        .map(|&(k, lo, hi)| {
+            let mut v = ApiVersion::default();
+            v.api_key = k as i16;
+            v.min_version = lo;
+            v.max_version = hi;
+            v
+        })
+        .collect();
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_advertised_range_is_one_the_codec_handles() {
+        for &(k, lo, hi) in ADVERTISED {
+            let codec = k.valid_versions();
+            assert!(
+                codec.min <= lo && hi <= codec.max,
+                "{k:?} {lo}-{hi} vs {codec}"
+            );
+        }
+        assert!(is_supported(ApiKey::InitProducerId, 0));
+        assert!(!is_supported(ApiKey::Fetch, 13));
+        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 0));
+    }
+}
