@@ -29,6 +29,8 @@ fn main() -> ExitCode {
         "node" => cli::cluster::node_main(rest),
         "move-leader" => cli::cluster::move_leader_main(rest),
         "cluster-status" => cli::cluster::cluster_status_main(rest),
+        "produce" => cli::produce::main(rest),
+        "consume" => cli::consume::main(rest),
         "demo-cluster" => cli::demo_cluster::main(rest),
         "serve" => cli::serve::main(rest),
         cli::demo::CHILD_COMMAND => cli::demo::child_main(rest),

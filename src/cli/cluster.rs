@@ -63,7 +63,7 @@ impl Options {
             .map(|(_, v)| v.as_str())
     }
 
-    fn required(&self, command: &str, name: &str) -> Result<&str, CliError> {
+    pub(super) fn required(&self, command: &str, name: &str) -> Result<&str, CliError> {
         self.value(name)
             .ok_or_else(|| CliError::Usage(format!("{command} needs {name}")))
     }
@@ -77,7 +77,7 @@ impl Options {
             .transpose()
     }
 
-    fn switch(&self, name: &str) -> bool {
+    pub(super) fn switch(&self, name: &str) -> bool {
         self.switches.iter().any(|s| s == name)
     }
 }
@@ -116,7 +116,7 @@ fn limits(o: &Options, mut base: TransportConfig) -> Result<TransportConfig, Cli
 
 /// Installs the SIGTERM/SIGINT handler (before anything slow, so a signal during start-up is
 /// not lost).
-fn catch_termination() -> Result<(), CliError> {
+pub(super) fn catch_termination() -> Result<(), CliError> {
     signals::install_termination_handler()
         .map_err(|e| CliError::Failed(format!("cannot install the SIGTERM/SIGINT handler: {e}")))
 }
@@ -185,12 +185,15 @@ fn member_security(
 }
 
 /// A client's TLS material: none when the cluster file has no `tls_ca`.
-fn client_security(cluster: &ClusterFile, o: &Options) -> Result<Option<Security>, CliError> {
+pub(super) fn client_security(
+    cluster: &ClusterFile,
+    o: &Options,
+) -> Result<Option<Security>, CliError> {
     Security::for_client(cluster, identity(o)?.as_ref())
         .map_err(|e| CliError::Failed(format!("TLS: {e}")))
 }
 
-fn load_cluster(path: &str) -> Result<ClusterFile, CliError> {
+pub(super) fn load_cluster(path: &str) -> Result<ClusterFile, CliError> {
     ClusterFile::load(Path::new(path)).map_err(|e| CliError::Failed(e.to_string()))
 }
 

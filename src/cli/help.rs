@@ -282,6 +282,73 @@ pub const COMMANDS: &[Command] = &[
             ),
         ],
     },
+    Command {
+        name: "produce",
+        args: "",
+        about: "a console producer: each line of stdin becomes a record, sent in batches by \
+                the idempotent producer to the cluster's leader (exactly once across \
+                retries and leader changes); the summary goes to stderr, a failed batch \
+                exits 1",
+        flags: &[
+            CLUSTER,
+            flag(
+                "--acks",
+                "0|1|all",
+                "when the leader answers: at once, after its own append, or when the whole \
+                 ISR holds the batch (default all)",
+            ),
+            flag(
+                "--key-separator",
+                "SEP",
+                "split each line at the first SEP into key and value (a line without SEP \
+                 fails the command); default: no key",
+            ),
+            flag(
+                "--timeout-ms",
+                "N",
+                "how long one batch may wait for its acknowledgement, retries included \
+                 (default 10000)",
+            ),
+            CERT,
+            KEY,
+        ],
+    },
+    Command {
+        name: "consume",
+        args: "",
+        about: "a console consumer: prints each committed record's value on its own line \
+                (null for none), read from the leader up to the high-water mark, then exits \
+                (or, with --follow, waits for more until SIGINT or SIGTERM)",
+        flags: &[
+            CLUSTER,
+            switch(
+                "--from-beginning",
+                "start at the log start offset (the default)",
+            ),
+            flag("--offset", "N", "start at offset N"),
+            flag("--max-records", "N", "stop after printing N records"),
+            switch(
+                "--follow",
+                "at the end, keep polling for new records until SIGINT or SIGTERM",
+            ),
+            switch(
+                "--print-offset",
+                "print each record's offset and a tab before it",
+            ),
+            switch(
+                "--print-key",
+                "print each record's key (null for none) and a tab before its value",
+            ),
+            flag(
+                "--timeout-ms",
+                "N",
+                "how long one read may keep retrying (no leader, leader unreachable) before \
+                 the command fails (default 10000)",
+            ),
+            CERT,
+            KEY,
+        ],
+    },
 ];
 
 /// The command called `name`.

@@ -1,14 +1,17 @@
 //! The commands of the `oncelog` binary, and what they share: reading a log directory without
 //! opening the `Log` (listing, walking batches, decoding checkpoints) and small formatting helpers.
 //!
-//! Nothing here writes to a log directory except `demo`, which uses the library's `Log`.
+//! Nothing here writes to a log directory except `demo`, which uses the library's `Log`;
+//! `produce` and `consume` are clients of a running cluster.
 
 pub mod cluster;
+pub mod consume;
 pub mod demo;
 pub mod demo_cluster;
 pub mod dump;
 mod etcd;
 pub mod help;
+pub mod produce;
 pub mod serve;
 pub mod stat;
 pub mod verify;
