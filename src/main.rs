@@ -4,7 +4,8 @@
 //! damaged or locked directory and modify nothing. `demo` writes a log, kills a writer process
 //! with SIGKILL and checks what recovery brings back. `controller`, `move-leader` and
 //! `cluster-status` are the TCP driver's controller process and the operator's commands against
-//! it (`docs/replication.md`, "TCP driver").
+//! it (`docs/replication.md`, "TCP driver"); `produce` and `consume` are console clients of such
+//! a cluster.
 
 mod cli;
 

@@ -356,6 +356,32 @@ fn version_and_help_for_every_command() {
             "cluster-status",
             &["--cluster", "--timeout-ms", "--cert", "--key"],
         ),
+        (
+            "produce",
+            &[
+                "--cluster",
+                "--acks",
+                "--key-separator",
+                "--timeout-ms",
+                "--cert",
+                "--key",
+            ],
+        ),
+        (
+            "consume",
+            &[
+                "--cluster",
+                "--from-beginning",
+                "--offset",
+                "--max-records",
+                "--follow",
+                "--print-offset",
+                "--print-key",
+                "--timeout-ms",
+                "--cert",
+                "--key",
+            ],
+        ),
     ];
     for (command, command_flags) in flags {
         assert!(

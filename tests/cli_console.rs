@@ -93,7 +93,10 @@ fn run(args: &[&str], input: &[u8]) -> Output {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input).unwrap();
+    // A command that refused its arguments exits without reading: the pipe breaks.
+    if let Err(e) = stdin.write_all(input) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
     drop(stdin);
     child.wait_with_output().unwrap()
 }
@@ -176,17 +179,22 @@ fn lines_produced_come_back_once_in_order_and_by_offset() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let keyed = stdout_lines(&run(
-        &[
-            "consume",
-            "--cluster",
-            cluster,
-            "--offset",
-            "999",
-            "--print-key",
-        ],
-        b"",
-    ));
+    // acks=1 answers after the leader's append: the records are read once the HW passes them.
+    let mut keyed = Vec::new();
+    wait_for("the acks=1 records to be committed", 20, || {
+        keyed = stdout_lines(&run(
+            &[
+                "consume",
+                "--cluster",
+                cluster,
+                "--offset",
+                "999",
+                "--print-key",
+            ],
+            b"",
+        ));
+        keyed.len() >= 4
+    });
     assert_eq!(
         keyed,
         [

@@ -53,9 +53,12 @@ impl Summary {
         let last = self
             .last_offset
             .map_or_else(|| "none".to_string(), |o| o.0.to_string());
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         format!(
-            "{} records in {} batches acknowledged, last offset {last}",
-            self.records, self.batches
+            "{} in {} acknowledged, last offset {last}",
+            plural(self.records, "record", "records"),
+            plural(self.batches, "batch", "batches")
         )
     }
 }
