@@ -6,13 +6,12 @@
 #[path = "common/procs.rs"]
 mod procs;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use oncelog::net::{ClusterFile, ControllerClient, TransportConfig};
-use procs::{free_ports, spawn_logged, wait_for, Proc};
+use procs::{free_ports, spawn_logged, start_with_input, wait_for, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_oncelog");
 
@@ -85,20 +84,9 @@ fn spawn(dir: &Path, args: &[&str], log: &str) -> Proc {
 
 /// Runs `oncelog args` with `input` on stdin.
 fn run(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    // A command that refused its arguments exits without reading: the pipe breaks.
-    if let Err(e) = stdin.write_all(input) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-    }
-    drop(stdin);
-    child.wait_with_output().unwrap()
+    start_with_input(Command::new(BIN).args(args), input)
+        .wait_with_output()
+        .unwrap()
 }
 
 fn stdout_lines(out: &Output) -> Vec<String> {

@@ -8,6 +8,9 @@
 // Kafka's frames are big-endian (the hand-made frames of the bad-frame test).
 #![allow(clippy::big_endian_bytes)]
 
+#[path = "common/procs.rs"]
+mod procs;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -141,17 +144,7 @@ fn script(name: &str) -> PathBuf {
 
 /// Runs a command with a deadline; panics with its output (and the server's log) on failure.
 fn run(cmd: &mut Command, input: Option<&str>, serve: &Serve) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    if let Some(text) = input {
-        stdin.write_all(text.as_bytes()).unwrap();
-    }
-    drop(stdin);
+    let mut child = procs::start_with_input(cmd, input.unwrap_or("").as_bytes());
     let until = Instant::now() + Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > until {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -62,6 +63,23 @@ pub fn spawn_logged(program: &Path, args: &[&str], log: &Path) -> Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display())),
     )
+}
+
+/// Starts `cmd` with stdin, stdout and stderr piped, writes `input` to its stdin and closes it.
+/// A child that exits without reading (a refused command line) breaks the pipe: not an error.
+pub fn start_with_input(cmd: &mut Command, input: &[u8]) -> Child {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    if let Err(e) = stdin.write_all(input) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
+    drop(stdin);
+    child
 }
 
 /// Polls `ok` every 50 ms; fails the test after `secs` seconds.
