@@ -294,8 +294,9 @@ pub const COMMANDS: &[Command] = &[
             flag(
                 "--acks",
                 "0|1|all",
-                "when the leader answers: at once, after its own append, or when the whole \
-                 ISR holds the batch (default all)",
+                "when the leader answers: 1 after its own append (a node answers 0 the same \
+                 way), all when the whole ISR holds the batch, so it survives the leader \
+                 (default all)",
             ),
             flag(
                 "--key-separator",
