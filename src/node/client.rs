@@ -62,8 +62,10 @@ impl PartitionClient {
     /// certificate it presents names the principal the cluster file's ACL grants operations
     /// (`docs/security.md`).
     pub fn with_security(mut self, security: Option<Security>) -> PartitionClient {
-        let controller = ControllerClient::new(
-            self.cluster.controller,
+        // Every controller address, as `new` builds it: with controllers on etcd a secure
+        // client still fails over between them.
+        let controller = ControllerClient::for_cluster(
+            &self.cluster,
             TransportConfig::default(),
             self.request_timeout,
         )
