@@ -307,8 +307,8 @@ pub(super) fn announce(
     Ok(())
 }
 
-/// Runs `call` on the cluster's controllers in turn until one answers (an error reply is an
-/// answer): with controllers on etcd, a dead one is skipped.
+/// Runs `call` with a client of the cluster's controllers (`ControllerClient::call` skips one
+/// that cannot be reached: with controllers on etcd, a dead one).
 fn ask<T>(
     cluster: &ClusterFile,
     o: &Options,
@@ -318,14 +318,7 @@ fn ask<T>(
     let mut c =
         ControllerClient::for_cluster(cluster, oncelog::net::TransportConfig::default(), timeout)
             .with_security(client_security(cluster, o)?);
-    let mut answer = call(&mut c);
-    for _ in 1..cluster.controllers().len() {
-        match &answer {
-            Err(e) if e.remote().is_none() => answer = call(&mut c),
-            _ => break,
-        }
-    }
-    Ok(answer)
+    Ok(call(&mut c))
 }
 
 fn isr_text(isr: &[ReplicaId]) -> String {

@@ -86,17 +86,27 @@ impl ControllerClient {
             .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), Connection::addr)
     }
 
-    /// The raw call, for requests without a typed method.
+    /// The raw call, for requests without a typed method. A controller that cannot be reached
+    /// (no answer, as opposed to an error reply) is skipped: the request goes to the next
+    /// address, each at most once, and the one that answers stays current. Sending a request
+    /// again is safe: the controllers on etcd apply each change by compare-and-set, so an ISR
+    /// change that did land before its answer was lost is refused as stale, a registration or
+    /// heartbeat is repeated, a second producer-id block only skips ids, and a repeated
+    /// election at most starts one more leader epoch.
     pub fn call(&mut self, request: &Message) -> Result<Message, NetError> {
         let n = self.conns.len().max(1);
-        let Some(conn) = self.conns.get_mut(self.current % n) else {
-            return Err(NetError {
-                addr: self.addr(),
-                kind: NetErrorKind::Closed,
-            });
-        };
-        let result = conn.call(request, self.timeout);
-        if matches!(&result, Err(e) if e.remote().is_none()) {
+        let mut result = Err(NetError {
+            addr: self.addr(),
+            kind: NetErrorKind::Closed,
+        });
+        for _ in 0..n {
+            let Some(conn) = self.conns.get_mut(self.current % n) else {
+                break;
+            };
+            result = conn.call(request, self.timeout);
+            if !matches!(&result, Err(e) if e.remote().is_none()) {
+                break;
+            }
             self.current = (self.current + 1) % n;
         }
         result
