@@ -488,3 +488,36 @@ fn commands_report_an_absent_controller_and_a_bad_cluster_file() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(":2: unknown directive 'replicas'"), "{err}");
 }
+
+/// A client of several controller addresses whose first one is dead answers its first request
+/// from the next one, within the same call (a fresh `oncelog produce` after the acting
+/// controller on etcd was killed failed its producer-id request instead), and the live one
+/// stays current for the calls after.
+#[test]
+fn a_dead_controller_address_is_skipped_within_one_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let live = h.server.local_addr().unwrap();
+    // A port that was free a moment ago: nothing listens there.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cluster = ClusterFile::parse(&format!(
+        "controller {dead} {live}\nreplica 1 127.0.0.1:1\nreplica 2 127.0.0.1:2\n\
+         replica 3 127.0.0.1:3\nmin_insync_replicas 2\n"
+    ))
+    .unwrap();
+    let mut c = ControllerClient::for_cluster(
+        &cluster,
+        TransportConfig::default(),
+        Duration::from_secs(30),
+    );
+    let (first, _) = c.init_producer_id().expect("the live controller answers");
+    assert_eq!(c.addr(), live, "the live controller stays current");
+    let (second, _) = c.init_producer_id().unwrap();
+    assert!(
+        second.0 > first.0,
+        "ids are unique: {first:?} then {second:?}"
+    );
+}
