@@ -62,14 +62,13 @@ pub(super) fn producer_config(cfg: &LogConfig) -> ProducerConfig {
 
 /// Offsets of the snapshot files in `dir`, ascending.
 pub(super) fn snapshot_offsets(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>> {
-    let kind = FileKind::Snapshot;
     let names = storage
         .list(dir)
         .map_err(|e| Error::io("list log directory", dir, e))?;
     let mut offsets: Vec<u64> = names
         .iter()
         .filter_map(|n| parse_file_name(n))
-        .filter(|(_, k)| *k == kind)
+        .filter(|(_, k)| *k == FileKind::Snapshot)
         .map(|(o, _)| o.0)
         .collect();
     offsets.sort_unstable();
@@ -234,7 +233,7 @@ struct BelowLog {
     /// Per producer: epoch, last append time, and its batches below `first_base` by offset.
     producers: std::collections::BTreeMap<ProducerId, Harvested>,
     /// The transactions open at the first segment's base that began below it, as that
-    /// segment's transaction file says (`txns::open_below_first_base`): a second durable
+    /// segment's transaction file says (`txns::first_open_at_base`): a second durable
     /// witness beside the snapshots, which rotate away.
     open_at_base: OpenTxns,
 }
@@ -310,7 +309,7 @@ impl BelowLog {
     }
 
     fn merge_into(mut self, state: ProducerStateManager) -> ProducerStateManager {
-        if self.producers.is_empty() && !self.reopens_any(&state) {
+        if self.producers.is_empty() && self.open_at_base.is_empty() {
             return state;
         }
         let cfg = state.config();
@@ -384,12 +383,6 @@ impl BelowLog {
             .iter()
             .find(|(_, p)| *p == pid)
             .map(|(first, _)| *first)
-    }
-
-    fn reopens_any(&self, state: &ProducerStateManager) -> bool {
-        state
-            .entries()
-            .any(|(pid, e)| self.began_below(pid, e).is_some())
     }
 }
 
@@ -509,8 +502,7 @@ pub(super) fn marker_at(seg: &Segment, pos: usize, view: &BatchView<'_>) -> Resu
     })
 }
 
-/// Writes a snapshot of `state` at its map end offset (atomically); see `store_snapshot` for
-/// which older ones are kept.
+/// Writes a snapshot of `state` at its map end offset (atomically) and keeps the newest two.
 pub(super) fn write_snapshot(
     storage: &dyn Storage,
     dir: &Path,
@@ -530,8 +522,7 @@ pub(super) struct QueuedSnapshot {
     pub bytes: Vec<u8>,
 }
 
-/// Writes an encoded snapshot at `offset` (atomically) and removes the older ones no rebuild
-/// needs.
+/// Writes an encoded snapshot at `offset` (atomically) and keeps the newest two at or below it.
 fn store_snapshot(storage: &dyn Storage, dir: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
     let path = dir.join(file_name(Offset(offset), FileKind::Snapshot));
     write_atomic(storage, &path, bytes)

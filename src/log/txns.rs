@@ -335,27 +335,22 @@ pub(super) fn resolve(
     Ok(load)
 }
 
-/// The transactions open at the first segment's base that began below it, from the first
-/// segment's transaction file when it is bound to the segment (as `walk` accepts it); empty
-/// otherwise. The producer table's rebuild takes it as a witness beside the snapshots
+/// The transactions open at the first segment's base, from the first segment's transaction
+/// file when it is bound to the segment (as `walk` accepts it); empty otherwise. The producer
+/// table's rebuild takes those that began below the segment as a witness beside the snapshots
 /// (`producers::rebuild_state`).
-pub(super) fn open_below_first_base(
+pub(super) fn first_open_at_base(
     segments: &[Arc<Segment>],
     files: &HashMap<u64, SegmentTxnFile>,
 ) -> OpenTxns {
-    let Some(first) = segments.first() else {
-        return OpenTxns::new();
-    };
-    files
-        .get(&first.base_offset())
-        .filter(|f| bound_to(f, first))
-        .map(|f| {
-            f.open_at_base
-                .iter()
-                .filter(|(o, _)| *o < first.base_offset())
-                .copied()
-                .collect()
+    segments
+        .first()
+        .and_then(|first| {
+            files
+                .get(&first.base_offset())
+                .filter(|f| bound_to(f, first))
         })
+        .map(|f| f.open_at_base.clone())
         .unwrap_or_default()
 }
 

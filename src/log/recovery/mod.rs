@@ -296,7 +296,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         &segments,
         producers::Known {
             log_start,
-            open_at_first_base: &super::txns::open_below_first_base(&segments, &txn_files),
+            open_at_first_base: &super::txns::first_open_at_base(&segments, &txn_files),
             retained: None,
         },
         &mut snapshot_load,
