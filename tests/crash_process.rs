@@ -13,6 +13,7 @@
 
 #[path = "common/child.rs"]
 mod child;
+use child::KillClock;
 mod common;
 #[path = "common/fault.rs"]
 mod fault;
@@ -126,8 +127,13 @@ fn kill_9_while_appending_keeps_every_flushed_record() {
     let mut segments_seen = 0;
     for round in 0..20 {
         // The fault: SIGKILL at a random instant.
-        let reported =
-            child::run_child_and_kill(TEST_NAME, CHILD_ENV, dir.path(), 30 + rng.below(300));
+        let reported = child::run_child_and_kill(
+            TEST_NAME,
+            CHILD_ENV,
+            dir.path(),
+            KillClock::FromSpawn,
+            30 + rng.below(300),
+        );
         if let Some(f) = reported {
             assert!(f >= flushed, "flushed ends only grow");
             flushed = f;
