@@ -49,6 +49,9 @@ pub enum Error {
         log_start: Offset,
         log_end: Offset,
     },
+    /// The directory holds files and none of them is a log's (`file` is one of them): open
+    /// refuses to write a log among them. Use an empty or new directory.
+    ForeignDirectory { dir: PathBuf, file: String },
     /// Another process (or another `Log` in this process) holds the directory lock.
     Locked(PathBuf),
     /// The log was opened read-only (after corruption was reported).
@@ -203,6 +206,12 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "offset {requested} is outside the log [{log_start}, {log_end}]"
+            ),
+            Error::ForeignDirectory { dir, file } => write!(
+                f,
+                "{} is not a log directory: it holds {file} and no file of a log; \
+                 refusing to write a log there (use an empty or new directory)",
+                dir.display()
             ),
             Error::Locked(path) => write!(f, "log directory {} is locked", path.display()),
             Error::ReadOnly => write!(f, "the log is open read-only"),

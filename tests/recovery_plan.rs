@@ -693,3 +693,72 @@ fn a_gap_between_segments_above_the_recovery_point_is_a_torn_end() {
     assert_eq!(log.log_end_offset().0, kept_to.base_offset);
     assert_eq!(read_all(&log), below(&all, kept_to.base_offset));
 }
+
+/// Every file of `dir` with its bytes, sorted by name.
+fn dir_contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A directory of someone else's files (a wrong path) is not a log: open refuses it with a
+/// typed error naming one of the files and leaves the directory exactly as it was (no lock
+/// file, no segment, no checkpoint), and `verify` reaches the same verdict.
+#[test]
+fn a_directory_of_other_files_is_refused_by_open_and_verify_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+    fs::write(dir.path().join("build.tmp"), b"also mine").unwrap();
+    let before = dir_contents(dir.path());
+
+    match Log::open(dir.path(), LogConfig::for_tests()) {
+        Err(Error::ForeignDirectory { dir: d, file }) => {
+            assert_eq!(d, dir.path());
+            assert_eq!(file, "notes.txt");
+        }
+        other => panic!("open of a foreign directory: {other:?}"),
+    }
+    assert_eq!(
+        dir_contents(dir.path()),
+        before,
+        "the refused open changed it"
+    );
+    assert!(matches!(
+        recovery::inspect(&RealStorage, dir.path(), RecoveryMode::FailOnCorruption),
+        Err(Error::ForeignDirectory { .. })
+    ));
+    let mut out = Vec::new();
+    assert!(!oncelog_cmd("verify", dir.path(), &mut out));
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("not a log directory"), "{text}");
+    assert_eq!(dir_contents(dir.path()), before, "verify changed it");
+}
+
+/// A log directory that also holds a file oncelog never writes opens as usual and keeps it
+/// (only an empty directory, or one holding a log's files, is a log's); an empty directory
+/// becomes a new log.
+#[test]
+fn a_log_directory_with_a_stray_file_opens_and_keeps_it() {
+    let cfg = LogConfig::for_tests();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), cfg.clone()).unwrap();
+    log.append(&batch(0, 3, 8)).unwrap();
+    log.close().unwrap();
+    fs::write(dir.path().join("README.operator"), b"do not delete").unwrap();
+    let log = Log::open(dir.path(), cfg).unwrap();
+    assert_eq!(read_all(&log).len(), 3);
+    log.close().unwrap();
+    assert_eq!(
+        fs::read(dir.path().join("README.operator")).unwrap(),
+        b"do not delete"
+    );
+}

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use oncelog::format::file_name::parse_file_name;
 use oncelog::{BatchBuilder, Log, LogConfig, Offset, RecordBatch, RecoveryReport, SyncMode};
 
 use super::{human_bytes, parse_args, CliError, CliResult};
@@ -137,7 +136,7 @@ fn clear_dir(dir: &Path) -> Result<(), CliError> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = parse_file_name(&name).is_some() || super::fixed_file_kind(&name).is_some();
+        let ours = oncelog::log::dir_files::describe_file(&name).is_some();
         if !ours || !entry.file_type()?.is_file() {
             return Err(CliError::Failed(format!(
                 "{} holds {name}, which oncelog did not write; refusing to delete it \

@@ -18,7 +18,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use oncelog::format::control::{Marker, MarkerKind};
-use oncelog::format::file_name::FileKind;
 use oncelog::format::txn_index::{fmt_open_txns, OpenTxns};
 use oncelog::log::TxnFile;
 
@@ -201,14 +200,7 @@ pub fn dump(dir: &Path, records: bool, out: &mut impl Write) -> std::io::Result<
     writeln!(out)?;
     writeln!(out, "Other files:")?;
     for f in listing.others() {
-        let what = match f.kind {
-            Some((_, FileKind::Index)) => "offset index",
-            Some((_, FileKind::TimeIndex)) => "time index",
-            Some((_, FileKind::Snapshot)) => "producer snapshot",
-            Some((_, FileKind::TxnIndex)) => "transaction index",
-            Some((_, FileKind::Log)) => "segment",
-            None => super::fixed_file_kind(&f.name).unwrap_or("unknown"),
-        };
+        let what = oncelog::log::dir_files::describe_file(&f.name).unwrap_or("unknown");
         writeln!(out, "  {:<36} {:>12} bytes  {what}", f.name, f.size)?;
     }
     Ok(())

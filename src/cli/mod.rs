@@ -24,25 +24,6 @@ use oncelog::format::batch::BatchView;
 use oncelog::format::file_name::{parse_file_name, FileKind};
 use oncelog::format::DecodeError;
 
-/// File names of the checkpoints beside the segments, and the recovery-point slot stride.
-pub use oncelog::log::checkpoints::{CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE};
-
-/// What a file of a log directory is, when oncelog writes it under a fixed name (not a segment,
-/// index or snapshot, whose names carry an offset): `dump` describes it, `demo` may delete it.
-pub(crate) fn fixed_file_kind(name: &str) -> Option<&'static str> {
-    Some(match name {
-        RECOVERY_POINT_FILE => "recovery-point checkpoint",
-        LOG_START_FILE => "log-start-offset checkpoint",
-        CLEAN_SHUTDOWN_FILE => "clean-shutdown marker",
-        oncelog::log::PRODUCER_IDS_FILE => "producer-id checkpoint",
-        oncelog::log::PRODUCER_EPOCHS_FILE => "issued producer epochs checkpoint",
-        oncelog::io::fs::LOCK_FILE => "directory lock",
-        oncelog::log::SPARE_FILE => "next segment prepared ahead (removed by recovery)",
-        n if n.ends_with(".tmp") => "temp file (removed by recovery)",
-        _ => return None,
-    })
-}
-
 /// The most a command reads of one file of a log directory: no file oncelog writes is larger
 /// (segment positions are u32, so `segment_bytes <= u32::MAX`, and every other file is
 /// smaller). A larger file is reported instead of read.

@@ -27,6 +27,7 @@
 mod append;
 mod best_effort;
 pub mod checkpoints;
+pub mod dir_files;
 mod flush;
 mod lanes;
 mod prefault;

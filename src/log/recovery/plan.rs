@@ -335,6 +335,14 @@ fn corrupt(facts: &DirFacts, base: u64, position: u64, reason: DecodeError) -> E
 
 /// Computes the plan. Reads segments through `source`; changes nothing.
 pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode) -> Result<Plan> {
+    // A directory that holds files and none of a log's is not a log: a wrong path. Opening it
+    // would write segments and checkpoints among someone else's files.
+    if let (false, Some(file)) = (facts.holds_a_log, facts.foreign.first()) {
+        return Err(Error::ForeignDirectory {
+            dir: facts.dir.clone(),
+            file: file.clone(),
+        });
+    }
     let clean = marker_matches(facts);
     let salvage_mode = mode == RecoveryMode::Salvage;
     let mut p = Plan {

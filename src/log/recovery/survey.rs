@@ -11,6 +11,7 @@ use crate::format::checkpoint::CheckpointKind;
 use crate::format::file_name::{parse_file_name, FileKind};
 use crate::io::{AppendMap, OpenMode, Storage};
 use crate::log::checkpoints::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE};
+use crate::log::dir_files;
 use crate::log::producers::{PRODUCER_EPOCHS_FILE, PRODUCER_IDS_FILE};
 use crate::producer::{IssuedEpochs, ISSUED_EPOCHS_KEPT};
 use crate::segment::{map_whole_file, segment_path};
@@ -49,6 +50,11 @@ pub struct DirFacts {
     pub bases: Vec<u64>,
     /// Length of each `.log` file, in the order of `bases`.
     pub log_lens: Vec<u64>,
+    /// Whether any file shows the directory holds a log (`dir_files::marks_a_log`).
+    pub holds_a_log: bool,
+    /// Files oncelog never writes, sorted (kept as they are; a directory with such files and
+    /// no file of a log is refused).
+    pub foreign: Vec<String>,
     /// Leftovers of interrupted atomic writes and the prepared spare segment (row R12).
     pub temps: Vec<String>,
     /// `.index`/`.timeindex` files with no `.log` (row R12).
@@ -78,7 +84,13 @@ pub fn read_dir_facts(storage: &dyn Storage, dir: &Path) -> Result<DirFacts> {
     let mut bases: Vec<u64> = Vec::new();
     let mut index_names: Vec<(u64, String)> = Vec::new();
     let mut temps = Vec::new();
+    let mut holds_a_log = false;
+    let mut foreign = Vec::new();
     for name in names {
+        holds_a_log |= dir_files::marks_a_log(&name);
+        if dir_files::describe_file(&name).is_none() {
+            foreign.push(name.clone());
+        }
         if name.ends_with(".tmp") {
             temps.push(name);
             continue;
@@ -99,6 +111,7 @@ pub fn read_dir_facts(storage: &dyn Storage, dir: &Path) -> Result<DirFacts> {
         .collect();
     orphan_indexes.sort();
     temps.sort();
+    foreign.sort();
     let mut kept = Vec::with_capacity(bases.len());
     let mut log_lens = Vec::with_capacity(bases.len());
     for base in bases {
@@ -117,6 +130,8 @@ pub fn read_dir_facts(storage: &dyn Storage, dir: &Path) -> Result<DirFacts> {
     }
     Ok(DirFacts {
         dir: dir.to_path_buf(),
+        holds_a_log,
+        foreign,
         bases: kept,
         log_lens,
         temps,
