@@ -112,6 +112,8 @@ fn sigterm_closes_a_node_cleanly_and_sigint_stops_the_controller() {
             "1",
             "--tick-ms",
             "20",
+            "--segment-bytes",
+            "1048576",
         ],
         &dir.join("node.err"),
         "listening on",
@@ -130,6 +132,19 @@ fn sigterm_closes_a_node_cleanly_and_sigint_stops_the_controller() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+
+    // --segment-bytes sized the active segment (preallocated: its file is that long).
+    let active: Vec<u64> = std::fs::read_dir(dir.join("d1"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    assert_eq!(
+        active,
+        [1 << 20],
+        "segment files of a 1 MiB --segment-bytes node"
+    );
 
     let status = node.signal_and_wait("TERM", Duration::from_secs(10));
     let err = std::fs::read_to_string(dir.join("node.err")).unwrap();

@@ -15,6 +15,7 @@ use oncelog::net::{
     Member, NetError, Security, TransportConfig,
 };
 use oncelog::replication::ReplicaId;
+use oncelog::LogConfig;
 use oncelog::SystemClock;
 
 use super::{CliError, CliResult};
@@ -80,6 +81,23 @@ impl Options {
     pub(super) fn switch(&self, name: &str) -> bool {
         self.switches.iter().any(|s| s == name)
     }
+}
+
+/// The segment size of the logs `node` and `serve` run unless `--segment-bytes` says otherwise:
+/// every log preallocates its active segment and the next one, so the library's 1 GiB default
+/// would reserve 2 GiB per replica (8 GiB for a `serve` topic of 4 partitions).
+pub(super) const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// `base` with `--segment-bytes` (or [`DEFAULT_SEGMENT_BYTES`]), validated.
+pub(super) fn segment_bytes(o: &Options, base: LogConfig) -> Result<LogConfig, CliError> {
+    let n = o
+        .number::<u64>("--segment-bytes")?
+        .unwrap_or(DEFAULT_SEGMENT_BYTES);
+    let config = base.with_segment_bytes(n);
+    config
+        .validate()
+        .map_err(|e| CliError::Usage(format!("--segment-bytes: {e}")))?;
+    Ok(config)
 }
 
 /// The server limits given on the command line, over `base` (`docs/replication.md`,
@@ -407,7 +425,7 @@ pub(super) fn print_status(source: &str, m: &ClusterMetadata) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `oncelog node --cluster FILE --id N [--dir DIR] [--tick-ms N] [--lag-ms N] [limits]`: runs
+/// `oncelog node --cluster FILE --id N [--dir DIR] [--segment-bytes N] [--tick-ms N] [--lag-ms N] [limits]`: runs
 /// replica N of the cluster until SIGTERM or SIGINT, then closes its log cleanly (the next
 /// start scans nothing) and exits 0. DIR defaults to the replica's directory in the cluster
 /// file.
@@ -433,6 +451,7 @@ pub fn node_main(args: &[String]) -> CliResult {
         }
     };
     let mut opts = oncelog::node::NodeOptions::new(cluster, id, dir.clone());
+    opts.log = segment_bytes(&o, opts.log)?;
     if let Some(ms) = o.number::<u64>("--tick-ms")? {
         opts.tick_ms = ms.max(1);
     }

@@ -44,6 +44,11 @@ const CERT: Flag = flag(
     "the certificate chain (PEM) to present when the cluster file has tls_ca (default for a \
      member: its tls_cert line)",
 );
+const SEGMENT_BYTES: Flag = flag(
+    "--segment-bytes",
+    "N",
+    "segment size of every log, preallocated with the next one (default 67108864)",
+);
 const KEY: Flag = flag("--key", "FILE", "the private key (PEM) of --cert");
 const INSECURE: Flag = switch(
     "--insecure",
@@ -186,6 +191,7 @@ pub const COMMANDS: &[Command] = &[
                 "DIR",
                 "the log directory (default: the one the cluster file names)",
             ),
+            SEGMENT_BYTES,
             flag(
                 "--tick-ms",
                 "N",
@@ -241,11 +247,7 @@ pub const COMMANDS: &[Command] = &[
                 "N",
                 "partitions of a topic created on first use (default 4)",
             ),
-            flag(
-                "--segment-bytes",
-                "N",
-                "segment size of every partition log, preallocated (default 67108864)",
-            ),
+            SEGMENT_BYTES,
             flag(
                 "--max-request-bytes",
                 "N",

@@ -9,10 +9,6 @@ pub fn main(_args: &[String]) -> CliResult {
     ))
 }
 
-/// The segment size of `serve`'s partitions unless `--segment-bytes` says otherwise.
-#[cfg(feature = "kafka")]
-const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
-
 #[cfg(feature = "kafka")]
 pub fn main(args: &[String]) -> CliResult {
     use std::io::Write;
@@ -66,17 +62,8 @@ pub fn main(args: &[String]) -> CliResult {
         );
         config.test_drop_after_append = Some(n);
     }
-    // Every partition preallocates its active segment and the next one: the library's 1 GiB
-    // default would reserve 8 GiB for a topic of 4 partitions.
     let mut broker_config = BrokerConfig::default();
-    let segment_bytes = o
-        .number::<u64>("--segment-bytes")?
-        .unwrap_or(DEFAULT_SEGMENT_BYTES);
-    broker_config.log = broker_config.log.with_segment_bytes(segment_bytes);
-    broker_config
-        .log
-        .validate()
-        .map_err(|e| CliError::Usage(format!("--segment-bytes: {e}")))?;
+    broker_config.log = super::cluster::segment_bytes(&o, broker_config.log)?;
     signals::install_termination_handler()
         .map_err(|e| CliError::Failed(format!("cannot install the SIGTERM/SIGINT handler: {e}")))?;
     let broker = Broker::open(&dir, broker_config)
