@@ -755,3 +755,68 @@ fn a_store_after_a_failed_recovery_point_write_is_written() {
     let rp = RecoveryPointFile::open(&sim, &dir(), true).unwrap();
     assert_eq!(rp.value(), 10, "the failed slot outlived the later store");
 }
+
+/// Waits (generously: a loaded machine) until `f` holds; panics with `what` otherwise.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// A background retention run that fails (a full disk refuses the producer snapshot and the
+/// log-start checkpoint written before any segment is deleted) changes nothing: the segments
+/// stay, the log start does not move, the log is not poisoned; the failure is counted and
+/// reported once instead of being dropped silently, and retention resumes when space is freed.
+#[test]
+fn a_failed_background_retention_is_counted_changes_nothing_and_retries() {
+    let (sim, clock, cfg) = fixture(7, |c| {
+        c.segment_bytes = 64 << 10;
+        c.background_thread = true;
+        c.retention_ms = Some(1_000);
+    });
+    let log = Log::open(dir(), cfg).unwrap();
+    let (pid, _) = log.init_producer().unwrap();
+    let mut i = 0u64;
+    while log.segments().len() < 5 {
+        log.append(&make_batch(i, 2, 500, Some((pid, 0, 2 * i as i32))))
+            .unwrap();
+        i += 1;
+    }
+    settle(&log);
+    let segments = log.segments().len();
+    assert_eq!(log.log_start_offset(), Offset(0));
+    assert_eq!(log.best_effort_failures().retention, 0);
+
+    sim.set_disk_full(true);
+    clock.advance(10_000); // every sealed segment is now past retention
+    wait_until("two failed retention runs", || {
+        log.best_effort_failures().retention >= 2
+    });
+    let failures = log.best_effort_failures();
+    assert!(failures.retention_reported, "{failures:?}");
+    assert_eq!(
+        log.segments().len(),
+        segments,
+        "a failed run deleted segments"
+    );
+    assert_eq!(
+        log.log_start_offset(),
+        Offset(0),
+        "a failed run moved the log start"
+    );
+    assert!(!log.is_poisoned());
+
+    sim.set_disk_full(false);
+    wait_until("retention after space is freed", || {
+        log.segments().len() == 1
+    });
+    let active = log.segments()[0].base_offset();
+    assert_eq!(log.log_start_offset(), Offset(active));
+    // Every record from the new start is still readable.
+    let read = read_batches(&log).unwrap();
+    assert_eq!(read.first().map(|b| b.header.base_offset), Some(active));
+    assert_eq!(read.last().map(|b| b.header.last_offset() + 1), Some(i * 2));
+    log.close().unwrap();
+}

@@ -1,5 +1,5 @@
 //! Failures of best-effort work: work the log can do without (preparing the next segment ahead,
-//! writing a producer snapshot on the append path). Such a failure never fails an append and
+//! writing a producer snapshot on the append path, the background thread's retention runs). Such a failure never fails an append and
 //! never poisons the log; it is counted (for an embedder, [`Log::best_effort_failures`]) and
 //! reported on stderr once per log and kind, with the first error.
 
@@ -42,9 +42,14 @@ pub struct BestEffortFailures {
     /// Producer snapshots of the append path (at a roll, every `snapshot_interval_bytes`) that
     /// failed: the next open replays more batches. Their temporary file is removed.
     pub snapshot: u64,
-    /// Whether a failure was reported on stderr (once per log and kind: `spare`, `snapshot`).
+    /// Retention runs of the background thread that failed (for example a full disk refusing
+    /// the producer snapshot or log-start checkpoint written before segments are deleted): the
+    /// segments stay, the log start does not move, and the next tick tries again.
+    pub retention: u64,
+    /// Whether a failure was reported on stderr (once per log and kind).
     pub spare_reported: bool,
     pub snapshot_reported: bool,
+    pub retention_reported: bool,
 }
 
 impl Log {
@@ -54,8 +59,24 @@ impl Log {
         BestEffortFailures {
             spare: s.failures.failures(),
             snapshot: s.snapshot_failures.failures(),
+            retention: s.retention_failures.failures(),
             spare_reported: s.failures.reported(),
             snapshot_reported: s.snapshot_failures.reported(),
+            retention_reported: s.retention_failures.reported(),
         }
+    }
+
+    /// A retention run of the background thread failed: counted and reported once. A log that
+    /// refuses work (closed, read-only, poisoned by a failed sync) is not a retention failure:
+    /// its own error says so on every call.
+    pub(super) fn retention_failed(&self, e: &Error) {
+        if matches!(e, Error::Closed | Error::ReadOnly | Error::PreviousIo) {
+            return;
+        }
+        self.inner.spares.retention_failures.failed(
+            "background retention",
+            e,
+            "the segments past retention stay and the next tick retries",
+        );
     }
 }

@@ -164,7 +164,9 @@ fn background_loop(
             }
         }
         if log.inner.config.retention_ms.is_some() || log.inner.config.retention_bytes.is_some() {
-            let _ = log.apply_retention();
+            if let Err(e) = log.apply_retention() {
+                log.retention_failed(&e);
+            }
         }
     }
 }

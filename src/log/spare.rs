@@ -68,6 +68,8 @@ pub(super) struct Spares {
     /// Failed producer snapshots of the append path. Kept here, beside the spare's failures,
     /// because both are best-effort work of the background thread (`log::best_effort`).
     pub(super) snapshot_failures: BestEffort,
+    /// Failed retention runs of the background thread (each tick retries).
+    pub(super) retention_failures: BestEffort,
 }
 
 /// Segment names made by a rename whose directory entry may not be durable yet.
