@@ -728,7 +728,36 @@ fn dump_shows_markers_the_aborted_index_open_transactions_and_the_lso() {
         "{t}"
     );
     assert!(
-        t.contains(&format!("Last stable offset: {q_first} (log end")),
+        t.contains(&format!(
+            "Last stable offset: {q_first} (log start 0, log end"
+        )),
+        "{t}"
+    );
+}
+
+/// `dump` computes the LSO by the log's own rule: a transaction open below the log start (moved
+/// there by `advance_log_start`, as Kafka's DeleteRecords) holds it at the log start, not at the
+/// transaction's first offset, which is no longer in the log.
+#[test]
+fn dump_and_the_log_agree_on_the_lso_when_the_log_start_passed_an_open_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, _, q_first) = write_txn_log(dir.path());
+    let log = Log::open(dir.path(), LogConfig::for_tests()).unwrap();
+    let start = q_first + 1;
+    log.advance_log_start(oncelog::Offset(start)).unwrap();
+    let lso = log.last_stable_offset().0;
+    assert_eq!(
+        lso, start,
+        "the open transaction holds the LSO at the log start"
+    );
+    log.close().unwrap();
+    let out = oncelog(&["dump", arg(dir.path())]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "Last stable offset: {lso} (log start {start}, log end"
+        )),
         "{t}"
     );
 }

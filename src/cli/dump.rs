@@ -19,7 +19,8 @@ use std::process::ExitCode;
 
 use oncelog::format::control::{Marker, MarkerKind};
 use oncelog::format::txn_index::{fmt_open_txns, OpenTxns};
-use oncelog::log::TxnFile;
+use oncelog::log::{recovery, TxnFile};
+use oncelog::producer::stable_bound;
 
 use super::{classify_tail, one_dir, parse_args, preview, walk, CliResult, Listing, Step, Tail};
 
@@ -186,9 +187,18 @@ pub fn dump(dir: &Path, records: bool, out: &mut impl Write) -> std::io::Result<
             fmt_open_txns(open)
         )?;
         // A stopped log's high-water mark is its log end, and every marker in it counts as
-        // below it (docs/transactions.md): LSO = min(first open transaction, log end).
-        let lso = open.iter().map(|&(o, _)| o).min().unwrap_or(end).min(end);
-        writeln!(out, "Last stable offset: {lso} (log end {end})")?;
+        // below it (docs/transactions.md): the log's own rule with HW = the log end, from the
+        // log start the checkpoint records (retention may have moved it inside a segment).
+        let log_start = recovery::survey::read_dir_facts(&oncelog::io::fs::RealStorage, dir)
+            .ok()
+            .and_then(|f| f.log_start.valid().copied())
+            .unwrap_or(0);
+        let first_open = open.iter().map(|&(o, _)| o).min();
+        let lso = stable_bound(first_open, log_start, end);
+        writeln!(
+            out,
+            "Last stable offset: {lso} (log start {log_start}, log end {end})"
+        )?;
         if !first_known {
             writeln!(
                 out,

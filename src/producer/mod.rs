@@ -10,7 +10,7 @@ pub mod txn;
 pub use client::{Delivery, DeliverySink, Discard, ProduceTarget, Producer, MAX_IN_FLIGHT};
 pub use epochs::{IssuedEpochs, ISSUED_EPOCHS_KEPT};
 pub use retry::AttemptOutcome;
-pub use txn::{AbortedTxn, CompletedTxn, Marker, MarkerKind, StableOffset};
+pub use txn::{stable_bound, AbortedTxn, CompletedTxn, Marker, MarkerKind, StableOffset};
 
 pub use state::{
     BatchMetadata, CheckResult, ProducerConfig, ProducerEntry, ProducerStateManager,

@@ -231,12 +231,22 @@ impl StableOffset {
         log_start: u64,
         hw: u64,
     ) -> u64 {
-        let lso = self
-            .first_unstable_given(first_open, log_start)
-            .map_or(hw, |f| f.min(hw));
-        debug_assert!(lso <= hw, "LSO {lso} above the HW {hw}");
-        lso
+        stable_bound(
+            self.first_unstable_given(first_open, log_start),
+            log_start,
+            hw,
+        )
     }
+}
+
+/// Rule T-stable on its inputs: `min(first unstable offset, hw)`, where the first unstable
+/// offset counts from the log start at the lowest (a transaction begun below the log start holds
+/// the LSO at the log start, never below it). The one formula of the LSO: the log and `oncelog
+/// dump` both compute it here.
+pub fn stable_bound(first_unstable: Option<u64>, log_start: u64, hw: u64) -> u64 {
+    let lso = first_unstable.map_or(hw, |f| f.max(log_start).min(hw));
+    debug_assert!(lso <= hw, "LSO {lso} above the HW {hw}");
+    lso
 }
 
 #[cfg(test)]
