@@ -18,6 +18,8 @@ pub mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod format;
+// Test machinery, not API: hidden from the embedder's documentation.
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod io;
 #[cfg(feature = "kafka")]
@@ -30,6 +32,8 @@ pub mod producer;
 pub mod replica;
 pub mod replication;
 pub mod segment;
+// Test machinery, not API: hidden from the embedder's documentation.
+#[doc(hidden)]
 pub mod simulation;
 pub mod types;
 

@@ -204,6 +204,8 @@ impl Broker {
 
     /// Drops the broker without any clean-shutdown step, as a process crash would (tests and
     /// simulations).
+    // Test machinery, not API: hidden from the embedder's documentation.
+    #[doc(hidden)]
     pub fn simulate_crash(self) {
         let Broker {
             partitions,

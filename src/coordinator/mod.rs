@@ -283,6 +283,8 @@ impl TxnCoordinator {
     }
 
     /// Drops the coordinator the way a crash would (`Log::simulate_crash`).
+    // Test machinery, not API: hidden from the embedder's documentation.
+    #[doc(hidden)]
     pub fn simulate_crash(self) {
         self.inner
             .into_inner()

@@ -6,11 +6,15 @@
 //! Segment data is accessed only through a [`mmap::MappedRegion`] obtained from
 //! [`StorageFile::map`]; `docs/safety.md` argues why that is sound.
 
+// Test machinery, not API: hidden from the embedder's documentation.
+#[doc(hidden)]
 pub mod alloc_count;
 mod bounded;
 pub mod fs;
 pub mod mmap;
 pub mod signals;
+// Test machinery, not API: hidden from the embedder's documentation.
+#[doc(hidden)]
 pub mod sim;
 
 use std::fmt;

@@ -479,6 +479,8 @@ impl Replica {
 
     /// Drops the replica as a crash would: no checkpoint, no clean-shutdown marker, the
     /// directory lock released (see [`Log::simulate_crash`]).
+    // Test machinery, not API: hidden from the embedder's documentation.
+    #[doc(hidden)]
     pub fn simulate_crash(self) {
         self.log.clone().simulate_crash();
     }
