@@ -44,6 +44,7 @@ pub struct BestEffortFailures {
     pub snapshot: u64,
     /// Whether a failure was reported on stderr (once per log and kind: `spare`, `snapshot`).
     pub spare_reported: bool,
+    /// Whether a `snapshot` failure was reported on stderr (once per log).
     pub snapshot_reported: bool,
 }
 

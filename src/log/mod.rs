@@ -23,6 +23,7 @@
 //! rolled segments (moving the recovery point), writes the append path's producer snapshots,
 //! runs interval syncs and retention, and a
 //! prefault thread that faults in the active segment ahead of the appender.
+#![warn(missing_docs)]
 
 mod append;
 mod best_effort;
@@ -151,6 +152,7 @@ pub struct IndexLoads {
     /// Of those, rebuilt by a scan (index files missing, damaged or stale: row R3) and
     /// written back (unless read-only).
     pub rebuilt: usize,
+    /// Segment bytes read by those rebuild scans.
     pub bytes_scanned: u64,
     /// First uses that found the segment damaged (`Error::Corrupt`, row R4).
     pub failed: usize,
@@ -215,10 +217,12 @@ impl Log {
         recovery::open(dir.as_ref(), config)
     }
 
+    /// The directory the log was opened in (as given to [`Log::open`]).
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
 
+    /// The configuration the log was opened with (validated).
     pub fn config(&self) -> &LogConfig {
         &self.inner.config
     }
@@ -256,6 +260,8 @@ impl Log {
         }
     }
 
+    /// Whether the log was opened read-only ([`RecoveryMode::ReadOnlyOnCorruption`] met damage);
+    /// appends then fail with [`Error::ReadOnly`](crate::Error::ReadOnly).
     pub fn is_read_only(&self) -> bool {
         self.inner.read_only
     }
