@@ -11,6 +11,7 @@
 //!
 //! Every producer id a broker hands out comes from one durable allocator (the coordinator's
 //! state log), so a transactional producer and a plain idempotent one never share an id.
+#![warn(missing_docs)]
 
 pub mod consumer;
 pub mod partitions;
@@ -110,10 +111,12 @@ impl Broker {
         })
     }
 
+    /// The broker's data directory (one subdirectory per partition log).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The configuration the broker was opened with.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
     }
@@ -160,10 +163,12 @@ impl Broker {
         &self.partitions
     }
 
+    /// The committed consumer-group offsets (kept in the offsets log).
     pub fn offsets(&self) -> &OffsetStore {
         &self.offsets
     }
 
+    /// The transaction coordinator (transactional ids, their producers and open transactions).
     pub fn coordinator(&self) -> &TxnCoordinator {
         &self.coordinator
     }

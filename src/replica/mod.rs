@@ -19,6 +19,7 @@
 //! - an acks=all request completes only once the high-water mark is past its last offset, and
 //!   every pending one is failed (`Timeout`: appended, outcome unknown) when this replica stops
 //!   leading; `NotLeader` is answered only to a request refused before appending.
+#![warn(missing_docs)]
 
 mod follower_role;
 mod leader_role;
@@ -66,6 +67,7 @@ impl Acks {
         }
     }
 
+    /// The `Acks` for Kafka's wire value (0, 1 or -1); `None` for any other.
     pub fn from_wire(v: i8) -> Option<Acks> {
         match v {
             0 => Some(Acks::None),
@@ -79,10 +81,13 @@ impl Acks {
 /// Settings of one replica.
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
+    /// This replica's id.
     pub id: ReplicaId,
     /// Every replica of the partition, this one included.
     pub replicas: Vec<ReplicaId>,
+    /// The leader's settings (`min.insync.replicas`, ISR lag limits).
     pub leader: LeaderConfig,
+    /// The settings of the replica's log.
     pub log: LogConfig,
     /// Most bytes a follower asks for per fetch (at least one batch is always sent).
     pub fetch_max_bytes: u32,
@@ -95,6 +100,7 @@ pub struct ReplicaConfig {
 }
 
 impl ReplicaConfig {
+    /// Settings with the defaults: 1 MiB fetches, a 5 s high-watermark checkpoint, no verify after an unclean open.
     pub fn new(id: ReplicaId, replicas: &[ReplicaId], log: LogConfig) -> ReplicaConfig {
         ReplicaConfig {
             id,
@@ -133,7 +139,9 @@ pub enum Produced {
 /// The answer to a waiting acks=all request.
 #[derive(Debug)]
 pub struct Completion {
+    /// The token given with the produce request.
     pub token: u64,
+    /// Where the batch landed once the high watermark passed it, or why the request failed.
     pub result: Result<AppendInfo>,
 }
 
@@ -238,18 +246,22 @@ impl Replica {
         })
     }
 
+    /// This replica's id.
     pub fn id(&self) -> ReplicaId {
         self.cfg.id
     }
 
+    /// This life's incarnation: a new value at every open, so the controller can tell stale reports.
     pub fn incarnation(&self) -> Incarnation {
         self.incarnation
     }
 
+    /// The configuration the replica was opened with.
     pub fn config(&self) -> &ReplicaConfig {
         &self.cfg
     }
 
+    /// The replica's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -272,6 +284,7 @@ impl Replica {
         self.quarantined.as_deref()
     }
 
+    /// Whether this replica leads the partition now.
     pub fn is_leader(&self) -> bool {
         matches!(self.role, Role::Leader(_))
     }
@@ -304,6 +317,7 @@ impl Replica {
         }
     }
 
+    /// The end offset of the replica's log (may be above the high watermark).
     pub fn log_end_offset(&self) -> Offset {
         self.log.log_end_offset()
     }
