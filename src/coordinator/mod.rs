@@ -11,6 +11,7 @@
 //!
 //! docs/transactions.md, "Coordinator", has the states, the transition table, the durability
 //! order of each request and what recovery does.
+#![warn(missing_docs)]
 
 pub mod markers;
 pub mod metadata;
@@ -49,7 +50,9 @@ pub struct StateLogStats {
     pub records: u64,
     /// Live keys: transactional ids plus the coordinator epoch.
     pub live_keys: u64,
+    /// The state log's first offset.
     pub log_start: Offset,
+    /// The state log's end offset.
     pub log_end: Offset,
     /// Rewrites that were due and failed (requests went on without them).
     pub rewrite_failures: u64,

@@ -15,6 +15,7 @@
 //! - `PREFIX/producer-ids`: the next producer id in decimal, advanced by compare-and-set.
 //! - `PREFIX/controller/...`: the election of the acting controller (keys etcd's election
 //!   service creates, one per candidate, each on the candidate's lease).
+#![warn(missing_docs)]
 #![cfg_attr(
     not(test),
     deny(
@@ -55,6 +56,7 @@ pub struct EtcdConfig {
 }
 
 impl EtcdConfig {
+    /// Settings for these etcd endpoints (`host:port`), with the default key prefix and a 2 s request timeout.
     pub fn new(endpoints: Vec<String>) -> Self {
         EtcdConfig {
             endpoints,
@@ -128,6 +130,7 @@ impl EtcdStore {
         })
     }
 
+    /// The settings it was made with.
     pub fn config(&self) -> &EtcdConfig {
         &self.config
     }
