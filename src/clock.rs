@@ -1,6 +1,5 @@
 //! Injectable time. The log reads time only through [`Clock`], so tests and simulations control
 //! it (segment age, retention, producer expiry, append timestamps).
-#![warn(missing_docs)]
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};

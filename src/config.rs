@@ -1,5 +1,4 @@
 //! Configuration of a log, validated at open.
-#![warn(missing_docs)]
 
 use std::sync::Arc;
 

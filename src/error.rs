@@ -3,7 +3,6 @@
 //! Operating errors (I/O, corrupt bytes, bad input, bad configuration, producer protocol
 //! violations) are values of [`Error`]; programmer errors are assertions. Every variant carries the
 //! context a user needs to act on it (file, byte position, offsets, producer id).
-#![warn(missing_docs)]
 
 use std::fmt;
 use std::io;

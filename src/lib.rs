@@ -7,6 +7,7 @@
 //!
 //! Start with `docs/README.md` for the reading order; `docs/architecture.md` has the components
 //! and every fsync in write order, `docs/format.md` every byte.
+#![warn(missing_docs)]
 
 pub mod broker;
 pub mod clock;

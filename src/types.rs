@@ -2,7 +2,6 @@
 //!
 //! `Offset` is a logical record position in the partition; `Position` is a byte position inside
 //! one segment file. Producer identity and sequence numbers follow Kafka's widths.
-#![warn(missing_docs)]
 
 use std::fmt;
 

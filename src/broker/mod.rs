@@ -11,7 +11,6 @@
 //!
 //! Every producer id a broker hands out comes from one durable allocator (the coordinator's
 //! state log), so a transactional producer and a plain idempotent one never share an id.
-#![warn(missing_docs)]
 
 pub mod consumer;
 pub mod partitions;

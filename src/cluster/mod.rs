@@ -5,7 +5,6 @@
 //!
 //! The deterministic simulation and the TCP transport are the other drivers of the same
 //! [`crate::replica::Replica`]; `docs/replication.md` describes all three.
-#![warn(missing_docs)]
 
 pub mod threads;
 mod threads_node;

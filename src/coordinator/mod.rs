@@ -11,7 +11,6 @@
 //!
 //! docs/transactions.md, "Coordinator", has the states, the transition table, the durability
 //! order of each request and what recovery does.
-#![warn(missing_docs)]
 
 pub mod markers;
 pub mod metadata;

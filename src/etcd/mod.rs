@@ -15,7 +15,6 @@
 //! - `PREFIX/producer-ids`: the next producer id in decimal, advanced by compare-and-set.
 //! - `PREFIX/controller/...`: the election of the acting controller (keys etcd's election
 //!   service creates, one per candidate, each on the candidate's lease).
-#![warn(missing_docs)]
 #![cfg_attr(
     not(test),
     deny(

@@ -19,7 +19,6 @@
 //! `append_timestamp` is not in Kafka's header: it is the log's clock at append, stamped with
 //! the base offset. Producer expiry and time retention use it, so every replica and every
 //! recovery decides them identically and client timestamps cannot drive deletion.
-#![warn(missing_docs)]
 #![cfg_attr(
     not(test),
     deny(

@@ -2,7 +2,6 @@
 //! [`DecodeError`] on hostile bytes and never panics (indexing is denied in this module).
 //!
 //! All integers are little-endian. `docs/format.md` holds the byte tables these codecs mirror.
-#![warn(missing_docs)]
 
 pub mod batch;
 pub mod checkpoint;

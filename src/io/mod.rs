@@ -5,7 +5,6 @@
 //! simulated one ([`sim::SimStorage`]) that loses unsynced writes the way power loss does.
 //! Segment data is accessed only through a [`mmap::MappedRegion`] obtained from
 //! [`StorageFile::map`]; `docs/safety.md` argues why that is sound.
-#![warn(missing_docs)]
 
 // Test machinery, not API: hidden from the embedder's documentation.
 #[doc(hidden)]

@@ -23,7 +23,6 @@
 //! rolled segments (moving the recovery point), writes the append path's producer snapshots,
 //! runs interval syncs and retention, and a
 //! prefault thread that faults in the active segment ahead of the appender.
-#![warn(missing_docs)]
 
 mod append;
 mod best_effort;

@@ -15,7 +15,6 @@
 //!
 //! [`Node::shutdown`] (what `oncelog node` runs on SIGTERM or SIGINT) stops the server and the
 //! threads, then closes the replica and its log cleanly, so the next start does not scan.
-#![warn(missing_docs)]
 
 use std::collections::HashMap;
 use std::net::TcpListener;

@@ -11,7 +11,6 @@
 //! where it stopped to the log end) before every answer, so it sees the transactional batches
 //! and markers that producers and the coordinator append to the log directly. It never owns the
 //! log's lifecycle.
-#![warn(missing_docs)]
 
 pub mod compaction;
 pub mod record;

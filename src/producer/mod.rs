@@ -1,6 +1,5 @@
 //! Idempotent producers: the pure state machine that deduplicates retries and fences old
 //! epochs. The snapshot codec lives in `format::snapshot`; the log wires both to files.
-#![warn(missing_docs)]
 
 pub mod client;
 pub mod epochs;

@@ -19,7 +19,6 @@
 //! - an acks=all request completes only once the high-water mark is past its last offset, and
 //!   every pending one is failed (`Timeout`: appended, outcome unknown) when this replica stops
 //!   leading; `NotLeader` is answered only to a request refused before appending.
-#![warn(missing_docs)]
 
 mod follower_role;
 mod leader_role;

@@ -18,7 +18,6 @@
 //! - offsets are [`Offset`]s, leader epochs are [`LeaderEpoch`]s (`>= 0` once assigned), the
 //!   partition epoch is a [`PartitionEpoch`]; the three are never mixed.
 //! - nothing here reads a clock: every time is an argument `now_ms` (monotonic milliseconds).
-#![warn(missing_docs)]
 
 pub mod controller;
 pub mod epoch;

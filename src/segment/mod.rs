@@ -16,7 +16,6 @@
 //! the checks recovery would have run at open (`load::load_trusted`); until then the index is
 //! empty and the tail fields other than `next_offset` are unknown, so every accessor of them
 //! goes through `ensure_index`.
-#![warn(missing_docs)]
 
 pub mod index;
 pub mod load;
