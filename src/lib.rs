@@ -15,7 +15,6 @@ pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod error;
-/// The controller's state in etcd (cargo feature `etcd`; tokio lives only here).
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod format;

@@ -43,7 +43,7 @@ fn unzigzag(z: u64) -> i64 {
 ///
 /// One- and two-byte encodings (-8192..=8191: the deltas, counts and lengths of records under
 /// 8 KiB) are decoded inline; longer ones, and every malformed or truncated one, by
-/// [`get_varlong_slow`]. Both give the same value and the same `*pos` for the same bytes
+/// `get_varlong_slow`. Both give the same value and the same `*pos` for the same bytes
 /// (`fast_path_matches_the_loop` below).
 #[inline]
 pub fn get_varlong(buf: &[u8], pos: &mut usize) -> Result<i64, DecodeError> {

@@ -259,8 +259,8 @@ impl Log {
         }
     }
 
-    /// Whether the log was opened read-only ([`RecoveryMode::ReadOnlyOnCorruption`] met damage);
-    /// appends then fail with [`Error::ReadOnly`](crate::Error::ReadOnly).
+    /// Whether the log was opened read-only ([`RecoveryMode::ReadOnlyOnCorruption`](crate::RecoveryMode::ReadOnlyOnCorruption) met damage);
+    /// appends then fail with [`Error::ReadOnly`].
     pub fn is_read_only(&self) -> bool {
         self.inner.read_only
     }

@@ -48,7 +48,7 @@ pub const MAX_IN_FLIGHT: usize = 5;
 pub trait ProduceTarget {
     /// Appends one batch and answers where it landed; a duplicate of a batch already written
     /// answers with the original offsets (`AppendInfo::duplicate`). An error may leave the
-    /// outcome unknown ([`Error::Timeout`](crate::Error::Timeout)): the batch may be written.
+    /// outcome unknown ([`Error::Timeout`]): the batch may be written.
     fn produce(&self, batch: &RecordBatch) -> Result<AppendInfo>;
     /// Allocates a new producer id, with epoch 0.
     fn init_producer_id(&self) -> Result<(ProducerId, ProducerEpoch)>;
