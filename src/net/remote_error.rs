@@ -268,7 +268,7 @@ const ISR_REASONS: [&str; 2] = [
     "a member is named twice",
     "the ISR does not contain the leader",
 ];
-/// The `InvalidIsr` reason a decoder gives to a code it does not know.
+/// The `InvalidIsr` reason decoded from wire code 0 (a reason without a code of its own).
 pub const UNSPECIFIED_ISR_REASON: &str = "unspecified (see the error message)";
 
 fn saturating_u32(n: usize) -> u32 {

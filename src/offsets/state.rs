@@ -66,7 +66,7 @@ impl std::error::Error for ApplyError {}
 pub struct CommittedOffset {
     /// The committed offset: the next offset the group will consume.
     pub offset: u64,
-    /// When it was committed (ms, as the committer stamped it).
+    /// When it was committed (ms, the offsets log's clock).
     pub commit_timestamp: i64,
     /// The log offset of the batch (plain commit, rewrite) or COMMIT marker that set it.
     pub set_at: u64,
