@@ -7,6 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::types::TimestampMs;
 
+/// The source of wall-clock time for a log: segment age, retention, producer expiry and append
+/// timestamps all read it. Must be cheap and safe to call from any thread.
 pub trait Clock: Send + Sync + fmt::Debug {
     /// Wall-clock milliseconds since the Unix epoch.
     fn now_ms(&self) -> TimestampMs;
@@ -30,14 +32,17 @@ impl Clock for SystemClock {
 pub struct ManualClock(AtomicI64);
 
 impl ManualClock {
+    /// A clock reading `start_ms` (milliseconds since the Unix epoch) until moved.
     pub fn new(start_ms: TimestampMs) -> Self {
         ManualClock(AtomicI64::new(start_ms))
     }
 
+    /// Moves the clock to `ms` (milliseconds since the Unix epoch); it may go backwards.
     pub fn set(&self, ms: TimestampMs) {
         self.0.store(ms, Ordering::SeqCst);
     }
 
+    /// Moves the clock forward by `ms` milliseconds (backward if negative).
     pub fn advance(&self, ms: i64) {
         self.0.fetch_add(ms, Ordering::SeqCst);
     }

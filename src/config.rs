@@ -16,7 +16,12 @@ pub enum SyncMode {
     /// crash loses nothing; power loss may lose the unsynced tail (never synced data).
     Os,
     /// A background flusher syncs when `ms` have passed or `bytes` are unsynced, whichever first.
-    Interval { ms: u64, bytes: u64 },
+    Interval {
+        /// Longest time, in milliseconds, appended bytes stay unsynced.
+        ms: u64,
+        /// Most bytes that may be unsynced before the flusher syncs.
+        bytes: u64,
+    },
     /// `append` returns only after its bytes are durable. Concurrent appenders share msyncs and
     /// recovery-point writes (group commit with sync lanes: several msyncs in flight at once).
     EveryAppend,
@@ -53,7 +58,9 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// Delete sealed segments whose newest record is older than this.
     pub retention_ms: Option<u64>,
+    /// When appended bytes are made durable (default [`SyncMode::Os`]).
     pub sync: SyncMode,
+    /// What open does with damage in synced data (default [`RecoveryMode::FailOnCorruption`]).
     pub recovery: RecoveryMode,
     /// Bytes to prefault ahead of the append position in the active segment (0 = off).
     pub prefault_bytes: u64,
@@ -74,6 +81,7 @@ pub struct LogConfig {
     pub clock: Arc<dyn Clock>,
 }
 
+/// Milliseconds in a day (the default `segment_ms` is seven of them, Kafka's `log.roll.ms`).
 pub const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// The default [`LogConfig::max_batch_bytes`]: Kafka's `message.max.bytes` (1 MiB + 12).
@@ -131,11 +139,13 @@ impl LogConfig {
         self
     }
 
+    /// Replaces the file system the log uses (a simulated one in tests).
     pub fn with_storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;
         self
     }
 
+    /// Replaces the clock the log reads time from (a [`ManualClock`](crate::clock::ManualClock) in tests).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self

@@ -7,6 +7,7 @@
 //!
 //! Start with `docs/README.md` for the reading order; `docs/architecture.md` has the components
 //! and every fsync in write order, `docs/format.md` every byte.
+#![warn(missing_docs)]
 
 pub mod broker;
 pub mod clock;
@@ -14,10 +15,11 @@ pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod error;
-/// The controller's state in etcd (cargo feature `etcd`; tokio lives only here).
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod format;
+// Test machinery, not API: hidden from the embedder's documentation.
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod io;
 #[cfg(feature = "kafka")]
@@ -30,6 +32,8 @@ pub mod producer;
 pub mod replica;
 pub mod replication;
 pub mod segment;
+// Test machinery, not API: hidden from the embedder's documentation.
+#[doc(hidden)]
 pub mod simulation;
 pub mod types;
 

@@ -10,6 +10,7 @@ use std::fmt;
 pub struct Offset(pub u64);
 
 impl Offset {
+    /// Offset 0, the first offset of a new log.
     pub const ZERO: Offset = Offset(0);
 
     /// The offset `n` records later. Offsets are u63 in practice; overflow is a bug.
@@ -43,8 +44,10 @@ pub type LeaderEpoch = i32;
 pub struct ProducerId(pub i64);
 
 impl ProducerId {
+    /// "Not an idempotent producer": batches with this id are never deduplicated.
     pub const NONE: ProducerId = ProducerId(-1);
 
+    /// Whether this is an allocated id (non-negative), not [`ProducerId::NONE`].
     pub fn is_some(self) -> bool {
         self.0 >= 0
     }

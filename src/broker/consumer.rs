@@ -19,10 +19,15 @@ use crate::types::Offset;
 /// A record a consumer handed out, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
+    /// The partition the record was read from.
     pub partition: TopicPartition,
+    /// The record's offset in that partition.
     pub offset: u64,
+    /// The record's timestamp (ms since the epoch, as the producer set it).
     pub timestamp: i64,
+    /// The key; `None` for a null key.
     pub key: Option<Vec<u8>>,
+    /// The value; `None` for a null value (a tombstone).
     pub value: Option<Vec<u8>>,
 }
 
@@ -66,6 +71,7 @@ impl<B: Deref<Target = Broker>> Consumer<B> {
         self
     }
 
+    /// The consumer group whose committed offsets this consumer reads and writes.
     pub fn group(&self) -> &str {
         &self.group
     }

@@ -110,10 +110,12 @@ impl Broker {
         })
     }
 
+    /// The broker's data directory (one subdirectory per partition log).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The configuration the broker was opened with.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
     }
@@ -160,10 +162,12 @@ impl Broker {
         &self.partitions
     }
 
+    /// The committed consumer-group offsets (kept in the offsets log).
     pub fn offsets(&self) -> &OffsetStore {
         &self.offsets
     }
 
+    /// The transaction coordinator (transactional ids, their producers and open transactions).
     pub fn coordinator(&self) -> &TxnCoordinator {
         &self.coordinator
     }
@@ -204,6 +208,8 @@ impl Broker {
 
     /// Drops the broker without any clean-shutdown step, as a process crash would (tests and
     /// simulations).
+    // Test machinery, not API: hidden from the embedder's documentation.
+    #[doc(hidden)]
     pub fn simulate_crash(self) {
         let Broker {
             partitions,

@@ -38,10 +38,12 @@ impl TopicPartition {
         }
     }
 
+    /// The topic name.
     pub fn topic(&self) -> &str {
         &self.topic
     }
 
+    /// The partition index within the topic (from 0).
     pub fn partition(&self) -> u32 {
         self.partition
     }

@@ -153,6 +153,7 @@ impl<B: Deref<Target = Broker>> TransactionalProducer<B> {
         })
     }
 
+    /// The transactional id this producer was initialised with.
     pub fn transactional_id(&self) -> &str {
         &self.transactional_id
     }
@@ -162,6 +163,7 @@ impl<B: Deref<Target = Broker>> TransactionalProducer<B> {
         (self.producer_id, self.epoch)
     }
 
+    /// The transaction timeout given to the coordinator: an open transaction older than this is aborted.
     pub fn timeout(&self) -> Duration {
         self.timeout
     }

@@ -102,14 +102,21 @@ impl Default for ClusterOptions {
 /// What one replica thread reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaStatus {
+    /// The replica's id.
     pub id: ReplicaId,
+    /// The replica's current incarnation (a new value at every restart).
     pub incarnation: u64,
     /// The leader it follows (itself when leading), `None` while offline.
     pub leader: Option<ReplicaId>,
+    /// Whether the replica leads the partition now.
     pub is_leader: bool,
+    /// The leader epoch of the newest controller record the replica applied.
     pub leader_epoch: LeaderEpoch,
+    /// Readers see only offsets below this.
     pub high_watermark: Offset,
+    /// The replica log's first offset.
     pub log_start: Offset,
+    /// The replica log's end offset (may be above the high watermark).
     pub log_end: Offset,
     /// The committed ISR as this replica knows it.
     pub isr: Vec<ReplicaId>,
@@ -607,11 +614,13 @@ pub struct ClusterClient {
 }
 
 impl ClusterClient {
+    /// Sets the acks of every request sent from now on.
     pub fn with_acks(mut self, acks: Acks) -> Self {
         self.acks = acks;
         self
     }
 
+    /// Sets how long a request may take, retries included (also the acks=all deadline).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

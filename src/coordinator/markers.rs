@@ -11,5 +11,6 @@ use crate::producer::Marker;
 /// as that log's sync mode makes appends durable). Writing the same marker again is allowed and
 /// harmless: a marker for a producer with no open transaction completes nothing.
 pub trait MarkerSink {
+    /// Writes `marker` to `partition`'s log; `Ok` only once it is in that log (see the trait's contract).
     fn write_marker(&self, partition: &TopicPartition, marker: &Marker) -> Result<()>;
 }

@@ -48,6 +48,7 @@ pub enum TxnState {
 }
 
 impl TxnState {
+    /// Every state, in code order.
     pub const ALL: [TxnState; 6] = [
         TxnState::Empty,
         TxnState::Ongoing,
@@ -69,6 +70,7 @@ impl TxnState {
         }
     }
 
+    /// The state for a record's state byte, `None` for an unknown byte.
     pub fn from_code(code: u8) -> Option<TxnState> {
         TxnState::ALL.into_iter().find(|s| s.code() == code)
     }
@@ -82,10 +84,12 @@ impl TxnState {
         }
     }
 
+    /// Whether this is `PrepareCommit` or `PrepareAbort` (markers still being written).
     pub fn is_prepare(self) -> bool {
         matches!(self, TxnState::PrepareCommit | TxnState::PrepareAbort)
     }
 
+    /// Whether this is `CompleteCommit` or `CompleteAbort`.
     pub fn is_complete(self) -> bool {
         matches!(self, TxnState::CompleteCommit | TxnState::CompleteAbort)
     }
@@ -111,6 +115,7 @@ impl TxnState {
 /// log at every change; the latest record of an id is its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnMetadata {
+    /// The transactional id (the record's key).
     pub transactional_id: String,
     /// The producer id the transactional id runs under (a new one after epoch exhaustion).
     pub producer_id: ProducerId,
@@ -123,6 +128,7 @@ pub struct TxnMetadata {
     /// The epoch before the last bump (-1: none): the epoch of the transaction that the last
     /// end completed, so a retried end is answered again instead of being fenced.
     pub last_producer_epoch: ProducerEpoch,
+    /// Where the current transaction stands.
     pub state: TxnState,
     /// The partitions of the current transaction, which its markers must reach.
     pub partitions: BTreeSet<TopicPartition>,
@@ -130,6 +136,7 @@ pub struct TxnMetadata {
     pub timeout_ms: i64,
     /// When the current transaction added its first partition (-1: none yet).
     pub txn_start_ms: i64,
+    /// The coordinator's clock at the latest change (ms).
     pub last_update_ms: i64,
 }
 

@@ -49,7 +49,9 @@ pub struct StateLogStats {
     pub records: u64,
     /// Live keys: transactional ids plus the coordinator epoch.
     pub live_keys: u64,
+    /// The state log's first offset.
     pub log_start: Offset,
+    /// The state log's end offset.
     pub log_end: Offset,
     /// Rewrites that were due and failed (requests went on without them).
     pub rewrite_failures: u64,
@@ -283,6 +285,8 @@ impl TxnCoordinator {
     }
 
     /// Drops the coordinator the way a crash would (`Log::simulate_crash`).
+    // Test machinery, not API: hidden from the embedder's documentation.
+    #[doc(hidden)]
     pub fn simulate_crash(self) {
         self.inner
             .into_inner()

@@ -61,11 +61,14 @@ pub enum TxnRecord {
 /// What a record's key names: the latest record of each key is live.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RecordKey {
+    /// The coordinator-epoch record.
     CoordinatorEpoch,
+    /// The record of one transactional id.
     Txn(String),
 }
 
 impl TxnRecord {
+    /// The key of the record: its latest record per key is live.
     pub fn key(&self) -> RecordKey {
         match self {
             TxnRecord::CoordinatorEpoch(_) => RecordKey::CoordinatorEpoch,

@@ -37,7 +37,9 @@ use crate::types::{ProducerEpoch, ProducerId};
 pub enum InitDecision {
     /// Write this record; the new instance's identity is `identity`.
     Ready {
+        /// The record to write.
         record: TxnRecord,
+        /// The producer id and epoch to answer once the record is written.
         identity: (ProducerId, ProducerEpoch),
     },
     /// The previous instance's transaction is open: write this PrepareAbort, finish it
@@ -53,6 +55,7 @@ pub enum EndDecision {
     Prepare(TxnRecord),
     /// A retry of an end already completed: nothing to write, answer with `identity`.
     Done {
+        /// The producer id and epoch to answer.
         identity: (ProducerId, ProducerEpoch),
     },
 }
@@ -60,8 +63,11 @@ pub enum EndDecision {
 /// The markers a `Prepare*` transaction still has to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingMarkers {
+    /// The transactional id whose transaction they end.
     pub transactional_id: String,
+    /// The COMMIT or ABORT marker to write.
     pub marker: Marker,
+    /// The partitions still to receive it.
     pub partitions: Vec<TopicPartition>,
 }
 
@@ -82,6 +88,7 @@ impl Default for TxnStates {
 }
 
 impl TxnStates {
+    /// An empty table with coordinator epoch -1 (no coordinator started).
     pub fn new() -> TxnStates {
         TxnStates {
             entries: BTreeMap::new(),
@@ -94,18 +101,22 @@ impl TxnStates {
         self.coordinator_epoch
     }
 
+    /// The state of `tid`, `None` if unknown.
     pub fn get(&self, tid: &str) -> Option<&TxnMetadata> {
         self.entries.get(tid)
     }
 
+    /// Transactional ids held.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether no transactional id is held.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// Every transactional id's state, in id order.
     pub fn iter(&self) -> impl Iterator<Item = &TxnMetadata> {
         self.entries.values()
     }

@@ -16,7 +16,7 @@ use etcd_client::Client;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
-/// This process's campaign, running on the store's runtime until [`Election::stop`].
+/// This process's campaign, running on the store's runtime until `Election::stop`.
 #[derive(Debug)]
 pub struct Election {
     task: JoinHandle<()>,

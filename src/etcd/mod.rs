@@ -1,7 +1,7 @@
 //! The controller's state in etcd (cargo feature `etcd`): [`EtcdStore`] implements
 //! [`ControllerStore`] over the `etcd-client` crate, so several `oncelog controller --etcd`
 //! processes share one partition record, replica sessions are etcd leases, and one process at
-//! a time is the acting controller (etcd's election API, [`election`]).
+//! a time is the acting controller (etcd's election API, `election`).
 //!
 //! tokio stays inside this module: an [`EtcdStore`] owns a small runtime (one worker thread,
 //! which also runs the election task) and every method is a `block_on` with a deadline, so the
@@ -55,6 +55,7 @@ pub struct EtcdConfig {
 }
 
 impl EtcdConfig {
+    /// Settings for these etcd endpoints (`host:port`), with the default key prefix and a 2 s request timeout.
     pub fn new(endpoints: Vec<String>) -> Self {
         EtcdConfig {
             endpoints,
@@ -128,6 +129,7 @@ impl EtcdStore {
         })
     }
 
+    /// The settings it was made with.
     pub fn config(&self) -> &EtcdConfig {
         &self.config
     }

@@ -36,20 +36,35 @@ use super::varint::{
 use super::DecodeError;
 use crate::types::{increment_sequence, LeaderEpoch, ProducerEpoch, ProducerId, Sequence};
 
+/// Byte offset of `base_offset` (u64) in the header.
 pub const BASE_OFFSET_OFFSET: usize = 0;
+/// Byte offset of `batch_length` (u32): total bytes of the batch, header included.
 pub const LENGTH_OFFSET: usize = BASE_OFFSET_OFFSET + 8;
+/// Byte offset of `leader_epoch` (i32).
 pub const LEADER_EPOCH_OFFSET: usize = LENGTH_OFFSET + 4;
+/// Byte offset of `append_timestamp` (i64, ms, the log's clock at append).
 pub const APPEND_TIMESTAMP_OFFSET: usize = LEADER_EPOCH_OFFSET + 4;
+/// Byte offset of `magic` (u8, [`MAGIC`]).
 pub const MAGIC_OFFSET: usize = APPEND_TIMESTAMP_OFFSET + 8;
+/// Byte offset of `crc` (u32), the one field the checksum does not cover.
 pub const CRC_OFFSET: usize = MAGIC_OFFSET + 1;
+/// Byte offset of `attributes` (u16, see [`attributes`]).
 pub const ATTRIBUTES_OFFSET: usize = CRC_OFFSET + 4;
+/// Byte offset of `last_offset_delta` (i32): last record's offset minus `base_offset`.
 pub const LAST_OFFSET_DELTA_OFFSET: usize = ATTRIBUTES_OFFSET + 2;
+/// Byte offset of `base_timestamp` (i64, ms): the first record's timestamp.
 pub const BASE_TIMESTAMP_OFFSET: usize = LAST_OFFSET_DELTA_OFFSET + 4;
+/// Byte offset of `max_timestamp` (i64, ms): the largest record timestamp.
 pub const MAX_TIMESTAMP_OFFSET: usize = BASE_TIMESTAMP_OFFSET + 8;
+/// Byte offset of `producer_id` (i64, -1 when not idempotent).
 pub const PRODUCER_ID_OFFSET: usize = MAX_TIMESTAMP_OFFSET + 8;
+/// Byte offset of `producer_epoch` (i16).
 pub const PRODUCER_EPOCH_OFFSET: usize = PRODUCER_ID_OFFSET + 8;
+/// Byte offset of `base_sequence` (i32): the first record's sequence.
 pub const BASE_SEQUENCE_OFFSET: usize = PRODUCER_EPOCH_OFFSET + 2;
+/// Byte offset of `record_count` (i32).
 pub const RECORD_COUNT_OFFSET: usize = BASE_SEQUENCE_OFFSET + 4;
+/// Byte offset of the first record: the header's end.
 pub const RECORDS_OFFSET: usize = RECORD_COUNT_OFFSET + 4;
 /// Size of the batch header.
 pub const HEADER_SIZE: usize = RECORDS_OFFSET;
@@ -65,9 +80,13 @@ pub const MAX_BATCH_SIZE: u32 = 1 << 30;
 
 /// Attribute bits (Kafka's layout): 0-2 compression, 3 timestamp type, 4 transactional, 5 control.
 pub mod attributes {
+    /// Bits 0-2: compression codec; this build supports none (0) only.
     pub const COMPRESSION_MASK: u16 = 0x07;
+    /// Bit 3: timestamps are the log's append time (not supported by this build).
     pub const TIMESTAMP_LOG_APPEND: u16 = 0x08;
+    /// Bit 4: the batch belongs to a transaction.
     pub const TRANSACTIONAL: u16 = 0x10;
+    /// Bit 5: a control batch (a COMMIT or ABORT marker), written only by the log.
     pub const CONTROL: u16 = 0x20;
     /// The bits this build gives a meaning to; a batch with any other bit is refused.
     pub const SUPPORTED: u16 = TRANSACTIONAL | CONTROL;
@@ -76,21 +95,33 @@ pub mod attributes {
 /// The decoded fixed-size header of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
+    /// Offset of the first record; written by the log at append (0 until stamped).
     pub base_offset: u64,
     /// Total bytes of the batch, header included.
     pub batch_length: u32,
+    /// Leader epoch of the leader that appended the batch; written at append.
     pub leader_epoch: LeaderEpoch,
     /// The log's clock when the batch was appended (ms); -1 until stamped.
     pub append_timestamp: i64,
+    /// Format version, [`MAGIC`].
     pub magic: u8,
+    /// CRC-32 (IEEE) of every byte of the batch except this field.
     pub crc: u32,
+    /// Attribute bits ([`attributes`]).
     pub attributes: u16,
+    /// Last record's offset minus `base_offset` (record count - 1 for a built batch).
     pub last_offset_delta: i32,
+    /// The first record's timestamp (ms since the epoch, set by the client); -1 if empty.
     pub base_timestamp: i64,
+    /// The largest record timestamp (ms); the time index is built from it.
     pub max_timestamp: i64,
+    /// The idempotent producer, or [`ProducerId::NONE`].
     pub producer_id: ProducerId,
+    /// The producer's epoch (-1 when not idempotent).
     pub producer_epoch: ProducerEpoch,
+    /// Sequence of the first record (-1 when not idempotent); later records follow it.
     pub base_sequence: Sequence,
+    /// Records in the batch.
     pub record_count: i32,
 }
 
@@ -175,10 +206,12 @@ impl BatchHeader {
         Ok(())
     }
 
+    /// Offset of the batch's last record.
     pub fn last_offset(&self) -> u64 {
         self.base_offset + self.last_offset_delta as u64
     }
 
+    /// The offset after the batch (where the next batch starts).
     pub fn next_offset(&self) -> u64 {
         self.last_offset() + 1
     }
@@ -188,14 +221,17 @@ impl BatchHeader {
         increment_sequence(self.base_sequence, self.last_offset_delta)
     }
 
+    /// Whether the batch carries a producer id (deduplicated by sequence).
     pub fn is_idempotent(&self) -> bool {
         self.producer_id.is_some()
     }
 
+    /// Whether this is a control batch (a transaction marker).
     pub fn is_control(&self) -> bool {
         self.attributes & attributes::CONTROL != 0
     }
 
+    /// Whether the batch belongs to a transaction.
     pub fn is_transactional(&self) -> bool {
         self.attributes & attributes::TRANSACTIONAL != 0
     }
@@ -288,6 +324,7 @@ impl<'a> BatchView<'a> {
         Ok((BatchView { header, bytes }, rest))
     }
 
+    /// The decoded header.
     pub fn header(&self) -> &BatchHeader {
         &self.header
     }
@@ -297,18 +334,22 @@ impl<'a> BatchView<'a> {
         self.bytes
     }
 
+    /// Offset of the batch's first record.
     pub fn base_offset(&self) -> u64 {
         self.header.base_offset
     }
 
+    /// Offset of the batch's last record.
     pub fn last_offset(&self) -> u64 {
         self.header.last_offset()
     }
 
+    /// Total bytes of the batch, header included.
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
 
+    /// Whether the view holds no byte (never true for a decoded batch).
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
@@ -356,9 +397,13 @@ impl<'a> BatchView<'a> {
 /// One record, borrowed from its batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record<'a> {
+    /// The record's offset minus its batch's base offset.
     pub offset_delta: i32,
+    /// The record's timestamp (ms since the epoch, as the client set it).
     pub timestamp: i64,
+    /// The key; `None` for a null key (distinct from an empty one).
     pub key: Option<&'a [u8]>,
+    /// The value; `None` for a null value (a tombstone).
     pub value: Option<&'a [u8]>,
     /// The encoded headers (count already consumed); see [`Record::headers`].
     headers: &'a [u8],
@@ -582,8 +627,11 @@ impl<'a> Iterator for HeaderIter<'a> {
 /// The fields the log writes into a batch at append: they are covered by the checksum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
+    /// Offset of the batch's first record.
     pub base_offset: u64,
+    /// Epoch of the leader appending the batch.
     pub leader_epoch: LeaderEpoch,
+    /// The log's clock at append (ms since the epoch); -1 while unstamped.
     pub append_timestamp: i64,
 }
 
@@ -669,26 +717,32 @@ impl RecordBatch {
         })
     }
 
+    /// The decoded header.
     pub fn header(&self) -> &BatchHeader {
         &self.header
     }
 
+    /// The whole batch, header included, as it will be stored (the stamp aside).
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
 
+    /// Total bytes of the batch, header included.
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
 
+    /// Whether the batch holds no byte (never true for a decoded or built batch).
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
 
+    /// Records in the batch.
     pub fn record_count(&self) -> u32 {
         self.header.record_count as u32
     }
 
+    /// A borrowed view of the batch, for reading its records.
     pub fn view(&self) -> BatchView<'_> {
         BatchView {
             header: self.header,
@@ -804,10 +858,12 @@ impl Default for BatchBuilder {
 }
 
 impl BatchBuilder {
+    /// An empty builder with room for 4 KiB of batch.
     pub fn new() -> BatchBuilder {
         Self::with_capacity(4096)
     }
 
+    /// An empty builder with room for `bytes` bytes (at least the header) before it grows.
     pub fn with_capacity(bytes: usize) -> BatchBuilder {
         let mut buf = Vec::with_capacity(bytes.max(HEADER_SIZE));
         buf.resize(HEADER_SIZE, 0);
@@ -858,6 +914,7 @@ impl BatchBuilder {
         self.base_sequence = base_sequence;
     }
 
+    /// Records pushed so far.
     pub fn record_count(&self) -> i32 {
         self.count
     }

@@ -20,11 +20,17 @@
 
 use super::{le, DecodeError};
 
+/// The magic bytes every such file starts with.
 pub const MAGIC: [u8; 4] = *b"OLCP";
+/// The format version this build writes.
 pub const VERSION: u8 = 1;
+/// Byte position of the `kind` field in the file.
 pub const KIND_OFFSET: usize = 5;
+/// Byte position of the `count` field in the file.
 pub const COUNT_OFFSET: usize = KIND_OFFSET + 1;
+/// Byte position of the `sequence` field in the file.
 pub const SEQUENCE_OFFSET: usize = COUNT_OFFSET + 2;
+/// Byte position of the `values` field in the file.
 pub const VALUES_OFFSET: usize = SEQUENCE_OFFSET + 8;
 
 /// What a checkpoint record holds; the kind byte keeps one file from being read as another.
@@ -52,6 +58,7 @@ pub const fn encoded_len(count: usize) -> usize {
     VALUES_OFFSET + 8 * count + 4
 }
 
+/// Encodes a record of `kind` with `sequence` and `values` (CRC-32 appended); the inverse of `decode`.
 pub fn encode(kind: CheckpointKind, sequence: u64, values: &[u64]) -> Vec<u8> {
     let mut out = Vec::with_capacity(encoded_len(values.len()));
     out.extend_from_slice(&MAGIC);

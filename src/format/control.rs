@@ -29,7 +29,9 @@ use crate::types::{ProducerEpoch, ProducerId};
 /// A control batch's marker type (Kafka's `ControlRecordType`: ABORT = 0, COMMIT = 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MarkerKind {
+    /// Kafka's ABORT (code 0): the transaction's records are dropped by `read_committed` readers.
     Abort,
+    /// Kafka's COMMIT (code 1): the transaction's records become visible to `read_committed` readers.
     Commit,
 }
 
@@ -45,6 +47,7 @@ impl MarkerKind {
 /// A COMMIT or ABORT marker as the log sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Marker {
+    /// The producer whose transaction the marker ends.
     pub producer_id: ProducerId,
     /// The producer epoch the marker carries: the epoch of the producer's *next* transaction
     /// (every marker that ends a transaction bumps it, docs/transactions.md).
@@ -52,11 +55,13 @@ pub struct Marker {
     /// The epoch of the coordinator that wrote it; a lower one than the log has seen for the
     /// producer is a stale coordinator (`Error::CoordinatorFenced`).
     pub coordinator_epoch: i32,
+    /// COMMIT or ABORT.
     pub kind: MarkerKind,
 }
 
 /// Bytes of the control record key and value.
 pub const KEY_LEN: usize = 4;
+/// Bytes of the control record value (version i16, coordinator epoch i32).
 pub const VALUE_LEN: usize = 6;
 
 impl Marker {

@@ -22,24 +22,37 @@
 
 use super::{le, DecodeError};
 
+/// The magic bytes every such file starts with.
 pub const MAGIC: [u8; 4] = *b"OLEP";
+/// The format version this build writes.
 pub const VERSION: u8 = 1;
+/// Byte position of the `magic` field in the file.
 pub const MAGIC_OFFSET: usize = 0;
+/// Byte position of the `version` field in the file.
 pub const VERSION_OFFSET: usize = MAGIC_OFFSET + 4;
+/// Byte position of the `reserved` field in the file.
 pub const RESERVED_OFFSET: usize = VERSION_OFFSET + 1;
+/// Byte position of the `count` field in the file.
 pub const COUNT_OFFSET: usize = RESERVED_OFFSET + 3;
+/// Byte position of the first entry (the header's end).
 pub const ENTRIES_OFFSET: usize = COUNT_OFFSET + 4;
 const _: () = assert!(ENTRIES_OFFSET == 12);
 
+/// Byte position of `epoch` within an entry.
 pub const ENTRY_EPOCH_OFFSET: usize = 0;
+/// Byte position of `start_offset` within an entry.
 pub const ENTRY_START_OFFSET: usize = ENTRY_EPOCH_OFFSET + 4;
+/// Bytes of one entry.
 pub const ENTRY_SIZE: usize = ENTRY_START_OFFSET + 8;
+/// Bytes of the trailing CRC-32.
 pub const CRC_SIZE: usize = 4;
 
 /// One entry: `epoch` became leader epoch at `start_offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpochStart {
+    /// The leader epoch (>= 0).
     pub epoch: i32,
+    /// The offset of the first batch written in that epoch.
     pub start_offset: u64,
 }
 
@@ -49,6 +62,7 @@ pub const fn encoded_len(count: usize) -> usize {
 }
 
 // Format: { magic | version | reserved | count | entries | crc }
+/// Encodes `entries` as a whole file (CRC-32 appended); `decode` checks their order.
 pub fn encode(entries: &[EpochStart]) -> Vec<u8> {
     let mut out = Vec::with_capacity(encoded_len(entries.len()));
     out.extend_from_slice(&MAGIC);

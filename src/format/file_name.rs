@@ -22,6 +22,7 @@ pub enum FileKind {
 }
 
 impl FileKind {
+    /// Every kind of per-segment file, in a fixed order.
     pub const ALL: [FileKind; 5] = [
         FileKind::Log,
         FileKind::Index,
@@ -30,6 +31,7 @@ impl FileKind {
         FileKind::TxnIndex,
     ];
 
+    /// The file name's suffix, dot included (`.log`, `.index`, ...).
     pub fn suffix(self) -> &'static str {
         match self {
             FileKind::Log => ".log",

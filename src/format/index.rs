@@ -25,47 +25,68 @@
 
 use super::{le, DecodeError};
 
+/// The magic bytes every such file starts with.
 pub const MAGIC: [u8; 4] = *b"OLIX";
+/// The format version this build writes.
 pub const VERSION: u8 = 1;
+/// Byte position of the `magic` field in the file.
 pub const MAGIC_OFFSET: usize = 0;
+/// Byte position of the `version` field in the file.
 pub const VERSION_OFFSET: usize = MAGIC_OFFSET + 4;
+/// Byte position of the `kind` field in the file.
 pub const KIND_OFFSET: usize = VERSION_OFFSET + 1;
+/// Byte position of the `base_offset` field in the file.
 pub const BASE_OFFSET_OFFSET: usize = KIND_OFFSET + 1 + 2;
+/// Byte position of the `log_length` field in the file.
 pub const LOG_LENGTH_OFFSET: usize = BASE_OFFSET_OFFSET + 8;
+/// Byte position of the `last_batch_crc` field in the file.
 pub const LAST_BATCH_CRC_OFFSET: usize = LOG_LENGTH_OFFSET + 8;
+/// Byte position of the `count` field in the file.
 pub const COUNT_OFFSET: usize = LAST_BATCH_CRC_OFFSET + 4;
+/// Byte position of the `crc` field in the file.
 pub const CRC_OFFSET: usize = COUNT_OFFSET + 4;
+/// Byte position of the first entry (the header's end).
 pub const ENTRIES_OFFSET: usize = CRC_OFFSET + 4;
 const _: () = assert!(ENTRIES_OFFSET == 36);
 
 /// The log file an index describes: its length and the checksum of its last batch (0 if empty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IndexBinding {
+    /// Length in bytes of the `.log` file the index describes.
     pub log_length: u64,
+    /// CRC of the segment's last batch (0 for an empty segment).
     pub last_batch_crc: u32,
 }
 
+/// Bytes of one offset-index entry (relative offset u32, position u32).
 pub const OFFSET_ENTRY_SIZE: usize = 8;
+/// Bytes of one time-index entry (timestamp i64, relative offset u32).
 pub const TIME_ENTRY_SIZE: usize = 12;
 
 /// Which index a file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexKind {
+    /// An offset index (`.index`): [`OffsetEntry`] per entry.
     Offset = 0,
+    /// A time index (`.timeindex`): [`TimeEntry`] per entry.
     Time = 1,
 }
 
 /// `relative offset -> byte position` of the batch starting there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OffsetEntry {
+    /// The batch's base offset minus the segment's base offset.
     pub relative_offset: u32,
+    /// The batch's byte position in the segment file.
     pub position: u32,
 }
 
 /// `max timestamp so far -> relative offset` of the batch that holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeEntry {
+    /// The largest record timestamp (ms) up to and including the batch.
     pub timestamp: i64,
+    /// The batch's base offset minus the segment's base offset.
     pub relative_offset: u32,
 }
 
@@ -102,6 +123,7 @@ fn count_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// Encodes an offset index file for the segment at `base_offset`, bound to `bind`.
 pub fn encode_offset_index(
     base_offset: u64,
     bind: IndexBinding,
@@ -122,6 +144,7 @@ pub fn encode_offset_index(
     seal(out)
 }
 
+/// Encodes a time index file for the segment at `base_offset`, bound to `bind`.
 pub fn encode_time_index(base_offset: u64, bind: IndexBinding, entries: &[TimeEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(ENTRIES_OFFSET + entries.len() * TIME_ENTRY_SIZE);
     encode_header(

@@ -23,28 +23,72 @@ use std::fmt;
 #[non_exhaustive]
 pub enum DecodeError {
     /// Fewer bytes than the structure needs.
-    TooShort { need: u64, have: u64 },
+    TooShort {
+        /// Bytes needed.
+        need: u64,
+        /// Bytes available.
+        have: u64,
+    },
     /// The declared batch length is below the header size or above the allowed maximum.
-    BadLength { length: u64 },
+    BadLength {
+        /// The declared length.
+        length: u64,
+    },
     /// Unknown format version (magic byte).
-    BadMagic { magic: u8 },
+    BadMagic {
+        /// The byte found.
+        magic: u8,
+    },
     /// The stored checksum does not match the bytes.
-    ChecksumMismatch { stored: u32, computed: u32 },
+    ChecksumMismatch {
+        /// The checksum in the bytes.
+        stored: u32,
+        /// The checksum of the bytes.
+        computed: u32,
+    },
     /// A compression codec this build does not implement.
-    UnsupportedCompression { codec: u8 },
+    UnsupportedCompression {
+        /// The codec number (attribute bits 0-2).
+        codec: u8,
+    },
     /// A header field has an impossible value.
-    BadField { field: &'static str, value: i64 },
+    BadField {
+        /// The field's name.
+        field: &'static str,
+        /// Its value.
+        value: i64,
+    },
     /// A record inside a batch is malformed.
-    BadRecord { index: u32, reason: &'static str },
+    BadRecord {
+        /// The record's index in the batch, from 0.
+        index: u32,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// The records do not match the header's count or offset range.
-    RecordCountMismatch { declared: u32, found: u32 },
+    RecordCountMismatch {
+        /// The header's record count.
+        declared: u32,
+        /// Records decoded.
+        found: u32,
+    },
     /// An all-zero region (preallocated, never written).
     Zeroes,
     /// An entry of a producer-state snapshot is malformed (index counts from 0).
-    BadSnapshotEntry { index: u64, reason: &'static str },
+    BadSnapshotEntry {
+        /// The entry's index.
+        index: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// The segment file starting at `base` does not continue the chain of segments: the one
     /// before it ends at `prev_end` (offsets missing when `base > prev_end`, else overlapping).
-    SegmentChain { base: u64, prev_end: u64 },
+    SegmentChain {
+        /// The segment's base offset.
+        base: u64,
+        /// Where the previous segment ends.
+        prev_end: u64,
+    },
 }
 
 impl fmt::Display for DecodeError {

@@ -50,18 +50,27 @@ use crate::producer::{
 };
 use crate::types::{seq_add, seq_distance, ProducerId};
 
+/// The magic bytes every such file starts with.
 pub const MAGIC: [u8; 4] = *b"OLPS";
 /// Version 2 added the coordinator epoch of a producer's latest marker (entry flag bit 4).
 pub const VERSION: u8 = 2;
 /// The oldest version `decode` reads.
 pub const OLDEST_VERSION: u8 = 1;
+/// Byte position of the `magic` field in the file.
 pub const MAGIC_OFFSET: usize = 0;
+/// Byte position of the `version` field in the file.
 pub const VERSION_OFFSET: usize = MAGIC_OFFSET + 4;
+/// Byte position of the `flags` field in the file.
 pub const FLAGS_OFFSET: usize = VERSION_OFFSET + 1;
+/// Byte position of the `reserved` field in the file.
 pub const RESERVED_OFFSET: usize = FLAGS_OFFSET + 1;
+/// Byte position of the `snapshot_offset` field in the file.
 pub const SNAPSHOT_OFFSET_OFFSET: usize = RESERVED_OFFSET + 2;
+/// Byte position of the `count` field in the file.
 pub const COUNT_OFFSET: usize = SNAPSHOT_OFFSET_OFFSET + 8;
+/// Byte position of the `crc` field in the file.
 pub const CRC_OFFSET: usize = COUNT_OFFSET + 4;
+/// Byte position of the first entry (the header's end).
 pub const ENTRIES_OFFSET: usize = CRC_OFFSET + 4;
 /// Size of the fixed header.
 pub const HEADER_SIZE: usize = ENTRIES_OFFSET;

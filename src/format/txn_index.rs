@@ -27,18 +27,31 @@ use super::{le, DecodeError};
 use crate::producer::AbortedTxn;
 use crate::types::ProducerId;
 
+/// The magic bytes every such file starts with.
 pub const MAGIC: [u8; 4] = *b"OLTX";
+/// The format version this build writes.
 pub const VERSION: u8 = 1;
+/// Byte position of the `version` field in the file.
 pub const VERSION_OFFSET: usize = 4;
+/// Byte position of the `base_offset` field in the file.
 pub const BASE_OFFSET_OFFSET: usize = 8;
+/// Byte position of the `log_length` field in the file.
 pub const LOG_LENGTH_OFFSET: usize = 16;
+/// Byte position of the `next_offset` field in the file.
 pub const NEXT_OFFSET_OFFSET: usize = 24;
+/// Byte position of the `open_at_base` field in the file.
 pub const OPEN_AT_BASE_OFFSET: usize = 32;
+/// Byte position of the `open_at_end` field in the file.
 pub const OPEN_AT_END_OFFSET: usize = 36;
+/// Byte position of the `aborted` field in the file.
 pub const ABORTED_OFFSET: usize = 40;
+/// Byte position of the `crc` field in the file.
 pub const CRC_OFFSET: usize = 44;
+/// Byte position of the first entry (the header's end).
 pub const ENTRIES_OFFSET: usize = 48;
+/// Bytes of one open-transaction entry (producer id i64, first offset u64).
 pub const OPEN_ENTRY_SIZE: usize = 16;
+/// Bytes of one aborted-transaction entry (producer id, first, last and last stable offsets).
 pub const ABORTED_ENTRY_SIZE: usize = 32;
 
 /// Transactions open at a point of the log: `(first offset, producer)`, ascending.
@@ -59,16 +72,21 @@ pub fn fmt_open_txns(open: &[(u64, ProducerId)]) -> String {
 /// What a `.txnindex` file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SegmentTxnFile {
+    /// The segment's base offset.
     pub base_offset: u64,
-    /// The segment's byte length and end offset the file describes.
+    /// The segment's byte length the file describes.
     pub log_length: u64,
+    /// The segment's end offset (after its last batch) the file describes.
     pub next_offset: u64,
+    /// Transactions open at the segment's base offset.
     pub open_at_base: OpenTxns,
+    /// Transactions open at the segment's end.
     pub open_at_end: OpenTxns,
     /// Ascending by marker offset (`last_offset`), all within the segment.
     pub aborted: Vec<AbortedTxn>,
 }
 
+/// Encodes `f` as a whole `.txnindex` file (CRC-32 included).
 pub fn encode(f: &SegmentTxnFile) -> Vec<u8> {
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
     let mut out = Vec::with_capacity(

@@ -7,10 +7,12 @@ const BAD: DecodeError = DecodeError::BadRecord {
     reason: "malformed varint",
 };
 
+/// Appends `v` as a zigzag varint (Kafka's record encoding).
 pub fn put_varint(out: &mut Vec<u8>, v: i32) {
     put_varlong(out, i64::from(v));
 }
 
+/// Appends `v` as a zigzag varlong (Kafka's record encoding).
 pub fn put_varlong(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
@@ -27,6 +29,7 @@ pub fn varlong_len(v: i64) -> usize {
     bits.div_ceil(7)
 }
 
+/// Encoded size of `v` as a varint.
 pub fn varint_len(v: i32) -> usize {
     varlong_len(i64::from(v))
 }
@@ -40,7 +43,7 @@ fn unzigzag(z: u64) -> i64 {
 ///
 /// One- and two-byte encodings (-8192..=8191: the deltas, counts and lengths of records under
 /// 8 KiB) are decoded inline; longer ones, and every malformed or truncated one, by
-/// [`get_varlong_slow`]. Both give the same value and the same `*pos` for the same bytes
+/// `get_varlong_slow`. Both give the same value and the same `*pos` for the same bytes
 /// (`fast_path_matches_the_loop` below).
 #[inline]
 pub fn get_varlong(buf: &[u8], pos: &mut usize) -> Result<i64, DecodeError> {

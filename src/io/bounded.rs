@@ -11,7 +11,10 @@ use std::path::Path;
 #[derive(Debug)]
 pub enum BoundedReadError {
     /// The file holds more than `limit` bytes; only `limit + 1` were read.
-    TooLarge { limit: u64 },
+    TooLarge {
+        /// The largest size accepted, in bytes.
+        limit: u64,
+    },
     /// Opening or reading failed.
     Io(io::Error),
 }

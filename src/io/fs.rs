@@ -21,6 +21,7 @@ use super::{Allocation, DirLock, OpenMode, Storage, StorageFile};
 pub struct RealStorage;
 
 impl RealStorage {
+    /// The real file system of this machine.
     pub fn new() -> Self {
         RealStorage
     }

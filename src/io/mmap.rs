@@ -74,10 +74,12 @@ impl MappedRegion {
         }
     }
 
+    /// Length of the mapping in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether the mapping has no byte.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -107,6 +109,7 @@ impl AppendMap {
         })
     }
 
+    /// Bytes mapped (the published end is at most this).
     pub fn capacity(&self) -> usize {
         self.region.len
     }
@@ -171,6 +174,7 @@ pub struct MapWriter {
 }
 
 impl MapWriter {
+    /// The mapping it writes into.
     pub fn map(&self) -> &Arc<AppendMap> {
         &self.map
     }
@@ -180,6 +184,7 @@ impl MapWriter {
         self.pos
     }
 
+    /// Bytes left between the write position and the end of the mapping.
     pub fn remaining(&self) -> usize {
         self.map.region.len - self.pos
     }

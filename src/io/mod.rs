@@ -6,11 +6,15 @@
 //! Segment data is accessed only through a [`mmap::MappedRegion`] obtained from
 //! [`StorageFile::map`]; `docs/safety.md` argues why that is sound.
 
+// Test machinery, not API: hidden from the embedder's documentation.
+#[doc(hidden)]
 pub mod alloc_count;
 mod bounded;
 pub mod fs;
 pub mod mmap;
 pub mod signals;
+// Test machinery, not API: hidden from the embedder's documentation.
+#[doc(hidden)]
 pub mod sim;
 
 use std::fmt;
@@ -42,13 +46,17 @@ pub enum OpenMode {
 
 /// A directory tree of files. Paths are absolute or relative to the process's working directory.
 pub trait Storage: Send + Sync + fmt::Debug {
+    /// Creates `dir` and its missing parents (`mkdir -p`); not durable until `sync_dir` of each parent.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Names (not paths) of the regular files directly inside `dir`, unsorted.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Names of the directories directly inside `dir`, unsorted (a broker's partitions).
     fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Opens the file at `path` as `mode` says.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>>;
+    /// Whether something exists at `path`.
     fn exists(&self, path: &Path) -> bool;
+    /// Removes the file at `path` (durable once the directory is synced).
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Atomically replaces `to` with `from` (rename(2)).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -77,6 +85,7 @@ pub trait DirLock: Send + Sync + fmt::Debug {}
     reason = "an I/O length, not a collection"
 )]
 pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// The file's length in bytes.
     fn len(&self) -> io::Result<u64>;
     /// Reads exactly `buf.len()` bytes at `pos` (UnexpectedEof if the file is shorter).
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()>;

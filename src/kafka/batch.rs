@@ -56,7 +56,10 @@ pub enum BatchError {
     /// LogAppendTime batch, undecodable records): Kafka's INVALID_RECORD.
     Invalid(String),
     /// Decompressed records above the limit: MESSAGE_TOO_LARGE.
-    TooLarge { limit: usize },
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for BatchError {

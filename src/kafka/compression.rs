@@ -19,10 +19,15 @@ use super::batch::BatchError;
 /// A batch's compression codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
+    /// Uncompressed (attribute code 0).
     None,
+    /// gzip (code 1).
     Gzip,
+    /// Snappy (code 2), also in the Java client's xerial framing.
     Snappy,
+    /// LZ4 frames (code 3).
     Lz4,
+    /// Zstandard (code 4).
     Zstd,
 }
 

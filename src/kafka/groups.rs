@@ -147,11 +147,17 @@ impl Group {
 /// What JoinGroup answers.
 #[derive(Debug, Default)]
 pub struct Joined {
+    /// Kafka error code (0: none).
     pub error: i16,
+    /// The group generation the member joined.
     pub generation: i32,
+    /// The group's protocol type (e.g. `consumer`).
     pub protocol_type: String,
+    /// The protocol chosen for the generation.
     pub protocol: String,
+    /// The member id of the generation's leader.
     pub leader: String,
+    /// This member's id (assigned on its first join).
     pub member_id: String,
     /// (member id, its metadata for the chosen protocol): the leader's answer only.
     pub members: Vec<(String, Bytes)>,
@@ -160,11 +166,17 @@ pub struct Joined {
 /// What a JoinGroup asks.
 #[derive(Debug)]
 pub struct JoinRequest {
+    /// The group to join.
     pub group: String,
+    /// The member's id; empty on a first join.
     pub member_id: String,
+    /// The protocol type (e.g. `consumer`); every member must agree.
     pub protocol_type: String,
+    /// The protocols the member supports, with its metadata for each, in preference order.
     pub protocols: Vec<(String, Bytes)>,
+    /// A member not heard from within this is removed.
     pub session_timeout: Duration,
+    /// How long the coordinator waits for every member to rejoin during a rebalance.
     pub rebalance_timeout: Duration,
 }
 
@@ -195,6 +207,8 @@ impl Groups {
         self.changed.notify_all();
     }
 
+    /// JoinGroup: waits until the group's join phase completes (or `stop` returns true) and
+    /// answers this member's part.
     pub fn join(&self, req: JoinRequest, stop: &dyn Fn() -> bool) -> Joined {
         let mut groups = self.groups.lock();
         let now = Instant::now();
@@ -356,6 +370,8 @@ impl Groups {
         }
     }
 
+    /// Heartbeat: keeps the member alive; answers a Kafka error code (0, or e.g.
+    /// REBALANCE_IN_PROGRESS to make it rejoin).
     pub fn heartbeat(&self, group: &str, generation: i32, member_id: &str) -> i16 {
         let now = Instant::now();
         let mut groups = self.groups.lock();

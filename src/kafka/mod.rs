@@ -1,4 +1,4 @@
-//! `oncelog serve`: the Kafka wire protocol over a [`Broker`], so Kafka clients (librdkafka,
+//! `oncelog serve`: the Kafka wire protocol over a [`Broker`](crate::broker::Broker), so Kafka clients (librdkafka,
 //! kafka-python, kcat, ...) produce to and fetch from oncelog partition logs unchanged.
 //!
 //! Behind the cargo feature `kafka` (in the default `server` feature); the codec is the

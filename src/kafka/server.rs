@@ -151,6 +151,7 @@ impl Server {
         (dir, Server::bind(broker, config).unwrap())
     }
 
+    /// The address the server listens on (the actual port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

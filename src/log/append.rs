@@ -20,7 +20,9 @@ use crate::types::Offset;
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
+    /// Offset of the batch's first record.
     pub base_offset: Offset,
+    /// Offset of the batch's last record (`base_offset + record count - 1`).
     pub last_offset: Offset,
     /// The log's clock when the batch was appended (the batch's `append_timestamp`).
     pub append_time_ms: i64,

@@ -48,6 +48,7 @@ pub struct BestEffortFailures {
     pub retention: u64,
     /// Whether a failure was reported on stderr (once per log and kind).
     pub spare_reported: bool,
+    /// Whether a `snapshot` failure was reported on stderr (once per log).
     pub snapshot_reported: bool,
     pub retention_reported: bool,
 }

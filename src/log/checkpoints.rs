@@ -13,8 +13,11 @@ use crate::error::{Error, Result};
 use crate::format::checkpoint::{self, CheckpointKind};
 use crate::io::{write_atomic, OpenMode, Storage, StorageFile};
 
+/// Name of the recovery-point checkpoint file in a log directory (docs/format.md).
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// Name of the log-start-offset checkpoint file in a log directory (docs/format.md).
 pub const LOG_START_FILE: &str = "log-start-offset";
+/// Name of the clean-shutdown marker written by a clean close (docs/format.md).
 pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// Slot stride: one page apart, so a torn or lost page write damages at most the slot being
 /// written, whatever the device's atomic write unit.
@@ -79,6 +82,7 @@ impl RecoveryPointFile {
         })
     }
 
+    /// The value of the newest valid slot (0 when open found none).
     pub fn value(&self) -> u64 {
         self.value
     }

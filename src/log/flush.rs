@@ -443,6 +443,8 @@ impl Log {
 
     /// Drops the log the way a crash would: no sync, no index files, no marker. Queued seals are
     /// abandoned. The directory lock is released so the same process can reopen the log.
+    // Test machinery, not API: hidden from the embedder's documentation.
+    #[doc(hidden)]
     pub fn simulate_crash(self) {
         self.simulate_crash_shared();
     }

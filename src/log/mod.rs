@@ -151,6 +151,7 @@ pub struct IndexLoads {
     /// Of those, rebuilt by a scan (index files missing, damaged or stale: row R3) and
     /// written back (unless read-only).
     pub rebuilt: usize,
+    /// Segment bytes read by those rebuild scans.
     pub bytes_scanned: u64,
     /// First uses that found the segment damaged (`Error::Corrupt`, row R4).
     pub failed: usize,
@@ -215,10 +216,12 @@ impl Log {
         recovery::open(dir.as_ref(), config)
     }
 
+    /// The directory the log was opened in (as given to [`Log::open`]).
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
 
+    /// The configuration the log was opened with (validated).
     pub fn config(&self) -> &LogConfig {
         &self.inner.config
     }
@@ -256,6 +259,8 @@ impl Log {
         }
     }
 
+    /// Whether the log was opened read-only ([`RecoveryMode::ReadOnlyOnCorruption`](crate::RecoveryMode::ReadOnlyOnCorruption) met damage);
+    /// appends then fail with [`Error::ReadOnly`].
     pub fn is_read_only(&self) -> bool {
         self.inner.read_only
     }

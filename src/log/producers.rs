@@ -35,6 +35,7 @@ use crate::types::{Offset, ProducerEpoch, ProducerId};
 
 use super::checkpoints;
 
+/// Name of the producer-id reservation file in a log directory (docs/format.md).
 pub const PRODUCER_IDS_FILE: &str = "producer-ids";
 /// The newest epoch issued per producer id (`IssuedEpochs`), durable before the epoch is
 /// returned.

@@ -33,6 +33,7 @@ impl Fetch {
             .unwrap_or(&[])
     }
 
+    /// Whether the fetch holds no batch.
     pub fn is_empty(&self) -> bool {
         self.start == self.end
     }

@@ -19,7 +19,9 @@ use crate::types::Offset;
 /// What a retention pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionOutcome {
+    /// Sealed segments deleted.
     pub segments_deleted: usize,
+    /// Bytes of the deleted segment files.
     pub bytes_deleted: u64,
 }
 

@@ -76,8 +76,12 @@ pub enum Isolation {
 /// A fetch at an isolation level.
 #[derive(Debug, Clone, Default)]
 pub struct IsolatedFetch {
+    /// The batches returned.
     pub fetch: Fetch,
+    /// The high watermark the read was bounded by, capped at the log end.
     pub high_watermark: Offset,
+    /// The last stable offset at that high watermark: the first offset of the oldest open
+    /// transaction, or the high watermark when none is open.
     pub last_stable_offset: Offset,
     /// `ReadCommitted`: the aborted transactions with a record in the returned batches,
     /// ascending by marker offset. Empty for `ReadUncommitted`.
@@ -227,9 +231,11 @@ pub(super) fn read_files(
 /// through [`TxnFile::read`]).
 #[derive(Debug)]
 pub enum TxnFile {
+    /// The segment has no `.txnindex` file.
     Missing,
     /// Present but not a valid file for this segment (read error, decode error, other base).
     Damaged(String),
+    /// Decoded and bound to this segment.
     Decoded(SegmentTxnFile),
 }
 
@@ -526,7 +532,9 @@ pub fn rebuild_segment_txns(
 /// A committed record: its offset and the record, borrowed from the fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommittedRecord<'a> {
+    /// The record's offset in the log.
     pub offset: u64,
+    /// The record (key, value, headers, timestamp), borrowed from the fetch's bytes.
     pub record: Record<'a>,
 }
 

@@ -83,6 +83,7 @@ pub struct Authorizer {
 }
 
 impl Authorizer {
+    /// An authorizer applying `cluster`'s ACL.
     pub fn new(cluster: &ClusterFile) -> Authorizer {
         Authorizer {
             acl: cluster.tls.acl.clone(),

@@ -59,6 +59,7 @@ pub struct ClusterFile {
     pub etcd: Vec<String>,
     /// Sorted by id.
     pub replicas: Vec<ReplicaEntry>,
+    /// `min.insync.replicas` for the partition (1..=replicas).
     pub min_insync_replicas: u32,
     /// The CA, member certificates and ACL (`net::security`); security is on iff `tls.ca` is
     /// set.
@@ -68,8 +69,11 @@ pub struct ClusterFile {
 /// One `replica` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaEntry {
+    /// The replica id.
     pub id: ReplicaId,
+    /// The address its node listens on.
     pub addr: SocketAddr,
+    /// Its data directory, if the file names one.
     pub dir: Option<PathBuf>,
 }
 
@@ -80,44 +84,69 @@ pub struct ClusterFileError {
     pub path: Option<PathBuf>,
     /// 1-based line number; 0 for the file as a whole.
     pub line: usize,
+    /// What is wrong.
     pub kind: ClusterFileErrorKind,
 }
 
 #[derive(Debug)]
 #[non_exhaustive]
+/// What is wrong with a cluster file.
 pub enum ClusterFileErrorKind {
+    /// The file could not be read.
     Io(io::Error),
+    /// A line starts with a word that is no directive.
     UnknownDirective(String),
+    /// A directive lacks a value.
     MissingValue {
+        /// The directive.
         directive: &'static str,
+        /// The value it lacks.
         what: &'static str,
     },
+    /// A directive has more values than it takes.
     ExtraValue {
+        /// The directive.
         directive: &'static str,
+        /// The first extra value.
         value: String,
     },
+    /// An address that is not `ip:port`.
     BadAddress(String),
+    /// A replica id that is not a number in range.
     BadReplicaId(String),
+    /// A value that is not a number in range.
     BadNumber {
+        /// The directive.
         directive: &'static str,
+        /// The value.
         value: String,
     },
     /// A directive that may appear once appeared again (first seen on `first_line`).
     Repeated {
+        /// The directive.
         directive: &'static str,
+        /// The line it first appeared on.
         first_line: usize,
     },
+    /// Two `replica` lines with this id.
     DuplicateReplica(ReplicaId),
+    /// Two members with this address.
     DuplicateAddress(SocketAddr),
+    /// No `controller` line.
     MissingController,
+    /// No `replica` line.
     NoReplicas,
+    /// `min.insync.replicas` is 0 or above the number of replicas.
     MinIsrOutOfRange {
+        /// The value given.
         min_insync_replicas: u32,
+        /// The number of replicas.
         replicas: usize,
     },
     /// The file holds more than `limit` bytes (or never ends, like `/dev/zero`); nothing past
     /// the limit was read.
     TooLarge {
+        /// The limit, in bytes.
         limit: u64,
     },
     /// The file is not UTF-8 text.
@@ -448,6 +477,7 @@ impl ClusterFile {
         Ok(file)
     }
 
+    /// The `replica` line with `id`, if any.
     pub fn replica(&self, id: ReplicaId) -> Option<&ReplicaEntry> {
         self.replicas.iter().find(|r| r.id == id)
     }

@@ -28,6 +28,7 @@ use crate::replication::{AlterIsrRequest, Incarnation, LeaderAndIsr, LogRecovery
 use crate::types::{Offset, ProducerEpoch, ProducerId};
 
 #[derive(Debug)]
+/// A client of the controller (of every controller address, failing over on an unreachable one).
 pub struct ControllerClient {
     /// One per controller address; never empty.
     conns: Vec<Connection>,
@@ -38,6 +39,7 @@ pub struct ControllerClient {
 }
 
 impl ControllerClient {
+    /// A client of the controller at `addr`; `timeout` bounds each call, connecting included.
     pub fn new(addr: SocketAddr, config: TransportConfig, timeout: Duration) -> Self {
         Self::with_addrs(addr, &[], config, timeout)
     }
@@ -147,10 +149,12 @@ impl ControllerClient {
         })
     }
 
+    /// Proposes an ISR change; answers the controller's record after it, or why it was refused.
     pub fn alter_isr(&mut self, req: &AlterIsrRequest) -> Result<LeaderAndIsr, NetError> {
         self.record(Message::AlterIsr(req.clone()))
     }
 
+    /// Reports `replica` stopped (controlled shutdown); answers the controller's record after it.
     pub fn replica_failed(&mut self, replica: ReplicaId) -> Result<LeaderAndIsr, NetError> {
         self.record(Message::ReplicaFailed { replica })
     }
@@ -172,6 +176,7 @@ impl ControllerClient {
         }
     }
 
+    /// The controller's view of the cluster: the record and every replica's session.
     pub fn metadata(&mut self) -> Result<ClusterMetadata, NetError> {
         let request = Message::Metadata;
         match self.call(&request)? {

@@ -81,6 +81,7 @@ pub struct ControllerConfig {
     pub session_timeout_ms: u64,
     /// How often the ticker thread checks sessions.
     pub expiry_check_interval: Duration,
+    /// The server's limits (connections, deadlines, request size).
     pub transport: TransportConfig,
     /// Print every state change to stderr (the `oncelog controller` process does), and the
     /// refused handshakes and requests.
@@ -91,6 +92,7 @@ pub struct ControllerConfig {
 }
 
 impl ControllerConfig {
+    /// Defaults for a controller keeping its state in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         ControllerConfig {
             dir: dir.into(),
@@ -231,6 +233,7 @@ impl ControllerService {
         }
     }
 
+    /// The cluster file the controller serves.
     pub fn cluster(&self) -> &ClusterFile {
         &self.cluster
     }
@@ -709,6 +712,7 @@ impl ControllerServer {
         })
     }
 
+    /// The address it listens on (`None` when not serving).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.server.as_ref().map(Server::local_addr)
     }
@@ -723,6 +727,7 @@ impl ControllerServer {
         self.server.as_ref().map_or(0, Server::failed_handshakes)
     }
 
+    /// The controller's state machine, shared with its server threads.
     pub fn service(&self) -> &Arc<ControllerService> {
         &self.service
     }

@@ -24,10 +24,12 @@ pub type RecordVersion = i64;
 pub struct StoreError {
     /// What was attempted ("load the partition record", "grant a session lease"...).
     pub op: &'static str,
+    /// The store's description of the failure.
     pub message: String,
 }
 
 impl StoreError {
+    /// A failure of `op`, described by `message`.
     pub fn new(op: &'static str, message: impl fmt::Display) -> Self {
         StoreError {
             op,

@@ -31,49 +31,86 @@ use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, Sequence};
 pub enum RemoteError {
     /// 1: this replica does not lead (in the epoch asked for); `leader` is the one it knows.
     NotLeader {
+        /// The leader it knows, if any.
         leader: Option<ReplicaId>,
+        /// The leader epoch that answer is for.
         leader_epoch: LeaderEpoch,
     },
     /// 2: acks=all refused before appending (ISR below `min.insync.replicas`).
-    NotEnoughReplicas { isr: u32, min_isr: u32 },
+    NotEnoughReplicas {
+        /// Size of the committed ISR.
+        isr: u32,
+        /// The effective min ISR.
+        min_isr: u32,
+    },
     /// 3: acks=all appended, but the ISR shrank below `min.insync.replicas`.
-    NotEnoughReplicasAfterAppend { maximal_isr: u32, min_isr: u32 },
+    NotEnoughReplicasAfterAppend {
+        /// Size of the maximal ISR.
+        maximal_isr: u32,
+        /// The effective min ISR.
+        min_isr: u32,
+    },
     /// 4: an acks=all request was not committed before its timeout.
     Timeout,
     /// 5
     OutOfOrderSequence {
+        /// The producer.
         producer_id: ProducerId,
+        /// The batch's epoch.
         epoch: ProducerEpoch,
+        /// The batch's first sequence.
         first_sequence: Sequence,
+        /// The sequence the log expected.
         expected_sequence: Sequence,
     },
     /// 6
     ProducerFenced {
+        /// The producer.
         producer_id: ProducerId,
+        /// The batch's epoch.
         epoch: ProducerEpoch,
+        /// The epoch the log holds.
         current_epoch: ProducerEpoch,
     },
     /// 7
     DuplicateSequence {
+        /// The producer.
         producer_id: ProducerId,
+        /// The batch's epoch.
         epoch: ProducerEpoch,
+        /// The batch's first sequence.
         first_sequence: Sequence,
     },
     /// 8
     UnknownProducerId {
+        /// The producer.
         producer_id: ProducerId,
+        /// The batch's first sequence.
         first_sequence: Sequence,
     },
     /// 9: a read outside the log.
     OffsetOutOfRange {
+        /// The offset asked for.
         requested: Offset,
+        /// The log's first offset.
         log_start: Offset,
+        /// The log's end offset.
         log_end: Offset,
     },
     /// 10: a replicated append did not start at the log end.
-    UnexpectedAppendOffset { expected: Offset, actual: Offset },
+    UnexpectedAppendOffset {
+        /// The log end offset.
+        expected: Offset,
+        /// The batch's base offset.
+        actual: Offset,
+    },
     /// 11
-    BatchTooLarge { size: u64, max: u64 },
+    BatchTooLarge {
+        /// The batch's size in bytes.
+        size: u64,
+        /// The limit in bytes.
+        max: u64,
+    },
     /// 12: the request's batch bytes are not a valid batch (the reason is in the message).
     InvalidBatch,
     /// 13: the remote found damaged data (file and position in the message).
@@ -84,7 +121,10 @@ pub enum RemoteError {
     Unavailable,
     /// 16: the controller has no live session for this replica (never registered, expired, or
     /// another incarnation): register again.
-    SessionExpired { replica: ReplicaId },
+    SessionExpired {
+        /// The replica without a session.
+        replica: ReplicaId,
+    },
     /// 17: the request is malformed or not one this server answers.
     InvalidRequest,
     /// 18: anything else (configuration, unclassified).
@@ -100,11 +140,14 @@ pub enum RemoteError {
 /// An error answer: the typed error and the remote's human-readable description.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorReply {
+    /// The typed error.
     pub error: RemoteError,
+    /// The remote's description.
     pub message: String,
 }
 
 impl ErrorReply {
+    /// An answer with `error` and its description.
     pub fn new(error: RemoteError, message: impl Into<String>) -> Self {
         ErrorReply {
             error,
@@ -225,6 +268,7 @@ const ISR_REASONS: [&str; 2] = [
     "a member is named twice",
     "the ISR does not contain the leader",
 ];
+/// The `InvalidIsr` reason decoded from wire code 0 (a reason without a code of its own).
 pub const UNSPECIFIED_ISR_REASON: &str = "unspecified (see the error message)";
 
 fn saturating_u32(n: usize) -> u32 {

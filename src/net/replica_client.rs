@@ -26,13 +26,16 @@ use crate::types::{Offset, ProducerEpoch, ProducerId};
 /// Committed data from [`ReplicaClient::read`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadResult {
+    /// The leader's high watermark.
     pub high_watermark: Offset,
+    /// The leader log's end offset.
     pub log_end: Offset,
     /// Whole batches, every one below `high_watermark`.
     pub bytes: Vec<u8>,
 }
 
 #[derive(Debug)]
+/// A client of one replica's node (produce, read, producer ids, fetch).
 pub struct ReplicaClient {
     conn: Connection,
     /// Per call, connecting included (a produce adds its own `timeout_ms`).
@@ -40,6 +43,7 @@ pub struct ReplicaClient {
 }
 
 impl ReplicaClient {
+    /// A client of the node at `addr`; `timeout` bounds each call, connecting included.
     pub fn new(addr: SocketAddr, config: TransportConfig, timeout: Duration) -> Self {
         ReplicaClient {
             conn: Connection::new(addr, config),
@@ -55,6 +59,7 @@ impl ReplicaClient {
         self
     }
 
+    /// The node's address.
     pub fn addr(&self) -> SocketAddr {
         self.conn.addr()
     }

@@ -40,7 +40,9 @@ use crate::replication::ReplicaId;
 /// A member of the cluster: the controller or a replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Member {
+    /// The controller.
     Controller,
+    /// The replica with this id.
     Replica(ReplicaId),
 }
 
@@ -88,8 +90,10 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every operation.
     pub const ALL: [Operation; 3] = [Operation::Produce, Operation::Read, Operation::Admin];
 
+    /// The operation's name in the cluster file's ACL (`produce`, `read`, `admin`).
     pub fn name(self) -> &'static str {
         match self {
             Operation::Produce => "produce",
@@ -123,7 +127,9 @@ pub struct ClusterTls {
 /// A certificate chain and its private key, both PEM files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertPaths {
+    /// The PEM certificate chain.
     pub cert: PathBuf,
+    /// The PEM private key.
     pub key: PathBuf,
 }
 

@@ -66,6 +66,7 @@ pub struct ServerSecurity {
     /// The CA clients are verified against and the certificate served (it must have one:
     /// [`Security::can_serve`]).
     pub tls: Security,
+    /// Who may send which request.
     pub authorizer: Authorizer,
     /// Log failed handshakes and refused requests on stderr (at the 1st, 2nd, 4th...).
     pub log: bool,
@@ -155,6 +156,7 @@ impl Server {
         Server::start(TcpListener::bind(addr)?, handler, config)
     }
 
+    /// The address it listens on (the actual port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }

@@ -29,6 +29,7 @@ impl Socket for TcpStream {
 /// One connection's stream.
 #[derive(Debug)]
 pub enum NetStream {
+    /// Plain TCP.
     Plain(TcpStream),
     /// The client end of a TLS connection.
     #[cfg(feature = "tls")]

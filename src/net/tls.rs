@@ -65,6 +65,7 @@ impl fmt::Debug for Security {
 pub struct SecurityError {
     /// The file at fault, if one is.
     pub path: Option<PathBuf>,
+    /// What is wrong.
     pub message: String,
 }
 

@@ -93,17 +93,25 @@ impl Default for TransportConfig {
 /// What went wrong with a call, always naming the peer.
 #[derive(Debug)]
 pub struct NetError {
+    /// The peer.
     pub addr: SocketAddr,
+    /// What went wrong.
     pub kind: NetErrorKind,
 }
 
 #[derive(Debug)]
 #[non_exhaustive]
+/// What went wrong with a call.
 pub enum NetErrorKind {
     /// Could not connect (refused, unreachable, timed out).
     Connect(io::Error),
     /// Sending or receiving failed (`op` says which).
-    Io { op: &'static str, source: io::Error },
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// The operating system's error.
+        source: io::Error,
+    },
     /// The call's timeout passed before the answer arrived.
     Timeout,
     /// The peer closed the connection before answering.
@@ -111,14 +119,21 @@ pub enum NetErrorKind {
     /// The answer is not a valid frame.
     BadFrame(DecodeError),
     /// The answer carries another call's correlation id.
-    CorrelationMismatch { expected: u64, got: u64 },
+    CorrelationMismatch {
+        /// The call's correlation id.
+        expected: u64,
+        /// The answer's.
+        got: u64,
+    },
     /// The request does not fit in a frame; nothing was sent.
     RequestTooLarge(FrameTooLarge),
     /// The peer answered with an error.
     Remote(ErrorReply),
     /// The peer answered with a message that does not answer this request.
     UnexpectedResponse {
+        /// The request sent.
         request: &'static str,
+        /// The answer received.
         response: &'static str,
     },
     /// TLS failed: a certificate was refused (ours by the server, or the server's by us), or
@@ -254,10 +269,12 @@ impl Connection {
         self.tls = Some((security, server));
     }
 
+    /// The peer's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// Whether a connection is open now.
     pub fn is_connected(&self) -> bool {
         self.stream.is_some()
     }

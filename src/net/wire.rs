@@ -38,11 +38,17 @@ use crate::types::{Offset, ProducerEpoch, ProducerId};
 
 /// The only frame version so far.
 pub const VERSION: u8 = 1;
+/// Bytes of a frame's leading `length` (u32), which counts the bytes after it.
 pub const LENGTH_SIZE: usize = 4;
+/// Byte position of the frame version (u8).
 pub const VERSION_OFFSET: usize = LENGTH_SIZE;
+/// Byte position of the message kind (u8).
 pub const KIND_OFFSET: usize = VERSION_OFFSET + 1;
+/// Byte position of the correlation id (u64).
 pub const CORRELATION_OFFSET: usize = KIND_OFFSET + 1;
+/// Byte position of the payload.
 pub const PAYLOAD_OFFSET: usize = CORRELATION_OFFSET + 8;
+/// Bytes of the trailing CRC-32.
 pub const CRC_SIZE: usize = 4;
 /// The smallest `length`: version, kind, correlation id and crc around an empty payload.
 pub const MIN_LENGTH: u32 = (PAYLOAD_OFFSET - LENGTH_SIZE + CRC_SIZE) as u32;
@@ -51,7 +57,9 @@ pub const DEFAULT_MAX_FRAME_BYTES: u32 = 64 << 20;
 
 /// acks values of [`Message::Produce`] (Kafka's): none, leader, all in-sync replicas.
 pub const ACKS_NONE: i8 = 0;
+/// acks=1: answered once the leader appended.
 pub const ACKS_LEADER: i8 = 1;
+/// acks=all (-1): answered once the high watermark passed the batch.
 pub const ACKS_ALL: i8 = -1;
 
 /// Every request and response of the protocol. Requests name their answer; any request may
@@ -68,8 +76,11 @@ pub enum Message {
     /// `timeout_ms`: how long an acks=all request may wait for the high-water mark. Answered by
     /// `ProduceResponse`.
     Produce {
+        /// 0, 1 or -1 (all).
         acks: i8,
+        /// How long an acks=all request may wait for the high watermark (ms).
         timeout_ms: u32,
+        /// One whole encoded batch.
         batch: Vec<u8>,
     },
     /// 5: where the batch is (`duplicate`: a retry of a batch already in the log).
@@ -77,18 +88,31 @@ pub enum Message {
     /// 6, client -> controller (`None`: a new producer id, epoch 0) or -> leader (`Some`: the
     /// next epoch of a known id, `Log::reinit_external_producer`). Answered by
     /// `ProducerIdAssigned`.
-    InitProducerId { producer_id: Option<ProducerId> },
+    InitProducerId {
+        /// `None`: a new id; `Some`: the next epoch of this id.
+        producer_id: Option<ProducerId>,
+    },
     /// 7
     ProducerIdAssigned {
+        /// The producer id.
         producer_id: ProducerId,
+        /// Its epoch.
         epoch: ProducerEpoch,
     },
     /// 8, client -> leader: committed batches from `offset`. Answered by `ReadResponse`.
-    Read { offset: Offset, max_bytes: u32 },
+    Read {
+        /// The first offset wanted.
+        offset: Offset,
+        /// Most bytes of batches to return.
+        max_bytes: u32,
+    },
     /// 9: whole batches, all below `high_watermark`.
     ReadResponse {
+        /// Readers see only offsets below this.
         high_watermark: Offset,
+        /// The leader log's end offset.
         log_end: Offset,
+        /// Whole encoded batches.
         bytes: Vec<u8>,
     },
     /// 10, anyone -> controller: answered by `MetadataResponse`.
@@ -98,37 +122,55 @@ pub enum Message {
     /// 12, replica -> controller, once per life: starts its session. Answered by
     /// `LeaderAndIsr`.
     Register {
+        /// The replica registering.
         replica: ReplicaId,
+        /// Its incarnation (new at every start).
         incarnation: Incarnation,
+        /// What opening its log found.
         recovery: LogRecovery,
     },
     /// 13, replica -> controller, periodically: keeps the session. Answered by `LeaderAndIsr`,
     /// or `SessionExpired` (register again).
     Heartbeat {
+        /// The replica.
         replica: ReplicaId,
+        /// The incarnation it registered with.
         incarnation: Incarnation,
+        /// Its log end offset.
         log_end: Offset,
     },
     /// 14, leader -> controller: answered by `LeaderAndIsr` or an error.
     AlterIsr(AlterIsrRequest),
     /// 15, operator -> controller: a new leader (`preferred` if given). Answered by `Elected`.
     ElectLeader {
+        /// The replica to elect, if any.
         preferred: Option<ReplicaId>,
+        /// Whether a replica outside the ISR may be elected (committed data may be lost).
         allow_unclean: bool,
     },
     /// 16, replica or operator -> controller: the replica stopped (controlled shutdown).
     /// Answered by `LeaderAndIsr`.
-    ReplicaFailed { replica: ReplicaId },
+    ReplicaFailed {
+        /// The replica that stopped.
+        replica: ReplicaId,
+    },
     /// 17: the controller's record.
     LeaderAndIsr(LeaderAndIsr),
     /// 18: the record after an election; `unclean`: committed data may have been lost.
-    Elected { state: LeaderAndIsr, unclean: bool },
+    Elected {
+        /// The record after the election.
+        state: LeaderAndIsr,
+        /// Whether the election was unclean.
+        unclean: bool,
+    },
 }
 
 /// The controller's view of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterMetadata {
+    /// The partition's leader, epochs and ISR.
     pub state: LeaderAndIsr,
+    /// The cluster's `min.insync.replicas`.
     pub min_insync_replicas: u32,
     /// Sorted by replica id.
     pub replicas: Vec<ReplicaStatus>,
@@ -137,12 +179,15 @@ pub struct ClusterMetadata {
 /// One replica as the controller sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaStatus {
+    /// The replica's id.
     pub replica: ReplicaId,
+    /// Its address in the cluster file.
     pub addr: SocketAddr,
     /// Has a live session (or has not missed one since the controller started).
     pub alive: bool,
     /// Restarted having lost data: not electable until back in the ISR.
     pub needs_catch_up: bool,
+    /// The incarnation of its current session, if it registered.
     pub incarnation: Option<Incarnation>,
     /// The log end offset of its last heartbeat.
     pub log_end: Option<Offset>,
@@ -153,14 +198,18 @@ pub struct ReplicaStatus {
 /// A decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
+    /// Pairs a response with its request.
     pub correlation_id: u64,
+    /// The message.
     pub message: Message,
 }
 
 /// A message whose frame would exceed the limit (nothing was sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameTooLarge {
+    /// The frame's length in bytes.
     pub length: u64,
+    /// The limit, in bytes.
     pub max: u32,
 }
 
@@ -272,8 +321,11 @@ pub fn frame_length(prefix: [u8; LENGTH_SIZE], max_frame_bytes: u32) -> Result<u
 /// The checked envelope of a frame body (the bytes after the length).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Envelope<'a> {
+    /// The message kind byte.
     pub kind: u8,
+    /// The correlation id.
     pub correlation_id: u64,
+    /// The payload, still encoded.
     pub payload: &'a [u8],
 }
 

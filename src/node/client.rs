@@ -28,6 +28,7 @@ pub struct PartitionClient {
     cluster: ClusterFile,
     controller: Mutex<ControllerClient>,
     replicas: Mutex<HashMap<ReplicaId, ReplicaClient>>,
+    /// The acks of every produce.
     pub acks: Acks,
     /// How long an acks=all request may wait on the leader.
     pub produce_timeout_ms: u32,
@@ -40,6 +41,7 @@ pub struct PartitionClient {
 }
 
 impl PartitionClient {
+    /// A client of `cluster` with `acks`: 5 s acks=all waits, 10 s of retries, 2 s requests, plain TCP.
     pub fn new(cluster: ClusterFile, acks: Acks) -> PartitionClient {
         let request_timeout = Duration::from_secs(2);
         PartitionClient {

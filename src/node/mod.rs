@@ -43,14 +43,19 @@ pub use client::PartitionClient;
 /// Settings of one node.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
+    /// The cluster file: controller and node addresses, security rules.
     pub cluster: ClusterFile,
+    /// This node's replica id (in the cluster file).
     pub id: ReplicaId,
+    /// The node's data directory.
     pub dir: PathBuf,
+    /// Settings of the node's log.
     pub log: LogConfig,
     /// Heartbeat and replica tick period.
     pub tick_ms: u64,
     /// `replica.lag.time.max.ms`.
     pub lag_ms: u64,
+    /// How long one request to the controller or another node may take.
     pub request_timeout: Duration,
     /// The limits of the node's server (connections, deadlines, request size). A request
     /// limit below what a produce of `log.max_batch_bytes` needs is raised to it at start
@@ -65,6 +70,7 @@ pub struct NodeOptions {
 }
 
 impl NodeOptions {
+    /// Defaults: the default log config, 50 ms ticks, 2 s lag limit and request timeout, plain TCP.
     pub fn new(cluster: ClusterFile, id: ReplicaId, dir: PathBuf) -> NodeOptions {
         NodeOptions {
             cluster,

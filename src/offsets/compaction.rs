@@ -64,9 +64,11 @@ pub struct CompactionOutcome {
     pub as_of: Offset,
     /// Records and batches rewritten.
     pub records: usize,
+    /// Batches written by the rewrite.
     pub batches: usize,
     /// The log start afterwards.
     pub log_start: Offset,
+    /// Segments deleted below the new log start.
     pub segments_deleted: usize,
 }
 

@@ -29,23 +29,33 @@ use crate::format::{le, DecodeError};
 /// The longest consumer group name, in bytes.
 pub const MAX_GROUP_LEN: usize = 255;
 
+/// The key format version this build writes.
 pub const KEY_VERSION: u16 = 0;
+/// The value format version this build writes.
 pub const VALUE_VERSION: u16 = 0;
 /// Value flag bit 0: the record is a compaction rewrite and carries `as_of`.
 pub const FLAG_REWRITE: u8 = 0x01;
 
 // Key fields: version, group length, group, topic length, topic, partition.
+/// Byte position of the key's version (u16).
 pub const KEY_VERSION_OFFSET: usize = 0;
+/// Byte position of the key's group length (u8).
 pub const KEY_GROUP_LEN_OFFSET: usize = KEY_VERSION_OFFSET + 2;
+/// Byte position of the key's group name.
 pub const KEY_GROUP_OFFSET: usize = KEY_GROUP_LEN_OFFSET + 1;
 /// Bytes of a key besides the group and topic names.
 pub const KEY_FIXED_LEN: usize = 2 + 1 + 1 + 4;
 
 // Value fields.
+/// Byte position of the value's version (u16).
 pub const VALUE_VERSION_OFFSET: usize = 0;
+/// Byte position of the value's flags (u8).
 pub const VALUE_FLAGS_OFFSET: usize = VALUE_VERSION_OFFSET + 2;
+/// Byte position of the committed offset (u64).
 pub const VALUE_OFFSET_OFFSET: usize = VALUE_FLAGS_OFFSET + 1;
+/// Byte position of the commit timestamp (i64, ms).
 pub const VALUE_TIMESTAMP_OFFSET: usize = VALUE_OFFSET_OFFSET + 8;
+/// Byte position of the rewrite's `as_of` offset (u64; only with [`FLAG_REWRITE`]).
 pub const VALUE_AS_OF_OFFSET: usize = VALUE_TIMESTAMP_OFFSET + 8;
 /// A plain commit's value.
 pub const VALUE_LEN: usize = VALUE_AS_OF_OFFSET;
@@ -83,10 +93,12 @@ impl OffsetKey {
         })
     }
 
+    /// The consumer group.
     pub fn group(&self) -> &str {
         &self.group
     }
 
+    /// The partition whose offset is committed.
     pub fn partition(&self) -> &TopicPartition {
         &self.partition
     }
@@ -134,6 +146,7 @@ impl OffsetValue {
     }
 }
 
+/// Encodes a key (docs/format.md).
 pub fn encode_key(key: &OffsetKey) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.encoded_len());
     out.extend_from_slice(&KEY_VERSION.to_le_bytes());
@@ -148,6 +161,7 @@ pub fn encode_key(key: &OffsetKey) -> Vec<u8> {
     out
 }
 
+/// Encodes a value (docs/format.md).
 pub fn encode_value(value: &OffsetValue) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.encoded_len());
     out.extend_from_slice(&VALUE_VERSION.to_le_bytes());
@@ -182,6 +196,7 @@ fn take(bytes: &[u8], at: usize, len: usize) -> Result<&[u8], DecodeError> {
         })
 }
 
+/// Decodes a key; a malformed or unknown-version key is a [`DecodeError`].
 pub fn decode_key(bytes: &[u8]) -> Result<OffsetKey, DecodeError> {
     let version = le::u16_at(bytes, KEY_VERSION_OFFSET)?;
     if version != KEY_VERSION {
@@ -206,6 +221,7 @@ pub fn decode_key(bytes: &[u8]) -> Result<OffsetKey, DecodeError> {
     OffsetKey::new(group, partition).map_err(|_| bad("offsets key group", group_len as u64))
 }
 
+/// Decodes a value; a malformed or unknown-version value is a [`DecodeError`].
 pub fn decode_value(bytes: &[u8]) -> Result<OffsetValue, DecodeError> {
     let version = le::u16_at(bytes, VALUE_VERSION_OFFSET)?;
     if version != VALUE_VERSION {

@@ -45,6 +45,7 @@ use crate::types::ProducerId;
 pub struct ApplyError {
     /// The offset of the record (or batch) at fault.
     pub offset: u64,
+    /// What is wrong with it.
     pub reason: DecodeError,
 }
 
@@ -63,7 +64,9 @@ impl std::error::Error for ApplyError {}
 /// A committed offset and where in the log it was set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommittedOffset {
+    /// The committed offset: the next offset the group will consume.
     pub offset: u64,
+    /// When it was committed (ms, the offsets log's clock).
     pub commit_timestamp: i64,
     /// The log offset of the batch (plain commit, rewrite) or COMMIT marker that set it.
     pub set_at: u64,

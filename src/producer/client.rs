@@ -46,8 +46,13 @@ pub const MAX_IN_FLIGHT: usize = 5;
 /// Where a producer sends batches: a log here; a replicated partition or a network client
 /// (which can lose requests and responses) elsewhere.
 pub trait ProduceTarget {
+    /// Appends one batch and answers where it landed; a duplicate of a batch already written
+    /// answers with the original offsets (`AppendInfo::duplicate`). An error may leave the
+    /// outcome unknown ([`Error::Timeout`]): the batch may be written.
     fn produce(&self, batch: &RecordBatch) -> Result<AppendInfo>;
+    /// Allocates a new producer id, with epoch 0.
     fn init_producer_id(&self) -> Result<(ProducerId, ProducerEpoch)>;
+    /// Bumps the epoch of `id` (fencing older instances), answering the id and the new epoch.
     fn bump_producer_epoch(&self, id: ProducerId) -> Result<(ProducerId, ProducerEpoch)>;
 }
 
@@ -87,6 +92,7 @@ pub enum Delivery {
 /// Receives every acknowledged batch of a [`Producer`], once, in ticket order, as it is
 /// acknowledged.
 pub trait DeliverySink {
+    /// Called once per acknowledged batch, in ticket order (`ticket` as returned by `send`).
     fn delivered(&mut self, ticket: u64, delivery: Delivery);
 }
 
@@ -168,22 +174,27 @@ impl<T: ProduceTarget, S: DeliverySink> Producer<T, S> {
         })
     }
 
+    /// The producer id every batch carries.
     pub fn id(&self) -> ProducerId {
         self.id
     }
 
+    /// The producer's current epoch (bumped after a fence or an unknown-producer answer).
     pub fn epoch(&self) -> ProducerEpoch {
         self.epoch
     }
 
+    /// Where batches are sent.
     pub fn target(&self) -> &T {
         &self.target
     }
 
+    /// Where deliveries go.
     pub fn sink(&self) -> &S {
         &self.sink
     }
 
+    /// Where deliveries go, mutably (to drain what it collected).
     pub fn sink_mut(&mut self) -> &mut S {
         &mut self.sink
     }

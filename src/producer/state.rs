@@ -56,9 +56,13 @@ pub struct ProducerConfig {
 /// One appended batch of a producer: its sequence range, offset range and log append time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct BatchMetadata {
+    /// Sequence of the batch's first record.
     pub first_seq: Sequence,
+    /// Sequence of the batch's last record.
     pub last_seq: Sequence,
+    /// Offset of the batch's first record.
     pub first_offset: u64,
+    /// Offset of the batch's last record.
     pub last_offset: u64,
     /// The log's clock when the batch was appended (the batch's `append_timestamp`).
     pub append_time_ms: i64,
@@ -85,6 +89,7 @@ pub const NO_COORDINATOR_EPOCH: i32 = -1;
 /// What the table knows about one producer id.
 #[derive(Clone)]
 pub struct ProducerEntry {
+    /// The producer's current epoch: batches with an older one are fenced.
     pub epoch: ProducerEpoch,
     /// Invariant: `batches[..len]` are the retained batches, oldest first (I2). Slots at `len..`
     /// are ignored by `==` and `Debug`.
@@ -281,6 +286,11 @@ pub struct ProducerStateManager {
 }
 
 impl ProducerStateManager {
+    /// An empty table with these limits.
+    ///
+    /// # Panics
+    ///
+    /// If `cfg.max_producers` is 0 (a programmer error: [`LogConfig::validate`](crate::LogConfig::validate) refuses it).
     pub fn new(cfg: ProducerConfig) -> Self {
         assert!(cfg.max_producers >= 1, "max_producers must be at least 1");
         ProducerStateManager {
@@ -321,6 +331,7 @@ impl ProducerStateManager {
         state
     }
 
+    /// The limits the table was made with.
     pub fn config(&self) -> ProducerConfig {
         self.cfg
     }
@@ -573,10 +584,12 @@ impl ProducerStateManager {
         self.producers.get(&pid)
     }
 
+    /// Producers in the table.
     pub fn len(&self) -> usize {
         self.producers.len()
     }
 
+    /// Whether the table holds no producer.
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
     }
@@ -592,6 +605,7 @@ impl ProducerStateManager {
         self.map_end_offset
     }
 
+    /// Sets the offset after the last batch applied to the table (the caller maintains it).
     pub fn set_map_end_offset(&mut self, offset: u64) {
         self.map_end_offset = offset;
     }

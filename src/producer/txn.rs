@@ -37,17 +37,22 @@ pub use crate::format::control::{Marker, MarkerKind};
 /// A transaction ended by a marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CompletedTxn {
+    /// The producer whose transaction ended.
     pub producer_id: ProducerId,
+    /// Offset of the transaction's first batch in this log.
     pub first_offset: u64,
     /// The marker's offset.
     pub last_offset: u64,
+    /// Whether the marker was ABORT (else COMMIT).
     pub aborted: bool,
 }
 
 /// One entry of a segment's aborted-transaction index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AbortedTxn {
+    /// The producer whose transaction was aborted.
     pub producer_id: ProducerId,
+    /// Offset of the transaction's first batch in this log.
     pub first_offset: u64,
     /// The ABORT marker's offset.
     pub last_offset: u64,

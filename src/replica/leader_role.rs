@@ -15,8 +15,12 @@ use crate::types::Offset;
 /// An acks=all request appended and waiting for the high-water mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingAck {
+    /// The caller's token for the request, returned in its [`Completion`](super::Completion).
     pub token: u64,
+    /// Where the batch was appended.
     pub info: AppendInfo,
+    /// When a `Replica::tick` at or after this time (ms, the clock the driver passes to `tick`) finds
+    /// the high watermark still below the batch, the request fails with `Error::Timeout`.
     pub deadline_ms: u64,
 }
 

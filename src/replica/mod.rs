@@ -66,6 +66,7 @@ impl Acks {
         }
     }
 
+    /// The `Acks` for Kafka's wire value (0, 1 or -1); `None` for any other.
     pub fn from_wire(v: i8) -> Option<Acks> {
         match v {
             0 => Some(Acks::None),
@@ -79,10 +80,13 @@ impl Acks {
 /// Settings of one replica.
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
+    /// This replica's id.
     pub id: ReplicaId,
     /// Every replica of the partition, this one included.
     pub replicas: Vec<ReplicaId>,
+    /// The leader's settings (`min.insync.replicas`, ISR lag limits).
     pub leader: LeaderConfig,
+    /// The settings of the replica's log.
     pub log: LogConfig,
     /// Most bytes a follower asks for per fetch (at least one batch is always sent).
     pub fetch_max_bytes: u32,
@@ -95,6 +99,7 @@ pub struct ReplicaConfig {
 }
 
 impl ReplicaConfig {
+    /// Settings with the defaults: 1 MiB fetches, a 5 s high-watermark checkpoint, no verify after an unclean open.
     pub fn new(id: ReplicaId, replicas: &[ReplicaId], log: LogConfig) -> ReplicaConfig {
         ReplicaConfig {
             id,
@@ -133,7 +138,9 @@ pub enum Produced {
 /// The answer to a waiting acks=all request.
 #[derive(Debug)]
 pub struct Completion {
+    /// The token given with the produce request.
     pub token: u64,
+    /// Where the batch landed once the high watermark passed it, or why the request failed.
     pub result: Result<AppendInfo>,
 }
 
@@ -238,18 +245,22 @@ impl Replica {
         })
     }
 
+    /// This replica's id.
     pub fn id(&self) -> ReplicaId {
         self.cfg.id
     }
 
+    /// This life's incarnation: a new value at every open, so the controller can tell stale reports.
     pub fn incarnation(&self) -> Incarnation {
         self.incarnation
     }
 
+    /// The configuration the replica was opened with.
     pub fn config(&self) -> &ReplicaConfig {
         &self.cfg
     }
 
+    /// The replica's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -272,6 +283,7 @@ impl Replica {
         self.quarantined.as_deref()
     }
 
+    /// Whether this replica leads the partition now.
     pub fn is_leader(&self) -> bool {
         matches!(self.role, Role::Leader(_))
     }
@@ -304,6 +316,7 @@ impl Replica {
         }
     }
 
+    /// The end offset of the replica's log (may be above the high watermark).
     pub fn log_end_offset(&self) -> Offset {
         self.log.log_end_offset()
     }
@@ -479,6 +492,8 @@ impl Replica {
 
     /// Drops the replica as a crash would: no checkpoint, no clean-shutdown marker, the
     /// directory lock released (see [`Log::simulate_crash`]).
+    // Test machinery, not API: hidden from the embedder's documentation.
+    #[doc(hidden)]
     pub fn simulate_crash(self) {
         self.log.clone().simulate_crash();
     }

@@ -55,17 +55,21 @@ pub trait Controller {
 /// The result of an election.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Election {
+    /// The partition's record after the election (new leader epoch and partition epoch).
     pub state: LeaderAndIsr,
     /// The leader was not a clean candidate: committed data may be lost (report it).
     pub unclean: bool,
 }
 
 /// Everything an [`InProcessController`] holds, field by field (what a store outside the
-/// process keeps; see [`super::controller_record`] for its bytes).
+/// process keeps; see [`crate::net::controller_record`] for its bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllerSnapshot {
+    /// The leader, `None` while the partition is offline.
     pub leader: Option<ReplicaId>,
+    /// The current leader epoch.
     pub leader_epoch: LeaderEpoch,
+    /// The current partition epoch.
     pub partition_epoch: PartitionEpoch,
     /// One entry per replica, sorted by id.
     pub replicas: Vec<ReplicaSnapshot>,
@@ -74,10 +78,15 @@ pub struct ControllerSnapshot {
 /// One replica in a [`ControllerSnapshot`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicaSnapshot {
+    /// The replica's id.
     pub replica: ReplicaId,
+    /// The incarnation it registered with most recently.
     pub incarnation: Incarnation,
+    /// Whether it is in the committed ISR.
     pub in_isr: bool,
+    /// Whether the controller considers it alive.
     pub alive: bool,
+    /// It reported an empty, damaged or tail-lost log and must catch up before joining the ISR.
     pub needs_catch_up: bool,
 }
 
@@ -119,7 +128,7 @@ impl InProcessController {
     }
 
     /// Every field, for storing the controller outside this process
-    /// ([`super::controller_record`]).
+    /// ([`crate::net::controller_record`]).
     pub fn snapshot(&self) -> ControllerSnapshot {
         ControllerSnapshot {
             leader: self.leader,
@@ -191,14 +200,17 @@ impl InProcessController {
         &self.replicas
     }
 
+    /// Whether `replica` must catch up to the leader's log end before it may join the ISR.
     pub fn needs_catch_up(&self, replica: ReplicaId) -> bool {
         self.needs_catch_up.contains(&replica)
     }
 
+    /// Whether the controller considers `replica` alive.
     pub fn is_alive(&self, replica: ReplicaId) -> bool {
         self.alive.contains(&replica)
     }
 
+    /// The incarnation `replica` registered with, `None` if it never did.
     pub fn incarnation(&self, replica: ReplicaId) -> Option<Incarnation> {
         self.incarnations.get(&replica).copied()
     }

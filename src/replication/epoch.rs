@@ -22,7 +22,9 @@ use super::ReplicationError;
 /// `epoch` began at `start_offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpochEntry {
+    /// The leader epoch.
     pub epoch: LeaderEpoch,
+    /// The offset of the first batch written in that epoch.
     pub start_offset: Offset,
 }
 
@@ -34,6 +36,7 @@ pub struct LeaderEpochCache {
 }
 
 impl LeaderEpochCache {
+    /// An empty cache.
     pub fn new() -> Self {
         Self::default()
     }
@@ -55,10 +58,12 @@ impl LeaderEpochCache {
         Ok(LeaderEpochCache { entries })
     }
 
+    /// Every entry, ascending by epoch (and start offset).
     pub fn entries(&self) -> &[EpochEntry] {
         &self.entries
     }
 
+    /// Whether the cache holds no entry.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -68,6 +73,7 @@ impl LeaderEpochCache {
         self.entries.last().copied()
     }
 
+    /// The newest epoch, `None` for an empty cache.
     pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
         self.latest().map(|e| e.epoch)
     }

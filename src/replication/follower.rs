@@ -24,7 +24,9 @@ use super::{check_leader_epoch, Incarnation, ReplicaId, ReplicationError};
 /// leader named an epoch this log lacks; fetch again with the new latest epoch, KIP-279).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TruncationPoint {
+    /// The offset to truncate the log to.
     pub offset: Offset,
+    /// Whether this is the divergence point (`false`: fetch again with the new latest epoch).
     pub done: bool,
 }
 
@@ -71,19 +73,34 @@ pub enum FollowerDecision {
     /// Append `batches` (starting at `from`, the old log end; may be empty) as follower, then set
     /// the HW and the log start (delete below it) to the given values.
     Append {
+        /// The follower's log end before the append; the first batch starts here.
         from: Offset,
+        /// The batches to append, contiguous.
         batches: Vec<FetchedBatch>,
+        /// The leader's high watermark, clamped to the follower's log.
         high_watermark: Offset,
+        /// The leader's log start; delete below it.
         log_start: Offset,
     },
     /// Truncate the log (and its producer state and epoch cache) to end at `to`, then fetch
     /// again. `to` may equal the log end (only the epoch cache changes).
-    Truncate { to: Offset, done: bool },
+    Truncate {
+        /// The new log end.
+        to: Offset,
+        /// Whether this is the divergence point (`false`: fetch again with the new latest epoch).
+        done: bool,
+    },
     /// The leader's log ends before ours and no epoch information helps (unclean election):
     /// truncate to `to`, losing records the leader does not have.
-    TruncateUnclean { to: Offset },
+    TruncateUnclean {
+        /// The new log end (the leader's).
+        to: Offset,
+    },
     /// The leader's log starts after ours ends: delete everything and restart at `start_at`.
-    TruncateFullyAndStartAt { start_at: Offset },
+    TruncateFullyAndStartAt {
+        /// The leader's log start: the new, empty log starts here.
+        start_at: Offset,
+    },
     /// Nothing to do; fetch again (after a backoff).
     Retry,
 }
@@ -132,21 +149,27 @@ impl FollowerState {
         }
     }
 
+    /// This follower's replica id.
     pub fn replica(&self) -> ReplicaId {
         self.replica
     }
+    /// The leader epoch it follows in.
     pub fn leader_epoch(&self) -> LeaderEpoch {
         self.leader_epoch
     }
+    /// Its log's first offset.
     pub fn log_start(&self) -> Offset {
         self.log_start
     }
+    /// Its log's end offset.
     pub fn log_end(&self) -> Offset {
         self.log_end
     }
+    /// The high watermark learned from the leader.
     pub fn high_watermark(&self) -> Offset {
         self.high_watermark
     }
+    /// Its log's leader-epoch cache.
     pub fn epoch_cache(&self) -> &LeaderEpochCache {
         &self.epoch_cache
     }

@@ -55,6 +55,7 @@ impl Default for LeaderConfig {
 pub struct FollowerProgress {
     /// The fetch offset of its last non-diverging fetch; `None` until it fetched in this epoch.
     pub log_end_offset: Option<Offset>,
+    /// When it last fetched (ms, the driver's clock); `None` until it fetched in this epoch.
     pub last_fetch_time_ms: Option<u64>,
     /// The leader's log end offset when that fetch was served.
     pub last_fetch_leader_log_end: Option<Offset>,
@@ -82,20 +83,33 @@ impl FollowerProgress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PendingIsrChange {
     /// The proposed ISR includes new members; they count for HW and acks=all immediately.
-    Expand { proposed: Vec<ReplicaId> },
+    Expand {
+        /// The proposed ISR, sorted.
+        proposed: Vec<ReplicaId>,
+    },
     /// The proposed ISR drops members; until committed they still count.
-    Shrink { proposed: Vec<ReplicaId> },
+    Shrink {
+        /// The proposed ISR, sorted.
+        proposed: Vec<ReplicaId>,
+    },
 }
 
 /// Everything a replica needs to become leader of one partition in a new leader epoch.
 #[derive(Debug, Clone)]
 pub struct BecomeLeader {
+    /// The replica becoming leader.
     pub leader: ReplicaId,
+    /// Every replica of the partition.
     pub replicas: Vec<ReplicaId>,
+    /// The committed ISR from the controller (contains the leader).
     pub isr: Vec<ReplicaId>,
+    /// The new leader epoch.
     pub leader_epoch: LeaderEpoch,
+    /// The partition epoch of the controller's record.
     pub partition_epoch: PartitionEpoch,
+    /// The leader's log start offset.
     pub log_start: Offset,
+    /// The leader's log end offset; the new epoch starts here.
     pub log_end: Offset,
     /// The HW from the replication-offset checkpoint; clamped to `[log_start, log_end]`.
     pub high_watermark: Offset,
@@ -108,13 +122,18 @@ pub struct BecomeLeader {
 pub enum FetchDecision {
     /// Send batches from `from` up to `log_end` (followers read past the HW), and the HW.
     Read {
+        /// The follower's fetch offset.
         from: Offset,
+        /// Send up to this offset (the leader's log end).
         log_end: Offset,
+        /// The high watermark to tell the follower.
         high_watermark: Offset,
     },
     /// The follower's log diverges: it must truncate (its state here is untouched).
     Diverging {
+        /// The largest epoch the leader has that is at most the follower's last epoch.
         epoch: LeaderEpoch,
+        /// Where that epoch ends in the leader's log: truncate to at most here.
         end_offset: Offset,
     },
 }
@@ -123,21 +142,42 @@ pub enum FetchDecision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HwHold {
     /// The committed ISR is smaller than the effective min ISR (Kafka 3.7+, KAFKA-15583).
-    BelowMinIsr { isr: usize, min_isr: usize },
+    BelowMinIsr {
+        /// Size of the committed ISR.
+        isr: usize,
+        /// The effective min ISR.
+        min_isr: usize,
+    },
     /// A member of the maximal ISR has not fetched in this epoch.
     UnknownFollowerLeo(ReplicaId),
     /// The minimum log end offset is not above the current HW.
-    NotHigher { candidate: Offset },
+    NotHigher {
+        /// The minimum log end offset over the maximal ISR.
+        candidate: Offset,
+    },
 }
 
 /// The result of one HW computation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HwDecision {
-    Advanced { from: Offset, to: Offset },
-    Unchanged { hw: Offset, hold: HwHold },
+    /// The HW moved.
+    Advanced {
+        /// The HW before.
+        from: Offset,
+        /// The HW now.
+        to: Offset,
+    },
+    /// The HW stayed.
+    Unchanged {
+        /// The HW.
+        hw: Offset,
+        /// Why it did not move.
+        hold: HwHold,
+    },
 }
 
 impl HwDecision {
+    /// The HW after the decision.
     pub fn high_watermark(&self) -> Offset {
         match *self {
             HwDecision::Advanced { to, .. } => to,
@@ -199,7 +239,12 @@ pub enum AcksAllStatus {
     Complete,
     /// The HW passed the last offset but the maximal ISR is below min ISR: the records stay in
     /// the log, the producer gets NOT_ENOUGH_REPLICAS_AFTER_APPEND.
-    NotEnoughReplicasAfterAppend { maximal_isr: usize, min_isr: usize },
+    NotEnoughReplicasAfterAppend {
+        /// Size of the maximal ISR.
+        maximal_isr: usize,
+        /// The effective min ISR.
+        min_isr: usize,
+    },
 }
 
 /// One partition on its leader. See the module invariants.
@@ -293,9 +338,11 @@ impl LeaderState {
         Ok(state)
     }
 
+    /// The leader's replica id.
     pub fn leader(&self) -> ReplicaId {
         self.leader
     }
+    /// Every replica of the partition.
     pub fn replicas(&self) -> &[ReplicaId] {
         &self.replicas
     }
@@ -303,6 +350,7 @@ impl LeaderState {
     pub fn isr(&self) -> &[ReplicaId] {
         &self.isr
     }
+    /// The ISR change waiting for the controller's answer, if any.
     pub fn pending(&self) -> Option<&PendingIsrChange> {
         self.pending.as_ref()
     }
@@ -313,30 +361,39 @@ impl LeaderState {
             _ => &self.isr,
         }
     }
+    /// The leader epoch this state leads in.
     pub fn leader_epoch(&self) -> LeaderEpoch {
         self.leader_epoch
     }
+    /// The partition epoch of the newest controller record known.
     pub fn partition_epoch(&self) -> PartitionEpoch {
         self.partition_epoch
     }
+    /// The offset where this leader epoch started (the log end at election).
     pub fn leader_epoch_start_offset(&self) -> Offset {
         self.leader_epoch_start_offset
     }
+    /// The leader log's first offset.
     pub fn log_start(&self) -> Offset {
         self.log_start
     }
+    /// The leader log's end offset.
     pub fn log_end(&self) -> Offset {
         self.log_end
     }
+    /// Readers see only offsets below this; never decreases in this epoch.
     pub fn high_watermark(&self) -> Offset {
         self.high_watermark
     }
+    /// The leader log's epoch cache.
     pub fn epoch_cache(&self) -> &LeaderEpochCache {
         &self.epoch_cache
     }
+    /// The leader settings.
     pub fn config(&self) -> LeaderConfig {
         self.config
     }
+    /// What the leader knows about follower `replica` (`None` if not a follower).
     pub fn follower(&self, replica: ReplicaId) -> Option<&FollowerProgress> {
         self.followers.get(&replica)
     }

@@ -14,13 +14,16 @@ use super::{Incarnation, PartitionEpoch, ReplicaId};
 /// log end for the latest epoch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpochEndOffset {
+    /// The largest epoch at most the one asked about.
     pub epoch: LeaderEpoch,
+    /// Where that epoch ends: the next epoch's start, or the log end.
     pub end_offset: Offset,
 }
 
 /// A follower's fetch (Kafka's Fetch with replica id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchRequest {
+    /// The follower's replica id.
     pub replica: ReplicaId,
     /// The follower's incarnation (broker epoch).
     pub incarnation: Incarnation,
@@ -30,6 +33,7 @@ pub struct FetchRequest {
     pub last_fetched_epoch: Option<LeaderEpoch>,
     /// The leader epoch the follower believes current (fencing).
     pub current_leader_epoch: LeaderEpoch,
+    /// Most bytes of batches to return (at least one batch is always sent).
     pub max_bytes: u32,
 }
 
@@ -37,24 +41,33 @@ pub struct FetchRequest {
 /// tests that only track offsets and epochs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedBatch {
+    /// Offset of the batch's first record.
     pub base_offset: Offset,
+    /// Offset of the batch's last record.
     pub last_offset: Offset,
+    /// The leader epoch the batch was written in.
     pub leader_epoch: LeaderEpoch,
+    /// The whole encoded batch.
     pub bytes: Vec<u8>,
 }
 
 /// The leader's answer to a [`FetchRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchResponse {
+    /// The leader's epoch.
     pub leader_epoch: LeaderEpoch,
+    /// The leader's high watermark.
     pub high_watermark: Offset,
+    /// The leader log's first offset.
     pub log_start: Offset,
+    /// The leader log's end offset.
     pub log_end: Offset,
     /// Set when the follower's log diverges from the leader's: truncate, then fetch again.
     pub diverging: Option<EpochEndOffset>,
     /// Set when the fetch offset or epoch cannot be served (below log start, above log end,
     /// unknown epoch).
     pub out_of_range: bool,
+    /// Batches from the fetch offset, contiguous; empty with `diverging` or `out_of_range`.
     pub batches: Vec<FetchedBatch>,
 }
 
@@ -62,7 +75,9 @@ pub struct FetchResponse {
 /// (`None` if it has not heard from it in this leader epoch; only allowed for current members).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct IsrMember {
+    /// The member.
     pub replica: ReplicaId,
+    /// The incarnation the leader saw in its fetches.
     pub incarnation: Option<Incarnation>,
 }
 
@@ -70,7 +85,9 @@ pub struct IsrMember {
 /// `partition_epoch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlterIsrRequest {
+    /// The proposing leader.
     pub leader: ReplicaId,
+    /// Its leader epoch.
     pub leader_epoch: LeaderEpoch,
     /// The partition epoch the proposal was computed from.
     pub partition_epoch: PartitionEpoch,
@@ -90,7 +107,9 @@ impl AlterIsrRequest {
 pub struct LeaderAndIsr {
     /// `None` while the partition is offline (no replica can lead safely).
     pub leader: Option<ReplicaId>,
+    /// The leader epoch: incremented at every leader change.
     pub leader_epoch: LeaderEpoch,
+    /// The partition epoch: incremented at every accepted change.
     pub partition_epoch: PartitionEpoch,
     /// Sorted by replica id; never empty.
     pub isr: Vec<ReplicaId>,

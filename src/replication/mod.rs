@@ -65,8 +65,6 @@ pub type PartitionEpoch = i32;
 /// proposal built from what an older life reported can be recognised as stale (KAFKA-14139).
 pub type Incarnation = u64;
 
-/// Why a replication message or proposal was refused. Decisions that are part of the protocol
-/// (diverging epoch, "wait") are not errors; these are.
 /// Leader-epoch fencing of a request or response: an older epoch is fenced, a newer one is not
 /// known here yet (Kafka's FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH).
 pub(crate) fn check_leader_epoch(
@@ -82,55 +80,89 @@ pub(crate) fn check_leader_epoch(
     Ok(())
 }
 
+/// Why a replication message or proposal was refused. Decisions that are part of the protocol
+/// (diverging epoch, "wait") are not errors; these are. Nothing was applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReplicationError {
     /// An epoch-cache entry with a negative epoch, or entries not strictly increasing.
     InvalidEpochEntry {
+        /// The entry's epoch.
         epoch: LeaderEpoch,
+        /// The entry's start offset.
         start_offset: Offset,
     },
     /// The replica is not one of the partition's replicas.
     UnknownReplica(ReplicaId),
     /// A request carries an older leader epoch than this replica's (Kafka's FENCED_LEADER_EPOCH).
     FencedLeaderEpoch {
+        /// The request's epoch.
         request: LeaderEpoch,
+        /// This replica's epoch.
         current: LeaderEpoch,
     },
     /// A request carries a newer leader epoch than this replica knows (UNKNOWN_LEADER_EPOCH):
     /// retry after learning the new leader.
     UnknownLeaderEpoch {
+        /// The request's epoch.
         request: LeaderEpoch,
+        /// This replica's epoch.
         current: LeaderEpoch,
     },
     /// The fetch offset is outside what the leader can serve or compare.
     OffsetOutOfRange {
+        /// The offset asked for.
         requested: Offset,
+        /// The leader log's first offset.
         log_start: Offset,
+        /// The leader log's end offset.
         log_end: Offset,
     },
     /// acks=all refused before appending: the committed ISR is below min ISR.
-    NotEnoughReplicas { isr: usize, min_isr: usize },
+    NotEnoughReplicas {
+        /// Size of the committed ISR.
+        isr: usize,
+        /// The effective min ISR.
+        min_isr: usize,
+    },
     /// The follower response's batches do not continue the log at its end.
-    UnexpectedAppendOffset { expected: Offset, actual: Offset },
+    UnexpectedAppendOffset {
+        /// The follower log's end offset.
+        expected: Offset,
+        /// The first batch's base offset.
+        actual: Offset,
+    },
     /// A fetched batch carries an epoch older than the log's latest or newer than the leader's.
     BadBatchEpoch {
+        /// The batch's first offset.
         base_offset: Offset,
+        /// The batch's epoch.
         epoch: LeaderEpoch,
     },
     /// An ISR proposal was based on an older partition epoch (compare-and-set failed).
     StalePartitionEpoch {
+        /// The partition epoch the proposal was computed from.
         proposed: PartitionEpoch,
+        /// The controller's partition epoch.
         current: PartitionEpoch,
     },
     /// An ISR proposal came from a replica that is not the current leader.
-    NotLeader { replica: ReplicaId },
+    NotLeader {
+        /// The proposer.
+        replica: ReplicaId,
+    },
     /// A proposed ISR is malformed (empty, without the leader, or naming a non-replica).
-    InvalidIsr { reason: &'static str },
+    InvalidIsr {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A proposed member is known under a different incarnation (it restarted since).
     StaleIncarnation {
+        /// The member.
         replica: ReplicaId,
+        /// The incarnation the proposal names.
         proposed: Incarnation,
+        /// The incarnation the controller holds.
         current: Incarnation,
     },
     /// A proposed member is down, or must catch up before it may join.

@@ -15,8 +15,11 @@ use parking_lot::RwLock;
 use crate::format::index::{OffsetEntry, TimeEntry};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// A segment's sparse index entries, in memory.
 pub struct IndexEntries {
+    /// Offset entries, ascending.
     pub offsets: Vec<OffsetEntry>,
+    /// Time entries, ascending in timestamp and offset.
     pub times: Vec<TimeEntry>,
 }
 
@@ -31,6 +34,7 @@ pub struct IndexBuilder {
 }
 
 impl IndexBuilder {
+    /// A builder that adds an entry after more than `interval` bytes of batches.
     pub fn new(interval: u32) -> Self {
         IndexBuilder {
             interval: u64::from(interval),
@@ -98,12 +102,14 @@ pub struct SegmentIndex {
 }
 
 impl SegmentIndex {
+    /// An index holding `entries`.
     pub fn new(entries: IndexEntries) -> Self {
         SegmentIndex {
             entries: RwLock::new(entries),
         }
     }
 
+    /// Appends entries (either may be `None`); called by the single appender.
     pub fn push(&self, offset: Option<OffsetEntry>, time: Option<TimeEntry>) {
         if offset.is_none() && time.is_none() {
             return;
@@ -134,10 +140,12 @@ impl SegmentIndex {
         *e = entries;
     }
 
+    /// Offset entries held.
     pub fn len(&self) -> usize {
         self.entries.read().offsets.len()
     }
 
+    /// Whether no offset entry is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -168,6 +176,7 @@ impl SegmentIndex {
         self.entries.read().offsets.last().copied()
     }
 
+    /// A copy of the entries (to write the index files).
     pub fn snapshot(&self) -> IndexEntries {
         self.entries.read().clone()
     }

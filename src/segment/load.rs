@@ -20,7 +20,9 @@ use crate::segment::{segment_path, SegmentTail};
 pub struct Trusted {
     /// Bytes of valid, contiguous batches from position 0.
     pub valid_len: u64,
+    /// The index entries, loaded from the files or rebuilt.
     pub entries: IndexEntries,
+    /// The facts about the last batch.
     pub tail: SegmentTail,
     /// The index files were missing, damaged or bound to another file, and the index was
     /// rebuilt by a scan (row R3): the files must be rewritten.
@@ -38,7 +40,9 @@ pub struct Trusted {
 pub struct Damaged {
     /// The valid prefix before the damage (served by read-only opens).
     pub prefix: Box<Trusted>,
+    /// Byte position of the damage in the file.
     pub position: u64,
+    /// What is wrong there.
     pub reason: DecodeError,
 }
 

@@ -39,17 +39,21 @@ use index::{IndexEntries, SegmentIndex};
 /// Facts about a segment's last batch, kept so retention and rolls need no scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentTail {
+    /// The offset after the segment's last batch (its base offset when empty).
     pub next_offset: u64,
     /// The largest client `max_timestamp` of the segment's batches; `i64::MIN` when it has
     /// none. An appender resuming the segment continues its time index from this running
     /// maximum, so it must be the batches' own (a -1 here once turned every later entry for
     /// negative timestamps into -1, unlike the entries a scan builds).
     pub max_timestamp: i64,
+    /// The log clock at the segment's first append (ms); -1 when empty.
     pub first_append_ms: i64,
+    /// The log clock at its last append (ms); -1 when empty. Time retention reads it.
     pub last_append_ms: i64,
 }
 
 impl SegmentTail {
+    /// The tail of an empty segment at `base_offset`.
     pub fn empty(base_offset: u64) -> Self {
         SegmentTail {
             next_offset: base_offset,
@@ -63,14 +67,17 @@ impl SegmentTail {
 /// What a sealed segment whose index is deferred needs to load it on first use.
 #[derive(Debug, Clone)]
 pub struct Deferred {
+    /// The file system the files are read from.
     pub storage: Arc<dyn Storage>,
     /// The next segment's base offset: the segment must end exactly there (every offset of a
     /// clean log is in exactly one segment). The first load checks it.
     pub next_offset: u64,
+    /// `LogConfig::index_interval_bytes`, for a rebuild.
     pub index_interval: u32,
     /// Whether an index rebuilt on first use is written back to the index files (false for
     /// read-only logs, which change nothing on disk).
     pub write_back: bool,
+    /// Shared counters of the log's deferred loads.
     pub stats: Arc<IndexLoadStats>,
 }
 
@@ -119,6 +126,8 @@ impl Damage {
 }
 
 #[derive(Debug)]
+/// One segment: a `.log` file mapped for appends and reads, its sparse indexes and its
+/// transactions. Active (appended to) until rolled, then sealed (its index files written).
 pub struct Segment {
     base_offset: u64,
     path: PathBuf,
@@ -150,8 +159,11 @@ pub struct Segment {
 /// it would make it stale, so the appender clears it when it writes into the segment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SegmentTxns {
+    /// Transactions open at the segment's base offset.
     pub open_at_base: OpenTxns,
+    /// Aborted transactions whose ABORT marker is in the segment.
     pub aborted: Vec<AbortedTxn>,
+    /// Transactions open at the segment's end, once it ended.
     pub open_at_end: Option<OpenTxns>,
 }
 
@@ -162,6 +174,7 @@ enum Lifecycle {
     Deleted,
 }
 
+/// The path of the segment file of `kind` at `base_offset` in `dir`.
 pub fn segment_path(dir: &Path, base_offset: u64, kind: FileKind) -> PathBuf {
     dir.join(file_name(Offset(base_offset), kind))
 }
@@ -453,14 +466,17 @@ impl Segment {
         }
     }
 
+    /// The offset of the segment's first batch (its file name).
     pub fn base_offset(&self) -> u64 {
         self.base_offset
     }
 
+    /// The `.log` file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The mapping of the `.log` file.
     pub fn map(&self) -> &Arc<AppendMap> {
         &self.map
     }
@@ -593,14 +609,17 @@ impl Segment {
         self.map.published() as u64
     }
 
+    /// The offset after the segment's last batch.
     pub fn next_offset(&self) -> u64 {
         self.next_offset.load(Ordering::Acquire)
     }
 
+    /// Whether the segment holds no batch.
     pub fn is_empty(&self) -> bool {
         self.next_offset() == self.base_offset
     }
 
+    /// Whether the segment was rolled (no more appends).
     pub fn is_sealed(&self) -> bool {
         self.sealed.load(Ordering::Acquire)
     }

@@ -25,6 +25,7 @@ pub struct ScanOutcome {
     pub valid_len: usize,
     /// The offset after the last valid batch (the segment's base offset if none).
     pub next_offset: u64,
+    /// Valid batches found.
     pub batch_count: u64,
     /// The index rebuilt from the valid batches.
     pub entries: IndexEntries,

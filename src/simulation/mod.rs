@@ -1,7 +1,7 @@
 //! Deterministic simulation of one replicated partition: every replica, the controller, the
 //! network and the producers in one thread, driven by one seed.
 //!
-//! Each replica has its own [`SimStorage`] (so one can lose power alone), all share one
+//! Each replica has its own [`SimStorage`](crate::io::sim::SimStorage) (so one can lose power alone), all share one
 //! [`ManualClock`], logs run without their background thread, and the network is a seeded
 //! queue that drops, delays, duplicates and reorders messages and can isolate a replica. Faults
 //! (process crashes, power loss, pauses — a "zombie" leader —, partitions, a wiped disk,

@@ -21,7 +21,9 @@ use crate::segment::scan::scan_segment;
 /// Where one valid batch starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchStart {
+    /// Byte position of the batch in its segment file.
     pub pos: u64,
+    /// Offset of the batch's first record.
     pub base_offset: u64,
     /// The largest record timestamp of this batch and every earlier one in the segment.
     pub running_max_ts: i64,
@@ -30,9 +32,13 @@ pub struct BatchStart {
 /// What the walk of one segment found (every byte, from position 0).
 #[derive(Debug, Clone)]
 pub struct SegmentWalk {
+    /// The segment's base offset (its file name).
     pub base: u64,
+    /// Length of the segment file in bytes (preallocated zeros included).
     pub file_len: u64,
+    /// Every valid batch from position 0, in file order.
     pub batches: Vec<BatchStart>,
+    /// Records in those batches.
     pub records: u64,
     /// Bytes of valid batches from position 0.
     pub valid_len: u64,
@@ -49,7 +55,9 @@ pub struct SegmentWalk {
 /// The plan open would execute, and the walk of every segment.
 #[derive(Debug)]
 pub struct Inspection {
+    /// The directory listing, checkpoints and marker the plan was made from.
     pub facts: DirFacts,
+    /// What open would do.
     pub plan: Plan,
     /// The walks, by base offset: of every segment at [`Depth::Deep`], of the segments open
     /// scans at [`Depth::Shallow`].

@@ -62,9 +62,11 @@ pub struct RecoveryReport {
     pub clean_shutdown: bool,
     /// The recovery point read from the checkpoint.
     pub checkpoint_recovery_point: u64,
+    /// Segment files found by open.
     pub segments: usize,
     /// Segments scanned batch by batch (0 after a clean shutdown).
     pub segments_scanned: usize,
+    /// Bytes read by those scans.
     pub bytes_scanned: u64,
     /// Indexes rebuilt at open (row R3). Rebuilds of deferred indexes happen on first use and
     /// are counted by `Log::index_loads`.
@@ -74,7 +76,9 @@ pub struct RecoveryReport {
     pub indexes_deferred: usize,
     /// The torn tail that was cut off (row R8): offset of the first dropped byte's batch.
     pub truncated_at: Option<u64>,
+    /// Bytes removed by that cut.
     pub bytes_truncated: u64,
+    /// Segment files deleted by open (below the log start, row R10, or after a torn tail, row R8).
     pub segments_deleted: usize,
     /// Set when the log was opened read-only because of corruption.
     pub corruption: Option<String>,

@@ -25,17 +25,29 @@ use crate::types::Offset;
 /// A row of the decision table (docs/recovery.md), named in every step and cut a plan reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rule {
+    /// Clean-shutdown marker valid and matching the files: no scan.
     R1,
+    /// Segment entirely below the recovery point: trusted, indexes and tail loaded.
     R2,
+    /// Trusted segment with a missing, damaged or foreign index: rebuilt by a scan.
     R3,
+    /// Damage in trusted (synced) data: corruption.
     R4,
+    /// Segment at or past the recovery point: scanned from position 0.
     R5,
+    /// Scan stops below the recovery point: corruption.
     R6,
+    /// A segment whose batches reach the next segment's base: a crash between roll and seal, not damage.
     R7,
+    /// Scan stops at or past the recovery point: torn tail, truncated there.
     R8,
+    /// Recovery point beyond the recovered end, or a break in the segment chain below it: corruption.
     R9,
+    /// Segments entirely below the log start checkpoint: deleted (a crash during retention).
     R10,
+    /// No segments: an empty one is created at the log start.
     R11,
+    /// Temporary files and index files without a `.log`: deleted.
     R12,
     /// No valid recovery point beside segments, and no clean-shutdown marker: refused.
     R13,
@@ -55,6 +67,7 @@ impl fmt::Display for Rule {
 /// Bytes open removes from a segment file that held data (never preallocated zeros).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cut {
+    /// The segment file cut (or deleted).
     pub file: PathBuf,
     /// Byte position in the file where the cut begins (0 for a deleted file).
     pub position: u64,
@@ -63,6 +76,7 @@ pub struct Cut {
     pub offsets: (u64, u64),
     /// Non-zero bytes removed (a deleted file counts its whole length).
     pub bytes: u64,
+    /// The row that decided the cut.
     pub rule: Rule,
 }
 
@@ -111,7 +125,10 @@ pub enum Fate {
     /// The last segment: cut to its batches and re-reserved for appends.
     Active,
     /// Cut at a torn tail: kept up to `valid_len`.
-    CutAt { valid_len: u64 },
+    CutAt {
+        /// Bytes of valid batches kept from position 0.
+        valid_len: u64,
+    },
     /// Deleted.
     Delete,
     /// Damage: the verdict.
@@ -121,10 +138,15 @@ pub enum Fate {
 /// One segment in the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentStep {
+    /// The segment's base offset.
     pub base: u64,
+    /// Length of the segment file in bytes.
     pub file_len: u64,
+    /// How much of the file the planner read.
     pub examined: Examined,
+    /// What open does with the file.
     pub fate: Fate,
+    /// The row that decided the fate.
     pub rule: Rule,
     /// The offset after its last valid batch (the next segment's base when deferred; the base
     /// when not read).
@@ -147,18 +169,25 @@ pub enum Verdict {
 /// A whole plan. `Display` prints it (verify, stat).
 #[derive(Debug)]
 pub struct Plan {
+    /// The recovery mode the plan was made for.
     pub mode: RecoveryMode,
+    /// A valid clean-shutdown marker matched the files (row R1).
     pub clean: bool,
     /// The recovery point the plan trusts (0 when lost and salvaging).
     pub recovery_point: u64,
+    /// Whether the recovery-point checkpoint had a valid slot.
     pub recovery_point_found: bool,
+    /// The log-start-offset checkpoint's value, if valid.
     pub log_start: Option<u64>,
+    /// Every segment file, ascending by base offset.
     pub segments: Vec<SegmentStep>,
     /// Files removed before anything else (row R12).
     pub remove: Vec<(String, Rule)>,
     /// Row R11: the first segment created at this offset.
     pub create_first: Option<u64>,
+    /// Every cut open makes to a segment file that held data.
     pub cuts: Vec<Cut>,
+    /// Whether open proceeds, and why not.
     pub verdict: Verdict,
     /// The error `FailOnCorruption` returns for the verdict.
     pub(super) error: Option<Error>,
@@ -258,7 +287,9 @@ impl Loaded {
 /// A scan of a segment's bytes, with the tail facts recovery needs.
 #[derive(Debug)]
 pub struct Scanned {
+    /// Where and why the scan stopped.
     pub outcome: ScanOutcome,
+    /// The segment's tail: the offset, position and timestamps after its last valid batch.
     pub tail: SegmentTail,
     /// Non-zero bytes after the stop (`garbage_len`).
     pub garbage: u64,
@@ -283,7 +314,9 @@ pub type TrustedLoad = std::result::Result<Trusted, load::Damaged>;
 /// segment is trimmed).
 #[derive(Debug)]
 pub struct TrustedFacts {
+    /// The segment as loaded, or the damage found and the prefix before it.
     pub load: TrustedLoad,
+    /// Non-zero bytes after the last valid batch.
     pub garbage: u64,
 }
 

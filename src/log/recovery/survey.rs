@@ -19,13 +19,16 @@ use crate::segment::{map_whole_file, segment_path};
 /// A checkpoint file as found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found<T> {
+    /// The file does not exist.
     Missing,
     /// Present but not decodable: the reason.
     Damaged(String),
+    /// Present and decoded.
     Valid(T),
 }
 
 impl<T> Found<T> {
+    /// The value if it was present and valid.
     pub fn valid(&self) -> Option<&T> {
         match self {
             Found::Valid(v) => Some(v),
@@ -45,6 +48,7 @@ impl<T> Found<T> {
 /// Everything recovery decides from, except segment bytes.
 #[derive(Debug, Clone)]
 pub struct DirFacts {
+    /// The log directory.
     pub dir: PathBuf,
     /// Base offsets of the `.log` files, ascending.
     pub bases: Vec<u64>,
@@ -61,6 +65,7 @@ pub struct DirFacts {
     pub orphan_indexes: Vec<String>,
     /// The recovery point: the newest valid slot's value.
     pub recovery_point: Found<u64>,
+    /// The log-start-offset checkpoint's value.
     pub log_start: Found<u64>,
     /// The clean-shutdown marker's values.
     pub marker: Found<Vec<u64>>,
@@ -215,18 +220,23 @@ pub fn read_recovery_point(storage: &dyn Storage, dir: &Path) -> Result<Found<u6
 /// may be writing: a mapping of a file that is trimmed meanwhile would fault).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ByteAccess {
+    /// Memory-mapped (the directory lock is held).
     Map,
+    /// Read into memory (another process may be writing the files).
     Read,
 }
 
 /// A segment file's bytes.
 #[derive(Debug)]
 pub enum SegmentBytes {
+    /// A shared mapping of the file.
     Mapped(Arc<AppendMap>),
+    /// A copy read into memory.
     Owned(Vec<u8>),
 }
 
 impl SegmentBytes {
+    /// The file's bytes.
     pub fn bytes(&self) -> &[u8] {
         match self {
             SegmentBytes::Mapped(m) => m.published_bytes(),

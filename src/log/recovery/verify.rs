@@ -28,7 +28,9 @@ use crate::types::Offset;
 /// What verify found besides the plan.
 #[derive(Debug, Default)]
 pub struct Findings {
+    /// Problems that make the directory fail verification (damage, inconsistent files).
     pub errors: Vec<String>,
+    /// Things worth knowing that do not fail it (e.g. an index a clean open would rebuild).
     pub warnings: Vec<String>,
 }
 
@@ -45,7 +47,9 @@ impl Findings {
 /// A verification: the inspection (the plan and the walk of every segment) and its findings.
 #[derive(Debug)]
 pub struct Verification {
+    /// The plan open would execute and the walk of every segment.
     pub inspection: Inspection,
+    /// What verify found besides the plan.
     pub findings: Findings,
 }
 
