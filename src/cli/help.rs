@@ -45,6 +45,12 @@ const CERT: Flag = flag(
      member: its tls_cert line)",
 );
 const KEY: Flag = flag("--key", "FILE", "the private key (PEM) of --cert");
+const METRICS: Flag = flag(
+    "--metrics",
+    "ADDR",
+    "serve the metrics in the Prometheus text format over HTTP at IP:PORT, or at \
+     127.0.0.1:PORT for a bare PORT (default: off)",
+);
 const INSECURE: Flag = switch(
     "--insecure",
     "serve plain TCP, without TLS or authorization, when the cluster file has no tls_ca \
@@ -196,6 +202,7 @@ pub const COMMANDS: &[Command] = &[
                 "N",
                 "drop an ISR follower not caught up within N ms (default 2000)",
             ),
+            METRICS,
         ],
     },
     Command {
@@ -241,6 +248,7 @@ pub const COMMANDS: &[Command] = &[
                 "N",
                 "partitions of a topic created on first use (default 4)",
             ),
+            METRICS,
             flag(
                 "--segment-bytes",
                 "N",
