@@ -208,6 +208,6 @@ impl Server {
 
 fn serve(state: &State, stream: TcpStream, peer: SocketAddr) {
     if let Err(e) = super::conn::serve_connection(state, stream) {
-        tracing::debug!("oncelog serve: connection {peer} closed: {e}");
+        tracing::info!("oncelog serve: connection {peer} closed: {e}");
     }
 }
