@@ -477,13 +477,13 @@ impl std::error::Error for Error {
 }
 
 /// How oncelog reports a failure it survives (a fallback taken, best-effort work that failed):
-/// one line on stderr the first time `reported` is set, nothing after. Returns whether this
+/// one warning (a `tracing` event) the first time `reported` is set, nothing after. Returns whether this
 /// call printed. The flag decides the scope: a `static` reports once per process, a field
 /// once per log (`log::BestEffort`).
 pub(crate) fn report_once(reported: &AtomicBool, message: impl FnOnce() -> String) -> bool {
     if reported.swap(true, Ordering::Relaxed) {
         return false;
     }
-    eprintln!("oncelog: {}", message());
+    tracing::warn!("{}", message());
     true
 }

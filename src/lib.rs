@@ -27,6 +27,7 @@ pub mod kafka;
 pub mod log;
 pub mod net;
 pub mod node;
+pub mod observe;
 pub mod offsets;
 pub mod producer;
 pub mod replica;

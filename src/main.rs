@@ -12,6 +12,7 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    init_tracing();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = args.first() else {
         eprint!("{}", cli::help::usage());
@@ -88,3 +89,20 @@ fn help_or_version(command: &str, rest: &[String]) -> Option<ExitCode> {
         _ => None,
     }
 }
+
+/// The library's and the commands' log events on stderr, with timestamps, filtered by
+/// `RUST_LOG` (default `info`; e.g. `RUST_LOG=oncelog=debug`).
+#[cfg(feature = "cli")]
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Fails only if a subscriber is already installed: keep that one.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Built without the `cli` feature: no subscriber, the library prints nothing.
+#[cfg(not(feature = "cli"))]
+fn init_tracing() {}

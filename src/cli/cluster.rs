@@ -450,6 +450,8 @@ pub fn node_main(args: &[String]) -> CliResult {
             )))
         }
     };
+    // Before the node opens its log (a log registers its metrics at open).
+    let _metrics = super::metrics::start(o.value("--metrics"))?;
     let mut opts = oncelog::node::NodeOptions::new(cluster, id, dir.clone());
     opts.log = segment_bytes(&o, opts.log)?;
     if let Some(ms) = o.number::<u64>("--tick-ms")? {

@@ -50,6 +50,12 @@ const SEGMENT_BYTES: Flag = flag(
     "segment size of every log, preallocated with the next one (default 67108864)",
 );
 const KEY: Flag = flag("--key", "FILE", "the private key (PEM) of --cert");
+const METRICS: Flag = flag(
+    "--metrics",
+    "ADDR",
+    "serve the metrics in the Prometheus text format over HTTP at IP:PORT, or at \
+     127.0.0.1:PORT for a bare PORT (default: off)",
+);
 const INSECURE: Flag = switch(
     "--insecure",
     "serve plain TCP, without TLS or authorization, when the cluster file has no tls_ca \
@@ -202,6 +208,7 @@ pub const COMMANDS: &[Command] = &[
                 "N",
                 "drop an ISR follower not caught up within N ms (default 2000)",
             ),
+            METRICS,
         ],
     },
     Command {
@@ -247,6 +254,7 @@ pub const COMMANDS: &[Command] = &[
                 "N",
                 "partitions of a topic created on first use (default 4)",
             ),
+            METRICS,
             SEGMENT_BYTES,
             flag(
                 "--max-request-bytes",

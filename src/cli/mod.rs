@@ -11,6 +11,7 @@ pub mod demo_cluster;
 pub mod dump;
 mod etcd;
 pub mod help;
+pub mod metrics;
 pub mod produce;
 pub mod serve;
 pub mod stat;

@@ -66,6 +66,8 @@ pub fn main(args: &[String]) -> CliResult {
     broker_config.log = super::cluster::segment_bytes(&o, broker_config.log)?;
     signals::install_termination_handler()
         .map_err(|e| CliError::Failed(format!("cannot install the SIGTERM/SIGINT handler: {e}")))?;
+    // Before the broker opens its logs (a log registers its metrics at open).
+    let _metrics = super::metrics::start(o.value("--metrics"))?;
     let broker = Broker::open(&dir, broker_config)
         .map_err(|e| CliError::Failed(format!("opening {dir}: {e}")))?;
     let server = Server::bind(broker, config).map_err(|e| CliError::Failed(e.to_string()))?;

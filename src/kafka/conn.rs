@@ -143,7 +143,7 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
                     .test_drop_after_append
                     .is_some_and(|every| every > 0 && n.is_multiple_of(every))
                 {
-                    eprintln!(
+                    tracing::warn!(
                         "oncelog serve: TEST FAULT: dropping the connection after append #{n}"
                     );
                     return Ok(Reply::Drop);

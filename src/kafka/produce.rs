@@ -117,7 +117,7 @@ fn append(
     if info.duplicate {
         let n = state.duplicates.fetch_add(1, Ordering::Relaxed) + 1;
         if state.config.test_drop_after_append.is_some() {
-            eprintln!(
+            tracing::warn!(
                 "oncelog serve: TEST FAULT: duplicate #{n} answered with offset {} ({tp})",
                 info.base_offset.0
             );

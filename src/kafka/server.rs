@@ -171,14 +171,16 @@ impl Server {
                         .spawn(move || serve(&state, stream, peer));
                     match spawned {
                         Ok(t) => threads.push(t),
-                        Err(e) => eprintln!("oncelog serve: cannot start a thread for {peer}: {e}"),
+                        Err(e) => {
+                            tracing::error!("oncelog serve: cannot start a thread for {peer}: {e}")
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(e) => {
-                    eprintln!("oncelog serve: accept: {e}");
+                    tracing::warn!("oncelog serve: accept: {e}");
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
@@ -187,7 +189,7 @@ impl Server {
             if last_tick.elapsed() >= Duration::from_secs(1) {
                 last_tick = Instant::now();
                 if let Err(e) = self.state.broker.tick() {
-                    eprintln!("oncelog serve: broker tick: {e}");
+                    tracing::warn!("oncelog serve: broker tick: {e}");
                 }
             }
         }
@@ -207,6 +209,6 @@ impl Server {
 
 fn serve(state: &State, stream: TcpStream, peer: SocketAddr) {
     if let Err(e) = super::conn::serve_connection(state, stream) {
-        eprintln!("oncelog serve: connection {peer} closed: {e}");
+        tracing::info!("oncelog serve: connection {peer} closed: {e}");
     }
 }

@@ -91,8 +91,28 @@ impl Log {
     }
 
     /// `marker`: the batch's marker when it is a control batch (the client path passes only
-    /// the marker it built; the replicated path decodes it).
+    /// the marker it built; the replicated path decodes it). Reports the append's metrics.
     fn append_with(
+        &self,
+        batch: &RecordBatch,
+        origin: Origin,
+        marker: Option<&Marker>,
+    ) -> Result<AppendInfo> {
+        let started = std::time::Instant::now();
+        let result = self.append_unmeasured(batch, origin, marker);
+        let m = &self.inner.metrics;
+        if let Ok(AppendInfo {
+            duplicate: false, ..
+        }) = result
+        {
+            m.appended_batches.increment(1);
+            m.appended_bytes.increment(batch.len() as u64);
+        }
+        m.append_seconds.record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn append_unmeasured(
         &self,
         batch: &RecordBatch,
         origin: Origin,
@@ -314,6 +334,7 @@ impl Log {
         self.request_spare();
         a.writer = None;
         let old = std::mem::replace(&mut a.active, Arc::clone(&seg));
+        let (sealed_base, sealed_bytes) = (old.base_offset(), old.size());
         a.writer = seg.map().writer();
         a.index = IndexBuilder::new(cfg.index_interval_bytes);
         a.prefaulted_to = 0;
@@ -338,6 +359,14 @@ impl Log {
         }
         // A snapshot at every segment base bounds replay after a crash to one segment.
         self.snapshot_in_background(a);
+        self.inner.metrics.segment_rolls.increment(1);
+        tracing::info!(
+            dir = %self.inner.dir.display(),
+            sealed_base,
+            sealed_bytes,
+            new_base = leo,
+            "segment rolled"
+        );
         Ok(())
     }
 

@@ -46,10 +46,11 @@ pub struct BestEffortFailures {
     /// the producer snapshot or log-start checkpoint written before segments are deleted): the
     /// segments stay, the log start does not move, and the next tick tries again.
     pub retention: u64,
-    /// Whether a failure was reported on stderr (once per log and kind).
+    /// Whether a `spare` failure was reported (a warning, once per log).
     pub spare_reported: bool,
-    /// Whether a `snapshot` failure was reported on stderr (once per log).
+    /// Whether a `snapshot` failure was reported (a warning, once per log).
     pub snapshot_reported: bool,
+    /// Whether a `retention` failure was reported (a warning, once per log).
     pub retention_reported: bool,
 }
 

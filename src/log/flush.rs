@@ -376,9 +376,13 @@ impl Log {
                     }
                     let lane = sync.claim(end, last);
                     let result = parking_lot::MutexGuard::unlocked(&mut sync, || {
-                        ranges
+                        let started = std::time::Instant::now();
+                        let r = ranges
                             .iter()
-                            .try_for_each(|(seg, from, to)| seg.flush_range(*from, *to))
+                            .try_for_each(|(seg, from, to)| seg.flush_range(*from, *to));
+                        let m = &self.inner.metrics;
+                        m.msync_seconds.record(started.elapsed().as_secs_f64());
+                        r
                     });
                     match result {
                         Ok(()) => sync.complete(lane),
@@ -392,8 +396,12 @@ impl Log {
                 }
                 Step::Write { to, cursor } => {
                     let result = parking_lot::MutexGuard::unlocked(&mut sync, || {
+                        let started = std::time::Instant::now();
                         self.make_names_durable(to)?;
-                        self.checkpoint_recovery_point(to)
+                        let r = self.checkpoint_recovery_point(to);
+                        let m = &self.inner.metrics;
+                        m.checkpoint_seconds.record(started.elapsed().as_secs_f64());
+                        r
                     });
                     if let Err(e) = result {
                         sync.write_failed();

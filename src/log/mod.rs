@@ -129,6 +129,8 @@ struct LogInner {
     /// snapshot's fdatasyncs: waiting for it put a device flush on the append path.
     snapshot_generation: std::sync::atomic::AtomicU64,
     report: RecoveryReport,
+    /// Metric handles, registered at open (`observe::LogMetrics`).
+    metrics: crate::observe::LogMetrics,
     /// The earliest open transaction and the completed ones not yet below the HW, for the
     /// last stable offset (`txns.rs`). Lock order: `appender` before `txn_view`.
     txn_view: Mutex<txns::TxnView>,

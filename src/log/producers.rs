@@ -525,6 +525,7 @@ pub(super) struct QueuedSnapshot {
 
 /// Writes an encoded snapshot at `offset` (atomically) and keeps the newest two at or below it.
 fn store_snapshot(storage: &dyn Storage, dir: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
+    let _span = tracing::debug_span!("producer_snapshot", offset, bytes = bytes.len()).entered();
     let path = dir.join(file_name(Offset(offset), FileKind::Snapshot));
     write_atomic(storage, &path, bytes)
         .map_err(|e| Error::io("write producer snapshot", &path, e))?;
@@ -543,6 +544,7 @@ fn store_snapshot(storage: &dyn Storage, dir: &Path, offset: u64, bytes: &[u8]) 
             .remove(&p)
             .map_err(|e| Error::io("remove old snapshot", &p, e))?;
     }
+    tracing::debug!("producer snapshot written");
     Ok(())
 }
 

@@ -126,6 +126,13 @@ impl Log {
                 .sync_dir(&self.inner.dir)
                 .map_err(|e| Error::io("fsync directory", &self.inner.dir, e))?;
         }
+        tracing::info!(
+            dir = %self.inner.dir.display(),
+            log_start = start,
+            segments_deleted = out.segments_deleted,
+            bytes_deleted = out.bytes_deleted,
+            "log start advanced, segments deleted"
+        );
         Ok(out)
     }
 }

@@ -23,8 +23,19 @@ impl Log {
     /// log end offset (unchanged if `offset` is at or past it).
     pub fn truncate_to(&self, offset: Offset) -> Result<Offset> {
         self.check_writable()?;
+        let _span = tracing::info_span!(
+            "log_truncate",
+            dir = %self.inner.dir.display(),
+            to = offset.0,
+            log_end = self.log_end_offset().0
+        )
+        .entered();
         let result = self.truncate_inner(offset);
         self.poison_if_half_done(&result);
+        match &result {
+            Ok(end) => tracing::info!(new_log_end = end.0, "log truncated"),
+            Err(e) => tracing::warn!(error = %e, "truncation failed"),
+        }
         result
     }
 

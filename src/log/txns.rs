@@ -140,10 +140,11 @@ impl Log {
             view.stable.on_high_watermark(hw);
             view.hw_seen = hw;
         }
-        Offset(
-            view.stable
-                .last_stable_offset_given(view.first_open, start, hw),
-        )
+        let lso = view
+            .stable
+            .last_stable_offset_given(view.first_open, start, hw);
+        self.inner.metrics.last_stable_offset.set(lso as f64);
+        Offset(lso)
     }
 
     /// The last stable offset of a log without replication, whose high-water mark is its log

@@ -398,7 +398,7 @@ impl ControllerService {
     fn note(&self, what: String, s: &LeaderAndIsr) {
         if self.verbose {
             let isr: Vec<String> = s.isr.iter().map(ToString::to_string).collect();
-            eprintln!(
+            tracing::info!(
                 "controller: {what}; leader {} leader_epoch {} partition_epoch {} isr {}",
                 s.leader.map_or("none".to_string(), |l| l.to_string()),
                 s.leader_epoch,

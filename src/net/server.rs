@@ -344,10 +344,10 @@ fn read_request(
     })
 }
 
-/// Says so on stderr at the 1st, 2nd, 4th, 8th... event counted by `count` (its new value).
+/// A warning at the 1st, 2nd, 4th, 8th... event counted by `count` (its new value).
 fn log_sometimes(log: bool, count: u64, what: impl FnOnce() -> String) {
     if log && count.is_power_of_two() {
-        eprintln!("oncelog: {} ({count} so far)", what());
+        tracing::warn!("{} ({count} so far)", what());
     }
 }
 

@@ -449,7 +449,7 @@ impl Unreachable {
     fn failed(&mut self, o: &NodeOptions, e: &crate::net::NetError) {
         self.failures = self.failures.saturating_add(1);
         if self.failures.is_power_of_two() {
-            eprintln!(
+            tracing::warn!(
                 "oncelog node {}: cannot reach the controller at {} ({} failed attempts): {e}; \
                  retrying in {} ms",
                 o.id,
@@ -462,9 +462,10 @@ impl Unreachable {
 
     fn reached(&mut self, o: &NodeOptions) {
         if self.failures > 0 {
-            eprintln!(
+            tracing::info!(
                 "oncelog node {}: reached a controller again after {} failed attempts",
-                o.id, self.failures
+                o.id,
+                self.failures
             );
             self.failures = 0;
         }

@@ -281,6 +281,12 @@ impl InProcessController {
         self.leader = Some(preferred);
         self.leader_epoch += 1;
         self.partition_epoch += 1;
+        tracing::info!(
+            leader = preferred.0,
+            leader_epoch = self.leader_epoch,
+            unclean,
+            "leadership moved to the preferred replica"
+        );
         Ok(Election {
             state: self.leader_and_isr(),
             unclean,
@@ -435,6 +441,21 @@ impl Controller for InProcessController {
         self.leader = Some(leader);
         self.leader_epoch += 1;
         self.partition_epoch += 1;
+        if unclean {
+            tracing::warn!(
+                leader = leader.0,
+                leader_epoch = self.leader_epoch,
+                isr = ?self.isr,
+                "unclean leader election"
+            );
+        } else {
+            tracing::info!(
+                leader = leader.0,
+                leader_epoch = self.leader_epoch,
+                isr = ?self.isr,
+                "leader elected"
+            );
+        }
         Ok(Election {
             state: self.leader_and_isr(),
             unclean,

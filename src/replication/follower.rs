@@ -180,6 +180,12 @@ impl FollowerState {
         if leader_epoch <= self.leader_epoch {
             return false;
         }
+        tracing::info!(
+            replica = self.replica.0,
+            from = self.leader_epoch,
+            to = leader_epoch,
+            "leader epoch changed"
+        );
         self.leader_epoch = leader_epoch;
         true
     }
@@ -270,7 +276,16 @@ impl FollowerState {
             self.epoch_cache.truncate_from_start(log_start);
             self.log_start = log_start;
         }
-        self.high_watermark = resp.high_watermark.min(next).max(self.log_start);
+        let hw = resp.high_watermark.min(next).max(self.log_start);
+        if hw != self.high_watermark {
+            tracing::debug!(
+                replica = self.replica.0,
+                high_watermark = hw.0,
+                "HW advanced"
+            );
+            metrics::gauge!(crate::observe::HIGH_WATERMARK).set(hw.0 as f64);
+        }
+        self.high_watermark = hw;
         Ok(FollowerDecision::Append {
             from,
             batches: resp.batches,

@@ -334,6 +334,16 @@ impl LeaderState {
             epoch_cache,
             config,
         };
+        tracing::info!(
+            leader = state.leader.0,
+            leader_epoch = state.leader_epoch,
+            partition_epoch = state.partition_epoch,
+            leader_epoch_start_offset = state.leader_epoch_start_offset.0,
+            isr = ?state.isr,
+            "leading"
+        );
+        metrics::gauge!(crate::observe::ISR_SIZE).set(state.isr.len() as f64);
+        metrics::gauge!(crate::observe::HIGH_WATERMARK).set(state.high_watermark.0 as f64);
         state.maybe_advance_hw();
         Ok(state)
     }
@@ -498,6 +508,8 @@ impl LeaderState {
             p.log_end_offset = Some(fetch_offset);
             p.last_fetch_leader_log_end = Some(log_end);
             p.last_fetch_time_ms = Some(now_ms);
+            metrics::gauge!(crate::observe::FOLLOWER_LAG_RECORDS, "replica" => follower.0.to_string())
+                .set(log_end.0.saturating_sub(fetch_offset.0) as f64);
         }
         self.maybe_advance_hw();
         Ok(FetchDecision::Read {
@@ -555,6 +567,8 @@ impl LeaderState {
         match self.hw_decision() {
             HwDecision::Advanced { to, .. } => {
                 self.high_watermark = to;
+                tracing::debug!(leader = self.leader.0, high_watermark = to.0, "HW advanced");
+                metrics::gauge!(crate::observe::HIGH_WATERMARK).set(to.0 as f64);
                 Some(to)
             }
             HwDecision::Unchanged { .. } => None,
@@ -602,6 +616,14 @@ impl LeaderState {
     }
 
     fn proposal(&mut self, proposed: Vec<ReplicaId>, expand: bool) -> AlterIsrRequest {
+        tracing::info!(
+            leader = self.leader.0,
+            leader_epoch = self.leader_epoch,
+            isr = ?self.isr,
+            proposed = ?proposed,
+            "proposing ISR {}",
+            if expand { "expansion" } else { "shrink" }
+        );
         let request = AlterIsrRequest {
             leader: self.leader,
             leader_epoch: self.leader_epoch,
@@ -725,6 +747,17 @@ impl LeaderState {
                 p.last_caught_up_time_ms = None;
             }
         }
+        if isr != self.isr {
+            tracing::info!(
+                leader = self.leader.0,
+                partition_epoch,
+                from = ?self.isr,
+                to = ?isr,
+                "ISR {}",
+                if isr.len() < self.isr.len() { "shrunk" } else { "changed" }
+            );
+        }
+        metrics::gauge!(crate::observe::ISR_SIZE).set(isr.len() as f64);
         self.isr = isr;
         self.partition_epoch = partition_epoch;
         self.pending = None;

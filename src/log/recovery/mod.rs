@@ -101,6 +101,10 @@ struct OpenSource<'a> {
     storage: &'a dyn Storage,
     dir: &'a Path,
     index_interval: u32,
+    /// Bytes scanned by the segments' scans so far, for the progress events.
+    scanned: u64,
+    /// The next progress event is due when `scanned` reaches this.
+    next_progress: u64,
 }
 
 impl SegmentSource for OpenSource<'_> {
@@ -121,7 +125,21 @@ impl SegmentSource for OpenSource<'_> {
     fn scan(&mut self, base: u64) -> Result<Scanned> {
         let bytes = survey::segment_bytes(self.storage, self.dir, base, ByteAccess::Map)?;
         let b = bytes.bytes();
-        let out = scan_segment(b, base, self.index_interval, |_, _| {});
+        let (before, next) = (self.scanned, &mut self.next_progress);
+        let total = b.len() as u64;
+        let out = scan_segment(b, base, self.index_interval, |pos, view| {
+            let done = before + (pos + view.len()) as u64;
+            if done >= *next {
+                tracing::info!(
+                    segment = base,
+                    segment_bytes = total,
+                    scanned_bytes = done,
+                    "recovery: scanning"
+                );
+                *next = done + crate::observe::RECOVERY_PROGRESS_BYTES;
+            }
+        });
+        self.scanned += out.valid_len as u64;
         Ok(plan::scanned(base, out, b))
     }
 
@@ -130,7 +148,57 @@ impl SegmentSource for OpenSource<'_> {
     }
 }
 
+/// Opens the log under an info span `log_open` whose fields carry what recovery found (the
+/// figures of [`RecoveryReport`]), closed by a `log opened` event (or a warning on failure).
 pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
+    let span = tracing::info_span!(
+        "log_open",
+        dir = %dir.display(),
+        clean_shutdown = tracing::field::Empty,
+        segments = tracing::field::Empty,
+        segments_scanned = tracing::field::Empty,
+        bytes_scanned = tracing::field::Empty,
+        bytes_truncated = tracing::field::Empty,
+        segments_deleted = tracing::field::Empty,
+        read_only = tracing::field::Empty,
+        log_end = tracing::field::Empty,
+    );
+    let _entered = span.enter();
+    let started = std::time::Instant::now();
+    let log = match open_inner(dir, config) {
+        Ok(log) => log,
+        Err(e) => {
+            tracing::warn!(error = %e, "log open failed");
+            return Err(e);
+        }
+    };
+    let r = log.recovery_report();
+    metrics::counter!(crate::observe::RECOVERY_SCANNED_BYTES).increment(r.bytes_scanned);
+    span.record("clean_shutdown", r.clean_shutdown);
+    span.record("segments", r.segments);
+    span.record("segments_scanned", r.segments_scanned);
+    span.record("bytes_scanned", r.bytes_scanned);
+    span.record("bytes_truncated", r.bytes_truncated);
+    span.record("segments_deleted", r.segments_deleted);
+    span.record("read_only", log.is_read_only());
+    span.record("log_end", log.log_end_offset().0);
+    if let Some(why) = &r.corruption {
+        tracing::warn!(corruption = %why, "log opened read-only: corruption found");
+    }
+    for cut in &r.cuts {
+        tracing::warn!(cut = ?cut, "recovery cut the log");
+    }
+    tracing::info!(
+        clean_shutdown = r.clean_shutdown,
+        segments_scanned = r.segments_scanned,
+        bytes_scanned = r.bytes_scanned,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "log opened"
+    );
+    Ok(log)
+}
+
+fn open_inner(dir: &Path, config: LogConfig) -> Result<Log> {
     config.validate()?;
     let storage = Arc::clone(&config.storage);
     let storage: &dyn Storage = storage.as_ref();
@@ -158,6 +226,8 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         storage,
         dir,
         index_interval: config.index_interval_bytes,
+        scanned: 0,
+        next_progress: crate::observe::RECOVERY_PROGRESS_BYTES,
     };
     let mut plan = plan::plan(&facts, &mut source, config.recovery).map_err(refuse)?;
     let read_only = match (&plan.verdict, plan.error.take()) {
@@ -357,6 +427,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         snapshot_fence: Mutex::new(0),
         snapshot_generation: AtomicU64::new(0),
         report,
+        metrics: crate::observe::LogMetrics::register(),
         txn_view: Mutex::new(txn_view),
         index_loads,
         snapshot_load,

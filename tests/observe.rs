@@ -1,0 +1,437 @@
+//! Observability: the `tracing` spans and events a log emits (captured by a subscriber written
+//! here), the metrics it reports (through the crate's Prometheus recorder), and the
+//! `oncelog node --metrics` endpoint scraped over HTTP.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{batch, free_port};
+use oncelog::observe::{self, prometheus::PrometheusRecorder};
+use oncelog::{Log, LogConfig};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1 << 20,
+        max_batch_bytes: 64 << 10,
+        ..LogConfig::for_tests()
+    }
+}
+
+/// What the capturing subscriber saw: spans by name with their fields (at creation and as
+/// recorded later), and events with their fields (`message` included).
+#[derive(Debug, Default)]
+struct Seen {
+    spans: Vec<(String, BTreeMap<String, String>)>,
+    events: Vec<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Default)]
+struct Capture {
+    seen: Arc<Mutex<Seen>>,
+    next_id: Arc<AtomicU64>,
+}
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().to_string(), format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_string(), value.to_string());
+    }
+}
+
+impl Subscriber for Capture {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &Attributes<'_>) -> Id {
+        let mut fields = BTreeMap::new();
+        span.record(&mut Fields(&mut fields));
+        let mut seen = self.seen.lock().unwrap();
+        seen.spans
+            .push((span.metadata().name().to_string(), fields));
+        Id::from_u64(seen.spans.len() as u64 + self.next_id.load(Ordering::Relaxed))
+    }
+    fn record(&self, span: &Id, values: &Record<'_>) {
+        let mut seen = self.seen.lock().unwrap();
+        let i = (span.into_u64() - 1) as usize;
+        if let Some((_, fields)) = seen.spans.get_mut(i) {
+            values.record(&mut Fields(fields));
+        }
+    }
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut fields = BTreeMap::new();
+        event.record(&mut Fields(&mut fields));
+        fields.insert("level".into(), event.metadata().level().to_string());
+        self.seen.lock().unwrap().events.push(fields);
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+impl Capture {
+    fn span(&self, name: &str) -> Vec<BTreeMap<String, String>> {
+        let seen = self.seen.lock().unwrap();
+        seen.spans
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
+    fn events(&self, message: &str) -> Vec<BTreeMap<String, String>> {
+        let seen = self.seen.lock().unwrap();
+        seen.events
+            .iter()
+            .filter(|f| f.get("message").map(String::as_str) == Some(message))
+            .cloned()
+            .collect()
+    }
+}
+
+#[test]
+fn open_recovery_and_roll_are_traced_with_their_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let capture = Capture::default();
+    let written: u64 = tracing::subscriber::with_default(capture.clone(), || {
+        let log = Log::open(&dir, config()).unwrap();
+        let mut bytes = 0;
+        for tag in 0..20 {
+            let b = batch(tag, 4, 100);
+            bytes += b.len() as u64;
+            log.append(&b).unwrap();
+        }
+        let end = log.log_end_offset().0;
+        assert_eq!(log.roll().unwrap().0, end);
+        log.append(&batch(99, 1, 10)).unwrap();
+        // No clean-shutdown marker: the next open scans what was not synced.
+        log.simulate_crash();
+        bytes
+    });
+
+    let opens = capture.span("log_open");
+    assert_eq!(opens.len(), 1, "{opens:?}");
+    // A new directory: nothing to recover, nothing scanned.
+    assert_eq!(opens[0]["clean_shutdown"], "false", "{opens:?}");
+    assert_eq!(opens[0]["segments"], "1");
+    assert_eq!(opens[0]["bytes_scanned"], "0");
+    assert_eq!(opens[0]["log_end"], "0");
+    assert!(opens[0]["dir"].ends_with("log"), "{opens:?}");
+
+    let rolls = capture.events("segment rolled");
+    assert_eq!(rolls.len(), 1, "{rolls:?}");
+    assert_eq!(rolls[0]["level"], "INFO");
+    assert_eq!(rolls[0]["sealed_base"], "0");
+    assert_eq!(rolls[0]["new_base"], "80");
+    assert_eq!(rolls[0]["sealed_bytes"], written.to_string());
+
+    // The crashed log's recovery: its span carries the scan's figures.
+    let again = Capture::default();
+    let log =
+        tracing::subscriber::with_default(again.clone(), || Log::open(&dir, config()).unwrap());
+    let report = log.recovery_report().clone();
+    assert!(!report.clean_shutdown);
+    assert!(report.bytes_scanned > 0, "{report:?}");
+    let opens = again.span("log_open");
+    assert_eq!(opens.len(), 1, "{opens:?}");
+    let o = &opens[0];
+    assert_eq!(o["clean_shutdown"], "false");
+    assert_eq!(o["bytes_scanned"], report.bytes_scanned.to_string());
+    assert_eq!(o["segments_scanned"], report.segments_scanned.to_string());
+    assert_eq!(o["segments"], "2");
+    assert_eq!(o["log_end"], "81");
+    assert_eq!(o["read_only"], "false");
+    let opened = again.events("log opened");
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0]["bytes_scanned"], report.bytes_scanned.to_string());
+    log.close().unwrap();
+}
+
+#[test]
+fn a_large_recovery_reports_its_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let cfg = LogConfig {
+        segment_bytes: 160 << 20,
+        max_batch_bytes: 1 << 20,
+        ..LogConfig::for_tests()
+    };
+    let log = Log::open(&dir, cfg.clone()).unwrap();
+    let mut b = oncelog::BatchBuilder::new();
+    b.push(0, None, Some(&vec![7u8; 1000 << 10]));
+    let big = b.build().unwrap();
+    // 140 batches of ~1 MB: two progress reports (at 64 and 128 MiB).
+    for _ in 0..140 {
+        log.append(&big).unwrap();
+    }
+    log.simulate_crash();
+    let capture = Capture::default();
+    let log = tracing::subscriber::with_default(capture.clone(), || {
+        Log::open(&dir, cfg.clone()).unwrap()
+    });
+    assert_eq!(log.log_end_offset().0, 140);
+    let progress = capture.events("recovery: scanning");
+    assert_eq!(progress.len(), 2, "{progress:?}");
+    let at: Vec<u64> = progress
+        .iter()
+        .map(|e| e["scanned_bytes"].parse().unwrap())
+        .collect();
+    assert!(
+        at[0] >= 64 << 20 && at[0] < (64 << 20) + (1 << 20),
+        "{at:?}"
+    );
+    assert!(
+        at[1] >= 128 << 20 && at[1] < (128 << 20) + (1 << 20),
+        "{at:?}"
+    );
+    log.close().unwrap();
+}
+
+#[test]
+fn appends_syncs_rolls_and_recovery_are_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let recorder = PrometheusRecorder::new();
+    // The log registers its handles at open; they report to this recorder from any thread.
+    let log = metrics::with_local_recorder(&recorder, || Log::open(&dir, config()).unwrap());
+    let mut bytes = 0;
+    for tag in 0..10 {
+        let b = batch(tag, 3, 50);
+        bytes += b.len() as u64;
+        log.append(&b).unwrap();
+    }
+    log.roll().unwrap();
+    log.flush().unwrap();
+    assert_eq!(recorder.counter(observe::APPENDED_BATCHES, &[]), Some(10));
+    assert_eq!(recorder.counter(observe::APPENDED_BYTES, &[]), Some(bytes));
+    assert_eq!(recorder.counter(observe::SEGMENT_ROLLS, &[]), Some(1));
+    let appends = recorder.histogram(observe::APPEND_SECONDS, &[]).unwrap();
+    assert_eq!(appends.count(), 10);
+    assert!(appends.sum() > 0.0);
+    let msyncs = recorder
+        .histogram(observe::SYNC_SECONDS, &[("kind", "msync")])
+        .unwrap();
+    assert!(msyncs.count() >= 1, "flush msynced nothing");
+    let checkpoints = recorder
+        .histogram(observe::SYNC_SECONDS, &[("kind", "checkpoint")])
+        .unwrap();
+    assert!(checkpoints.count() >= 1, "flush checkpointed nothing");
+    assert_eq!(log.last_stable_offset().0, 30);
+    assert_eq!(recorder.gauge(observe::LAST_STABLE_OFFSET, &[]), Some(30.0));
+    assert_eq!(
+        recorder.counter(observe::RECOVERY_SCANNED_BYTES, &[]),
+        Some(0)
+    );
+
+    // A duplicate (an idempotent retry) is not counted as appended.
+    let mut b = oncelog::BatchBuilder::new().producer(oncelog::ProducerId(5), 0, 0);
+    b.push(0, None, Some(b"once"));
+    let idem = b.build().unwrap();
+    assert!(!log.append(&idem).unwrap().duplicate);
+    assert!(log.append(&idem).unwrap().duplicate);
+    assert_eq!(recorder.counter(observe::APPENDED_BATCHES, &[]), Some(11));
+    assert_eq!(
+        recorder.counter(observe::APPENDED_BYTES, &[]),
+        Some(bytes + idem.len() as u64)
+    );
+    assert_eq!(appends.count(), 12);
+    log.append(&batch(50, 1, 10)).unwrap();
+    log.simulate_crash();
+
+    let reopened = metrics::with_local_recorder(&recorder, || Log::open(&dir, config()).unwrap());
+    let scanned = reopened.recovery_report().bytes_scanned;
+    assert!(scanned > 0);
+    assert_eq!(
+        recorder.counter(observe::RECOVERY_SCANNED_BYTES, &[]),
+        Some(scanned)
+    );
+    let text = recorder.render();
+    for name in [
+        "oncelog_appended_batches_total 12",
+        "# TYPE oncelog_append_seconds histogram",
+        "oncelog_append_seconds_count 13",
+        "oncelog_sync_seconds_count{kind=\"msync\"}",
+        "oncelog_segment_rolls_total 1",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+    reopened.close().unwrap();
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_oncelog");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `oncelog ARGS`, waits for a stdout line containing "listening on", keeps draining it.
+fn start(args: &[&str], stderr: &Path) -> Proc {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("listening on"),
+        "{args:?}: {line:?}; stderr: {}",
+        std::fs::read_to_string(stderr).unwrap_or_default()
+    );
+    std::thread::spawn(move || for _ in out.lines() {});
+    Proc(child)
+}
+
+/// One `GET /metrics`; `None` while nothing answers.
+fn scrape(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+fn metric(page: &str, line_start: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+}
+
+#[test]
+fn a_node_serves_its_metrics_over_http() {
+    use oncelog::net::ClusterFile;
+    use oncelog::node::PartitionClient;
+    use oncelog::producer::ProduceTarget;
+    use oncelog::replica::Acks;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cluster = dir.join("cluster");
+    std::fs::write(
+        &cluster,
+        format!(
+            "controller 127.0.0.1:{}\nreplica 1 127.0.0.1:{} d1\n",
+            free_port(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let cluster = cluster.to_str().unwrap().to_string();
+    let metrics_port = free_port();
+    let _controller = start(
+        &["controller", "--insecure", "--cluster", &cluster],
+        &dir.join("controller.err"),
+    );
+    let _node = start(
+        &[
+            "node",
+            "--insecure",
+            "--cluster",
+            &cluster,
+            "--id",
+            "1",
+            "--tick-ms",
+            "20",
+            "--metrics",
+            &format!("127.0.0.1:{metrics_port}"),
+        ],
+        &dir.join("node.err"),
+    );
+    let client = PartitionClient::new(ClusterFile::load(Path::new(&cluster)).unwrap(), Acks::All);
+    let mut sent = 0;
+    let until = Instant::now() + Duration::from_secs(120);
+    while sent < 5 {
+        assert!(
+            Instant::now() < until,
+            "the node never accepted a write; stderr: {}",
+            std::fs::read_to_string(dir.join("node.err")).unwrap_or_default()
+        );
+        let mut b = oncelog::BatchBuilder::new();
+        b.push(0, None, Some(format!("v{sent}").as_bytes()));
+        if client.produce(&b.build().unwrap()).is_ok() {
+            sent += 1;
+        } else {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Acknowledged with acks=all: the HW covers them. Wait for the page to say so.
+    let until = Instant::now() + Duration::from_secs(120);
+    let page = loop {
+        if let Some(page) = scrape(metrics_port) {
+            let batches = metric(&page, "oncelog_appended_batches_total ");
+            let hw = metric(&page, "oncelog_high_watermark ");
+            if batches == Some(5.0) && hw == Some(5.0) {
+                break page;
+            }
+            assert!(
+                Instant::now() < until,
+                "metrics never showed the writes:\n{page}"
+            );
+        } else {
+            assert!(
+                Instant::now() < until,
+                "the metrics endpoint never answered"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(
+        page.contains("Content-Type: text/plain; version=0.0.4"),
+        "{page}"
+    );
+    assert_eq!(metric(&page, "oncelog_isr_size "), Some(1.0), "{page}");
+    assert!(metric(&page, "oncelog_appended_bytes_total ").unwrap() > 0.0);
+    assert_eq!(
+        metric(&page, "oncelog_append_seconds_count "),
+        Some(5.0),
+        "{page}"
+    );
+    assert!(
+        page.contains("# TYPE oncelog_append_seconds histogram"),
+        "{page}"
+    );
+    assert!(
+        page.contains("oncelog_recovery_scanned_bytes_total "),
+        "{page}"
+    );
+    // The node logs with levels and timestamps through its subscriber (feature `cli`).
+    if cfg!(feature = "cli") {
+        let err = std::fs::read_to_string(dir.join("node.err")).unwrap();
+        let line = err
+            .lines()
+            .find(|l| l.contains("metrics in the Prometheus text format"))
+            .unwrap_or_else(|| panic!("no metrics line: {err}"));
+        assert!(line.contains(" INFO "), "{line}");
+        // An RFC 3339 timestamp first: 2026-12-07T13:04:05.123456Z.
+        let stamp = line.split_whitespace().next().unwrap_or_default();
+        assert!(
+            stamp.len() >= 20 && stamp.as_bytes()[4] == b'-' && stamp.contains('T'),
+            "{line}"
+        );
+    }
+}
