@@ -43,13 +43,13 @@ pub fn find_coordinator(
     version: i16,
 ) -> FindCoordinatorResponse {
     let mut r = FindCoordinatorResponse::default();
-    if req.key_type != 0 {
-        // Transaction coordinators are not served yet.
-        r.error_code = ResponseError::CoordinatorNotAvailable.code();
+    // Key type 0 (group) and 1 (transaction): this node coordinates both.
+    if !matches!(req.key_type, 0 | 1) {
+        r.error_code = ResponseError::InvalidRequest.code();
         r.node_id = BrokerId(-1);
         r.port = -1;
         if version >= 1 {
-            r.error_message = Some(s("transactions are not served yet"));
+            r.error_message = Some(s("key type must be 0 (group) or 1 (transaction)"));
         }
         return r;
     }
