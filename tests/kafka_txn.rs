@@ -1,7 +1,8 @@
-//! Kafka transactions through `oncelog serve` with a real client, confluent-kafka (librdkafka
-//! 2.16), as a black box (docs/kafka-wire.md, "Transactions"). Each test runs one scenario of
-//! tests/kafka/confluent_txn.py against its own server; the script checks what the clients see
-//! and exits non-zero naming the first mismatch.
+//! Kafka transactions through `oncelog serve` with real clients as black boxes
+//! (docs/kafka-wire.md, "Transactions"): confluent-kafka (librdkafka 2.16) in every scenario of
+//! tests/kafka/confluent_txn.py, kafka-python and aiokafka in a commit/abort run with offsets.
+//! Each test runs against its own server; the scripts check what the clients see and exit
+//! non-zero naming the first mismatch.
 
 #[path = "common/kafka_serve.rs"]
 mod kafka_serve;
@@ -14,17 +15,23 @@ use kafka_serve::{require_python, run, script, Serve};
 
 /// Runs `confluent_txn.py BOOTSTRAP args...` and returns its stdout, which must say `OK`.
 fn scenario(serve: &Serve, args: &[&str]) -> String {
-    require_python("confluent_kafka");
+    let out = run_script(serve, "confluent_kafka", "confluent_txn.py", args);
+    assert!(out.contains(&format!("OK {}", args[0])), "{out}");
+    out
+}
+
+fn run_script(serve: &Serve, module: &str, name: &str, args: &[&str]) -> String {
+    require_python(module);
     let out = run(
         Command::new("python3")
-            .arg(script("confluent_txn.py"))
+            .arg(script(name))
             .arg(serve.bootstrap())
             .args(args),
         None,
         serve,
     );
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(stdout.contains(&format!("OK {}", args[0])), "{stdout}");
+    assert!(stdout.contains("OK "), "{stdout}");
     stdout
 }
 
@@ -83,4 +90,24 @@ fn an_older_producer_is_fenced_by_a_new_init() {
     let serve = Serve::start(&[]);
     let out = scenario(&serve, &["fenced", "f", "tid-fenced"]);
     assert!(out.contains("FENCED"), "{out}");
+}
+
+/// kafka-python's transactional producer (the v3 flexible encodings of AddPartitionsToTxn,
+/// AddOffsetsToTxn, TxnOffsetCommit and EndTxn): six transactions with group offsets, every
+/// second aborted; read_committed sees the 30 committed records, read_uncommitted all 60, and
+/// the group's offset is the last committed transaction's.
+#[test]
+fn kafka_python_commits_and_aborts_transactions_with_offsets() {
+    let serve = Serve::start(&[]);
+    let out = run_script(&serve, "kafka", "kafka_python_txn.py", &["kp"]);
+    assert!(out.contains("committed=30 aborted=30"), "{out}");
+}
+
+/// The same with aiokafka, the client with the oldest versions (InitProducerId v0,
+/// AddPartitionsToTxn v0, EndTxn v0).
+#[test]
+fn aiokafka_commits_and_aborts_transactions_with_offsets() {
+    let serve = Serve::start(&[]);
+    let out = run_script(&serve, "aiokafka", "aiokafka_txn.py", &["aio"]);
+    assert!(out.contains("committed=30 aborted=30"), "{out}");
 }
