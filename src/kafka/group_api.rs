@@ -265,11 +265,23 @@ pub fn offset_fetch(state: &State, req: OffsetFetchRequest, version: i16) -> Off
             let committed = u32::try_from(p)
                 .ok()
                 .and_then(|i| TopicPartition::new(&topic, i).ok())
-                .map(|tp| offsets.fetch_committed(&group, &tp));
+                .map(|tp| {
+                    // A transactional commit not ended yet: the client asked for stable
+                    // offsets (v7+), so it must retry rather than start from the older one.
+                    match offsets.has_pending(&group, &tp) {
+                        Ok(true) if req.require_stable => {
+                            Err(ResponseError::UnstableOffsetCommit.code())
+                        }
+                        Err(e) => Err(code_of(&e)),
+                        Ok(_) => offsets
+                            .fetch_committed(&group, &tp)
+                            .map_err(|e| code_of(&e)),
+                    }
+                });
             match committed {
                 Some(Ok(Some(o))) => pr.committed_offset = i64::try_from(o.0).unwrap_or(i64::MAX),
                 Some(Ok(None)) => {}
-                Some(Err(e)) => pr.error_code = code_of(&e),
+                Some(Err(code)) => pr.error_code = code,
                 None => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
             }
             t.partitions.push(pr);

@@ -599,6 +599,21 @@ mod tests {
         r.topics[0].partitions[0].error_code
     }
 
+    /// OffsetFetch v7 of t-0 for the group of `t`: (error code, offset).
+    fn stable_fetch(state: &State, t: &str, require_stable: bool) -> (i16, i64) {
+        let mut req = kafka_protocol::messages::OffsetFetchRequest::default();
+        req.group_id = GroupId(StrBytes::from_string(format!("g-{t}")));
+        req.require_stable = require_stable;
+        let mut topic =
+            kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic::default();
+        topic.name = name("t");
+        topic.partition_indexes = vec![0];
+        req.topics = Some(vec![topic]);
+        let r = crate::kafka::group_api::offset_fetch(state, req, 7);
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.committed_offset)
+    }
+
     fn committed(state: &State, t: &str) -> Option<u64> {
         let tp = TopicPartition::new("t", 0).unwrap();
         let got = state
@@ -630,8 +645,15 @@ mod tests {
             assert_eq!(log.last_stable_offset().0, u64::try_from(first).unwrap());
             assert_eq!(offsets(state, t, me, 5, v), 0);
             assert_eq!(committed(state, t), None, "pending until the commit");
+            assert_eq!(
+                stable_fetch(state, t, true),
+                (88, -1),
+                "UNSTABLE_OFFSET_COMMIT"
+            );
+            assert_eq!(stable_fetch(state, t, false), (0, -1));
             assert_eq!(end(state, t, me, true, v), 0);
             assert_eq!(committed(state, t), Some(5));
+            assert_eq!(stable_fetch(state, t, true), (0, 5));
             assert_eq!(log.last_stable_offset(), log.log_end_offset());
             // A retried EndTxn is answered as before; the other kind is refused.
             assert_eq!(end(state, t, me, true, v), 0);
