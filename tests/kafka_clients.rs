@@ -8,162 +8,21 @@
 // Kafka's frames are big-endian (the hand-made frames of the bad-frame test).
 #![allow(clippy::big_endian_bytes)]
 
+#[path = "common/kafka_serve.rs"]
+mod kafka_serve;
 #[path = "common/procs.rs"]
 mod procs;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use kafka_serve::{require_kcat, require_python, run, script, Serve};
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use oncelog::broker::{Broker, BrokerConfig, TopicPartition};
 use oncelog::Offset;
-
-const BIN: &str = env!("CARGO_BIN_EXE_oncelog");
-const PIP: &str = "pip install confluent-kafka==2.16.1 kafka-python==3.0.12 lz4 aiokafka==0.14.0";
-
-/// A running `oncelog serve`, killed if the test ends without stopping it.
-struct Serve {
-    child: Child,
-    port: u16,
-    stderr: PathBuf,
-    _dir: Option<tempfile::TempDir>,
-    data: PathBuf,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Serve {
-    /// Starts `oncelog serve` on 127.0.0.1:0 over a fresh directory, with `extra` flags, and
-    /// reads the port from its first stdout line.
-    fn start(extra: &[&str]) -> Serve {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let stderr = dir.path().join("serve.stderr");
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--data")
-            .arg(&data)
-            .args(["--listen", "127.0.0.1:0", "--segment-bytes", "1048576"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .split("127.0.0.1:")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "no port in {line:?}; stderr: {}",
-                    std::fs::read_to_string(&stderr).unwrap_or_default()
-                )
-            });
-        Serve {
-            child,
-            port,
-            stderr,
-            _dir: Some(dir),
-            data,
-        }
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// SIGTERM, then the exit status within 10 s.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < until,
-                "serve did not stop within 10 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// Fails the test, saying how to install it, when `program --version`-like `probe` fails.
-fn require(probe: &[&str], what: &str, install: &str) {
-    let ok = Command::new(probe[0])
-        .args(&probe[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{what} is not installed; this test needs it: `{install}` (.ci/run installs it)"
-    );
-}
-
-fn require_kcat() {
-    require(&["kcat", "-V"], "kcat", "apt-get install -y kcat");
-}
-
-fn require_python(module: &str) {
-    require(
-        &["python3", "-c", &format!("import {module}")],
-        &format!("the Python module {module}"),
-        PIP,
-    );
-}
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/kafka")
-        .join(name)
-}
-
-/// Runs a command with a deadline; panics with its output (and the server's log) on failure.
-fn run(cmd: &mut Command, input: Option<&str>, serve: &Serve) -> Output {
-    let mut child = procs::start_with_input(cmd, input.unwrap_or("").as_bytes());
-    let until = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > until {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}\nserver: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        serve.stderr()
-    );
-    out
-}
 
 /// Every record value of `topic`-`partition` in a stopped server's data directory.
 fn stored_values(data: &Path, topic: &str, partition: u32) -> Vec<Vec<u8>> {
@@ -361,14 +220,14 @@ fn bad_frames_close_only_their_connection() {
     };
     let frame = |body: &[u8]| [&(body.len() as i32).to_be_bytes()[..], body].concat();
     // A negative size, a size above the limit, a header cut short, an unknown API key, an API
-    // we do not serve (AddPartitionsToTxn), a Metadata request whose body is garbage: each is
+    // we do not serve (WriteTxnMarkers), a Metadata request whose body is garbage: each is
     // closed unanswered.
     for bad in [
         vec![0xff; 4],
         frame(&[0; 2048]),
         frame(&[0, 3, 0]),
         frame(&[0x7f, 0x7f, 0, 0, 0, 0, 0, 1]),
-        frame(&[0, 24, 0, 1, 0, 0, 0, 1, 0, 0]),
+        frame(&[0, 27, 0, 1, 0, 0, 0, 1, 0, 0]),
         frame(&[0, 3, 0, 12, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff]),
     ] {
         assert_eq!(send(&bad), Vec::<u8>::new(), "{bad:?}");

@@ -11,16 +11,17 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
-    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest,
-    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
-    ResponseHeader, SyncGroupRequest,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiKey, ApiVersionsRequest, EndTxnRequest,
+    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
+    TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use super::frame::{self, FrameError};
 use super::server::State;
-use super::{fetch, group_api, metadata, produce, versions};
+use super::{fetch, group_api, metadata, produce, txn_api, versions};
 
 /// Why a connection was closed by the server.
 #[derive(Debug)]
@@ -129,7 +130,39 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
             respond(
                 correlation,
                 version,
-                &produce::init_producer_id(state, &req),
+                &produce::init_producer_id(state, &req, version),
+            )
+        }
+        ApiKey::AddPartitionsToTxn => {
+            let req: AddPartitionsToTxnRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &txn_api::add_partitions(state, req, version),
+            )
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let req: AddOffsetsToTxnRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &txn_api::add_offsets(state, &req, version),
+            )
+        }
+        ApiKey::TxnOffsetCommit => {
+            let req: TxnOffsetCommitRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &txn_api::txn_offset_commit(state, req, version),
+            )
+        }
+        ApiKey::EndTxn => {
+            let req: EndTxnRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &txn_api::end_txn(state, &req, version),
             )
         }
         ApiKey::Produce => {
@@ -301,7 +334,7 @@ mod tests {
             );
         }
         for v in range(ApiKey::InitProducerId) {
-            let resp = produce::init_producer_id(state, &InitProducerIdRequest::default());
+            let resp = produce::init_producer_id(state, &InitProducerIdRequest::default(), v);
             assert_eq!(resp.error_code, 0);
             encodes("InitProducerId", v, &resp);
         }
@@ -403,7 +436,7 @@ mod tests {
             if v >= 1 {
                 req.key_type = 1;
                 let r = group_api::find_coordinator(state, &req, v);
-                assert_eq!(r.error_code, 15);
+                assert_eq!((r.error_code, r.node_id.0), (0, 0), "this node");
                 encodes("FindCoordinator txn", v, &r);
             }
         }

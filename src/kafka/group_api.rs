@@ -43,13 +43,13 @@ pub fn find_coordinator(
     version: i16,
 ) -> FindCoordinatorResponse {
     let mut r = FindCoordinatorResponse::default();
-    if req.key_type != 0 {
-        // Transaction coordinators are not served yet.
-        r.error_code = ResponseError::CoordinatorNotAvailable.code();
+    // Key type 0 (group) and 1 (transaction): this node coordinates both.
+    if !matches!(req.key_type, 0 | 1) {
+        r.error_code = ResponseError::InvalidRequest.code();
         r.node_id = BrokerId(-1);
         r.port = -1;
         if version >= 1 {
-            r.error_message = Some(s("transactions are not served yet"));
+            r.error_message = Some(s("key type must be 0 (group) or 1 (transaction)"));
         }
         return r;
     }
@@ -265,11 +265,23 @@ pub fn offset_fetch(state: &State, req: OffsetFetchRequest, version: i16) -> Off
             let committed = u32::try_from(p)
                 .ok()
                 .and_then(|i| TopicPartition::new(&topic, i).ok())
-                .map(|tp| offsets.fetch_committed(&group, &tp));
+                .map(|tp| {
+                    // A transactional commit not ended yet: the client asked for stable
+                    // offsets (v7+), so it must retry rather than start from the older one.
+                    match offsets.has_pending(&group, &tp) {
+                        Ok(true) if req.require_stable => {
+                            Err(ResponseError::UnstableOffsetCommit.code())
+                        }
+                        Err(e) => Err(code_of(&e)),
+                        Ok(_) => offsets
+                            .fetch_committed(&group, &tp)
+                            .map_err(|e| code_of(&e)),
+                    }
+                });
             match committed {
                 Some(Ok(Some(o))) => pr.committed_offset = i64::try_from(o.0).unwrap_or(i64::MAX),
                 Some(Ok(None)) => {}
-                Some(Err(e)) => pr.error_code = code_of(&e),
+                Some(Err(code)) => pr.error_code = code,
                 None => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
             }
             t.partitions.push(pr);

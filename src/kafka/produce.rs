@@ -13,23 +13,23 @@ use std::sync::atomic::Ordering;
 use super::batch;
 use super::errors::{batch_code, code_of};
 use super::server::State;
+use super::txn_api;
 use crate::broker::TopicPartition;
 
-/// A producer id for an idempotent producer, from the broker's one allocator. A request that
+/// A producer id for an idempotent producer, from the broker's one allocator (a transactional
+/// id goes to the coordinator: `txn_api`). A request that
 /// names its current id and epoch (v3+, after UNKNOWN_PRODUCER_ID or a fatal sequence error,
 /// KIP-360) gets a fresh id at epoch 0 too: a new id is as good as a bumped epoch for a producer
 /// without transactions, and needs no per-partition epoch bookkeeping.
-pub fn init_producer_id(state: &State, req: &InitProducerIdRequest) -> InitProducerIdResponse {
-    let mut r = InitProducerIdResponse::default();
-    if req
-        .transactional_id
-        .as_ref()
-        .is_some_and(|t| !t.0.is_empty())
-    {
-        // Transactions are not served yet (docs/kafka-wire.md).
-        r.error_code = ResponseError::InvalidRequest.code();
-        return r;
+pub fn init_producer_id(
+    state: &State,
+    req: &InitProducerIdRequest,
+    version: i16,
+) -> InitProducerIdResponse {
+    if let Some(tid) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+        return txn_api::init_transactional(state, tid.0.as_str(), req, version);
     }
+    let mut r = InitProducerIdResponse::default();
     match state.broker.init_producer() {
         Ok((pid, epoch)) => {
             r.producer_id = ProducerId(pid.0);
@@ -46,13 +46,20 @@ pub fn produce(state: &State, req: ProduceRequest, version: i16) -> (ProduceResp
     let mut resp = ProduceResponse::default();
     let mut appended = false;
     let acks_ok = matches!(req.acks, -1..=1);
+    let tid = req.transactional_id.as_ref().map(|t| t.0.to_string());
     for topic in req.topic_data {
         let mut t = TopicProduceResponse::default();
         for p in topic.partition_data {
             let mut pr = PartitionProduceResponse::default();
             pr.index = p.index;
             let outcome = if acks_ok {
-                append(state, topic.name.0.as_str(), p.index, p.records.as_deref())
+                append(
+                    state,
+                    tid.as_deref(),
+                    topic.name.0.as_str(),
+                    p.index,
+                    p.records.as_deref(),
+                )
             } else {
                 Err((
                     ResponseError::InvalidRequiredAcks.code(),
@@ -89,6 +96,7 @@ pub fn produce(state: &State, req: ProduceRequest, version: i16) -> (ProduceResp
 /// One partition's batch: (base offset, log start) or (error code, message).
 fn append(
     state: &State,
+    tid: Option<&str>,
     topic: &str,
     partition: i32,
     records: Option<&[u8]>,
@@ -110,10 +118,14 @@ fn append(
     })?;
     let max = usize::try_from(log.config().max_batch_bytes).unwrap_or(usize::MAX);
     let batch = batch::from_kafka(bytes, max).map_err(|e| (batch_code(&e), e.to_string()))?;
-    let info = state
-        .broker
-        .produce(&tp, &batch)
-        .map_err(|e| (code_of(&e), e.to_string()))?;
+    let info = if batch.header().is_transactional() {
+        txn_api::produce(state, tid, &tp, batch)?
+    } else {
+        state
+            .broker
+            .produce(&tp, &batch)
+            .map_err(|e| (code_of(&e), e.to_string()))?
+    };
     if info.duplicate {
         let n = state.duplicates.fetch_add(1, Ordering::Relaxed) + 1;
         if state.config.test_drop_after_append.is_some() {
@@ -167,7 +179,7 @@ mod tests {
         let mut req = MetadataRequest::default();
         req.topics = Some(vec![topic]);
         super::super::metadata::metadata(state, req, 12);
-        let init = init_producer_id(state, &InitProducerIdRequest::default());
+        let init = init_producer_id(state, &InitProducerIdRequest::default(), 4);
         assert_eq!(init.error_code, 0);
         let pid = init.producer_id.0;
         assert_eq!(send(state, pid, 0, 0), (0, 0));
@@ -195,8 +207,12 @@ mod tests {
             r.transactional_id = Some(kafka_protocol::messages::TransactionalId(
                 StrBytes::from_static_str("tx"),
             ));
-            init_producer_id(state, &r)
+            // No timeout (0): refused before the coordinator sees it.
+            init_producer_id(state, &r, 4)
         };
-        assert_eq!(txn.error_code, ResponseError::InvalidRequest.code());
+        assert_eq!(
+            txn.error_code,
+            ResponseError::InvalidTransactionTimeout.code()
+        );
     }
 }

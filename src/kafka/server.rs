@@ -56,6 +56,8 @@ pub(super) struct State {
     pub produces: AtomicU64,
     /// The consumer groups (membership is in memory; their offsets are in the broker).
     pub groups: super::groups::Groups,
+    /// The transactional producers' sessions (`txn_api`).
+    pub txn: super::txn_api::TxnSessions,
     /// Batches answered as duplicates of one already stored (logged under the test fault).
     pub duplicates: AtomicU64,
 }
@@ -125,6 +127,7 @@ impl Server {
                 produces: AtomicU64::new(0),
                 duplicates: AtomicU64::new(0),
                 groups: super::groups::Groups::default(),
+                txn: super::txn_api::TxnSessions::default(),
             }),
             listener,
             local_addr,
@@ -188,8 +191,14 @@ impl Server {
             self.state.groups.tick();
             if last_tick.elapsed() >= Duration::from_secs(1) {
                 last_tick = Instant::now();
-                if let Err(e) = self.state.broker.tick() {
-                    tracing::warn!("oncelog serve: broker tick: {e}");
+                // Aborts transactions past their timeout (markers move last stable offsets).
+                match self.state.broker.tick() {
+                    Ok(aborted) if !aborted.is_empty() => {
+                        tracing::info!("oncelog serve: transaction timeout aborted {aborted:?}");
+                        self.state.notify_append();
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("oncelog serve: broker tick: {e}"),
                 }
             }
         }

@@ -23,6 +23,10 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::LeaveGroup, 0, 4),
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
 ];
 
 /// Whether `key` at `version` is served.
@@ -67,6 +71,10 @@ mod tests {
         }
         assert!(is_supported(ApiKey::InitProducerId, 0));
         assert!(!is_supported(ApiKey::Fetch, 13));
-        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 0));
+        // v4+ of these is the batched broker-to-broker form / transaction version 2.
+        assert!(is_supported(ApiKey::AddPartitionsToTxn, 3));
+        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 4));
+        assert!(!is_supported(ApiKey::EndTxn, 4));
+        assert!(!is_supported(ApiKey::WriteTxnMarkers, 1));
     }
 }

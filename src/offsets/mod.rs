@@ -173,6 +173,15 @@ impl OffsetStore {
             .collect())
     }
 
+    /// Whether a transaction not ended yet holds an offset of `group` for `tp`, after
+    /// catching up.
+    pub fn has_pending(&self, group: &str, tp: &TopicPartition) -> Result<bool> {
+        validate_group(group)?;
+        let mut state = self.state.lock();
+        self.catch_up(&mut state)?;
+        Ok(state.is_pending(group, tp))
+    }
+
     /// The producers whose transactional offsets await a marker, after catching up.
     pub fn pending_producers(&self) -> Result<Vec<ProducerId>> {
         let mut state = self.state.lock();

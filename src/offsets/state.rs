@@ -231,6 +231,13 @@ impl OffsetsState {
         self.pending.keys().copied().collect()
     }
 
+    /// Whether an open transaction holds an offset of `group` for `tp` (Kafka answers such a
+    /// fetch that asks for stable offsets with UNSTABLE_OFFSET_COMMIT).
+    pub fn is_pending(&self, group: &str, tp: &TopicPartition) -> bool {
+        OffsetKey::new(group, tp.clone())
+            .is_ok_and(|key| self.pending.values().any(|t| t.offsets.contains_key(&key)))
+    }
+
     /// The first offset of the earliest pending transaction: a compaction may not move the
     /// log start past it (its offsets would be lost).
     pub fn first_pending_offset(&self) -> Option<u64> {

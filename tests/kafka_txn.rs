@@ -1,0 +1,113 @@
+//! Kafka transactions through `oncelog serve` with real clients as black boxes
+//! (docs/kafka-wire.md, "Transactions"): confluent-kafka (librdkafka 2.16) in every scenario of
+//! tests/kafka/confluent_txn.py, kafka-python and aiokafka in a commit/abort run with offsets.
+//! Each test runs against its own server; the scripts check what the clients see and exit
+//! non-zero naming the first mismatch.
+
+#[path = "common/kafka_serve.rs"]
+mod kafka_serve;
+#[path = "common/procs.rs"]
+mod procs;
+
+use std::process::Command;
+
+use kafka_serve::{require_python, run, script, Serve};
+
+/// Runs `confluent_txn.py BOOTSTRAP args...` and returns its stdout, which must say `OK`.
+fn scenario(serve: &Serve, args: &[&str]) -> String {
+    let out = run_script(serve, "confluent_kafka", "confluent_txn.py", args);
+    assert!(out.contains(&format!("OK {}", args[0])), "{out}");
+    out
+}
+
+fn run_script(serve: &Serve, module: &str, name: &str, args: &[&str]) -> String {
+    require_python(module);
+    let out = run(
+        Command::new("python3")
+            .arg(script(name))
+            .arg(serve.bootstrap())
+            .args(args),
+        None,
+        serve,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("OK "), "{stdout}");
+    stdout
+}
+
+/// Eight transactions over four partitions, committed and aborted in turn: a read_committed
+/// consumer sees each committed record once and no aborted one; read_uncommitted sees both.
+#[test]
+fn committed_and_aborted_transactions_read_committed_and_uncommitted() {
+    let mut serve = Serve::start(&[]);
+    scenario(&serve, &["commit-abort", "ca"]);
+    assert!(serve.stop().success(), "{}", serve.stderr());
+}
+
+/// Consume from one topic, produce to another and commit the input offsets inside the
+/// transaction (`send_offsets_to_transaction`), every third transaction aborted and re-done:
+/// the output holds every input exactly once, and the group's committed offsets move only when
+/// a transaction commits.
+#[test]
+fn read_process_write_commits_offsets_with_the_output() {
+    let serve = Serve::start(&[]);
+    let out = scenario(&serve, &["rpw", "in", "out", "rpw-group", "300"]);
+    assert!(
+        !out.contains("aborts=0"),
+        "no transaction was aborted: {out}"
+    );
+}
+
+/// A producer process SIGKILLed inside a transaction whose records reached the partitions: a
+/// new producer with the same transactional.id aborts it when it initialises, and
+/// read_committed never sees those records (read_uncommitted does: they were stored).
+#[test]
+fn a_killed_producers_transaction_is_aborted_by_the_next_init() {
+    let serve = Serve::start(&[]);
+    scenario(&serve, &["killed", "k", "tid-killed"]);
+}
+
+/// The same kill, and nobody takes the transactional id over: the coordinator's transaction
+/// timeout (3 s here), driven by the server's background tick, aborts it, and read_committed
+/// gets past it to a later committed transaction.
+#[test]
+fn a_killed_producers_transaction_is_aborted_on_timeout() {
+    let serve = Serve::start(&[]);
+    scenario(&serve, &["timeout", "tm", "tid-timeout"]);
+    assert!(
+        serve
+            .stderr()
+            .contains("transaction timeout aborted [\"tid-timeout\"]"),
+        "{}",
+        serve.stderr()
+    );
+}
+
+/// A second producer with the same transactional.id fences the first: its commit fails as
+/// fenced, and its records are never visible to read_committed.
+#[test]
+fn an_older_producer_is_fenced_by_a_new_init() {
+    let serve = Serve::start(&[]);
+    let out = scenario(&serve, &["fenced", "f", "tid-fenced"]);
+    assert!(out.contains("FENCED"), "{out}");
+}
+
+/// kafka-python's transactional producer (the v3 flexible encodings of AddPartitionsToTxn,
+/// AddOffsetsToTxn, TxnOffsetCommit and EndTxn): six transactions with group offsets, every
+/// second aborted; read_committed sees the 30 committed records, read_uncommitted all 60, and
+/// the group's offset is the last committed transaction's.
+#[test]
+fn kafka_python_commits_and_aborts_transactions_with_offsets() {
+    let serve = Serve::start(&[]);
+    let out = run_script(&serve, "kafka", "kafka_python_txn.py", &["kp"]);
+    assert!(out.contains("committed=30 aborted=30"), "{out}");
+}
+
+/// The same with aiokafka, the client with the oldest versions (InitProducerId v0,
+/// AddPartitionsToTxn v0, EndTxn v0).
+#[test]
+fn aiokafka_commits_and_aborts_transactions_with_offsets() {
+    let serve = Serve::start(&[]);
+    let out = run_script(&serve, "aiokafka", "aiokafka_txn.py", &["aio"]);
+    assert!(out.contains("committed=30 aborted=30"), "{out}");
+}
