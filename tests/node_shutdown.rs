@@ -3,12 +3,12 @@
 //! whose controller cannot be reached says so and backs off instead of retrying every tick.
 
 mod common;
+use common::procs::{self, Proc};
 
 use common::free_port;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use oncelog::net::ClusterFile;
@@ -19,59 +19,9 @@ use oncelog::BatchBuilder;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oncelog");
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    /// Sends `signal` (`TERM`, `INT`) with kill(1) and waits for the exit, at most `limit`.
-    fn signal_and_wait(&mut self, signal: &str, limit: Duration) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
-        let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -{signal} {pid}");
-        let until = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < until,
-                "no exit within {limit:?} of SIG{signal}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// Starts `oncelog ARGS` with stdout piped and waits for a stdout line containing `ready`.
+/// Starts `oncelog ARGS` and waits for a stdout line containing `ready`.
 fn start(args: &[&str], stderr: &Path, ready: &str) -> Proc {
-    let err = std::fs::File::create(stderr).unwrap();
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(err)
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(
-        line.contains(ready),
-        "{args:?}: {line:?}; stderr: {}",
-        std::fs::read_to_string(stderr).unwrap_or_default()
-    );
-    // Keep draining stdout so the process never blocks on a full pipe.
-    std::thread::spawn(move || for _ in out.lines() {});
-    Proc(child)
+    procs::start_until_ready(Path::new(BIN), args, stderr, ready)
 }
 
 fn oncelog(args: &[&str]) -> Output {

@@ -3,12 +3,12 @@
 //! `oncelog node --metrics` endpoint scraped over HTTP.
 
 mod common;
+use common::procs::{self, Proc};
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -283,34 +283,9 @@ fn appends_syncs_rolls_and_recovery_are_counted() {
 
 const BIN: &str = env!("CARGO_BIN_EXE_oncelog");
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `oncelog ARGS`, waits for a stdout line containing "listening on", keeps draining it.
 fn start(args: &[&str], stderr: &Path) -> Proc {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(
-        line.contains("listening on"),
-        "{args:?}: {line:?}; stderr: {}",
-        std::fs::read_to_string(stderr).unwrap_or_default()
-    );
-    std::thread::spawn(move || for _ in out.lines() {});
-    Proc(child)
+    procs::start_until_ready(Path::new(BIN), args, stderr, "listening on")
 }
 
 /// One `GET /metrics`; `None` while nothing answers.

@@ -495,11 +495,7 @@ mod tests {
     }
 
     fn range(key: ApiKey) -> std::ops::RangeInclusive<i16> {
-        let &(_, lo, hi) = versions::ADVERTISED
-            .iter()
-            .find(|(k, ..)| *k == key)
-            .unwrap();
-        lo..=hi
+        versions::advertised(key).unwrap()
     }
 
     fn name(s: &str) -> TopicName {

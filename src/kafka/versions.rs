@@ -29,11 +29,17 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::EndTxn, 0, 3),
 ];
 
-/// Whether `key` at `version` is served.
-pub fn is_supported(key: ApiKey, version: i16) -> bool {
+/// The versions of `key` served (advertised), if any.
+pub fn advertised(key: ApiKey) -> Option<std::ops::RangeInclusive<i16>> {
     ADVERTISED
         .iter()
-        .any(|&(k, lo, hi)| k == key && (lo..=hi).contains(&version))
+        .find(|&&(k, ..)| k == key)
+        .map(|&(_, lo, hi)| lo..=hi)
+}
+
+/// Whether `key` at `version` is served.
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    advertised(key).is_some_and(|r| r.contains(&version))
 }
 
 /// The ApiVersions answer; `UNSUPPORTED_VERSION` with the same list when the client asked with

@@ -22,6 +22,52 @@ impl Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+
+    /// Sends `signal` (`TERM`, `INT`) with kill(1) and waits for the exit, at most `limit`.
+    pub fn signal_and_wait(&mut self, signal: &str, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < until,
+                "no exit within {limit:?} of SIG{signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Starts `program ARGS` with stderr into the file `stderr` and stdout piped, waits for its
+/// first stdout line and checks it contains `ready`, then keeps draining stdout (so the process
+/// never blocks on a full pipe).
+pub fn start_until_ready(program: &Path, args: &[&str], stderr: &Path, ready: &str) -> Proc {
+    use std::io::{BufRead, BufReader};
+    let err = std::fs::File::create(stderr).unwrap();
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(
+        line.contains(ready),
+        "{args:?}: {line:?}; stderr: {}",
+        std::fs::read_to_string(stderr).unwrap_or_default()
+    );
+    std::thread::spawn(move || for _ in out.lines() {});
+    Proc(child)
 }
 
 impl Drop for Proc {
