@@ -100,13 +100,25 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Maps `[0, len)` read-write and shared. The file must be at least `len` bytes long.
     fn map(&self, len: usize) -> io::Result<MappedRegion>;
 
-    /// Reads the whole file.
+    /// Reads the whole file. A file that shrinks between the length and the read (another
+    /// process's live log trims a sealed segment's preallocation, as `verify` on a running log
+    /// sees) is read again at its new length, a few times, instead of failing with a short read.
     fn read_all(&self) -> io::Result<Vec<u8>> {
-        let len = usize::try_from(self.len()?)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
-        let mut buf = vec![0u8; len];
-        self.read_at(0, &mut buf)?;
-        Ok(buf)
+        const ATTEMPTS: usize = 8;
+        for _ in 0..ATTEMPTS {
+            let len = usize::try_from(self.len()?)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
+            let mut buf = vec![0u8; len];
+            match self.read_at(0, &mut buf) {
+                Ok(()) => return Ok(buf),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the file shrank during each of {ATTEMPTS} reads"),
+        ))
     }
 }
 
