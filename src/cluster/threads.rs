@@ -46,12 +46,12 @@ use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::format::batch::RecordBatch;
 use crate::log::{AppendInfo, Fetch};
+use crate::net::ErrorReply;
 use crate::producer::retry::Attempts;
 use crate::producer::{AttemptOutcome, ProduceTarget};
-use crate::replica::{Acks, Replica, ReplicaConfig};
+use crate::replica::{Acks, Msg, Replica, ReplicaConfig};
 use crate::replication::{
-    controller::Election, Controller, FetchRequest, FetchResponse, InProcessController,
-    LeaderAndIsr, LeaderConfig, ReplicaId,
+    controller::Election, Controller, InProcessController, LeaderAndIsr, LeaderConfig, ReplicaId,
 };
 use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 
@@ -133,48 +133,27 @@ pub(super) enum StopMode {
     Crash,
 }
 
-/// A message to a replica thread.
-pub(super) enum Msg {
-    LeaderAndIsr(LeaderAndIsr),
-    Produce {
-        batch: RecordBatch,
-        acks: Acks,
-        deadline_ms: u64,
-        reply: Sender<Result<AppendInfo>>,
-    },
-    /// A follower's fetch; the answer goes to `reply_to` tagged with `id`.
-    Fetch {
-        req: FetchRequest,
-        id: u64,
-        reply_to: Sender<FetchReply>,
+/// What a replica thread receives.
+pub(super) enum Event {
+    /// A message for the node; a request carries the channel its answer goes to.
+    Deliver {
+        msg: Msg,
+        reply_to: Option<Sender<Msg>>,
     },
     Inspect(Box<dyn FnOnce(&Replica) + Send>),
     Status(Sender<ReplicaStatus>),
     Stop(StopMode),
 }
 
-impl std::fmt::Debug for Msg {
+impl std::fmt::Debug for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Msg::LeaderAndIsr(r) => f.debug_tuple("LeaderAndIsr").field(r).finish(),
-            Msg::Produce { acks, .. } => f.debug_struct("Produce").field("acks", acks).finish(),
-            Msg::Fetch { req, id, .. } => f
-                .debug_struct("Fetch")
-                .field("req", req)
-                .field("id", id)
-                .finish(),
-            Msg::Inspect(_) => f.write_str("Inspect"),
-            Msg::Status(_) => f.write_str("Status"),
-            Msg::Stop(m) => f.debug_tuple("Stop").field(m).finish(),
+            Event::Deliver { msg, .. } => f.debug_tuple("Deliver").field(&msg.name()).finish(),
+            Event::Inspect(_) => f.write_str("Inspect"),
+            Event::Status(_) => f.write_str("Status"),
+            Event::Stop(m) => f.debug_tuple("Stop").field(m).finish(),
         }
     }
-}
-
-/// A leader's answer to [`Msg::Fetch`].
-#[derive(Debug)]
-pub(super) struct FetchReply {
-    pub(super) id: u64,
-    pub(super) result: Result<FetchResponse>,
 }
 
 /// The controller and what lives beside it.
@@ -195,7 +174,7 @@ pub(super) struct Shared {
     epoch: Instant,
     pub(super) control: Mutex<ControlPlane>,
     /// Inboxes of the running replica threads.
-    inboxes: RwLock<BTreeMap<ReplicaId, Sender<Msg>>>,
+    inboxes: RwLock<BTreeMap<ReplicaId, Sender<Event>>>,
     /// Set by `shutdown` (or dropping the cluster): clients fail with `Closed` at once.
     closed: AtomicBool,
 }
@@ -206,17 +185,30 @@ impl Shared {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    pub(super) fn inbox(&self, id: ReplicaId) -> Option<Sender<Msg>> {
+    pub(super) fn inbox(&self, id: ReplicaId) -> Option<Sender<Event>> {
         self.inboxes.read().get(&id).cloned()
     }
 
-    /// Sends `rec` to every running replica but `skip`. Call with the controller lock held, so
-    /// that every inbox receives the records in the controller's order.
-    pub(super) fn publish(&self, rec: &LeaderAndIsr, skip: Option<ReplicaId>) {
+    /// Sends `rec` to every running replica but `skip`, addressed to the incarnation `ctl`
+    /// knows for it. Call with the controller lock held (`ctl` is behind it), so that every
+    /// inbox receives the records in the controller's order.
+    pub(super) fn publish(
+        &self,
+        ctl: &InProcessController,
+        rec: &LeaderAndIsr,
+        skip: Option<ReplicaId>,
+    ) {
         for (id, inbox) in self.inboxes.read().iter() {
             if Some(*id) != skip {
                 // A replica that stopped meanwhile gets the current record when it restarts.
-                let _ = inbox.send(Msg::LeaderAndIsr(rec.clone()));
+                let msg = Msg::Record {
+                    rec: rec.clone(),
+                    incarnation: ctl.incarnation(*id),
+                };
+                let _ = inbox.send(Event::Deliver {
+                    msg,
+                    reply_to: None,
+                });
             }
         }
     }
@@ -307,7 +299,7 @@ impl ThreadCluster {
             cluster.spawn(replica)?;
         }
         let control = shared.control.lock();
-        shared.publish(&control.ctl.leader_and_isr(), None);
+        shared.publish(&control.ctl, &control.ctl.leader_and_isr(), None);
         drop(control);
         Ok(cluster)
     }
@@ -334,7 +326,7 @@ impl ThreadCluster {
         };
         // Out of the registry first: nobody sends it anything new.
         if let Some(inbox) = self.shared.inboxes.write().remove(&id) {
-            let _ = inbox.send(Msg::Stop(mode));
+            let _ = inbox.send(Event::Stop(mode));
         }
         join(running.handle, &self.shared.replica_dir(id))?;
         Ok(true)
@@ -387,7 +379,7 @@ impl ThreadCluster {
         let job = Box::new(move |r: &Replica| {
             let _ = tx.send(f(r));
         });
-        inbox.send(Msg::Inspect(job)).map_err(|_| Error::Closed)?;
+        inbox.send(Event::Inspect(job)).map_err(|_| Error::Closed)?;
         rx.recv().map_err(|_| Error::Closed)
     }
 
@@ -395,7 +387,7 @@ impl ThreadCluster {
     pub fn status(&self, id: ReplicaId) -> Option<ReplicaStatus> {
         let inbox = self.shared.inbox(id)?;
         let (tx, rx) = crossbeam_channel::bounded(1);
-        inbox.send(Msg::Status(tx)).ok()?;
+        inbox.send(Event::Status(tx)).ok()?;
         rx.recv().ok()
     }
 
@@ -451,7 +443,7 @@ impl ThreadCluster {
         let rec = {
             let mut control = self.shared.control.lock();
             let rec = control.ctl.replica_failed(id);
-            self.shared.publish(&rec, None);
+            self.shared.publish(&control.ctl, &rec, None);
             rec
         };
         stopped.map(|()| rec)
@@ -486,7 +478,7 @@ impl ThreadCluster {
         let mut control = self.shared.control.lock();
         let rec = control.ctl.replica_restarted(id, incarnation, recovery);
         // Everyone, the restarted replica included (it knows no record yet).
-        self.shared.publish(&rec, None);
+        self.shared.publish(&control.ctl, &rec, None);
         Ok(rec)
     }
 
@@ -498,7 +490,7 @@ impl ThreadCluster {
     pub fn move_leader(&self, to: ReplicaId) -> Result<LeaderAndIsr> {
         let mut control = self.shared.control.lock();
         let election = control.ctl.elect_preferred(to, false)?;
-        self.shared.publish(&election.state, None);
+        self.shared.publish(&control.ctl, &election.state, None);
         Ok(election.state)
     }
 
@@ -508,7 +500,7 @@ impl ThreadCluster {
     pub fn elect_leader(&self, allow_unclean: bool) -> Result<Election> {
         let mut control = self.shared.control.lock();
         let election = control.ctl.elect_leader(allow_unclean)?;
-        self.shared.publish(&election.state, None);
+        self.shared.publish(&control.ctl, &election.state, None);
         Ok(election)
     }
 
@@ -561,7 +553,7 @@ fn join(handle: JoinHandle<Result<()>>, dir: &Path) -> Result<()> {
 /// A produce request sent to the leader, not yet answered.
 #[derive(Debug)]
 pub struct PendingProduce {
-    rx: Receiver<Result<AppendInfo>>,
+    rx: Receiver<Msg>,
     deadline: Instant,
 }
 
@@ -573,14 +565,25 @@ impl PendingProduce {
         let grace = Duration::from_millis(1_000);
         let wait = self.deadline.saturating_duration_since(Instant::now()) + grace;
         match self.rx.recv_timeout(wait) {
-            Ok(result) => result,
+            Ok(msg) => answer(msg),
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => Err(Error::Timeout),
         }
     }
 
     /// The answer if it has come.
     pub fn try_wait(&self) -> Option<Result<AppendInfo>> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv().ok().map(answer)
+    }
+}
+
+/// The client's view of the node's answer to its produce request.
+fn answer(msg: Msg) -> Result<AppendInfo> {
+    match msg {
+        Msg::ProduceResult { result, .. } => result.map_err(ErrorReply::into_error),
+        other => Err(Error::InvalidConfig(format!(
+            "a produce request was answered with {}",
+            other.name()
+        ))),
     }
 }
 
@@ -659,17 +662,17 @@ impl ClusterClient {
             return Err(not_delivered);
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let deadline_ms = self
-            .shared
-            .now_ms()
-            .saturating_add(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX));
+        let timeout_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX / 2);
         let (tx, rx) = crossbeam_channel::bounded(1);
         inbox
-            .send(Msg::Produce {
-                batch,
-                acks: self.acks,
-                deadline_ms,
-                reply: tx,
+            .send(Event::Deliver {
+                msg: Msg::Produce {
+                    token: 0,
+                    batch,
+                    acks: self.acks,
+                    timeout_ms,
+                },
+                reply_to: Some(tx),
             })
             .map_err(|_| not_delivered)?;
         Ok(PendingProduce { rx, deadline })

@@ -22,6 +22,8 @@
 
 mod follower_role;
 mod leader_role;
+mod node;
+mod protocol;
 mod state_files;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +38,8 @@ use crate::replication::{
 use crate::types::{LeaderEpoch, Offset};
 
 pub use leader_role::PendingAck;
+pub use node::{NodeTiming, ReplicaNode};
+pub use protocol::{Msg, NodeEvent, Output};
 
 /// The leader-epoch cache file in a replica's log directory (`format::epoch_checkpoint`).
 pub const EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";

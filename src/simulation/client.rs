@@ -11,16 +11,53 @@
 use std::collections::VecDeque;
 
 use super::checker::Checker;
-use super::network::{Endpoint, Msg, ProduceError};
+use super::network::Endpoint;
 use crate::format::batch::{BatchBuilder, RecordBatch};
+use crate::net::{ErrorReply, RemoteError};
 use crate::producer::{Marker, MarkerKind, MAX_IN_FLIGHT};
+use crate::replica::{Acks, Msg};
 use crate::replication::ReplicaId;
 use crate::types::{ProducerEpoch, ProducerId, Sequence};
 
 const RETRY_MS: u64 = 150;
+/// How long the leader may hold an acks=all request.
+const PRODUCE_TIMEOUT_MS: u64 = 1_000;
 const RECORDS_PER_BATCH: u32 = 3;
 /// Tokens of marker requests (data requests use the record counter, far below).
 const MARKER_TOKEN: u64 = 1 << 40;
+
+/// Why a produce request failed, as a client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProduceError {
+    /// Try again (not leader, not enough replicas, timeout, storage trouble on this replica).
+    Retriable(String),
+    /// An earlier batch of this producer is missing here: retry in order.
+    OutOfOrder,
+    /// Written before and older than the retained window.
+    WrittenEarlier,
+    /// Anything a correct run never produces.
+    Fatal(String),
+}
+
+impl ProduceError {
+    fn of(e: ErrorReply) -> ProduceError {
+        match e.error {
+            RemoteError::NotLeader { .. }
+            | RemoteError::NotEnoughReplicas { .. }
+            | RemoteError::NotEnoughReplicasAfterAppend { .. }
+            | RemoteError::Timeout
+            | RemoteError::Replication(_) => ProduceError::Retriable(e.message),
+            // Before the first batch of a producer arrives (reordered), a later one finds it
+            // unknown: the same as a gap. (Producers here never expire, so it cannot mean that
+            // the log forgot it.)
+            RemoteError::OutOfOrderSequence { .. } | RemoteError::UnknownProducerId { .. } => {
+                ProduceError::OutOfOrder
+            }
+            RemoteError::DuplicateSequence { .. } => ProduceError::WrittenEarlier,
+            _ => ProduceError::Fatal(e.message),
+        }
+    }
+}
 
 #[derive(Debug)]
 struct InFlight {
@@ -189,6 +226,8 @@ impl SimClient {
                     Msg::Produce {
                         token: f.first as u64,
                         batch: f.batch.clone(),
+                        acks: Acks::All,
+                        timeout_ms: PRODUCE_TIMEOUT_MS,
                     },
                 ));
             }
@@ -205,6 +244,8 @@ impl SimClient {
                         Msg::Produce {
                             token: MARKER_TOKEN + t.number,
                             batch: batch.clone(),
+                            acks: Acks::All,
+                            timeout_ms: PRODUCE_TIMEOUT_MS,
                         },
                     ));
                 }
@@ -248,6 +289,7 @@ impl SimClient {
         let Msg::ProduceResult { token, result } = msg else {
             return Ok(outcome);
         };
+        let result = result.map_err(ProduceError::of);
         if token >= MARKER_TOKEN {
             return self.receive_marker(token - MARKER_TOKEN, result, outcome);
         }

@@ -22,9 +22,10 @@ use crate::clock::ManualClock;
 use crate::config::SyncMode;
 use crate::replication::{Controller, InProcessController, ReplicaId};
 
+use crate::replica::Msg;
 use checker::Checker;
 use client::SimClient;
-use network::{Endpoint, Msg, Network};
+use network::{Endpoint, Network};
 use node::Node;
 
 /// The splitmix64 generator every random choice of a run comes from.
@@ -223,7 +224,7 @@ impl std::fmt::Display for SimFailure {
 }
 
 const TICK_MS: u64 = 10;
-const TRACE_LINES: usize = 60;
+const TRACE_LINES: usize = 120;
 
 /// The whole simulated world.
 struct World {
@@ -241,6 +242,8 @@ struct World {
     stats: SimStats,
     trace: std::collections::VecDeque<String>,
     healing: bool,
+    /// The partition epoch last traced.
+    last_pe: i32,
 }
 
 /// Runs one simulation.
@@ -292,6 +295,7 @@ impl World {
             stats: SimStats::default(),
             trace: std::collections::VecDeque::new(),
             healing: false,
+            last_pe: -1,
         }
     }
 
@@ -465,7 +469,11 @@ impl World {
         if self.checker.note_record(&rec) {
             self.stats.leader_elections += 1;
             self.log(format!("controller: {rec:?}"));
+        } else if self.last_pe != rec.partition_epoch {
+            // ISR changes too: a failure's trace shows how the ISR got where it is.
+            self.log(format!("controller: {rec:?}"));
         }
+        self.last_pe = rec.partition_epoch;
         self.broadcast_record();
     }
 
@@ -579,6 +587,7 @@ impl World {
             Msg::Heartbeat {
                 incarnation,
                 registering,
+                ..
             } => {
                 let known = self.controller.incarnation(id).unwrap_or(0);
                 if incarnation < known {

@@ -4,59 +4,14 @@
 use std::collections::BTreeMap;
 
 use super::{Faults, SimRng};
-use crate::format::batch::RecordBatch;
-use crate::log::AppendInfo;
-use crate::replication::{
-    AlterIsrRequest, FetchRequest, FetchResponse, LeaderAndIsr, LogRecovery, ReplicaId,
-    ReplicationError,
-};
+use crate::replica::Msg;
+use crate::replication::ReplicaId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Replica(ReplicaId),
     Controller,
     Client(usize),
-}
-
-/// Why a produce request failed, as a client sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProduceError {
-    /// Try again (not leader, not enough replicas, timeout, storage trouble on this replica).
-    Retriable(String),
-    /// An earlier batch of this producer is missing here: retry in order.
-    OutOfOrder,
-    /// Written before and older than the retained window.
-    WrittenEarlier,
-    /// Anything a correct run never produces.
-    Fatal(String),
-}
-
-#[derive(Debug, Clone)]
-pub enum Msg {
-    Fetch(FetchRequest),
-    FetchResponse(FetchResponse),
-    Produce {
-        token: u64,
-        batch: RecordBatch,
-    },
-    ProduceResult {
-        token: u64,
-        result: Result<AppendInfo, ProduceError>,
-    },
-    /// The controller's record, with the incarnation it knows for the recipient: a replica
-    /// applies it only if that is its own (a record meant for an earlier life, or sent before
-    /// the controller saw this life register, is stale — Kafka's broker-epoch check).
-    Record {
-        rec: LeaderAndIsr,
-        incarnation: Option<u64>,
-    },
-    Heartbeat {
-        incarnation: u64,
-        /// Set until the controller answered after a restart: what the log recovered.
-        registering: Option<LogRecovery>,
-    },
-    AlterIsr(AlterIsrRequest),
-    AlterIsrResult(Result<LeaderAndIsr, ReplicationError>),
 }
 
 #[derive(Debug, Clone)]
