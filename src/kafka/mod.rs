@@ -19,6 +19,7 @@ pub mod groups;
 mod metadata;
 mod produce;
 mod server;
+mod topics;
 mod txn_api;
 pub mod versions;
 
