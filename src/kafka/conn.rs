@@ -12,16 +12,17 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiKey, ApiVersionsRequest,
-    CreateTopicsRequest, EndTxnRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
-    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest,
-    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
-    ResponseHeader, SyncGroupRequest, TxnOffsetCommitRequest,
+    CreateTopicsRequest, DescribeTransactionsRequest, EndTxnRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListOffsetsRequest, ListTransactionsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    SyncGroupRequest, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use super::frame::{self, FrameError};
 use super::server::State;
-use super::{fetch, group_api, metadata, produce, topics, txn_api, versions};
+use super::{fetch, group_api, metadata, produce, topics, txn_admin, txn_api, versions};
 
 /// Why a connection was closed by the server.
 #[derive(Debug)]
@@ -253,6 +254,22 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
                 correlation,
                 version,
                 &topics::create_topics(state, req, version),
+            )
+        }
+        ApiKey::DescribeTransactions => {
+            let req: DescribeTransactionsRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &txn_admin::describe_transactions(state, &req),
+            )
+        }
+        ApiKey::ListTransactions => {
+            let req: ListTransactionsRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &txn_admin::list_transactions(state, &req),
             )
         }
         other => Err(ConnError::BadRequest(format!("{other:?} is not served"))),

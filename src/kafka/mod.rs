@@ -20,6 +20,7 @@ mod metadata;
 mod produce;
 mod server;
 mod topics;
+mod txn_admin;
 mod txn_api;
 pub mod versions;
 
