@@ -52,11 +52,11 @@ pub fn create_topics(
 fn create_one(state: &State, t: &CreatableTopic, validate_only: bool) -> Result<i32, Refusal> {
     let name = t.name.0.as_str();
     if let Err(e) = TopicPartition::new(name, 0) {
-        return Err((invalid_topic(), e.to_string()));
+        return Err((ResponseError::InvalidTopicException, e.to_string()));
     }
     if name.starts_with("__") {
         return Err((
-            invalid_topic(),
+            ResponseError::InvalidTopicException,
             format!("topic names starting with \"__\" are reserved for the broker ({name:?})"),
         ));
     }
@@ -114,10 +114,6 @@ fn create_one(state: &State, t: &CreatableTopic, validate_only: bool) -> Result<
         })?;
     }
     Ok(partitions)
-}
-
-fn invalid_topic() -> ResponseError {
-    ResponseError::InvalidTopicException
 }
 
 fn result(t: CreatableTopic, outcome: Result<i32, Refusal>, version: i16) -> CreatableTopicResult {
