@@ -239,3 +239,49 @@ fn bad_frames_close_only_their_connection() {
     assert_eq!(&answer[8..10], &35i16.to_be_bytes(), "UNSUPPORTED_VERSION");
     assert!(serve.stderr().contains("closed"), "{}", serve.stderr());
 }
+
+/// CreateTopics from the admin clients (librdkafka negotiates v4, kafka-python the flexible
+/// v7): topics with 3 and the default 4 partitions created, the same name again
+/// TOPIC_ALREADY_EXISTS, 0 partitions INVALID_PARTITIONS, replication factor 3
+/// INVALID_REPLICATION_FACTOR, validate_only creating nothing; Metadata then lists exactly the
+/// created topics with their counts and a record goes to the last partition.
+#[test]
+fn admin_clients_create_topics() {
+    let mut serve = Serve::start(&[]);
+    for (module, client, prefix) in [
+        ("confluent_kafka", "confluent", "c"),
+        ("kafka", "kafka-python", "k"),
+    ] {
+        require_python(module);
+        let out = run(
+            Command::new("python3")
+                .arg(script("admin_topics.py"))
+                .args([serve.bootstrap().as_str(), client, prefix]),
+            None,
+            &serve,
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+    }
+    assert!(serve.stop().success(), "{}", serve.stderr());
+    // The directory holds exactly the partitions created, and the one record sent.
+    assert_eq!(stored_values(&serve.data, "c-three", 2), [b"v"]);
+    assert_eq!(stored_values(&serve.data, "k-three", 2), [b"v"]);
+    let mut config = BrokerConfig::default();
+    config.log = config.log.with_segment_bytes(1 << 20);
+    let broker = Broker::open(&serve.data, config).unwrap();
+    for prefix in ["c", "k"] {
+        let count = |t: &str| broker.partitions().of_topic(&format!("{prefix}-{t}")).len();
+        assert_eq!(
+            [
+                count("three"),
+                count("dflt"),
+                count("zero"),
+                count("rf3"),
+                count("validated")
+            ],
+            [3, 4, 0, 0, 0],
+            "{prefix}"
+        );
+    }
+    broker.close().unwrap();
+}

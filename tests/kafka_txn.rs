@@ -111,3 +111,18 @@ fn aiokafka_commits_and_aborts_transactions_with_offsets() {
     let out = run_script(&serve, "aiokafka", "aiokafka_txn.py", &["aio"]);
     assert!(out.contains("committed=30 aborted=30"), "{out}");
 }
+
+/// kafka-python's admin client (DescribeTransactions v0, ListTransactions v1): an open
+/// transaction on two partitions, an initialised idle producer and a committed transaction are
+/// described and listed as the coordinator holds them, the list filtered by state, producer id
+/// and duration, an unknown id is TransactionalIdNotFoundError, and the open one is listed
+/// CompleteCommit once it commits.
+#[test]
+fn kafka_python_admin_describes_and_lists_transactions() {
+    let serve = Serve::start(&[]);
+    let out = run_script(&serve, "kafka", "kafka_python_txn_admin.py", &["adm"]);
+    assert!(
+        out.contains("OK kafka-python DescribeTransactions"),
+        "{out}"
+    );
+}

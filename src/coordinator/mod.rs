@@ -244,6 +244,11 @@ impl TxnCoordinator {
         self.inner.lock().states.get(tid).cloned()
     }
 
+    /// Every transactional id's current state, in id order (ListTransactions).
+    pub fn list(&self) -> Vec<TxnMetadata> {
+        self.inner.lock().states.iter().cloned().collect()
+    }
+
     /// The transactional ids whose outcome is decided but whose markers are not all written.
     pub fn pending(&self) -> Vec<String> {
         let inner = self.inner.lock();

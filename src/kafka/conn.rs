@@ -11,17 +11,18 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiKey, ApiVersionsRequest, EndTxnRequest,
-    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
-    TxnOffsetCommitRequest,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiKey, ApiVersionsRequest,
+    CreateTopicsRequest, DescribeTransactionsRequest, EndTxnRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListOffsetsRequest, ListTransactionsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    SyncGroupRequest, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use super::frame::{self, FrameError};
 use super::server::State;
-use super::{fetch, group_api, metadata, produce, txn_api, versions};
+use super::{fetch, group_api, metadata, produce, topics, txn_admin, txn_api, versions};
 
 /// Why a connection was closed by the server.
 #[derive(Debug)]
@@ -247,6 +248,30 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
                 &group_api::offset_fetch(state, req, version),
             )
         }
+        ApiKey::CreateTopics => {
+            let req: CreateTopicsRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &topics::create_topics(state, req, version),
+            )
+        }
+        ApiKey::DescribeTransactions => {
+            let req: DescribeTransactionsRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &txn_admin::describe_transactions(state, &req),
+            )
+        }
+        ApiKey::ListTransactions => {
+            let req: ListTransactionsRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &txn_admin::list_transactions(state, &req),
+            )
+        }
         other => Err(ConnError::BadRequest(format!("{other:?} is not served"))),
     }
 }
@@ -381,6 +406,21 @@ mod tests {
             encodes("ListOffsets", v, &resp);
         }
         groups_encode(state);
+        for v in range(ApiKey::CreateTopics) {
+            use kafka_protocol::messages::create_topics_request::CreatableTopic;
+            let mut req = CreateTopicsRequest::default();
+            let mut t = CreatableTopic::default();
+            t.name = name(&format!("created{v}"));
+            t.num_partitions = 2;
+            t.replication_factor = 1;
+            let mut exists = t.clone();
+            exists.name = name("t");
+            req.topics = vec![t, exists];
+            let r = topics::create_topics(state, req, v);
+            let codes: Vec<i16> = r.topics.iter().map(|t| t.error_code).collect();
+            assert_eq!(codes, [0, 36], "v{v}");
+            encodes("CreateTopics", v, &r);
+        }
         for v in range(ApiKey::Fetch) {
             for isolation in [0, 1] {
                 let mut req = FetchRequest::default();

@@ -61,6 +61,11 @@ pub fn metadata(state: &State, req: MetadataRequest, version: i16) -> MetadataRe
 fn topic(state: &State, name: String, create: bool, version: i16) -> MetadataResponseTopic {
     let mut t = MetadataResponseTopic::default();
     let mut parts = state.broker.partitions().of_topic(&name);
+    // Created under the lock CreateTopics takes, so the two never both create one topic.
+    let creating = (parts.is_empty() && create).then(|| state.topic_creation.lock());
+    if creating.is_some() {
+        parts = state.broker.partitions().of_topic(&name);
+    }
     if parts.is_empty() && !name.starts_with("__") {
         if let Err(e) = TopicPartition::new(&name, 0) {
             t.error_code = code_of(&e);
@@ -101,7 +106,7 @@ fn topic(state: &State, name: String, create: bool, version: i16) -> MetadataRes
 
 /// A stable id for a topic name (Metadata v10+ carries one; nothing we serve takes it back):
 /// four CRC-32C hashes of the name, shaped as a version-4 UUID.
-fn topic_id(name: &str) -> uuid::Uuid {
+pub(super) fn topic_id(name: &str) -> uuid::Uuid {
     let a = crc32c::crc32c(name.as_bytes());
     let b = crc32c::crc32c_append(0x9e37_79b9, name.as_bytes());
     let c = crc32c::crc32c_append(a, b"oncelog");

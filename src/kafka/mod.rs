@@ -19,6 +19,8 @@ pub mod groups;
 mod metadata;
 mod produce;
 mod server;
+mod topics;
+mod txn_admin;
 mod txn_api;
 pub mod versions;
 

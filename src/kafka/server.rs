@@ -58,6 +58,8 @@ pub(super) struct State {
     pub groups: super::groups::Groups,
     /// The transactional producers' sessions (`txn_api`).
     pub txn: super::txn_api::TxnSessions,
+    /// Held while a topic is checked and created (CreateTopics, Metadata auto-creation).
+    pub topic_creation: Mutex<()>,
     /// Batches answered as duplicates of one already stored (logged under the test fault).
     pub duplicates: AtomicU64,
 }
@@ -126,6 +128,7 @@ impl Server {
                 appended: Condvar::new(),
                 produces: AtomicU64::new(0),
                 duplicates: AtomicU64::new(0),
+                topic_creation: Mutex::new(()),
                 groups: super::groups::Groups::default(),
                 txn: super::txn_api::TxnSessions::default(),
             }),
