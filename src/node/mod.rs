@@ -1,22 +1,29 @@
-//! `oncelog node`: one replica as a process, talking TCP (`crate::net`).
+//! `oncelog node`: one replica as a process, a TCP transport (`crate::net`) over the
+//! [`ReplicaNode`] that the simulation and the thread cluster run too.
 //!
-//! Three threads around one [`Replica`] behind a mutex:
-//! - the transport's server threads answer `Fetch` (leader side), `Produce` (an acks=all request
-//!   blocks its connection's thread on a condition variable until the replica completes it),
-//!   `Read` (committed data only) and `InitProducerId { Some }` (an epoch bump);
-//! - the control thread registers with the controller once per life, heartbeats every tick
-//!   (the answer is the controller's record, applied with `on_leader_and_isr`; the controller
-//!   answers only the incarnation it knows, so a record meant for an earlier life is never
-//!   applied), ticks the replica and sends its ISR proposals; while the controller cannot be
-//!   reached it backs off (the tick doubled per failure, at most 1 s) and says so on stderr;
-//! - the fetcher thread, while following, fetches from the leader in a loop.
+//! The node sits behind one mutex; every thread steps it and routes its outputs
+//! (`Shared::dispatch`): an answer goes to the slot of the request it answers, a message for the
+//! controller to the control thread's queue, a fetch to the fetcher thread.
+//! - The transport's server threads turn `Fetch` and `Produce` requests into node messages with
+//!   a slot of their own and wait on a condition variable until the node answers that slot: a
+//!   follower's fetch at the leader's log end is parked (long poll) and answered the moment data
+//!   arrives, an acks=all produce when the high-water mark passes it. `Read` (committed data
+//!   only) and `InitProducerId { Some }` (an epoch bump) read the replica directly.
+//! - The control thread sends the node's heartbeats (a registration while the node registers)
+//!   and ISR proposals to the controller and steps the answers back in (the controller answers
+//!   only the incarnation it knows, so a record meant for an earlier life is never applied);
+//!   while the controller cannot be reached it backs off (the tick doubled per failure, at most
+//!   1 s) and says so.
+//! - The fetcher thread sends the node's fetches to the leader and steps the answers back in.
+//! - The ticker thread ticks the node at its next wake-up (acks=all deadlines, long-poll
+//!   deadlines, ISR changes, heartbeat times).
 //!
-//! Invariant: the replica mutex is never held across a network call.
+//! Invariant: the node mutex is never held across a network call.
 //!
 //! [`Node::shutdown`] (what `oncelog node` runs on SIGTERM or SIGINT) stops the server and the
 //! threads, then closes the replica and its log cleanly, so the next start does not scan.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,13 +36,15 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::format::batch::RecordBatch;
-use crate::log::AppendInfo;
 use crate::net::{
     ClusterFile, ControllerClient, ErrorReply, Handler, Message, RemoteError, ReplicaClient,
     Security, Server, ServerSecurity, TransportConfig,
 };
-use crate::replica::{Acks, Produced, Replica, ReplicaConfig};
+use crate::replica::{
+    Acks, Msg, NodeEvent, NodeTiming, Output, Replica, ReplicaConfig, ReplicaNode,
+};
 use crate::replication::{LeaderConfig, LogRecovery, ReplicaId, ReplicationError};
+use crate::types::Offset;
 
 mod client;
 pub use client::PartitionClient;
@@ -107,17 +116,25 @@ const PRODUCE_REQUEST_OVERHEAD: u32 = 1 << 10;
 const MAX_CONTROLLER_BACKOFF: Duration = Duration::from_secs(1);
 
 struct State {
-    replica: Replica,
-    /// Answers of waiting acks=all requests, by token.
-    done: HashMap<u64, Result<AppendInfo>>,
+    node: ReplicaNode<u64>,
+    /// Answers of the node by request slot, until their server thread takes them.
+    answers: HashMap<u64, Msg>,
+    /// Messages for the controller, oldest first (at most one heartbeat).
+    to_controller: VecDeque<Msg>,
+    /// The fetch for the fetcher thread to send.
+    fetch: Option<(ReplicaId, Msg)>,
 }
 
 struct Shared {
     state: Mutex<State>,
-    completed: Condvar,
-    next_token: AtomicU64,
+    /// Signalled when an answer lands in `answers`.
+    answered: Condvar,
+    /// Signalled when work lands in `to_controller` or `fetch`, or the node stops.
+    work: Condvar,
+    next_slot: AtomicU64,
     stop: AtomicBool,
     started: Instant,
+    id: ReplicaId,
 }
 
 impl Shared {
@@ -125,15 +142,84 @@ impl Shared {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Moves the replica's completions to `done` and wakes the waiters.
-    fn collect(&self, st: &mut State) {
-        let c = st.replica.take_completions();
-        if !c.is_empty() {
-            for c in c {
-                st.done.insert(c.token, c.result);
+    /// Steps the node with `msg` (a request answered to `slot`) and routes what comes out.
+    fn step(&self, st: &mut State, slot: Option<u64>, msg: Msg) {
+        let mut out = Vec::new();
+        st.node.step(slot, msg, self.now_ms(), &mut out);
+        self.dispatch(st, out);
+    }
+
+    fn tick(&self, st: &mut State) {
+        let mut out = Vec::new();
+        st.node.tick(self.now_ms(), &mut out);
+        self.dispatch(st, out);
+    }
+
+    fn dispatch(&self, st: &mut State, out: Vec<Output<u64>>) {
+        let (mut answered, mut work) = (false, false);
+        for o in out {
+            match o {
+                Output::Reply(slot, msg) => {
+                    st.answers.insert(slot, msg);
+                    answered = true;
+                }
+                Output::ToController(msg) => {
+                    if matches!(msg, Msg::Heartbeat { .. }) {
+                        st.to_controller
+                            .retain(|m| !matches!(m, Msg::Heartbeat { .. }));
+                    }
+                    st.to_controller.push_back(msg);
+                    work = true;
+                }
+                Output::ToReplica(leader, msg) => {
+                    st.fetch = Some((leader, msg));
+                    work = true;
+                }
+                Output::Event(NodeEvent::Failed(e)) => {
+                    tracing::warn!(replica = self.id.0, "oncelog node {}: {e}", self.id);
+                }
+                Output::Event(e) => tracing::debug!(replica = self.id.0, "{e:?}"),
             }
-            self.completed.notify_all();
         }
+        if answered {
+            self.answered.notify_all();
+        }
+        if work {
+            self.work.notify_all();
+        }
+    }
+
+    /// Steps a request into the node and waits for its answer; `None` once the node stops.
+    fn call(&self, msg: impl FnOnce(u64) -> Msg) -> Option<Msg> {
+        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let mut st = self.state.lock();
+        self.step(&mut st, Some(slot), msg(slot));
+        loop {
+            if let Some(answer) = st.answers.remove(&slot) {
+                return Some(answer);
+            }
+            if self.stop.load(Ordering::Acquire) {
+                return None;
+            }
+            // The ticker answers at the deadlines; wake up anyway to see a stop.
+            self.answered.wait_for(&mut st, Duration::from_millis(100));
+        }
+    }
+}
+
+/// The node timing of `oncelog node`: the leader parks a follower's fetch for up to half the
+/// request timeout (at most 500 ms), so its answer always comes before the fetch times out.
+pub fn node_timing(o: &NodeOptions) -> NodeTiming {
+    let request_ms = u64::try_from(o.request_timeout.as_millis()).unwrap_or(u64::MAX);
+    let fetch_wait_ms = (request_ms / 2).min(500);
+    NodeTiming {
+        tick_ms: o.tick_ms,
+        heartbeat_ms: o.tick_ms,
+        fetch_wait_ms,
+        fetch_timeout_ms: request_ms.saturating_add(fetch_wait_ms),
+        fetch_backoff_ms: o.tick_ms,
+        idle_fetch_ms: o.tick_ms,
+        wake_followers_on_hw: true,
     }
 }
 
@@ -174,17 +260,23 @@ impl Node {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_millis() as u64);
         let replica = Replica::open(&opts.dir, cfg, incarnation)?;
+        let recovery = replica.log_recovery();
         let listener = TcpListener::bind(entry.addr)
             .map_err(|e| Error::io("bind replica address", entry.addr.to_string(), e))?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                replica,
-                done: HashMap::new(),
+                // Every life registers.
+                node: ReplicaNode::new(replica, node_timing(&opts), Some(recovery)),
+                answers: HashMap::new(),
+                to_controller: VecDeque::new(),
+                fetch: None,
             }),
-            completed: Condvar::new(),
-            next_token: AtomicU64::new(1),
+            answered: Condvar::new(),
+            work: Condvar::new(),
+            next_slot: AtomicU64::new(1),
             stop: AtomicBool::new(false),
             started: Instant::now(),
+            id: opts.id,
         });
         let transport = opts.server_transport();
         let handler: Arc<dyn Handler> = Arc::new(NodeHandler {
@@ -202,11 +294,11 @@ impl Node {
             .map_err(|e| Error::io("start replica server", entry.addr.to_string(), e))?;
         let mut threads = Vec::new();
         let (s, o) = (Arc::clone(&shared), opts.clone());
-        threads.push(spawn("oncelog-control", move || {
-            control_loop(&s, &o, incarnation)
-        })?);
-        let (s, o) = (Arc::clone(&shared), opts);
+        threads.push(spawn("oncelog-control", move || control_loop(&s, &o))?);
+        let (s, o) = (Arc::clone(&shared), opts.clone());
         threads.push(spawn("oncelog-fetcher", move || fetch_loop(&s, &o))?);
+        let (s, o) = (Arc::clone(&shared), opts);
+        threads.push(spawn("oncelog-ticker", move || tick_loop(&s, &o))?);
         Ok(Node {
             shared,
             server: Some(server),
@@ -227,6 +319,8 @@ impl Node {
     /// Stops the threads and closes the replica cleanly.
     pub fn shutdown(mut self) -> Result<()> {
         self.shared.stop.store(true, Ordering::Release);
+        self.shared.work.notify_all();
+        self.shared.answered.notify_all();
         if let Some(s) = self.server.take() {
             s.shutdown();
         }
@@ -237,7 +331,7 @@ impl Node {
         // if it were not, the log could not be closed cleanly, and saying so beats a silent
         // skip (the next start would scan).
         match Arc::try_unwrap(self.shared) {
-            Ok(shared) => shared.state.into_inner().replica.close(),
+            Ok(shared) => shared.state.into_inner().node.into_replica().close(),
             Err(_) => Err(Error::io(
                 "close the replica's log",
                 "",
@@ -265,18 +359,24 @@ struct NodeHandler {
 /// Bytes of a fetch or read answer frame around its batches (envelope, offsets, epochs).
 const ANSWER_OVERHEAD: u32 = 4 << 10;
 
+/// The answer to a request whose node stopped before answering: appended or not, the outcome
+/// is unknown to the client.
+fn stopped() -> Message {
+    error_reply(&Error::Timeout)
+}
+
 impl Handler for NodeHandler {
     fn handle(&self, request: Message) -> Message {
         let sh = &self.shared;
         match request {
             Message::Fetch(mut req) => {
                 req.max_bytes = req.max_bytes.min(self.max_answer_bytes);
-                let mut st = sh.state.lock();
-                let r = st.replica.handle_fetch(&req, sh.now_ms());
-                sh.collect(&mut st);
-                match r {
-                    Ok(resp) => Message::FetchResponse(resp),
-                    Err(e) => error_reply(&e),
+                match sh.call(|id| Msg::Fetch { id, req }) {
+                    Some(Msg::FetchResponse { result, .. }) => match result {
+                        Ok(resp) => Message::FetchResponse(resp),
+                        Err(e) => Message::Error(e),
+                    },
+                    _ => stopped(),
                 }
             }
             Message::Produce {
@@ -284,16 +384,17 @@ impl Handler for NodeHandler {
                 timeout_ms,
                 batch,
             } => match produce(sh, acks, timeout_ms, batch) {
-                Ok(info) => Message::ProduceResponse(info),
+                Ok(answer) => answer,
                 Err(e) => error_reply(&e),
             },
             Message::Read { offset, max_bytes } => {
                 let max_bytes = max_bytes.min(self.max_answer_bytes);
                 let st = sh.state.lock();
-                match st.replica.read_committed(offset, max_bytes as usize) {
+                let r = st.node.replica();
+                match r.read_committed(offset, max_bytes as usize) {
                     Ok(f) => Message::ReadResponse {
-                        high_watermark: st.replica.high_watermark(),
-                        log_end: st.replica.log_end_offset(),
+                        high_watermark: r.high_watermark(),
+                        log_end: r.log_end_offset(),
                         bytes: f.bytes().to_vec(),
                     },
                     Err(e) => error_reply(&e),
@@ -303,13 +404,14 @@ impl Handler for NodeHandler {
                 producer_id: Some(pid),
             } => {
                 let st = sh.state.lock();
-                if !st.replica.is_leader() {
+                let r = st.node.replica();
+                if !r.is_leader() {
                     return error_reply(&Error::NotLeader {
-                        leader: st.replica.leader().map(|r| r.0),
-                        leader_epoch: st.replica.leader_epoch(),
+                        leader: r.leader().map(|r| r.0),
+                        leader_epoch: r.leader_epoch(),
                     });
                 }
-                match st.replica.log().reinit_external_producer(pid) {
+                match r.log().reinit_external_producer(pid) {
                     Ok((producer_id, epoch)) => Message::ProducerIdAssigned { producer_id, epoch },
                     Err(e) => error_reply(&e),
                 }
@@ -322,99 +424,119 @@ impl Handler for NodeHandler {
     }
 }
 
-fn produce(sh: &Shared, acks: i8, timeout_ms: u32, batch: Vec<u8>) -> Result<AppendInfo> {
+fn produce(sh: &Shared, acks: i8, timeout_ms: u32, batch: Vec<u8>) -> Result<Message> {
     let acks = Acks::from_wire(acks)
         .ok_or_else(|| Error::InvalidConfig(format!("acks must be 0, 1 or -1, not {acks}")))?;
     let batch = RecordBatch::from_bytes(batch)?;
-    let token = sh.next_token.fetch_add(1, Ordering::Relaxed);
-    let mut st = sh.state.lock();
-    let deadline = sh.now_ms() + u64::from(timeout_ms);
-    let out = st.replica.produce(&batch, acks, token, deadline);
-    sh.collect(&mut st);
-    match out? {
-        Produced::Done(info) => Ok(info),
-        Produced::Waiting(_) => loop {
-            if let Some(r) = st.done.remove(&token) {
-                return r;
-            }
-            if sh.stop.load(Ordering::Acquire) {
-                // Appended, not yet committed: the outcome is unknown to the client.
-                return Err(Error::Timeout);
-            }
-            // The control thread's tick answers `Timeout` at the deadline; wake up anyway.
-            sh.completed.wait_for(&mut st, Duration::from_millis(100));
+    let answer = sh.call(|token| Msg::Produce {
+        token,
+        batch,
+        acks,
+        timeout_ms: u64::from(timeout_ms),
+    });
+    Ok(match answer {
+        Some(Msg::ProduceResult { result, .. }) => match result {
+            Ok(info) => Message::ProduceResponse(info),
+            Err(e) => Message::Error(e),
         },
+        _ => stopped(),
+    })
+}
+
+/// Waits for the next message for the controller; `None` once the node stops.
+fn next_for_controller(sh: &Shared, tick: Duration) -> Option<Msg> {
+    let mut st = sh.state.lock();
+    loop {
+        if sh.stop.load(Ordering::Acquire) {
+            return None;
+        }
+        if let Some(msg) = st.to_controller.pop_front() {
+            return Some(msg);
+        }
+        sh.work.wait_for(&mut st, tick);
     }
 }
 
-fn control_loop(sh: &Shared, o: &NodeOptions, incarnation: u64) {
+fn control_loop(sh: &Shared, o: &NodeOptions) {
     let mut controller =
         ControllerClient::for_cluster(&o.cluster, TransportConfig::default(), o.request_timeout)
             .with_security(o.security.clone());
-    let mut registered = false;
-    let mut recovery = sh.state.lock().replica.log_recovery();
     let mut unreachable = Unreachable::default();
-    while !sh.stop.load(Ordering::Acquire) {
-        pause(sh, unreachable.delay(o.tick_ms));
-        if sh.stop.load(Ordering::Acquire) {
-            return;
-        }
-        let log_end = sh.state.lock().replica.log_end_offset();
-        let answer = if registered {
-            controller.heartbeat(o.id, incarnation, log_end)
-        } else {
-            // At the birth of a partition every log is empty and has no previous life; that is
-            // not a lost disk. Anywhere later, an empty new directory is (KAFKA-14139).
-            if recovery == LogRecovery::EmptyOrDamaged && log_end.0 == 0 {
-                if let Ok(m) = controller.metadata() {
-                    if m.state.leader_epoch == 0 && m.state.partition_epoch == 0 {
-                        recovery = LogRecovery::Intact;
+    let tick = Duration::from_millis(o.tick_ms.max(1));
+    while let Some(msg) = next_for_controller(sh, tick) {
+        let (answer, incarnation) = match msg {
+            Msg::Heartbeat {
+                incarnation,
+                registering,
+                log_end,
+            } => {
+                let answer = match registering {
+                    Some(recovery) => {
+                        let recovery = at_birth(&mut controller, recovery, log_end);
+                        controller.register(o.id, incarnation, recovery)
                     }
-                }
+                    None => controller.heartbeat(o.id, incarnation, log_end),
+                };
+                (answer, Some(incarnation))
             }
-            controller.register(o.id, incarnation, recovery)
+            Msg::AlterIsr(req) => (controller.alter_isr(&req), None),
+            _ => continue,
         };
         match &answer {
             Err(e) if e.remote().is_none() => unreachable.failed(o, e),
             _ => unreachable.reached(o),
         }
-        match answer {
-            Ok(rec) => {
-                if !registered {
-                    registered = true;
-                    // Re-registering after an expired session: this life's log is whole.
-                    recovery = LogRecovery::Intact;
-                }
-                let mut st = sh.state.lock();
-                let _ = st.replica.on_leader_and_isr(&rec, sh.now_ms());
-                sh.collect(&mut st);
-            }
-            Err(e) => {
-                if matches!(
+        let msg = match (answer, incarnation) {
+            (Ok(rec), Some(_)) => Msg::Record { rec, incarnation },
+            (Err(e), Some(_)) => {
+                let expired = matches!(
                     e.remote().map(|r| &r.error),
                     Some(RemoteError::SessionExpired { .. })
-                ) {
-                    registered = false;
+                );
+                if !expired {
+                    pause(sh, unreachable.delay(o.tick_ms));
+                    continue;
                 }
-                continue;
+                Msg::SessionExpired
+            }
+            (result, None) => {
+                Msg::AlterIsrResult(result.map_err(|_| ReplicationError::InvalidIsr {
+                    reason: "refused by the controller or not answered",
+                }))
+            }
+        };
+        let mut st = sh.state.lock();
+        sh.step(&mut st, None, msg);
+    }
+}
+
+/// At the birth of a partition every log is empty and has no previous life; that is not a lost
+/// disk. Anywhere later, an empty new directory is (KAFKA-14139).
+fn at_birth(
+    controller: &mut ControllerClient,
+    recovery: LogRecovery,
+    log_end: Offset,
+) -> LogRecovery {
+    if recovery == LogRecovery::EmptyOrDamaged && log_end.0 == 0 {
+        if let Ok(m) = controller.metadata() {
+            if m.state.leader_epoch == 0 && m.state.partition_epoch == 0 {
+                return LogRecovery::Intact;
             }
         }
-        let proposal = {
-            let mut st = sh.state.lock();
-            let p = st.replica.tick(sh.now_ms());
-            sh.collect(&mut st);
-            p
-        };
-        if let Ok(Some(req)) = proposal {
-            let result = controller
-                .alter_isr(&req)
-                .map_err(|_| ReplicationError::InvalidIsr {
-                    reason: "refused by the controller or not answered",
-                });
-            let mut st = sh.state.lock();
-            let _ = st.replica.on_alter_isr_result(result, sh.now_ms());
-            sh.collect(&mut st);
-        }
+    }
+    recovery
+}
+
+/// Ticks the node at its next wake-up (at least every tick).
+fn tick_loop(sh: &Shared, o: &NodeOptions) {
+    let tick = o.tick_ms.max(1);
+    let mut st = sh.state.lock();
+    while !sh.stop.load(Ordering::Acquire) {
+        sh.tick(&mut st);
+        let now = sh.now_ms();
+        let wait = st.node.next_wakeup().saturating_sub(now).clamp(1, tick);
+        // Released while waiting; `work` is signalled at a stop.
+        sh.work.wait_for(&mut st, Duration::from_millis(wait));
     }
 }
 
@@ -474,32 +596,48 @@ impl Unreachable {
 
 fn fetch_loop(sh: &Shared, o: &NodeOptions) {
     let mut clients: HashMap<ReplicaId, ReplicaClient> = HashMap::new();
-    while !sh.stop.load(Ordering::Acquire) {
-        let next = sh.state.lock().replica.fetch_request();
-        let Some((leader, req)) = next else {
-            std::thread::sleep(Duration::from_millis(o.tick_ms));
-            continue;
+    let tick = Duration::from_millis(o.tick_ms.max(1));
+    loop {
+        let (leader, id, req) = {
+            let mut st = sh.state.lock();
+            loop {
+                if sh.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                match st.fetch.take() {
+                    Some((leader, Msg::Fetch { id, req })) => break (leader, id, req),
+                    Some(_) | None => {
+                        sh.work.wait_for(&mut st, tick);
+                    }
+                }
+            }
         };
         let Some(addr) = o.cluster.replica(leader).map(|e| e.addr) else {
-            std::thread::sleep(Duration::from_millis(o.tick_ms));
+            sh.state.lock().node.fetch_undeliverable(id, sh.now_ms());
             continue;
         };
         let client = clients.entry(leader).or_insert_with(|| {
             ReplicaClient::new(addr, TransportConfig::default(), o.request_timeout)
                 .with_security(o.security.clone(), leader)
         });
-        match client.fetch(&req) {
-            Ok(resp) => {
-                let idle = resp.batches.is_empty();
-                let mut st = sh.state.lock();
-                let _ = st.replica.handle_fetch_response(resp);
-                sh.collect(&mut st);
-                drop(st);
-                if idle {
-                    std::thread::sleep(Duration::from_millis(5));
+        let result = client.fetch(&req);
+        let mut st = sh.state.lock();
+        match result {
+            Ok(resp) => sh.step(
+                &mut st,
+                None,
+                Msg::FetchResponse {
+                    id,
+                    result: Ok(resp),
+                },
+            ),
+            Err(e) => match e.remote() {
+                Some(reply) => {
+                    let result = Err(reply.clone());
+                    sh.step(&mut st, None, Msg::FetchResponse { id, result });
                 }
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(o.tick_ms)),
+                None => st.node.fetch_undeliverable(id, sh.now_ms()),
+            },
         }
     }
 }
