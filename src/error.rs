@@ -104,11 +104,21 @@ pub enum Error {
         /// One of the files in it that oncelog never writes.
         file: String,
     },
+    /// [`Log::open_read_only`](crate::Log::open_read_only) found no log to serve: the
+    /// directory does not exist, is empty, or holds a log's files but no segment. Nothing was
+    /// created.
+    NoLog {
+        /// The directory given to open.
+        dir: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
     /// Another process (or another `Log` in this process) holds the directory lock (the path is
     /// the log directory). Nothing was read or written; close the other holder first.
     Locked(PathBuf),
-    /// The log was opened read-only (after corruption was reported). Nothing was written; reads
-    /// of the prefix before the damage still work.
+    /// The log is read-only: opened by [`Log::open_read_only`](crate::Log::open_read_only), or
+    /// after corruption was reported. Nothing was written; reads still work (of the prefix
+    /// before the damage, after corruption).
     ReadOnly,
     /// The log is closed (by `close` on another handle). Nothing was written; reopen it.
     Closed,
@@ -325,6 +335,9 @@ impl fmt::Display for Error {
                  refusing to write a log there (use an empty or new directory)",
                 dir.display()
             ),
+            Error::NoLog { dir, reason } => {
+                write!(f, "no log to open read-only in {}: {reason}", dir.display())
+            }
             Error::Locked(path) => write!(f, "log directory {} is locked", path.display()),
             Error::ReadOnly => write!(f, "the log is open read-only"),
             Error::Closed => write!(f, "the log is closed"),

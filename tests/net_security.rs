@@ -35,8 +35,9 @@ use oncelog::replica::Acks;
 use oncelog::replication::{FetchRequest, LogRecovery, ReplicaId};
 use oncelog::{BatchBuilder, BatchView, LogConfig, Offset, SystemClock};
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
+    date_time_ymd, BasicConstraints, Certificate, CertificateParams,
+    CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair,
+    RevocationReason, RevokedCertParams, SerialNumber,
 };
 
 const T: Duration = Duration::from_secs(5);
@@ -70,8 +71,15 @@ impl Ca {
 
     /// A certificate naming `name` (DNS subject alternative name), for both ends of TLS.
     fn issue(&self, name: &str) -> CertPaths {
+        self.issue_as(name, None, name)
+    }
+
+    /// A certificate naming `name` with serial number `serial` (random when `None`), written
+    /// to `<stem>.pem` and `<stem>.key`.
+    fn issue_as(&self, name: &str, serial: Option<u64>, stem: &str) -> CertPaths {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+        p.serial_number = serial.map(SerialNumber::from);
         p.distinguished_name.push(DnType::CommonName, name);
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -79,12 +87,39 @@ impl Ca {
         ];
         let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
         let paths = CertPaths {
-            cert: self.dir.join(format!("{name}.pem")),
-            key: self.dir.join(format!("{name}.key")),
+            cert: self.dir.join(format!("{stem}.pem")),
+            key: self.dir.join(format!("{stem}.key")),
         };
         std::fs::write(&paths.cert, cert.pem()).unwrap();
         std::fs::write(&paths.key, key.serialize_pem()).unwrap();
         paths
+    }
+}
+
+impl Ca {
+    /// Writes `crl.pem`: a revocation list signed by this CA naming the `revoked` serials.
+    fn revoke(&self, revoked: &[u64]) -> PathBuf {
+        let crl = CertificateRevocationListParams {
+            this_update: date_time_ymd(2024, 1, 1),
+            next_update: date_time_ymd(2090, 1, 1),
+            crl_number: SerialNumber::from(1),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|&serial| RevokedCertParams {
+                    serial_number: SerialNumber::from(serial),
+                    revocation_time: date_time_ymd(2024, 1, 1),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.cert, &self.key)
+        .unwrap();
+        let path = self.dir.join("crl.pem");
+        std::fs::write(&path, crl.pem().unwrap()).unwrap();
+        path
     }
 }
 
@@ -153,9 +188,15 @@ struct SecureCluster {
 
 impl SecureCluster {
     fn start(dir: &Path) -> SecureCluster {
+        SecureCluster::start_with(dir, "")
+    }
+
+    /// A cluster whose file has the `extra` lines too.
+    fn start_with(dir: &Path, extra: &str) -> SecureCluster {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let path = dir.join("cluster.txt");
-        std::fs::write(&path, cluster_text(listener.local_addr().unwrap().port())).unwrap();
+        let text = cluster_text(listener.local_addr().unwrap().port()) + extra;
+        std::fs::write(&path, text).unwrap();
         let cluster = ClusterFile::load(&path).unwrap();
         let mut config = ControllerConfig::new(dir.join("controller"));
         config.security = Some(Security::for_member(&cluster, Member::Controller, None).unwrap());
@@ -403,6 +444,106 @@ fn a_member_with_an_unknown_ca_certificate_cannot_join() {
         Some(u64::MAX)
     );
     c.shutdown();
+}
+
+/// With `tls_crl`, a member whose certificate the CA revoked cannot join: presenting it, a
+/// `replica-3` cannot register or fetch (the handshake fails, a typed `Tls` error), while the
+/// unrevoked certificates of every member (signed by the same CA) form the cluster and connect.
+/// And a server presenting a revoked certificate is refused by a client that has the list,
+/// accepted by one without it.
+#[test]
+fn a_member_with_a_revoked_certificate_cannot_join() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let revoked_3 = pki
+        .ca
+        .issue_as("replica-3", Some(0x7e57_0003), "replica-3-revoked");
+    let revoked_ctl = pki
+        .ca
+        .issue_as("controller", Some(0x7e57_0001), "controller-revoked");
+    pki.ca.revoke(&[0x7e57_0003, 0x7e57_0001]);
+    // Every unrevoked member registers over TLS checked against the list.
+    let c = SecureCluster::start_with(tmp.path(), "tls_crl certs/crl.pem\n");
+    assert_eq!(
+        c.cluster.tls.crl.as_deref(),
+        Some(tmp.path().join("certs/crl.pem").as_path())
+    );
+    let before = c.controller.service().state();
+    let leader = before.leader.unwrap().0;
+    let failed_before = c.controller.failed_handshakes();
+
+    let revoked = Security::load(&pki.ca.ca_path(), Some(&revoked_3)).unwrap();
+    let e = c
+        .controller_client(Some(revoked.clone()))
+        .register(ReplicaId(3), u64::MAX, LogRecovery::Intact)
+        .unwrap_err();
+    assert!(matches!(e.kind, NetErrorKind::Tls(_)), "{e}");
+    let e = c
+        .replica_client(leader, Some(revoked))
+        .read(Offset(0), 1 << 20)
+        .unwrap_err();
+    assert!(matches!(e.kind, NetErrorKind::Tls(_)), "{e}");
+    eventually("the controller counts the refused handshake", || {
+        c.controller.failed_handshakes() > failed_before
+    });
+    // The unrevoked replica-3 certificate connects (and the ISR is whole).
+    let genuine = Security::for_member(&c.cluster, Member::Replica(ReplicaId(3)), None).unwrap();
+    c.controller_client(Some(genuine)).metadata().unwrap();
+    let after = c.controller.service().state();
+    assert_eq!(after.isr.len(), 3, "{after:?}");
+    assert_ne!(
+        c.controller
+            .service()
+            .controller()
+            .incarnation(ReplicaId(3)),
+        Some(u64::MAX)
+    );
+
+    // A controller serving the revoked certificate.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = ControllerConfig::new(tmp.path().join("controller-revoked"));
+    config.security = Some(Security::load(&pki.ca.ca_path(), Some(&revoked_ctl)).unwrap());
+    let impostor = ControllerServer::start(
+        listener,
+        c.cluster.clone(),
+        config,
+        Arc::new(SystemClock),
+        Arc::new(RealStorage::new()),
+    )
+    .unwrap();
+    let client = |security| {
+        ControllerClient::new(addr, TransportConfig::default(), T).with_security(Some(security))
+    };
+    let e = client(pki.client(&c.cluster, Some(&pki.alice)))
+        .metadata()
+        .unwrap_err();
+    assert!(matches!(e.kind, NetErrorKind::Tls(_)), "{e}");
+    let without_list = Security::load(&pki.ca.ca_path(), Some(&pki.alice)).unwrap();
+    client(without_list).metadata().unwrap();
+    impostor.shutdown();
+    c.shutdown();
+}
+
+/// A `tls_crl` file that holds no revocation list is refused when the material loads, naming
+/// the file.
+#[test]
+fn a_crl_file_without_a_list_is_refused_at_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let not_a_crl = tmp.path().join("not-a-crl.pem");
+    std::fs::copy(pki.ca.ca_path(), &not_a_crl).unwrap();
+    let e =
+        Security::load_with_crl(&pki.ca.ca_path(), Some(&not_a_crl), Some(&pki.alice)).unwrap_err();
+    assert_eq!(e.path.as_deref(), Some(not_a_crl.as_path()), "{e}");
+    assert!(e.message.contains("no X509 CRL"), "{e}");
+    let e = Security::load_with_crl(
+        &pki.ca.ca_path(),
+        Some(&tmp.path().join("missing.pem")),
+        None,
+    )
+    .unwrap_err();
+    assert!(e.message.contains("cannot read"), "{e}");
 }
 
 /// The offsets and bytes of the committed batches of replica `id`, read until `count`.

@@ -418,3 +418,84 @@ fn a_node_serves_its_metrics_over_http() {
         );
     }
 }
+
+/// `oncelog controller --metrics` serves the controller's view (leader, leader epoch, ISR
+/// size, requests answered) once a node has registered and been elected.
+#[test]
+fn a_controller_serves_its_metrics_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cluster = dir.join("cluster");
+    std::fs::write(
+        &cluster,
+        format!(
+            "controller 127.0.0.1:{}\nreplica 1 127.0.0.1:{} d1\n",
+            free_port(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let cluster = cluster.to_str().unwrap().to_string();
+    let metrics_port = free_port();
+    let _controller = start(
+        &[
+            "controller",
+            "--insecure",
+            "--cluster",
+            &cluster,
+            "--metrics",
+            &metrics_port.to_string(),
+        ],
+        &dir.join("controller.err"),
+    );
+    // Before any node: no leader yet, or none known; the endpoint answers either way.
+    let until = Instant::now() + Duration::from_secs(120);
+    while scrape(metrics_port).is_none() {
+        assert!(
+            Instant::now() < until,
+            "the controller's metrics endpoint never answered; stderr: {}",
+            std::fs::read_to_string(dir.join("controller.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _node = start(
+        &[
+            "node",
+            "--insecure",
+            "--cluster",
+            &cluster,
+            "--id",
+            "1",
+            "--tick-ms",
+            "20",
+        ],
+        &dir.join("node.err"),
+    );
+    let until = Instant::now() + Duration::from_secs(120);
+    let page = loop {
+        let page = scrape(metrics_port).unwrap_or_default();
+        if metric(&page, "oncelog_controller_leader ") == Some(1.0)
+            && metric(&page, "oncelog_controller_isr_size ") == Some(1.0)
+        {
+            break page;
+        }
+        assert!(
+            Instant::now() < until,
+            "the controller's metrics never showed replica 1 leading:\n{page}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(
+        metric(&page, "oncelog_controller_leader_epoch ").unwrap() >= 1.0,
+        "{page}"
+    );
+    assert!(
+        metric(&page, "oncelog_controller_requests_total ").unwrap() >= 1.0,
+        "{page}"
+    );
+    assert!(
+        page.contains("# TYPE oncelog_controller_requests_total counter"),
+        "{page}"
+    );
+}

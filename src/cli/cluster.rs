@@ -226,6 +226,7 @@ pub fn default_controller_dir(cluster_file: &Path) -> PathBuf {
 pub fn controller_main(args: &[String]) -> CliResult {
     let o = Options::parse("controller", args)?;
     catch_termination()?;
+    let _metrics = super::metrics::start(o.value("--metrics"))?;
     let path = o.required("controller", "--cluster")?;
     let cluster = load_cluster(path)?;
     let mut config = ControllerConfig::new(PathBuf::new());

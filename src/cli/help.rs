@@ -179,6 +179,7 @@ pub const COMMANDS: &[Command] = &[
                 "with etcd: the acting controller's lease; another takes over within about \
                  this long after it dies (default 2000, whole seconds)",
             ),
+            METRICS,
         ],
     },
     Command {

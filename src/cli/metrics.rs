@@ -1,4 +1,4 @@
-//! `--metrics ADDR` of `node` and `serve`: installs the Prometheus recorder as the process's
+//! `--metrics ADDR` of `node`, `controller` and `serve`: installs the Prometheus recorder as the process's
 //! `metrics` recorder and serves it over HTTP (docs/operations.md, "Observability").
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

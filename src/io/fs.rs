@@ -76,11 +76,11 @@ impl Storage for RealStorage {
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
         let mut o = OpenOptions::new();
-        o.read(true).write(true);
+        o.read(true).write(mode != OpenMode::Read);
         match mode {
             OpenMode::CreateNew => o.create_new(true),
             OpenMode::CreateTruncate => o.create(true).truncate(true),
-            OpenMode::Existing => &mut o,
+            OpenMode::Existing | OpenMode::Read => &mut o,
         };
         Ok(Box::new(RealFile {
             file: o.open(path)?,
@@ -262,6 +262,27 @@ impl StorageFile for RealFile {
         // backing (which owns `raw`) drops; the file is at least `len` bytes (checked above) and
         // only ever shrinks to a length at or above every published end (docs/safety.md).
         Ok(unsafe { MappedRegion::new(ptr, len, Box::new(RealMap(raw))) })
+    }
+
+    fn map_read_only(&self, len: usize) -> io::Result<MappedRegion> {
+        if len == 0 {
+            return Ok(MappedRegion::empty());
+        }
+        if self.len()? < len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "mapping past end of file",
+            ));
+        }
+        let raw = MmapOptions::new().len(len).map_raw_read_only(&self.file)?;
+        let ptr = raw.as_ptr();
+        // SAFETY: `raw` is a shared PROT_READ mapping of `len` bytes that stays mapped until the
+        // backing (which owns `raw`) drops; the file is at least `len` bytes (checked above).
+        // The region is read-only: it hands out no writer and its backing never writes, so the
+        // pointer is only ever read. Its bytes below the published end are never rewritten by
+        // a cooperating writer, in this process or another, and no cooperating writer shrinks
+        // the file below them (docs/safety.md, "Read-only maps").
+        Ok(unsafe { MappedRegion::new_read_only(ptr, len, Box::new(RealMap(raw))) })
     }
 }
 

@@ -29,11 +29,15 @@ pub trait MapBacking: Send + Sync + fmt::Debug {
     fn populate(&self, _offset: usize, _len: usize) {}
 }
 
-/// A raw read-write mapping of `len` bytes. Only [`AppendMap`] hands out references into it.
+/// A raw mapping of `len` bytes, read-write or read-only. Only [`AppendMap`] hands out
+/// references into it.
 pub struct MappedRegion {
     ptr: NonNull<u8>,
     len: usize,
     backing: Option<Box<dyn MapBacking>>,
+    /// Invariant: false for a read-only mapping (`PROT_READ`), which is never written: it has
+    /// no [`MapWriter`], no prefault for writing and nothing to write back.
+    writable: bool,
 }
 
 impl fmt::Debug for MappedRegion {
@@ -41,6 +45,7 @@ impl fmt::Debug for MappedRegion {
         f.debug_struct("MappedRegion")
             .field("len", &self.len)
             .field("backing", &self.backing)
+            .field("writable", &self.writable)
             .finish()
     }
 }
@@ -62,6 +67,28 @@ impl MappedRegion {
             ptr,
             len,
             backing: Some(backing),
+            writable: true,
+        }
+    }
+
+    /// A read-only region: no [`MapWriter`] is ever handed out for it and its backing is never
+    /// asked to flush or prefault, so nothing writes through `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid for reads of `len` bytes for as long as `backing` lives, and the
+    /// bytes the region publishes must not change while it lives.
+    pub(crate) unsafe fn new_read_only(
+        ptr: *const u8,
+        len: usize,
+        backing: Box<dyn MapBacking>,
+    ) -> Self {
+        let ptr = NonNull::new(ptr.cast_mut()).expect("a mapping is never at address 0");
+        MappedRegion {
+            ptr,
+            len,
+            backing: Some(backing),
+            writable: false,
         }
     }
 
@@ -71,7 +98,15 @@ impl MappedRegion {
             ptr: NonNull::dangling(),
             len: 0,
             backing: None,
+            writable: true,
         }
+    }
+
+    /// Whether the region may be written (false for [`StorageFile::map_read_only`]).
+    ///
+    /// [`StorageFile::map_read_only`]: super::StorageFile::map_read_only
+    pub fn is_writable(&self) -> bool {
+        self.writable
     }
 
     /// Length of the mapping in bytes.
@@ -139,7 +174,8 @@ impl AppendMap {
             "flush of unpublished bytes"
         );
         match &self.region.backing {
-            Some(b) if end > start => b.flush(start, end - start),
+            // A read-only region has no dirty page to write back.
+            Some(b) if end > start && self.region.writable => b.flush(start, end - start),
             _ => Ok(()),
         }
     }
@@ -147,14 +183,21 @@ impl AppendMap {
     /// Prefaults `[start, end)` (clamped to the region) for writing; best effort.
     pub fn populate(&self, start: usize, end: usize) {
         let end = end.min(self.region.len);
-        if let (Some(b), true) = (&self.region.backing, start < end) {
+        if let (Some(b), true) = (&self.region.backing, start < end && self.region.writable) {
             b.populate(start, end - start);
         }
     }
 
-    /// The unique writer, positioned at the published end; `None` if one exists already.
+    /// Whether the mapping is writable (false for a read-only map: [`AppendMap::writer`]
+    /// always answers `None`).
+    pub fn is_writable(&self) -> bool {
+        self.region.writable
+    }
+
+    /// The unique writer, positioned at the published end; `None` if one exists already, or
+    /// if the mapping is read-only.
     pub fn writer(self: &Arc<Self>) -> Option<MapWriter> {
-        if self.writer_taken.swap(true, Ordering::AcqRel) {
+        if !self.region.writable || self.writer_taken.swap(true, Ordering::AcqRel) {
             return None;
         }
         Some(MapWriter {

@@ -42,6 +42,9 @@ pub enum OpenMode {
     CreateTruncate,
     /// Open an existing file read-write.
     Existing,
+    /// Open an existing file for reading only (`O_RDONLY`): works on read-only media and on
+    /// files without write permission. Every write through the handle fails.
+    Read,
 }
 
 /// A directory tree of files. Paths are absolute or relative to the process's working directory.
@@ -99,6 +102,10 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// Maps `[0, len)` read-write and shared. The file must be at least `len` bytes long.
     fn map(&self, len: usize) -> io::Result<MappedRegion>;
+    /// Maps `[0, len)` read-only and shared (`PROT_READ`; works on a file opened with
+    /// [`OpenMode::Read`]). The region has no writer ([`AppendMap::writer`] answers `None`) and
+    /// is never written back. The file must be at least `len` bytes long.
+    fn map_read_only(&self, len: usize) -> io::Result<MappedRegion>;
 
     /// Reads the whole file. A file that shrinks between the length and the read (another
     /// process's live log trims a sealed segment's preallocation, as `verify` on a running log

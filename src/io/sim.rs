@@ -703,7 +703,7 @@ impl Storage for SimStorage {
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
         let mut s = self.shared.state.lock();
-        if mode != OpenMode::Existing {
+        if !matches!(mode, OpenMode::Existing | OpenMode::Read) {
             self.shared.gate(&mut s);
             s.begin_plain_op()?;
         }
@@ -713,7 +713,7 @@ impl Storage for SimStorage {
         }
         let existing = s.volatile_ns.get(path).copied();
         let id = match (mode, existing) {
-            (OpenMode::Existing, None) => return Err(not_found("file", path)),
+            (OpenMode::Existing | OpenMode::Read, None) => return Err(not_found("file", path)),
             (OpenMode::CreateNew, Some(_)) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
@@ -726,7 +726,7 @@ impl Storage for SimStorage {
                 }
                 id
             }
-            (OpenMode::Existing, Some(id)) => id,
+            (OpenMode::Existing | OpenMode::Read, Some(id)) => id,
             (OpenMode::CreateNew | OpenMode::CreateTruncate, None) => {
                 let id = s.new_file();
                 s.volatile_ns.insert(path.to_path_buf(), id);
@@ -740,6 +740,7 @@ impl Storage for SimStorage {
             id,
             epoch: s.epoch,
             path: path.to_path_buf(),
+            read_only: mode == OpenMode::Read,
         }))
     }
 
@@ -862,6 +863,44 @@ struct SimFile {
     id: u64,
     epoch: u64,
     path: PathBuf,
+    /// Opened with `OpenMode::Read`: every write, resize and read-write map fails with
+    /// `EBADF`/`EACCES`, as on an `O_RDONLY` descriptor.
+    read_only: bool,
+}
+
+impl SimFile {
+    /// `EBADF` for a write through a handle opened for reading only.
+    fn writable(&self) -> io::Result<()> {
+        if self.read_only {
+            return Err(os_err(libc::EBADF));
+        }
+        Ok(())
+    }
+
+    /// A copy of `[0, len)` of the volatile bytes in a heap buffer owned by the returned
+    /// backing (see [`SimMap`]), and the buffer's pointer.
+    fn map_buffer(&self, len: usize, read_only: bool) -> io::Result<(*mut [u8], SimMap)> {
+        let mut s = self.shared.state.lock();
+        let epoch = s.epoch;
+        let f = s.file_mut(self.epoch, self.id)?;
+        let Some(init) = f.volatile.get(..len) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "mapping past end of file",
+            ));
+        };
+        let raw = Box::into_raw(init.to_vec().into_boxed_slice());
+        f.refs += 1;
+        s.live_maps += 1;
+        let backing = SimMap {
+            shared: Arc::clone(&self.shared),
+            id: self.id,
+            epoch,
+            buf: raw,
+            read_only,
+        };
+        Ok((raw, backing))
+    }
 }
 
 impl fmt::Debug for SimFile {
@@ -870,6 +909,7 @@ impl fmt::Debug for SimFile {
             .field("path", &self.path)
             .field("id", &self.id)
             .field("epoch", &self.epoch)
+            .field("read_only", &self.read_only)
             .finish()
     }
 }
@@ -905,6 +945,7 @@ impl StorageFile for SimFile {
     }
 
     fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        self.writable()?;
         let mut s = self.shared.state.lock();
         s.file_mut(self.epoch, self.id)?;
         self.shared.gate(&mut s);
@@ -935,6 +976,7 @@ impl StorageFile for SimFile {
     }
 
     fn allocate(&self, len: u64) -> io::Result<Allocation> {
+        self.writable()?;
         let mut s = self.shared.state.lock();
         s.file_mut(self.epoch, self.id)?;
         self.shared.gate(&mut s);
@@ -961,6 +1003,7 @@ impl StorageFile for SimFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.writable()?;
         let mut s = self.shared.state.lock();
         s.file_mut(self.epoch, self.id)?;
         self.shared.gate(&mut s);
@@ -982,32 +1025,31 @@ impl StorageFile for SimFile {
     }
 
     fn map(&self, len: usize) -> io::Result<MappedRegion> {
+        if self.read_only {
+            // mmap(PROT_WRITE, MAP_SHARED) of an O_RDONLY descriptor.
+            return Err(os_err(libc::EACCES));
+        }
         if len == 0 {
             return Ok(MappedRegion::empty());
         }
-        let mut s = self.shared.state.lock();
-        let epoch = s.epoch;
-        let f = s.file_mut(self.epoch, self.id)?;
-        let Some(init) = f.volatile.get(..len) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "mapping past end of file",
-            ));
-        };
-        let raw = Box::into_raw(init.to_vec().into_boxed_slice());
-        f.refs += 1;
-        s.live_maps += 1;
-        let backing = SimMap {
-            shared: Arc::clone(&self.shared),
-            id: self.id,
-            epoch,
-            buf: raw,
-        };
+        let (raw, backing) = self.map_buffer(len, false)?;
         // SAFETY: `raw` comes from Box::into_raw of a `len`-byte slice, so it is valid for reads
         // and writes of `len` bytes until `SimMap::drop` frees it, which happens only when the
         // region drops its backing; SimMap itself reads the buffer only in `flush` (ranges the
         // caller guarantees no one is writing) and in `drop` (when the region is gone).
         Ok(unsafe { MappedRegion::new(raw.cast::<u8>(), len, Box::new(backing)) })
+    }
+
+    fn map_read_only(&self, len: usize) -> io::Result<MappedRegion> {
+        if len == 0 {
+            return Ok(MappedRegion::empty());
+        }
+        let (raw, backing) = self.map_buffer(len, true)?;
+        // SAFETY: `raw` comes from Box::into_raw of a `len`-byte slice, valid for reads of `len`
+        // bytes until `SimMap::drop` frees it (only when the region drops its backing). Nothing
+        // writes it: the region is read-only (no writer, no flush), and a read-only SimMap
+        // neither flushes nor copies the buffer back at drop.
+        Ok(unsafe { MappedRegion::new_read_only(raw.cast::<u8>(), len, Box::new(backing)) })
     }
 }
 
@@ -1019,6 +1061,8 @@ struct SimMap {
     epoch: u64,
     /// From `Box::into_raw`; freed exactly once, in `Drop`.
     buf: *mut [u8],
+    /// A read-only map (`map_read_only`): never flushed, and not copied back at munmap.
+    read_only: bool,
 }
 
 // SAFETY: the buffer is plain heap memory; SimMap only reads it in `flush` (published, hence
@@ -1040,6 +1084,10 @@ impl fmt::Debug for SimMap {
 
 impl MapBacking for SimMap {
     fn flush(&self, offset: usize, len: usize) -> io::Result<()> {
+        if self.read_only {
+            // PROT_READ pages are never dirty: msync has nothing to write back.
+            return Ok(());
+        }
         if offset
             .checked_add(len)
             .is_none_or(|end| end > self.buf.len())
@@ -1077,7 +1125,7 @@ impl MapBacking for SimMap {
 
 impl Drop for SimMap {
     fn drop(&mut self) {
-        // SAFETY: `buf` came from Box::into_raw in `SimFile::map` and is freed only here; the
+        // SAFETY: `buf` came from Box::into_raw in `SimFile::map_buffer` and is freed only here; the
         // region that wrote through it has dropped its pointer (it drops the backing last).
         let buf = unsafe { Box::from_raw(self.buf) };
         let mut s = self.shared.state.lock();
@@ -1085,7 +1133,7 @@ impl Drop for SimMap {
             return;
         }
         s.live_maps -= 1;
-        if let Ok(f) = s.file_mut(self.epoch, self.id) {
+        if let (false, Ok(f)) = (self.read_only, s.file_mut(self.epoch, self.id)) {
             // munmap: dirty pages stay in the page cache, not durable.
             copy_clamped(&mut f.volatile, 0, &buf);
         }

@@ -53,8 +53,14 @@ impl RecoveryPointFile {
             move |e| Error::io(op, p, e)
         };
         let (file, best) = if storage.exists(&path) {
+            // A read-only log (`create` false) never stores: it opens the file for reading.
+            let mode = if create {
+                OpenMode::Existing
+            } else {
+                OpenMode::Read
+            };
             let file = storage
-                .open(&path, OpenMode::Existing)
+                .open(&path, mode)
                 .map_err(io("open recovery point"))?;
             let bytes = file.read_all().map_err(io("read recovery point"))?;
             (Some(file), newest_slot(&bytes).ok())
@@ -159,7 +165,7 @@ pub fn read_values(
         return Ok(None);
     }
     let bytes = storage
-        .open(path, OpenMode::Existing)
+        .open(path, OpenMode::Read)
         .and_then(|f| f.read_all())
         .map_err(|e| Error::io("read checkpoint", path, e))?;
     checkpoint::decode(&bytes, kind)

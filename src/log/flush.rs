@@ -195,9 +195,13 @@ fn seal(log: &Log, seg: &Segment) -> Result<()> {
 
 impl Log {
     /// Makes every batch appended so far durable and advances the recovery point to the log end.
+    /// A read-only log writes nothing: [`Error::ReadOnly`].
     pub fn flush(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
+        }
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
         }
         self.flush_unchecked()
     }

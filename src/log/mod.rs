@@ -215,7 +215,26 @@ impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering after a crash. See
     /// docs/recovery.md for what open does with each state the directory can be in.
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
-        recovery::open(dir.as_ref(), config)
+        recovery::open(dir.as_ref(), config, recovery::Access::ReadWrite)
+    }
+
+    /// Opens the log in `dir` for reading only, for inspecting a log on read-only media (a
+    /// read-only mount, a snapshot) or beside the process that writes it. It creates, writes,
+    /// truncates, renames and deletes nothing, takes no directory lock, and maps the segment
+    /// files read-only (`PROT_READ`). Recovery runs in memory only: the plan
+    /// [`Log::open`] would execute is computed (with `config.recovery`), and the log serves
+    /// what that plan keeps; a torn tail open would cut is simply not served, and damage is
+    /// refused or (with [`RecoveryMode::ReadOnlyOnCorruption`](crate::RecoveryMode::ReadOnlyOnCorruption))
+    /// reported in [`RecoveryReport::corruption`], as `oncelog verify` reports it.
+    ///
+    /// Reads (`read`, `read_with`, `offset_for_timestamp`) serve the log as it was at open;
+    /// another process's later appends are not seen (open again to see them). Every write
+    /// (`append`, `roll`, `flush`, `truncate_to`, retention, producer ids, snapshots) returns
+    /// [`Error::ReadOnly`]. A directory that does not exist, holds no segment, or holds files
+    /// of no log is refused with [`Error::NoLog`] or [`Error::ForeignDirectory`], and nothing is
+    /// created. docs/recovery.md, "Read-only open", has the details and the limits.
+    pub fn open_read_only(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
+        recovery::open(dir.as_ref(), config, recovery::Access::ReadOnly)
     }
 
     /// The directory the log was opened in (as given to [`Log::open`]).
@@ -261,8 +280,9 @@ impl Log {
         }
     }
 
-    /// Whether the log was opened read-only ([`RecoveryMode::ReadOnlyOnCorruption`](crate::RecoveryMode::ReadOnlyOnCorruption) met damage);
-    /// appends then fail with [`Error::ReadOnly`].
+    /// Whether the log is read-only: opened by [`Log::open_read_only`], or
+    /// [`RecoveryMode::ReadOnlyOnCorruption`](crate::RecoveryMode::ReadOnlyOnCorruption) met
+    /// damage; every write then fails with [`Error::ReadOnly`].
     pub fn is_read_only(&self) -> bool {
         self.inner.read_only
     }

@@ -108,7 +108,7 @@ fn read_snapshot(
 ) -> Option<Vec<(ProducerId, ProducerEntry)>> {
     let path = dir.join(file_name(Offset(offset), FileKind::Snapshot));
     storage
-        .open(&path, OpenMode::Existing)
+        .open(&path, OpenMode::Read)
         .and_then(|f| f.read_all())
         .ok()
         .and_then(|bytes| snapshot::decode(&bytes).ok())

@@ -246,7 +246,7 @@ impl TxnFile {
     pub fn read(storage: &dyn Storage, dir: &Path, base: u64) -> TxnFile {
         let path = segment_path(dir, base, FileKind::TxnIndex);
         let bytes = match storage
-            .open(&path, OpenMode::Existing)
+            .open(&path, OpenMode::Read)
             .and_then(|f| f.read_all())
         {
             Ok(b) => b,

@@ -253,10 +253,12 @@ impl ControllerService {
     /// reached fails nobody.
     pub fn expire_sessions(&self) -> Vec<ReplicaId> {
         let mut inner = self.inner.lock();
-        match &inner.backend {
+        let failed = match &inner.backend {
             Backend::Memory { .. } => self.expire_locked(&mut inner),
             Backend::Store { .. } => self.expire_in_store(&mut inner).unwrap_or_default(),
-        }
+        };
+        publish_state(&inner.controller.leader_and_isr());
+        failed
     }
 
     /// Loads the record from the store, lets `f` change it and writes it back by
@@ -396,6 +398,7 @@ impl ControllerService {
     }
 
     fn note(&self, what: String, s: &LeaderAndIsr) {
+        publish_state(s);
         if self.verbose {
             let isr: Vec<String> = s.isr.iter().map(ToString::to_string).collect();
             tracing::info!(
@@ -419,10 +422,13 @@ impl ControllerService {
 
     /// Answers one request (what the TCP server calls).
     pub fn handle(&self, request: Message) -> Message {
-        match self.answer(request) {
+        let answer = match self.answer(request) {
             Ok(m) => m,
             Err(reply) => Message::Error(reply),
-        }
+        };
+        metrics::counter!(crate::observe::CONTROLLER_REQUESTS).increment(1);
+        publish_state(&self.state());
+        answer
     }
 
     fn answer(&self, request: Message) -> std::result::Result<Message, ErrorReply> {
@@ -752,6 +758,15 @@ impl Drop for ControllerServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sets the controller's gauges (docs/operations.md, "Metrics") from the record it serves;
+/// with no recorder installed these are no-ops.
+fn publish_state(s: &LeaderAndIsr) {
+    use crate::observe::{CONTROLLER_ISR_SIZE, CONTROLLER_LEADER, CONTROLLER_LEADER_EPOCH};
+    metrics::gauge!(CONTROLLER_LEADER).set(s.leader.map_or(-1.0, |l| f64::from(l.0)));
+    metrics::gauge!(CONTROLLER_LEADER_EPOCH).set(f64::from(s.leader_epoch));
+    metrics::gauge!(CONTROLLER_ISR_SIZE).set(s.isr.len() as f64);
 }
 
 #[cfg(test)]

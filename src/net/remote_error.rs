@@ -286,7 +286,9 @@ impl RemoteError {
             Error::PreviousIo | Error::Locked(_) | Error::ReadOnly | Error::Closed => {
                 RemoteError::Unavailable
             }
-            Error::InvalidConfig(_) | Error::ForeignDirectory { .. } => RemoteError::Internal,
+            Error::InvalidConfig(_) | Error::ForeignDirectory { .. } | Error::NoLog { .. } => {
+                RemoteError::Internal
+            }
             Error::InvalidBatch(_) => RemoteError::InvalidBatch,
             Error::BatchTooLarge { size, max } => RemoteError::BatchTooLarge {
                 size: *size,

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! tls_ca certs/ca.pem
+//! tls_crl certs/crl.pem
 //! tls_cert controller certs/controller.pem certs/controller.key
 //! tls_cert 1 certs/replica-1.pem certs/replica-1.key
 //! allow alice produce,read
@@ -12,6 +13,11 @@
 //! - `tls_ca PATH`: the CA that signs every member's and client's certificate. Its presence
 //!   turns security on: every connection is TLS, every peer presents a certificate, and every
 //!   request is authorized (`net::authorize`).
+//! - `tls_crl PATH` (optional): certificate revocation lists (PEM, `X509 CRL`) signed by the
+//!   CA. Every end checks the peer's certificate against them: a member or client whose
+//!   certificate is revoked fails the handshake, whichever side it is on. With a CRL
+//!   configured, a certificate whose issuer has no CRL in the file is refused too (its status
+//!   is unknown).
 //! - `tls_cert MEMBER CERT KEY`: the certificate chain and private key (PEM) a member serves
 //!   and connects with; `MEMBER` is `controller` or a replica id. A member's certificate names
 //!   it as a DNS subject alternative name: `controller` or `replica-N` ([`Member::name`]).
@@ -118,6 +124,8 @@ impl fmt::Display for Operation {
 pub struct ClusterTls {
     /// `tls_ca`: the cluster CA (PEM).
     pub ca: Option<PathBuf>,
+    /// `tls_crl`: revocation lists (PEM) every end checks peer certificates against.
+    pub crl: Option<PathBuf>,
     /// `tls_cert`: each member's certificate chain and key (PEM).
     pub certs: BTreeMap<Member, CertPaths>,
     /// `allow`: the operations of each client principal.
@@ -154,6 +162,7 @@ impl ClusterTls {
         let words: Vec<&str> = rest.split_whitespace().collect();
         Some(match directive {
             "tls_ca" => self.parse_ca(&words),
+            "tls_crl" => self.parse_crl(&words),
             "tls_cert" => self.parse_cert(&words),
             "allow" => self.parse_allow(&words),
             _ => return None,
@@ -168,6 +177,17 @@ impl ClusterTls {
             ));
         }
         self.ca = Some(PathBuf::from(path));
+        Ok(())
+    }
+
+    fn parse_crl(&mut self, words: &[&str]) -> Result<(), ClusterFileErrorKind> {
+        let [path] = exactly("tls_crl", "a PEM file of revocation lists", words)?;
+        if self.crl.is_some() {
+            return Err(ClusterFileErrorKind::Security(
+                "'tls_crl' given twice".into(),
+            ));
+        }
+        self.crl = Some(PathBuf::from(path));
         Ok(())
     }
 
@@ -232,10 +252,12 @@ impl ClusterTls {
     /// The checks that need the whole file: members exist, and nothing but `tls_ca` turns
     /// security on.
     pub(crate) fn validate(&self, replicas: &[ReplicaId]) -> Result<(), ClusterFileErrorKind> {
-        if self.ca.is_none() && !(self.certs.is_empty() && self.acl.is_empty()) {
+        if self.ca.is_none()
+            && !(self.certs.is_empty() && self.acl.is_empty() && self.crl.is_none())
+        {
             return Err(ClusterFileErrorKind::Security(
-                "'tls_cert' and 'allow' need a 'tls_ca' line (the CA that signs the \
-                 certificates)"
+                "'tls_cert', 'tls_crl' and 'allow' need a 'tls_ca' line (the CA that signs \
+                 the certificates)"
                     .into(),
             ));
         }
@@ -261,6 +283,9 @@ impl ClusterTls {
         if let Some(ca) = &mut self.ca {
             fix(ca);
         }
+        if let Some(crl) = &mut self.crl {
+            fix(crl);
+        }
         for c in self.certs.values_mut() {
             fix(&mut c.cert);
             fix(&mut c.key);
@@ -272,6 +297,9 @@ impl ClusterTls {
         let mut s = String::new();
         if let Some(ca) = &self.ca {
             s.push_str(&format!("tls_ca {}\n", ca.display()));
+        }
+        if let Some(crl) = &self.crl {
+            s.push_str(&format!("tls_crl {}\n", crl.display()));
         }
         for (m, c) in &self.certs {
             let who = match m {
@@ -340,6 +368,8 @@ mod tests {
         let mut t = ClusterTls::default();
         assert!(t.parse_directive("replica", "1").is_none());
         t.parse_directive("tls_ca", "ca.pem").unwrap().unwrap();
+        t.parse_directive("tls_crl", "crl.pem").unwrap().unwrap();
+        assert_eq!(t.crl, Some(PathBuf::from("crl.pem")));
         t.parse_directive("tls_cert", "controller c.pem c.key")
             .unwrap()
             .unwrap();
@@ -361,6 +391,8 @@ mod tests {
             ("tls_ca", "other.pem", "twice"),
             ("tls_ca", "", "needs a PEM file"),
             ("tls_ca", "a b", "unexpected 'b'"),
+            ("tls_crl", "other.pem", "twice"),
+            ("tls_crl", "", "needs a PEM file"),
             ("tls_cert", "2 a b", "twice"),
             ("tls_cert", "x a b", "not a replica id"),
             ("tls_cert", "1 a", "needs"),
@@ -384,5 +416,11 @@ mod tests {
         let mut no_ca = t.clone();
         no_ca.ca = None;
         assert!(no_ca.validate(&[ReplicaId(1), ReplicaId(2)]).is_err());
+        let crl_only = ClusterTls {
+            crl: Some(PathBuf::from("crl.pem")),
+            ..ClusterTls::default()
+        };
+        let e = crl_only.validate(&[]).unwrap_err();
+        assert!(matches!(e, ClusterFileErrorKind::Security(m) if m.contains("tls_crl")));
     }
 }

@@ -7,6 +7,8 @@
 //!   certificate and verifies the one it gets against that CA, but lets a client without one
 //!   finish the handshake, so its requests are refused with a typed `Unauthorized` answer
 //!   (`net::authorize`) instead of a dropped connection;
+//! - with `tls_crl`, both ends check the peer's certificate against the revocation lists: a
+//!   revoked certificate fails the handshake whichever side presents it;
 //! - a client checks that the server's certificate names the member it meant to reach
 //!   (`controller`, `replica-N`: [`Member::name`]), not merely that the CA signed it;
 //! - a handshake is bounded by a deadline (every socket read and write is given the time
@@ -116,7 +118,7 @@ impl Security {
                     ),
                 )
             })?;
-        Security::load(ca, Some(identity))
+        Security::load_with_crl(ca, cluster.tls.crl.as_deref(), Some(identity))
     }
 
     /// The material of a client of `cluster` presenting `identity` (if any); `None` when the
@@ -127,14 +129,25 @@ impl Security {
     ) -> Result<Option<Security>, SecurityError> {
         match &cluster.tls.ca {
             None => Ok(None),
-            Some(ca) => Security::load(ca, identity).map(Some),
+            Some(ca) => Security::load_with_crl(ca, cluster.tls.crl.as_deref(), identity).map(Some),
         }
     }
 
     /// Trusts the CA certificates in `ca` (PEM) and presents the chain and key of `identity`
     /// (PEM), if given.
     pub fn load(ca: &Path, identity: Option<&CertPaths>) -> Result<Security, SecurityError> {
-        imp::load(ca, identity)
+        imp::load(ca, None, identity)
+    }
+
+    /// [`Security::load`], also checking every peer certificate against the revocation lists
+    /// in `crl` (PEM `X509 CRL` blocks, the cluster file's `tls_crl`): a revoked certificate
+    /// fails the handshake on either side, and so does one whose issuer has no list in the file.
+    pub fn load_with_crl(
+        ca: &Path,
+        crl: Option<&Path>,
+        identity: Option<&CertPaths>,
+    ) -> Result<Security, SecurityError> {
+        imp::load(ca, crl, identity)
     }
 
     /// Whether this material can serve (it has a certificate).
@@ -163,7 +176,11 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, SecurityError> {
 mod imp {
     use super::*;
 
-    pub(super) fn load(_: &Path, _: Option<&CertPaths>) -> Result<Security, SecurityError> {
+    pub(super) fn load(
+        _: &Path,
+        _: Option<&Path>,
+        _: Option<&CertPaths>,
+    ) -> Result<Security, SecurityError> {
         Err(SecurityError::new(
             None,
             "this oncelog was built without TLS (cargo feature `tls`)",
@@ -194,9 +211,12 @@ mod imp {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use rustls::client::WebPkiServerVerifier;
     use rustls::crypto::CryptoProvider;
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls::pki_types::{
+        CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName,
+    };
     use rustls::server::WebPkiClientVerifier;
     use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 
@@ -227,7 +247,22 @@ mod imp {
             .map_err(|e| SecurityError::new(Some(path), format!("no private key: {e}")))
     }
 
-    pub(super) fn load(ca: &Path, identity: Option<&CertPaths>) -> Result<Security, SecurityError> {
+    fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, SecurityError> {
+        let pem = read_pem(path)?;
+        let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SecurityError::new(Some(path), format!("bad PEM: {e}")))?;
+        if crls.is_empty() {
+            return Err(SecurityError::new(Some(path), "no X509 CRL in the file"));
+        }
+        Ok(crls)
+    }
+
+    pub(super) fn load(
+        ca: &Path,
+        crl: Option<&Path>,
+        identity: Option<&CertPaths>,
+    ) -> Result<Security, SecurityError> {
         let mut roots = RootCertStore::empty();
         for c in certs(ca)? {
             roots
@@ -235,11 +270,19 @@ mod imp {
                 .map_err(|e| SecurityError::new(Some(ca), format!("not a CA certificate: {e}")))?;
         }
         let roots = Arc::new(roots);
+        let crls = crl.map(crls).transpose()?.unwrap_or_default();
+        // A list that does not parse as a CRL is refused here, not at the first handshake.
+        let crl_err = |e: &dyn fmt::Display| SecurityError::new(crl.or(Some(ca)), e.to_string());
         let rustls_err = |p: &Path, e: rustls::Error| SecurityError::new(Some(p), e.to_string());
+        let server_verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::clone(&roots), provider())
+                .with_crls(crls.clone())
+                .build()
+                .map_err(|e| crl_err(&e))?;
         let client = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| rustls_err(ca, e))?
-            .with_root_certificates(Arc::clone(&roots));
+            .with_webpki_verifier(server_verifier);
         let Some(id) = identity else {
             return Ok(Security {
                 client: Arc::new(client.with_no_client_auth()),
@@ -253,9 +296,10 @@ mod imp {
             .with_client_auth_cert(chain.clone(), key.clone_key())
             .map_err(|e| rustls_err(&id.key, e))?;
         let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+            .with_crls(crls)
             .allow_unauthenticated()
             .build()
-            .map_err(|e| SecurityError::new(Some(ca), e.to_string()))?;
+            .map_err(|e| crl_err(&e))?;
         let mut server = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| rustls_err(ca, e))?

@@ -39,6 +39,16 @@ pub const ISR_SIZE: &str = "oncelog_isr_size";
 /// Gauge, reported by the leader.
 pub const FOLLOWER_LAG_RECORDS: &str = "oncelog_follower_lag_records";
 
+/// The controller's view: the leader's replica id (-1 while the partition has none). Gauge,
+/// reported by `oncelog controller`.
+pub const CONTROLLER_LEADER: &str = "oncelog_controller_leader";
+/// The controller's view: the leader epoch. Gauge.
+pub const CONTROLLER_LEADER_EPOCH: &str = "oncelog_controller_leader_epoch";
+/// The controller's view: the committed ISR's size. Gauge.
+pub const CONTROLLER_ISR_SIZE: &str = "oncelog_controller_isr_size";
+/// Requests the controller answered (refusals and errors included). Counter.
+pub const CONTROLLER_REQUESTS: &str = "oncelog_controller_requests_total";
+
 /// Every metric: name, Prometheus type, help text. The recorder describes them up front.
 pub const ALL: &[(&str, Kind, &str)] = &[
     (
@@ -86,6 +96,26 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         FOLLOWER_LAG_RECORDS,
         Kind::Gauge,
         "Records a follower is behind the leader's log end at its last fetch",
+    ),
+    (
+        CONTROLLER_LEADER,
+        Kind::Gauge,
+        "The leader's replica id as the controller records it (-1: none)",
+    ),
+    (
+        CONTROLLER_LEADER_EPOCH,
+        Kind::Gauge,
+        "The leader epoch as the controller records it",
+    ),
+    (
+        CONTROLLER_ISR_SIZE,
+        Kind::Gauge,
+        "Size of the committed ISR as the controller records it",
+    ),
+    (
+        CONTROLLER_REQUESTS,
+        Kind::Counter,
+        "Requests the controller answered, refusals included",
     ),
 ];
 

@@ -160,7 +160,7 @@ fn read_index_files(
     let read = |kind| {
         let path = segment_path(dir, base, kind);
         storage
-            .open(&path, OpenMode::Existing)
+            .open(&path, OpenMode::Read)
             .and_then(|f| f.read_all())
             .ok()
     };

@@ -212,17 +212,29 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     move |e| Error::io(op, path, e)
 }
 
-/// Opens an existing file and maps all of it, changing nothing; returns the file length too.
+/// Opens an existing file for reading and maps all of it read-only, changing nothing; returns
+/// the file length too.
 pub(crate) fn map_whole_file(
     storage: &dyn Storage,
     path: &Path,
 ) -> Result<(Box<dyn StorageFile>, crate::io::MappedRegion, u64)> {
+    map_file_read_only(storage, path, None)
+}
+
+/// Opens an existing file for reading and maps its first `len` bytes read-only (all of it
+/// when `None`; at most its length), changing nothing; returns the file length too.
+fn map_file_read_only(
+    storage: &dyn Storage,
+    path: &Path,
+    len: Option<u64>,
+) -> Result<(Box<dyn StorageFile>, crate::io::MappedRegion, u64)> {
     let file = storage
-        .open(path, OpenMode::Existing)
+        .open(path, OpenMode::Read)
         .map_err(io_err("open segment", path))?;
     let file_len = file.len().map_err(io_err("stat segment", path))?;
+    let map_len = len.map_or(file_len, |l| l.min(file_len));
     let region = file
-        .map(file_len as usize)
+        .map_read_only(map_len as usize)
         .map_err(io_err("mmap segment", path))?;
     Ok((file, region, file_len))
 }
@@ -382,7 +394,10 @@ impl Segment {
         ))
     }
 
-    /// Maps an existing segment without changing its file (read-only logs after corruption).
+    /// Maps the first `valid_len` bytes of an existing segment read-only, without changing its
+    /// file (read-only logs: [`Log::open_read_only`](crate::Log::open_read_only), or
+    /// corruption met by `RecoveryMode::ReadOnlyOnCorruption`). Bytes past `valid_len` (a
+    /// torn tail, another process's appends) are not mapped.
     pub fn open_read_only(
         storage: &dyn Storage,
         dir: &Path,
@@ -392,7 +407,7 @@ impl Segment {
         tail: SegmentTail,
     ) -> Result<Segment> {
         let path = segment_path(dir, base_offset, FileKind::Log);
-        let (file, region, file_len) = map_whole_file(storage, &path)?;
+        let (file, region, file_len) = map_file_read_only(storage, &path, Some(valid_len))?;
         let map = AppendMap::new(region, valid_len.min(file_len) as usize);
         Ok(Segment::assemble(
             base_offset,

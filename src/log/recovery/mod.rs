@@ -95,11 +95,23 @@ pub struct RecoveryReport {
     pub txn_indexes: super::TxnIndexLoad,
 }
 
+/// How a log is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    /// `Log::open`: create the directory if needed, take the lock, execute the plan.
+    ReadWrite,
+    /// `Log::open_read_only`: change nothing, take no lock, serve the planned view from memory.
+    ReadOnly,
+}
+
 /// Open's segment source: maps files (the directory lock keeps every other writer out) and
 /// loads trusted segments from their index files, walking only the tail (docs/recovery.md, R2).
+/// A read-only open holds no lock and another process may be appending: it reads the bytes
+/// into memory instead (`ByteAccess::Read`), as `oncelog verify` does.
 struct OpenSource<'a> {
     storage: &'a dyn Storage,
     dir: &'a Path,
+    access: ByteAccess,
     index_interval: u32,
     /// Bytes scanned by the segments' scans so far, for the progress events.
     scanned: u64,
@@ -109,7 +121,7 @@ struct OpenSource<'a> {
 
 impl SegmentSource for OpenSource<'_> {
     fn trusted(&mut self, base: u64, next_base: Option<u64>) -> Result<TrustedFacts> {
-        let bytes = survey::segment_bytes(self.storage, self.dir, base, ByteAccess::Map)?;
+        let bytes = survey::segment_bytes(self.storage, self.dir, base, self.access)?;
         let b = bytes.bytes();
         let load = load::load_trusted(
             self.storage,
@@ -123,7 +135,7 @@ impl SegmentSource for OpenSource<'_> {
     }
 
     fn scan(&mut self, base: u64) -> Result<Scanned> {
-        let bytes = survey::segment_bytes(self.storage, self.dir, base, ByteAccess::Map)?;
+        let bytes = survey::segment_bytes(self.storage, self.dir, base, self.access)?;
         let b = bytes.bytes();
         let (before, next) = (self.scanned, &mut self.next_progress);
         let total = b.len() as u64;
@@ -150,10 +162,11 @@ impl SegmentSource for OpenSource<'_> {
 
 /// Opens the log under an info span `log_open` whose fields carry what recovery found (the
 /// figures of [`RecoveryReport`]), closed by a `log opened` event (or a warning on failure).
-pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
+pub(super) fn open(dir: &Path, config: LogConfig, access: Access) -> Result<Log> {
     let span = tracing::info_span!(
         "log_open",
         dir = %dir.display(),
+        access = ?access,
         clean_shutdown = tracing::field::Empty,
         segments = tracing::field::Empty,
         segments_scanned = tracing::field::Empty,
@@ -165,7 +178,11 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
     );
     let _entered = span.enter();
     let started = std::time::Instant::now();
-    let log = match open_inner(dir, config) {
+    let opened = match access {
+        Access::ReadWrite => open_inner(dir, config, access),
+        Access::ReadOnly => open_read_only_retrying(dir, config),
+    };
+    let log = match opened {
         Ok(log) => log,
         Err(e) => {
             tracing::warn!(error = %e, "log open failed");
@@ -198,19 +215,64 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<Log> {
     Ok(log)
 }
 
-fn open_inner(dir: &Path, config: LogConfig) -> Result<Log> {
+/// How many times a read-only open starts over when a file it listed vanished before it was
+/// read (another process's retention, seal or snapshot rotation).
+const READ_ONLY_ATTEMPTS: usize = 8;
+
+/// A read-only open, started over when a file it listed disappeared under it: another
+/// process writing the log deletes segments (retention), index files and snapshots at any time.
+fn open_read_only_retrying(dir: &Path, config: LogConfig) -> Result<Log> {
+    let mut attempt = 1;
+    loop {
+        match open_inner(dir, config.clone(), Access::ReadOnly) {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && attempt < READ_ONLY_ATTEMPTS
+                    && storage_has_dir(config.storage.as_ref(), dir) =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn storage_has_dir(storage: &dyn Storage, dir: &Path) -> bool {
+    storage.list(dir).is_ok()
+}
+
+fn open_inner(dir: &Path, config: LogConfig, access: Access) -> Result<Log> {
     config.validate()?;
     let storage = Arc::clone(&config.storage);
     let storage: &dyn Storage = storage.as_ref();
-    storage
-        .create_dir_all(dir)
-        .map_err(|e| Error::io("create log directory", dir, e))?;
+    let explicit_read_only = access == Access::ReadOnly;
     let lock_path = dir.join(LOCK_FILE);
-    let lock_file_existed = storage.exists(&lock_path);
-    let lock = storage.lock_dir(dir).map_err(|e| match e.kind() {
-        std::io::ErrorKind::WouldBlock => Error::Locked(dir.to_path_buf()),
-        _ => Error::io("lock log directory", dir, e),
-    })?;
+    let (lock, lock_file_existed) = if explicit_read_only {
+        // Nothing is created, not even the directory or a lock file, and no lock is taken:
+        // another process may hold the exclusive lock and go on writing (docs/recovery.md,
+        // "Read-only open").
+        match storage.list(dir) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoLog {
+                    dir: dir.to_path_buf(),
+                    reason: "the directory does not exist".into(),
+                })
+            }
+            Err(e) => return Err(Error::io("list log directory", dir, e)),
+        }
+        (None, true)
+    } else {
+        storage
+            .create_dir_all(dir)
+            .map_err(|e| Error::io("create log directory", dir, e))?;
+        let existed = storage.exists(&lock_path);
+        let lock = storage.lock_dir(dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::Locked(dir.to_path_buf()),
+            _ => Error::io("lock log directory", dir, e),
+        })?;
+        (Some(lock), existed)
+    };
     // Decide everything before changing anything: a plan that fails mutates nothing, not even
     // the lock file, which this open removes again (still holding the lock) if it created it.
     // Best effort: the plan's error is what the caller needs; a lock file left behind is empty
@@ -222,16 +284,36 @@ fn open_inner(dir: &Path, config: LogConfig) -> Result<Log> {
         e
     };
     let facts = survey::read_dir_facts(storage, dir).map_err(refuse)?;
+    // No segment: a writable open would create the first one (row R11). A directory of
+    // foreign files alone is left to the plan (`ForeignDirectory`).
+    if explicit_read_only
+        && facts.bases.is_empty()
+        && (facts.holds_a_log || facts.foreign.is_empty())
+    {
+        return Err(Error::NoLog {
+            dir: dir.to_path_buf(),
+            reason: if facts.holds_a_log {
+                "no segment file".into()
+            } else {
+                "the directory is empty".into()
+            },
+        });
+    }
     let mut source = OpenSource {
         storage,
         dir,
+        access: if explicit_read_only {
+            ByteAccess::Read
+        } else {
+            ByteAccess::Map
+        },
         index_interval: config.index_interval_bytes,
         scanned: 0,
         next_progress: crate::observe::RECOVERY_PROGRESS_BYTES,
     };
     let mut plan = plan::plan(&facts, &mut source, config.recovery).map_err(refuse)?;
     let read_only = match (&plan.verdict, plan.error.take()) {
-        (Verdict::Open, _) => false,
+        (Verdict::Open, _) => explicit_read_only,
         (Verdict::RecoveryPointLost(_), Some(e)) => return Err(refuse(e)),
         (_, Some(e)) if config.recovery != RecoveryMode::ReadOnlyOnCorruption => {
             return Err(refuse(e))
@@ -431,7 +513,7 @@ fn open_inner(dir: &Path, config: LogConfig) -> Result<Log> {
         txn_view: Mutex::new(txn_view),
         index_loads,
         snapshot_load,
-        lock: Mutex::new(Some(lock)),
+        lock: Mutex::new(lock),
         spares: Default::default(),
         sync_idle_waiters: Default::default(),
         config,

@@ -121,10 +121,7 @@ pub fn read_dir_facts(storage: &dyn Storage, dir: &Path) -> Result<DirFacts> {
     let mut log_lens = Vec::with_capacity(bases.len());
     for base in bases {
         let path = segment_path(dir, base, FileKind::Log);
-        match storage
-            .open(&path, OpenMode::Existing)
-            .and_then(|f| f.len())
-        {
+        match storage.open(&path, OpenMode::Read).and_then(|f| f.len()) {
             Ok(len) => {
                 kept.push(base);
                 log_lens.push(len);
@@ -202,7 +199,7 @@ pub fn read_recovery_point(storage: &dyn Storage, dir: &Path) -> Result<Found<u6
         return Ok(Found::Missing);
     }
     let bytes = match storage
-        .open(&path, OpenMode::Existing)
+        .open(&path, OpenMode::Read)
         .and_then(|f| f.read_all())
     {
         Ok(b) => b,
@@ -255,7 +252,7 @@ pub fn segment_bytes(
     let path = segment_path(dir, base, FileKind::Log);
     match access {
         ByteAccess::Read => storage
-            .open(&path, OpenMode::Existing)
+            .open(&path, OpenMode::Read)
             .and_then(|f| f.read_all())
             .map(SegmentBytes::Owned)
             .map_err(|e| Error::io("read segment", &path, e)),

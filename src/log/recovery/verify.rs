@@ -496,7 +496,7 @@ fn read_if_present(storage: &dyn Storage, path: &Path) -> Result<Option<Vec<u8>>
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let read = storage.open(path, OpenMode::Existing).and_then(|f| {
+        let read = storage.open(path, OpenMode::Read).and_then(|f| {
             let len = f.len()?;
             if len > u64::from(u32::MAX) {
                 return Err(std::io::Error::new(
