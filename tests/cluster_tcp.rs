@@ -204,6 +204,12 @@ fn leader_sigkill_loses_and_duplicates_nothing() {
         |i| format!("b{i}r0"),
         &[1, 2, 3],
     );
+    // The kill and the move back each made a new leader; no epoch had two.
+    let logs: Vec<_> = (1..=3)
+        .map(|i| (i, dir.join(format!("node{i}.log"))))
+        .collect();
+    let epochs = procs::assert_one_leader_per_epoch(&logs);
+    assert!(epochs >= 3, "only {epochs} leader epochs logged");
 }
 
 /// Sends `sig` (`STOP`, `CONT`) to a node process.

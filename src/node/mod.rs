@@ -178,7 +178,23 @@ impl Shared {
                 Output::Event(NodeEvent::Failed(e)) => {
                     tracing::warn!(replica = self.id.0, "oncelog node {}: {e}", self.id);
                 }
-                Output::Event(e) => tracing::debug!(replica = self.id.0, "{e:?}"),
+                Output::Event(NodeEvent::Leads(epoch)) => {
+                    // Tests read this line: no two nodes may lead the same epoch.
+                    tracing::info!(
+                        replica = self.id.0,
+                        "oncelog node {}: leads epoch {epoch}",
+                        self.id
+                    );
+                }
+                Output::Event(NodeEvent::Truncated { from, to }) => {
+                    tracing::info!(
+                        replica = self.id.0,
+                        "oncelog node {}: truncated its log from {} to {}",
+                        self.id,
+                        from.0,
+                        to.0
+                    );
+                }
             }
         }
         if answered {

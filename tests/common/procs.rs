@@ -96,9 +96,14 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
-/// Starts `program args` with stdout and stderr in the file `log`.
+/// Starts `program args` with stdout and stderr appended to the file `log` (a restarted
+/// process keeps its earlier lives' lines).
 pub fn spawn_logged(program: &Path, args: &[&str], log: &Path) -> Proc {
-    let out = std::fs::File::create(log).unwrap();
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     let err = out.try_clone().unwrap();
     Proc(
         Command::new(program)
@@ -195,4 +200,29 @@ pub fn assert_exactly_once(
         });
         assert_eq!(committed(client, Some(ReplicaId(id))), log, "replica {id}");
     }
+}
+
+/// No two nodes led the same leader epoch: every `leads epoch N` line a node logged (the
+/// nodes' logs in `logs`, named by node) names an epoch no other node logged.
+pub fn assert_one_leader_per_epoch(logs: &[(u32, std::path::PathBuf)]) -> usize {
+    let mut leaders: std::collections::BTreeMap<u64, u32> = std::collections::BTreeMap::new();
+    for (node, path) in logs {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        for line in text.lines() {
+            let Some(rest) = line.split("leads epoch ").nth(1) else {
+                continue;
+            };
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let epoch: u64 = digits
+                .parse()
+                .unwrap_or_else(|_| panic!("bad line {line:?}"));
+            if let Some(other) = leaders.insert(epoch, *node) {
+                assert_eq!(
+                    other, *node,
+                    "nodes {other} and {node} both led leader epoch {epoch}"
+                );
+            }
+        }
+    }
+    leaders.len()
 }
