@@ -3,8 +3,8 @@
 //! - [`threads`]: every replica in this process, one thread each, crossbeam channels between
 //!   them and the in-process controller behind a mutex (for embedding and benchmarks).
 //!
-//! The deterministic simulation and the TCP transport are the other drivers of the same
-//! [`crate::replica::Replica`]; `docs/replication.md` describes all three.
+//! The deterministic simulation and the TCP node are the other transports of the same
+//! [`crate::replica::ReplicaNode`]; `docs/replication.md` describes all three.
 
 pub mod threads;
 mod threads_node;

@@ -2,21 +2,16 @@
 //! [`InProcessController`] behind a `parking_lot::Mutex` that every thread calls directly.
 //!
 //! Thread model (one partition, replicas `r1..=rN`, each in `base_dir/replica-<id>`):
-//! - each replica thread owns its `Replica` and waits on its inbox (produce requests, fetch
-//!   requests from followers, controller records, inspection closures, stop) and on its fetch
-//!   replies, with a timeout that is the next tick, the next long-poll deadline or the next
-//!   fetch retry;
-//! - a follower keeps exactly one fetch in flight to its leader's inbox; the leader answers at
-//!   once when it has data (or a divergence, or an error), otherwise *parks* the fetch and answers
-//!   it when its log end or high-water mark moves, when it stops leading, or after
-//!   `fetch_wait_ms` (long poll: no spinning);
-//! - every `tick_ms` a thread ticks its replica (acks=all timeouts, HW checkpoint); a leader's
-//!   ISR proposal goes to the controller synchronously and the new record is sent to every other
-//!   replica's inbox while the controller lock is held (so every inbox sees records in the
-//!   controller's order; replicas also ignore stale ones);
+//! - each replica thread owns a [`crate::replica::ReplicaNode`] (the node `oncelog node` and the
+//!   simulation run too; `threads_node.rs` is the channel transport) and waits on its inbox
+//!   (node messages with a reply channel, inspection closures, stop) and on the answers to its
+//!   own fetches, until the node's next wake-up; fetch scheduling, the leader's long poll
+//!   (`fetch_wait_ms`) and acks=all answers are the node's;
+//! - a leader's ISR proposal goes to the controller synchronously and the new record is sent to
+//!   every other replica's inbox while the controller lock is held (so every inbox sees records
+//!   in the controller's order), addressed to the incarnation the controller knows for it;
 //! - clients ([`ClusterClient`]) look the leader up in the controller and send their produce
-//!   request to its inbox with a reply channel; an acks=all request parked in the replica is
-//!   answered when the replica reports its completion;
+//!   request to its inbox with a reply channel;
 //! - the control operations ([`ThreadCluster::kill_replica`], `restart_replica`, `move_leader`)
 //!   run in the caller's thread: they stop or start a replica thread and tell the controller,
 //!   which elects and publishes.
