@@ -5,7 +5,7 @@
 //! with no subscriber and no recorder installed (an embedder that installs neither) nothing is
 //! printed or kept. docs/operations.md ("Observability") lists every span, event and metric.
 //!
-//! A log registers its metric handles when it is opened ([`LogMetrics::register`]): install a
+//! A log registers its metric handles when it is opened (`LogMetrics::register`): install a
 //! recorder before opening a log whose metrics it should see (the `oncelog` binary installs
 //! its own before anything else). A recorder installed later sees the replication gauges but
 //! none of that log's counters.
