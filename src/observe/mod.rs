@@ -155,7 +155,14 @@ pub(crate) struct LogMetrics {
 }
 
 impl LogMetrics {
-    pub(crate) fn register() -> LogMetrics {
+    /// The handles of the log in `dir`. Gauges are per log, labelled `log` with the directory's
+    /// name (several logs in one process, as under `oncelog serve`, would otherwise overwrite
+    /// one another); counters and histograms add up over the process's logs.
+    pub(crate) fn register(dir: &std::path::Path) -> LogMetrics {
+        let log = dir.file_name().map_or_else(
+            || dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         LogMetrics {
             append_seconds: metrics::histogram!(APPEND_SECONDS),
             msync_seconds: metrics::histogram!(SYNC_SECONDS, "kind" => "msync"),
@@ -163,7 +170,7 @@ impl LogMetrics {
             appended_bytes: metrics::counter!(APPENDED_BYTES),
             appended_batches: metrics::counter!(APPENDED_BATCHES),
             segment_rolls: metrics::counter!(SEGMENT_ROLLS),
-            last_stable_offset: metrics::gauge!(LAST_STABLE_OFFSET),
+            last_stable_offset: metrics::gauge!(LAST_STABLE_OFFSET, "log" => log),
         }
     }
 }

@@ -509,7 +509,7 @@ fn open_inner(dir: &Path, config: LogConfig, access: Access) -> Result<Log> {
         snapshot_fence: Mutex::new(0),
         snapshot_generation: AtomicU64::new(0),
         report,
-        metrics: crate::observe::LogMetrics::register(),
+        metrics: crate::observe::LogMetrics::register(dir),
         txn_view: Mutex::new(txn_view),
         index_loads,
         snapshot_load,
