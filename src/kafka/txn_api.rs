@@ -34,12 +34,14 @@ use kafka_protocol::ResponseError as K;
 use parking_lot::Mutex;
 
 use super::errors::code_of;
+use super::group_api::offset_metadata;
 use super::server::State;
 use crate::broker::{offsets_partition, TopicPartition};
 use crate::coordinator::MAX_TXN_TIMEOUT_MS;
 use crate::error::Error;
 use crate::format::batch::RecordBatch;
 use crate::log::AppendInfo;
+use crate::offsets::OffsetAndMetadata;
 use crate::types::{increment_sequence, Offset, ProducerEpoch, ProducerId, Sequence};
 
 /// One transactional id as the wire sees it (module doc).
@@ -315,14 +317,18 @@ pub fn txn_offset_commit(
     for t in &req.topics {
         let mut rs = Vec::new();
         for p in &t.partitions {
+            let metadata = p.committed_metadata.as_ref().map_or("", |m| m.as_str());
             let code = match (
                 partition(state, t.name.0.as_str(), p.partition_index),
                 u64::try_from(p.committed_offset),
             ) {
-                (Ok(tp), Ok(o)) => {
-                    offsets.push((tp, Offset(o)));
-                    0
-                }
+                (Ok(tp), Ok(o)) => match offset_metadata(Offset(o), metadata) {
+                    Ok(commit) => {
+                        offsets.push((tp, commit));
+                        0
+                    }
+                    Err(code) => code,
+                },
                 (Err(code), _) => code,
                 (Ok(_), Err(_)) => K::InvalidCommitOffsetSize.code(),
             };
@@ -361,18 +367,20 @@ fn append_offsets(
     state: &State,
     tid: &str,
     group: &str,
-    offsets: &[(TopicPartition, Offset)],
+    offsets: &[(TopicPartition, OffsetAndMetadata)],
     (pid, epoch): (ProducerId, ProducerEpoch),
 ) -> Result<Code, Error> {
     let mut sessions = state.txn.by_tid.lock();
     let Some(s) = sessions.get_mut(tid).filter(|s| s.internal == (pid, epoch)) else {
         return Ok(K::ConcurrentTransactions.code());
     };
-    let batch =
-        state
-            .broker
-            .offsets()
-            .txn_offsets_batch(group, offsets, pid, epoch, s.offsets_seq)?;
+    let batch = state.broker.offsets().txn_offsets_batch_with_metadata(
+        group,
+        offsets,
+        pid,
+        epoch,
+        s.offsets_seq,
+    )?;
     state.broker.produce(&offsets_partition(), &batch)?;
     let count = i32::try_from(offsets.len()).unwrap_or(i32::MAX);
     s.offsets_seq = increment_sequence(s.offsets_seq, count);
