@@ -574,7 +574,14 @@ mod tests {
         r.error_code
     }
 
-    fn offsets(state: &State, t: &str, (pid, epoch): (i64, i16), offset: i64, v: i16) -> i16 {
+    /// AddOffsetsToTxn, then TxnOffsetCommit of `offset` with `metadata` for t-0.
+    fn offsets(
+        state: &State,
+        t: &str,
+        (pid, epoch): (i64, i16),
+        (offset, metadata): (i64, Option<&str>),
+        v: i16,
+    ) -> i16 {
         let mut req = AddOffsetsToTxnRequest::default();
         req.transactional_id = tid(t);
         req.producer_id = KPid(pid);
@@ -594,6 +601,7 @@ mod tests {
         let mut p = TxnOffsetCommitRequestPartition::default();
         p.partition_index = 0;
         p.committed_offset = offset;
+        p.committed_metadata = metadata.map(|m| StrBytes::from_string(m.to_string()));
         let mut topic = TxnOffsetCommitRequestTopic::default();
         topic.name = name("t");
         topic.partitions = vec![p];
@@ -615,7 +623,32 @@ mod tests {
         req.topics = Some(vec![topic]);
         let r = crate::kafka::group_api::offset_fetch(state, req, 7);
         let p = &r.topics[0].partitions[0];
+        if p.committed_offset >= 0 {
+            let stored = state
+                .broker
+                .offsets()
+                .fetch_committed_with_metadata(
+                    &format!("g-{t}"),
+                    &TopicPartition::new("t", 0).unwrap(),
+                )
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                p.metadata.as_deref(),
+                Some(stored.metadata.as_str()),
+                "OffsetFetch answers the stored metadata"
+            );
+        }
         (p.error_code, p.committed_offset)
+    }
+
+    fn committed_metadata(state: &State, t: &str) -> Option<String> {
+        let tp = TopicPartition::new("t", 0).unwrap();
+        let got = state
+            .broker
+            .offsets()
+            .fetch_committed_with_metadata(&format!("g-{t}"), &tp);
+        got.unwrap().map(|o| o.metadata.as_str().to_string())
     }
 
     fn committed(state: &State, t: &str) -> Option<u64> {
@@ -647,7 +680,8 @@ mod tests {
             let (code, first) = send(state, t, me, 0);
             assert_eq!(code, 0);
             assert_eq!(log.last_stable_offset().0, u64::try_from(first).unwrap());
-            assert_eq!(offsets(state, t, me, 5, v), 0);
+            let meta = format!("meta of v{v}");
+            assert_eq!(offsets(state, t, me, (5, Some(&meta)), v), 0);
             assert_eq!(committed(state, t), None, "pending until the commit");
             assert_eq!(
                 stable_fetch(state, t, true),
@@ -657,6 +691,7 @@ mod tests {
             assert_eq!(stable_fetch(state, t, false), (0, -1));
             assert_eq!(end(state, t, me, true, v), 0);
             assert_eq!(committed(state, t), Some(5));
+            assert_eq!(committed_metadata(state, t), Some(meta.clone()));
             assert_eq!(stable_fetch(state, t, true), (0, 5));
             assert_eq!(log.last_stable_offset(), log.log_end_offset());
             // A retried EndTxn is answered as before; the other kind is refused.
@@ -670,9 +705,20 @@ mod tests {
             assert!(second > first);
             assert_eq!(send(state, t, me, 1), (0, second), "a retry is a duplicate");
             assert_eq!(send(state, t, me, 3).0, 45, "a gap");
-            assert_eq!(offsets(state, t, me, 9, v), 0);
+            let too_large = "m".repeat(4097);
+            assert_eq!(
+                offsets(state, t, me, (7, Some(&too_large)), v),
+                12,
+                "OFFSET_METADATA_TOO_LARGE"
+            );
+            assert_eq!(offsets(state, t, me, (9, None), v), 0);
             assert_eq!(end(state, t, me, false, v), 0);
             assert_eq!(committed(state, t), Some(5), "aborted offsets are dropped");
+            assert_eq!(
+                committed_metadata(state, t),
+                Some(meta),
+                "and their metadata"
+            );
             assert_eq!(log.last_stable_offset(), log.log_end_offset());
 
             // An unknown partition: nothing is added.
