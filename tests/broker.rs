@@ -340,3 +340,42 @@ fn produce_refuses_a_transactional_batch_outside_the_coordinators_transaction() 
     drop(p);
     broker.close().unwrap();
 }
+
+#[test]
+fn offsets_sent_in_a_transaction_keep_their_metadata_only_if_it_commits() {
+    use oncelog::offsets::OffsetAndMetadata;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(dir.path(), config()).unwrap();
+    let input = broker.create_topic("in", 1).unwrap().remove(0);
+    let mut p = TransactionalProducer::new(&broker, "tx-meta", None).unwrap();
+
+    p.begin().unwrap();
+    let kept = OffsetAndMetadata::with_metadata(Offset(4), "checkpoint-a").unwrap();
+    p.send_offsets_with_metadata("g", &[(input.clone(), kept.clone())])
+        .unwrap();
+    assert_eq!(
+        broker
+            .offsets()
+            .fetch_committed_with_metadata("g", &input)
+            .unwrap(),
+        None
+    );
+    p.commit().unwrap();
+    let got = broker.offsets().fetch_committed_with_metadata("g", &input);
+    assert_eq!(got.unwrap(), Some(kept.clone()));
+
+    p.begin().unwrap();
+    let dropped = OffsetAndMetadata::with_metadata(Offset(9), "checkpoint-b").unwrap();
+    p.send_offsets_with_metadata("g", &[(input.clone(), dropped)])
+        .unwrap();
+    p.abort().unwrap();
+    let got = broker.offsets().fetch_committed_with_metadata("g", &input);
+    assert_eq!(got.unwrap(), Some(kept.clone()));
+    drop(p);
+    broker.close().unwrap();
+
+    let broker = Broker::open(dir.path(), config()).unwrap();
+    let got = broker.offsets().fetch_committed_with_metadata("g", &input);
+    assert_eq!(got.unwrap(), Some(kept));
+    broker.close().unwrap();
+}

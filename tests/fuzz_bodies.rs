@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use oncelog::format::batch::{compute_crc, BatchBuilder, Stamp, CRC_OFFSET};
 use oncelog::format::{checkpoint, index, snapshot};
 use oncelog::fuzzing;
-use oncelog::offsets::{self, OffsetKey, OffsetValue};
+use oncelog::offsets::{self, OffsetKey, OffsetMetadata, OffsetValue};
 use oncelog::producer::{BatchMetadata, ProducerConfig, ProducerStateManager};
 use oncelog::{Marker, MarkerKind, ProducerId, TopicPartition};
 
@@ -303,15 +303,23 @@ fn gen_offset_record(rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
     let topic = ["t", "orders", "a.b_c-d"][rng.below(3) as usize];
     let tp = TopicPartition::new(topic, rng.below(4) as u32).unwrap();
     let key = OffsetKey::new(&group, tp).unwrap();
+    let metadata: String = (0..rng.below(6))
+        .map(|_| ['m', 'é', ' ', '{'][rng.below(4) as usize])
+        .collect();
+    let version_0 = rng.below(4) == 0;
     let value = OffsetValue {
         offset: rng.next() >> rng.below(64),
         commit_timestamp: rng.next() as i64,
         as_of: (rng.below(3) == 0).then(|| rng.below(20)),
+        metadata: OffsetMetadata::new(if version_0 { String::new() } else { metadata }).unwrap(),
     };
-    (
-        offsets::record::encode_key(&key),
-        offsets::record::encode_value(&value),
-    )
+    let mut value = offsets::record::encode_value(&value);
+    if version_0 {
+        // A value as builds before the metadata string wrote it: version 0, no metadata length.
+        value[..2].copy_from_slice(&0u16.to_le_bytes());
+        value.truncate(value.len() - 2);
+    }
+    (offsets::record::encode_key(&key), value)
 }
 
 /// `decode_offsets` input: a mode byte, then either `key_len | key | value` (even mode) or a

@@ -1,6 +1,8 @@
 //! Kafka transactions through `oncelog serve` with real clients as black boxes
 //! (docs/kafka-wire.md, "Transactions"): confluent-kafka (librdkafka 2.16) in every scenario of
-//! tests/kafka/confluent_txn.py, kafka-python and aiokafka in a commit/abort run with offsets.
+//! tests/kafka/confluent_txn.py, kafka-python and aiokafka in a commit/abort run with offsets,
+//! and offset metadata strings (plain and transactional commits) with kafka-python and
+//! confluent-kafka.
 //! Each test runs against its own server; the scripts check what the clients see and exit
 //! non-zero naming the first mismatch.
 
@@ -125,4 +127,33 @@ fn kafka_python_admin_describes_and_lists_transactions() {
         out.contains("OK kafka-python DescribeTransactions"),
         "{out}"
     );
+}
+
+/// Offset metadata strings (tests/kafka/offset_metadata.py): a plain commit with metadata is
+/// answered by committed() with its string, a 4097-byte string is refused and changes nothing,
+/// and send_offsets_to_transaction's metadata is returned once the transaction commits.
+#[test]
+fn kafka_python_keeps_offset_metadata_plain_and_in_a_transaction() {
+    let serve = Serve::start(&[]);
+    let out = run_script(
+        &serve,
+        "kafka",
+        "offset_metadata.py",
+        &["kafka-python", "meta"],
+    );
+    assert!(out.contains("OK kafka-python offset metadata"), "{out}");
+}
+
+/// The same with confluent-kafka (librdkafka: OffsetCommit, OffsetFetch and TxnOffsetCommit at
+/// the versions it negotiates).
+#[test]
+fn confluent_keeps_offset_metadata_plain_and_in_a_transaction() {
+    let serve = Serve::start(&[]);
+    let out = run_script(
+        &serve,
+        "confluent_kafka",
+        "offset_metadata.py",
+        &["confluent", "meta"],
+    );
+    assert!(out.contains("OK confluent offset metadata"), "{out}");
 }

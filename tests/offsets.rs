@@ -11,10 +11,13 @@ use std::sync::Arc;
 
 use common::sim::{crash, dir, sim_config, Rng};
 use oncelog::io::sim::{CrashMode, FaultKind, SimStorage};
-use oncelog::offsets::{CompactionPolicy, OffsetStore, OFFSETS_TOPIC};
+use oncelog::offsets::{
+    CompactionPolicy, MetadataTooLarge, OffsetAndMetadata, OffsetKey, OffsetStore, OffsetValue,
+    MAX_METADATA_LEN, OFFSETS_TOPIC,
+};
 use oncelog::{
-    Error, Log, LogConfig, ManualClock, Marker, MarkerKind, Offset, ProducerEpoch, ProducerId,
-    SyncMode, TopicPartition,
+    BatchBuilder, Error, Log, LogConfig, ManualClock, Marker, MarkerKind, Offset, ProducerEpoch,
+    ProducerId, SyncMode, TopicPartition,
 };
 
 fn tp(p: u32) -> TopicPartition {
@@ -580,4 +583,115 @@ fn compactions_racing_transactions_never_revert_a_decision() {
     unwrap_log(log, store).close().unwrap();
     let (_log, store) = open(dir.path(), &cfg);
     assert_eq!(view(&store), now);
+}
+
+fn with_meta(o: u64, m: &str) -> OffsetAndMetadata {
+    OffsetAndMetadata::with_metadata(Offset(o), m).unwrap()
+}
+
+/// Kafka's metadata strings: kept with plain and transactional commits, answered by the
+/// fetches, surviving a clean close, a crash and a compaction (the rewrite copies them); a
+/// version 0 value an older build wrote replays with an empty string; a string above 4096
+/// bytes is a typed error before anything is written.
+#[test]
+fn metadata_survives_restart_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for a record with a 4 KiB string.
+    let cfg = LogConfig {
+        max_batch_bytes: 1 << 16,
+        segment_bytes: 1 << 16,
+        ..config()
+    };
+    let log = Arc::new(Log::open(dir.path(), cfg.clone()).unwrap());
+    // Version 0, as builds before the metadata string wrote it: no metadata length.
+    let key = oncelog::offsets::record::encode_key(&OffsetKey::new("old", tp(3)).unwrap());
+    let mut v0 = oncelog::offsets::record::encode_value(&OffsetValue::commit(33, 1));
+    v0[..2].copy_from_slice(&0u16.to_le_bytes());
+    v0.truncate(v0.len() - 2);
+    let mut b = BatchBuilder::new();
+    b.push(1, Some(&key), Some(&v0));
+    log.append(&b.build().unwrap()).unwrap();
+    let store = OffsetStore::new(Arc::clone(&log)).unwrap();
+
+    let big = "é".repeat(2048);
+    store
+        .commit_offsets_with_metadata(
+            "g",
+            &[
+                (tp(0), with_meta(10, "plain")),
+                (tp(1), with_meta(20, &big)),
+            ],
+        )
+        .unwrap();
+    let mut p = TxnProducer::new(&log);
+    let b = store
+        .txn_offsets_batch_with_metadata(
+            "g",
+            &[(tp(2), with_meta(30, "in a txn"))],
+            p.pid,
+            p.epoch,
+            0,
+        )
+        .unwrap();
+    log.append(&b).unwrap();
+    assert_eq!(
+        store.fetch_committed_with_metadata("g", &tp(2)).unwrap(),
+        None
+    );
+    p.end(&log, MarkerKind::Commit);
+    // A later commit without metadata clears it, as in Kafka.
+    commit(&store, "g", &[(tp(0), 11)]);
+
+    let want = BTreeMap::from([
+        (tp(0), OffsetAndMetadata::new(Offset(11))),
+        (tp(1), with_meta(20, &big)),
+        (tp(2), with_meta(30, "in a txn")),
+    ]);
+    let old = BTreeMap::from([(tp(3), OffsetAndMetadata::new(Offset(33)))]);
+    let check = |store: &OffsetStore, when: &str| {
+        assert_eq!(
+            store.committed_offsets_with_metadata("g").unwrap(),
+            want,
+            "{when}"
+        );
+        assert_eq!(
+            store.committed_offsets_with_metadata("old").unwrap(),
+            old,
+            "{when}"
+        );
+        assert_eq!(
+            store.fetch_committed_with_metadata("g", &tp(1)).unwrap(),
+            Some(with_meta(20, &big)),
+            "{when}"
+        );
+        let state = store.state().unwrap();
+        state.check_invariants();
+    };
+    check(&store, "at once");
+
+    // Over the limit: a typed error, and nothing changes.
+    let too_big = OffsetAndMetadata::with_metadata(Offset(1), "m".repeat(MAX_METADATA_LEN + 1));
+    assert_eq!(
+        too_big,
+        Err(MetadataTooLarge {
+            len: MAX_METADATA_LEN + 1,
+            max: MAX_METADATA_LEN
+        })
+    );
+    check(&store, "after the refused commit");
+
+    unwrap_log(log, store).close().unwrap();
+    let (log, store) = open(dir.path(), &cfg);
+    check(&store, "after close");
+    let outcome = store.compact().unwrap();
+    assert_eq!(outcome.records, 4, "every live offset rewritten");
+    assert!(
+        log.log_start_offset() > Offset(0),
+        "the old records are gone"
+    );
+    check(&store, "after compaction");
+    unwrap_log(log, store).simulate_crash();
+    let (log, store) = open(dir.path(), &cfg);
+    check(&store, "after a crash, replaying the compacted log");
+    assert_eq!(log.log_start_offset(), outcome.log_start);
 }

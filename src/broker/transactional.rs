@@ -29,6 +29,7 @@ use crate::coordinator::TxnState;
 use crate::error::Error;
 use crate::format::batch::BatchBuilder;
 use crate::log::AppendInfo;
+use crate::offsets::OffsetAndMetadata;
 use crate::types::{increment_sequence, Offset, ProducerEpoch, ProducerId, Sequence};
 
 /// What a failed call of a [`TransactionalProducer`] asks of its caller (see the module doc).
@@ -208,11 +209,25 @@ impl<B: Deref<Target = Broker>> TransactionalProducer<B> {
         group: &str,
         offsets: &[(TopicPartition, Offset)],
     ) -> Result<AppendInfo, TxnError> {
+        let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = offsets
+            .iter()
+            .map(|(tp, o)| (tp.clone(), OffsetAndMetadata::new(*o)))
+            .collect();
+        self.send_offsets_with_metadata(group, &offsets)
+    }
+
+    /// [`TransactionalProducer::send_offsets`] with Kafka's metadata string per partition
+    /// (returned by the group's committed offsets once the transaction commits).
+    pub fn send_offsets_with_metadata(
+        &mut self,
+        group: &str,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+    ) -> Result<AppendInfo, TxnError> {
         let count = i32::try_from(offsets.len()).unwrap_or(i32::MAX);
         self.write(&offsets_partition(), count, |broker, pid, epoch, seq| {
             broker
                 .offsets()
-                .txn_offsets_batch(group, offsets, pid, epoch, seq)
+                .txn_offsets_batch_with_metadata(group, offsets, pid, epoch, seq)
         })
     }
 

@@ -27,6 +27,7 @@ use super::groups::JoinRequest;
 use super::metadata::NODE_ID;
 use super::server::State;
 use crate::broker::TopicPartition;
+use crate::offsets::OffsetAndMetadata;
 use crate::types::Offset;
 
 fn ms(v: i32) -> Duration {
@@ -166,7 +167,8 @@ pub fn leave_group(state: &State, req: &LeaveGroupRequest, version: i16) -> Leav
     r
 }
 
-/// Commits every partition's offset (metadata strings are not kept: OffsetFetch answers "").
+/// Commits every partition's offset with its metadata string (null is kept as "", as Kafka
+/// does; above 4096 bytes the partition gets OFFSET_METADATA_TOO_LARGE).
 pub fn offset_commit(state: &State, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = req.group_id.0.to_string();
     let allowed = state.groups.check_commit(
@@ -189,6 +191,7 @@ pub fn offset_commit(state: &State, req: OffsetCommitRequest) -> OffsetCommitRes
                     topic.name.0.as_str(),
                     p.partition_index,
                     p.committed_offset,
+                    p.committed_metadata.as_ref().map_or("", |m| m.as_str()),
                 )
             };
             t.partitions.push(pr);
@@ -199,7 +202,20 @@ pub fn offset_commit(state: &State, req: OffsetCommitRequest) -> OffsetCommitRes
     r
 }
 
-fn commit_one(state: &State, group: &str, topic: &str, partition: i32, offset: i64) -> i16 {
+/// Kafka's metadata string of a committed offset, OFFSET_METADATA_TOO_LARGE above the limit.
+pub fn offset_metadata(offset: Offset, metadata: &str) -> Result<OffsetAndMetadata, i16> {
+    OffsetAndMetadata::with_metadata(offset, metadata)
+        .map_err(|_| ResponseError::OffsetMetadataTooLarge.code())
+}
+
+fn commit_one(
+    state: &State,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    metadata: &str,
+) -> i16 {
     let unknown = ResponseError::UnknownTopicOrPartition.code();
     let (Ok(index), Ok(offset)) = (u32::try_from(partition), u64::try_from(offset)) else {
         return if partition < 0 {
@@ -214,10 +230,14 @@ fn commit_one(state: &State, group: &str, topic: &str, partition: i32, offset: i
     if state.broker.partition(&tp).is_err() {
         return unknown;
     }
+    let commit = match offset_metadata(Offset(offset), metadata) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     match state
         .broker
         .offsets()
-        .commit_offsets(group, &[(tp, Offset(offset))])
+        .commit_offsets_with_metadata(group, &[(tp, commit)])
     {
         Ok(()) => 0,
         Err(e) => code_of(&e),
@@ -274,12 +294,15 @@ pub fn offset_fetch(state: &State, req: OffsetFetchRequest, version: i16) -> Off
                         }
                         Err(e) => Err(code_of(&e)),
                         Ok(_) => offsets
-                            .fetch_committed(&group, &tp)
+                            .fetch_committed_with_metadata(&group, &tp)
                             .map_err(|e| code_of(&e)),
                     }
                 });
             match committed {
-                Some(Ok(Some(o))) => pr.committed_offset = i64::try_from(o.0).unwrap_or(i64::MAX),
+                Some(Ok(Some(o))) => {
+                    pr.committed_offset = i64::try_from(o.offset.0).unwrap_or(i64::MAX);
+                    pr.metadata = Some(s(o.metadata.as_str()));
+                }
                 Some(Ok(None)) => {}
                 Some(Err(code)) => pr.error_code = code,
                 None => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),

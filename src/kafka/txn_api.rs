@@ -34,12 +34,14 @@ use kafka_protocol::ResponseError as K;
 use parking_lot::Mutex;
 
 use super::errors::code_of;
+use super::group_api::offset_metadata;
 use super::server::State;
 use crate::broker::{offsets_partition, TopicPartition};
 use crate::coordinator::MAX_TXN_TIMEOUT_MS;
 use crate::error::Error;
 use crate::format::batch::RecordBatch;
 use crate::log::AppendInfo;
+use crate::offsets::OffsetAndMetadata;
 use crate::types::{increment_sequence, Offset, ProducerEpoch, ProducerId, Sequence};
 
 /// One transactional id as the wire sees it (module doc).
@@ -315,14 +317,18 @@ pub fn txn_offset_commit(
     for t in &req.topics {
         let mut rs = Vec::new();
         for p in &t.partitions {
+            let metadata = p.committed_metadata.as_ref().map_or("", |m| m.as_str());
             let code = match (
                 partition(state, t.name.0.as_str(), p.partition_index),
                 u64::try_from(p.committed_offset),
             ) {
-                (Ok(tp), Ok(o)) => {
-                    offsets.push((tp, Offset(o)));
-                    0
-                }
+                (Ok(tp), Ok(o)) => match offset_metadata(Offset(o), metadata) {
+                    Ok(commit) => {
+                        offsets.push((tp, commit));
+                        0
+                    }
+                    Err(code) => code,
+                },
                 (Err(code), _) => code,
                 (Ok(_), Err(_)) => K::InvalidCommitOffsetSize.code(),
             };
@@ -361,18 +367,20 @@ fn append_offsets(
     state: &State,
     tid: &str,
     group: &str,
-    offsets: &[(TopicPartition, Offset)],
+    offsets: &[(TopicPartition, OffsetAndMetadata)],
     (pid, epoch): (ProducerId, ProducerEpoch),
 ) -> Result<Code, Error> {
     let mut sessions = state.txn.by_tid.lock();
     let Some(s) = sessions.get_mut(tid).filter(|s| s.internal == (pid, epoch)) else {
         return Ok(K::ConcurrentTransactions.code());
     };
-    let batch =
-        state
-            .broker
-            .offsets()
-            .txn_offsets_batch(group, offsets, pid, epoch, s.offsets_seq)?;
+    let batch = state.broker.offsets().txn_offsets_batch_with_metadata(
+        group,
+        offsets,
+        pid,
+        epoch,
+        s.offsets_seq,
+    )?;
     state.broker.produce(&offsets_partition(), &batch)?;
     let count = i32::try_from(offsets.len()).unwrap_or(i32::MAX);
     s.offsets_seq = increment_sequence(s.offsets_seq, count);
@@ -566,7 +574,14 @@ mod tests {
         r.error_code
     }
 
-    fn offsets(state: &State, t: &str, (pid, epoch): (i64, i16), offset: i64, v: i16) -> i16 {
+    /// AddOffsetsToTxn, then TxnOffsetCommit of `offset` with `metadata` for t-0.
+    fn offsets(
+        state: &State,
+        t: &str,
+        (pid, epoch): (i64, i16),
+        (offset, metadata): (i64, Option<&str>),
+        v: i16,
+    ) -> i16 {
         let mut req = AddOffsetsToTxnRequest::default();
         req.transactional_id = tid(t);
         req.producer_id = KPid(pid);
@@ -586,6 +601,7 @@ mod tests {
         let mut p = TxnOffsetCommitRequestPartition::default();
         p.partition_index = 0;
         p.committed_offset = offset;
+        p.committed_metadata = metadata.map(|m| StrBytes::from_string(m.to_string()));
         let mut topic = TxnOffsetCommitRequestTopic::default();
         topic.name = name("t");
         topic.partitions = vec![p];
@@ -607,7 +623,32 @@ mod tests {
         req.topics = Some(vec![topic]);
         let r = crate::kafka::group_api::offset_fetch(state, req, 7);
         let p = &r.topics[0].partitions[0];
+        if p.committed_offset >= 0 {
+            let stored = state
+                .broker
+                .offsets()
+                .fetch_committed_with_metadata(
+                    &format!("g-{t}"),
+                    &TopicPartition::new("t", 0).unwrap(),
+                )
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                p.metadata.as_deref(),
+                Some(stored.metadata.as_str()),
+                "OffsetFetch answers the stored metadata"
+            );
+        }
         (p.error_code, p.committed_offset)
+    }
+
+    fn committed_metadata(state: &State, t: &str) -> Option<String> {
+        let tp = TopicPartition::new("t", 0).unwrap();
+        let got = state
+            .broker
+            .offsets()
+            .fetch_committed_with_metadata(&format!("g-{t}"), &tp);
+        got.unwrap().map(|o| o.metadata.as_str().to_string())
     }
 
     fn committed(state: &State, t: &str) -> Option<u64> {
@@ -639,7 +680,8 @@ mod tests {
             let (code, first) = send(state, t, me, 0);
             assert_eq!(code, 0);
             assert_eq!(log.last_stable_offset().0, u64::try_from(first).unwrap());
-            assert_eq!(offsets(state, t, me, 5, v), 0);
+            let meta = format!("meta of v{v}");
+            assert_eq!(offsets(state, t, me, (5, Some(&meta)), v), 0);
             assert_eq!(committed(state, t), None, "pending until the commit");
             assert_eq!(
                 stable_fetch(state, t, true),
@@ -649,6 +691,7 @@ mod tests {
             assert_eq!(stable_fetch(state, t, false), (0, -1));
             assert_eq!(end(state, t, me, true, v), 0);
             assert_eq!(committed(state, t), Some(5));
+            assert_eq!(committed_metadata(state, t), Some(meta.clone()));
             assert_eq!(stable_fetch(state, t, true), (0, 5));
             assert_eq!(log.last_stable_offset(), log.log_end_offset());
             // A retried EndTxn is answered as before; the other kind is refused.
@@ -662,9 +705,20 @@ mod tests {
             assert!(second > first);
             assert_eq!(send(state, t, me, 1), (0, second), "a retry is a duplicate");
             assert_eq!(send(state, t, me, 3).0, 45, "a gap");
-            assert_eq!(offsets(state, t, me, 9, v), 0);
+            let too_large = "m".repeat(4097);
+            assert_eq!(
+                offsets(state, t, me, (7, Some(&too_large)), v),
+                12,
+                "OFFSET_METADATA_TOO_LARGE"
+            );
+            assert_eq!(offsets(state, t, me, (9, None), v), 0);
             assert_eq!(end(state, t, me, false, v), 0);
             assert_eq!(committed(state, t), Some(5), "aborted offsets are dropped");
+            assert_eq!(
+                committed_metadata(state, t),
+                Some(meta),
+                "and their metadata"
+            );
             assert_eq!(log.last_stable_offset(), log.log_end_offset());
 
             // An unknown partition: nothing is added.

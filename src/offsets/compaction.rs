@@ -89,6 +89,7 @@ pub fn rewrite_batches(
             offset: c.offset,
             commit_timestamp: c.commit_timestamp,
             as_of,
+            metadata: c.metadata.clone(),
         });
         let need = key.len() + value.len() + RECORD_OVERHEAD;
         if b.record_count() > 0 && b.size() + need > max_batch_bytes {
@@ -168,6 +169,7 @@ impl OffsetStore {
 mod tests {
     use super::*;
     use crate::format::batch::Stamp;
+    use crate::offsets::record::OffsetMetadata;
     use crate::types::ProducerId;
 
     /// Applies `b` at the state's next offset.
@@ -186,7 +188,10 @@ mod tests {
             for p in 0..partitions {
                 let tp = TopicPartition::new("t", p).unwrap();
                 let key = OffsetKey::new(&format!("group-{g}"), tp).unwrap();
-                let v = OffsetValue::commit(u64::from(p) * 10, 5);
+                let v = OffsetValue {
+                    metadata: OffsetMetadata::new("é".repeat(g + p as usize)).unwrap(),
+                    ..OffsetValue::commit(u64::from(p) * 10, 5)
+                };
                 b.push(0, Some(&encode_key(&key)), Some(&encode_value(&v)));
             }
         }
@@ -199,12 +204,15 @@ mod tests {
         s
     }
 
-    type Row = (String, TopicPartition, u64, i64);
+    type Row = (String, TopicPartition, u64, i64, OffsetMetadata);
 
     fn rows(state: &OffsetsState) -> Vec<Row> {
         state
             .live()
-            .map(|(g, tp, c)| (g.to_string(), tp.clone(), c.offset, c.commit_timestamp))
+            .map(|(g, tp, c)| {
+                let m = c.metadata.clone();
+                (g.to_string(), tp.clone(), c.offset, c.commit_timestamp, m)
+            })
             .collect()
     }
 
@@ -220,6 +228,23 @@ mod tests {
         }
         assert_eq!(rows(&again), rows(&state));
         assert_eq!(again.bytes_since_rewrite(), 0);
+        // The size accounting counts the metadata: the rewrite's key and value bytes.
+        let written: u64 = rewrite_batches(&state, 77, 1 << 20)
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                let v = b.view();
+                let lens: Vec<u64> = v
+                    .records()
+                    .map(|r| {
+                        let r = r.unwrap();
+                        (r.key.unwrap().len() + r.value.unwrap().len()) as u64
+                    })
+                    .collect();
+                lens
+            })
+            .sum();
+        assert_eq!(written, state.live_bytes());
         assert!(rewrite_batches(&OffsetsState::new(0), 0, 1024)
             .unwrap()
             .is_empty());

@@ -28,7 +28,10 @@ use crate::log::Log;
 use crate::types::{Offset, ProducerEpoch, ProducerId, Sequence};
 
 pub use compaction::{CompactionOutcome, CompactionPolicy};
-pub use record::{validate_group, OffsetKey, OffsetValue, MAX_GROUP_LEN};
+pub use record::{
+    validate_group, MetadataTooLarge, OffsetKey, OffsetMetadata, OffsetValue, MAX_GROUP_LEN,
+    MAX_METADATA_LEN,
+};
 pub use state::{ApplyError, CommittedOffset, OffsetsState};
 
 /// The topic of the consumer-offsets log.
@@ -36,6 +39,46 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// Bytes asked of the log per read while catching up.
 const READ_BYTES: usize = 1 << 20;
+
+/// A committed offset with Kafka's metadata string (what a commit stores and a fetch answers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OffsetAndMetadata {
+    /// The offset the group consumes next.
+    pub offset: Offset,
+    /// The metadata string ("" when the commit carried none).
+    pub metadata: OffsetMetadata,
+}
+
+impl OffsetAndMetadata {
+    /// An offset without metadata.
+    pub fn new(offset: Offset) -> OffsetAndMetadata {
+        OffsetAndMetadata {
+            offset,
+            metadata: OffsetMetadata::default(),
+        }
+    }
+
+    /// `offset` with `metadata`; [`MetadataTooLarge`] above [`MAX_METADATA_LEN`] bytes.
+    pub fn with_metadata(
+        offset: Offset,
+        metadata: impl Into<String>,
+    ) -> std::result::Result<OffsetAndMetadata, MetadataTooLarge> {
+        Ok(OffsetAndMetadata {
+            offset,
+            metadata: OffsetMetadata::new(metadata)?,
+        })
+    }
+}
+
+/// Offsets without metadata as commits.
+fn without_metadata(
+    offsets: &[(TopicPartition, Offset)],
+) -> Vec<(TopicPartition, OffsetAndMetadata)> {
+    offsets
+        .iter()
+        .map(|(tp, o)| (tp.clone(), OffsetAndMetadata::new(*o)))
+        .collect()
+}
 
 /// The consumer offsets of one offsets log.
 ///
@@ -96,6 +139,17 @@ impl OffsetStore {
     /// an error of that step is returned, the commit itself is in the log (committing the same
     /// offsets again is harmless). An empty list commits nothing.
     pub fn commit_offsets(&self, group: &str, offsets: &[(TopicPartition, Offset)]) -> Result<()> {
+        self.commit_offsets_with_metadata(group, &without_metadata(offsets))
+    }
+
+    /// [`OffsetStore::commit_offsets`] with a metadata string per offset (Kafka's
+    /// `OffsetAndMetadata`), kept with the offset and answered by
+    /// [`OffsetStore::fetch_committed_with_metadata`].
+    pub fn commit_offsets_with_metadata(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+    ) -> Result<()> {
         let Some(batch) = self.offsets_batch(group, offsets, BatchBuilder::new())? else {
             return Ok(());
         };
@@ -119,6 +173,24 @@ impl OffsetStore {
         epoch: ProducerEpoch,
         first_sequence: Sequence,
     ) -> Result<RecordBatch> {
+        self.txn_offsets_batch_with_metadata(
+            group,
+            &without_metadata(offsets),
+            producer_id,
+            epoch,
+            first_sequence,
+        )
+    }
+
+    /// [`OffsetStore::txn_offsets_batch`] with a metadata string per offset.
+    pub fn txn_offsets_batch_with_metadata(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+        first_sequence: Sequence,
+    ) -> Result<RecordBatch> {
         let b = BatchBuilder::new()
             .producer(producer_id, epoch, first_sequence)
             .transactional();
@@ -133,7 +205,7 @@ impl OffsetStore {
     fn offsets_batch(
         &self,
         group: &str,
-        offsets: &[(TopicPartition, Offset)],
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
         mut b: BatchBuilder,
     ) -> Result<Option<RecordBatch>> {
         validate_group(group)?;
@@ -141,9 +213,12 @@ impl OffsetStore {
             return Ok(None);
         }
         let now = self.log.config().clock.now_ms();
-        for (tp, offset) in offsets {
+        for (tp, o) in offsets {
             let key = OffsetKey::new(group, tp.clone())?;
-            let value = OffsetValue::commit(offset.0, now);
+            let value = OffsetValue {
+                metadata: o.metadata.clone(),
+                ..OffsetValue::commit(o.offset.0, now)
+            };
             b.push(
                 now,
                 Some(&record::encode_key(&key)),
@@ -159,6 +234,41 @@ impl OffsetStore {
         let mut state = self.state.lock();
         self.catch_up(&mut state)?;
         Ok(state.committed(group, tp).map(Offset))
+    }
+
+    /// The committed offset of `group` for `tp` with its metadata, after catching up.
+    pub fn fetch_committed_with_metadata(
+        &self,
+        group: &str,
+        tp: &TopicPartition,
+    ) -> Result<Option<OffsetAndMetadata>> {
+        validate_group(group)?;
+        let mut state = self.state.lock();
+        self.catch_up(&mut state)?;
+        Ok(state.committed_entry(group, tp).map(|c| OffsetAndMetadata {
+            offset: Offset(c.offset),
+            metadata: c.metadata.clone(),
+        }))
+    }
+
+    /// Every committed offset of `group` with its metadata, after catching up.
+    pub fn committed_offsets_with_metadata(
+        &self,
+        group: &str,
+    ) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
+        validate_group(group)?;
+        let mut state = self.state.lock();
+        self.catch_up(&mut state)?;
+        Ok(state
+            .committed_entries_for_group(group)
+            .map(|(tp, c)| {
+                let o = OffsetAndMetadata {
+                    offset: Offset(c.offset),
+                    metadata: c.metadata.clone(),
+                };
+                (tp.clone(), o)
+            })
+            .collect())
     }
 
     /// Every committed offset of `group`, after catching up with the log.

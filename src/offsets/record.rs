@@ -5,13 +5,19 @@
 //! ```text
 //! Format: key:   { version u16 = 0 | group_len u8 | group (UTF-8, 1..=255 bytes) |
 //!                  topic_len u8 | topic (1..=249 bytes of [A-Za-z0-9._-]) | partition u32 }
-//!         value: { version u16 = 0 | flags u8 | offset u64 | commit_timestamp i64 |
-//!                  as_of u64 (present iff flags bit 0: a compaction rewrite) }
+//!         value: { version u16 = 1 | flags u8 | offset u64 | commit_timestamp i64 |
+//!                  as_of u64 (present iff flags bit 0: a compaction rewrite) |
+//!                  metadata_len u16 | metadata (UTF-8, 0..=4096 bytes) }
 //! ```
 //!
+//! Value version 0 (no `metadata_len` and no metadata) is still decoded, with an empty metadata
+//! string; every value written is version 1.
+//!
 //! Little-endian. Decoding is strict and total: exact lengths, no unknown version or flag, the
-//! group valid UTF-8 and the topic a valid topic name; hostile bytes are a `DecodeError`, never
-//! a panic, and whatever decodes re-encodes to the same bytes.
+//! group and the metadata valid UTF-8, the metadata at most [`MAX_METADATA_LEN`] bytes and the
+//! topic a valid topic name; hostile bytes are a `DecodeError`, never a panic, and whatever
+//! decodes re-encodes to the same bytes (a version 0 value re-encodes as version 1, which
+//! decodes to the same value).
 #![cfg_attr(
     not(test),
     deny(
@@ -21,6 +27,8 @@
         clippy::panic
     )
 )]
+
+use std::fmt;
 
 use crate::broker::TopicPartition;
 use crate::error::{Error, Result};
@@ -32,7 +40,12 @@ pub const MAX_GROUP_LEN: usize = 255;
 /// The key format version this build writes.
 pub const KEY_VERSION: u16 = 0;
 /// The value format version this build writes.
-pub const VALUE_VERSION: u16 = 0;
+pub const VALUE_VERSION: u16 = 1;
+/// The first value format version, without a metadata string (still decoded).
+pub const VALUE_VERSION_0: u16 = 0;
+/// The longest metadata string of a committed offset, in bytes (Kafka's default
+/// `offset.metadata.max.bytes`).
+pub const MAX_METADATA_LEN: usize = 4096;
 /// Value flag bit 0: the record is a compaction rewrite and carries `as_of`.
 pub const FLAG_REWRITE: u8 = 0x01;
 
@@ -57,10 +70,79 @@ pub const VALUE_OFFSET_OFFSET: usize = VALUE_FLAGS_OFFSET + 1;
 pub const VALUE_TIMESTAMP_OFFSET: usize = VALUE_OFFSET_OFFSET + 8;
 /// Byte position of the rewrite's `as_of` offset (u64; only with [`FLAG_REWRITE`]).
 pub const VALUE_AS_OF_OFFSET: usize = VALUE_TIMESTAMP_OFFSET + 8;
-/// A plain commit's value.
-pub const VALUE_LEN: usize = VALUE_AS_OF_OFFSET;
-/// A rewrite's value.
-pub const REWRITE_VALUE_LEN: usize = VALUE_AS_OF_OFFSET + 8;
+/// A plain commit's value in version 0 (the fixed fields of every version).
+pub const V0_VALUE_LEN: usize = VALUE_AS_OF_OFFSET;
+/// A rewrite's value in version 0.
+pub const V0_REWRITE_VALUE_LEN: usize = VALUE_AS_OF_OFFSET + 8;
+/// Bytes of the metadata length (u16) of a version 1 value.
+pub const METADATA_LEN_LEN: usize = 2;
+
+/// A metadata string longer than [`MAX_METADATA_LEN`] bytes (Kafka's
+/// OFFSET_METADATA_TOO_LARGE). Nothing was committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetadataTooLarge {
+    /// The string's length in bytes.
+    pub len: usize,
+    /// The limit, [`MAX_METADATA_LEN`].
+    pub max: usize,
+}
+
+impl fmt::Display for MetadataTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "offset metadata of {} bytes exceeds the maximum of {} bytes",
+            self.len, self.max
+        )
+    }
+}
+
+impl std::error::Error for MetadataTooLarge {}
+
+/// Kafka's metadata string of a committed offset: whatever the consumer attached to it.
+///
+/// Invariant: at most [`MAX_METADATA_LEN`] bytes (checked by [`OffsetMetadata::new`] and the
+/// decoder, the only constructors besides the empty default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OffsetMetadata(String);
+
+impl OffsetMetadata {
+    /// [`MetadataTooLarge`] for a string longer than [`MAX_METADATA_LEN`] bytes.
+    pub fn new(s: impl Into<String>) -> Result<OffsetMetadata, MetadataTooLarge> {
+        let s = s.into();
+        if s.len() > MAX_METADATA_LEN {
+            return Err(MetadataTooLarge {
+                len: s.len(),
+                max: MAX_METADATA_LEN,
+            });
+        }
+        Ok(OffsetMetadata(s))
+    }
+
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it is the empty string (what a commit without metadata stores).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Bytes of a version 1 value besides the metadata string: `rewrite` adds `as_of`.
+pub fn value_fixed_len(rewrite: bool) -> usize {
+    if rewrite {
+        V0_REWRITE_VALUE_LEN + METADATA_LEN_LEN
+    } else {
+        V0_VALUE_LEN + METADATA_LEN_LEN
+    }
+}
 
 /// Checks a consumer group name: 1..=255 bytes (a `&str` is UTF-8 already).
 pub fn validate_group(group: &str) -> Result<()> {
@@ -115,7 +197,7 @@ impl OffsetKey {
 }
 
 /// A committed offset as a record value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetValue {
     /// The offset the group will consume next in the partition.
     pub offset: u64,
@@ -124,25 +206,24 @@ pub struct OffsetValue {
     /// `Some(s)`: a compaction rewrite of the offset committed as of log offset `s`; it applies
     /// only to a key not changed at or after `s` (docs/transactions.md, "Consumer offsets").
     pub as_of: Option<u64>,
+    /// Kafka's metadata string (empty when the commit carried none, and for version 0).
+    pub metadata: OffsetMetadata,
 }
 
 impl OffsetValue {
-    /// A plain commit.
+    /// A plain commit without metadata.
     pub fn commit(offset: u64, commit_timestamp: i64) -> OffsetValue {
         OffsetValue {
             offset,
             commit_timestamp,
             as_of: None,
+            metadata: OffsetMetadata::default(),
         }
     }
 
-    /// Bytes of the encoded value.
+    /// Bytes of the encoded value (version 1).
     pub fn encoded_len(&self) -> usize {
-        if self.as_of.is_some() {
-            REWRITE_VALUE_LEN
-        } else {
-            VALUE_LEN
-        }
+        value_fixed_len(self.as_of.is_some()) + self.metadata.len()
     }
 }
 
@@ -175,6 +256,10 @@ pub fn encode_value(value: &OffsetValue) -> Vec<u8> {
     if let Some(s) = value.as_of {
         out.extend_from_slice(&s.to_le_bytes());
     }
+    // Fits a u16 by the invariant (4096).
+    let len = u16::try_from(value.metadata.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(value.metadata.as_str().as_bytes());
     debug_assert_eq!(out.len(), value.encoded_len());
     out
 }
@@ -221,10 +306,11 @@ pub fn decode_key(bytes: &[u8]) -> Result<OffsetKey, DecodeError> {
     OffsetKey::new(group, partition).map_err(|_| bad("offsets key group", group_len as u64))
 }
 
-/// Decodes a value; a malformed or unknown-version value is a [`DecodeError`].
+/// Decodes a value of version 0 or 1; a malformed or unknown-version value is a
+/// [`DecodeError`].
 pub fn decode_value(bytes: &[u8]) -> Result<OffsetValue, DecodeError> {
     let version = le::u16_at(bytes, VALUE_VERSION_OFFSET)?;
-    if version != VALUE_VERSION {
+    if version != VALUE_VERSION && version != VALUE_VERSION_0 {
         return Err(bad("offsets value version", u64::from(version)));
     }
     let flags = le::u8_at(bytes, VALUE_FLAGS_OFFSET)?;
@@ -233,28 +319,125 @@ pub fn decode_value(bytes: &[u8]) -> Result<OffsetValue, DecodeError> {
     }
     let offset = le::u64_at(bytes, VALUE_OFFSET_OFFSET)?;
     let commit_timestamp = le::i64_at(bytes, VALUE_TIMESTAMP_OFFSET)?;
-    let as_of = if flags & FLAG_REWRITE != 0 {
+    let rewrite = flags & FLAG_REWRITE != 0;
+    let as_of = if rewrite {
         Some(le::u64_at(bytes, VALUE_AS_OF_OFFSET)?)
     } else {
         None
     };
-    let value = OffsetValue {
-        offset,
-        commit_timestamp,
-        as_of,
+    let fixed = if rewrite {
+        V0_REWRITE_VALUE_LEN
+    } else {
+        V0_VALUE_LEN
     };
-    if bytes.len() != value.encoded_len() {
+    let metadata = if version == VALUE_VERSION_0 {
+        OffsetMetadata::default()
+    } else {
+        let len = usize::from(le::u16_at(bytes, fixed)?);
+        if len > MAX_METADATA_LEN {
+            return Err(bad("offsets value metadata length", len as u64));
+        }
+        let text = take(bytes, fixed + METADATA_LEN_LEN, len)?;
+        let text =
+            std::str::from_utf8(text).map_err(|_| bad("offsets value metadata", len as u64))?;
+        OffsetMetadata::new(text).map_err(|_| bad("offsets value metadata length", len as u64))?
+    };
+    let want = if version == VALUE_VERSION_0 {
+        fixed
+    } else {
+        fixed + METADATA_LEN_LEN + metadata.len()
+    };
+    if bytes.len() != want {
         return Err(DecodeError::BadLength {
             length: bytes.len() as u64,
         });
     }
-    Ok(value)
+    Ok(OffsetValue {
+        offset,
+        commit_timestamp,
+        as_of,
+        metadata,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn meta(s: &str) -> OffsetMetadata {
+        OffsetMetadata::new(s).unwrap()
+    }
+
+    /// A version 0 value, as builds before the metadata string wrote it.
+    fn v0(offset: u64, ts: i64, as_of: Option<u64>) -> Vec<u8> {
+        let mut out = vec![0, 0, if as_of.is_some() { FLAG_REWRITE } else { 0 }];
+        out.extend_from_slice(&offset.to_le_bytes());
+        out.extend_from_slice(&ts.to_le_bytes());
+        if let Some(s) = as_of {
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn version_0_values_decode_with_empty_metadata() {
+        for as_of in [None, Some(9)] {
+            let bytes = v0(42, 1_000, as_of);
+            let v = decode_value(&bytes).unwrap();
+            assert_eq!(
+                v,
+                OffsetValue {
+                    as_of,
+                    ..OffsetValue::commit(42, 1_000)
+                }
+            );
+            assert!(v.metadata.is_empty());
+            // Re-encoded as version 1, which decodes to the same value.
+            let again = encode_value(&v);
+            assert_eq!(le::u16_at(&again, 0).unwrap(), VALUE_VERSION);
+            assert_eq!(decode_value(&again).unwrap(), v);
+            // A version 0 value with a metadata length is trailing bytes.
+            assert!(decode_value(&[bytes, vec![0, 0]].concat()).is_err());
+        }
+    }
+
+    #[test]
+    fn unknown_value_versions_are_typed_errors() {
+        for version in [2u16, 3, 0x0100, u16::MAX] {
+            let mut bytes = encode_value(&OffsetValue::commit(1, 2));
+            bytes[..2].copy_from_slice(&version.to_le_bytes());
+            assert!(matches!(
+                decode_value(&bytes),
+                Err(DecodeError::BadField {
+                    field: "offsets value version",
+                    ..
+                })
+            ));
+        }
+    }
+
+    #[test]
+    fn metadata_is_bounded_like_kafka() {
+        let at_limit = "é".repeat(MAX_METADATA_LEN / 2);
+        assert_eq!(meta(&at_limit).as_str(), at_limit);
+        for len in [MAX_METADATA_LEN + 1, 10_000, 70_000] {
+            assert_eq!(
+                OffsetMetadata::new("m".repeat(len)),
+                Err(MetadataTooLarge {
+                    len,
+                    max: MAX_METADATA_LEN
+                })
+            );
+        }
+        // On disk: a length above the limit is refused even when the bytes are there.
+        let mut bytes = encode_value(&OffsetValue::commit(1, 2));
+        let len = MAX_METADATA_LEN + 1;
+        let at = bytes.len() - METADATA_LEN_LEN;
+        bytes[at..].copy_from_slice(&(len as u16).to_le_bytes());
+        bytes.extend(std::iter::repeat_n(b'm', len));
+        assert!(decode_value(&bytes).is_err());
+    }
 
     fn key(group: &str, topic: &str, p: u32) -> OffsetKey {
         OffsetKey::new(group, TopicPartition::new(topic, p).unwrap()).unwrap()
@@ -278,6 +461,11 @@ mod tests {
                 offset: 42,
                 commit_timestamp: 1_000,
                 as_of: Some(17),
+                metadata: meta("é"),
+            },
+            OffsetValue {
+                metadata: meta(&"m".repeat(MAX_METADATA_LEN)),
+                ..OffsetValue::commit(1, 2)
             },
         ] {
             let bytes = encode_value(&v);
@@ -294,11 +482,13 @@ mod tests {
             offset: 5,
             commit_timestamp: 6,
             as_of: Some(7),
+            metadata: meta("xy"),
         });
-        let mut want = vec![0, 0, FLAG_REWRITE];
+        let mut want = vec![1, 0, FLAG_REWRITE];
         want.extend_from_slice(&5u64.to_le_bytes());
         want.extend_from_slice(&6i64.to_le_bytes());
         want.extend_from_slice(&7u64.to_le_bytes());
+        want.extend_from_slice(&[2, 0, b'x', b'y']);
         assert_eq!(v, want);
     }
 
@@ -344,6 +534,7 @@ mod tests {
             offset: 1,
             commit_timestamp: 2,
             as_of: Some(3),
+            metadata: meta("ab"),
         });
         let with = |v: &[u8], at: usize, b: u8| {
             let mut v = v.to_vec();
@@ -356,6 +547,9 @@ mod tests {
             (with(&plain, 2, 2), "unknown flag"),
             (with(&plain, 2, FLAG_REWRITE), "rewrite flag without as_of"),
             (with(&rewrite, 2, 0), "as_of without the rewrite flag"),
+            (with(&rewrite, 29, 0xff), "metadata not UTF-8"),
+            (with(&rewrite, 27, 3), "metadata longer than its bytes"),
+            (with(&rewrite, 27, 1), "metadata shorter than its bytes"),
             (plain[..plain.len() - 1].to_vec(), "truncated"),
             ([rewrite.clone(), vec![0]].concat(), "trailing byte"),
         ];
@@ -373,7 +567,12 @@ mod tests {
                 prop_assert_eq!(encode_key(&k), bytes.clone());
             }
             if let Ok(v) = decode_value(&bytes) {
-                prop_assert_eq!(encode_value(&v), bytes);
+                if bytes[0] == 0 {
+                    prop_assert_eq!(bytes.clone(), v0(v.offset, v.commit_timestamp, v.as_of));
+                    prop_assert_eq!(decode_value(&encode_value(&v)).unwrap(), v);
+                } else {
+                    prop_assert_eq!(encode_value(&v), bytes);
+                }
             }
         }
 
@@ -381,9 +580,12 @@ mod tests {
         fn every_truncation_of_a_valid_encoding_is_refused(
             group in "[a-z]{1,8}", p in any::<u32>(), offset in any::<u64>(),
             ts in any::<i64>(), as_of in proptest::option::of(any::<u64>()),
+            metadata in "[a-zé]{0,8}",
         ) {
             let k = encode_key(&key(&group, "topic", p));
-            let v = encode_value(&OffsetValue { offset, commit_timestamp: ts, as_of });
+            let v = encode_value(&OffsetValue {
+                offset, commit_timestamp: ts, as_of, metadata: meta(&metadata),
+            });
             for n in 0..k.len() {
                 prop_assert!(decode_key(&k[..n]).is_err());
             }

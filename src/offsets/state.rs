@@ -33,7 +33,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::record::{decode_key, decode_value, OffsetKey, OffsetValue, REWRITE_VALUE_LEN};
+use super::record::{
+    decode_key, decode_value, value_fixed_len, OffsetKey, OffsetMetadata, OffsetValue,
+};
 use crate::broker::TopicPartition;
 use crate::format::batch::BatchView;
 use crate::format::control::{Marker, MarkerKind};
@@ -62,12 +64,14 @@ impl fmt::Display for ApplyError {
 impl std::error::Error for ApplyError {}
 
 /// A committed offset and where in the log it was set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedOffset {
     /// The committed offset: the next offset the group will consume.
     pub offset: u64,
     /// When it was committed (ms, the offsets log's clock).
     pub commit_timestamp: i64,
+    /// Kafka's metadata string committed with it ("" when none).
+    pub metadata: OffsetMetadata,
     /// The log offset of the batch (plain commit, rewrite) or COMMIT marker that set it.
     pub set_at: u64,
 }
@@ -87,7 +91,8 @@ pub(super) struct PendingTxn {
 /// - every group's map is non-empty, every `set_at` is in `[start, applied_to)`;
 /// - every pending transaction holds at least one offset, none a rewrite, and its
 ///   `first_offset` is in `[start, applied_to)`;
-/// - `live_bytes` is the encoded size of the committed offsets as a rewrite would write them.
+/// - `live_bytes` is the encoded size of the committed offsets as a rewrite would write them
+///   (metadata strings included).
 #[derive(Debug, Clone)]
 pub struct OffsetsState {
     /// The offset the state was started at (the log start when it was replayed).
@@ -182,22 +187,21 @@ impl OffsetsState {
     }
 
     fn set(&mut self, key: OffsetKey, value: OffsetValue, set_at: u64) {
-        let bytes = rewrite_record_len(&key);
+        let bytes = rewrite_record_len(&key, &value.metadata);
+        let key_len = key.encoded_len();
         let (group, tp) = key.into_parts();
         let committed = CommittedOffset {
             offset: value.offset,
             commit_timestamp: value.commit_timestamp,
+            metadata: value.metadata,
             set_at,
         };
-        if self
-            .groups
-            .entry(group)
-            .or_default()
-            .insert(tp, committed)
-            .is_none()
-        {
-            self.live_bytes += bytes;
-        }
+        let old = self.groups.entry(group).or_default().insert(tp, committed);
+        // The replaced entry's rewrite record differs from the new one only by its metadata.
+        let old_bytes = old.map_or(0, |c| {
+            (key_len + value_fixed_len(true) + c.metadata.len()) as u64
+        });
+        self.live_bytes = self.live_bytes.saturating_sub(old_bytes) + bytes;
     }
 
     /// The committed offset of `group` for `tp`.
@@ -216,6 +220,14 @@ impl OffsetsState {
             .get(group)
             .map(|m| m.iter().map(|(tp, c)| (tp.clone(), c.offset)).collect())
             .unwrap_or_default()
+    }
+
+    /// Every committed offset of `group`, with its metadata and where it was set.
+    pub fn committed_entries_for_group(
+        &self,
+        group: &str,
+    ) -> impl Iterator<Item = (&TopicPartition, &CommittedOffset)> + '_ {
+        self.groups.get(group).into_iter().flat_map(|m| m.iter())
     }
 
     /// Every committed offset, by group and partition.
@@ -274,7 +286,9 @@ impl OffsetsState {
                 );
                 let key = OffsetKey::new(group, tp.clone());
                 assert!(key.is_ok(), "group name {group:?}");
-                live += key.as_ref().map_or(0, rewrite_record_len);
+                live += key
+                    .as_ref()
+                    .map_or(0, |k| rewrite_record_len(k, &c.metadata));
             }
         }
         assert_eq!(live, self.live_bytes, "live bytes");
@@ -290,9 +304,9 @@ impl OffsetsState {
     }
 }
 
-/// Key and value bytes of a key's rewrite record.
-fn rewrite_record_len(key: &OffsetKey) -> u64 {
-    (key.encoded_len() + REWRITE_VALUE_LEN) as u64
+/// Key and value bytes of a key's rewrite record carrying `metadata`.
+fn rewrite_record_len(key: &OffsetKey, metadata: &OffsetMetadata) -> u64 {
+    (key.encoded_len() + value_fixed_len(true) + metadata.len()) as u64
 }
 
 /// Decodes what a batch asks for, checking everything first (so a batch applies whole or not

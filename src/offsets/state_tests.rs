@@ -18,6 +18,20 @@ fn key_of(group: &str, p: u32) -> OffsetKey {
     OffsetKey::new(group, tp(p)).unwrap()
 }
 
+/// The metadata string every helper commits with offset `o`: 0 to 4 bytes, so a key's
+/// rewrite size changes as its offset does (the `live_bytes` accounting).
+fn meta_for(o: u64) -> OffsetMetadata {
+    OffsetMetadata::new("m".repeat((o % 5) as usize)).unwrap()
+}
+
+/// A commit of `o` with its metadata.
+fn value_of(o: u64, ts: i64) -> OffsetValue {
+    OffsetValue {
+        metadata: meta_for(o),
+        ..OffsetValue::commit(o, ts)
+    }
+}
+
 const P: ProducerId = ProducerId(1);
 const Q: ProducerId = ProducerId(2);
 
@@ -61,7 +75,7 @@ impl Feed {
     fn plain(&mut self, recs: &[(OffsetKey, u64)]) -> u64 {
         let recs: Vec<_> = recs
             .iter()
-            .map(|(k, o)| (k.clone(), OffsetValue::commit(*o, 7)))
+            .map(|(k, o)| (k.clone(), value_of(*o, 7)))
             .collect();
         self.push(Self::records(BatchBuilder::new(), &recs))
             .unwrap()
@@ -70,7 +84,7 @@ impl Feed {
     fn txn(&mut self, pid: ProducerId, recs: &[(OffsetKey, u64)]) -> u64 {
         let recs: Vec<_> = recs
             .iter()
-            .map(|(k, o)| (k.clone(), OffsetValue::commit(*o, 8)))
+            .map(|(k, o)| (k.clone(), value_of(*o, 8)))
             .collect();
         let b = BatchBuilder::new().producer(pid, 0, 0).transactional();
         self.push(Self::records(b, &recs)).unwrap()
@@ -81,9 +95,8 @@ impl Feed {
             .iter()
             .map(|(k, o)| {
                 let v = OffsetValue {
-                    offset: *o,
-                    commit_timestamp: 9,
                     as_of: Some(as_of),
+                    ..value_of(*o, 9)
                 };
                 (k.clone(), v)
             })
@@ -343,9 +356,8 @@ fn a_bad_record_refuses_the_whole_batch() {
     let k = encode_key(&key_of("g", 2));
     let v = encode_value(&OffsetValue::commit(1, 0));
     let rw = encode_value(&OffsetValue {
-        offset: 1,
-        commit_timestamp: 0,
         as_of: Some(0),
+        ..value_of(1, 0)
     });
     let cases: [Hostile; 5] = [
         ("no key", None, Some(&v), false),
@@ -459,6 +471,9 @@ fn check_against_model(
             .map(|(k, o)| (k.partition().clone(), o))
             .collect();
         prop_assert_eq!(f.state.committed_for_group(group), want);
+    }
+    for (group, tp, c) in f.state.live() {
+        prop_assert_eq!(&c.metadata, &meta_for(c.offset), "{}/{}", group, tp);
     }
     let want: Vec<ProducerId> = (0..3)
         .filter(|&i| !pending[i].is_empty())
