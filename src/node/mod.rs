@@ -481,11 +481,13 @@ fn control_loop(sh: &Shared, o: &NodeOptions) {
     let tick = Duration::from_millis(o.tick_ms.max(1));
     while let Some(msg) = next_for_controller(sh, tick) {
         let (answer, incarnation) = match msg {
-            Msg::Heartbeat {
-                incarnation,
-                registering,
-                log_end,
-            } => {
+            Msg::Heartbeat { incarnation, .. } => {
+                // The node's state now, not when the heartbeat was queued: a registration
+                // answered meanwhile must not be sent again.
+                let (registering, log_end) = {
+                    let st = sh.state.lock();
+                    (st.node.registration(), st.node.replica().log_end_offset())
+                };
                 let answer = match registering {
                     Some(recovery) => {
                         let recovery = at_birth(&mut controller, recovery, log_end);

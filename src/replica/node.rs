@@ -142,6 +142,11 @@ impl<A: Clone> ReplicaNode<A> {
         self.registering.is_some()
     }
 
+    /// What the node registers with while it registers (see [`ReplicaNode::is_registering`]).
+    pub fn registration(&self) -> Option<LogRecovery> {
+        self.registering
+    }
+
     /// The last failure the node met, if any (see [`NodeEvent::Failed`]).
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()

@@ -389,10 +389,19 @@ impl Controller for InProcessController {
         &mut self,
         replica: ReplicaId,
         incarnation: Incarnation,
-        recovery: LogRecovery,
+        mut recovery: LogRecovery,
     ) -> LeaderAndIsr {
         if !self.replicas.contains(&replica) {
             return self.leader_and_isr();
+        }
+        // The same life registering again (a retry whose answer was lost or that crossed the
+        // first answer, or a return after its session expired): a log loses data only when its
+        // life ends, so whatever it says, it is intact; and if it is alive, nothing changed.
+        if self.incarnations.get(&replica) == Some(&incarnation) {
+            if self.alive.contains(&replica) {
+                return self.leader_and_isr();
+            }
+            recovery = LogRecovery::Intact;
         }
         // A restart without a failure report first: the old life ended now.
         if self.alive.contains(&replica) && self.leader == Some(replica) {
@@ -519,6 +528,32 @@ mod tests {
         let ok = proposal(&c, &[(1, None), (2, None), (3, Some(1))]);
         c.alter_isr(&ok).unwrap();
         assert!(!c.needs_catch_up(ReplicaId(3)));
+        c.check_invariants();
+    }
+
+    #[test]
+    fn the_same_life_registering_again_changes_nothing_and_loses_nothing() {
+        // A node's registration retried, or queued twice, as it crossed the first answer: the
+        // leader registering again "empty" (its birth check now sees epoch 1) must not take
+        // the partition offline.
+        let mut c = InProcessController::new(&ids(&[1, 2, 3]));
+        let first = c.replica_restarted(ReplicaId(1), 42, LogRecovery::Intact);
+        assert_eq!(first.leader, Some(ReplicaId(1)));
+        let again = c.replica_restarted(ReplicaId(1), 42, LogRecovery::EmptyOrDamaged);
+        assert_eq!(
+            again, first,
+            "an alive life re-registering changed the record"
+        );
+        assert!(!c.needs_catch_up(ReplicaId(1)));
+        // Back after its session expired, in the same life: intact whatever it says.
+        c.replica_failed(ReplicaId(2));
+        c.replica_restarted(ReplicaId(2), 7, LogRecovery::Intact);
+        c.replica_failed(ReplicaId(2));
+        c.replica_restarted(ReplicaId(2), 7, LogRecovery::EmptyOrDamaged);
+        assert!(!c.needs_catch_up(ReplicaId(2)));
+        // A new life is believed.
+        c.replica_restarted(ReplicaId(2), 8, LogRecovery::EmptyOrDamaged);
+        assert!(c.needs_catch_up(ReplicaId(2)));
         c.check_invariants();
     }
 
