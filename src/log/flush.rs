@@ -296,9 +296,15 @@ impl Log {
     /// point itself), so `rp` can never pass the log end; checked here in release builds too
     /// (one atomic load next to an fdatasync), because a recovery point past the data makes the
     /// next open fail (docs/architecture.md, "The recovery-point rule").
+    /// Every store is timed here (`oncelog_sync_seconds{kind="checkpoint"}`), whichever path
+    /// writes it.
     pub(super) fn checkpoint_recovery_point(&self, rp: u64) -> Result<()> {
         self.assert_recovery_point(rp);
-        self.inner.checkpoint.lock().store(rp)
+        let started = std::time::Instant::now();
+        let r = self.inner.checkpoint.lock().store(rp);
+        let m = &self.inner.metrics;
+        m.checkpoint_seconds.record(started.elapsed().as_secs_f64());
+        r
     }
 
     /// A recovery point never passes the log end (it would vouch for data that does not
@@ -400,12 +406,8 @@ impl Log {
                 }
                 Step::Write { to, cursor } => {
                     let result = parking_lot::MutexGuard::unlocked(&mut sync, || {
-                        let started = std::time::Instant::now();
                         self.make_names_durable(to)?;
-                        let r = self.checkpoint_recovery_point(to);
-                        let m = &self.inner.metrics;
-                        m.checkpoint_seconds.record(started.elapsed().as_secs_f64());
-                        r
+                        self.checkpoint_recovery_point(to)
                     });
                     if let Err(e) = result {
                         sync.write_failed();
