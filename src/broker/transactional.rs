@@ -209,11 +209,7 @@ impl<B: Deref<Target = Broker>> TransactionalProducer<B> {
         group: &str,
         offsets: &[(TopicPartition, Offset)],
     ) -> Result<AppendInfo, TxnError> {
-        let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = offsets
-            .iter()
-            .map(|(tp, o)| (tp.clone(), OffsetAndMetadata::new(*o)))
-            .collect();
-        self.send_offsets_with_metadata(group, &offsets)
+        self.send_offsets_with_metadata(group, &crate::offsets::without_metadata(offsets))
     }
 
     /// [`TransactionalProducer::send_offsets`] with Kafka's metadata string per partition

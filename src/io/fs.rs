@@ -247,14 +247,8 @@ impl StorageFile for RealFile {
     }
 
     fn map(&self, len: usize) -> io::Result<MappedRegion> {
-        if len == 0 {
+        if !self.mappable(len)? {
             return Ok(MappedRegion::empty());
-        }
-        if self.len()? < len as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "mapping past end of file",
-            ));
         }
         let raw = MmapOptions::new().len(len).map_raw(&self.file)?;
         let ptr = raw.as_mut_ptr();
@@ -265,14 +259,8 @@ impl StorageFile for RealFile {
     }
 
     fn map_read_only(&self, len: usize) -> io::Result<MappedRegion> {
-        if len == 0 {
+        if !self.mappable(len)? {
             return Ok(MappedRegion::empty());
-        }
-        if self.len()? < len as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "mapping past end of file",
-            ));
         }
         let raw = MmapOptions::new().len(len).map_raw_read_only(&self.file)?;
         let ptr = raw.as_ptr();
@@ -283,6 +271,23 @@ impl StorageFile for RealFile {
         // a cooperating writer, in this process or another, and no cooperating writer shrinks
         // the file below them (docs/safety.md, "Read-only maps").
         Ok(unsafe { MappedRegion::new_read_only(ptr, len, Box::new(RealMap(raw))) })
+    }
+}
+
+impl RealFile {
+    /// Whether `len` bytes of the file can be mapped: `false` for none (an empty region needs
+    /// no map), an error past the file's end.
+    fn mappable(&self, len: usize) -> io::Result<bool> {
+        if len == 0 {
+            return Ok(false);
+        }
+        if self.len()? < len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "mapping past end of file",
+            ));
+        }
+        Ok(true)
     }
 }
 

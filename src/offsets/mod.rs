@@ -71,7 +71,7 @@ impl OffsetAndMetadata {
 }
 
 /// Offsets without metadata as commits.
-fn without_metadata(
+pub(crate) fn without_metadata(
     offsets: &[(TopicPartition, Offset)],
 ) -> Vec<(TopicPartition, OffsetAndMetadata)> {
     offsets

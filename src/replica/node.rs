@@ -32,7 +32,7 @@ use super::protocol::{Msg, NodeEvent, Output};
 use super::{Produced, Replica};
 use crate::error::Error;
 use crate::net::ErrorReply;
-use crate::replication::{FetchRequest, LogRecovery, ReplicaId};
+use crate::replication::{FetchRequest, LogRecovery};
 use crate::types::Offset;
 
 /// The timing of a [`ReplicaNode`] (milliseconds of the driver's clock).
@@ -130,11 +130,6 @@ impl<A: Clone> ReplicaNode<A> {
     /// The replica, to close it (or crash it in a test). Waiting requests get no answer.
     pub fn into_replica(self) -> Replica {
         self.replica
-    }
-
-    /// The timing.
-    pub fn timing(&self) -> NodeTiming {
-        self.timing
     }
 
     /// Whether the node still registers (the controller has not answered this life yet).
@@ -435,11 +430,6 @@ impl<A: Clone> ReplicaNode<A> {
         self.next_fetch_id += 1;
         self.in_flight = Some((id, now + self.timing.fetch_timeout_ms));
         out.push(Output::ToReplica(leader, Msg::Fetch { id, req }));
-    }
-
-    /// The leader this node's fetches go to, if it follows one.
-    pub fn fetching_from(&self) -> Option<ReplicaId> {
-        self.replica.fetch_request().map(|(leader, _)| leader)
     }
 
     /// A fetch sent with [`Output::ToReplica`] could not be delivered (no connection): fetch

@@ -308,7 +308,7 @@ impl World {
 
     fn run_all(&mut self) -> Result<(), String> {
         for i in 0..self.nodes.len() {
-            self.nodes[i].start(0)?;
+            self.nodes[i].start()?;
         }
         self.broadcast_record();
         let deadline = self.opts.fault_ms + self.opts.heal_ms;
@@ -537,7 +537,7 @@ impl World {
     }
 
     fn restart(&mut self, i: usize) -> Result<(), String> {
-        let recovery = self.nodes[i].start(self.now)?;
+        let recovery = self.nodes[i].start()?;
         let id = self.nodes[i].id;
         let note = self.nodes[i]
             .replica()

@@ -128,7 +128,7 @@ impl Node {
     }
 
     /// Starts a life (the first, or a restart); returns what the log recovered.
-    pub fn start(&mut self, now: u64) -> Result<LogRecovery, String> {
+    pub fn start(&mut self) -> Result<LogRecovery, String> {
         let incarnation = self.lives;
         self.lives += 1;
         let replica = Replica::open(dir(), self.config(), incarnation)
@@ -138,7 +138,6 @@ impl Node {
         let registering = (incarnation > 0).then_some(recovery);
         self.node = Some(ReplicaNode::new(replica, TIMING, registering));
         self.down_until = None;
-        let _ = now;
         Ok(recovery)
     }
 
