@@ -70,6 +70,15 @@ pub struct LogConfig {
     pub max_producers: usize,
     /// A producer-state snapshot is taken after this many appended bytes (plus at roll and close).
     pub snapshot_interval_bytes: u64,
+    /// How long the recovery point on disk may lag the durable data, in ms on the log's clock
+    /// (default 50). A durable point (an `EveryAppend` append, `flush`, an interval sync) costs
+    /// one flush of the data; the recovery-point file is rewritten at once but fdatasynced at
+    /// most this often, so a power loss may bring back a recovery point up to this old. No
+    /// synced record is lost either way; what the lag gives up is the *report* of damage to
+    /// synced data written in the window (bit rot there is cut like a torn tail, with the cut
+    /// reported). 0 fdatasyncs the recovery point after every sync: two flushes per durable
+    /// point, every synced byte covered (docs/recovery.md, "The lagging recovery point").
+    pub recovery_point_lag_ms: u64,
     /// Run the background thread (seals of rolled segments, interval syncs, retention). Off,
     /// rolled segments are sealed inline by the appender and interval syncs and retention run
     /// only when called; deterministic simulations turn it off so that every storage operation
@@ -103,6 +112,7 @@ impl Default for LogConfig {
             producer_id_expiration_ms: 7 * DAY_MS,
             max_producers: 1_000_000,
             snapshot_interval_bytes: 64 << 20,
+            recovery_point_lag_ms: 50,
             background_thread: true,
             storage: Arc::new(RealStorage),
             clock: Arc::new(SystemClock),

@@ -680,8 +680,12 @@ fn regression_log_model_truncation_waiting_for_a_failing_checkpoint_write() {
     for mode in [CrashMode::Process, CrashMode::PowerLoss] {
         for seed in 0..6 {
             let what = format!("{mode:?} seed {seed}");
-            // No background thread: the storage operations below are the test's own.
-            let (sim, _clock, cfg) = fixture(seed, |c| c.background_thread = false);
+            // No background thread: the storage operations below are the test's own. No
+            // recovery-point lag: the flush below fdatasyncs its checkpoint write at once.
+            let (sim, _clock, cfg) = fixture(seed, |c| {
+                c.background_thread = false;
+                c.recovery_point_lag_ms = 0;
+            });
             let log = Log::open(dir(), cfg.clone()).unwrap();
             for i in 0..5 {
                 log.append(&make_batch(i, 2, 50, None)).unwrap();
@@ -819,4 +823,52 @@ fn a_failed_background_retention_is_counted_changes_nothing_and_retries() {
     assert_eq!(read.first().map(|b| b.header.base_offset), Some(active));
     assert_eq!(read.last().map(|b| b.header.last_offset() + 1), Some(i * 2));
     log.close().unwrap();
+}
+
+/// The recovery point's lagging fdatasync (docs/recovery.md, "The lagging recovery point")
+/// failing is a failed sync like any other: the append that ran it returns the error, the log is
+/// poisoned, and after a power loss every earlier durable append is still there, with no
+/// corruption reported.
+#[test]
+fn a_failed_lagging_recovery_point_fdatasync_poisons_the_log() {
+    for mode in [CrashMode::Process, CrashMode::PowerLoss] {
+        for seed in 0..4 {
+            let what = format!("{mode:?} seed {seed}");
+            let (sim, clock, cfg) = fixture(seed, |c| {
+                c.background_thread = false;
+                c.sync = SyncMode::EveryAppend;
+                c.recovery_point_lag_ms = 50;
+            });
+            let log = Log::open(dir(), cfg.clone()).unwrap();
+            let mut acked = 0;
+            for i in 0..6 {
+                clock.advance(10);
+                log.append(&make_batch(i, 2, 50, None)).unwrap();
+                acked += 2;
+            }
+            // Past the lag: the next append's checkpoint write is followed by its fdatasync.
+            // Its ops: msync of the segment (0), the slot write (1), the fdatasync (2).
+            clock.advance(60);
+            sim.fail_after(2, FaultKind::Eio, false);
+            let err = log.append(&make_batch(99, 1, 5, None)).unwrap_err();
+            assert!(log.is_poisoned(), "{what}: {err}");
+            assert!(matches!(
+                log.append(&make_batch(100, 1, 5, None)),
+                Err(Error::PreviousIo)
+            ));
+            crash(log, &sim, mode, seed);
+            let log = Log::open(dir(), cfg).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+            assert!(log.recovery_report().corruption.is_none(), "{what}");
+            assert!(
+                log.log_end_offset().0 >= acked,
+                "{what}: durable appends lost"
+            );
+            let got: usize = read_batches(&log)
+                .unwrap()
+                .iter()
+                .map(|b| b.records.len())
+                .sum();
+            assert!(got as u64 >= acked, "{what}: {got} records");
+        }
+    }
 }

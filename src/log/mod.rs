@@ -95,9 +95,10 @@ struct LogInner {
     segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     log_start: AtomicU64,
     log_end: AtomicU64,
-    /// Every batch below this offset is durable, and so is this value in the recovery-point
-    /// checkpoint. A copy of `sync.recovery_point()`, stored only under the `sync` mutex, after
-    /// the checkpoint write that made it durable; read lock-free.
+    /// Every batch below this offset is durable, and this value is written in the
+    /// recovery-point checkpoint (durable at once for seals and truncation, within
+    /// `recovery_point_lag_ms` for sync lanes). A copy of `sync.recovery_point()`, stored only
+    /// under the `sync` mutex, after the checkpoint write; read lock-free.
     recovery_point: AtomicU64,
     appender: Mutex<Appender>,
     /// Sync lanes (see [`SyncState`]).
@@ -108,8 +109,8 @@ struct LogInner {
     synced: Condvar,
     /// The recovery-point checkpoint file. Written only by the holder of the writer role
     /// (`Step::Write`, without the `sync` mutex) or under the `sync` mutex while no writer is
-    /// active (`note_sealed`, truncation), so it is never contended and its value never falls
-    /// except by truncation.
+    /// active (`note_sealed`, truncation), so its value never falls except by truncation; the
+    /// background tick and close only fdatasync what was written (`sync_if_older`, `sync`).
     checkpoint: Mutex<RecoveryPointFile>,
     /// Set by a failed sync; sticky until reopen.
     poisoned: AtomicBool,
