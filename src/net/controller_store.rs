@@ -90,7 +90,21 @@ pub trait ControllerStore: Send + Sync + fmt::Debug {
     /// sessions into `replica_failed` (every process may serve requests, since each change is
     /// a compare-and-set).
     fn is_acting(&self) -> bool;
+
+    /// Starts calling `wake` whenever the record or a session changes in the store, and once
+    /// more after every resynchronization (a watch that had to start again); `false` if the
+    /// store cannot push changes (the default), in which case the service only polls. `wake`
+    /// must return at once: it runs on the store's own threads, which the service's calls
+    /// need (it should only signal a channel). Calls may be spurious or coalesced; the
+    /// service reads the store again on each.
+    fn watch(&self, wake: StoreWake) -> bool {
+        let _ = wake;
+        false
+    }
 }
+
+/// What a store calls when it saw a change (see [`ControllerStore::watch`]).
+pub type StoreWake = Box<dyn Fn() + Send + Sync>;
 
 #[cfg(test)]
 mod tests {
