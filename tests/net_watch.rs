@@ -131,8 +131,8 @@ fn a_watch_is_parked_until_the_record_moves_past_what_the_replica_knows() {
 }
 
 /// Three nodes heartbeating every 3 s; the operator moves the leadership. Watching nodes know
-/// the new leader within a few milliseconds; nodes that do not watch learn it only at their
-/// next heartbeat.
+/// the new leader within a second (in practice a few milliseconds); nodes that do not watch
+/// learn it at their next heartbeat (both printed: run with `--nocapture`).
 #[test]
 fn nodes_learn_a_leader_change_before_their_next_heartbeat() {
     const TICK_MS: u64 = 3_000;
@@ -183,9 +183,10 @@ fn nodes_learn_a_leader_change_before_their_next_heartbeat() {
                 "the change took {took:?} to reach every node"
             );
         } else {
-            // Without the watch only a heartbeat answer carries it: not within a few ms.
+            // Without the watch a heartbeat answer carries it, within one heartbeat period.
+            let took = took.expect("heartbeats never carried the new leader");
             assert!(
-                took.is_none_or(|t| t > Duration::from_millis(20)),
+                took < Duration::from_millis(TICK_MS + 1_000),
                 "learned after {took:?} without a watch"
             );
         }
