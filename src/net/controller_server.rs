@@ -77,10 +77,9 @@ use super::wire::{ClusterMetadata, Message, ReplicaStatus};
 use crate::clock::Clock;
 use crate::error::Result;
 use crate::io::Storage;
-use crate::replication::PartitionEpoch;
 use crate::replication::{
     AlterIsrRequest, Controller, InProcessController, Incarnation, LeaderAndIsr, LogRecovery,
-    ReplicaId, ReplicationError,
+    PartitionEpoch, ReplicaId, ReplicationError,
 };
 use crate::types::{LeaderEpoch, Offset, TimestampMs};
 
