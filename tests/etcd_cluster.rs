@@ -9,6 +9,7 @@ mod etcd;
 mod procs;
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use oncelog::net::{ControllerClient, ControllerStore};
 use oncelog::node::PartitionClient;
@@ -215,4 +216,105 @@ fn restarting_every_process_keeps_the_records_and_the_epochs() {
         |i| format!("b{i}"),
         &[1, 2, 3],
     );
+}
+
+/// The highest epoch `id`'s log says it led (`leads epoch N`) or followed (`follows leader L
+/// in epoch N`), if any.
+fn logged_epoch(etcd: &Etcd, id: u32, what: &str) -> Option<i32> {
+    let log = std::fs::read_to_string(etcd.dir().join(format!("node{id}.log"))).ok()?;
+    log.lines()
+        .filter_map(|l| l.split(what).nth(1))
+        .filter_map(|e| {
+            let digits: String = e.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .max()
+}
+
+fn led_epoch(etcd: &Etcd, id: u32) -> Option<i32> {
+    logged_epoch(etcd, id, "leads epoch ")
+}
+
+/// Polls `ok` every 2 ms (finer than `wait_for`: this times what it waits for).
+fn wait_closely(what: &str, mut ok: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// How long a leader change takes to reach the nodes. Three nodes heartbeat every 500 ms; the
+/// leader is paused (SIGSTOP, so it cannot register again) and its session lease revoked in
+/// etcd; the time until another node says it leads the next epoch, and until the third says it
+/// follows it, is printed (run with `--nocapture`). A session ended in etcd reaches the acting
+/// controller through its etcd watch, and the new record reaches the nodes through their
+/// `WatchPartition` long poll, so both take far less than one heartbeat period.
+#[test]
+fn a_leader_change_reaches_the_nodes_before_their_next_heartbeat() {
+    const TICK_MS: u64 = 500;
+    let etcd = Etcd::start(1);
+    let (path, cluster) = cluster_file(etcd.dir(), 1);
+    let _controller = controller(&etcd, &path, cluster.controller, 10_000, "controller");
+    let nodes: HashMap<u32, Proc> = (1..=3)
+        .map(|i| (i, node_ticking(&etcd, &path, i, TICK_MS)))
+        .collect();
+    let mut ctl = client(&cluster);
+    let store = etcd.store();
+    let (mut to_leader, mut to_follower) = (Vec::new(), Vec::new());
+    for round in 0..5 {
+        // Steady: a full ISR, and its leader says it leads the record's epoch.
+        let mut before = state(&mut ctl);
+        wait_for("a full ISR and a leader that knows it leads", 60, || {
+            before = state(&mut ctl);
+            before.isr.len() == 3
+                && before
+                    .leader
+                    .is_some_and(|l| led_epoch(&etcd, l.0) == Some(before.leader_epoch))
+        });
+        let old = before.leader.unwrap();
+        signal(&nodes[&old.0], "STOP");
+        let t0 = Instant::now();
+        store.end_session(old).unwrap();
+        let mut new = 0;
+        wait_closely("another node to lead", || {
+            new = (1..=3)
+                .filter(|&i| i != old.0)
+                .find(|&i| led_epoch(&etcd, i).is_some_and(|e| e > before.leader_epoch))
+                .unwrap_or(0);
+            new != 0
+        });
+        to_leader.push(t0.elapsed());
+        let epoch = led_epoch(&etcd, new).unwrap();
+        let third = (1..=3).find(|&i| i != old.0 && i != new).unwrap();
+        let follows = format!("follows leader {new} in epoch ");
+        wait_closely("the third node to follow", || {
+            logged_epoch(&etcd, third, &follows).is_some_and(|e| e >= epoch)
+        });
+        to_follower.push(t0.elapsed());
+        println!(
+            "round {round}: leader {old} lease revoked -> node {new} leads after {:.1} ms, \
+             node {third} follows it after {:.1} ms (heartbeat every {TICK_MS} ms)",
+            to_leader[round].as_secs_f64() * 1e3,
+            to_follower[round].as_secs_f64() * 1e3
+        );
+        signal(&nodes[&old.0], "CONT");
+    }
+    for (what, took) in [
+        ("new leader", &mut to_leader),
+        ("other follower", &mut to_follower),
+    ] {
+        took.sort();
+        println!(
+            "lease revoked -> {what} knows: median {:.1} ms, max {:.1} ms",
+            took[2].as_secs_f64() * 1e3,
+            took[4].as_secs_f64() * 1e3
+        );
+        assert!(
+            took[2] < Duration::from_millis(TICK_MS / 2),
+            "the {what} learned the change after {:?} (median), not well inside one \
+             heartbeat period",
+            took[2]
+        );
+    }
 }

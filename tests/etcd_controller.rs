@@ -9,18 +9,21 @@ mod etcd;
 #[path = "common/procs.rs"]
 mod procs;
 
+use std::net::TcpListener;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use oncelog::clock::ManualClock;
 use oncelog::net::{
-    ControllerConfig, ControllerService, ControllerStore, ErrorReply, Message, RemoteError,
+    ControllerConfig, ControllerServer, ControllerService, ControllerStore, ErrorReply, Message,
+    RemoteError,
 };
 use oncelog::replication::{
     AlterIsrRequest, Controller, InProcessController, IsrMember, LeaderAndIsr, LogRecovery,
     ReplicaId, ReplicationError,
 };
+use oncelog::SystemClock;
 
 use etcd::*;
 use procs::wait_for;
@@ -294,4 +297,109 @@ fn losing_one_etcd_member_of_three_changes_nothing() {
         3,
         "a session was lost with the member"
     );
+}
+
+/// The controller's etcd watch, not its poll: two in-process controllers on one etcd whose
+/// periodic check runs every 10 minutes. A replica's session lease revoked in etcd takes it out
+/// of the ISR at the acting controller within a second, and the other controller process knows
+/// the new record as soon, without a request reaching it; both are pushed by the watch of
+/// `PREFIX/sessions/` and `PREFIX/partition`.
+#[test]
+fn a_revoked_lease_shrinks_the_isr_through_the_watch_not_the_poll() {
+    let etcd = Etcd::start(1);
+    let (_path, cluster) = cluster_file(etcd.dir(), 2);
+    let mut config = ControllerConfig::new(etcd.dir().join("unused"));
+    config.session_timeout_ms = 30_000;
+    config.expiry_check_interval = Duration::from_secs(600);
+    let serve = |addr| {
+        let store = Arc::new(etcd.store());
+        let service = ControllerService::with_store(
+            cluster.clone(),
+            &config,
+            Arc::new(SystemClock),
+            Arc::clone(&store) as Arc<dyn ControllerStore>,
+        );
+        let server =
+            ControllerServer::serve(TcpListener::bind(addr).unwrap(), service, &config).unwrap();
+        (store, server)
+    };
+    let addrs = cluster.controllers();
+    let (acting, a) = serve(addrs[0]);
+    acting.campaign("a", 1);
+    wait_for("controller a to act", 15, || acting.is_acting());
+    let (_other, b) = serve(addrs[1]);
+    let mut c = client(&cluster);
+    register_all(&mut c, 4);
+    let before = state(&mut c);
+    assert_eq!(before.isr.len(), 3);
+    // The acting controller has seen every session once their keys' events arrived.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let t = Instant::now();
+    etcd.store().end_session(ReplicaId(3)).unwrap();
+    wait_for(
+        "replica 3 out of the ISR at the acting controller",
+        10,
+        || a.service().state().isr == vec![ReplicaId(1), ReplicaId(2)],
+    );
+    let took = t.elapsed();
+    let shrunk = a.service().state();
+    wait_for("the other controller to know the new record", 10, || {
+        b.service().state() == shrunk
+    });
+    let known = t.elapsed();
+    println!(
+        "lease revoked -> ISR shrunk after {took:?}, known by the other controller after {known:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3) && known < Duration::from_secs(3),
+        "{took:?} / {known:?}: the poll (every 600 s) cannot explain this, only the watch can"
+    );
+    assert!(shrunk.partition_epoch > before.partition_epoch);
+}
+
+/// The watch starts again after its stream breaks: the only etcd member is SIGKILLed and
+/// restarted under an in-process acting controller whose periodic check runs every 10 minutes;
+/// afterwards a revoked lease still shrinks the ISR within seconds (a new round read the store
+/// and watches again from that read's revision).
+#[test]
+fn the_watch_resumes_after_etcd_restarts() {
+    let mut etcd = Etcd::start(1);
+    let (_path, cluster) = cluster_file(etcd.dir(), 1);
+    let mut config = ControllerConfig::new(etcd.dir().join("unused"));
+    config.session_timeout_ms = 30_000;
+    config.expiry_check_interval = Duration::from_secs(600);
+    let store = Arc::new(etcd.store());
+    let service = ControllerService::with_store(
+        cluster.clone(),
+        &config,
+        Arc::new(SystemClock),
+        Arc::clone(&store) as Arc<dyn ControllerStore>,
+    );
+    let listener = TcpListener::bind(cluster.controller).unwrap();
+    let server = ControllerServer::serve(listener, service, &config).unwrap();
+    store.campaign("a", 1);
+    wait_for("the controller to act", 15, || store.is_acting());
+    let mut c = client(&cluster);
+    register_all(&mut c, 4);
+
+    etcd.kill9(0);
+    etcd.restart(0);
+    let probe = etcd.store();
+    wait_for("etcd back", 30, || probe.load().is_ok());
+    wait_for("the controller to act again", 30, || store.is_acting());
+    // The same lives registering again write their session keys: the events make the acting
+    // controller see every session (it forgot them while not acting).
+    register_all(&mut c, 4);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(state(&mut c).isr.len(), 3);
+
+    let t = Instant::now();
+    probe.end_session(ReplicaId(3)).unwrap();
+    wait_for("replica 3 out of the ISR", 10, || {
+        !server.service().state().isr.contains(&ReplicaId(3))
+    });
+    let took = t.elapsed();
+    println!("after an etcd restart: lease revoked -> ISR shrunk after {took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}: not the watch");
 }

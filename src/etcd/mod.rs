@@ -15,6 +15,10 @@
 //! - `PREFIX/producer-ids`: the next producer id in decimal, advanced by compare-and-set.
 //! - `PREFIX/controller/...`: the election of the acting controller (keys etcd's election
 //!   service creates, one per candidate, each on the candidate's lease).
+//!
+//! [`ControllerStore::watch`] (`watch` module) watches `PREFIX/sessions/` and `PREFIX/partition`
+//! on one etcd watch stream and calls the service's wake-up on every event, so a lease that
+//! expires (its session key deleted) and a record another process wrote are seen at once.
 #![cfg_attr(
     not(test),
     deny(
@@ -26,6 +30,7 @@
 )]
 
 mod election;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -78,6 +83,8 @@ pub struct EtcdStore {
     /// When this process last renewed each session lease, and the lease's time to live
     /// (heartbeats arrive every tick; a lease is renewed at most every third of its TTL).
     renewed: Mutex<BTreeMap<i64, (Instant, Duration)>>,
+    /// The watch task pushing changes to the service, once started.
+    watch: Mutex<Option<tokio::task::JoinHandle<()>>>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -125,6 +132,7 @@ impl EtcdStore {
             client,
             config,
             renewed: Mutex::new(BTreeMap::new()),
+            watch: Mutex::new(None),
             rt,
         })
     }
@@ -378,6 +386,19 @@ impl ControllerStore for EtcdStore {
     fn is_acting(&self) -> bool {
         self.acting.load(Ordering::Acquire)
     }
+
+    fn watch(&self, wake: crate::net::StoreWake) -> bool {
+        let mut slot = self.watch.lock();
+        if let Some(old) = slot.take() {
+            old.abort();
+        }
+        *slot = Some(self.rt.spawn(watch::watch_forever(
+            self.client.clone(),
+            self.config.prefix.clone(),
+            wake,
+        )));
+        true
+    }
 }
 
 /// Attempts of one compare-and-set loop before it gives up (each loses only to another
@@ -389,6 +410,9 @@ impl Drop for EtcdStore {
         // Resign first, so another candidate takes over now rather than after the lease TTL.
         if let Some(e) = self.election.lock().take() {
             e.stop(&self.rt, self.client.clone());
+        }
+        if let Some(w) = self.watch.lock().take() {
+            w.abort();
         }
     }
 }

@@ -7,7 +7,7 @@
 //! | request | who may send it |
 //! |---|---|
 //! | `Fetch` | replica N, for `replica = N` only (a follower fetches as itself) |
-//! | `Register`, `Heartbeat` | replica N, for `replica = N` only |
+//! | `Register`, `Heartbeat`, `WatchPartition` | replica N, for `replica = N` only |
 //! | `AlterIsr` | replica N, for `leader = N` only |
 //! | `ReplicaFailed` | replica N for itself (controlled shutdown), or an `admin` principal |
 //! | `Produce`, `InitProducerId` | a principal granted `produce` |
@@ -134,9 +134,9 @@ impl Authorizer {
         };
         match request {
             Message::Fetch(req) => as_replica(req.replica),
-            Message::Register { replica, .. } | Message::Heartbeat { replica, .. } => {
-                as_replica(*replica)
-            }
+            Message::Register { replica, .. }
+            | Message::Heartbeat { replica, .. }
+            | Message::WatchPartition { replica, .. } => as_replica(*replica),
             Message::AlterIsr(req) => as_replica(req.leader),
             Message::ReplicaFailed { replica } => {
                 as_replica(*replica).or_else(|e| needs(Operation::Admin).map_err(|_| e))

@@ -149,6 +149,27 @@ impl ControllerClient {
         })
     }
 
+    /// Long-polls the record: answers as soon as the controller's record is newer than `known`
+    /// (the leader and partition epochs of the record the replica holds; `None`: it holds
+    /// none), or after about `max_wait` with the record as it is. `SessionExpired`: the
+    /// controller does not hold this life alive. Use a client of its own, whose `timeout`
+    /// exceeds `max_wait`: the call is parked at the controller meanwhile.
+    pub fn watch_partition(
+        &mut self,
+        replica: ReplicaId,
+        incarnation: Incarnation,
+        known: Option<&LeaderAndIsr>,
+        max_wait: Duration,
+    ) -> Result<LeaderAndIsr, NetError> {
+        self.record(Message::WatchPartition {
+            replica,
+            incarnation,
+            leader_epoch: known.map_or(-1, |k| k.leader_epoch),
+            partition_epoch: known.map_or(-1, |k| k.partition_epoch),
+            max_wait_ms: u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX),
+        })
+    }
+
     /// Proposes an ISR change; answers the controller's record after it, or why it was refused.
     pub fn alter_isr(&mut self, req: &AlterIsrRequest) -> Result<LeaderAndIsr, NetError> {
         self.record(Message::AlterIsr(req.clone()))

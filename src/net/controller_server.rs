@@ -2,9 +2,11 @@
 //! cluster-wide producer ids.
 //!
 //! Requests (`wire::Message`): `Register` (a replica's new life: `replica_restarted`),
-//! `Heartbeat` (keeps its session; answers the current record, so replicas learn leader and ISR
-//! changes within one heartbeat interval), `AlterIsr`, `ElectLeader` (to `preferred` if given:
-//! `elect_preferred`), `ReplicaFailed` (controlled shutdown), `Metadata`, `InitProducerId`.
+//! `Heartbeat` (keeps its session; answers the current record), `WatchPartition` (a long poll:
+//! parked until the record is newer than the replica's, so replicas learn leader and ISR
+//! changes as they happen rather than at their next heartbeat), `AlterIsr`, `ElectLeader` (to
+//! `preferred` if given: `elect_preferred`), `ReplicaFailed` (controlled shutdown), `Metadata`,
+//! `InitProducerId`.
 //!
 //! Invariants (held under the one mutex of [`ControllerService`]):
 //! - a replica is alive in the controller iff it has a session: every replica gets one when the
@@ -17,7 +19,11 @@
 //!   knows; anything else is answered `SessionExpired` and changes nothing (the replica must
 //!   register, reporting how its log recovered);
 //! - producer ids come from a [`ProducerIdAllocator`] persisted in the controller's directory,
-//!   so they are unique across leaders and controller restarts.
+//!   so they are unique across leaders and controller restarts;
+//! - the published snapshot (`Published`, what parked `WatchPartition` requests read) is the
+//!   record as this process last loaded, wrote or changed it: it is replaced after every
+//!   request and expiry check, under the service mutex, and every parked watch is woken then.
+//!   A watch never takes the service mutex, so parked watches cost no request any latency.
 //!
 //! Two backends:
 //! - in memory ([`ControllerService::open`], one process): the partition record lives in this
@@ -34,7 +40,11 @@
 //!   controller ([`ControllerStore::is_acting`]) turns a missing session into
 //!   `replica_failed`: a replica alive in the record whose session it saw disappear at once,
 //!   one whose session it never saw after `session_timeout_ms` (so a new acting controller
-//!   gives replicas one timeout to register). `docs/replication.md`, "Controller on etcd".
+//!   gives replicas one timeout to register). A store that pushes changes
+//!   ([`ControllerStore::watch`], etcd's watches) wakes the ticker thread at once, so a
+//!   session deleted in the store is expired, and a record written by another controller
+//!   process is published to parked watches, without waiting for the next check; the periodic
+//!   check stays as the safety net. `docs/replication.md`, "Controller on etcd".
 #![cfg_attr(
     not(test),
     deny(
@@ -48,12 +58,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
-use parking_lot::Mutex;
+use crossbeam_channel::{bounded, never, select, Sender};
+use parking_lot::{Condvar, Mutex};
 
 use super::cluster_file::ClusterFile;
 use super::controller_store::{ControllerStore, StoreError};
@@ -68,9 +79,9 @@ use crate::error::Result;
 use crate::io::Storage;
 use crate::replication::{
     AlterIsrRequest, Controller, InProcessController, Incarnation, LeaderAndIsr, LogRecovery,
-    ReplicaId, ReplicationError,
+    PartitionEpoch, ReplicaId, ReplicationError,
 };
-use crate::types::{Offset, TimestampMs};
+use crate::types::{LeaderEpoch, Offset, TimestampMs};
 
 /// Settings of the controller process.
 #[derive(Debug, Clone)]
@@ -143,6 +154,32 @@ enum Backend {
 /// Compare-and-set attempts per request before it fails as `Unavailable`.
 const CAS_ATTEMPTS: usize = 32;
 
+/// The longest a `WatchPartition` is parked, whatever it asks for.
+const MAX_WATCH_WAIT: Duration = Duration::from_secs(30);
+
+/// What parked `WatchPartition` requests compare against (see the module invariants).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Published {
+    state: LeaderAndIsr,
+    /// The life of every replica the record holds alive.
+    lives: BTreeMap<ReplicaId, Incarnation>,
+}
+
+impl Published {
+    fn of(c: &InProcessController) -> Published {
+        let lives = c
+            .replicas()
+            .iter()
+            .filter(|r| c.is_alive(**r))
+            .filter_map(|r| c.incarnation(*r).map(|i| (*r, i)))
+            .collect();
+        Published {
+            state: c.leader_and_isr(),
+            lives,
+        }
+    }
+}
+
 fn unavailable(e: &StoreError) -> ErrorReply {
     ErrorReply::new(RemoteError::Unavailable, e.to_string())
 }
@@ -155,6 +192,12 @@ pub struct ControllerService {
     session_timeout_ms: u64,
     verbose: bool,
     inner: Mutex<Inner>,
+    /// Lock order: `inner`, then `published`.
+    published: Mutex<Published>,
+    /// Signalled when `published` changes or the service closes.
+    published_changed: Condvar,
+    /// Set when the server stops: parked watches are answered at once.
+    closing: AtomicBool,
 }
 
 impl ControllerService {
@@ -220,6 +263,9 @@ impl ControllerService {
             })
             .collect();
         ControllerService {
+            published: Mutex::new(Published::of(&controller)),
+            published_changed: Condvar::new(),
+            closing: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 controller,
                 sessions,
@@ -257,8 +303,70 @@ impl ControllerService {
             Backend::Memory { .. } => self.expire_locked(&mut inner),
             Backend::Store { .. } => self.expire_in_store(&mut inner).unwrap_or_default(),
         };
-        publish_state(&inner.controller.leader_and_isr());
+        self.publish(&inner.controller);
         failed
+    }
+
+    /// Sets the gauges and the published snapshot from `c` (the record under the service
+    /// mutex), waking the parked watches if it changed.
+    fn publish(&self, c: &InProcessController) {
+        publish_state(&c.leader_and_isr());
+        let next = Published::of(c);
+        let mut p = self.published.lock();
+        if *p != next {
+            *p = next;
+            self.published_changed.notify_all();
+        }
+    }
+
+    /// Asks the store to push its changes to `wake` ([`ControllerStore::watch`]); `false`
+    /// in memory or when the store cannot.
+    fn watch_store(&self, wake: super::StoreWake) -> bool {
+        match &self.inner.lock().backend {
+            Backend::Memory { .. } => false,
+            Backend::Store { store, .. } => store.watch(wake),
+        }
+    }
+
+    /// Answers every parked watch now and every later one at once (the server stops).
+    fn release_watches(&self) {
+        self.closing.store(true, Ordering::Release);
+        let _p = self.published.lock();
+        self.published_changed.notify_all();
+    }
+
+    /// A `WatchPartition`: the published record once it is newer than `known` (leader epoch,
+    /// partition epoch), or as it is after `max_wait_ms` (a transport deadline, in real time
+    /// like the server's others); `SessionExpired` whenever the record does not hold
+    /// `incarnation` of `replica` alive. Never takes the service mutex.
+    fn watch_partition(
+        &self,
+        replica: ReplicaId,
+        incarnation: Incarnation,
+        known: (LeaderEpoch, PartitionEpoch),
+        max_wait_ms: u32,
+    ) -> std::result::Result<Message, ErrorReply> {
+        self.check_replica(replica)?;
+        let wait = Duration::from_millis(u64::from(max_wait_ms)).min(MAX_WATCH_WAIT);
+        let deadline = Instant::now() + wait;
+        let mut p = self.published.lock();
+        loop {
+            let alive = p.lives.get(&replica).copied();
+            if alive != Some(incarnation) {
+                return Err(ErrorReply::new(
+                    RemoteError::SessionExpired { replica },
+                    format!(
+                        "replica {replica} incarnation {incarnation} is not alive in the record \
+                         (alive as {alive:?}): nothing to watch"
+                    ),
+                ));
+            }
+            let newer = (p.state.leader_epoch, p.state.partition_epoch) > known;
+            if newer || self.closing.load(Ordering::Acquire) || Instant::now() >= deadline {
+                return Ok(Message::LeaderAndIsr(p.state.clone()));
+            }
+            self.published_changed.wait_until(&mut p, deadline);
+        }
     }
 
     /// Loads the record from the store, lets `f` change it and writes it back by
@@ -326,6 +434,8 @@ impl ControllerService {
                 seen.clear();
                 missing_since.clear();
             }
+            // Not acting: only refresh the record (another process may have written it).
+            self.transact(inner, |_| ())?;
             return Ok(Vec::new());
         }
         let sessions = store.sessions().map_err(|e| unavailable(&e))?;
@@ -422,13 +532,28 @@ impl ControllerService {
 
     /// Answers one request (what the TCP server calls).
     pub fn handle(&self, request: Message) -> Message {
-        let answer = match self.answer(request) {
-            Ok(m) => m,
-            Err(reply) => Message::Error(reply),
-        };
         metrics::counter!(crate::observe::CONTROLLER_REQUESTS).increment(1);
-        publish_state(&self.state());
-        answer
+        let answer = match request {
+            // Parked without the service mutex; it changes nothing.
+            Message::WatchPartition {
+                replica,
+                incarnation,
+                leader_epoch,
+                partition_epoch,
+                max_wait_ms,
+            } => self.watch_partition(
+                replica,
+                incarnation,
+                (leader_epoch, partition_epoch),
+                max_wait_ms,
+            ),
+            other => {
+                let answer = self.answer(other);
+                self.publish(&self.inner.lock().controller);
+                answer
+            }
+        };
+        answer.unwrap_or_else(Message::Error)
     }
 
     fn answer(&self, request: Message) -> std::result::Result<Message, ErrorReply> {
@@ -697,16 +822,29 @@ impl ControllerServer {
             )
         })?;
         let (tx, rx) = bounded::<()>(0);
+        // A store that pushes its changes wakes the ticker at once (coalesced: one pending
+        // wake-up is enough, the ticker reads the store again on it).
+        let (wake_tx, wake_rx) = bounded::<()>(1);
+        let watching = service.watch_store(Box::new(move || {
+            let _ = wake_tx.try_send(());
+        }));
+        let mut wake = if watching { wake_rx } else { never() };
         let s = Arc::clone(&service);
         let interval = config.expiry_check_interval;
         let ticker = std::thread::Builder::new()
             .name("oncelog-controller-ticker".into())
             .spawn(move || loop {
-                match rx.recv_timeout(interval) {
-                    Err(RecvTimeoutError::Timeout) => {
+                select! {
+                    recv(rx) -> _ => return,
+                    recv(wake) -> woken => {
+                        if woken.is_err() {
+                            wake = never(); // the store stopped watching: poll only
+                        }
                         s.expire_sessions();
                     }
-                    _ => return,
+                    default(interval) => {
+                        s.expire_sessions();
+                    }
                 }
             })
             .map_err(|e| crate::Error::io("start controller ticker", "", e))?;
@@ -744,6 +882,7 @@ impl ControllerServer {
     }
 
     fn stop(&mut self) {
+        self.service.release_watches();
         self.stop_ticker.take();
         if let Some(t) = self.ticker.take() {
             let _ = t.join();

@@ -90,7 +90,21 @@ pub trait ControllerStore: Send + Sync + fmt::Debug {
     /// sessions into `replica_failed` (every process may serve requests, since each change is
     /// a compare-and-set).
     fn is_acting(&self) -> bool;
+
+    /// Starts calling `wake` whenever the record or a session changes in the store, and once
+    /// more after every resynchronization (a watch that had to start again); `false` if the
+    /// store cannot push changes (the default), in which case the service only polls. `wake`
+    /// must return at once: it runs on the store's own threads, which the service's calls
+    /// need (it should only signal a channel). Calls may be spurious or coalesced; the
+    /// service reads the store again on each.
+    fn watch(&self, wake: StoreWake) -> bool {
+        let _ = wake;
+        false
+    }
 }
+
+/// What a store calls when it saw a change (see [`ControllerStore::watch`]).
+pub type StoreWake = Box<dyn Fn() + Send + Sync>;
 
 #[cfg(test)]
 mod tests {
@@ -105,12 +119,30 @@ mod tests {
     use crate::replication::{Controller, LeaderAndIsr, LogRecovery};
 
     /// A store in this process's memory, with a hook that plays another controller process.
-    #[derive(Debug, Default)]
+    #[derive(Default)]
     struct MemoryStore {
         state: Mutex<MemoryState>,
         acting: AtomicBool,
         /// Before the next compare-and-set, another writer fails this replica (once).
         interfere: Mutex<Option<ReplicaId>>,
+        /// The service's wake-up, once it asked for one (`watch`).
+        wake: Mutex<Option<StoreWake>>,
+    }
+
+    impl MemoryStore {
+        /// Another party ends `r`'s session (a lease expiring): the watch pushes it.
+        fn session_lost(&self, r: ReplicaId) {
+            self.state.lock().sessions.remove(&r);
+            if let Some(wake) = self.wake.lock().as_ref() {
+                wake();
+            }
+        }
+    }
+
+    impl fmt::Debug for MemoryStore {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("MemoryStore").finish_non_exhaustive()
+        }
     }
 
     #[derive(Debug, Default)]
@@ -164,6 +196,10 @@ mod tests {
         }
         fn is_acting(&self) -> bool {
             self.acting.load(Ordering::Acquire)
+        }
+        fn watch(&self, wake: StoreWake) -> bool {
+            *self.wake.lock() = Some(wake);
+            true
         }
     }
 
@@ -250,5 +286,36 @@ mod tests {
         register(&s, 1);
         assert!(s.controller().is_alive(ReplicaId(1)));
         assert!(s.expire_sessions().is_empty());
+    }
+
+    #[test]
+    fn a_pushed_change_is_expired_at_once_not_at_the_next_check() {
+        use crate::net::ControllerServer;
+        let store = Arc::new(MemoryStore::default());
+        store.acting.store(true, Ordering::Release);
+        let clock = Arc::new(ManualClock::new(0));
+        let mut config = ControllerConfig::new("unused");
+        config.expiry_check_interval = std::time::Duration::from_secs(600);
+        let service = service(&store, &clock);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = ControllerServer::serve(listener, service, &config).unwrap();
+        for r in 1..=3 {
+            register(server.service(), r);
+        }
+        // One check (what a first wake-up does): the acting controller sees every session.
+        assert!(server.service().expire_sessions().is_empty());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        store.session_lost(ReplicaId(1));
+        while server.service().controller().is_alive(ReplicaId(1)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pushed change was not acted on (the periodic check runs every 600 s)"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let st = server.service().state();
+        assert_eq!(st.isr, vec![ReplicaId(2), ReplicaId(3)]);
+        assert_ne!(st.leader, Some(ReplicaId(1)));
+        server.shutdown();
     }
 }

@@ -42,7 +42,7 @@ pub use authorize::{Authorizer, Peer};
 pub use cluster_file::{ClusterFile, ClusterFileError, ReplicaEntry};
 pub use controller_client::ControllerClient;
 pub use controller_server::{ControllerConfig, ControllerServer, ControllerService};
-pub use controller_store::{ControllerStore, RecordVersion, StoreError};
+pub use controller_store::{ControllerStore, RecordVersion, StoreError, StoreWake};
 pub use remote_error::{ErrorReply, RemoteError};
 pub use replica_client::{ReadResult, ReplicaClient};
 pub use security::{CertPaths, ClusterTls, Member, Operation};

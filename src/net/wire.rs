@@ -30,10 +30,12 @@ use super::codec::{Reader, Writer};
 use super::remote_error::{self, ErrorReply};
 use crate::format::DecodeError;
 use crate::log::AppendInfo;
+use crate::replication::PartitionEpoch;
 use crate::replication::{
     AlterIsrRequest, EpochEndOffset, FetchRequest, FetchResponse, FetchedBatch, Incarnation,
     IsrMember, LeaderAndIsr, LogRecovery, ReplicaId,
 };
+use crate::types::LeaderEpoch;
 use crate::types::{Offset, ProducerEpoch, ProducerId};
 
 /// The only frame version so far.
@@ -163,6 +165,22 @@ pub enum Message {
         /// Whether the election was unclean.
         unclean: bool,
     },
+    /// 19, replica -> controller, on a connection of its own (long poll): answered by
+    /// `LeaderAndIsr` as soon as the controller's record is newer than the epochs given (or at
+    /// once if it already is), else after `max_wait_ms` with the record as it is; or
+    /// `SessionExpired` when the controller does not hold this life alive. Changes nothing.
+    WatchPartition {
+        /// The replica.
+        replica: ReplicaId,
+        /// The incarnation it registered with.
+        incarnation: Incarnation,
+        /// The leader epoch of the record it knows (-1: none).
+        leader_epoch: LeaderEpoch,
+        /// The partition epoch of the record it knows (-1: none).
+        partition_epoch: PartitionEpoch,
+        /// The longest the controller may hold the request (it may answer sooner).
+        max_wait_ms: u32,
+    },
 }
 
 /// The controller's view of the cluster.
@@ -247,6 +265,7 @@ impl Message {
             Message::ReplicaFailed { .. } => 16,
             Message::LeaderAndIsr(_) => 17,
             Message::Elected { .. } => 18,
+            Message::WatchPartition { .. } => 19,
         }
     }
 
@@ -271,6 +290,7 @@ impl Message {
             Message::ReplicaFailed { .. } => "ReplicaFailed",
             Message::LeaderAndIsr(_) => "LeaderAndIsr",
             Message::Elected { .. } => "Elected",
+            Message::WatchPartition { .. } => "WatchPartition",
         }
     }
 }
@@ -502,6 +522,19 @@ fn encode_payload(w: &mut Writer, m: &Message) {
             encode_leader_and_isr(w, state);
             w.bool(*unclean);
         }
+        Message::WatchPartition {
+            replica,
+            incarnation,
+            leader_epoch,
+            partition_epoch,
+            max_wait_ms,
+        } => {
+            w.u32(replica.0);
+            w.u64(*incarnation);
+            w.i32(*leader_epoch);
+            w.i32(*partition_epoch);
+            w.u32(*max_wait_ms);
+        }
     }
 }
 
@@ -613,6 +646,13 @@ pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Message, DecodeError> 
         18 => Message::Elected {
             state: decode_leader_and_isr(&mut r)?,
             unclean: r.bool("unclean")?,
+        },
+        19 => Message::WatchPartition {
+            replica: replica(&mut r)?,
+            incarnation: r.u64()?,
+            leader_epoch: r.i32()?,
+            partition_epoch: r.i32()?,
+            max_wait_ms: r.u32()?,
         },
         _ => return Err(bad("message kind", i64::from(kind))),
     };
@@ -882,6 +922,13 @@ mod tests {
                 state: state(),
                 unclean: true,
             },
+            Message::WatchPartition {
+                replica: ReplicaId(2),
+                incarnation: 9,
+                leader_epoch: -1,
+                partition_epoch: 7,
+                max_wait_ms: 500,
+            },
         ];
         for e in every_error() {
             let message = format!("{} happened", e.name());
@@ -905,7 +952,7 @@ mod tests {
             assert_eq!(encode_frame(id, &back.message, MAX).unwrap(), frame);
             kinds.insert(m.kind());
         }
-        assert_eq!(kinds, (1..=18).collect(), "every kind is exercised");
+        assert_eq!(kinds, (1..=19).collect(), "every kind is exercised");
     }
 
     #[test]
@@ -997,7 +1044,7 @@ mod tests {
             decode_frame(&raw_frame(2, 10, &[]), MAX),
             Err(DecodeError::BadMagic { magic: 2 })
         ));
-        for kind in [0u8, 19, 255] {
+        for kind in [0u8, 20, 255] {
             let frame = raw_frame(VERSION, kind, &[]);
             let env = open_envelope(&frame[LENGTH_SIZE..]).unwrap();
             assert_eq!(env.correlation_id, 9, "the envelope survives a bad kind");

@@ -14,6 +14,11 @@
 //!   only the incarnation it knows, so a record meant for an earlier life is never applied);
 //!   while the controller cannot be reached it backs off (the tick doubled per failure, at most
 //!   1 s) and says so.
+//! - The watch thread long-polls the controller for a newer record (`WatchPartition`, on a
+//!   connection of its own) and steps each answer in exactly as a heartbeat's answer, so a new
+//!   leader, epoch or ISR reaches the node when the controller makes the change rather than at
+//!   its next heartbeat ([`NodeOptions::watch_controller`]). A controller that does not know
+//!   the request (an older version) is left alone: heartbeats still carry every change.
 //! - The fetcher thread sends the node's fetches to the leader and steps the answers back in.
 //! - The ticker thread ticks the node at its next wake-up (acks=all deadlines, long-poll
 //!   deadlines, ISR changes, heartbeat times).
@@ -43,7 +48,7 @@ use crate::net::{
 use crate::replica::{
     Acks, Msg, NodeEvent, NodeTiming, Output, Replica, ReplicaConfig, ReplicaNode,
 };
-use crate::replication::{LeaderConfig, LogRecovery, ReplicaId, ReplicationError};
+use crate::replication::{LeaderAndIsr, LeaderConfig, LogRecovery, ReplicaId, ReplicationError};
 use crate::types::Offset;
 
 mod client;
@@ -76,6 +81,9 @@ pub struct NodeOptions {
     pub security: Option<Security>,
     /// Log refused handshakes and requests on stderr (the `oncelog node` process does).
     pub log_refusals: bool,
+    /// Long-poll the controller for record changes (the watch thread, see the module doc);
+    /// `false`: learn them from heartbeat answers only, one heartbeat period late at worst.
+    pub watch_controller: bool,
 }
 
 impl NodeOptions {
@@ -92,6 +100,7 @@ impl NodeOptions {
             transport: TransportConfig::default(),
             security: None,
             log_refusals: false,
+            watch_controller: true,
         }
     }
 
@@ -144,9 +153,24 @@ impl Shared {
 
     /// Steps the node with `msg` (a request answered to `slot`) and routes what comes out.
     fn step(&self, st: &mut State, slot: Option<u64>, msg: Msg) {
+        let record = matches!(msg, Msg::Record { .. });
+        let before = leader_of(st);
         let mut out = Vec::new();
         st.node.step(slot, msg, self.now_ms(), &mut out);
         self.dispatch(st, out);
+        let after = leader_of(st);
+        if record && after != before && !st.node.replica().is_leader() {
+            // Tests time leader changes by this line (the new leader logs `leads epoch`).
+            tracing::info!(
+                replica = self.id.0,
+                "oncelog node {}: follows leader {} in epoch {}",
+                self.id,
+                after
+                    .0
+                    .map_or_else(|| "none".to_string(), |l| l.to_string()),
+                after.1
+            );
+        }
     }
 
     fn tick(&self, st: &mut State) {
@@ -221,6 +245,12 @@ impl Shared {
             self.answered.wait_for(&mut st, Duration::from_millis(100));
         }
     }
+}
+
+/// The leader and leader epoch the node's replica follows or leads.
+fn leader_of(st: &State) -> (Option<ReplicaId>, crate::types::LeaderEpoch) {
+    let r = st.node.replica();
+    (r.leader(), r.leader_epoch())
 }
 
 /// The node timing of `oncelog node`: the leader parks a follower's fetch for up to half the
@@ -313,6 +343,10 @@ impl Node {
         threads.push(spawn("oncelog-control", move || control_loop(&s, &o))?);
         let (s, o) = (Arc::clone(&shared), opts.clone());
         threads.push(spawn("oncelog-fetcher", move || fetch_loop(&s, &o))?);
+        if opts.watch_controller {
+            let (s, o) = (Arc::clone(&shared), opts.clone());
+            threads.push(spawn("oncelog-watch", move || watch_loop(&s, &o))?);
+        }
         let (s, o) = (Arc::clone(&shared), opts);
         threads.push(spawn("oncelog-ticker", move || tick_loop(&s, &o))?);
         Ok(Node {
@@ -320,6 +354,17 @@ impl Node {
             server: Some(server),
             threads,
         })
+    }
+
+    /// The controller record the replica last applied, if any.
+    pub fn known_record(&self) -> Option<LeaderAndIsr> {
+        self.shared
+            .state
+            .lock()
+            .node
+            .replica()
+            .known_record()
+            .cloned()
     }
 
     /// Requests its server refused as unauthorized (security on).
@@ -525,6 +570,74 @@ fn control_loop(sh: &Shared, o: &NodeOptions) {
         };
         let mut st = sh.state.lock();
         sh.step(&mut st, None, msg);
+    }
+}
+
+/// The watch thread (see the module doc): long-polls the controller for a record newer than
+/// the replica's and steps it in as `Msg::Record`, the message a heartbeat answer becomes. It
+/// waits while the node registers (a record answers only a registered life) and, after a
+/// failure, for the tick doubled per consecutive failure (at most 1 s; the control thread
+/// reports unreachable controllers).
+fn watch_loop(sh: &Shared, o: &NodeOptions) {
+    // Parked at the controller as long as a follower's fetch at the leader.
+    let wait = Duration::from_millis(node_timing(o).fetch_wait_ms.clamp(100, 500));
+    let mut controller = ControllerClient::for_cluster(
+        &o.cluster,
+        TransportConfig::default(),
+        o.request_timeout.saturating_add(wait),
+    )
+    .with_security(o.security.clone());
+    let tick = Duration::from_millis(o.tick_ms.max(1));
+    let mut failed = Unreachable::default();
+    let mut idle = Duration::ZERO;
+    while !sh.stop.load(Ordering::Acquire) {
+        pause(sh, idle);
+        let (incarnation, registering, known) = {
+            let st = sh.state.lock();
+            let r = st.node.replica();
+            (
+                r.incarnation(),
+                st.node.is_registering(),
+                r.known_record().cloned(),
+            )
+        };
+        if registering {
+            idle = tick;
+            continue;
+        }
+        match controller.watch_partition(o.id, incarnation, known.as_ref(), wait) {
+            Ok(rec) => {
+                failed.failures = 0;
+                let epochs = (rec.leader_epoch, rec.partition_epoch);
+                let mut st = sh.state.lock();
+                let incarnation = Some(incarnation);
+                sh.step(&mut st, None, Msg::Record { rec, incarnation });
+                // A record the replica could not apply would be answered again at once.
+                let taken = st
+                    .node
+                    .replica()
+                    .known_record()
+                    .is_some_and(|k| (k.leader_epoch, k.partition_epoch) >= epochs);
+                idle = if taken { Duration::ZERO } else { tick };
+            }
+            Err(e) => {
+                if matches!(
+                    e.remote().map(|r| &r.error),
+                    Some(RemoteError::InvalidRequest)
+                ) {
+                    tracing::info!(
+                        "oncelog node {}: the controller at {} does not answer WatchPartition \
+                         ({e}); record changes arrive with heartbeat answers only",
+                        o.id,
+                        e.addr
+                    );
+                    return;
+                }
+                // Unreachable, or this life is not (yet, or any more) alive at the controller.
+                failed.failures = failed.failures.saturating_add(1);
+                idle = failed.delay(o.tick_ms);
+            }
+        }
     }
 }
 

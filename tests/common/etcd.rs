@@ -274,6 +274,12 @@ pub fn signal(p: &Proc, sig: &str) {
 }
 
 pub fn node(etcd: &Etcd, cluster: &Path, id: u32) -> Proc {
+    node_ticking(etcd, cluster, id, 20)
+}
+
+/// `oncelog node` heartbeating (and ticking) every `tick_ms`.
+pub fn node_ticking(etcd: &Etcd, cluster: &Path, id: u32, tick_ms: u64) -> Proc {
+    let lag_ms = (tick_ms * 4).max(1_000);
     spawn_logged(
         Path::new(BIN),
         &[
@@ -284,9 +290,9 @@ pub fn node(etcd: &Etcd, cluster: &Path, id: u32) -> Proc {
             "--id",
             &id.to_string(),
             "--tick-ms",
-            "20",
+            &tick_ms.to_string(),
             "--lag-ms",
-            "1000",
+            &lag_ms.to_string(),
         ],
         &etcd.dir().join(format!("node{id}.log")),
     )
