@@ -10,6 +10,8 @@
 //! its own before anything else). A recorder installed later sees the replication gauges but
 //! none of that log's counters.
 
+// A socket: the processes' endpoint, feature `net`.
+#[cfg(feature = "net")]
 pub mod http;
 pub mod prometheus;
 

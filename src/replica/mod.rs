@@ -20,6 +20,7 @@
 //!   every pending one is failed (`Timeout`: appended, outcome unknown) when this replica stops
 //!   leading; `NotLeader` is answered only to a request refused before appending.
 
+pub mod error_reply;
 mod follower_role;
 mod leader_role;
 mod node;
@@ -37,6 +38,7 @@ use crate::replication::{
 };
 use crate::types::{LeaderEpoch, Offset};
 
+pub use error_reply::{ErrorReply, RemoteError};
 pub use leader_role::PendingAck;
 pub use node::{NodeTiming, ReplicaNode};
 pub use protocol::{Msg, NodeEvent, Output};

@@ -110,7 +110,10 @@ pub fn assert_corrupt<T: std::fmt::Debug>(
     }
 }
 
+// Processes and the TCP client: the tests that start `oncelog node` need the `net` feature.
+#[cfg(feature = "net")]
 pub mod procs;
+#[cfg(feature = "net")]
 #[allow(unused_imports)]
 pub use procs::{free_port, free_ports};
 
