@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use common::batch;
 use oncelog::observe::{self, prometheus::PrometheusRecorder};
+use oncelog::replica::{Acks, Replica, ReplicaConfig};
+use oncelog::replication::{Controller, InProcessController, ReplicaId};
 use oncelog::{Log, LogConfig};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -294,6 +296,65 @@ fn appends_syncs_rolls_and_recovery_are_counted() {
     reopened.close().unwrap();
 }
 
+/// The replication gauges are per log like the LSO: a leader and its follower in one process
+/// report their high-water marks under their own `log` label, the leader its ISR size and
+/// its follower's lag, and none of them is reported without a label.
+#[test]
+fn replication_gauges_are_labelled_with_their_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = [ReplicaId(1), ReplicaId(2)];
+    let recorder = PrometheusRecorder::new();
+    // The follower-lag gauge is looked up at each fetch: drive everything under the recorder.
+    metrics::with_local_recorder(&recorder, || {
+        let open = |id: u32| {
+            let cfg = ReplicaConfig::new(ReplicaId(id), &ids, config());
+            Replica::open(tmp.path().join(format!("events-0-r{id}")), cfg, 0).unwrap()
+        };
+        let (mut leader, mut follower) = (open(1), open(2));
+        let record = InProcessController::new(&ids).leader_and_isr();
+        assert_eq!(record.leader, Some(ReplicaId(1)));
+        leader.on_leader_and_isr(&record, 0).unwrap();
+        follower.on_leader_and_isr(&record, 0).unwrap();
+        for tag in 0..3 {
+            leader
+                .produce(&batch(tag, 2, 20), Acks::Leader, tag, u64::MAX)
+                .unwrap();
+        }
+        // The first fetch copies the batches, the second tells the leader the follower has
+        // them (the HW moves) and brings the HW back to the follower.
+        for now in [10, 20] {
+            let (to, request) = follower.fetch_request().unwrap();
+            assert_eq!(to, ReplicaId(1));
+            let response = leader.handle_fetch(&request, now).unwrap();
+            follower.handle_fetch_response(response).unwrap();
+        }
+        assert_eq!(leader.high_watermark().0, 6);
+        assert_eq!(follower.high_watermark().0, 6);
+        leader.close().unwrap();
+        follower.close().unwrap();
+    });
+    let text = recorder.render();
+    for line in [
+        "oncelog_high_watermark{log=\"events-0-r1\"} 6",
+        "oncelog_high_watermark{log=\"events-0-r2\"} 6",
+        "oncelog_isr_size{log=\"events-0-r1\"} 2",
+        "oncelog_follower_lag_records{log=\"events-0-r1\",replica=\"2\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    for name in [observe::HIGH_WATERMARK, observe::ISR_SIZE] {
+        assert_eq!(
+            recorder.gauge(name, &[]),
+            None,
+            "{name} without a label:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("oncelog_follower_lag_records{replica="),
+        "a lag without its log:\n{text}"
+    );
+}
+
 /// The endpoints of the processes: `oncelog node --metrics` and `oncelog controller --metrics`.
 #[cfg(feature = "net")]
 mod endpoints {
@@ -391,7 +452,7 @@ mod endpoints {
         let page = loop {
             if let Some(page) = scrape(metrics_port) {
                 let batches = metric(&page, "oncelog_appended_batches_total ");
-                let hw = metric(&page, "oncelog_high_watermark ");
+                let hw = metric(&page, "oncelog_high_watermark{log=\"d1\"} ");
                 if batches == Some(5.0) && hw == Some(5.0) {
                     break page;
                 }
@@ -412,7 +473,11 @@ mod endpoints {
             page.contains("Content-Type: text/plain; version=0.0.4"),
             "{page}"
         );
-        assert_eq!(metric(&page, "oncelog_isr_size "), Some(1.0), "{page}");
+        assert_eq!(
+            metric(&page, "oncelog_isr_size{log=\"d1\"} "),
+            Some(1.0),
+            "{page}"
+        );
         assert!(metric(&page, "oncelog_appended_bytes_total ").unwrap() > 0.0);
         assert_eq!(
             metric(&page, "oncelog_append_seconds_count "),
