@@ -117,4 +117,8 @@ pub mod procs;
 #[allow(unused_imports)]
 pub use procs::{free_port, free_ports};
 
+// Certificates for the secured service (rcgen; the `tls` feature's types).
+#[cfg(feature = "tls")]
+pub mod pki;
+
 pub mod sim;
