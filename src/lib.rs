@@ -11,6 +11,7 @@
 
 pub mod broker;
 pub mod clock;
+#[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
@@ -25,7 +26,9 @@ pub mod io;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod log;
+#[cfg(feature = "net")]
 pub mod net;
+#[cfg(feature = "net")]
 pub mod node;
 pub mod observe;
 pub mod offsets;

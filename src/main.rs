@@ -27,13 +27,26 @@ fn main() -> ExitCode {
         "verify" => cli::verify::main(rest),
         "stat" => cli::stat::main(rest),
         "demo" => cli::demo::main(rest),
+        #[cfg(feature = "net")]
         "controller" => cli::cluster::controller_main(rest),
+        #[cfg(feature = "net")]
         "node" => cli::cluster::node_main(rest),
+        #[cfg(feature = "net")]
         "move-leader" => cli::cluster::move_leader_main(rest),
+        #[cfg(feature = "net")]
         "cluster-status" => cli::cluster::cluster_status_main(rest),
+        #[cfg(feature = "net")]
         "produce" => cli::produce::main(rest),
+        #[cfg(feature = "net")]
         "consume" => cli::consume::main(rest),
+        #[cfg(not(feature = "net"))]
+        "controller" | "node" | "move-leader" | "cluster-status" | "produce" | "consume" => {
+            Err(not_built(command, "net"))
+        }
+        #[cfg(feature = "cluster")]
         "demo-cluster" => cli::demo_cluster::main(rest),
+        #[cfg(not(feature = "cluster"))]
+        "demo-cluster" => Err(not_built(command, "cluster")),
         "serve" => cli::serve::main(rest),
         cli::demo::CHILD_COMMAND => cli::demo::child_main(rest),
         other => Err(cli::CliError::Usage(format!("unknown command '{other}'"))),
@@ -54,6 +67,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The answer of a command this binary was built without (`--no-default-features`).
+#[cfg(not(all(feature = "net", feature = "cluster")))]
+fn not_built(command: &str, feature: &str) -> cli::CliError {
+    cli::CliError::Failed(format!(
+        "this oncelog was built without the `{feature}` feature, which `{command}` needs \
+         (cargo build --features {feature})"
+    ))
 }
 
 /// `--version`, `help [COMMAND]`, `--help`, and `COMMAND --help` anywhere in its arguments:

@@ -418,6 +418,7 @@ fn version_and_help_for_every_command() {
     assert!(err.contains("--tick-ms N"), "{err}");
 }
 
+#[cfg(feature = "net")]
 #[test]
 fn an_endless_cluster_file_fails_fast_with_a_typed_error() {
     let commands: [&[&str]; 3] = [

@@ -3,18 +3,15 @@
 //! `oncelog node --metrics` endpoint scraped over HTTP.
 
 mod common;
-use common::procs::{self, Proc};
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use common::{batch, free_port};
+use common::batch;
 use oncelog::observe::{self, prometheus::PrometheusRecorder};
+use oncelog::replica::{Acks, Replica, ReplicaConfig};
+use oncelog::replication::{Controller, InProcessController, ReplicaId};
 use oncelog::{Log, LogConfig};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -299,230 +296,306 @@ fn appends_syncs_rolls_and_recovery_are_counted() {
     reopened.close().unwrap();
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_oncelog");
-
-/// Starts `oncelog ARGS`, waits for a stdout line containing "listening on", keeps draining it.
-fn start(args: &[&str], stderr: &Path) -> Proc {
-    procs::start_until_ready(Path::new(BIN), args, stderr, "listening on")
-}
-
-/// One `GET /metrics`; `None` while nothing answers.
-fn scrape(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text)
-}
-
-fn metric(page: &str, line_start: &str) -> Option<f64> {
-    page.lines()
-        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-}
-
+/// The replication gauges are per log like the LSO: a leader and its follower in one process
+/// report their high-water marks under their own `log` label, the leader its ISR size and
+/// its follower's lag, and none of them is reported without a label.
 #[test]
-fn a_node_serves_its_metrics_over_http() {
-    use oncelog::net::ClusterFile;
-    use oncelog::node::PartitionClient;
-    use oncelog::producer::ProduceTarget;
-    use oncelog::replica::Acks;
-
+fn replication_gauges_are_labelled_with_their_log() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let cluster = dir.join("cluster");
-    let controller_port = free_port();
-    std::fs::write(
-        &cluster,
-        format!(
-            "controller 127.0.0.1:{controller_port}\nreplica 1 127.0.0.1:{} d1\n",
-            free_port()
-        ),
-    )
-    .unwrap();
-    let cluster = cluster.to_str().unwrap().to_string();
-    let metrics_port = free_port();
-    let _controller = start(
-        &["controller", "--insecure", "--cluster", &cluster],
-        &dir.join("controller.err"),
-    );
-    let _node = start(
-        &[
-            "node",
-            "--insecure",
-            "--cluster",
-            &cluster,
-            "--id",
-            "1",
-            "--tick-ms",
-            "20",
-            "--metrics",
-            &format!("127.0.0.1:{metrics_port}"),
-        ],
-        &dir.join("node.err"),
-    );
-    let client = PartitionClient::new(ClusterFile::load(Path::new(&cluster)).unwrap(), Acks::All);
-    let mut sent = 0;
-    let until = Instant::now() + Duration::from_secs(120);
-    while sent < 5 {
-        assert!(
-            Instant::now() < until,
-            "the node never accepted a write; stderr: {}",
-            std::fs::read_to_string(dir.join("node.err")).unwrap_or_default()
+    let ids = [ReplicaId(1), ReplicaId(2)];
+    let recorder = PrometheusRecorder::new();
+    // The follower-lag gauge is looked up at each fetch: drive everything under the recorder.
+    metrics::with_local_recorder(&recorder, || {
+        let open = |id: u32| {
+            let cfg = ReplicaConfig::new(ReplicaId(id), &ids, config());
+            Replica::open(tmp.path().join(format!("events-0-r{id}")), cfg, 0).unwrap()
+        };
+        let (mut leader, mut follower) = (open(1), open(2));
+        let record = InProcessController::new(&ids).leader_and_isr();
+        assert_eq!(record.leader, Some(ReplicaId(1)));
+        leader.on_leader_and_isr(&record, 0).unwrap();
+        follower.on_leader_and_isr(&record, 0).unwrap();
+        for tag in 0..3 {
+            leader
+                .produce(&batch(tag, 2, 20), Acks::Leader, tag, u64::MAX)
+                .unwrap();
+        }
+        // The first fetch copies the batches, the second tells the leader the follower has
+        // them (the HW moves) and brings the HW back to the follower.
+        for now in [10, 20] {
+            let (to, request) = follower.fetch_request().unwrap();
+            assert_eq!(to, ReplicaId(1));
+            let response = leader.handle_fetch(&request, now).unwrap();
+            follower.handle_fetch_response(response).unwrap();
+        }
+        assert_eq!(leader.high_watermark().0, 6);
+        assert_eq!(follower.high_watermark().0, 6);
+        leader.close().unwrap();
+        follower.close().unwrap();
+    });
+    let text = recorder.render();
+    for line in [
+        "oncelog_high_watermark{log=\"events-0-r1\"} 6",
+        "oncelog_high_watermark{log=\"events-0-r2\"} 6",
+        "oncelog_isr_size{log=\"events-0-r1\"} 2",
+        "oncelog_follower_lag_records{log=\"events-0-r1\",replica=\"2\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    for name in [observe::HIGH_WATERMARK, observe::ISR_SIZE] {
+        assert_eq!(
+            recorder.gauge(name, &[]),
+            None,
+            "{name} without a label:\n{text}"
         );
-        let mut b = oncelog::BatchBuilder::new();
-        b.push(0, None, Some(format!("v{sent}").as_bytes()));
-        if client.produce(&b.build().unwrap()).is_ok() {
-            sent += 1;
-        } else {
-            std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !text.contains("oncelog_follower_lag_records{replica="),
+        "a lag without its log:\n{text}"
+    );
+}
+
+/// The endpoints of the processes: `oncelog node --metrics` and `oncelog controller --metrics`.
+#[cfg(feature = "net")]
+mod endpoints {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use super::common::free_port;
+    use super::common::procs::{self, Proc};
+
+    const BIN: &str = env!("CARGO_BIN_EXE_oncelog");
+
+    /// Starts `oncelog ARGS`, waits for a stdout line containing "listening on", keeps draining it.
+    fn start(args: &[&str], stderr: &Path) -> Proc {
+        procs::start_until_ready(Path::new(BIN), args, stderr, "listening on")
+    }
+
+    /// One `GET /metrics`; `None` while nothing answers.
+    fn scrape(port: u16) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        Some(text)
+    }
+
+    fn metric(page: &str, line_start: &str) -> Option<f64> {
+        page.lines()
+            .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn a_node_serves_its_metrics_over_http() {
+        use oncelog::net::ClusterFile;
+        use oncelog::node::PartitionClient;
+        use oncelog::producer::ProduceTarget;
+        use oncelog::replica::Acks;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let cluster = dir.join("cluster");
+        let controller_port = free_port();
+        std::fs::write(
+            &cluster,
+            format!(
+                "controller 127.0.0.1:{controller_port}\nreplica 1 127.0.0.1:{} d1\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        let cluster = cluster.to_str().unwrap().to_string();
+        let metrics_port = free_port();
+        let _controller = start(
+            &["controller", "--insecure", "--cluster", &cluster],
+            &dir.join("controller.err"),
+        );
+        let _node = start(
+            &[
+                "node",
+                "--insecure",
+                "--cluster",
+                &cluster,
+                "--id",
+                "1",
+                "--tick-ms",
+                "20",
+                "--metrics",
+                &format!("127.0.0.1:{metrics_port}"),
+            ],
+            &dir.join("node.err"),
+        );
+        let client =
+            PartitionClient::new(ClusterFile::load(Path::new(&cluster)).unwrap(), Acks::All);
+        let mut sent = 0;
+        let until = Instant::now() + Duration::from_secs(120);
+        while sent < 5 {
+            assert!(
+                Instant::now() < until,
+                "the node never accepted a write; stderr: {}",
+                std::fs::read_to_string(dir.join("node.err")).unwrap_or_default()
+            );
+            let mut b = oncelog::BatchBuilder::new();
+            b.push(0, None, Some(format!("v{sent}").as_bytes()));
+            if client.produce(&b.build().unwrap()).is_ok() {
+                sent += 1;
+            } else {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // Acknowledged with acks=all: the HW covers them. Wait for the page to say so.
+        let until = Instant::now() + Duration::from_secs(120);
+        let page = loop {
+            if let Some(page) = scrape(metrics_port) {
+                let batches = metric(&page, "oncelog_appended_batches_total ");
+                let hw = metric(&page, "oncelog_high_watermark{log=\"d1\"} ");
+                if batches == Some(5.0) && hw == Some(5.0) {
+                    break page;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "metrics never showed the writes:\n{page}"
+                );
+            } else {
+                assert!(
+                    Instant::now() < until,
+                    "the metrics endpoint never answered"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        assert!(
+            page.contains("Content-Type: text/plain; version=0.0.4"),
+            "{page}"
+        );
+        assert_eq!(
+            metric(&page, "oncelog_isr_size{log=\"d1\"} "),
+            Some(1.0),
+            "{page}"
+        );
+        assert!(metric(&page, "oncelog_appended_bytes_total ").unwrap() > 0.0);
+        assert_eq!(
+            metric(&page, "oncelog_append_seconds_count "),
+            Some(5.0),
+            "{page}"
+        );
+        assert!(
+            page.contains("# TYPE oncelog_append_seconds histogram"),
+            "{page}"
+        );
+        assert!(
+            page.contains("oncelog_recovery_scanned_bytes_total "),
+            "{page}"
+        );
+        // The node logs with levels and timestamps through its subscriber (feature `cli`).
+        if cfg!(feature = "cli") {
+            let err = std::fs::read_to_string(dir.join("node.err")).unwrap();
+            let line = err
+                .lines()
+                .find(|l| l.contains("metrics in the Prometheus text format"))
+                .unwrap_or_else(|| panic!("no metrics line: {err}"));
+            assert!(line.contains(" INFO "), "{line}");
+            // An RFC 3339 timestamp first: 2026-12-07T13:04:05.123456Z.
+            let stamp = line.split_whitespace().next().unwrap_or_default();
+            assert!(
+                stamp.len() >= 20 && stamp.as_bytes()[4] == b'-' && stamp.contains('T'),
+                "{line}"
+            );
         }
     }
-    // Acknowledged with acks=all: the HW covers them. Wait for the page to say so.
-    let until = Instant::now() + Duration::from_secs(120);
-    let page = loop {
-        if let Some(page) = scrape(metrics_port) {
-            let batches = metric(&page, "oncelog_appended_batches_total ");
-            let hw = metric(&page, "oncelog_high_watermark ");
-            if batches == Some(5.0) && hw == Some(5.0) {
+
+    /// `oncelog controller --metrics` serves the controller's view (leader, leader epoch, ISR
+    /// size, requests answered) once a node has registered and been elected.
+    #[test]
+    fn a_controller_serves_its_metrics_over_http() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let cluster = dir.join("cluster");
+        let controller_port = free_port();
+        std::fs::write(
+            &cluster,
+            format!(
+                "controller 127.0.0.1:{controller_port}\nreplica 1 127.0.0.1:{} d1\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        let cluster = cluster.to_str().unwrap().to_string();
+        let metrics_port = free_port();
+        let _controller = start(
+            &[
+                "controller",
+                "--insecure",
+                "--cluster",
+                &cluster,
+                "--metrics",
+                &metrics_port.to_string(),
+            ],
+            &dir.join("controller.err"),
+        );
+        // Before any node: no leader yet, or none known; the endpoint answers either way.
+        let until = Instant::now() + Duration::from_secs(120);
+        while scrape(metrics_port).is_none() {
+            assert!(
+                Instant::now() < until,
+                "the controller's metrics endpoint never answered; stderr: {}",
+                std::fs::read_to_string(dir.join("controller.err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _node = start(
+            &[
+                "node",
+                "--insecure",
+                "--cluster",
+                &cluster,
+                "--id",
+                "1",
+                "--tick-ms",
+                "20",
+            ],
+            &dir.join("node.err"),
+        );
+        // The gauges follow the controller's record: once replica 1 leads with an ISR of one, the
+        // leader-epoch gauge converges to the epoch the controller answers (0 if the node
+        // registered before its session expired, higher if it was expired and elected again).
+        let mut ctl = oncelog::net::ControllerClient::new(
+            ([127, 0, 0, 1], controller_port).into(),
+            oncelog::net::TransportConfig::default(),
+            Duration::from_secs(10),
+        );
+        let until = Instant::now() + Duration::from_secs(120);
+        let page = loop {
+            let page = scrape(metrics_port).unwrap_or_default();
+            let epoch = ctl.metadata().ok().map(|m| f64::from(m.state.leader_epoch));
+            if metric(&page, "oncelog_controller_leader ") == Some(1.0)
+                && metric(&page, "oncelog_controller_isr_size ") == Some(1.0)
+                && epoch.is_some()
+                && metric(&page, "oncelog_controller_leader_epoch ") == epoch
+                && metric(&page, "oncelog_controller_requests_total ").unwrap_or(0.0) >= 1.0
+            {
                 break page;
             }
             assert!(
                 Instant::now() < until,
-                "metrics never showed the writes:\n{page}"
+                "the controller's metrics never showed replica 1 leading at the controller's \
+                 epoch {epoch:?}:\n{page}"
             );
-        } else {
-            assert!(
-                Instant::now() < until,
-                "the metrics endpoint never answered"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
-    assert!(
-        page.contains("Content-Type: text/plain; version=0.0.4"),
-        "{page}"
-    );
-    assert_eq!(metric(&page, "oncelog_isr_size "), Some(1.0), "{page}");
-    assert!(metric(&page, "oncelog_appended_bytes_total ").unwrap() > 0.0);
-    assert_eq!(
-        metric(&page, "oncelog_append_seconds_count "),
-        Some(5.0),
-        "{page}"
-    );
-    assert!(
-        page.contains("# TYPE oncelog_append_seconds histogram"),
-        "{page}"
-    );
-    assert!(
-        page.contains("oncelog_recovery_scanned_bytes_total "),
-        "{page}"
-    );
-    // The node logs with levels and timestamps through its subscriber (feature `cli`).
-    if cfg!(feature = "cli") {
-        let err = std::fs::read_to_string(dir.join("node.err")).unwrap();
-        let line = err
-            .lines()
-            .find(|l| l.contains("metrics in the Prometheus text format"))
-            .unwrap_or_else(|| panic!("no metrics line: {err}"));
-        assert!(line.contains(" INFO "), "{line}");
-        // An RFC 3339 timestamp first: 2026-12-07T13:04:05.123456Z.
-        let stamp = line.split_whitespace().next().unwrap_or_default();
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
         assert!(
-            stamp.len() >= 20 && stamp.as_bytes()[4] == b'-' && stamp.contains('T'),
-            "{line}"
+            metric(&page, "oncelog_controller_requests_total ").unwrap() >= 1.0,
+            "{page}"
+        );
+        assert!(
+            page.contains("# TYPE oncelog_controller_requests_total counter"),
+            "{page}"
         );
     }
-}
-
-/// `oncelog controller --metrics` serves the controller's view (leader, leader epoch, ISR
-/// size, requests answered) once a node has registered and been elected.
-#[test]
-fn a_controller_serves_its_metrics_over_http() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let cluster = dir.join("cluster");
-    let controller_port = free_port();
-    std::fs::write(
-        &cluster,
-        format!(
-            "controller 127.0.0.1:{controller_port}\nreplica 1 127.0.0.1:{} d1\n",
-            free_port()
-        ),
-    )
-    .unwrap();
-    let cluster = cluster.to_str().unwrap().to_string();
-    let metrics_port = free_port();
-    let _controller = start(
-        &[
-            "controller",
-            "--insecure",
-            "--cluster",
-            &cluster,
-            "--metrics",
-            &metrics_port.to_string(),
-        ],
-        &dir.join("controller.err"),
-    );
-    // Before any node: no leader yet, or none known; the endpoint answers either way.
-    let until = Instant::now() + Duration::from_secs(120);
-    while scrape(metrics_port).is_none() {
-        assert!(
-            Instant::now() < until,
-            "the controller's metrics endpoint never answered; stderr: {}",
-            std::fs::read_to_string(dir.join("controller.err")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _node = start(
-        &[
-            "node",
-            "--insecure",
-            "--cluster",
-            &cluster,
-            "--id",
-            "1",
-            "--tick-ms",
-            "20",
-        ],
-        &dir.join("node.err"),
-    );
-    // The gauges follow the controller's record: once replica 1 leads with an ISR of one, the
-    // leader-epoch gauge converges to the epoch the controller answers (0 if the node
-    // registered before its session expired, higher if it was expired and elected again).
-    let mut ctl = oncelog::net::ControllerClient::new(
-        ([127, 0, 0, 1], controller_port).into(),
-        oncelog::net::TransportConfig::default(),
-        Duration::from_secs(10),
-    );
-    let until = Instant::now() + Duration::from_secs(120);
-    let page = loop {
-        let page = scrape(metrics_port).unwrap_or_default();
-        let epoch = ctl.metadata().ok().map(|m| f64::from(m.state.leader_epoch));
-        if metric(&page, "oncelog_controller_leader ") == Some(1.0)
-            && metric(&page, "oncelog_controller_isr_size ") == Some(1.0)
-            && epoch.is_some()
-            && metric(&page, "oncelog_controller_leader_epoch ") == epoch
-            && metric(&page, "oncelog_controller_requests_total ").unwrap_or(0.0) >= 1.0
-        {
-            break page;
-        }
-        assert!(
-            Instant::now() < until,
-            "the controller's metrics never showed replica 1 leading at the controller's \
-             epoch {epoch:?}:\n{page}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
-    assert!(
-        metric(&page, "oncelog_controller_requests_total ").unwrap() >= 1.0,
-        "{page}"
-    );
-    assert!(
-        page.contains("# TYPE oncelog_controller_requests_total counter"),
-        "{page}"
-    );
 }

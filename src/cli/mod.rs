@@ -4,14 +4,20 @@
 //! Nothing here writes to a log directory except `demo`, which uses the library's `Log`;
 //! `produce` and `consume` are clients of a running cluster.
 
+#[cfg(feature = "net")]
 pub mod cluster;
+#[cfg(feature = "net")]
 pub mod consume;
 pub mod demo;
+#[cfg(feature = "cluster")]
 pub mod demo_cluster;
 pub mod dump;
+#[cfg(feature = "net")]
 mod etcd;
 pub mod help;
+#[cfg(feature = "net")]
 pub mod metrics;
+#[cfg(feature = "net")]
 pub mod produce;
 pub mod serve;
 pub mod stat;

@@ -1,4 +1,5 @@
-//! Drivers that run the replicas of one partition.
+//! Drivers that run the replicas of one partition (feature `cluster`: no extra crate, no
+//! socket; what an embedder enables for a replicated partition in one process).
 //!
 //! - [`threads`]: every replica in this process, one thread each, crossbeam channels between
 //!   them and the in-process controller behind a mutex (for embedding and benchmarks).

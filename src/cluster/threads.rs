@@ -41,9 +41,9 @@ use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::format::batch::RecordBatch;
 use crate::log::{AppendInfo, Fetch};
-use crate::net::ErrorReply;
 use crate::producer::retry::Attempts;
 use crate::producer::{AttemptOutcome, ProduceTarget};
+use crate::replica::ErrorReply;
 use crate::replica::{Acks, Msg, Replica, ReplicaConfig};
 use crate::replication::{
     controller::Election, Controller, InProcessController, LeaderAndIsr, LeaderConfig, ReplicaId,

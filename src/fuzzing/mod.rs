@@ -26,6 +26,7 @@ mod offsets;
 mod reader;
 mod recover;
 mod txn_record;
+#[cfg(feature = "net")]
 mod wire;
 
 pub use decoders::{
@@ -36,4 +37,5 @@ pub use offsets::decode_offsets;
 pub use reader::ByteReader;
 pub use recover::recover_segment;
 pub use txn_record::{decode_txn_record, join_input as txn_record_input};
+#[cfg(feature = "net")]
 pub use wire::{decode_controller_record, decode_wire};

@@ -1,9 +1,10 @@
-//! The TCP driver's network half: the wire format, a blocking request/response transport, the
-//! static cluster file, and the controller process.
+//! The TCP driver's network half (feature `net`): the wire format, a blocking request/response
+//! transport, the static cluster file, and the controller process.
 //!
 //! - [`wire`]: frames and [`Message`], every request and response of the protocol
 //!   (`docs/format.md`, "Wire protocol").
-//! - [`remote_error`]: error replies, typed so a client keeps the local retry rules.
+//! - [`remote_error`]: error replies on the wire ([`ErrorReply`], defined with the replica), typed
+//!   so a client keeps the local retry rules.
 //! - [`transport`]: a client [`Connection`] with connect/read timeouts that reconnects after a
 //!   failure, and the limits of both ends ([`TransportConfig`]).
 //! - [`server`]: a thread-per-connection server around a [`Handler`], with a connection cap,

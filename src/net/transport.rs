@@ -202,6 +202,9 @@ impl std::error::Error for NetError {
     }
 }
 
+/// The `kind` of the [`crate::Error::Remote`] a failed TLS handshake or alert becomes.
+pub const TLS_FAILED: &str = "tls";
+
 /// For [`crate::producer::ProduceTarget`]-style callers: an error reply becomes the typed
 /// local error; a request too large to send is `BatchTooLarge`; every other transport failure
 /// is `Timeout` (the request or its answer was lost: outcome unknown, see `producer::retry`).
@@ -218,7 +221,7 @@ impl From<NetError> for crate::Error {
                 message: e.to_string(),
             },
             NetErrorKind::Tls(_) => crate::Error::Remote {
-                kind: "tls",
+                kind: TLS_FAILED,
                 message: e.to_string(),
             },
             _ => crate::Error::Timeout,

@@ -12,8 +12,9 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::format::batch::RecordBatch;
 use crate::log::AppendInfo;
+use crate::net::transport::TLS_FAILED;
 use crate::net::{
-    ClusterFile, ControllerClient, NetErrorKind, ReadResult, ReplicaClient, Security,
+    ClusterFile, ControllerClient, NetErrorKind, ReadResult, RemoteError, ReplicaClient, Security,
     TransportConfig,
 };
 use crate::producer::retry::Attempts;
@@ -139,6 +140,10 @@ impl PartitionClient {
                     }
                     Err(e) => (e, AttemptOutcome::Answered),
                 },
+                // The controller refused this client (its certificate grants nothing, it
+                // presented none, or the handshake failed on a certificate): no retry changes
+                // that, so the caller hears it now, not as `Timeout` after `retry_for`.
+                Err(e) if is_refusal(&e) => return Err(e),
                 Err(e) => (e, AttemptOutcome::NotWritten),
             };
             if !outcome.may_resend(idempotent) {
@@ -161,6 +166,14 @@ impl PartitionClient {
     pub fn read_at(&self, id: ReplicaId, offset: Offset, max_bytes: u32) -> Result<ReadResult> {
         self.with_replica(id, |c| c.read(offset, max_bytes))
     }
+}
+
+/// An `Unauthorized` answer (`docs/security.md`, "Authorization table"), or a failed TLS
+/// handshake (a certificate the other end refused, or a server that is not the member asked
+/// for): definite answers about who is talking, not lost requests.
+fn is_refusal(e: &Error) -> bool {
+    matches!(e, Error::Remote { kind, .. }
+        if *kind == RemoteError::Unauthorized.name() || *kind == TLS_FAILED)
 }
 
 impl ProduceTarget for PartitionClient {

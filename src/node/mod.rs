@@ -1,4 +1,4 @@
-//! `oncelog node`: one replica as a process, a TCP transport (`crate::net`) over the
+//! `oncelog node` (feature `net`): one replica as a process, a TCP transport (`crate::net`) over the
 //! [`ReplicaNode`] that the simulation and the thread cluster run too.
 //!
 //! The node sits behind one mutex; every thread steps it and routes its outputs

@@ -10,6 +10,8 @@
 //! its own before anything else). A recorder installed later sees the replication gauges but
 //! none of that log's counters.
 
+// A socket: the processes' endpoint, feature `net`.
+#[cfg(feature = "net")]
 pub mod http;
 pub mod prometheus;
 
@@ -31,12 +33,12 @@ pub const SEGMENT_ROLLS: &str = "oncelog_segment_rolls_total";
 pub const RECOVERY_SCANNED_BYTES: &str = "oncelog_recovery_scanned_bytes_total";
 /// The last stable offset last computed for a read (read_committed isolation). Gauge.
 pub const LAST_STABLE_OFFSET: &str = "oncelog_last_stable_offset";
-/// The high-water mark of the replica (leader or follower). Gauge.
+/// The high-water mark of the replica (leader or follower); label `log`. Gauge.
 pub const HIGH_WATERMARK: &str = "oncelog_high_watermark";
-/// The committed ISR's size as the leader knows it. Gauge.
+/// The committed ISR's size as the leader knows it; label `log`. Gauge.
 pub const ISR_SIZE: &str = "oncelog_isr_size";
-/// Records a follower is behind the leader's log end, as of its last fetch; label `replica`.
-/// Gauge, reported by the leader.
+/// Records a follower is behind the leader's log end, as of its last fetch; labels `log` and
+/// `replica`. Gauge, reported by the leader.
 pub const FOLLOWER_LAG_RECORDS: &str = "oncelog_follower_lag_records";
 
 /// The controller's view: the leader's replica id (-1 while the partition has none). Gauge,
@@ -159,10 +161,7 @@ impl LogMetrics {
     /// name (several logs in one process, as under `oncelog serve`, would otherwise overwrite
     /// one another); counters and histograms add up over the process's logs.
     pub(crate) fn register(dir: &std::path::Path) -> LogMetrics {
-        let log = dir.file_name().map_or_else(
-            || dir.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
+        let log = log_label(dir);
         LogMetrics {
             append_seconds: metrics::histogram!(APPEND_SECONDS),
             msync_seconds: metrics::histogram!(SYNC_SECONDS, "kind" => "msync"),
@@ -172,6 +171,64 @@ impl LogMetrics {
             segment_rolls: metrics::counter!(SEGMENT_ROLLS),
             last_stable_offset: metrics::gauge!(LAST_STABLE_OFFSET, "log" => log),
         }
+    }
+}
+
+/// The `log` label of the log in `dir`: the directory's name (its whole path if it has none).
+pub fn log_label(dir: &std::path::Path) -> String {
+    dir.file_name().map_or_else(
+        || dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// The replication gauges of one replica, labelled `log` like its log's own gauges
+/// ([`log_label`]), so the replicas of several partitions in one process (or one scrape of
+/// several processes) keep theirs apart: the high-water mark, the ISR size and each
+/// follower's lag. The replica registers them when it opens its log and hands them to the
+/// leader and follower state machines it runs ([`LeaderState::with_gauges`],
+/// [`FollowerState::with_gauges`]); a state machine without them reports nothing.
+///
+/// [`LeaderState::with_gauges`]: crate::replication::LeaderState::with_gauges
+/// [`FollowerState::with_gauges`]: crate::replication::FollowerState::with_gauges
+#[derive(Debug, Clone)]
+pub struct ReplicationGauges {
+    log: String,
+    high_watermark: Gauge,
+    isr_size: Gauge,
+}
+
+impl ReplicationGauges {
+    /// The gauges of the replica whose log is labelled `log` (see [`log_label`]).
+    pub fn register(log: &str) -> ReplicationGauges {
+        ReplicationGauges {
+            log: log.to_string(),
+            high_watermark: metrics::gauge!(HIGH_WATERMARK, "log" => log.to_string()),
+            isr_size: metrics::gauge!(ISR_SIZE, "log" => log.to_string()),
+        }
+    }
+
+    /// The label these gauges carry.
+    pub fn log(&self) -> &str {
+        &self.log
+    }
+
+    pub(crate) fn set_high_watermark(&self, hw: u64) {
+        self.high_watermark.set(hw as f64);
+    }
+
+    pub(crate) fn set_isr_size(&self, size: usize) {
+        self.isr_size.set(size as f64);
+    }
+
+    /// Looked up at each fetch (a registry lookup, like the label of any dynamic metric).
+    pub(crate) fn set_follower_lag(&self, replica: u32, records: u64) {
+        metrics::gauge!(
+            FOLLOWER_LAG_RECORDS,
+            "log" => self.log.clone(),
+            "replica" => replica.to_string()
+        )
+        .set(records as f64);
     }
 }
 

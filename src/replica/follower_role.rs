@@ -88,7 +88,8 @@ impl Replica {
             self.log.log_end_offset(),
             hw,
             self.persisted_cache.clone(),
-        );
+        )
+        .with_gauges(self.gauges.clone());
         self.role = Role::Follower { leader, state };
     }
 }

@@ -68,7 +68,8 @@ impl Replica {
             },
             self.cfg.leader,
             now_ms,
-        )?;
+        )?
+        .with_gauges(self.gauges.clone());
         // Write-ahead: the new epoch is durable in the cache before any batch carries it.
         self.persist_cache(state.epoch_cache().clone())?;
         self.log.set_leader_epoch(rec.leader_epoch);

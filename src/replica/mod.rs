@@ -20,6 +20,7 @@
 //!   every pending one is failed (`Timeout`: appended, outcome unknown) when this replica stops
 //!   leading; `NotLeader` is answered only to a request refused before appending.
 
+pub mod error_reply;
 mod follower_role;
 mod leader_role;
 mod node;
@@ -31,12 +32,14 @@ use std::path::{Path, PathBuf};
 use crate::config::{LogConfig, SyncMode};
 use crate::error::{Error, Result};
 use crate::log::{AppendInfo, Fetch, Log};
+use crate::observe::{log_label, ReplicationGauges};
 use crate::replication::{
     FollowerState, Incarnation, LeaderAndIsr, LeaderConfig, LeaderEpochCache, LeaderState,
     LogRecovery, ReplicaId,
 };
 use crate::types::{LeaderEpoch, Offset};
 
+pub use error_reply::{ErrorReply, RemoteError};
 pub use leader_role::PendingAck;
 pub use node::{NodeTiming, ReplicaNode};
 pub use protocol::{Msg, NodeEvent, Output};
@@ -168,6 +171,9 @@ pub struct Replica {
     /// Why the log found at open was moved aside, if it was.
     quarantined: Option<String>,
     completions: Vec<Completion>,
+    /// The HW, ISR and follower-lag gauges, labelled with the log directory's name; handed to
+    /// each leader or follower state this replica runs.
+    gauges: ReplicationGauges,
 }
 
 impl Replica {
@@ -234,7 +240,6 @@ impl Replica {
         state_files::write_boot_id(storage.as_ref(), &dir, current_boot)?;
         Ok(Replica {
             cfg,
-            dir,
             incarnation,
             log,
             role: Role::Offline,
@@ -246,6 +251,8 @@ impl Replica {
             recovery,
             quarantined,
             completions: Vec::new(),
+            gauges: ReplicationGauges::register(&log_label(&dir)),
+            dir,
         })
     }
 
@@ -430,7 +437,8 @@ impl Replica {
             self.log.log_end_offset(),
             hw,
             cache,
-        );
+        )
+        .with_gauges(self.gauges.clone());
         self.role = Role::Follower { leader, state };
     }
 

@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use super::protocol::{Msg, NodeEvent, Output};
 use super::{Produced, Replica};
 use crate::error::Error;
-use crate::net::ErrorReply;
+use crate::replica::ErrorReply;
 use crate::replication::{FetchRequest, LogRecovery};
 use crate::types::Offset;
 

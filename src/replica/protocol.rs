@@ -5,8 +5,7 @@
 
 use crate::format::batch::RecordBatch;
 use crate::log::AppendInfo;
-use crate::net::ErrorReply;
-use crate::replica::Acks;
+use crate::replica::{Acks, ErrorReply};
 use crate::replication::{
     AlterIsrRequest, FetchRequest, FetchResponse, Incarnation, LeaderAndIsr, LogRecovery,
     ReplicationError,

@@ -62,7 +62,7 @@ pub struct Election {
 }
 
 /// Everything an [`InProcessController`] holds, field by field (what a store outside the
-/// process keeps; see [`crate::net::controller_record`] for its bytes).
+/// process keeps; the TCP driver's `net::controller_record` gives its bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllerSnapshot {
     /// The leader, `None` while the partition is offline.
@@ -128,7 +128,7 @@ impl InProcessController {
     }
 
     /// Every field, for storing the controller outside this process
-    /// ([`crate::net::controller_record`]).
+    /// (`net::controller_record`, feature `net`).
     pub fn snapshot(&self) -> ControllerSnapshot {
         ControllerSnapshot {
             leader: self.leader,

@@ -14,6 +14,7 @@
 //! move the log start). If the driver fails to, it must rebuild the state from the log with
 //! [`FollowerState::new`].
 
+use crate::observe::ReplicationGauges;
 use crate::types::{LeaderEpoch, Offset};
 
 use super::epoch::LeaderEpochCache;
@@ -119,6 +120,9 @@ pub struct FollowerState {
     high_watermark: Offset,
     /// Invariant: no entry starts after `log_end`.
     epoch_cache: LeaderEpochCache,
+    /// Where the HW is reported; none until the driver names the log
+    /// ([`FollowerState::with_gauges`]).
+    gauges: Option<ReplicationGauges>,
 }
 
 impl FollowerState {
@@ -146,7 +150,16 @@ impl FollowerState {
             log_end,
             high_watermark: high_watermark.clamp(log_start, log_end),
             epoch_cache,
+            gauges: None,
         }
+    }
+
+    /// Reports this follower's HW to `gauges` from now on (the current one at once), labelled
+    /// with its log.
+    pub fn with_gauges(mut self, gauges: ReplicationGauges) -> Self {
+        gauges.set_high_watermark(self.high_watermark.0);
+        self.gauges = Some(gauges);
+        self
     }
 
     /// This follower's replica id.
@@ -283,7 +296,9 @@ impl FollowerState {
                 high_watermark = hw.0,
                 "HW advanced"
             );
-            metrics::gauge!(crate::observe::HIGH_WATERMARK).set(hw.0 as f64);
+            if let Some(g) = &self.gauges {
+                g.set_high_watermark(hw.0);
+            }
         }
         self.high_watermark = hw;
         Ok(FollowerDecision::Append {

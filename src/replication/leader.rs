@@ -24,6 +24,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::observe::ReplicationGauges;
 use crate::types::{LeaderEpoch, Offset};
 
 use super::epoch::LeaderEpochCache;
@@ -271,6 +272,9 @@ pub struct LeaderState {
     /// Invariant: latest entry is `(leader_epoch, leader_epoch_start_offset)`.
     epoch_cache: LeaderEpochCache,
     config: LeaderConfig,
+    /// Where the HW, ISR size and follower lags are reported; none until the driver names
+    /// the log ([`LeaderState::with_gauges`]).
+    gauges: Option<ReplicationGauges>,
 }
 
 fn sorted_unique(ids: &[ReplicaId]) -> Vec<ReplicaId> {
@@ -333,6 +337,7 @@ impl LeaderState {
             followers,
             epoch_cache,
             config,
+            gauges: None,
         };
         tracing::info!(
             leader = state.leader.0,
@@ -342,10 +347,17 @@ impl LeaderState {
             isr = ?state.isr,
             "leading"
         );
-        metrics::gauge!(crate::observe::ISR_SIZE).set(state.isr.len() as f64);
-        metrics::gauge!(crate::observe::HIGH_WATERMARK).set(state.high_watermark.0 as f64);
         state.maybe_advance_hw();
         Ok(state)
+    }
+
+    /// Reports this leader's HW, ISR size and follower lags to `gauges` from now on (the
+    /// current HW and ISR size at once), labelled with its log.
+    pub fn with_gauges(mut self, gauges: ReplicationGauges) -> Self {
+        gauges.set_isr_size(self.isr.len());
+        gauges.set_high_watermark(self.high_watermark.0);
+        self.gauges = Some(gauges);
+        self
     }
 
     /// The leader's replica id.
@@ -508,8 +520,9 @@ impl LeaderState {
             p.log_end_offset = Some(fetch_offset);
             p.last_fetch_leader_log_end = Some(log_end);
             p.last_fetch_time_ms = Some(now_ms);
-            metrics::gauge!(crate::observe::FOLLOWER_LAG_RECORDS, "replica" => follower.0.to_string())
-                .set(log_end.0.saturating_sub(fetch_offset.0) as f64);
+            if let Some(g) = &self.gauges {
+                g.set_follower_lag(follower.0, log_end.0.saturating_sub(fetch_offset.0));
+            }
         }
         self.maybe_advance_hw();
         Ok(FetchDecision::Read {
@@ -568,7 +581,9 @@ impl LeaderState {
             HwDecision::Advanced { to, .. } => {
                 self.high_watermark = to;
                 tracing::debug!(leader = self.leader.0, high_watermark = to.0, "HW advanced");
-                metrics::gauge!(crate::observe::HIGH_WATERMARK).set(to.0 as f64);
+                if let Some(g) = &self.gauges {
+                    g.set_high_watermark(to.0);
+                }
                 Some(to)
             }
             HwDecision::Unchanged { .. } => None,
@@ -757,7 +772,9 @@ impl LeaderState {
                 if isr.len() < self.isr.len() { "shrunk" } else { "changed" }
             );
         }
-        metrics::gauge!(crate::observe::ISR_SIZE).set(isr.len() as f64);
+        if let Some(g) = &self.gauges {
+            g.set_isr_size(isr.len());
+        }
         self.isr = isr;
         self.partition_epoch = partition_epoch;
         self.pending = None;

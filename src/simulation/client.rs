@@ -13,9 +13,9 @@ use std::collections::VecDeque;
 use super::checker::Checker;
 use super::network::Endpoint;
 use crate::format::batch::{BatchBuilder, RecordBatch};
-use crate::net::{ErrorReply, RemoteError};
 use crate::producer::{Marker, MarkerKind, MAX_IN_FLIGHT};
 use crate::replica::{Acks, Msg};
+use crate::replica::{ErrorReply, RemoteError};
 use crate::replication::ReplicaId;
 use crate::types::{ProducerEpoch, ProducerId, Sequence};
 

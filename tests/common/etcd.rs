@@ -141,12 +141,18 @@ impl Etcd {
 
 /// A three-replica cluster file naming `controllers` controller addresses.
 pub fn cluster_file(dir: &Path, controllers: usize) -> (PathBuf, ClusterFile) {
+    cluster_file_with(dir, controllers, "")
+}
+
+/// [`cluster_file`] with the `extra` lines too (e.g. the security lines of
+/// `tests/common/pki.rs`).
+pub fn cluster_file_with(dir: &Path, controllers: usize, extra: &str) -> (PathBuf, ClusterFile) {
     let addrs: Vec<String> = (0..controllers)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
     let text = format!(
         "controller {}\nreplica 1 127.0.0.1:{} d1\nreplica 2 127.0.0.1:{} d2\n\
-         replica 3 127.0.0.1:{} d3\nmin_insync_replicas 2\n",
+         replica 3 127.0.0.1:{} d3\nmin_insync_replicas 2\n{extra}",
         addrs.join(" "),
         free_port(),
         free_port(),
@@ -167,24 +173,20 @@ pub fn controller(
     name: &str,
 ) -> Proc {
     let log = etcd.dir().join(format!("{name}.log"));
-    let p = spawn_logged(
-        Path::new(BIN),
-        &[
-            "controller",
-            "--insecure",
-            "--cluster",
-            cluster.to_str().unwrap(),
-            "--etcd",
-            &etcd.urls(),
-            "--listen",
-            &listen.to_string(),
-            "--session-timeout-ms",
-            &session_ms.to_string(),
-            "--election-ttl-ms",
-            "1000",
-        ],
-        &log,
-    );
+    let (urls, listen, session_ms) = (etcd.urls(), listen.to_string(), session_ms.to_string());
+    let mut args = vec!["controller", "--cluster", cluster.to_str().unwrap()];
+    args.extend(insecure(cluster));
+    args.extend([
+        "--etcd",
+        &urls,
+        "--listen",
+        &listen,
+        "--session-timeout-ms",
+        &session_ms,
+        "--election-ttl-ms",
+        "1000",
+    ]);
+    let p = spawn_logged(Path::new(BIN), &args, &log);
     wait_for("the controller to listen", 20, || {
         std::fs::read_to_string(&log).is_ok_and(|s| s.contains("listening on"))
     });
@@ -273,29 +275,39 @@ pub fn signal(p: &Proc, sig: &str) {
     assert!(status.success(), "kill -{sig}");
 }
 
+/// `oncelog node --id ID`: plain TCP (`--insecure`) unless the cluster file turns TLS on.
 pub fn node(etcd: &Etcd, cluster: &Path, id: u32) -> Proc {
     node_ticking(etcd, cluster, id, 20)
 }
 
-/// `oncelog node` heartbeating (and ticking) every `tick_ms`.
+/// `oncelog node` heartbeating (and ticking) every `tick_ms`; plain TCP (`--insecure`) unless
+/// the cluster file turns TLS on.
 pub fn node_ticking(etcd: &Etcd, cluster: &Path, id: u32, tick_ms: u64) -> Proc {
-    let lag_ms = (tick_ms * 4).max(1_000);
+    let lag_ms = (tick_ms * 4).max(1_000).to_string();
+    let (id_text, tick_text) = (id.to_string(), tick_ms.to_string());
+    let mut args = vec!["node", "--cluster", cluster.to_str().unwrap()];
+    args.extend(insecure(cluster));
+    args.extend([
+        "--id",
+        &id_text,
+        "--tick-ms",
+        &tick_text,
+        "--lag-ms",
+        &lag_ms,
+    ]);
+    // A restarted node appends to the same log file.
     spawn_logged(
         Path::new(BIN),
-        &[
-            "node",
-            "--insecure",
-            "--cluster",
-            cluster.to_str().unwrap(),
-            "--id",
-            &id.to_string(),
-            "--tick-ms",
-            &tick_ms.to_string(),
-            "--lag-ms",
-            &lag_ms.to_string(),
-        ],
+        &args,
         &etcd.dir().join(format!("node{id}.log")),
     )
+}
+
+/// `--insecure` for a cluster file without `tls_ca` (the processes refuse plain TCP without
+/// it, and refuse it when the file turns TLS on).
+fn insecure(cluster: &Path) -> Option<&'static str> {
+    let file = ClusterFile::load(cluster).unwrap();
+    (!file.tls.enabled()).then_some("--insecure")
 }
 
 /// An idempotent producer over `partition` whose deliveries go to a `Vec`; its id request is

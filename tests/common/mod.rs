@@ -110,8 +110,15 @@ pub fn assert_corrupt<T: std::fmt::Debug>(
     }
 }
 
+// Processes and the TCP client: the tests that start `oncelog node` need the `net` feature.
+#[cfg(feature = "net")]
 pub mod procs;
+#[cfg(feature = "net")]
 #[allow(unused_imports)]
 pub use procs::{free_port, free_ports};
+
+// Certificates for the secured service (rcgen; the `tls` feature's types).
+#[cfg(feature = "tls")]
+pub mod pki;
 
 pub mod sim;
