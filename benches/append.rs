@@ -10,7 +10,9 @@
 //!   Every variant gets prebuilt batches: encoding and checksumming happen outside the clock for
 //!   all of them (nano-wal has no checksum).
 //! * `every_append_64k`: durable appends of 64 KB batches (256 per iteration) from 1, 4 and 16
-//!   threads against one write + fdatasync per batch (and the same from 16 threads).
+//!   threads against one write + fdatasync per batch (and the same from 16 threads); and, from 1
+//!   and 16 threads, with the recovery point fdatasynced after every lane
+//!   (`recovery_point_lag_ms = 0`, two flushes per durable point) beside the default (one).
 //!
 //! Each sample appends into a new log (a new file for the baselines) that grows over the
 //! sample's iterations, so segment rolls and first-touch page faults are part of every number.
@@ -27,7 +29,7 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use nano_wal::{Wal, WalOptions, WriteEntry};
-use oncelog::{Log, RecordBatch, SyncMode};
+use oncelog::{Log, LogConfig, RecordBatch, SyncMode};
 
 fn append_group(c: &mut Criterion, w: Workload) {
     let pool = Pool::new(&w);
@@ -210,18 +212,23 @@ fn every_append_64k(c: &mut Criterion) {
     write_fdatasync_per_batch_threads(&mut group, &iteration, 16);
     let batches = Arc::new(pool.batches.clone());
     let n = w.batches_per_iter();
-    for threads in [1usize, 4, 16] {
-        group.bench_with_input(
-            BenchmarkId::new("oncelog_every_append", threads),
-            &threads,
-            |b, &threads| {
+    // `oncelog_every_append`: the default, one flush per durable point (the recovery point's
+    // fdatasync lags by up to 50 ms). `oncelog_every_append_rp_synced`: `recovery_point_lag_ms
+    // = 0`, the recovery point fdatasynced after every lane (two flushes per durable point).
+    let variants = [
+        ("oncelog_every_append", 50, &[1usize, 4, 16][..]),
+        ("oncelog_every_append_rp_synced", 0, &[1usize, 16][..]),
+    ];
+    for (name, lag_ms, thread_counts) in variants {
+        for &threads in thread_counts {
+            group.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, &threads| {
                 b.iter_custom(|iters| {
                     let dir = tempfile::tempdir().unwrap();
-                    let log = Log::open(
-                        dir.path(),
-                        bench_config(SEGMENT_BYTES, SyncMode::EveryAppend),
-                    )
-                    .unwrap();
+                    let cfg = LogConfig {
+                        recovery_point_lag_ms: lag_ms,
+                        ..bench_config(SEGMENT_BYTES, SyncMode::EveryAppend)
+                    };
+                    let log = Log::open(dir.path(), cfg).unwrap();
                     let start = Instant::now();
                     for _ in 0..iters {
                         std::thread::scope(|s| {
@@ -240,8 +247,8 @@ fn every_append_64k(c: &mut Criterion) {
                     log.simulate_crash();
                     elapsed
                 });
-            },
-        );
+            });
+        }
     }
     group.finish();
 }
