@@ -285,3 +285,44 @@ fn admin_clients_create_topics() {
     }
     broker.close().unwrap();
 }
+
+#[test]
+fn admin_clients_delete_topics() {
+    let mut serve = Serve::start(&[]);
+    for (module, client, prefix) in [
+        ("confluent_kafka", "confluent", "c"),
+        ("kafka", "kafka-python", "k"),
+    ] {
+        require_python(module);
+        let out = run(
+            Command::new("python3")
+                .arg(script("admin_delete.py"))
+                .args([serve.bootstrap().as_str(), client, prefix]),
+            None,
+            &serve,
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+    }
+    assert!(serve.stop().success(), "{}", serve.stderr());
+    // The deleted topic's directories went; the one auto-created after holds only the new
+    // record; the other topic kept its record.
+    for prefix in ["c", "k"] {
+        assert_eq!(
+            stored_values(&serve.data, &format!("{prefix}-gone"), 0),
+            [b"new"]
+        );
+        assert_eq!(
+            stored_values(&serve.data, &format!("{prefix}-kept"), 1),
+            [b"kept"]
+        );
+        assert!(!serve.data.join(format!("DELETE-{prefix}-gone")).exists());
+    }
+    let mut config = BrokerConfig::default();
+    config.log = config.log.with_segment_bytes(1 << 20);
+    let broker = Broker::open(&serve.data, config).unwrap();
+    for prefix in ["c", "k"] {
+        let count = |t: &str| broker.partitions().of_topic(&format!("{prefix}-{t}")).len();
+        assert_eq!([count("gone"), count("kept")], [4, 2], "{prefix}");
+    }
+    broker.close().unwrap();
+}
