@@ -174,7 +174,7 @@ fn produce(serve: &Serve, topic: &str, messages: u64, rate: u64) -> impl Fn(&str
 fn one_run(unstored: bool, messages: u64, paced: u64) -> Run {
     let serve = Serve::start(unstored);
     // Creates the topic (4 partitions, their segments preallocated) outside the CPU count.
-    produce(&serve, "bench", 1, 0);
+    let _created = produce(&serve, "bench", 1, 0);
     let cpu_at_start = serve.cpu_seconds();
     let full = produce(&serve, "bench", messages, 0);
     let cpu = serve.cpu_seconds() - cpu_at_start;
