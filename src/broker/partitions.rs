@@ -138,6 +138,20 @@ impl Partitions {
         self.logs.read().keys().cloned().collect()
     }
 
+    /// Every topic with at least one partition, ascending, the broker's own (`__` names)
+    /// included.
+    pub fn topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self
+            .logs
+            .read()
+            .keys()
+            .map(|tp| tp.topic().to_string())
+            .collect();
+        // Keys are ordered by topic first, so equal names are adjacent.
+        topics.dedup();
+        topics
+    }
+
     /// The partitions of `topic`, ascending.
     pub fn of_topic(&self, topic: &str) -> Vec<TopicPartition> {
         self.logs

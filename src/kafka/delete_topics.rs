@@ -65,15 +65,8 @@ fn resolve(state: &State, name: Option<&str>, id: Uuid) -> Result<String, Refusa
             "a topic with neither a name nor an id".into(),
         )),
         (None, false) => {
-            let mut names: Vec<String> = state
-                .broker
-                .partitions()
-                .names()
-                .into_iter()
-                .map(|tp| tp.topic().to_string())
-                .collect();
-            names.dedup();
-            names.into_iter().find(|n| topic_id(n) == id).ok_or((
+            let topics = state.broker.partitions().topics();
+            topics.into_iter().find(|n| topic_id(n) == id).ok_or((
                 ResponseError::UnknownTopicId,
                 format!("no topic has the id {id}"),
             ))

@@ -12,36 +12,17 @@ beginning sees only the new record. Prints OK, or FAIL and exits 1 on the first 
 import sys
 import uuid
 
-
-def fail(msg):
-    print(f"FAIL: {msg}", flush=True)
-    sys.exit(1)
-
-
-def expect(what, got, want):
-    if got != want:
-        fail(f"{what}: got {got!r}, expected {want!r}")
+from check import admin_outcomes, expect, fail
 
 
 def confluent(bootstrap, prefix):
-    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+    from confluent_kafka import Consumer, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
 
-    def outcome(futures):
-        out = {}
-        for name, f in futures.items():
-            try:
-                f.result(timeout=60)
-                out[name] = "NONE"
-            except Exception as e:  # KafkaException carrying a KafkaError
-                err = e.args[0]
-                out[name] = err.name() if isinstance(err, KafkaError) else repr(e)
-        return out
-
-    got = outcome(admin.create_topics([NewTopic(f"{prefix}-gone", 3, 1),
-                                       NewTopic(f"{prefix}-kept", 2, 1)], request_timeout=30))
+    topics = [NewTopic(f"{prefix}-gone", 3, 1), NewTopic(f"{prefix}-kept", 2, 1)]
+    got = admin_outcomes(admin.create_topics(topics, request_timeout=30))
     expect("create", got, {f"{prefix}-gone": "NONE", f"{prefix}-kept": "NONE"})
 
     def produce(topic, value, partition):
@@ -55,7 +36,8 @@ def confluent(bootstrap, prefix):
     expect("old", produce(f"{prefix}-gone", b"old", 0), [(None, 0, 0)])
     expect("kept", produce(f"{prefix}-kept", b"kept", 1), [(None, 1, 0)])
 
-    got = outcome(admin.delete_topics([f"{prefix}-gone", f"{prefix}-never"], request_timeout=30))
+    doomed = [f"{prefix}-gone", f"{prefix}-never"]
+    got = admin_outcomes(admin.delete_topics(doomed, request_timeout=30))
     expect("delete", got, {f"{prefix}-gone": "NONE",
                            f"{prefix}-never": "UNKNOWN_TOPIC_OR_PART"})
     md = admin.list_topics(timeout=30)

@@ -17,15 +17,7 @@ from kafka import KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import TransactionalIdNotFoundError
 
-
-def fail(msg):
-    print(f"FAIL: {msg}", flush=True)
-    sys.exit(1)
-
-
-def expect(what, got, want):
-    if got != want:
-        fail(f"{what}: got {got!r}, expected {want!r}")
+from check import expect, fail
 
 
 def producer(bootstrap, tid):
