@@ -245,23 +245,31 @@ fn bad_frames_close_only_their_connection() {
 /// TOPIC_ALREADY_EXISTS, 0 partitions INVALID_PARTITIONS, replication factor 3
 /// INVALID_REPLICATION_FACTOR, validate_only creating nothing; Metadata then lists exactly the
 /// created topics with their counts and a record goes to the last partition.
-#[test]
-fn admin_clients_create_topics() {
-    let mut serve = Serve::start(&[]);
+/// Runs an admin script (`tests/kafka/`) with confluent-kafka (topic prefix `c`), then with
+/// kafka-python (prefix `k`); each must print OK.
+fn run_admin_script(serve: &Serve, name: &str) {
     for (module, client, prefix) in [
         ("confluent_kafka", "confluent", "c"),
         ("kafka", "kafka-python", "k"),
     ] {
         require_python(module);
         let out = run(
-            Command::new("python3")
-                .arg(script("admin_topics.py"))
-                .args([serve.bootstrap().as_str(), client, prefix]),
+            Command::new("python3").arg(script(name)).args([
+                serve.bootstrap().as_str(),
+                client,
+                prefix,
+            ]),
             None,
-            &serve,
+            serve,
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
     }
+}
+
+#[test]
+fn admin_clients_create_topics() {
+    let mut serve = Serve::start(&[]);
+    run_admin_script(&serve, "admin_topics.py");
     assert!(serve.stop().success(), "{}", serve.stderr());
     // The directory holds exactly the partitions created, and the one record sent.
     assert_eq!(stored_values(&serve.data, "c-three", 2), [b"v"]);
@@ -282,6 +290,34 @@ fn admin_clients_create_topics() {
             [3, 4, 0, 0, 0],
             "{prefix}"
         );
+    }
+    broker.close().unwrap();
+}
+
+#[test]
+fn admin_clients_delete_topics() {
+    let mut serve = Serve::start(&[]);
+    run_admin_script(&serve, "admin_delete.py");
+    assert!(serve.stop().success(), "{}", serve.stderr());
+    // The deleted topic's directories went; the one auto-created after holds only the new
+    // record; the other topic kept its record.
+    for prefix in ["c", "k"] {
+        assert_eq!(
+            stored_values(&serve.data, &format!("{prefix}-gone"), 0),
+            [b"new"]
+        );
+        assert_eq!(
+            stored_values(&serve.data, &format!("{prefix}-kept"), 1),
+            [b"kept"]
+        );
+        assert!(!serve.data.join(format!("DELETE-{prefix}-gone")).exists());
+    }
+    let mut config = BrokerConfig::default();
+    config.log = config.log.with_segment_bytes(1 << 20);
+    let broker = Broker::open(&serve.data, config).unwrap();
+    for prefix in ["c", "k"] {
+        let count = |t: &str| broker.partitions().of_topic(&format!("{prefix}-{t}")).len();
+        assert_eq!([count("gone"), count("kept")], [4, 2], "{prefix}");
     }
     broker.close().unwrap();
 }

@@ -7,6 +7,7 @@
 //!   <topic>-<partition>/        a partition log per topic-partition
 //!   __consumer_offsets-0/       the consumer-offsets log (a partition: it takes markers)
 //!   __transaction_state-0/      the coordinator's state log (owned by the coordinator)
+//!   DELETE-<topic>              a topic deletion begun and not finished (`topic_delete`)
 //! ```
 //!
 //! Every producer id a broker hands out comes from one durable allocator (the coordinator's
@@ -14,6 +15,7 @@
 
 pub mod consumer;
 pub mod partitions;
+mod topic_delete;
 pub mod topic_partition;
 pub mod transactional;
 
@@ -134,6 +136,30 @@ impl Broker {
                 Ok(tp)
             })
             .collect()
+    }
+
+    /// Deletes every partition of `topic`, durably (see `Partitions::delete_topic`); returns
+    /// the partitions deleted, none if the topic does not exist. Refused for the broker's own
+    /// topics (`__` names) and while a transaction that is not complete holds a partition of
+    /// the topic (its markers must reach that partition first).
+    pub fn delete_topic(&self, topic: &str) -> Result<Vec<TopicPartition>> {
+        if topic.starts_with("__") {
+            return Err(Error::InvalidConfig(format!(
+                "topic names starting with \"__\" belong to the broker and cannot be deleted \
+                 ({topic:?})"
+            )));
+        }
+        let open =
+            self.coordinator.list().into_iter().find(|t| {
+                !t.state.is_complete() && t.partitions.iter().any(|tp| tp.topic() == topic)
+            });
+        if let Some(t) = open {
+            return Err(Error::InvalidConfig(format!(
+                "topic {topic:?} is in the open transaction of {:?}: end or abort it first",
+                t.transactional_id
+            )));
+        }
+        self.partitions.delete_topic(topic)
     }
 
     /// The log of a partition (`UnknownPartition` if its topic was not created).

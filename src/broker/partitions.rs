@@ -31,6 +31,8 @@ impl Partitions {
         storage
             .create_dir_all(dir)
             .map_err(|e| Error::io("create_dir_all", dir, e))?;
+        // Before any log opens: a deletion a crash interrupted is finished, never undone.
+        super::topic_delete::finish_pending(&*storage, dir)?;
         let mut names = storage
             .list_dirs(dir)
             .map_err(|e| Error::io("list_dirs", dir, e))?;
@@ -73,6 +75,14 @@ impl Partitions {
         if let Some(log) = logs.get(tp) {
             return Ok(log.clone());
         }
+        let intent = super::topic_delete::intent_path(&self.dir, tp.topic());
+        if self.config.storage.exists(&intent) {
+            return Err(Error::InvalidConfig(format!(
+                "topic {:?} has an unfinished deletion ({}): it finishes at the next open",
+                tp.topic(),
+                intent.display()
+            )));
+        }
         let log = Arc::new(Log::open(
             self.dir.join(tp.dir_name()),
             self.config.clone(),
@@ -94,9 +104,52 @@ impl Partitions {
         Ok(log)
     }
 
+    /// Deletes every partition of `topic` (the partitions it deleted, ascending; none if the
+    /// topic has none): closes their logs (a handle still held elsewhere answers `Closed`)
+    /// and removes their directories, crash-safe (`topic_delete`). Once the first durable
+    /// step is done the topic is gone even if a later step fails: the next open finishes it.
+    pub fn delete_topic(&self, topic: &str) -> Result<Vec<TopicPartition>> {
+        let storage = self.config.storage.clone();
+        // Held throughout, so no partition of the topic is created or opened meanwhile.
+        let mut logs = self.logs.write();
+        let doomed: Vec<TopicPartition> = logs
+            .keys()
+            .filter(|tp| tp.topic() == topic)
+            .cloned()
+            .collect();
+        if doomed.is_empty() {
+            return Ok(doomed);
+        }
+        super::topic_delete::write_intent(&*storage, &self.dir, topic)?;
+        for tp in &doomed {
+            if let Some(log) = logs.remove(tp) {
+                // Its data is being deleted: a failed flush loses nothing anyone can ask for.
+                if let Err(e) = log.close_shared() {
+                    tracing::warn!("broker: closing {tp} to delete it: {e}");
+                }
+            }
+        }
+        super::topic_delete::finish(&*storage, &self.dir, topic)?;
+        Ok(doomed)
+    }
+
     /// Every partition, ascending by name.
     pub fn names(&self) -> Vec<TopicPartition> {
         self.logs.read().keys().cloned().collect()
+    }
+
+    /// Every topic with at least one partition, ascending, the broker's own (`__` names)
+    /// included.
+    pub fn topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self
+            .logs
+            .read()
+            .keys()
+            .map(|tp| tp.topic().to_string())
+            .collect();
+        // Keys are ordered by topic first, so equal names are adjacent.
+        topics.dedup();
+        topics
     }
 
     /// The partitions of `topic`, ascending.

@@ -268,6 +268,11 @@ pub const COMMANDS: &[Command] = &[
                 "TEST FAULT: close the connection unanswered after every N-th Produce that \
                  appended",
             ),
+            switch(
+                "--test-ack-without-storing",
+                "TEST MODE: answer every Produce without storing it (the protocol-cost bench; \
+                 never on real data)",
+            ),
         ],
     },
     Command {

@@ -62,6 +62,13 @@ pub fn main(args: &[String]) -> CliResult {
         );
         config.test_drop_after_append = Some(n);
     }
+    if o.switch("--test-ack-without-storing") {
+        eprintln!(
+            "oncelog serve: TEST MODE: Produce is acknowledged WITHOUT STORING anything \
+             (--test-ack-without-storing, for the protocol-cost bench only)"
+        );
+        config.test_ack_without_storing = true;
+    }
     let mut broker_config = BrokerConfig::default();
     broker_config.log = super::cluster::segment_bytes(&o, broker_config.log)?;
     signals::install_termination_handler()

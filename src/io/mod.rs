@@ -61,6 +61,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn exists(&self, path: &Path) -> bool;
     /// Removes the file at `path` (durable once the directory is synced).
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Removes the empty directory `dir` (rmdir(2); durable once its parent is synced).
+    fn remove_dir(&self, dir: &Path) -> io::Result<()>;
     /// Atomically replaces `to` with `from` (rename(2)).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes creates, renames and removes in `dir` durable (fsync of the directory).

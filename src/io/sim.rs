@@ -760,6 +760,27 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    /// Directories are durable at once in the simulation (see `create_dir_all`), and so is
+    /// their removal: a directory that still names a file or a subdirectory is refused
+    /// (ENOTEMPTY); the durable names of files removed from it but not yet synced go with it.
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.shared.state.lock();
+        self.shared.gate(&mut s);
+        s.begin_plain_op()?;
+        let dir = norm_dir(dir);
+        if !s.dirs.contains(&dir) {
+            return Err(not_found("directory", &dir));
+        }
+        let has_file = s.volatile_ns.keys().any(|p| parent_dir(p) == dir);
+        if has_file || s.dirs.iter().any(|d| parent_dir(d) == dir) {
+            return Err(os_err(libc::ENOTEMPTY));
+        }
+        s.dirs.remove(&dir);
+        s.durable_ns.retain(|p, _| parent_dir(p) != dir);
+        s.collect_garbage();
+        Ok(())
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.shared.state.lock();
         self.shared.gate(&mut s);

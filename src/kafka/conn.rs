@@ -12,17 +12,19 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiKey, ApiVersionsRequest,
-    CreateTopicsRequest, DescribeTransactionsRequest, EndTxnRequest, FetchRequest,
-    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListOffsetsRequest, ListTransactionsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
-    SyncGroupRequest, TxnOffsetCommitRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeTransactionsRequest, EndTxnRequest,
+    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, ListTransactionsRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
+    ResponseHeader, SyncGroupRequest, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use super::frame::{self, FrameError};
 use super::server::State;
-use super::{fetch, group_api, metadata, produce, topics, txn_admin, txn_api, versions};
+use super::{
+    delete_topics, fetch, group_api, metadata, produce, topics, txn_admin, txn_api, versions,
+};
 
 /// Why a connection was closed by the server.
 #[derive(Debug)]
@@ -256,6 +258,14 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
                 &topics::create_topics(state, req, version),
             )
         }
+        ApiKey::DeleteTopics => {
+            let req: DeleteTopicsRequest = decode(&mut body, api, version)?;
+            respond(
+                correlation,
+                version,
+                &delete_topics::delete_topics(state, req, version),
+            )
+        }
         ApiKey::DescribeTransactions => {
             let req: DescribeTransactionsRequest = decode(&mut body, api, version)?;
             respond(
@@ -420,6 +430,28 @@ mod tests {
             let codes: Vec<i16> = r.topics.iter().map(|t| t.error_code).collect();
             assert_eq!(codes, [0, 36], "v{v}");
             encodes("CreateTopics", v, &r);
+        }
+        for v in range(ApiKey::DeleteTopics) {
+            use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+            let mut req = DeleteTopicsRequest::default();
+            let topics = [format!("deleted{v}"), "never".to_string()];
+            state.broker.create_topic(&topics[0], 2).unwrap();
+            if v >= 6 {
+                req.topics = topics
+                    .iter()
+                    .map(|n| {
+                        let mut s = DeleteTopicState::default();
+                        s.name = Some(name(n));
+                        s
+                    })
+                    .collect();
+            } else {
+                req.topic_names = topics.iter().map(|n| name(n)).collect();
+            }
+            let r = delete_topics::delete_topics(state, req, v);
+            let codes: Vec<i16> = r.responses.iter().map(|t| t.error_code).collect();
+            assert_eq!(codes, [0, 3], "v{v}");
+            encodes("DeleteTopics", v, &r);
         }
         for v in range(ApiKey::Fetch) {
             for isolation in [0, 1] {

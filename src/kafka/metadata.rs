@@ -37,15 +37,8 @@ pub fn metadata(state: &State, req: MetadataRequest, version: i16) -> MetadataRe
             .filter_map(|t| t.name.map(|n| n.0.to_string()))
             .collect(),
         _ => {
-            let mut all: Vec<String> = state
-                .broker
-                .partitions()
-                .names()
-                .into_iter()
-                .map(|tp| tp.topic().to_string())
-                .filter(|t| !t.starts_with("__"))
-                .collect();
-            all.dedup();
+            let mut all = state.broker.partitions().topics();
+            all.retain(|t| !t.starts_with("__"));
             all
         }
     };

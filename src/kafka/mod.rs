@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod compression;
 mod conn;
+mod delete_topics;
 pub mod errors;
 mod fetch;
 mod frame;

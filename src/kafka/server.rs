@@ -27,6 +27,10 @@ pub struct ServeConfig {
     /// Test-only fault: after every N-th Produce request that appended, close the connection
     /// without answering (the client must retry and be answered with the original offsets).
     pub test_drop_after_append: Option<u64>,
+    /// Test-only mode for the produce bench: every Produce is decoded, checked and answered
+    /// with made-up offsets, but nothing is stored (no log append, no deduplication), which
+    /// measures the protocol's own cost. Never set it on a server holding real data.
+    pub test_ack_without_storing: bool,
 }
 
 impl Default for ServeConfig {
@@ -37,6 +41,7 @@ impl Default for ServeConfig {
             default_partitions: 4,
             max_frame_bytes: 100 << 20,
             test_drop_after_append: None,
+            test_ack_without_storing: false,
         }
     }
 }
@@ -62,6 +67,9 @@ pub(super) struct State {
     pub topic_creation: Mutex<()>,
     /// Batches answered as duplicates of one already stored (logged under the test fault).
     pub duplicates: AtomicU64,
+    /// The next made-up offset under `test_ack_without_storing` (one counter for every
+    /// partition: each partition still sees its offsets grow).
+    pub unstored_offsets: AtomicU64,
 }
 
 impl State {
@@ -128,6 +136,7 @@ impl Server {
                 appended: Condvar::new(),
                 produces: AtomicU64::new(0),
                 duplicates: AtomicU64::new(0),
+                unstored_offsets: AtomicU64::new(0),
                 topic_creation: Mutex::new(()),
                 groups: super::groups::Groups::default(),
                 txn: super::txn_api::TxnSessions::default(),

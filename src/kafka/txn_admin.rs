@@ -93,6 +93,14 @@ fn topics(m: &TxnMetadata) -> Vec<TopicData> {
 /// only transactions started (a first partition added) more than that many ms ago.
 pub fn list_transactions(state: &State, req: &ListTransactionsRequest) -> ListTransactionsResponse {
     let mut r = ListTransactionsResponse::default();
+    let pattern = match id_pattern(req.transactional_id_pattern.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!("oncelog serve: ListTransactions pattern refused: {e}");
+            r.error_code = ResponseError::InvalidRegularExpression.code();
+            return r;
+        }
+    };
     let mut wanted: Vec<TxnState> = Vec::new();
     let mut known_filter = false;
     for f in &req.state_filters {
@@ -118,6 +126,11 @@ pub fn list_transactions(state: &State, req: &ListTransactionsRequest) -> ListTr
                 || req.producer_id_filters.contains(&KPid(m.producer_id.0))
         })
         .filter(|m| {
+            pattern
+                .as_ref()
+                .is_none_or(|p| p.is_match(&m.transactional_id))
+        })
+        .filter(|m| {
             req.duration_filter < 0
                 || (m.txn_start_ms >= 0 && now.saturating_sub(m.txn_start_ms) > req.duration_filter)
         })
@@ -130,6 +143,18 @@ pub fn list_transactions(state: &State, req: &ListTransactionsRequest) -> ListTr
         })
         .collect();
     r
+}
+
+/// ListTransactions v2's `transactional_id_pattern`: none or empty lists every id; otherwise
+/// an id is listed when the whole id matches (Kafka uses Java's `Matcher.matches`). The syntax
+/// is the `regex` crate's, which shares Java's common core (classes, alternation, repetition,
+/// anchors); Java-only constructs (look-around, back-references, possessive quantifiers) are
+/// refused as invalid.
+fn id_pattern(pattern: Option<&str>) -> Result<Option<regex::Regex>, regex::Error> {
+    match pattern {
+        None | Some("") => Ok(None),
+        Some(p) => regex::Regex::new(&format!("^(?:{p})$")).map(Some),
+    }
 }
 
 #[cfg(test)]
@@ -283,6 +308,34 @@ mod tests {
         assert_eq!(
             list(state, &[], &[], 0),
             pairs(&[("done", "CompleteCommit"), ("open", "Ongoing")])
+        );
+
+        // v2: the whole id must match the pattern; empty lists all; a bad one is refused.
+        let by_pattern = |p: Option<&str>| {
+            let mut req = ListTransactionsRequest::default();
+            req.transactional_id_pattern = p.map(|p| StrBytes::from_string(p.into()));
+            let r = list_transactions(state, &req);
+            let ids: Vec<String> = r
+                .transaction_states
+                .iter()
+                .map(|t| t.transactional_id.0.to_string())
+                .collect();
+            (r.error_code, ids)
+        };
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(by_pattern(Some("o.*")), (0, ids(&["open"])));
+        assert_eq!(by_pattern(Some("d|i.*")), (0, ids(&["idle"])), "whole id");
+        assert_eq!(by_pattern(Some("[di].*")), (0, ids(&["done", "idle"])));
+        assert_eq!(by_pattern(Some("pen")), (0, ids(&[])), "not a substring");
+        assert_eq!(by_pattern(Some("")), (0, ids(&["done", "idle", "open"])));
+        assert_eq!(by_pattern(None), (0, ids(&["done", "idle", "open"])));
+        let (code, listed) = by_pattern(Some("(open"));
+        assert_eq!(code, ResponseError::InvalidRegularExpression.code());
+        assert!(listed.is_empty());
+        assert_eq!(
+            by_pattern(Some("(?=o)open")).0,
+            128,
+            "look-ahead: Java-only"
         );
     }
 }

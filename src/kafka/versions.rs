@@ -8,8 +8,7 @@ use kafka_protocol::ResponseError;
 /// (API, lowest, highest version) served. Ceilings stop below shapes not implemented: Fetch
 /// v13+ and Produce v11+ name topics by id or carry leader-change hints, Metadata v13 adds
 /// a top-level error; InitProducerId must include v0 or librdkafka disables idempotence;
-/// FindCoordinator v4+ and OffsetFetch v8+ batch several keys or groups per request;
-/// ListTransactions v2 filters by a Java regular expression.
+/// FindCoordinator v4+ and OffsetFetch v8+ batch several keys or groups per request.
 pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 10),
     (ApiKey::Fetch, 4, 12),
@@ -29,8 +28,9 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeTransactions, 0, 0),
-    (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::ListTransactions, 0, 2),
 ];
 
 /// The versions of `key` served (advertised), if any.

@@ -10,34 +10,18 @@ of PREFIX-three. Prints OK, or FAIL and exits 1 on the first mismatch.
 """
 import sys
 
-
-def fail(msg):
-    print(f"FAIL: {msg}", flush=True)
-    sys.exit(1)
-
-
-def expect(what, got, want):
-    if got != want:
-        fail(f"{what}: got {got!r}, expected {want!r}")
+from check import admin_outcomes, expect, fail
 
 
 def confluent(bootstrap, prefix):
-    from confluent_kafka import KafkaError, Producer
+    from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
 
     def create(topics, validate_only=False):
         futures = admin.create_topics(topics, validate_only=validate_only, request_timeout=30)
-        out = {}
-        for name, f in futures.items():
-            try:
-                f.result(timeout=60)
-                out[name] = "NONE"
-            except Exception as e:  # KafkaException carrying a KafkaError
-                err = e.args[0]
-                out[name] = err.name() if isinstance(err, KafkaError) else repr(e)
-        return out
+        return admin_outcomes(futures)
 
     got = create([NewTopic(f"{prefix}-three", 3, 1), NewTopic(f"{prefix}-dflt")])
     expect("create", got, {f"{prefix}-three": "NONE", f"{prefix}-dflt": "NONE"})

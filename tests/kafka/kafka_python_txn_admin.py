@@ -6,7 +6,8 @@ Usage: kafka_python_txn_admin.py BOOTSTRAP TOPIC
 A transactional producer PREFIX "adm-open" sends records to partitions 0 and 2 of TOPIC and
 keeps its transaction open; "adm-idle" only initialises; "adm-done" commits one transaction.
 The admin client must then describe and list them as the coordinator holds them (states,
-partitions, producer ids, timeout), filter the list by state, producer id and duration, and
+partitions, producer ids, timeout), filter the list by state, producer id, duration and
+id pattern (ListTransactions v2: the whole id must match), and
 report an unknown id as TransactionalIdNotFoundError. After "adm-open" commits, it is listed
 as CompleteCommit. Prints OK or FAIL and exits 1 on the first mismatch.
 """
@@ -17,15 +18,7 @@ from kafka import KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import TransactionalIdNotFoundError
 
-
-def fail(msg):
-    print(f"FAIL: {msg}", flush=True)
-    sys.exit(1)
-
-
-def expect(what, got, want):
-    if got != want:
-        fail(f"{what}: got {got!r}, expected {want!r}")
+from check import expect, fail
 
 
 def producer(bootstrap, tid):
@@ -81,6 +74,10 @@ def main():
     expect("list by producer id", listed(admin, producer_id_filters=[o.producer_id]),
            {"adm-open": "Ongoing"})
     expect("list older than an hour", listed(admin, duration_filter_ms=3600000), {})
+    # ListTransactions v2: the whole id must match the pattern.
+    expect("list by pattern", listed(admin, transactional_id_pattern="adm-(open|idle)"),
+           {"adm-open": "Ongoing", "adm-idle": "Empty"})
+    expect("list by a partial pattern", listed(admin, transactional_id_pattern="open"), {})
     time.sleep(0.01)
     expect("list started", listed(admin, duration_filter_ms=0),
            {"adm-open": "Ongoing", "adm-done": "CompleteCommit"})
