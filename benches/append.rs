@@ -17,7 +17,8 @@
 //! * `every_append_64k` and `every_append_100b_x16`: durable appends of 64 KB batches and of
 //!   100 B x 16 batches (256 per iteration, prebuilt: a build costs microseconds, a flush
 //!   milliseconds) from 1, 4 (64 KB only) and 16 threads against one write + fdatasync per batch
-//!   (and pwrite + fdatasync from 16 threads), and the durable peers from 1 and 16 threads:
+//!   (and pwrite + fdatasync from 16 threads; no unsynced baseline, whose writeback would slow
+//!   the flushes measured after it), and the durable peers from 1 and 16 threads:
 //!   nano-wal's `append_batch(.., durable = true)` (writev + fdatasync under its file mutex) and
 //!   okaywal (an entry of one chunk per record, `commit` waits for its group fsync).
 //!
@@ -354,9 +355,9 @@ fn every_append_group(c: &mut Criterion, w: Workload, threads: &[usize]) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(8))
         .warm_up_time(Duration::from_secs(1));
-    memcpy_resident_map(&mut group, &iteration);
-    memcpy_fresh_map(&mut group, &iteration);
-    write_per_batch(&mut group, &iteration);
+    // Only durable baselines here: the unsynced ones (memcpy, write without a sync) leave
+    // gigabytes of dirty pages whose writeback then shares the device with the next variants'
+    // flushes (it made the first durable variants up to 8 x slower; docs/benchmarks.md).
     write_fdatasync_per_batch(&mut group, &iteration);
     write_fdatasync_per_batch_threads(&mut group, &iteration, 16);
     let batches = &pool.batches;
