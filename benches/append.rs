@@ -128,23 +128,11 @@ fn append_group(c: &mut Criterion, w: Workload) {
     // Peer: commitlog. One MessageBuf (message set) per batch with the same record values; the
     // crate checksums (CRC-32C) at push time, which is outside the clock, like oncelog's build.
     // Segments of the same size; the index sized so it never grows mid-segment.
-    let mut sets: Vec<MessageBuf> = (0..pool.batches.len())
-        .map(|b| {
-            let mut m = MessageBuf::default();
-            for r in 0..w.per_batch {
-                m.push(&pool.values[b * w.per_batch + r]).unwrap();
-            }
-            m
-        })
-        .collect();
+    let mut sets: Vec<MessageBuf> = pool.values.chunks(w.per_batch).map(message_set).collect();
     group.bench_function("commitlog_append", |b| {
         b.iter_custom(|iters| {
             let dir = tempfile::tempdir().unwrap();
-            let mut opts = LogOptions::new(dir.path());
-            opts.segment_max_bytes(SEGMENT_BYTES as usize)
-                .index_max_items(SEGMENT_BYTES as usize / (w.record_bytes + 20) + 1)
-                .message_max_bytes(1 << 20);
-            let mut log = CommitLog::new(opts).unwrap();
+            let mut log = commitlog(dir.path(), &w);
             let n = w.batches_per_iter();
             let len = sets.len();
             let start = Instant::now();
@@ -158,16 +146,8 @@ fn append_group(c: &mut Criterion, w: Workload) {
     });
     // Peer: nano-wal. One vectored write (append_batch) per batch of the same values; no
     // checksum; a single segment file (its segments rotate by time, not size).
-    let entries: Vec<Vec<WriteEntry<'_>>> = (0..pool.batches.len())
-        .map(|b| {
-            (0..w.per_batch)
-                .map(|r| WriteEntry {
-                    header: None,
-                    content: &pool.values[b * w.per_batch + r],
-                })
-                .collect()
-        })
-        .collect();
+    let entries: Vec<Vec<WriteEntry<'_>>> =
+        pool.values.chunks(w.per_batch).map(write_entries).collect();
     group.bench_function("nano_wal_append", |b| {
         b.iter_custom(|iters| {
             let dir = tempfile::tempdir().unwrap();
@@ -192,6 +172,36 @@ fn append_1k_x64(c: &mut Criterion) {
 
 fn append_100b_x16(c: &mut Criterion) {
     append_group(c, Workload::b100_x16());
+}
+
+/// A commitlog in `dir` with oncelog's segment size; the index sized so it never grows
+/// mid-segment.
+fn commitlog(dir: &std::path::Path, w: &Workload) -> CommitLog {
+    let mut opts = LogOptions::new(dir);
+    opts.segment_max_bytes(SEGMENT_BYTES as usize)
+        .index_max_items(SEGMENT_BYTES as usize / (w.record_bytes + 20) + 1)
+        .message_max_bytes(1 << 20);
+    CommitLog::new(opts).unwrap()
+}
+
+/// commitlog's message set of `values` (CRC-32C computed at each push).
+fn message_set(values: &[Vec<u8>]) -> MessageBuf {
+    let mut set = MessageBuf::default();
+    for v in values {
+        set.push(v).unwrap();
+    }
+    set
+}
+
+/// nano-wal's entries for `values`, without headers.
+fn write_entries(values: &[Vec<u8>]) -> Vec<WriteEntry<'_>> {
+    values
+        .iter()
+        .map(|v| WriteEntry {
+            header: None,
+            content: v,
+        })
+        .collect()
 }
 
 /// A nano-wal in `dir` holding everything in one segment file (its segments rotate by time).
@@ -260,18 +270,11 @@ fn built_append_group(c: &mut Criterion, w: Workload) {
     group.bench_function("commitlog_built_append", |b| {
         b.iter_custom(|iters| {
             let dir = tempfile::tempdir().unwrap();
-            let mut opts = LogOptions::new(dir.path());
-            opts.segment_max_bytes(SEGMENT_BYTES as usize)
-                .index_max_items(SEGMENT_BYTES as usize / (w.record_bytes + 20) + 1)
-                .message_max_bytes(1 << 20);
-            let mut log = CommitLog::new(opts).unwrap();
+            let mut log = commitlog(dir.path(), &w);
             let start = Instant::now();
             for _ in 0..iters {
                 for i in 0..n {
-                    let mut set = MessageBuf::default();
-                    for v in &values[first(i)..first(i) + w.per_batch] {
-                        set.push(v).unwrap();
-                    }
+                    let mut set = message_set(&values[first(i)..first(i) + w.per_batch]);
                     log.append(&mut set).unwrap();
                 }
             }
@@ -285,13 +288,7 @@ fn built_append_group(c: &mut Criterion, w: Workload) {
             let start = Instant::now();
             for _ in 0..iters {
                 for i in 0..n {
-                    let entries: Vec<WriteEntry<'_>> = values[first(i)..first(i) + w.per_batch]
-                        .iter()
-                        .map(|v| WriteEntry {
-                            header: None,
-                            content: v,
-                        })
-                        .collect();
+                    let entries = write_entries(&values[first(i)..first(i) + w.per_batch]);
                     wal.append_batch(&entries, TS0, false).unwrap();
                 }
             }
@@ -398,14 +395,8 @@ fn every_append_group(c: &mut Criterion, w: Workload, threads: &[usize]) {
                     let wal = nano_wal(dir.path());
                     timed_threads(iters, threads, |t| {
                         for i in (t..n).step_by(threads) {
-                            let entries: Vec<WriteEntry<'_>> = records(i)
-                                .iter()
-                                .map(|v| WriteEntry {
-                                    header: None,
-                                    content: v,
-                                })
-                                .collect();
-                            wal.append_batch(&entries, TS0, true).unwrap();
+                            wal.append_batch(&write_entries(records(i)), TS0, true)
+                                .unwrap();
                         }
                     })
                 });
