@@ -15,6 +15,7 @@ BASELINES = [
     "memcpy_resident_map",
     "memcpy_fresh_map",
     "write_per_batch",
+    "write_built_per_batch",
     "write_fdatasync_per_batch",
     "memcpy_map_read",
     "memcpy_batch_from_map",
