@@ -21,7 +21,7 @@ use metrics::{Counter, Gauge, Histogram};
 /// (a durable return with `SyncMode::EveryAppend`). Histogram, no labels.
 pub const APPEND_SECONDS: &str = "oncelog_append_seconds";
 /// Seconds of one sync of the log: label `kind` = `msync` (a sync lane's msync of appended
-/// bytes) or `checkpoint` (the recovery-point checkpoint write with its fsyncs). Histogram.
+/// bytes) or `checkpoint` (the recovery-point checkpoint write, with its fdatasync when it has one). Histogram.
 pub const SYNC_SECONDS: &str = "oncelog_sync_seconds";
 /// Bytes of batches appended (duplicates excluded). Counter.
 pub const APPENDED_BYTES: &str = "oncelog_appended_bytes_total";
