@@ -105,6 +105,36 @@ fn kafka_python_commits_and_aborts_transactions_with_offsets() {
     assert!(out.contains("committed=30 aborted=30"), "{out}");
 }
 
+/// kafka-python's transactional producer SIGKILLed inside a transaction whose records reached
+/// the partitions (tests/kafka/kafka_python_txn_faults.py): a new kafka-python producer with the
+/// same transactional.id aborts it when it initialises; read_committed never sees the doomed
+/// records, read_uncommitted does.
+#[test]
+fn kafka_python_a_killed_producers_transaction_is_aborted_by_the_next_init() {
+    let serve = Serve::start(&[]);
+    let out = run_script(
+        &serve,
+        "kafka",
+        "kafka_python_txn_faults.py",
+        &["killed", "kpk", "kp-tid-killed"],
+    );
+    assert!(out.contains("OK killed"), "{out}");
+}
+
+/// A second kafka-python producer with the same transactional.id fences the first: the first's
+/// commit fails as fenced and its records never become visible to read_committed.
+#[test]
+fn kafka_python_an_older_producer_is_fenced_by_a_new_init() {
+    let serve = Serve::start(&[]);
+    let out = run_script(
+        &serve,
+        "kafka",
+        "kafka_python_txn_faults.py",
+        &["fenced", "kpf", "kp-tid-fenced"],
+    );
+    assert!(out.contains("OK fenced"), "{out}");
+}
+
 /// The same with aiokafka, the client with the oldest versions (InitProducerId v0,
 /// AddPartitionsToTxn v0, EndTxn v0).
 #[test]
