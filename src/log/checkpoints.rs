@@ -139,9 +139,7 @@ impl RecoveryPointFile {
     /// because it equalled the last stored value, while the newest slot held a failed write's
     /// higher one, so a crash brought back a recovery point past the truncated log's end).
     pub fn store(&mut self, offset: u64) -> Result<()> {
-        if !(self.settled && offset == self.value && self.sequence > 0) {
-            self.write(offset)?;
-        }
+        self.write_unless_held(offset)?;
         self.sync()
     }
 
@@ -150,10 +148,16 @@ impl RecoveryPointFile {
     /// below `offset` is already durable; until the fdatasync, a power loss may bring back an
     /// older recovery point, never a torn or higher one (the two-slot rule above).
     pub fn store_lazily(&mut self, offset: u64, now_ms: i64, max_lag_ms: u64) -> Result<()> {
-        if !(self.settled && offset == self.value && self.sequence > 0) {
-            self.write(offset)?;
-        }
+        self.write_unless_held(offset)?;
         self.sync_if_older(now_ms, max_lag_ms)
+    }
+
+    /// Writes `offset` unless the newest slot is known to hold it (no store failed since).
+    fn write_unless_held(&mut self, offset: u64) -> Result<()> {
+        if self.settled && offset == self.value && self.sequence > 0 {
+            return Ok(());
+        }
+        self.write(offset)
     }
 
     /// Fdatasyncs a lazily written value if the last fdatasync is `max_lag_ms` or more old.
@@ -178,7 +182,8 @@ impl RecoveryPointFile {
         }
         let file = self.file.as_ref().ok_or(Error::ReadOnly)?;
         if let Err(e) = file.sync_data() {
-            // The slot may or may not be durable: write it again (same slot, same sequence).
+            // The slot may or may not be durable: the next store writes it again (same slot,
+            // a higher sequence), even if its value is unchanged.
             self.settled = false;
             return Err(Error::io("fsync recovery point", self.path.clone(), e));
         }

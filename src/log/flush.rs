@@ -331,13 +331,7 @@ impl Log {
     fn sync_recovery_point_if_due(&self) {
         let now = self.inner.config.clock.now_ms();
         let lag = self.inner.config.recovery_point_lag_ms;
-        let r = {
-            let mut file = self.inner.checkpoint.lock();
-            if !file.unsynced() {
-                return;
-            }
-            file.sync_if_older(now, lag)
-        };
+        let r = self.inner.checkpoint.lock().sync_if_older(now, lag);
         if let Err(e) = r {
             self.poison(&e);
         }
