@@ -18,9 +18,10 @@ import subprocess
 import sys
 import time
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from check import fail
+from kafka_python_txn import read_all
 
 PARTITIONS = 4
 
@@ -29,23 +30,6 @@ def producer(bootstrap, tid):
     p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=tid)
     p.init_transactions()
     return p
-
-
-def read_all(bootstrap, topic, isolation, want):
-    c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation,
-                      enable_auto_commit=False, consumer_timeout_ms=2000)
-    c.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
-    c.seek_to_beginning()
-    values = []
-    until = time.time() + 90
-    while len(values) < want and time.time() < until:
-        for batch in c.poll(timeout_ms=500).values():
-            values += [m.value.decode() for m in batch]
-    # Anything beyond `want` would show up now.
-    for batch in c.poll(timeout_ms=1000).values():
-        values += [m.value.decode() for m in batch]
-    c.close()
-    return values
 
 
 def check_once(values, expected, what):
