@@ -841,3 +841,120 @@ fn a_transaction_begun_below_the_first_segment_holds_the_lso_at_the_log_start() 
         .unwrap();
     assert_eq!(log.last_stable_offset(), log.log_end_offset());
 }
+
+/// Producer p's transaction begins at 0, q appends at 1, the log rolls at 2 (returned), q
+/// appends at 2, and the log start moves to 2: the active segment is the only one left, and
+/// p's transaction, still open, began below it.
+#[allow(clippy::type_complexity)]
+fn begun_below_the_active_first_segment(
+    seed: u64,
+) -> (
+    SimStorage,
+    LogConfig,
+    Log,
+    [(ProducerId, ProducerEpoch); 2],
+    u64,
+) {
+    let (sim, cfg, log, [(p, e), (q, f)]) = two_producers(seed);
+    let v = |s: &str| vec![s.to_string()];
+    log.append(&batch(p, e, 0, true, &v("t0"))).unwrap(); // 0: p's transaction begins
+    log.append(&batch(q, f, 0, false, &v("q0"))).unwrap(); // 1
+    let base = log.roll().unwrap().0; // 2: the active segment from here on
+    log.append(&batch(q, f, 1, false, &v("q1"))).unwrap(); // 2
+    log.advance_log_start(Offset(base)).unwrap();
+    assert_eq!(log.segments().len(), 1, "only the active segment is left");
+    (sim, cfg, log, [(p, e), (q, f)], base)
+}
+
+/// Regression (fuzz finding 13, `log_model`): finding 12 from the *active* segment. A
+/// transaction began below the segment that retention left as the only one (the active one,
+/// whose whole transaction file waits for its seal or a clean close); after a crash that lost
+/// the snapshots, nothing durable said it was open at that base, the rebuild met it first at
+/// its batch above the log start, and the last stable offset rose there. Retention now writes
+/// the new first segment a witness of what is open at its base before it deletes anything;
+/// each variant crashes (process or power loss) with every snapshot lost, and one truncates the
+/// active segment first (its copy loses the file).
+#[test]
+fn a_transaction_begun_below_the_active_first_segment_holds_the_lso_after_a_crash() {
+    for (seed, mode, truncate) in [
+        (13, CrashMode::Process, false),
+        (14, CrashMode::PowerLoss, false),
+        (15, CrashMode::Process, true),
+        (16, CrashMode::PowerLoss, true),
+    ] {
+        let (sim, cfg, log, [(p, e), (q, f)], base) = begun_below_the_active_first_segment(seed);
+        let v = |s: &str| vec![s.to_string()];
+        log.append(&batch(p, e, 1, true, &v("t1"))).unwrap(); // 3: it goes on above the log
+        log.append(&batch(q, f, 2, false, &v("q2"))).unwrap(); // 4
+        log.append(&batch(q, f, 3, false, &v("q3"))).unwrap(); // 5
+        assert_eq!(log.last_stable_offset(), Offset(base));
+        if truncate {
+            log.truncate_to(Offset(5)).unwrap();
+            assert_eq!(log.last_stable_offset(), Offset(base), "after truncation");
+        }
+        let end = log.log_end_offset();
+        // Twice: the open after the first crash must keep the witness for the second (it
+        // removes the active segment's files when it reopens it for appends).
+        let mut log = log;
+        for round in 0..2 {
+            lose_snapshots_up_to(&sim, u64::MAX);
+            crash(log, &sim, mode, seed + round);
+            lose_snapshots_up_to(&sim, u64::MAX);
+            log = Log::open(dir(), cfg.clone()).unwrap();
+            let what = format!("seed {seed}, {mode:?}, truncated {truncate}, crash {round}");
+            assert_eq!(log.log_start_offset(), Offset(base), "{what}");
+            assert_eq!(log.log_end_offset(), end, "{what}: every append was synced");
+            assert_eq!(
+                log.last_stable_offset(),
+                Offset(base),
+                "{what}: p's transaction is open and began below the log start"
+            );
+        }
+        log.append_marker(&marker(p, e + 1, MarkerKind::Commit))
+            .unwrap();
+        assert_eq!(log.last_stable_offset(), log.log_end_offset());
+    }
+}
+
+/// The second path of finding 13: the transaction that began below the first segment is
+/// committed above it, a crash reopens the log (the producer table now says nothing is open,
+/// and the first segment, active and without a file, used to be seeded from it: its record of
+/// what was open at its base came back empty), and a truncation then cuts the COMMIT, so the
+/// transaction is open again. The rebuild after the truncation must still know it began below
+/// the log: open seeds the first segment from the log-start checkpoint's witness.
+#[test]
+fn a_commit_cut_after_a_crash_reopens_the_transaction_below_the_log_start() {
+    for (seed, mode) in [(17, CrashMode::Process), (18, CrashMode::PowerLoss)] {
+        let (sim, cfg, log, [(p, e), (q, f)], base) = begun_below_the_active_first_segment(seed);
+        let v = |s: &str| vec![s.to_string()];
+        log.append(&batch(p, e, 1, true, &v("t1"))).unwrap(); // 3
+        let commit = log.log_end_offset(); // 4
+        log.append_marker(&marker(p, e + 1, MarkerKind::Commit))
+            .unwrap();
+        log.append(&batch(q, f, 2, false, &v("q2"))).unwrap(); // 5
+        assert_eq!(log.last_stable_offset(), log.log_end_offset());
+        let what = format!("seed {seed}, {mode:?}");
+
+        lose_snapshots_up_to(&sim, u64::MAX);
+        crash(log, &sim, mode, seed);
+        lose_snapshots_up_to(&sim, u64::MAX);
+        let log = Log::open(dir(), cfg.clone()).unwrap();
+        assert_eq!(log.last_stable_offset(), log.log_end_offset(), "{what}");
+        lose_snapshots_up_to(&sim, u64::MAX);
+        log.truncate_to(commit).unwrap();
+        assert_eq!(
+            log.last_stable_offset(),
+            Offset(base),
+            "{what}: the COMMIT is cut, p's transaction (begun at 0) is open again"
+        );
+        lose_snapshots_up_to(&sim, u64::MAX);
+        crash(log, &sim, mode, seed + 1);
+        lose_snapshots_up_to(&sim, u64::MAX);
+        let log = Log::open(dir(), cfg).unwrap();
+        assert_eq!(
+            log.last_stable_offset(),
+            Offset(base),
+            "{what}: after a crash"
+        );
+    }
+}

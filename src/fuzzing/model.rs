@@ -406,25 +406,7 @@ impl Harness {
             let below = !self.txn.events.is_empty()
                 && self.txn.events.iter().all(|(o, e)| o + e.count <= start);
             let model_lso = open.map_or(end, |f| f.clamp(start, end));
-            // Finding 13 (open, docs/fuzzing.md): when only the *start* of the open transaction
-            // lies below the log start and a crash lost what the active segment knew was open
-            // at its base (its transaction file is written at seal or close), the rebuild meets
-            // the transaction first at its first batch at or past the log start and holds the
-            // LSO there instead of at the log start. That exposes no record of the transaction,
-            // only other producers' records between the two earlier than Kafka would (the
-            // read below still checks every record up to the LSO against the model). Tolerated
-            // here so the fuzzer keeps searching; the truncation path of the same class
-            // (finding 12) stays strict in tests/transactions.rs.
-            let first_at_or_past_start = open.filter(|&f| f < start).and_then(|_| {
-                self.txn
-                    .events
-                    .iter()
-                    .filter(|(o, e)| **o >= start && e.marker.is_none())
-                    .map(|(o, _)| *o)
-                    .find(|o| open.is_some_and(|f| *o >= f))
-            });
-            let tolerated = (below && (got_lso == start || got_lso == end))
-                || first_at_or_past_start.is_some_and(|o| got_lso == o.min(end));
+            let tolerated = below && (got_lso == start || got_lso == end);
             let lso = if tolerated { got_lso } else { model_lso };
             if log.log_start_offset().0 != start {
                 continue;

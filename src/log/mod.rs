@@ -30,6 +30,7 @@ pub mod checkpoints;
 pub mod dir_files;
 mod flush;
 mod lanes;
+pub(crate) mod log_start;
 mod prefault;
 mod producers;
 mod read;

@@ -9,10 +9,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::checkpoints::{self, LOG_START_FILE};
+use super::log_start::{self, LogStartCheckpoint};
 use super::{Appender, Log};
 use crate::error::{Error, Result};
-use crate::format::checkpoint::CheckpointKind;
 use crate::segment::Segment;
 use crate::types::Offset;
 
@@ -107,8 +106,12 @@ impl Log {
         // (RP PR 29623, T18).
         self.snapshot_locked(a)?;
         let start = self.inner.log_start.load(Ordering::Acquire).max(new_start);
-        let path = self.inner.dir.join(LOG_START_FILE);
-        checkpoints::write_values(storage, &path, CheckpointKind::LogStart, &[start])?;
+        // With the segment that becomes the first, what is open at its base: once the
+        // segments below are gone nothing else durable is sure to know it (`log::log_start`).
+        let first = &segments[count];
+        let checkpoint =
+            LogStartCheckpoint::new(start, first.base_offset(), &first.txns().open_at_base);
+        log_start::write(storage, &self.inner.dir, &checkpoint)?;
         self.inner.log_start.store(start, Ordering::Release);
         let removed: Vec<Arc<Segment>> = segments.iter().take(count).cloned().collect();
         {

@@ -115,13 +115,22 @@ impl Log {
 
             // 1. The log start and the recovery point never stay above the data they describe.
             if self.inner.log_start.load(Ordering::Acquire) > new_end {
-                let path = dir.join(super::checkpoints::LOG_START_FILE);
-                super::checkpoints::write_values(
-                    storage,
-                    &path,
-                    crate::format::checkpoint::CheckpointKind::LogStart,
-                    &[new_end],
-                )?;
+                // The first segment keeps its base unless the cut is below it: so does the
+                // witness of what is open there (`log::log_start`).
+                let first = &segments[0];
+                let checkpoint = if new_end >= first.base_offset() {
+                    super::log_start::LogStartCheckpoint::new(
+                        new_end,
+                        first.base_offset(),
+                        &first.txns().open_at_base,
+                    )
+                } else {
+                    super::log_start::LogStartCheckpoint {
+                        log_start: new_end,
+                        first_open: None,
+                    }
+                };
+                super::log_start::write(storage, &dir, &checkpoint)?;
                 self.inner.log_start.store(new_end, Ordering::Release);
             }
             let rp = sync.recovery_point().min(new_end);

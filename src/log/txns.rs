@@ -287,12 +287,17 @@ pub struct TxnIndexLoad {
 /// it is then unknown, and an ABORT for a producer not seen before in the segment gets a
 /// conservative entry (docs/transactions.md, "Rebuilding the index"). Rebuilt files of sealed
 /// segments are written back unless `write_back` is false. The active segment ends open.
+///
+/// `witness`: the log-start checkpoint's transactions open at the first segment's base (when
+/// it was written for that base): every transaction open there, so a first segment without a
+/// usable file starts from it as exactly as from a predecessor.
 pub(super) fn resolve(
     storage: &dyn Storage,
     dir: &Path,
     segments: &[Arc<Segment>],
     files: HashMap<u64, SegmentTxnFile>,
     producers: &ProducerStateManager,
+    witness: Option<&OpenTxns>,
     write_back: bool,
 ) -> Result<TxnIndexLoad> {
     let state = open_txns(producers);
@@ -303,11 +308,19 @@ pub(super) fn resolve(
             .copied()
             .collect()
     };
-    let (mut load, mut at_end) = walk(storage, dir, segments, files, &state, write_back)?;
+    let (mut load, mut at_end) = walk(storage, dir, segments, files, &state, witness, write_back)?;
     if inside(&at_end) != inside(&state) {
         // A file that decoded and was bound to its segment disagrees with the batches (written
         // by something else, or damaged and resealed): rebuild every segment from its batches.
-        let (again, end) = walk(storage, dir, segments, HashMap::new(), &state, write_back)?;
+        let (again, end) = walk(
+            storage,
+            dir,
+            segments,
+            HashMap::new(),
+            &state,
+            witness,
+            write_back,
+        )?;
         load = TxnIndexLoad {
             distrusted: true,
             ..again
@@ -342,23 +355,40 @@ pub(super) fn resolve(
     Ok(load)
 }
 
-/// The transactions open at the first segment's base, from the first segment's transaction
-/// file when it is bound to the segment (as `walk` accepts it); empty otherwise. The producer
-/// table's rebuild takes those that began below the segment as a witness beside the snapshots
-/// (`producers::rebuild_state`).
+/// The transactions open at the first segment's base that began below it: from the
+/// log-start checkpoint's witness when it was written for this base (`witness`, see
+/// [`checkpoint_witness`]), else from the first
+/// segment's transaction file when it is bound to the segment (as `walk` accepts it; a log
+/// whose checkpoint predates the witness); empty otherwise. The producer table's rebuild
+/// takes them as a witness beside the snapshots (`producers::rebuild_state`).
 pub(super) fn first_open_at_base(
     segments: &[Arc<Segment>],
     files: &HashMap<u64, SegmentTxnFile>,
+    witness: Option<&OpenTxns>,
 ) -> OpenTxns {
-    segments
-        .first()
-        .and_then(|first| {
-            files
-                .get(&first.base_offset())
-                .filter(|f| bound_to(f, first))
-        })
+    let Some(first) = segments.first() else {
+        return Vec::new();
+    };
+    if let Some(open) = witness {
+        return open.clone();
+    }
+    files
+        .get(&first.base_offset())
+        .filter(|f| bound_to(f, first))
         .map(|f| f.open_at_base.clone())
         .unwrap_or_default()
+}
+
+/// The log-start checkpoint's transactions open at the first segment's base (`log::log_start`,
+/// written before any segment below it is deleted), when it was written for that base.
+pub(super) fn checkpoint_witness(
+    segments: &[Arc<Segment>],
+    checkpoint: Option<&super::log_start::FirstOpen>,
+) -> Option<OpenTxns> {
+    let first = segments.first()?.base_offset();
+    checkpoint
+        .filter(|(base, _)| *base == first)
+        .map(|(_, open)| open.clone())
 }
 
 /// Whether a decoded transaction file describes `seg`'s bytes as they are now.
@@ -367,14 +397,15 @@ fn bound_to(f: &SegmentTxnFile, seg: &Segment) -> bool {
 }
 
 /// One pass of [`resolve`] over the segments: returns what it did and the transactions open
-/// at the log end. `state`: the producer table's open transactions (the first segment's seed
-/// when its file is not usable).
+/// at the log end. The first segment's seed when its file is not usable: `witness` (exact),
+/// else the transactions of `state` (the producer table's open ones) that began below it.
 fn walk(
     storage: &dyn Storage,
     dir: &Path,
     segments: &[Arc<Segment>],
     mut files: HashMap<u64, SegmentTxnFile>,
     state: &OpenTxns,
+    witness: Option<&OpenTxns>,
     write_back: bool,
 ) -> Result<(TxnIndexLoad, OpenTxns)> {
     let mut load = TxnIndexLoad::default();
@@ -397,7 +428,7 @@ fn walk(
             }
             None => {
                 load.rebuilt += 1;
-                let (seed, known) = match prev_end.take() {
+                let (seed, known) = match prev_end.take().or_else(|| witness.cloned()) {
                     Some(p) => (p, true),
                     None => (
                         state

@@ -445,6 +445,7 @@ fn open_inner(dir: &Path, config: LogConfig, access: Access) -> Result<Log> {
     let builder = active_builder(&config, &active)?;
     let mut snapshot_load = SnapshotLoad::default();
     let producer_cfg = producers::producer_config(&config);
+    let witness = super::txns::checkpoint_witness(&segments, plan.first_open.as_ref());
     let (producers, stale_snapshots) = producers::rebuild_state(
         storage,
         dir,
@@ -452,7 +453,11 @@ fn open_inner(dir: &Path, config: LogConfig, access: Access) -> Result<Log> {
         &segments,
         producers::Known {
             log_start,
-            open_at_first_base: &super::txns::first_open_at_base(&segments, &txn_files),
+            open_at_first_base: &super::txns::first_open_at_base(
+                &segments,
+                &txn_files,
+                witness.as_ref(),
+            ),
             retained: None,
         },
         &mut snapshot_load,
@@ -463,8 +468,15 @@ fn open_inner(dir: &Path, config: LogConfig, access: Access) -> Result<Log> {
         producers::write_snapshot(storage, dir, &producers)?;
         producers::remove_snapshots(storage, dir, &stale_snapshots)?;
     }
-    report.txn_indexes =
-        super::txns::resolve(storage, dir, &segments, txn_files, &producers, !read_only)?;
+    report.txn_indexes = super::txns::resolve(
+        storage,
+        dir,
+        &segments,
+        txn_files,
+        &producers,
+        witness.as_ref(),
+        !read_only,
+    )?;
     let txn_view = super::txns::TxnView::new(&producers);
     let ids = producers::load_producer_ids(storage, dir, &producers)?;
     let epochs = producers::load_issued_epochs(storage, dir)?;

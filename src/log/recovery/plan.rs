@@ -179,6 +179,9 @@ pub struct Plan {
     pub recovery_point_found: bool,
     /// The log-start-offset checkpoint's value, if valid.
     pub log_start: Option<u64>,
+    /// The log-start checkpoint's witness of the transactions open at the first segment's base
+    /// (`DirFacts::first_open`).
+    pub first_open: Option<crate::log::log_start::FirstOpen>,
     /// Every segment file, ascending by base offset.
     pub segments: Vec<SegmentStep>,
     /// Files removed before anything else (row R12).
@@ -384,6 +387,7 @@ pub fn plan(facts: &DirFacts, source: &mut dyn SegmentSource, mode: RecoveryMode
         recovery_point: 0,
         recovery_point_found: facts.recovery_point.valid().is_some(),
         log_start: facts.log_start.valid().copied(),
+        first_open: facts.first_open.clone(),
         segments: Vec::new(),
         remove: Vec::new(),
         create_first: None,

@@ -12,6 +12,7 @@ use crate::format::file_name::{parse_file_name, FileKind};
 use crate::io::{AppendMap, OpenMode, Storage};
 use crate::log::checkpoints::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE};
 use crate::log::dir_files;
+use crate::log::log_start::{FirstOpen, LogStartCheckpoint};
 use crate::log::producers::{PRODUCER_EPOCHS_FILE, PRODUCER_IDS_FILE};
 use crate::producer::{IssuedEpochs, ISSUED_EPOCHS_KEPT};
 use crate::segment::{map_whole_file, segment_path};
@@ -67,6 +68,9 @@ pub struct DirFacts {
     pub recovery_point: Found<u64>,
     /// The log-start-offset checkpoint's value.
     pub log_start: Found<u64>,
+    /// The same checkpoint's witness: the first segment's base and the transactions open there
+    /// that began below it (`log::log_start`), when the file is valid and carries one.
+    pub first_open: Option<FirstOpen>,
     /// The clean-shutdown marker's values.
     pub marker: Found<Vec<u64>>,
     /// The producer-id reservation mark.
@@ -130,6 +134,7 @@ pub fn read_dir_facts(storage: &dyn Storage, dir: &Path) -> Result<DirFacts> {
             Err(e) => return Err(Error::io("stat segment", &path, e)),
         }
     }
+    let (log_start, first_open) = read_log_start(storage, &dir.join(LOG_START_FILE))?;
     Ok(DirFacts {
         dir: dir.to_path_buf(),
         holds_a_log,
@@ -139,7 +144,8 @@ pub fn read_dir_facts(storage: &dyn Storage, dir: &Path) -> Result<DirFacts> {
         temps,
         orphan_indexes,
         recovery_point,
-        log_start: read_single(storage, &dir.join(LOG_START_FILE), CheckpointKind::LogStart)?,
+        log_start,
+        first_open,
         marker: read_checkpoint(
             storage,
             &dir.join(CLEAN_SHUTDOWN_FILE),
@@ -178,6 +184,21 @@ fn read_checkpoint(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The log-start checkpoint: its offset, and its witness of what is open at the first
+/// segment's base (a layout `LogStartCheckpoint::from_values` refuses makes the file damaged).
+fn read_log_start(storage: &dyn Storage, path: &Path) -> Result<(Found<u64>, Option<FirstOpen>)> {
+    Ok(
+        match read_checkpoint(storage, path, CheckpointKind::LogStart)? {
+            Found::Valid(v) => match LogStartCheckpoint::from_values(&v) {
+                Ok(c) => (Found::Valid(c.log_start), c.first_open),
+                Err(why) => (Found::Damaged(why), None),
+            },
+            Found::Missing => (Found::Missing, None),
+            Found::Damaged(r) => (Found::Damaged(r), None),
+        },
+    )
 }
 
 fn read_single(storage: &dyn Storage, path: &Path, kind: CheckpointKind) -> Result<Found<u64>> {
