@@ -132,6 +132,8 @@ struct State {
     to_controller: VecDeque<Msg>,
     /// The fetch for the fetcher thread to send.
     fetch: Option<(ReplicaId, Msg)>,
+    /// Registrations the controller answered (the watch thread waits for the next one).
+    registrations: u64,
 }
 
 struct Shared {
@@ -140,6 +142,8 @@ struct Shared {
     answered: Condvar,
     /// Signalled when work lands in `to_controller` or `fetch`, or the node stops.
     work: Condvar,
+    /// Signalled when a registration is answered (`State::registrations`), or the node stops.
+    registered: Condvar,
     next_slot: AtomicU64,
     stop: AtomicBool,
     started: Instant,
@@ -155,9 +159,14 @@ impl Shared {
     fn step(&self, st: &mut State, slot: Option<u64>, msg: Msg) {
         let record = matches!(msg, Msg::Record { .. });
         let before = leader_of(st);
+        let was_registering = st.node.is_registering();
         let mut out = Vec::new();
         st.node.step(slot, msg, self.now_ms(), &mut out);
         self.dispatch(st, out);
+        if was_registering && !st.node.is_registering() {
+            st.registrations += 1;
+            self.registered.notify_all();
+        }
         let after = leader_of(st);
         if record && after != before && !st.node.replica().is_leader() {
             // Tests time leader changes by this line (the new leader logs `leads epoch`).
@@ -316,9 +325,11 @@ impl Node {
                 answers: HashMap::new(),
                 to_controller: VecDeque::new(),
                 fetch: None,
+                registrations: 0,
             }),
             answered: Condvar::new(),
             work: Condvar::new(),
+            registered: Condvar::new(),
             next_slot: AtomicU64::new(1),
             stop: AtomicBool::new(false),
             started: Instant::now(),
@@ -381,6 +392,7 @@ impl Node {
     pub fn shutdown(mut self) -> Result<()> {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.work.notify_all();
+        self.shared.registered.notify_all();
         self.shared.answered.notify_all();
         if let Some(s) = self.server.take() {
             s.shutdown();
@@ -574,10 +586,13 @@ fn control_loop(sh: &Shared, o: &NodeOptions) {
 }
 
 /// The watch thread (see the module doc): long-polls the controller for a record newer than
-/// the replica's and steps it in as `Msg::Record`, the message a heartbeat answer becomes. It
-/// waits while the node registers (a record answers only a registered life) and, after a
-/// failure, for the tick doubled per consecutive failure (at most 1 s; the control thread
-/// reports unreachable controllers).
+/// the replica's and steps it in as `Msg::Record`, the message a heartbeat answer becomes.
+/// While the node registers, and after the controller says this life is not alive (the
+/// control thread registers it again), it waits for the next registration to be answered (a
+/// record answers only a registered life), at most a tick: sleeping a whole tick instead
+/// left a node that had just registered, or had just been resumed, deaf to the controller
+/// until its next heartbeat. After a transport failure it waits the tick doubled per
+/// consecutive failure (at most 1 s; the control thread reports unreachable controllers).
 fn watch_loop(sh: &Shared, o: &NodeOptions) {
     // Parked at the controller as long as a follower's fetch at the leader.
     let wait = Duration::from_millis(node_timing(o).fetch_wait_ms.clamp(100, 500));
@@ -592,17 +607,19 @@ fn watch_loop(sh: &Shared, o: &NodeOptions) {
     let mut idle = Duration::ZERO;
     while !sh.stop.load(Ordering::Acquire) {
         pause(sh, idle);
-        let (incarnation, registering, known) = {
+        let (incarnation, registering, known, registrations) = {
             let st = sh.state.lock();
             let r = st.node.replica();
             (
                 r.incarnation(),
                 st.node.is_registering(),
                 r.known_record().cloned(),
+                st.registrations,
             )
         };
+        idle = Duration::ZERO;
         if registering {
-            idle = tick;
+            wait_for_registration(sh, registrations, tick);
             continue;
         }
         match controller.watch_partition(o.id, incarnation, known.as_ref(), wait) {
@@ -633,7 +650,15 @@ fn watch_loop(sh: &Shared, o: &NodeOptions) {
                     );
                     return;
                 }
-                // Unreachable, or this life is not (yet, or any more) alive at the controller.
+                if matches!(
+                    e.remote().map(|r| &r.error),
+                    Some(RemoteError::SessionExpired { .. })
+                ) {
+                    // This life is not (yet, or any more) alive at the controller.
+                    failed.failures = 0;
+                    wait_for_registration(sh, registrations, tick);
+                    continue;
+                }
                 failed.failures = failed.failures.saturating_add(1);
                 idle = failed.delay(o.tick_ms);
             }
@@ -668,6 +693,18 @@ fn tick_loop(sh: &Shared, o: &NodeOptions) {
         let wait = st.node.next_wakeup().saturating_sub(now).clamp(1, tick);
         // Released while waiting; `work` is signalled at a stop.
         sh.work.wait_for(&mut st, Duration::from_millis(wait));
+    }
+}
+
+/// Waits until the controller has answered a registration beyond the first `seen`, the node
+/// stops, or `at_most` passes.
+fn wait_for_registration(sh: &Shared, seen: u64, at_most: Duration) {
+    let until = Instant::now() + at_most;
+    let mut st = sh.state.lock();
+    while st.registrations <= seen && !sh.stop.load(Ordering::Acquire) {
+        if sh.registered.wait_until(&mut st, until).timed_out() {
+            return;
+        }
     }
 }
 
