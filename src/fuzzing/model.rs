@@ -426,6 +426,7 @@ impl Harness {
                 "last stable offset (start {start}, end {end})"
             );
             let mut got = Vec::new();
+            let mut aborted = Vec::new();
             let mut next = start;
             while next < lso {
                 let f = match log.read_with(Offset(next), 1 << 16, Isolation::ReadCommitted) {
@@ -436,6 +437,7 @@ impl Harness {
                 let Some(to) = f.fetch.end_offset() else {
                     break;
                 };
+                aborted.extend(f.aborted.iter().cloned());
                 for rec in f.committed_records() {
                     let rec = rec.expect("a committed record decodes");
                     // The first batch may begin below the log start (a start inside a batch).
@@ -449,6 +451,16 @@ impl Harness {
                 .filter(|o| !hidden.contains(o))
                 .filter_map(|o| self.values.get(o as usize).map(|v| (o, v.clone())))
                 .collect();
+            if got != want {
+                eprintln!(
+                    "txn model: {:?}\naborted in the fetches: {aborted:?}\nlog producer: {:?}\n\
+                     report {:?}\nfiles {:?}",
+                    self.txn.events,
+                    log.producer_state().get(ProducerId(TXN_PID)),
+                    log.recovery_report(),
+                    self.sim.file_names(Path::new(DIR))
+                );
+            }
             assert_eq!(got, want, "read_committed from {start} (LSO {lso})");
             return;
         }
@@ -872,9 +884,25 @@ impl Harness {
         let exact = !self.uncertain_end;
         self.reopen_after_crash(exact);
         if clean {
+            let sizes: Vec<(String, Option<u64>)> = self
+                .sim
+                .file_names(Path::new(DIR))
+                .into_iter()
+                .map(|n| {
+                    let len = crate::io::Storage::open(
+                        &self.sim,
+                        &Path::new(DIR).join(&n),
+                        crate::io::OpenMode::Read,
+                    )
+                    .and_then(|f| f.len())
+                    .ok();
+                    (n, len)
+                })
+                .collect();
             assert!(
                 self.log().recovery_report().clean_shutdown,
-                "a clean close was not recognised"
+                "a clean close was not recognised: {:?}, files {sizes:?}",
+                self.log().recovery_report()
             );
         }
     }

@@ -289,8 +289,8 @@ pub struct TxnIndexLoad {
 /// segments are written back unless `write_back` is false. The active segment ends open.
 ///
 /// `witness`: the log-start checkpoint's transactions open at the first segment's base (when
-/// it was written for that base): every transaction open there, so a first segment without a
-/// usable file starts from it as exactly as from a predecessor.
+/// it was written for that base): a first segment without a usable file starts from it and
+/// the producer table's transactions that began below it, still conservatively (`known` false).
 pub(super) fn resolve(
     storage: &dyn Storage,
     dir: &Path,
@@ -397,8 +397,8 @@ fn bound_to(f: &SegmentTxnFile, seg: &Segment) -> bool {
 }
 
 /// One pass of [`resolve`] over the segments: returns what it did and the transactions open
-/// at the log end. The first segment's seed when its file is not usable: `witness` (exact),
-/// else the transactions of `state` (the producer table's open ones) that began below it.
+/// at the log end. The first segment's seed when its file is not usable: `witness` and the
+/// transactions of `state` (the producer table's open ones) that began below it.
 fn walk(
     storage: &dyn Storage,
     dir: &Path,
@@ -428,16 +428,26 @@ fn walk(
             }
             None => {
                 load.rebuilt += 1;
-                let (seed, known) = match prev_end.take().or_else(|| witness.cloned()) {
+                let (seed, known) = match prev_end.take() {
                     Some(p) => (p, true),
-                    None => (
-                        state
+                    None => {
+                        // The first segment: the log-start witness and the producer table's
+                        // transactions that began below it (both witnesses of what was open at
+                        // its base), but never trusted as complete: a missing transaction would
+                        // give an aborted entry a last stable offset above the truth, which
+                        // ends `aborted_txns`' scan early and shows an aborted record.
+                        let mut seed: OpenTxns = state
                             .iter()
                             .filter(|(o, _)| *o < seg.base_offset())
+                            .chain(witness.into_iter().flatten())
                             .copied()
-                            .collect(),
-                        false,
-                    ),
+                            .collect();
+                        // One transaction per producer, from the lowest first offset named.
+                        seed.sort_unstable();
+                        let mut named = HashSet::new();
+                        seed.retain(|(_, p)| named.insert(*p));
+                        (seed, false)
+                    }
                 };
                 rebuild_segment(seg, seed, known)?
             }
