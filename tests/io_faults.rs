@@ -872,3 +872,55 @@ fn a_failed_lagging_recovery_point_fdatasync_poisons_the_log() {
         }
     }
 }
+
+/// Finding 15 (`log_model`): a retention pass whose unlink failed after its log-start
+/// checkpoint (the commit point) dropped the segment from the list but left its file, and a
+/// later clean close wrote a clean-shutdown marker that did not describe the directory (one
+/// segment file more), so the next open was not clean. An I/O error at every storage operation
+/// of `advance_log_start` in turn: whatever failed, a later close that returns Ok is recognised
+/// clean, the log start never goes back, and every record at or past it reads back.
+#[test]
+fn a_clean_close_after_a_failed_retention_is_recognised() {
+    let mut landed = 0;
+    for at in 0..64 {
+        if landed > 0 {
+            break; // the pass finished without meeting the fault: every operation was covered
+        }
+        let (sim, _clock, cfg) = fixture(at, |c| {
+            c.background_thread = false;
+            c.segment_bytes = 4096;
+        });
+        let log = Log::open(dir(), cfg.clone()).unwrap();
+        let mut values = Vec::new();
+        for i in 0..12 {
+            let b = make_batch(i, 2, 700, None);
+            values.extend(values_of(&b));
+            log.append(&b).unwrap();
+        }
+        assert!(log.segments().len() >= 3);
+        let target = log.segments()[2].base_offset();
+        sim.fail_after(at, FaultKind::Eio, false);
+        let result = log.advance_log_start(Offset(target));
+        sim.clear_fault();
+        landed += usize::from(result.is_ok());
+        let start = log.log_start_offset();
+        let what = format!("fault at op {at}: {result:?}, start {start:?}");
+        log.close().unwrap_or_else(|e| panic!("{what}: close: {e}"));
+        let log = Log::open(dir(), cfg).unwrap();
+        assert!(
+            log.recovery_report().clean_shutdown,
+            "{what}: {:?}",
+            log.recovery_report()
+        );
+        // A checkpoint replace that failed at its directory fsync may have landed: the failed
+        // pass then took effect at the reopen (its outcome was uncertain, never a third one).
+        let reopened = log.log_start_offset();
+        assert!(
+            reopened == start || reopened == Offset(target),
+            "{what}: reopened at {reopened:?}"
+        );
+        let read: Vec<Vec<u8>> = common::read_all(&log).into_iter().map(|(_, v)| v).collect();
+        assert_eq!(read, values[reopened.0 as usize..].to_vec(), "{what}");
+    }
+    assert!(landed > 0, "no fault position let the pass finish");
+}

@@ -577,6 +577,10 @@ impl LogInner {
         let active = &appender.active;
         // The active segment ends here: its `.txnindex` records what is open at the end.
         active.txns().open_at_end = Some(super::txns::open_txns(&appender.producers));
+        // Files of segments retention dropped but could not unlink: the marker below must
+        // describe the directory exactly (finding 15). `write_index_files` fsyncs the
+        // directory after.
+        log.remove_leftovers()?;
         active.write_index_files(storage)?;
         active.trim_for_close()?;
         let leo = self.log_end.load(Ordering::Acquire);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::log_start::{self, LogStartCheckpoint};
 use super::{Appender, Log};
 use crate::error::{Error, Result};
-use crate::segment::Segment;
+use crate::segment::{remove_segment_files, Segment, SEGMENT_FILES};
 use crate::types::Offset;
 
 /// What a retention pass removed.
@@ -25,6 +25,26 @@ pub struct RetentionOutcome {
 }
 
 impl Log {
+    /// Unlinks the files of segments an earlier retention pass dropped but could not unlink
+    /// (`LogInner::leftovers`); the caller fsyncs the directory.
+    pub(super) fn remove_leftovers(&self) -> Result<()> {
+        let storage = self.inner.config.storage.as_ref();
+        // Only below the first live segment: a truncation below every segment may have made
+        // a leftover's name a live segment's again.
+        let first = self
+            .segments()
+            .first()
+            .map_or(u64::MAX, |s| s.base_offset());
+        let mut leftovers = self.inner.leftovers.lock();
+        while let Some(&base) = leftovers.first() {
+            if base < first {
+                remove_segment_files(storage, &self.inner.dir, base, &SEGMENT_FILES)?;
+            }
+            leftovers.remove(0);
+        }
+        Ok(())
+    }
+
     /// Deletes the oldest sealed segments that are past `retention_ms` (by their newest append
     /// timestamp) or that keep the log above `retention_bytes`.
     pub fn apply_retention(&self) -> Result<RetentionOutcome> {
@@ -119,11 +139,18 @@ impl Log {
             *list = Arc::new(list.iter().skip(count).cloned().collect());
         }
         let mut out = RetentionOutcome::default();
+        // Past the checkpoint (the commit point) a failed unlink leaves the segment to be
+        // unlinked again later (`LogInner::leftovers`); the error is still returned.
+        let mut leftovers = self.inner.leftovers.lock();
+        leftovers.extend(removed.iter().map(|s| s.base_offset()));
         for seg in &removed {
             seg.delete_files(storage)?;
+            leftovers.retain(|&b| b != seg.base_offset());
             out.segments_deleted += 1;
             out.bytes_deleted += seg.size();
         }
+        drop(leftovers);
+        self.remove_leftovers()?;
         if !removed.is_empty() {
             storage
                 .sync_dir(&self.inner.dir)

@@ -527,6 +527,7 @@ fn open_inner(dir: &Path, config: LogConfig, access: Access) -> Result<Log> {
         snapshot_load,
         lock: Mutex::new(lock),
         spares: Default::default(),
+        leftovers: Default::default(),
         sync_idle_waiters: Default::default(),
         config,
     });
