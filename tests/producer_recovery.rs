@@ -1003,3 +1003,61 @@ fn a_failed_epoch_write_returns_nothing() {
     // temp, write, fdatasync, rename, directory fsync.
     assert_eq!(failures, 5, "every operation of the atomic replace was hit");
 }
+
+/// Regression (fuzz finding 16, `log_model`): the log start moved to a segment base, the
+/// producer went on for several segments (their roll snapshots rotated the one at that base
+/// away), and a truncation then cut the log back to the log start, so the producer's whole
+/// state had to come from what is known below the first segment. Only an older snapshot with
+/// part of the window survived, and a retry of a batch written after it was appended again.
+/// Snapshot rotation now keeps the newest snapshot at or below the first segment's base (the
+/// roll's snapshot there): every batch still in the producer's window below the log start is
+/// answered as a duplicate with its original offsets, before and after a crash.
+#[test]
+fn a_truncation_to_the_log_start_keeps_the_window_below_it() {
+    let fx = Fixture::with_cfg(16, |c| {
+        c.background_thread = false;
+        c.segment_bytes = 2048;
+        c.snapshot_interval_bytes = u64::MAX / 2;
+    });
+    let log = fx.open();
+    let (pid, epoch) = log.init_producer().unwrap();
+    let mut sent: Vec<(i32, u64)> = Vec::new(); // (first seq, offset)
+    let mut seq = 0;
+    let append = |log: &Log, seq: &mut i32, sent: &mut Vec<(i32, u64)>| {
+        let b = make_batch(*seq as u64, 2, 300, Some((pid, epoch, *seq)));
+        let info = log.append(&b).unwrap();
+        assert!(!info.duplicate);
+        sent.push((*seq, info.base_offset.0));
+        *seq += 2;
+    };
+    while log.segments().len() < 4 {
+        append(&log, &mut seq, &mut sent);
+    }
+    let start = log.segments()[3].base_offset();
+    log.advance_log_start(Offset(start)).unwrap();
+    let below: Vec<(i32, u64)> = sent.iter().copied().filter(|(_, o)| *o < start).collect();
+    // Several more segments: their roll snapshots would rotate the one at `start` away.
+    while log.segments().len() < 4 {
+        append(&log, &mut seq, &mut sent);
+    }
+    log.truncate_to(Offset(start)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(start));
+    let window: Vec<(i32, u64)> = below.iter().rev().take(5).rev().copied().collect();
+    let retry_all = |log: &Log, what: &str| {
+        for &(s, offset) in &window {
+            let b = make_batch(s as u64, 2, 300, Some((pid, epoch, s)));
+            match log.append(&b) {
+                Ok(AppendInfo {
+                    duplicate: true,
+                    base_offset,
+                    ..
+                }) => assert_eq!(base_offset, Offset(offset), "{what}: seq {s}"),
+                other => panic!("{what}: a retry of seq {s} (offset {offset}): {other:?}"),
+            }
+        }
+    };
+    retry_all(&log, "after the truncation");
+    crash(log, &fx.sim, CrashMode::Process, 16);
+    let log = fx.open();
+    retry_all(&log, "after a crash");
+}

@@ -63,13 +63,18 @@ pub(super) fn producer_config(cfg: &LogConfig) -> ProducerConfig {
 
 /// Offsets of the snapshot files in `dir`, ascending.
 pub(super) fn snapshot_offsets(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>> {
+    offsets_of(storage, dir, FileKind::Snapshot)
+}
+
+/// The offsets in the names of `dir`'s files of `kind`, ascending.
+fn offsets_of(storage: &dyn Storage, dir: &Path, kind: FileKind) -> Result<Vec<u64>> {
     let names = storage
         .list(dir)
         .map_err(|e| Error::io("list log directory", dir, e))?;
     let mut offsets: Vec<u64> = names
         .iter()
         .filter_map(|n| parse_file_name(n))
-        .filter(|(_, k)| *k == FileKind::Snapshot)
+        .filter(|(_, k)| *k == kind)
         .map(|(o, _)| o.0)
         .collect();
     offsets.sort_unstable();
@@ -523,21 +528,28 @@ pub(super) struct QueuedSnapshot {
     pub bytes: Vec<u8>,
 }
 
-/// Writes an encoded snapshot at `offset` (atomically) and keeps the newest two at or below it.
+/// Writes an encoded snapshot at `offset` (atomically) and keeps the newest two at or below it,
+/// and the newest at or below the first segment's base.
 fn store_snapshot(storage: &dyn Storage, dir: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
     let _span = tracing::debug_span!("producer_snapshot", offset, bytes = bytes.len()).entered();
     let path = dir.join(file_name(Offset(offset), FileKind::Snapshot));
     write_atomic(storage, &path, bytes)
         .map_err(|e| Error::io("write producer snapshot", &path, e))?;
     // Keep the newest SNAPSHOTS_KEPT at or below this one; snapshots above it (stale, after
-    // truncation or power loss) are the caller's to remove once this one is durable.
+    // truncation or power loss) are the caller's to remove once this one is durable. Keep too
+    // the newest at or below the first segment's base (normally the roll's snapshot at that
+    // base): it is the producers' state where the log begins, which a truncation back to the
+    // log start needs, and no other file knows the batches deleted below (finding 16).
     let offsets: Vec<u64> = snapshot_offsets(storage, dir)?
         .into_iter()
         .filter(|&o| o <= offset)
         .collect();
+    let first_base = offsets_of(storage, dir, FileKind::Log)?.first().copied();
+    let at_first_base = first_base.and_then(|b| offsets.iter().rev().find(|&&o| o <= b).copied());
     for old in offsets
         .iter()
         .take(offsets.len().saturating_sub(SNAPSHOTS_KEPT))
+        .filter(|&&o| Some(o) != at_first_base)
     {
         let p = dir.join(file_name(Offset(*old), FileKind::Snapshot));
         storage
