@@ -54,6 +54,15 @@ impl LogStartCheckpoint {
         }
     }
 
+    /// A checkpoint of `log_start` with `first` as the first segment: its base and the
+    /// transactions open there.
+    pub(super) fn at_segment(
+        log_start: u64,
+        first: &crate::segment::Segment,
+    ) -> LogStartCheckpoint {
+        Self::new(log_start, first.base_offset(), &first.txns().open_at_base)
+    }
+
     /// The checkpoint's values (module doc).
     pub fn values(&self) -> Vec<u64> {
         let mut v = vec![self.log_start];

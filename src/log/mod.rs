@@ -146,7 +146,7 @@ struct LogInner {
     /// could not unlink (an I/O error after its log-start checkpoint, its commit point): the
     /// next retention pass and `close` (before its clean-shutdown marker, which must describe
     /// the files exactly) unlink them again. Open deletes them in any case (row R10).
-    leftovers: Mutex<Vec<u64>>,
+    leftovers: Mutex<std::collections::VecDeque<u64>>,
     /// Threads blocked in `Log::wait_sync_idle` (a truncation or close waiting for the sync
     /// lanes to drain); read only by [`Log::threads_waiting_for_sync_idle`], a test hook.
     sync_idle_waiters: std::sync::atomic::AtomicUsize,

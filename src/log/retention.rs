@@ -36,11 +36,11 @@ impl Log {
             .first()
             .map_or(u64::MAX, |s| s.base_offset());
         let mut leftovers = self.inner.leftovers.lock();
-        while let Some(&base) = leftovers.first() {
+        while let Some(&base) = leftovers.front() {
             if base < first {
                 remove_segment_files(storage, &self.inner.dir, base, &SEGMENT_FILES)?;
             }
-            leftovers.remove(0);
+            leftovers.pop_front();
         }
         Ok(())
     }
@@ -128,9 +128,7 @@ impl Log {
         let start = self.inner.log_start.load(Ordering::Acquire).max(new_start);
         // With the segment that becomes the first, what is open at its base: once the
         // segments below are gone nothing else durable is sure to know it (`log::log_start`).
-        let first = &segments[count];
-        let checkpoint =
-            LogStartCheckpoint::new(start, first.base_offset(), &first.txns().open_at_base);
+        let checkpoint = LogStartCheckpoint::at_segment(start, &segments[count]);
         log_start::write(storage, &self.inner.dir, &checkpoint)?;
         self.inner.log_start.store(start, Ordering::Release);
         let removed: Vec<Arc<Segment>> = segments.iter().take(count).cloned().collect();

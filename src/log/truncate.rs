@@ -119,11 +119,7 @@ impl Log {
                 // witness of what is open there (`log::log_start`).
                 let first = &segments[0];
                 let checkpoint = if new_end >= first.base_offset() {
-                    super::log_start::LogStartCheckpoint::new(
-                        new_end,
-                        first.base_offset(),
-                        &first.txns().open_at_base,
-                    )
+                    super::log_start::LogStartCheckpoint::at_segment(new_end, first)
                 } else {
                     super::log_start::LogStartCheckpoint {
                         log_start: new_end,
