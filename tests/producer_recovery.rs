@@ -1061,3 +1061,98 @@ fn a_truncation_to_the_log_start_keeps_the_window_below_it() {
     let log = fx.open();
     retry_all(&log, "after a crash");
 }
+
+/// Fuzz finding 16, the class: a rebuild whose only record of a producer's window is a snapshot
+/// older than the first segment, with nothing in the log to chain it to, cannot know what the
+/// producer wrote after that snapshot and below the log. Here the producer's batch B lies
+/// between the old snapshot and the first segment's base; five later batches pushed B out of the
+/// window, every snapshot that held B is lost, and a truncation back to the base cuts the five.
+/// The rebuilt window ends at A, so a retry of B looked like the next in-order batch and was
+/// appended a second time. Now the window's tail is marked unverified: A is still answered as a
+/// duplicate, but B, and any other batch of that epoch that is not a retained duplicate, is
+/// refused `UnknownProducerId` (nothing appended), before and after a crash and a clean close
+/// (the mark is in the snapshot); a new epoch starting at sequence 0 is accepted and clears it.
+#[test]
+fn a_window_older_than_the_log_refuses_what_may_follow_it() {
+    let fx = Fixture::with_cfg(17, |c| {
+        c.background_thread = false;
+        c.segment_bytes = 2048;
+        c.snapshot_interval_bytes = u64::MAX / 2;
+    });
+    let log = fx.open();
+    let (pid, epoch) = log.init_producer().unwrap();
+    let batch = |seq: i32, epoch: i16| make_batch(seq as u64, 2, 300, Some((pid, epoch, seq)));
+    let a = log.append(&batch(0, epoch)).unwrap();
+    log.close().unwrap(); // its snapshot, older than the base to come, holds the window [A]
+    let old = snapshot_offsets(&fx.sim);
+    let log = fx.open();
+    // Lose every snapshot taken from here on (the roll's at the base among them) until B has
+    // left the window.
+    let lose_new_snapshots = || {
+        let storage: &dyn Storage = &fx.sim;
+        for o in snapshot_offsets(&fx.sim) {
+            if !old.contains(&o) {
+                let path = dir().join(format!("{o:020}.snapshot"));
+                storage.remove(&path).unwrap();
+            }
+        }
+    };
+    let b = log.append(&batch(2, epoch)).unwrap();
+    let mut tag = 100;
+    while log.segments().len() < 2 {
+        log.append(&make_batch(tag, 2, 300, None)).unwrap();
+        lose_new_snapshots();
+        tag += 1;
+    }
+    let base = log.segments()[1].base_offset();
+    assert!(b.last_offset.0 < base);
+    // Five more batches: B leaves the window.
+    for seq in (4..14).step_by(2) {
+        assert!(!log.append(&batch(seq, epoch)).unwrap().duplicate);
+        lose_new_snapshots();
+    }
+    assert_eq!(snapshot_offsets(&fx.sim), old);
+    log.advance_log_start(Offset(base)).unwrap();
+    log.truncate_to(Offset(base)).unwrap();
+    let check = |log: &Log, what: &str| {
+        let end = log.log_end_offset();
+        match log.append(&batch(0, epoch)) {
+            Ok(AppendInfo {
+                duplicate: true,
+                base_offset,
+                ..
+            }) => assert_eq!(base_offset, a.base_offset, "{what}: a retry of A"),
+            other => panic!("{what}: a retry of A: {other:?}"),
+        }
+        for seq in [2, 4, 14] {
+            match log.append(&batch(seq, epoch)) {
+                Err(Error::UnknownProducerId { .. }) => {}
+                other => panic!("{what}: seq {seq} after an unverified window: {other:?}"),
+            }
+        }
+        assert_eq!(log.log_end_offset(), end, "{what}: nothing appended");
+    };
+    check(&log, "after the truncation");
+    crash(log, &fx.sim, CrashMode::Process, 17);
+    let log = fx.open();
+    check(&log, "after a crash");
+    log.close().unwrap();
+    let log = fx.open();
+    check(&log, "after a clean close");
+    // The client's answer to UnknownProducerId: a new epoch from sequence 0.
+    let first = log.append(&batch(0, epoch + 1)).unwrap();
+    assert!(!first.duplicate);
+    let second = log.append(&batch(2, epoch + 1)).unwrap();
+    assert!(!second.duplicate);
+    crash(log, &fx.sim, CrashMode::Process, 18);
+    let log = fx.open();
+    match log.append(&batch(2, epoch + 1)) {
+        Ok(AppendInfo {
+            duplicate: true,
+            base_offset,
+            ..
+        }) => assert_eq!(base_offset, second.base_offset),
+        other => panic!("a retry in the new epoch: {other:?}"),
+    }
+    assert!(!log.append(&batch(4, epoch + 1)).unwrap().duplicate);
+}

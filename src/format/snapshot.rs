@@ -21,8 +21,9 @@
 //! - `pid_delta` = pid - previous pid (-1 before the first entry), always >= 1;
 //! - `entry_flags`: bits 0-2 batch count (0..=5), bit 3 `txn_first_offset` present, bit 4
 //!   `coordinator_epoch` present (version 2; absent means -1, no marker seen), bit 5
-//!   `marker_offset` present (version 2: the offset of the producer's latest marker), others 0;
-//! - version 1 (before transaction markers) is still read: it has no bit 4;
+//!   `marker_offset` present (version 2: the offset of the producer's latest marker), bit 6
+//!   the window's tail is unverified (version 3: `ProducerEntry::tail_unverified`), bit 7 0;
+//! - versions 1 (before transaction markers: no bits 4 and 5) and 2 (no bit 6) are still read;
 //! - `last_append_delta` = last_append_ms - previous entry's (0 before the first), wrapping;
 //! - `last_offset_delta` = newest last_offset - previous entry's newest last_offset (0 at first);
 //! - `span` = last_offset - first_offset when the batch is *normal* (its sequence span equals its
@@ -52,8 +53,9 @@ use crate::types::{seq_add, seq_distance, ProducerId};
 
 /// The magic bytes every such file starts with.
 pub const MAGIC: [u8; 4] = *b"OLPS";
-/// Version 2 added the coordinator epoch of a producer's latest marker (entry flag bit 4).
-pub const VERSION: u8 = 2;
+/// Version 2 added the coordinator epoch of a producer's latest marker (entry flag bit 4) and
+/// its offset (bit 5); version 3 the unverified-tail flag (bit 6).
+pub const VERSION: u8 = 3;
 /// The oldest version `decode` reads.
 pub const OLDEST_VERSION: u8 = 1;
 /// Byte position of the `magic` field in the file.
@@ -84,6 +86,8 @@ pub const ENTRY_HAS_TXN: u8 = 0x08;
 pub const ENTRY_HAS_COORDINATOR: u8 = 0x10;
 /// Entry flag bit 5 (version 2): a `marker_offset` varlong follows.
 pub const ENTRY_HAS_MARKER: u8 = 0x20;
+/// Entry flag bit 6 (version 3): the window may end before batches the log no longer holds.
+pub const ENTRY_TAIL_UNVERIFIED: u8 = 0x40;
 const _: () = assert!(BATCHES_RETAINED <= ENTRY_BATCH_COUNT_MASK as usize);
 
 /// The smallest encoded entry: pid delta, epoch, flags, last-append delta (one byte each).
@@ -133,7 +137,12 @@ pub fn encode(offset: u64, state: &ProducerStateManager) -> Vec<u8> {
         } else {
             0
         };
-        out.push(n | txn | coordinator | marker);
+        let unverified = if entry.tail_unverified {
+            ENTRY_TAIL_UNVERIFIED
+        } else {
+            0
+        };
+        out.push(n | txn | coordinator | marker | unverified);
         put_varlong(&mut out, entry.last_append_ms.wrapping_sub(prev_append_ms));
         prev_append_ms = entry.last_append_ms;
         if let Some(o) = entry.txn_first_offset {
@@ -322,7 +331,14 @@ impl Cursor<'_> {
         let flags = self.byte()?;
         let known = match self.version {
             1 => ENTRY_BATCH_COUNT_MASK | ENTRY_HAS_TXN,
-            _ => ENTRY_BATCH_COUNT_MASK | ENTRY_HAS_TXN | ENTRY_HAS_COORDINATOR | ENTRY_HAS_MARKER,
+            2 => ENTRY_BATCH_COUNT_MASK | ENTRY_HAS_TXN | ENTRY_HAS_COORDINATOR | ENTRY_HAS_MARKER,
+            _ => {
+                ENTRY_BATCH_COUNT_MASK
+                    | ENTRY_HAS_TXN
+                    | ENTRY_HAS_COORDINATOR
+                    | ENTRY_HAS_MARKER
+                    | ENTRY_TAIL_UNVERIFIED
+            }
         };
         if flags & !known != 0 {
             return Err("unknown entry flags");
@@ -400,6 +416,7 @@ impl Cursor<'_> {
             .ok_or("entry breaks a producer-state invariant")?;
         entry.coordinator_epoch = coordinator_epoch;
         entry.marker_offset = marker_offset;
+        entry.tail_unverified = flags & ENTRY_TAIL_UNVERIFIED != 0;
         Ok((ProducerId(pid), entry))
     }
 
@@ -545,8 +562,11 @@ mod tests {
             })
         ));
         let mut bad = good.clone();
-        bad[VERSION_OFFSET] = 3;
-        assert_eq!(decode(&bad), Err(DecodeError::BadMagic { magic: 3 }));
+        bad[VERSION_OFFSET] = VERSION + 1;
+        assert_eq!(
+            decode(&bad),
+            Err(DecodeError::BadMagic { magic: VERSION + 1 })
+        );
         let mut bad = good.clone();
         bad[SNAPSHOT_OFFSET_OFFSET] ^= 1;
         assert!(matches!(
@@ -635,7 +655,7 @@ mod tests {
         ));
         let text = decode(&reseal({
             let mut b = good.clone();
-            b[ENTRIES_OFFSET + 2] = 0x41;
+            b[ENTRIES_OFFSET + 2] = 0x81;
             b
         }))
         .unwrap_err()
@@ -666,9 +686,10 @@ mod tests {
             proptest::option::weighted(0.2, 0..=i64::MAX as u64),
             prop_oneof![Just(NO_COORDINATOR_EPOCH), 0..=i32::MAX],
             proptest::option::weighted(0.3, 0..=i64::MAX as u64),
+            proptest::bool::weighted(0.2),
         )
             .prop_map(
-                |(epoch, start, raw, last_append_ms, txn, coordinator, marker)| {
+                |(epoch, start, raw, last_append_ms, txn, coordinator, marker, unverified)| {
                     let mut offset = start;
                     let mut batches = Vec::new();
                     for (first_seq, len, gap, odd_span, time, normal) in raw {
@@ -686,6 +707,7 @@ mod tests {
                     let mut e = ProducerEntry::new(epoch, &batches, last_append_ms, txn).unwrap();
                     e.coordinator_epoch = coordinator;
                     e.marker_offset = marker;
+                    e.tail_unverified = unverified;
                     e
                 },
             )
@@ -722,6 +744,7 @@ mod tests {
                     let mut e = e.clone();
                     e.coordinator_epoch = NO_COORDINATOR_EPOCH;
                     e.marker_offset = None;
+                    e.tail_unverified = false;
                     (p, e)
                 })
                 .collect();
@@ -729,12 +752,35 @@ mod tests {
             let mut bytes = encode(v1.map_end_offset(), &v1);
             bytes[VERSION_OFFSET] = 1;
             prop_assert_eq!(round_trip_bytes(reseal(bytes)), v1);
-            let with_coordinator = state
-                .entries()
-                .any(|(_, e)| e.coordinator_epoch >= 0 || e.marker_offset.is_some());
+            let with_coordinator = state.entries().any(|(_, e)| {
+                e.coordinator_epoch >= 0 || e.marker_offset.is_some() || e.tail_unverified
+            });
             let mut bytes = encode(state.map_end_offset(), &state);
             bytes[VERSION_OFFSET] = 1;
             prop_assert_eq!(decode(&reseal(bytes)).is_err(), with_coordinator);
+        }
+
+        /// A version-2 snapshot (before the unverified-tail flag) is the same bytes without
+        /// the flag: it still loads, every window's tail verified; a version-2 entry with the
+        /// version-3 flag is refused.
+        #[test]
+        fn version_2_snapshots_still_load(state in state_strategy()) {
+            let entries: Vec<_> = state
+                .entries()
+                .map(|(p, e)| {
+                    let mut e = e.clone();
+                    e.tail_unverified = false;
+                    (p, e)
+                })
+                .collect();
+            let v2 = ProducerStateManager::from_entries(CFG, entries, state.map_end_offset());
+            let mut bytes = encode(v2.map_end_offset(), &v2);
+            bytes[VERSION_OFFSET] = 2;
+            prop_assert_eq!(round_trip_bytes(reseal(bytes)), v2);
+            let flagged = state.entries().any(|(_, e)| e.tail_unverified);
+            let mut bytes = encode(state.map_end_offset(), &state);
+            bytes[VERSION_OFFSET] = 2;
+            prop_assert_eq!(decode(&reseal(bytes)).is_err(), flagged);
         }
 
         #[test]

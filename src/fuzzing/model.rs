@@ -50,6 +50,9 @@ struct Sent {
 
 #[derive(Debug, Clone, Default)]
 struct Producer {
+    /// Bumped when the log answers `UnknownProducerId`, as a client does (the `Producer`
+    /// handle too): the log no longer knows where the producer's sequence stands.
+    epoch: i16,
     next_seq: i32,
     /// Batches of this producer in the log, in log order.
     batches: Vec<Sent>,
@@ -490,7 +493,7 @@ impl Harness {
         }
         if slot > 0 {
             let p = &self.producers[slot];
-            b.set_producer(ProducerId(slot as i64), 0, p.next_seq);
+            b.set_producer(ProducerId(slot as i64), p.epoch, p.next_seq);
         }
         (values, b.build().expect("generated batch builds"))
     }
@@ -578,8 +581,13 @@ impl Harness {
                 assert_eq!(self.log().log_end_offset().0, self.end());
             }
             Err(Error::UnknownProducerId { .. }) if slot > 0 && self.fragile(slot) => {
-                // Forgotten after a rebuild: start the producer over at sequence 0.
-                self.producers[slot] = Producer::default();
+                // Forgotten after a rebuild, or its window's tail is unverified: start the
+                // producer over at sequence 0 of a new epoch.
+                let epoch = self.producers[slot].epoch + 1;
+                self.producers[slot] = Producer {
+                    epoch,
+                    ..Producer::default()
+                };
             }
             Err(Error::OutOfOrderSequence {
                 expected_sequence, ..

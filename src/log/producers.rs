@@ -63,14 +63,17 @@ pub(super) fn producer_config(cfg: &LogConfig) -> ProducerConfig {
 
 /// Offsets of the snapshot files in `dir`, ascending.
 pub(super) fn snapshot_offsets(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>> {
-    offsets_of(storage, dir, FileKind::Snapshot)
+    Ok(offsets_of(&list_dir(storage, dir)?, FileKind::Snapshot))
 }
 
-/// The offsets in the names of `dir`'s files of `kind`, ascending.
-fn offsets_of(storage: &dyn Storage, dir: &Path, kind: FileKind) -> Result<Vec<u64>> {
-    let names = storage
+fn list_dir(storage: &dyn Storage, dir: &Path) -> Result<Vec<String>> {
+    storage
         .list(dir)
-        .map_err(|e| Error::io("list log directory", dir, e))?;
+        .map_err(|e| Error::io("list log directory", dir, e))
+}
+
+/// The offsets in `names` of files of `kind`, ascending.
+fn offsets_of(names: &[String], kind: FileKind) -> Vec<u64> {
     let mut offsets: Vec<u64> = names
         .iter()
         .filter_map(|n| parse_file_name(n))
@@ -78,7 +81,7 @@ fn offsets_of(storage: &dyn Storage, dir: &Path, kind: FileKind) -> Result<Vec<u
         .map(|(o, _)| o.0)
         .collect();
     offsets.sort_unstable();
-    Ok(offsets)
+    offsets
 }
 
 /// Whether a snapshot at `offset` can be the base of a rebuild of a log whose log start is
@@ -164,8 +167,10 @@ pub(super) fn rebuild_state(
     let first_base = segments.first().map_or(log_end, |s| s.base_offset());
     let mut below = BelowLog::new(first_base, open_at_first_base);
     if let Some(old) = retained {
+        // The table before a truncation saw everything up to the old log end, which is at or
+        // above the first segment's base.
         for (p, e) in old.entries() {
-            below.harvest(p, e);
+            below.harvest(p, e, Source::SawTheBase);
         }
     }
     let mut state = None;
@@ -175,7 +180,7 @@ pub(super) fn rebuild_state(
             report.ignored += 1;
             if let Some(entries) = read_snapshot(storage, dir, offset) {
                 for (p, e) in &entries {
-                    below.harvest(*p, e);
+                    below.harvest(*p, e, Source::SawTheBase);
                 }
             }
             stale.push(offset);
@@ -188,8 +193,13 @@ pub(super) fn rebuild_state(
                 // Older than the log: unusable as a base, but its windows are common history.
                 report.ignored += 1;
                 if let Some(entries) = read_snapshot(storage, dir, offset) {
+                    let source = if offset >= first_base {
+                        Source::SawTheBase
+                    } else {
+                        Source::OlderThanTheBase
+                    };
                     for (p, e) in &entries {
-                        below.harvest(*p, e);
+                        below.harvest(*p, e, source);
                     }
                 }
             }
@@ -244,6 +254,19 @@ struct BelowLog {
     open_at_base: OpenTxns,
 }
 
+/// How much of a producer's history below the first segment a harvested copy of its state saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A copy as of an offset at or above the first segment's base (the table before a
+    /// truncation, a snapshot cut off above the log end, or one between the base and the log
+    /// start): it saw every batch the producer wrote below the base, so when its window holds
+    /// a batch below the base, its newest one there is the producer's last one there.
+    SawTheBase,
+    /// A snapshot older than the first segment's base: the producer may have written batches
+    /// after it and below the base that it never saw.
+    OlderThanTheBase,
+}
+
 /// What `BelowLog` keeps of one producer.
 struct Harvested {
     epoch: ProducerEpoch,
@@ -256,6 +279,9 @@ struct Harvested {
     /// log: nothing in the log can show it, and it is still open unless the log holds a
     /// marker of the producer (then the replayed entry says so).
     txn_first_offset: Option<u64>,
+    /// The newest batch below the base (its last offset) that a `Source::SawTheBase` copy
+    /// held: the producer wrote nothing after it below the base.
+    confirmed_tail: Option<u64>,
 }
 
 impl BelowLog {
@@ -271,7 +297,7 @@ impl BelowLog {
         }
     }
 
-    fn harvest(&mut self, pid: ProducerId, e: &ProducerEntry) {
+    fn harvest(&mut self, pid: ProducerId, e: &ProducerEntry, source: Source) {
         let kept: Vec<BatchMetadata> = e
             .batches()
             .filter(|b| b.last_offset < self.first_base)
@@ -292,6 +318,7 @@ impl BelowLog {
             coordinator_epoch: crate::producer::NO_COORDINATOR_EPOCH,
             marker_offset: None,
             txn_first_offset: None,
+            confirmed_tail: None,
         };
         let slot = self.producers.entry(pid).or_insert_with(fresh);
         if e.epoch > slot.epoch {
@@ -309,6 +336,12 @@ impl BelowLog {
                 slot.txn_first_offset = Some(slot.txn_first_offset.map_or(first, |t| t.min(first)));
             }
             slot.last_ms = slot.last_ms.max(last_ms);
+            // A copy that saw the base and holds a batch below it holds every later one below
+            // it too (a window is the newest batches in log order).
+            if source == Source::SawTheBase && !e.tail_unverified {
+                let newest = kept.last().map(|b| b.last_offset);
+                slot.confirmed_tail = slot.confirmed_tail.max(newest);
+            }
             slot.batches
                 .extend(kept.into_iter().map(|b| (b.first_offset, b)));
         }
@@ -325,11 +358,16 @@ impl BelowLog {
         for (pid, h) in std::mem::take(&mut self.producers) {
             let (epoch, last_ms) = (h.epoch, h.last_ms);
             let older: Vec<BatchMetadata> = h.batches.into_values().collect();
+            // A harvested window with nothing in the log to chain into ends where its sources
+            // saw it end: unverified unless a source that saw the base confirms its tail.
+            let unverified =
+                |older: &[BatchMetadata]| older.last().map(|b| b.last_offset) != h.confirmed_tail;
             let entry = match merged.get(&pid) {
                 None => ProducerEntry::new(epoch, tail5(&older), last_ms, h.txn_first_offset).map(
                     |mut e| {
                         e.coordinator_epoch = h.coordinator_epoch;
                         e.marker_offset = h.marker_offset;
+                        e.tail_unverified = unverified(&older);
                         e
                     },
                 ),
@@ -342,8 +380,13 @@ impl BelowLog {
                         .into_iter()
                         .filter(|b| b.last_offset < first)
                         .collect();
-                    let mut all = chained_prefix(&older, current.batches().next());
+                    let next = current.batches().next();
+                    let mut all = chained_prefix(&older, next);
                     all.extend(current.batches().copied());
+                    let tail_unverified = match next {
+                        Some(_) => current.tail_unverified,
+                        None => current.tail_unverified || unverified(&all),
+                    };
                     // A transaction the replay found open began where the harvested state says,
                     // if that is below the log (the replay sees only its part in the log).
                     let txn = current
@@ -354,6 +397,7 @@ impl BelowLog {
                             e.coordinator_epoch =
                                 current.coordinator_epoch.max(h.coordinator_epoch);
                             e.marker_offset = current.marker_offset.max(h.marker_offset);
+                            e.tail_unverified = tail_unverified;
                             e
                         },
                     )
@@ -540,11 +584,12 @@ fn store_snapshot(storage: &dyn Storage, dir: &Path, offset: u64, bytes: &[u8]) 
     // the newest at or below the first segment's base (normally the roll's snapshot at that
     // base): it is the producers' state where the log begins, which a truncation back to the
     // log start needs, and no other file knows the batches deleted below (finding 16).
-    let offsets: Vec<u64> = snapshot_offsets(storage, dir)?
+    let names = list_dir(storage, dir)?;
+    let offsets: Vec<u64> = offsets_of(&names, FileKind::Snapshot)
         .into_iter()
         .filter(|&o| o <= offset)
         .collect();
-    let first_base = offsets_of(storage, dir, FileKind::Log)?.first().copied();
+    let first_base = offsets_of(&names, FileKind::Log).first().copied();
     let at_first_base = first_base.and_then(|b| offsets.iter().rev().find(|&&o| o <= b).copied());
     for old in offsets
         .iter()

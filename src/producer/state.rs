@@ -108,6 +108,16 @@ pub struct ProducerEntry {
     /// the log, so a rebuild after truncation or power loss can tell an entry whose latest
     /// marker was cut (rebuilt from the log) from one whose history retention deleted (kept).
     pub marker_offset: Option<u64>,
+    /// The window may end before batches the log no longer holds, persisted in snapshots
+    /// (version 3). Set only by a rebuild whose window for this producer came from history
+    /// older than the first segment (a snapshot from before it) with nothing after it to
+    /// chain into: the producer may have written batches between that history and the log
+    /// that no source still holds. A retry of such a batch would look like the next in-order
+    /// batch, so a same-epoch batch that is not a retained duplicate (or certainly behind the
+    /// window) is refused `UnknownProducerId` instead of appended: it may be a write the log
+    /// already holds. Cleared by any batch recorded for the producer (a new epoch starting at
+    /// sequence 0, or a replicated batch) and by a marker that bumps the epoch.
+    pub tail_unverified: bool,
 }
 
 impl ProducerEntry {
@@ -139,6 +149,7 @@ impl ProducerEntry {
             txn_first_offset: None,
             coordinator_epoch: NO_COORDINATOR_EPOCH,
             marker_offset: None,
+            tail_unverified: false,
         }
     }
 
@@ -242,6 +253,7 @@ impl PartialEq for ProducerEntry {
             && self.txn_first_offset == other.txn_first_offset
             && self.coordinator_epoch == other.coordinator_epoch
             && self.marker_offset == other.marker_offset
+            && self.tail_unverified == other.tail_unverified
     }
 }
 
@@ -256,6 +268,7 @@ impl fmt::Debug for ProducerEntry {
             .field("txn_first_offset", &self.txn_first_offset)
             .field("coordinator_epoch", &self.coordinator_epoch)
             .field("marker_offset", &self.marker_offset)
+            .field("tail_unverified", &self.tail_unverified)
             .finish()
     }
 }
@@ -352,7 +365,10 @@ impl ProducerStateManager {
     ///    `Duplicate(original)`;
     /// 2. lower epoch → `ProducerFenced`;
     /// 3. higher epoch → `first_seq` must be 0, else `OutOfOrderSequence` (expected 0);
-    /// 4. same epoch, `first_seq == last_seq + 1` (wrapping after `i32::MAX`) → `Append`;
+    /// 4. same epoch, `first_seq == last_seq + 1` (wrapping after `i32::MAX`) → `Append`, unless
+    ///    the window's tail is unverified ([`ProducerEntry::tail_unverified`]): then
+    ///    `UnknownProducerId` (after rule 5), since the batch may be a retry of one the log
+    ///    holds but no longer remembers;
     /// 5. same epoch and the range certainly appended before the oldest retained batch (ring
     ///    arithmetic, [`ProducerEntry::behind_window`]) → `DuplicateSequence` (written long ago;
     ///    nothing to append);
@@ -420,7 +436,7 @@ impl ProducerStateManager {
         }
         // Rule 4.
         let expected = entry.next_seq();
-        if first_seq == expected {
+        if first_seq == expected && !entry.tail_unverified {
             return Ok(CheckResult::Append);
         }
         // Rule 5 (ring arithmetic, any window size: `ProducerEntry::behind_window`).
@@ -429,6 +445,13 @@ impl ProducerStateManager {
                 producer_id: pid,
                 epoch,
                 first_sequence: first_seq,
+            });
+        }
+        // Rule 4, an unverified tail: what follows the window is unknown.
+        if entry.tail_unverified {
+            return Err(Error::UnknownProducerId {
+                producer_id: pid,
+                first_sequence: Some(first_seq),
             });
         }
         // Rule 6.
@@ -461,6 +484,8 @@ impl ProducerStateManager {
                 entry.epoch = epoch;
                 entry.clear_batches();
             }
+            // A batch after the window: the window's tail is the log's again.
+            entry.tail_unverified = false;
             entry.push_batch(meta);
             entry.last_append_ms = meta.append_time_ms;
             debug_assert_eq!(entry.validate(), Ok(()), "producer {}", pid.0);
@@ -529,6 +554,7 @@ impl ProducerStateManager {
                 if entry.epoch != epoch {
                     entry.epoch = epoch;
                     entry.clear_batches();
+                    entry.tail_unverified = false;
                 }
                 entry.coordinator_epoch = coordinator_epoch;
                 entry.marker_offset = Some(offset);
@@ -888,6 +914,58 @@ mod tests {
         assert_eq!(e.batches().len(), 1);
         assert_eq!(e.last_append_ms, 150);
         assert_eq!(e.last_seq(), Some(4));
+    }
+
+    /// An unverified tail (a window rebuilt from history older than the log): what is in the
+    /// window and what is certainly behind it are still answered, anything else of the epoch
+    /// is refused `UnknownProducerId` (it may be a retry of a batch the log holds but no longer
+    /// remembers); a new epoch from 0 and a recorded batch clear the mark.
+    #[test]
+    fn an_unverified_tail_refuses_what_may_follow_it() {
+        let batches: Vec<BatchMetadata> = (0..5)
+            .map(|i| meta(i * 10, i * 10 + 9, (i * 10) as u64, 100))
+            .collect();
+        let mut e = ProducerEntry::new(0, &batches, 100, None).unwrap();
+        e.tail_unverified = true;
+        let mut s = ProducerStateManager::from_entries(CFG, [(P, e)], 50);
+        s.check_invariants();
+        assert_eq!(
+            s.check(P, 0, 40, 49, 200).unwrap(),
+            CheckResult::Duplicate(*batches.last().unwrap())
+        );
+        for (first, last) in [(50, 59), (60, 69), (45, 54)] {
+            assert!(matches!(
+                err(s.check(P, 0, first, last, 200)),
+                Error::UnknownProducerId { first_sequence: Some(f), .. } if f == first
+            ));
+        }
+        // A range certainly written before the window is still a duplicate sequence.
+        let mut e = ProducerEntry::new(0, batches.get(2..).unwrap(), 100, None).unwrap();
+        e.tail_unverified = true;
+        let mut t = ProducerStateManager::from_entries(CFG, [(P, e)], 50);
+        assert!(matches!(
+            err(t.check(P, 0, 0, 9, 200)),
+            Error::DuplicateSequence { .. }
+        ));
+        assert!(matches!(
+            err(t.check(P, 0, 50, 59, 200)),
+            Error::UnknownProducerId { .. }
+        ));
+        assert_eq!(t.check(P, 1, 0, 9, 200).unwrap(), CheckResult::Append);
+        assert!(matches!(
+            err(t.check(P, 1, 5, 9, 200)),
+            Error::OutOfOrderSequence {
+                expected_sequence: 0,
+                ..
+            }
+        ));
+        t.record(P, 1, meta(0, 9, 50, 200));
+        assert!(!t.get(P).unwrap().tail_unverified);
+        assert_eq!(t.check(P, 1, 10, 19, 200).unwrap(), CheckResult::Append);
+        // A replicated batch of the same epoch (unchecked) proves what follows the window.
+        s.record(P, 0, meta(50, 59, 50, 200));
+        assert!(!s.get(P).unwrap().tail_unverified);
+        assert_eq!(s.check(P, 0, 60, 69, 200).unwrap(), CheckResult::Append);
     }
 
     #[test]
