@@ -122,6 +122,22 @@ pub fn write(storage: &dyn Storage, dir: &Path, c: &LogStartCheckpoint) -> Resul
     )
 }
 
+/// After a failed [`write`]: whether the disk may no longer hold the log start `served` (the
+/// one the live log still serves). A replace that failed after its rename (at the directory
+/// fsync) leaves the new file in place without a durable directory entry, so a crash may bring
+/// back either file: the outcome is uncertain, and the caller must poison the log so that the
+/// next open, not the live log, decides. A file that cannot be read counts as changed; a
+/// missing one holds 0.
+pub fn changed_on_disk(storage: &dyn Storage, dir: &Path, served: u64) -> bool {
+    let on_disk =
+        checkpoints::read_values(storage, &dir.join(LOG_START_FILE), CheckpointKind::LogStart);
+    match on_disk {
+        Ok(Some(v)) => LogStartCheckpoint::from_values(&v).map_or(true, |c| c.log_start != served),
+        Ok(None) => served != 0,
+        Err(_) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,11 +125,21 @@ impl Log {
         // (at the log end, inside the new range), so a crash at any later step keeps them
         // (RP PR 29623, T18).
         self.snapshot_locked(a)?;
-        let start = self.inner.log_start.load(Ordering::Acquire).max(new_start);
+        let served = self.inner.log_start.load(Ordering::Acquire);
+        let start = served.max(new_start);
         // With the segment that becomes the first, what is open at its base: once the
         // segments below are gone nothing else durable is sure to know it (`log::log_start`).
         let checkpoint = LogStartCheckpoint::at_segment(start, &segments[count]);
-        log_start::write(storage, &self.inner.dir, &checkpoint)?;
+        if let Err(e) = log_start::write(storage, &self.inner.dir, &checkpoint) {
+            // Failed after its rename, the new start may be on disk while this log serves the
+            // old one (a later truncation and appends below the new start would then be hidden
+            // by the next open): poisoned, the log takes no more writes until a reopen reads
+            // whichever start is durable.
+            if log_start::changed_on_disk(storage, &self.inner.dir, served) {
+                self.poison(&e);
+            }
+            return Err(e);
+        }
         self.inner.log_start.store(start, Ordering::Release);
         let removed: Vec<Arc<Segment>> = segments.iter().take(count).cloned().collect();
         {
