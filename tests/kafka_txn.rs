@@ -11,7 +11,8 @@ mod kafka_serve;
 #[path = "common/procs.rs"]
 mod procs;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 
 use kafka_serve::{require_python, run, script, Serve};
 
@@ -186,4 +187,57 @@ fn confluent_keeps_offset_metadata_plain_and_in_a_transaction() {
         &["confluent", "meta"],
     );
     assert!(out.contains("OK confluent offset metadata"), "{out}");
+}
+
+/// Durable sessions: the server is SIGKILLed and restarted on the same port while producer A is
+/// between transactions and producer B has one open. A's next transaction commits with the
+/// same producer object (no new InitProducerId: its session was rebuilt from the recorded
+/// identity and the coordinator's state); B's open transaction was aborted at the restart (its
+/// commit fails, a new instance commits); read_committed sees every committed record once and
+/// none of B's aborted ones.
+#[test]
+fn a_transactional_producer_goes_on_after_a_server_restart() {
+    require_python("confluent_kafka");
+    let mut serve = Serve::start(&[]);
+    let mut child = Command::new("python3")
+        .arg(script("confluent_txn.py"))
+        .args([serve.bootstrap().as_str(), "restart", "rs", "tid-restart"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            let _ = child.wait();
+            panic!(
+                "the script ended before RESTART: {seen}\nserver: {}",
+                serve.stderr()
+            );
+        }
+        seen.push_str(&line);
+        if line.trim() == "RESTART" {
+            break;
+        }
+    }
+    serve.kill9_and_restart(&[]);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "GO").unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    seen.push_str(&rest);
+    assert!(
+        status.success() && seen.contains("OK restart"),
+        "{seen}\nserver: {}",
+        serve.stderr()
+    );
+    assert!(
+        serve.stderr().contains("transactional session(s) rebuilt"),
+        "{}",
+        serve.stderr()
+    );
 }

@@ -20,6 +20,7 @@ pub mod groups;
 mod metadata;
 mod produce;
 mod server;
+mod sessions_file;
 mod topics;
 mod txn_admin;
 mod txn_api;

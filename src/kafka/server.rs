@@ -125,6 +125,7 @@ impl Server {
             None if local_addr.ip().is_unspecified() => ("127.0.0.1".into(), local_addr.port()),
             None => (local_addr.ip().to_string(), local_addr.port()),
         };
+        let txn = super::txn_api::TxnSessions::rebuild(&broker)?;
         Ok(Server {
             state: Arc::new(State {
                 broker,
@@ -139,7 +140,7 @@ impl Server {
                 unstored_offsets: AtomicU64::new(0),
                 topic_creation: Mutex::new(()),
                 groups: super::groups::Groups::default(),
-                txn: super::txn_api::TxnSessions::default(),
+                txn,
             }),
             listener,
             local_addr,

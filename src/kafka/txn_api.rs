@@ -13,10 +13,22 @@
 //! identity is served under the internal one; a transactional batch is rewritten to the
 //! internal producer id, epoch and `client sequence - first sequence` (mod 2^31), so a retry
 //! maps to the same sequence and is answered as a duplicate. Any other identity is an older
-//! instance (fenced) or unknown. Sessions are in memory: after a restart the client must
-//! initialise again (its requests get INVALID_PRODUCER_ID_MAPPING).
+//! instance (fenced) or unknown.
+//!
+//! **Durable sessions.** The client identity handed at each InitProducerId is recorded in the
+//! broker's directory (`sessions_file`: *pending* before the coordinator is asked, the identity
+//! once it answered, each durable before the next step). A restarted server rebuilds the
+//! session of every id whose entry is an identity ([`TxnSessions::rebuild`]): from the
+//! coordinator's durable state for an id between transactions (`Empty`, `Complete*`: exact,
+//! as no sequence base is needed before a transaction's first batch); an `Ongoing` transaction
+//! cannot continue (its sequence bases were in memory, and without them a retry could not be
+//! told from a new batch), so it is aborted and the session rebuilt as after an abort. Only a
+//! request naming exactly the recorded identity gets the session; any other is fenced or gets
+//! INVALID_PRODUCER_ID_MAPPING, as before.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
@@ -36,10 +48,12 @@ use parking_lot::Mutex;
 use super::errors::code_of;
 use super::group_api::offset_metadata;
 use super::server::State;
-use crate::broker::{offsets_partition, TopicPartition};
-use crate::coordinator::MAX_TXN_TIMEOUT_MS;
+use super::sessions_file::{self, Entries, Handed};
+use crate::broker::{offsets_partition, Broker, TopicPartition};
+use crate::coordinator::{TxnState, MAX_TXN_TIMEOUT_MS};
 use crate::error::Error;
 use crate::format::batch::RecordBatch;
+use crate::io::Storage;
 use crate::log::AppendInfo;
 use crate::offsets::OffsetAndMetadata;
 use crate::types::{increment_sequence, Offset, ProducerEpoch, ProducerId, Sequence};
@@ -58,10 +72,14 @@ struct Session {
     ended: Option<bool>,
 }
 
-/// Every session, by transactional id.
-#[derive(Debug, Default)]
+/// Every session, by transactional id, and the durable record of the identities handed.
+#[derive(Debug)]
 pub struct TxnSessions {
     by_tid: Mutex<HashMap<String, Session>>,
+    /// What `sessions_file` holds (locked after `by_tid`).
+    handed: Mutex<Entries>,
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
 }
 
 /// The longest transaction timeout a client may ask for: Kafka's default
@@ -92,6 +110,94 @@ fn coordinator_code(e: &Error, version: i16, knows_fenced_from: i16) -> Code {
 }
 
 impl TxnSessions {
+    /// The sessions a restarted server can serve again: for every id whose latest
+    /// InitProducerId answer is recorded, from the coordinator's durable state (module doc).
+    /// Transactions the coordinator left `Prepare*` are finished first; an `Ongoing` one is
+    /// aborted (markers written). An id whose state does not fit the record gets no session.
+    pub fn rebuild(broker: &Broker) -> crate::error::Result<TxnSessions> {
+        let storage = Arc::clone(&broker.config().log.storage);
+        let dir = broker.dir().to_path_buf();
+        let handed = sessions_file::load(storage.as_ref(), &dir)?;
+        let coordinator = broker.coordinator();
+        if let Err(e) = coordinator.tick(broker.partitions()) {
+            tracing::warn!("oncelog serve: finishing transactions at start: {e}");
+        }
+        let mut by_tid = HashMap::new();
+        for (tid, h) in &handed {
+            let Handed::Identity(pid, epoch) = *h else {
+                continue;
+            };
+            let Some(md) = coordinator.describe(tid) else {
+                continue;
+            };
+            let current = (md.producer_id, md.producer_epoch);
+            let (internal, ended) = match md.state {
+                TxnState::Empty if current == (pid, epoch) => (current, None),
+                TxnState::CompleteCommit => (current, Some(true)),
+                TxnState::CompleteAbort => (current, Some(false)),
+                TxnState::Ongoing => {
+                    let aborted = coordinator.end_transaction(
+                        tid,
+                        md.producer_id,
+                        md.producer_epoch,
+                        false,
+                        broker.partitions(),
+                    );
+                    match aborted {
+                        Ok(next) => {
+                            tracing::info!(
+                                "oncelog serve: aborted the open transaction of {tid:?} \
+                                 (its sequence bases did not survive the restart)"
+                            );
+                            (next, Some(false))
+                        }
+                        Err(e) => {
+                            tracing::warn!("oncelog serve: cannot abort {tid:?} at start: {e}");
+                            continue;
+                        }
+                    }
+                }
+                _ => continue,
+            };
+            by_tid.insert(
+                tid.clone(),
+                Session {
+                    client: (pid, epoch),
+                    internal,
+                    seq_base: HashMap::new(),
+                    offsets_seq: 0,
+                    ended,
+                },
+            );
+        }
+        if !by_tid.is_empty() {
+            tracing::info!(
+                "oncelog serve: {} transactional session(s) rebuilt",
+                by_tid.len()
+            );
+        }
+        Ok(TxnSessions {
+            by_tid: Mutex::new(by_tid),
+            handed: Mutex::new(handed),
+            storage,
+            dir,
+        })
+    }
+
+    /// Records `handed` for `tid` durably.
+    fn record(&self, tid: &str, handed: Handed) -> crate::error::Result<()> {
+        let mut all = self.handed.lock();
+        all.insert(tid.to_string(), handed);
+        let stored = sessions_file::store(self.storage.as_ref(), &self.dir, &all);
+        if stored.is_err() {
+            // The caller answers an error; pending is the safe reading of this id from here
+            // on (a later write records it so; an identity that did land was never answered,
+            // and the client's next InitProducerId fences it).
+            all.insert(tid.to_string(), Handed::Pending);
+        }
+        stored
+    }
+
     /// The coordinator identity for a request of `tid` carrying the client identity
     /// `(pid, epoch)`.
     fn internal(
@@ -162,6 +268,13 @@ pub fn init_transactional(
             }
         }
     }
+    // Pending first: the coordinator's new epoch fences the session this id had, and a crash
+    // before its answer is recorded must not bring that session back.
+    if let Err(e) = state.txn.record(tid, Handed::Pending) {
+        tracing::warn!("oncelog serve: InitProducerId of {tid:?}: {e}");
+        r.error_code = K::CoordinatorNotAvailable.code();
+        return r;
+    }
     let timeout = Duration::from_millis(u64::try_from(timeout).unwrap_or(0));
     let answer =
         state
@@ -172,6 +285,12 @@ pub fn init_transactional(
     state.notify_append();
     match answer {
         Ok((pid, epoch)) => {
+            if let Err(e) = state.txn.record(tid, Handed::Identity(pid, epoch)) {
+                // The client retries; its next InitProducerId fences this identity.
+                tracing::warn!("oncelog serve: InitProducerId of {tid:?}: {e}");
+                r.error_code = K::CoordinatorNotAvailable.code();
+                return r;
+            }
             sessions.insert(
                 tid.to_string(),
                 Session {

@@ -72,6 +72,40 @@ impl Serve {
         }
     }
 
+    /// SIGKILLs the server and starts it again on the same port over the same directory
+    /// (clients keep their bootstrap address), with `extra` flags.
+    #[allow(dead_code)]
+    pub fn kill9_and_restart(&mut self, extra: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let listen = format!("127.0.0.1:{}", self.port);
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--data")
+            .arg(&self.data)
+            .args(["--listen", &listen, "--segment-bytes", "1048576"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&self.stderr)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            line.contains(&listen),
+            "the restarted server is not on {listen}: {line:?}; stderr: {}",
+            self.stderr()
+        );
+        self.child = child;
+    }
+
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

@@ -14,6 +14,12 @@ Scenarios (each prints "OK <scenario> ..." or "FAIL: reason" and exits 1):
                             timeout aborts it
   fenced TOPIC TID          a second producer with the same transactional.id fences the first:
                             the first one's commit fails, its records are never committed
+  restart TOPIC TID         the server restarts (kill -9) while producer A is between
+                            transactions and producer B has one open: A goes on with the same
+                            producer object (its session survived), B's open transaction was
+                            aborted (its commit fails; a new instance of B commits), and
+                            read_committed sees A's and the new B's records once, B's aborted none.
+                            Says RESTART and waits for a line on stdin while the server restarts.
   child-open TOPIC TID TIMEOUT_MS   (helper) opens a transaction, sends, flushes, says READY, waits
 """
 import os
@@ -257,6 +263,37 @@ def fenced(bootstrap, topic, tid):
     print(f"OK fenced ({how})", flush=True)
 
 
+def restart(bootstrap, topic, tid):
+    a = producer(bootstrap, tid + "-a")
+    before = commit_some(a, topic, "a-before")
+    b = producer(bootstrap, tid + "-b")
+    b.begin_transaction()
+    doomed = [f"b-open-{i}" for i in range(10)]
+    for i, v in enumerate(doomed):
+        b.produce(topic, v.encode(), partition=i % PARTITIONS)
+    if b.flush(30) != 0:
+        fail("B's open transaction was not delivered")
+    print("RESTART", flush=True)
+    if sys.stdin.readline().strip() != "GO":
+        fail("the test did not restart the server")
+    # A was between transactions: its session is rebuilt, the same object goes on.
+    after = commit_some(a, topic, "a-after")
+    # B's transaction could not survive (its sequence bases were in memory): aborted at start.
+    try:
+        b.commit_transaction(30)
+        fail("B's transaction, open across the restart, committed")
+    except KafkaException as e:
+        how = e.args[0].name()
+    b2 = producer(bootstrap, tid + "-b")
+    later = commit_some(b2, topic, "b-new")
+    committed = before + after + later
+    check_once(read_all(bootstrap, topic, "read_committed", len(committed)), committed,
+               "read_committed")
+    check_once(read_all(bootstrap, topic, "read_uncommitted", len(committed) + len(doomed)),
+               committed + doomed, "read_uncommitted")
+    print(f"OK restart (B's commit: {how})", flush=True)
+
+
 def main():
     bootstrap, scenario, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     {
@@ -265,6 +302,7 @@ def main():
         "killed": killed,
         "timeout": timeout,
         "fenced": fenced,
+        "restart": restart,
         "child-open": child_open,
     }[scenario](bootstrap, *args)
 
