@@ -252,3 +252,55 @@ fn an_epoch_bump_never_resends_acknowledged_batches() {
         .collect();
     assert_eq!(values, want, "no batch written twice, none lost");
 }
+
+/// A target whose next answers are lost after the batch is appended, moving the clock past the
+/// log's producer expiry each time (the log forgets the producer while the answer is lost).
+struct ForgetsAfterAppend<'a> {
+    log: &'a Log,
+    clock: &'a oncelog::ManualClock,
+    lose: Cell<u32>,
+}
+
+impl ProduceTarget for ForgetsAfterAppend<'_> {
+    fn produce(&self, batch: &RecordBatch) -> Result<AppendInfo> {
+        let answer = self.log.append(batch);
+        if answer.is_ok() && self.lose.get() > 0 {
+            self.lose.set(self.lose.get() - 1);
+            self.clock.advance(20_000);
+            return Err(Error::Timeout); // appended, the answer lost, the producer forgotten
+        }
+        answer
+    }
+    fn init_producer_id(&self) -> Result<(ProducerId, ProducerEpoch)> {
+        self.log.init_producer()
+    }
+    fn bump_producer_epoch(&self, id: ProducerId) -> Result<(ProducerId, ProducerEpoch)> {
+        self.log.reinit_producer(id)
+    }
+}
+
+/// `UnknownProducerId` proves nothing about a batch whose earlier answer was lost: the log
+/// wrote it, then forgot the producer, and the retry is refused. Re-sequenced under a new epoch
+/// it would be written a second time, so the handle returns the error and re-sends nothing;
+/// the log holds the batch once. A handle whose in-flight batches were never possibly written
+/// still bumps and goes on (`producer_survives_expiry_by_bumping_its_epoch`).
+#[test]
+fn unknown_producer_id_after_a_lost_answer_is_returned_not_resent() {
+    let (_dir, clock, log) = log_forgetting_producers_after_10_s();
+    let target = ForgetsAfterAppend {
+        log: &log,
+        clock: &clock,
+        lose: Cell::new(0),
+    };
+    let mut p = Producer::new(&target).unwrap();
+    p.send(records(0, 0, 2)).unwrap();
+    target.lose.set(1);
+    let err = p.send(records(0, 1, 1)).unwrap_err();
+    assert!(matches!(err, Error::UnknownProducerId { .. }), "{err}");
+    assert_eq!(p.epoch(), 0, "not bumped");
+    let values: Vec<String> = common::read_all(&log)
+        .into_iter()
+        .map(|(_, v)| String::from_utf8(v).unwrap())
+        .collect();
+    assert_eq!(values, ["p0-b0-r0", "p0-b0-r1", "p0-b1-r0"], "written once");
+}

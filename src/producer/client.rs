@@ -11,7 +11,7 @@
 //! | `DuplicateSequence`        | written long ago, older than the window   | ack without offsets             |
 //! | `Timeout`                  | request or response lost                  | retry the same bytes            |
 //! | `OutOfOrderSequence`       | an earlier in-flight batch is not written | retry in order; if it is the oldest unacked batch, bump the epoch and re-sequence every unacked batch from 0 |
-//! | `UnknownProducerId`        | the log forgot this producer (expiry)     | bump the epoch, re-sequence from 0 |
+//! | `UnknownProducerId`        | the log forgot this producer (expiry), or no longer knows what followed its window | bump the epoch, re-sequence from 0, unless a batch in flight may be written: then returned to the caller |
 //! | `ProducerFenced`           | a newer incarnation exists                | fatal                           |
 //! | anything else              | not retriable                             | fatal for the batch             |
 //!
@@ -21,6 +21,13 @@
 //! provably not written. This is the case Kafka gets wrong (KAFKA-5793 family). Acknowledging
 //! on `DuplicateSequence` is safe because the log answers it only for a range it proves was
 //! appended (`ProducerEntry::behind_window`).
+//!
+//! `UnknownProducerId` proves nothing about the batches in flight: the log lost the producer's
+//! state, so a batch an earlier attempt may have written (its answer was lost: `Timeout`) would
+//! be written a second time if re-sent under a new epoch. The handle re-sequences only when no
+//! batch in flight may be written; otherwise it returns the error and re-sends nothing (the
+//! caller decides, for example by reading the log back: the outcome of those batches is
+//! unknown, and only the caller can choose at-least-once for them).
 //!
 //! **Deliveries.** Batches are delivered strictly in ticket order: a batch is delivered when
 //! it and every batch before it are acknowledged, at once, by the `enqueue`, `flush` or `send`
@@ -123,6 +130,8 @@ struct InFlight {
     /// Built with this producer's id, epoch and sequence; rebuilt in place by an epoch bump.
     batch: RecordBatch,
     attempts: u32,
+    /// An attempt's outcome was unknown (`Timeout`): the batch may be in the log.
+    maybe_written: bool,
     /// Acknowledged by an attempt while an earlier batch was not: delivered when it reaches the
     /// front. Cleared by an epoch bump, which re-sends every batch still in flight.
     acked: Option<Delivery>,
@@ -245,6 +254,7 @@ impl<T: ProduceTarget, S: DeliverySink> Producer<T, S> {
             ticket,
             batch,
             attempts: 0,
+            maybe_written: false,
             acked: None,
         });
         // First attempt now (pipelining); failures are retried in order by flush.
@@ -317,7 +327,10 @@ impl<T: ProduceTarget, S: DeliverySink> Producer<T, S> {
         match self.target.produce(&f.batch) {
             Ok(info) => Ok(Some(Delivery::Written(info))),
             Err(Error::DuplicateSequence { .. }) => Ok(Some(Delivery::WrittenEarlier)),
-            Err(Error::Timeout) => Ok(None),
+            Err(Error::Timeout) => {
+                f.maybe_written = true;
+                Ok(None)
+            }
             Err(Error::OutOfOrderSequence { .. }) if i == 0 => {
                 // The oldest unacknowledged batch does not follow the log's last sequence: an
                 // earlier batch was lost (never written). Nothing from here on is in the log.
@@ -325,7 +338,17 @@ impl<T: ProduceTarget, S: DeliverySink> Producer<T, S> {
                 Ok(None)
             }
             Err(Error::OutOfOrderSequence { .. }) => Ok(None),
-            Err(Error::UnknownProducerId { .. }) => {
+            // Behind the front, the front's answer decides (a pipelined batch of a producer
+            // whose first batch is not in yet is unknown to the log too).
+            Err(Error::UnknownProducerId { .. }) if i > 0 => Ok(None),
+            Err(e @ Error::UnknownProducerId { .. }) => {
+                // Re-sent under a new epoch, a batch already in the log would be written twice:
+                // the front if an answer of it was lost, and any batch acknowledged behind it.
+                // The log appends in sequence order, so if neither, nothing in flight is in it.
+                let written = self.in_flight.iter().any(|f| f.acked.is_some());
+                if written || self.in_flight.front().is_some_and(|f| f.maybe_written) {
+                    return Err(e);
+                }
                 self.bump_and_resequence()?;
                 Ok(None)
             }
