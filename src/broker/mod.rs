@@ -101,6 +101,11 @@ impl Broker {
         let offsets_log = Log::open(dir.join(offsets_dir()), config.internal_log())?;
         let offsets_log = partitions.insert(offsets_partition(), offsets_log)?;
         let offsets = OffsetStore::new(offsets_log)?;
+        // Deletions a crash interrupted: their partitions are gone (`Partitions::open`); now
+        // their committed offsets, then their intent files (`topic_delete`, steps 3 and 4).
+        for topic in topic_delete::pending(&*config.log.storage, &dir)? {
+            finish_deletion(&offsets, &*config.log.storage, &dir, &topic)?;
+        }
         let coordinator =
             TxnCoordinator::open(&dir.join(TXN_STATE_DIR), config.internal_log(), &partitions)?;
         Ok(Broker {
@@ -159,7 +164,11 @@ impl Broker {
                 t.transactional_id
             )));
         }
-        self.partitions.delete_topic(topic)
+        let doomed = self.partitions.delete_topic(topic)?;
+        if !doomed.is_empty() {
+            finish_deletion(&self.offsets, &*self.config.log.storage, &self.dir, topic)?;
+        }
+        Ok(doomed)
     }
 
     /// The log of a partition (`UnknownPartition` if its topic was not created).
@@ -258,4 +267,19 @@ pub fn offsets_partition() -> TopicPartition {
 
 fn offsets_dir() -> String {
     offsets_partition().dir_name()
+}
+
+/// Steps 3 and 4 of deleting `topic` (`topic_delete`): every group's committed offset of it,
+/// then its intent file. Idempotent, so an open redoes it after a crash.
+fn finish_deletion(
+    offsets: &OffsetStore,
+    storage: &dyn crate::io::Storage,
+    dir: &Path,
+    topic: &str,
+) -> Result<()> {
+    let deleted = offsets.delete_topic_offsets(topic)?;
+    if deleted > 0 {
+        tracing::info!("broker: deleted {deleted} committed offset(s) of topic {topic:?}");
+    }
+    topic_delete::remove_intent(storage, dir, topic)
 }

@@ -129,7 +129,7 @@ impl Partitions {
                 }
             }
         }
-        super::topic_delete::finish(&*storage, &self.dir, topic)?;
+        super::topic_delete::remove_partitions(&*storage, &self.dir, topic)?;
         Ok(doomed)
     }
 

@@ -6,11 +6,14 @@
 //!
 //! 1. The intent file `DELETE-<topic>` is created in the data directory and the directory is
 //!    synced. From here on the topic is deleted: an open that finds the file finishes step 2
-//!    and 3 before it opens any partition, and no partition of that topic can be created
-//!    while the file exists.
+//!    before it opens any partition and steps 3 and 4 once the offsets log is open, and no
+//!    partition of that topic can be created while the file exists.
 //! 2. Each partition of the topic is closed, its files are removed, then its directory; the
 //!    data directory is synced.
-//! 3. The intent file is removed and the data directory synced. Only then may a partition of
+//! 3. Every group's committed offset of the topic is deleted from the consumer-offsets log
+//!    (`OffsetStore::delete_topic_offsets`, by the broker), so a topic created again under the
+//!    name starts with no committed offsets, as in Kafka.
+//! 4. The intent file is removed and the data directory synced. Only then may a partition of
 //!    the same name be created again (a new, empty topic).
 //!
 //! A crash before step 1 is durable leaves the topic whole. Partition logs are flat
@@ -46,10 +49,10 @@ pub(super) fn write_intent(storage: &dyn Storage, dir: &Path, topic: &str) -> Re
     Ok(())
 }
 
-/// Steps 2 and 3 for `topic`, whose logs are already closed: removes every partition
-/// directory of the topic under `dir`, then the intent file. Idempotent (a partition or an
-/// intent already gone is skipped), so it also finishes a deletion a crash interrupted.
-pub(super) fn finish(storage: &dyn Storage, dir: &Path, topic: &str) -> Result<()> {
+/// Step 2 for `topic`, whose logs are already closed: removes every partition directory of
+/// the topic under `dir`. Idempotent (a partition already gone is skipped), so it also
+/// finishes a deletion a crash interrupted.
+pub(super) fn remove_partitions(storage: &dyn Storage, dir: &Path, topic: &str) -> Result<()> {
     let names = storage
         .list_dirs(dir)
         .map_err(|e| Error::io("list_dirs", dir, e))?;
@@ -60,7 +63,11 @@ pub(super) fn finish(storage: &dyn Storage, dir: &Path, topic: &str) -> Result<(
     }
     storage
         .sync_dir(dir)
-        .map_err(|e| Error::io("sync_dir", dir, e))?;
+        .map_err(|e| Error::io("sync_dir", dir, e))
+}
+
+/// Step 4: removes the intent file of `topic` (already gone: nothing to do).
+pub(super) fn remove_intent(storage: &dyn Storage, dir: &Path, topic: &str) -> Result<()> {
     let intent = intent_path(dir, topic);
     match storage.remove(&intent) {
         Ok(()) => {}
@@ -72,9 +79,8 @@ pub(super) fn finish(storage: &dyn Storage, dir: &Path, topic: &str) -> Result<(
         .map_err(|e| Error::io("sync_dir", dir, e))
 }
 
-/// Finishes every deletion an intent file in `dir` records (at open, before any partition
-/// log opens); returns the topics it deleted.
-pub(super) fn finish_pending(storage: &dyn Storage, dir: &Path) -> Result<Vec<String>> {
+/// The topics whose deletion an intent file in `dir` records, ascending.
+pub(super) fn pending(storage: &dyn Storage, dir: &Path) -> Result<Vec<String>> {
     let mut topics: Vec<String> = storage
         .list(dir)
         .map_err(|e| Error::io("list", dir, e))?
@@ -82,9 +88,17 @@ pub(super) fn finish_pending(storage: &dyn Storage, dir: &Path) -> Result<Vec<St
         .filter_map(|name| name.strip_prefix(INTENT_PREFIX).map(str::to_owned))
         .collect();
     topics.sort();
+    Ok(topics)
+}
+
+/// Step 2 of every deletion an intent file in `dir` records (at open, before any partition
+/// log opens); returns those topics. Their intent files stay until the broker has done steps
+/// 3 and 4.
+pub(super) fn finish_pending(storage: &dyn Storage, dir: &Path) -> Result<Vec<String>> {
+    let topics = pending(storage, dir)?;
     for topic in &topics {
         tracing::info!("broker: finishing the deletion of topic {topic:?} an earlier run began");
-        finish(storage, dir, topic)?;
+        remove_partitions(storage, dir, topic)?;
     }
     Ok(topics)
 }
@@ -122,6 +136,7 @@ mod tests {
     use crate::format::batch::BatchBuilder;
     use crate::io::sim::{CrashMode, FaultKind, SimStorage};
     use crate::io::Storage;
+    use crate::types::Offset;
 
     const DIR: &str = "/sim/broker";
 
@@ -162,19 +177,33 @@ mod tests {
             .collect()
     }
 
-    /// Topic `a` (3 partitions) and `b` (2), one record `<topic>-<partition>` in each.
+    /// Topic `a` (3 partitions) and `b` (2), one record `<topic>-<partition>` in each, and
+    /// group `g`'s committed offset 1 for each.
     fn fill(broker: &Broker) {
         for (topic, n) in [("a", 3), ("b", 2)] {
-            for tp in broker.create_topic(topic, n).unwrap() {
+            let tps = broker.create_topic(topic, n).unwrap();
+            for tp in &tps {
                 let mut batch = BatchBuilder::new();
                 batch.push(1, None, Some(tp.to_string().as_bytes()));
                 broker
-                    .partition(&tp)
+                    .partition(tp)
                     .unwrap()
                     .append(&batch.build().unwrap())
                     .unwrap();
             }
+            let offsets: Vec<_> = tps.into_iter().map(|tp| (tp, Offset(1))).collect();
+            broker.offsets().commit_offsets("g", &offsets).unwrap();
         }
+    }
+
+    /// Group `g`'s committed offsets of `topic`'s first `n` partitions.
+    fn committed(broker: &Broker, topic: &str, n: u32) -> Vec<Option<Offset>> {
+        (0..n)
+            .map(|p| {
+                let tp = TopicPartition::new(topic, p).unwrap();
+                broker.offsets().fetch_committed("g", &tp).unwrap()
+            })
+            .collect()
     }
 
     fn expected(topic: &str, n: u32) -> Vec<Vec<Vec<u8>>> {
@@ -219,15 +248,19 @@ mod tests {
                 let broker = Broker::open(DIR, config(&sim))
                     .unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
                 assert_eq!(contents(&broker, "b"), expected("b", 2), "{ctx}");
+                assert_eq!(committed(&broker, "b", 2), [Some(Offset(1)); 2], "{ctx}");
                 let a = contents(&broker, "a");
                 if a.is_empty() {
                     gone += 1;
+                    // Its committed offsets went with it.
+                    assert_eq!(committed(&broker, "a", 3), [None; 3], "{ctx}");
                     // The deletion was decided: nothing of it is left on disk.
                     let dirs = sim.list_dirs(Path::new(DIR)).unwrap();
                     assert!(!dirs.iter().any(|d| d.starts_with("a-")), "{ctx}: {dirs:?}");
                 } else {
                     whole += 1;
                     assert_eq!(a, expected("a", 3), "{ctx}: a half-deleted topic");
+                    assert_eq!(committed(&broker, "a", 3), [Some(Offset(1)); 3], "{ctx}");
                     // Op 0 creates the intent file, op 1 syncs the directory.
                     assert!(k <= 1, "{ctx}: the intent was durable, yet a came back");
                 }
@@ -236,8 +269,11 @@ mod tests {
                     !files.iter().any(|f| f.starts_with(super::INTENT_PREFIX)),
                     "{ctx}: {files:?}"
                 );
-                // The name is free again: a new, empty topic.
+                // The name is free again: a new, empty topic, without the old offsets.
                 broker.create_topic("a", 1).unwrap();
+                if a.is_empty() {
+                    assert_eq!(committed(&broker, "a", 1), [None], "{ctx}");
+                }
                 broker.close().unwrap();
             }
         }

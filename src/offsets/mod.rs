@@ -160,6 +160,38 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// Deletes every group's committed offset of a partition of `topic` (the topic was
+    /// deleted: a topic created again under the name starts with no committed offsets, as in
+    /// Kafka), as one plain batch of deletion records (a key without a value), durable as the
+    /// log's sync mode makes appends durable. Returns how many offsets it deleted. Offsets
+    /// still pending in an open transaction are not touched (a transaction holding a deleted
+    /// topic's offsets commits them).
+    pub fn delete_topic_offsets(&self, topic: &str) -> Result<usize> {
+        let mut state = self.state.lock();
+        self.catch_up(&mut state)?;
+        let keys: Vec<OffsetKey> = state
+            .live()
+            .filter(|(_, tp, _)| tp.topic() == topic)
+            .map(|(g, tp, _)| OffsetKey::new(g, tp.clone()))
+            .collect::<Result<_>>()?;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let now = self.log.config().clock.now_ms();
+        // Batches of at most 1,024 deletions (a few tens of KiB), far below any batch limit;
+        // a crash between two leaves some, and the deletion is redone at the next open.
+        for chunk in keys.chunks(1024) {
+            let mut b = BatchBuilder::new();
+            for key in chunk {
+                b.push(now, Some(&record::encode_key(key)), None);
+            }
+            self.log.append(&b.build()?)?;
+        }
+        self.catch_up(&mut state)?;
+        debug_assert!(state.live().all(|(_, tp, _)| tp.topic() != topic));
+        Ok(keys.len())
+    }
+
     /// The transactional batch holding `offsets` for `group` that a transactional producer
     /// appends itself (through `Log::append`, so the log's sequence and transaction rules
     /// apply), after adding the offsets partition to its transaction. Its offsets become

@@ -109,7 +109,8 @@ pub struct OffsetsState {
 
 /// What one batch asks for, decoded before anything is applied.
 enum Change {
-    Plain(Vec<(OffsetKey, OffsetValue)>),
+    /// A plain batch: commits, rewrites, and deletions (a record without a value).
+    Plain(Vec<(OffsetKey, Option<OffsetValue>)>),
     Pending(ProducerId, Vec<(OffsetKey, OffsetValue)>),
     Marker(Marker),
 }
@@ -145,6 +146,10 @@ impl OffsetsState {
         match change {
             Change::Plain(records) => {
                 for (key, value) in records {
+                    let Some(value) = value else {
+                        self.remove(&key);
+                        continue;
+                    };
                     rewrite |= value.as_of.is_some();
                     let applies = match value.as_of {
                         None => true,
@@ -202,6 +207,21 @@ impl OffsetsState {
             (key_len + value_fixed_len(true) + c.metadata.len()) as u64
         });
         self.live_bytes = self.live_bytes.saturating_sub(old_bytes) + bytes;
+    }
+
+    /// Forgets the committed offset of `key` (a deletion record: its topic was deleted).
+    fn remove(&mut self, key: &OffsetKey) {
+        let Some(offsets) = self.groups.get_mut(key.group()) else {
+            return;
+        };
+        if let Some(c) = offsets.remove(key.partition()) {
+            self.live_bytes = self
+                .live_bytes
+                .saturating_sub(rewrite_record_len(key, &c.metadata));
+        }
+        if offsets.is_empty() {
+            self.groups.remove(key.group());
+        }
     }
 
     /// The committed offset of `group` for `tp`.
@@ -344,17 +364,25 @@ fn decode_batch(batch: &BatchView<'_>) -> Result<Change, ApplyError> {
         let key = r
             .key
             .ok_or_else(|| fail(missing("offsets record without a key")))?;
-        let value = r
-            .value
-            .ok_or_else(|| fail(missing("offsets record without a value")))?;
         let key = decode_key(key).map_err(fail)?;
-        let value = decode_value(value).map_err(fail)?;
-        if h.is_transactional() && value.as_of.is_some() {
+        // No value: a deletion, only in a plain batch.
+        let value = match r.value {
+            Some(v) => Some(decode_value(v).map_err(fail)?),
+            None if h.is_transactional() => {
+                return Err(fail(missing("offsets record without a value")))
+            }
+            None => None,
+        };
+        if h.is_transactional() && value.as_ref().is_some_and(|v| v.as_of.is_some()) {
             return Err(fail(missing("a rewrite record in a transactional batch")));
         }
         records.push((key, value));
     }
     Ok(if h.is_transactional() {
+        let records = records
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
         Change::Pending(h.producer_id, records)
     } else {
         Change::Plain(records)

@@ -361,7 +361,12 @@ fn a_bad_record_refuses_the_whole_batch() {
     });
     let cases: [Hostile; 5] = [
         ("no key", None, Some(&v), false),
-        ("no value (tombstone)", Some(&k), None, false),
+        (
+            "no value (a deletion) in a transaction",
+            Some(&k),
+            None,
+            true,
+        ),
         ("garbage key", Some(b"zz"), Some(&v), false),
         ("garbage value", Some(&k), Some(b"zz"), true),
         ("rewrite in a transaction", Some(&k), Some(&rw), true),
@@ -563,4 +568,38 @@ proptest! {
             prop_assert_eq!(replay.applied_to(), f.state.applied_to());
         }
     }
+}
+
+/// A record without a value in a plain batch deletes the key's committed offset (its topic was
+/// deleted) and nothing else; the key can be committed again afterwards, and a replay of the
+/// batches rebuilds the same state.
+#[test]
+fn a_deletion_record_forgets_only_its_key() {
+    let mut f = Feed::new(0);
+    f.plain(&[
+        (key_of("g", 0), 5),
+        (key_of("g", 1), 6),
+        (key_of("h", 0), 7),
+    ]);
+    let live_before = f.state.live_bytes;
+    let mut b = BatchBuilder::new();
+    b.push(0, Some(&encode_key(&key_of("g", 0))), None);
+    b.push(0, Some(&encode_key(&key_of("h", 0))), None);
+    f.push(b).unwrap();
+    assert_eq!(f.state.committed("g", &tp(0)), None);
+    assert_eq!(f.state.committed("h", &tp(0)), None);
+    assert_eq!(f.state.committed("g", &tp(1)), Some(6));
+    assert!(f.state.live_bytes < live_before);
+    assert!(
+        !f.state.groups.contains_key("h"),
+        "an emptied group is dropped"
+    );
+    f.plain(&[(key_of("g", 0), 9)]);
+    assert_eq!(f.state.committed("g", &tp(0)), Some(9));
+    let mut replay = OffsetsState::new(0);
+    for b in &f.batches {
+        replay.apply_batch(&b.view()).unwrap();
+    }
+    assert_eq!(replay.groups, f.state.groups);
+    assert_eq!(replay.live_bytes, f.state.live_bytes);
 }

@@ -7,7 +7,8 @@ partition 0 and "kept" to PREFIX-kept partition 1, then deletes PREFIX-gone (kaf
 its topic id, which Metadata reports) and PREFIX-never (UNKNOWN_TOPIC_OR_PARTITION). Metadata
 must no longer list PREFIX-gone; a new producer's record to it auto-creates it afresh (the
 server's default partition count, the record at offset 0), and a consumer reading it from the
-beginning sees only the new record. Prints OK, or FAIL and exits 1 on the first mismatch.
+beginning sees only the new record. With confluent, a group's committed offset on PREFIX-gone
+is gone after the deletion, and the one on PREFIX-kept stays. Prints OK, or FAIL and exits 1 on the first mismatch.
 """
 import sys
 import uuid
@@ -36,6 +37,20 @@ def confluent(bootstrap, prefix):
     expect("old", produce(f"{prefix}-gone", b"old", 0), [(None, 0, 0)])
     expect("kept", produce(f"{prefix}-kept", b"kept", 1), [(None, 1, 0)])
 
+    # A group's committed offsets on both topics: the deleted topic's go with it.
+    group = f"{prefix}-committer"
+    gc = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                   "enable.auto.commit": False})
+    gc.commit(offsets=[TopicPartition(f"{prefix}-gone", 0, 1),
+                       TopicPartition(f"{prefix}-kept", 1, 1)], asynchronous=False)
+
+    def committed():
+        got = gc.committed([TopicPartition(f"{prefix}-gone", 0),
+                            TopicPartition(f"{prefix}-kept", 1)], timeout=30)
+        return [tp.offset for tp in got]
+
+    expect("committed before delete", committed(), [1, 1])
+
     doomed = [f"{prefix}-gone", f"{prefix}-never"]
     got = admin_outcomes(admin.delete_topics(doomed, request_timeout=30))
     expect("delete", got, {f"{prefix}-gone": "NONE",
@@ -48,6 +63,9 @@ def confluent(bootstrap, prefix):
     expect("new", produce(f"{prefix}-gone", b"new", 0), [(None, 0, 0)])
     md = admin.list_topics(timeout=30)
     expect("partitions of the new topic", len(md.topics[f"{prefix}-gone"].partitions), 4)
+    # -1001: no committed offset (librdkafka's OFFSET_INVALID).
+    expect("committed after delete", committed(), [-1001, 1])
+    gc.close()
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}-reader",
                   "enable.auto.commit": False})
