@@ -409,7 +409,7 @@ fn write_state_log(w: &World, records: &[TxnRecord]) {
     let mut b = BatchBuilder::new();
     for rec in records {
         let (k, v) = oncelog::coordinator::record::encode(rec);
-        b.push(0, Some(&k), Some(&v));
+        b.push(0, Some(&k), v.as_deref());
     }
     log.append(&b.build().unwrap()).unwrap();
     log.close().unwrap();
@@ -666,4 +666,54 @@ fn concurrent_requests_from_many_threads() {
         }
     });
     assert_eq!(w.markers_written(), 4 * 20 * 2);
+}
+
+/// Transactional ids idle between transactions past the expiration (the state log's
+/// `producer_id_expiration_ms`, Kafka's `transactional.id.expiration.ms`) are forgotten by
+/// `tick`, durably (a replay after a crash forgets them too); an id with a transaction open is
+/// kept however long it waits; an InitProducerId for a forgotten id starts afresh under a new
+/// producer id, and the old identity is unknown.
+#[test]
+fn tick_forgets_ids_idle_past_the_expiration_but_never_an_open_transaction() {
+    const EXPIRATION_MS: i64 = 30_000;
+    let w = World::new(6);
+    let open = |w: &World| {
+        let mut cfg = w.config();
+        cfg.producer_id_expiration_ms = EXPIRATION_MS as u64;
+        TxnCoordinator::open(COORD_DIR.as_ref(), cfg, &w.parts).unwrap()
+    };
+    let c = open(&w);
+    let a = c.init_transactions("idle", TIMEOUT, &w.parts).unwrap();
+    c.add_partitions("idle", a.0, a.1, &w.names[..1]).unwrap();
+    w.produce(&w.names[0], a, 0, &["kept"]).unwrap();
+    c.end_transaction("idle", a.0, a.1, true, &w.parts).unwrap();
+    let b = c
+        .init_transactions("busy", Duration::from_secs(600), &w.parts)
+        .unwrap();
+    c.add_partitions("busy", b.0, b.1, &w.names[1..]).unwrap();
+    w.clock.advance(EXPIRATION_MS - 1);
+    c.tick(&w.parts).unwrap();
+    assert!(c.describe("idle").is_some(), "not idle long enough");
+    w.clock.advance(1);
+    c.tick(&w.parts).unwrap();
+    assert!(c.describe("idle").is_none(), "forgotten");
+    assert_eq!(c.describe("busy").unwrap().state, TxnState::Ongoing);
+    assert!(c
+        .add_partitions("idle", a.0, a.1 + 1, &w.names[..1])
+        .is_err());
+    w.crash_all(c, CrashMode::PowerLoss, 6);
+    let c = open(&w);
+    assert!(c.describe("idle").is_none(), "forgotten after a replay");
+    assert_eq!(c.describe("busy").unwrap().state, TxnState::Ongoing);
+    let again = c.init_transactions("idle", TIMEOUT, &w.parts).unwrap();
+    assert_ne!(again.0, a.0, "a new producer id");
+    assert_eq!(again.1, 0);
+    assert_eq!(
+        w.committed(&w.names[0]),
+        ["kept"],
+        "its committed data stays"
+    );
+    // A rewrite of the state log keeps what is live and nothing forgotten.
+    c.compact().unwrap();
+    assert_eq!(c.describe("idle").unwrap().producer_id, again.0);
 }

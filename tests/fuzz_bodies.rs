@@ -284,7 +284,7 @@ fn gen_txn_record(rng: &mut Rng) -> Vec<u8> {
         })
     };
     let (k, v) = oncelog::coordinator::record::encode(&rec);
-    fuzzing::txn_record_input(&k, &v)
+    fuzzing::txn_record_input(&k, v.as_deref().unwrap_or_default())
 }
 
 fn txn_record_input(rng: &mut Rng) -> Vec<u8> {

@@ -70,6 +70,10 @@ struct Inner {
     state_log: state_log::StateLog,
     states: TxnStates,
     clock: Arc<dyn Clock>,
+    /// How long an id between transactions is kept after its last change: the state log's
+    /// `producer_id_expiration_ms` (7 days by default, Kafka's
+    /// `transactional.id.expiration.ms`).
+    expiration_ms: i64,
     /// Rewrites that failed when due (best effort, see `rewrite_if_due`).
     rewrite_failures: u64,
     rewrite_failure_reported: AtomicBool,
@@ -83,11 +87,13 @@ impl TxnCoordinator {
     /// now stays `Prepare*` ([`TxnCoordinator::pending`]); `tick` and requests for it retry.
     pub fn open(dir: &Path, config: LogConfig, markers: &dyn MarkerSink) -> Result<TxnCoordinator> {
         let clock = Arc::clone(&config.clock);
+        let expiration_ms = i64::try_from(config.producer_id_expiration_ms).unwrap_or(i64::MAX);
         let (state_log, states) = state_log::StateLog::open(dir, config)?;
         let mut inner = Inner {
             state_log,
             states,
             clock,
+            expiration_ms,
             rewrite_failures: 0,
             rewrite_failure_reported: AtomicBool::new(false),
         };
@@ -186,8 +192,10 @@ impl TxnCoordinator {
     }
 
     /// Aborts every transaction open past its timeout (by the log config's clock: epoch
-    /// bumped, so its producer's further requests at the old epoch are fenced) and retries the
-    /// markers of every `Prepare*` transaction. Returns the transactional ids it aborted.
+    /// bumped, so its producer's further requests at the old epoch are fenced), retries the
+    /// markers of every `Prepare*` transaction, and forgets every id idle between transactions
+    /// past the expiration (`TxnStates::decide_expirations`; an InitProducerId for it then
+    /// starts afresh with a new producer id). Returns the transactional ids it aborted.
     ///
     /// It tries everything; if a marker or a record could not be written it returns the first
     /// error (the aborts it decided stand: [`TxnCoordinator::pending`] lists those whose
@@ -201,7 +209,7 @@ impl TxnCoordinator {
         for record in inner.states.decide_timeouts(now) {
             let tid = match &record {
                 TxnRecord::Txn(m) => m.transactional_id.clone(),
-                TxnRecord::CoordinatorEpoch(_) => continue,
+                TxnRecord::CoordinatorEpoch(_) | TxnRecord::Expired(_) => continue,
             };
             inner.persist(record)?;
             aborted.push(tid.clone());
@@ -210,6 +218,14 @@ impl TxnCoordinator {
                 .and_then(|()| inner.complete(&tid))
             {
                 first_error.get_or_insert(e);
+            }
+        }
+        // Ids idle past the expiration between transactions are forgotten (one record each).
+        let expiration = inner.expiration_ms;
+        for record in inner.states.decide_expirations(now, expiration) {
+            if let Err(e) = inner.persist(record) {
+                first_error.get_or_insert(e);
+                break;
             }
         }
         match first_error {

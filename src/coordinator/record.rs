@@ -56,6 +56,9 @@ pub enum TxnRecord {
     CoordinatorEpoch(i32),
     /// A transactional id's whole new state.
     Txn(TxnMetadata),
+    /// A transactional id idle past its expiration between transactions: the coordinator
+    /// forgets it (its key without a value). An InitProducerId for it starts afresh.
+    Expired(String),
 }
 
 /// What a record's key names: the latest record of each key is live.
@@ -73,12 +76,13 @@ impl TxnRecord {
         match self {
             TxnRecord::CoordinatorEpoch(_) => RecordKey::CoordinatorEpoch,
             TxnRecord::Txn(m) => RecordKey::Txn(m.transactional_id.clone()),
+            TxnRecord::Expired(tid) => RecordKey::Txn(tid.clone()),
         }
     }
 }
 
-/// The record's key and value bytes.
-pub fn encode(rec: &TxnRecord) -> (Vec<u8>, Vec<u8>) {
+/// The record's key and value bytes (no value: an expiry).
+pub fn encode(rec: &TxnRecord) -> (Vec<u8>, Option<Vec<u8>>) {
     let mut key = Vec::with_capacity(KEY_HEADER_LEN + 64);
     key.extend_from_slice(&VERSION.to_le_bytes());
     match rec {
@@ -87,12 +91,17 @@ pub fn encode(rec: &TxnRecord) -> (Vec<u8>, Vec<u8>) {
             let mut value = Vec::with_capacity(EPOCH_VALUE_LEN);
             value.extend_from_slice(&VERSION.to_le_bytes());
             value.extend_from_slice(&epoch.to_le_bytes());
-            (key, value)
+            (key, Some(value))
         }
         TxnRecord::Txn(m) => {
             key.push(KIND_TRANSACTION);
             key.extend_from_slice(m.transactional_id.as_bytes());
-            (key, encode_metadata(m))
+            (key, Some(encode_metadata(m)))
+        }
+        TxnRecord::Expired(tid) => {
+            key.push(KIND_TRANSACTION);
+            key.extend_from_slice(tid.as_bytes());
+            (key, None)
         }
     }
 }
@@ -122,14 +131,23 @@ fn encode_metadata(m: &TxnMetadata) -> Vec<u8> {
     v
 }
 
-/// Decodes one record of the state log. `None` key or value (a null in the record) is refused:
-/// the coordinator writes neither.
+/// Decodes one record of the state log. A `None` key is refused; a `None` value only of a
+/// transactional id's key (an expiry).
 pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<TxnRecord, DecodeError> {
     let key = key.ok_or(bad("state record without a key"))?;
-    let value = value.ok_or(bad("state record without a value"))?;
     check_version(le::u16_at(key, 0)?, "key version")?;
     let kind = le::u8_at(key, 2)?;
     let id = key.get(KEY_HEADER_LEN..).unwrap_or_default();
+    let Some(value) = value else {
+        if kind != KIND_TRANSACTION {
+            return Err(bad("state record without a value"));
+        }
+        let tid = std::str::from_utf8(id).map_err(|_| bad("transactional id is not UTF-8"))?;
+        if tid.is_empty() {
+            return Err(bad("an expiry of an empty transactional id"));
+        }
+        return Ok(TxnRecord::Expired(tid.to_string()));
+    };
     let mut r = Reader { buf: value, pos: 0 };
     check_version(r.u16()?, "value version")?;
     let rec = match kind {
@@ -269,6 +287,30 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    /// `encode` of a record with a value.
+    fn encode_both(rec: &TxnRecord) -> (Vec<u8>, Vec<u8>) {
+        let (k, v) = encode(rec);
+        (k, v.expect("a record with a value"))
+    }
+
+    /// An expiry is a transactional id's key without a value, and only that: a coordinator
+    /// epoch without a value, or an expiry of an empty id, is refused.
+    #[test]
+    fn an_expiry_is_a_key_without_a_value() {
+        let rec = TxnRecord::Expired("app-1".into());
+        let (k, v) = encode(&rec);
+        assert_eq!(v, None);
+        assert_eq!(decode(Some(&k), None), Ok(rec));
+        let (epoch_key, _) = encode(&TxnRecord::CoordinatorEpoch(3));
+        assert!(decode(Some(&epoch_key), None).is_err());
+        let (empty, _) = encode(&TxnRecord::Expired(String::new()));
+        assert!(decode(Some(&empty), None).is_err());
+        let mut states = crate::coordinator::TxnStates::new();
+        states.apply(&TxnRecord::Txn(ongoing()));
+        states.apply(&TxnRecord::Expired(ongoing().transactional_id));
+        assert!(states.is_empty());
+    }
+
     fn tp(topic: &str, p: u32) -> TopicPartition {
         TopicPartition::new(topic, p).unwrap()
     }
@@ -314,14 +356,14 @@ mod tests {
     #[test]
     fn records_round_trip() {
         for rec in samples() {
-            let (k, v) = encode(&rec);
+            let (k, v) = encode_both(&rec);
             assert_eq!(decode(Some(&k), Some(&v)).unwrap(), rec);
         }
     }
 
     #[test]
     fn the_byte_table_holds() {
-        let (k, v) = encode(&TxnRecord::Txn(ongoing()));
+        let (k, v) = encode_both(&TxnRecord::Txn(ongoing()));
         assert_eq!(&k[..KEY_HEADER_LEN], &[0, 0, KIND_TRANSACTION]);
         assert_eq!(&k[KEY_HEADER_LEN..], b"orders-tx");
         assert_eq!(&v[2..10], &7i64.to_le_bytes());
@@ -337,7 +379,7 @@ mod tests {
             &v[TXN_VALUE_FIXED_LEN..TXN_VALUE_FIXED_LEN + 7],
             &[1, 0, b'a', 0, 0, 0, 0]
         );
-        let (k, v) = encode(&TxnRecord::CoordinatorEpoch(5));
+        let (k, v) = encode_both(&TxnRecord::CoordinatorEpoch(5));
         assert_eq!(k, [0, 0, KIND_COORDINATOR_EPOCH]);
         assert_eq!(v, [0, 0, 5, 0, 0, 0]);
     }
@@ -345,7 +387,7 @@ mod tests {
     #[test]
     fn every_truncation_and_every_extension_is_refused() {
         for rec in samples() {
-            let (k, v) = encode(&rec);
+            let (k, v) = encode_both(&rec);
             for cut in 0..v.len() {
                 assert!(
                     decode(Some(&k), Some(&v[..cut])).is_err(),
@@ -359,13 +401,20 @@ mod tests {
                 assert!(decode(Some(&k[..cut]), Some(&v)).is_err());
             }
             assert!(decode(None, Some(&v)).is_err());
-            assert!(decode(Some(&k), None).is_err());
+            // Without its value, a transactional id's key is that id's expiry.
+            match &rec {
+                TxnRecord::Txn(m) => assert_eq!(
+                    decode(Some(&k), None),
+                    Ok(TxnRecord::Expired(m.transactional_id.clone()))
+                ),
+                _ => assert!(decode(Some(&k), None).is_err()),
+            }
         }
     }
 
     #[test]
     fn bad_fields_are_refused() {
-        let (k, v) = encode(&TxnRecord::Txn(ongoing()));
+        let (k, v) = encode_both(&TxnRecord::Txn(ongoing()));
         let refuse = |k: &[u8], v: &[u8], why: &str| {
             assert!(decode(Some(k), Some(v)).is_err(), "{why}");
         };
@@ -419,10 +468,10 @@ mod tests {
         m.state = TxnState::PrepareAbort;
         m.producer_epoch = i16::MAX;
         m.last_producer_epoch = i16::MAX - 1;
-        let (k, v) = encode(&TxnRecord::Txn(m.clone()));
+        let (k, v) = encode_both(&TxnRecord::Txn(m.clone()));
         assert!(decode(Some(&k), Some(&v)).is_ok());
         m.state = TxnState::Ongoing;
-        let (k, v) = encode(&TxnRecord::Txn(m));
+        let (k, v) = encode_both(&TxnRecord::Txn(m));
         assert!(decode(Some(&k), Some(&v)).is_err());
     }
 }

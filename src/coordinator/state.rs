@@ -142,6 +142,9 @@ impl TxnStates {
                 }
                 self.entries.insert(m.transactional_id.clone(), m.clone());
             }
+            TxnRecord::Expired(tid) => {
+                self.entries.remove(tid);
+            }
         }
     }
 
@@ -321,6 +324,23 @@ impl TxnStates {
         next.partitions.clear();
         next.last_update_ms = now_ms;
         Ok(TxnRecord::Txn(next))
+    }
+
+    /// The expiry records of every transactional id between transactions (`Empty` or
+    /// `Complete*`: no transaction open, no marker owed) whose last change is at least
+    /// `expiration_ms` before `now_ms` (Kafka's `transactional.id.expiration.ms`), by id. An
+    /// id with a transaction open or ending never expires: its markers are still owed.
+    pub fn decide_expirations(&self, now_ms: i64, expiration_ms: i64) -> Vec<TxnRecord> {
+        self.entries
+            .values()
+            .filter(|m| {
+                matches!(
+                    m.state,
+                    TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                ) && now_ms.saturating_sub(m.last_update_ms) >= expiration_ms
+            })
+            .map(|m| TxnRecord::Expired(m.transactional_id.clone()))
+            .collect()
     }
 
     /// The PrepareAbort records of every `Ongoing` transaction whose deadline (start +

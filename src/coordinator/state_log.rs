@@ -150,12 +150,13 @@ impl StateLog {
         let mut in_batch = 0;
         for rec in &live {
             let (key, value) = record::encode(rec);
-            if in_batch > 0 && b.size() + key.len() + value.len() + RECORD_OVERHEAD > max {
+            let value_len = value.as_ref().map_or(0, Vec::len);
+            if in_batch > 0 && b.size() + key.len() + value_len + RECORD_OVERHEAD > max {
                 let full = std::mem::take(&mut b);
                 self.append_batch(full.build()?, in_batch)?;
                 in_batch = 0;
             }
-            b.push(now_ms, Some(&key), Some(&value));
+            b.push(now_ms, Some(&key), value.as_deref());
             in_batch += 1;
         }
         if in_batch > 0 {
@@ -174,5 +175,5 @@ impl StateLog {
 
 fn push(b: &mut BatchBuilder, rec: &TxnRecord, now_ms: i64) {
     let (key, value) = record::encode(rec);
-    b.push(now_ms, Some(&key), Some(&value));
+    b.push(now_ms, Some(&key), value.as_deref());
 }

@@ -291,7 +291,7 @@ impl Model {
         let mut again = TxnStates::new();
         for rec in &self.applied {
             let (k, v) = record::encode(rec);
-            again.apply(&record::decode(Some(&k), Some(&v)).unwrap());
+            again.apply(&record::decode(Some(&k), v.as_deref()).unwrap());
         }
         assert_eq!(again, self.states);
         let mut live = TxnStates::new();

@@ -21,11 +21,7 @@ pub fn decode_txn_record(data: &[u8]) {
     }
     let (k, v) = encode(&rec);
     assert_eq!(Some(k.as_slice()), key, "key does not round-trip: {rec:?}");
-    assert_eq!(
-        Some(v.as_slice()),
-        value,
-        "value does not round-trip: {rec:?}"
-    );
+    assert_eq!(v.as_deref(), value, "value does not round-trip: {rec:?}");
     let mut states = TxnStates::new();
     states.apply(&rec);
     states.check_invariants();
