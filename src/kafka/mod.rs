@@ -8,6 +8,7 @@
 //! What is supported, version by version, and how Kafka batches map to ours:
 //! `docs/kafka-wire.md`.
 
+pub mod acl;
 pub mod batch;
 pub mod compression;
 mod conn;
@@ -17,12 +18,17 @@ mod fetch;
 mod frame;
 mod group_api;
 pub mod groups;
+mod limits;
 mod metadata;
 mod produce;
+mod refuse;
+pub mod sasl;
+pub mod security;
 mod server;
 mod topics;
 mod txn_admin;
 mod txn_api;
 pub mod versions;
 
+pub use security::{LineError, ServeError, ServeSasl, ServeTls};
 pub use server::{ServeConfig, Server};

@@ -28,7 +28,7 @@ pub mod controller_client;
 pub mod controller_record;
 pub mod controller_server;
 pub mod controller_store;
-mod frame_io;
+pub(crate) mod frame_io;
 pub mod producer_ids;
 pub mod remote_error;
 pub mod replica_client;
