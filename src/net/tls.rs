@@ -13,6 +13,9 @@
 //!   (`controller`, `replica-N`: [`Member::name`]), not merely that the CA signed it;
 //! - a handshake is bounded by a deadline (every socket read and write is given the time
 //!   left), so a peer trickling handshake bytes cannot hold a connection thread;
+//! - a listener that is not a member (`oncelog serve`, [`Security::for_listener`]) trusts no
+//!   cluster CA: it presents its certificate and, given a client CA, requires a client
+//!   certificate signed by it (the handshake fails without one); it cannot connect;
 //! - the server sends no TLS 1.3 session tickets: nothing arrives on an idle client connection,
 //!   so a byte found there still means the server closed it (`frame_io::unusable`).
 //!
