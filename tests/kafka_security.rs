@@ -290,9 +290,10 @@ fn mutual_tls_refuses_a_client_without_a_certificate() {
     );
 }
 
-/// SASL_SSL with PLAIN: alice (granted produce and read by the ACL) round-trips; a wrong
-/// password is an authentication error and stores nothing; `reader` (granted read only) is
-/// refused Produce with TOPIC_AUTHORIZATION_FAILED.
+/// SASL_SSL with PLAIN: alice (granted produce, read and group by the ACL) round-trips; a
+/// wrong password is an authentication error and stores nothing; `reader` (granted read only)
+/// is refused Produce with TOPIC_AUTHORIZATION_FAILED, CreateTopics with the same (and Metadata
+/// does not auto-create for it), and a consumer group with GROUP_AUTHORIZATION_FAILED.
 #[test]
 fn sasl_plain_over_tls_authenticates_and_the_acl_refuses_produce_to_a_reader() {
     require_python("confluent_kafka");
@@ -353,12 +354,17 @@ fn sasl_plain_over_tls_authenticates_and_the_acl_refuses_produce_to_a_reader() {
         &as_user("reader", "password"),
         "topic-denied",
     );
+    // Neither admin (CreateTopics, nor Metadata's auto-creation) nor group for reader.
+    let reader = as_user("reader", "password");
+    secure(&serve, "new-topic", 0, &reader, "admin-denied");
+    secure(&serve, "sasl", 0, &reader, "group-denied");
     assert!(serve.stop().success(), "{}", serve.stderr());
     let log = serve.stderr();
     assert!(log.contains("SASL authentication failed"), "{log}");
     let topics = stored_topics(&serve.data);
     assert!(topics.contains(&"sasl".to_string()), "{topics:?}");
     assert!(!topics.contains(&"denied".to_string()), "{topics:?}");
+    assert!(!topics.contains(&"new-topic".to_string()), "{topics:?}");
     // 50 from alice, none from reader.
     let mut config = BrokerConfig::default();
     config.log = config.log.with_segment_bytes(1 << 20);

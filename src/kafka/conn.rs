@@ -781,6 +781,140 @@ mod tests {
         }
     }
 
+    /// The ACL's refusals (`refuse`, and the top-level ones built in `handle`) encode at every
+    /// advertised version with the request's items in them.
+    #[test]
+    fn refused_answers_encode_at_every_advertised_version() {
+        use kafka_protocol::messages::create_topics_request::CreatableTopic;
+        use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::list_offsets_request::{
+            ListOffsetsPartition, ListOffsetsTopic,
+        };
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::TransactionalId;
+
+        let mut produce = ProduceRequest::default();
+        let mut t = TopicProduceData::default();
+        t.name = name("t");
+        t.partition_data = vec![PartitionProduceData::default()];
+        produce.topic_data = vec![t];
+        let r = refuse::produce(&produce);
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 29);
+        for v in range(ApiKey::Produce) {
+            encodes("refused Produce", v, &r);
+        }
+        let mut fetch = FetchRequest::default();
+        let mut t = FetchTopic::default();
+        t.topic = name("t");
+        t.partitions = vec![FetchPartition::default()];
+        fetch.topics = vec![t];
+        let r = refuse::fetch(&fetch);
+        assert_eq!(r.responses[0].partitions[0].error_code, 29);
+        for v in range(ApiKey::Fetch) {
+            encodes("refused Fetch", v, &r);
+        }
+        let mut lo = ListOffsetsRequest::default();
+        let mut t = ListOffsetsTopic::default();
+        t.name = name("t");
+        t.partitions = vec![ListOffsetsPartition::default()];
+        lo.topics = vec![t];
+        for v in range(ApiKey::ListOffsets) {
+            encodes("refused ListOffsets", v, &refuse::list_offsets(&lo));
+        }
+        let mut ct = CreateTopicsRequest::default();
+        let mut t = CreatableTopic::default();
+        t.name = name("t");
+        ct.topics = vec![t];
+        for v in range(ApiKey::CreateTopics) {
+            encodes("refused CreateTopics", v, &refuse::create_topics(&ct));
+        }
+        let mut dt = DeleteTopicsRequest::default();
+        dt.topic_names = vec![name("t")];
+        let mut st = DeleteTopicState::default();
+        st.name = Some(name("t"));
+        dt.topics = vec![st];
+        for v in range(ApiKey::DeleteTopics) {
+            let r = refuse::delete_topics(&dt, v);
+            assert_eq!(r.responses.len(), 1);
+            encodes("refused DeleteTopics", v, &r);
+        }
+        let mut oc = OffsetCommitRequest::default();
+        let mut t = OffsetCommitRequestTopic::default();
+        t.name = name("t");
+        t.partitions = vec![OffsetCommitRequestPartition::default()];
+        oc.topics = vec![t];
+        for v in range(ApiKey::OffsetCommit) {
+            encodes("refused OffsetCommit", v, &refuse::offset_commit(&oc));
+        }
+        let mut of = OffsetFetchRequest::default();
+        let mut t = OffsetFetchRequestTopic::default();
+        t.name = name("t");
+        t.partition_indexes = vec![0];
+        of.topics = Some(vec![t]);
+        for v in range(ApiKey::OffsetFetch) {
+            encodes("refused OffsetFetch", v, &refuse::offset_fetch(&of, v));
+        }
+        let mut ap = AddPartitionsToTxnRequest::default();
+        let mut t = kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
+        t.name = name("t");
+        t.partitions = vec![0];
+        ap.v3_and_below_topics = vec![t];
+        for v in range(ApiKey::AddPartitionsToTxn) {
+            encodes(
+                "refused AddPartitionsToTxn",
+                v,
+                &refuse::add_partitions(&ap),
+            );
+        }
+        let mut to = TxnOffsetCommitRequest::default();
+        let mut t = kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestTopic::default();
+        t.name = name("t");
+        t.partitions = vec![Default::default()];
+        to.topics = vec![t];
+        for v in range(ApiKey::TxnOffsetCommit) {
+            encodes(
+                "refused TxnOffsetCommit",
+                v,
+                &refuse::txn_offset_commit(&to),
+            );
+        }
+        let mut dtx = DescribeTransactionsRequest::default();
+        dtx.transactional_ids = vec![TransactionalId(StrBytes::from_static_str("x"))];
+        for v in range(ApiKey::DescribeTransactions) {
+            encodes(
+                "refused DescribeTransactions",
+                v,
+                &refuse::describe_transactions(&dtx),
+            );
+        }
+        // The top-level refusals built in `handle`.
+        let mut ip = InitProducerIdResponse::default();
+        ip.error_code = refuse::cluster();
+        ip.producer_id = ProducerId(-1);
+        ip.producer_epoch = -1;
+        for v in range(ApiKey::InitProducerId) {
+            encodes("refused InitProducerId", v, &ip);
+        }
+        let mut fc = FindCoordinatorResponse::default();
+        fc.error_code = refuse::group();
+        fc.node_id = BrokerId(-1);
+        fc.port = -1;
+        for v in range(ApiKey::FindCoordinator) {
+            encodes("refused FindCoordinator", v, &fc);
+        }
+        let mut jg = JoinGroupResponse::default();
+        jg.error_code = refuse::group();
+        jg.generation_id = -1;
+        for v in range(ApiKey::JoinGroup) {
+            encodes("refused JoinGroup", v, &jg);
+        }
+    }
+
     /// The group APIs at every version: a one-member group per version (so no join waits),
     /// its sync, heartbeat, commit, fetch and leave.
     fn groups_encode(state: &State) {

@@ -11,7 +11,10 @@ MODE:
                    (_AUTHENTICATION) and the message must not be delivered;
   topic-denied     produce one message; its delivery report must be
                    TOPIC_AUTHORIZATION_FAILED;
-  refused          list the topics; the client must not get metadata (a failed handshake).
+  refused          list the topics; the client must not get metadata (a failed handshake);
+  admin-denied     create TOPIC with the AdminClient: TOPIC_AUTHORIZATION_FAILED, and Metadata
+                   must not have auto-created it;
+  group-denied     subscribe a consumer in a group: GROUP_AUTHORIZATION_FAILED.
 Prints OK and exits 0 on success; prints FAIL with the reason and exits 1 otherwise.
 """
 import json
@@ -114,6 +117,42 @@ def refused(base):
     fail(f"got metadata: brokers {md.brokers}")
 
 
+def admin_denied(base, topic):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    a = AdminClient(base)
+    md = a.list_topics(topic=topic, timeout=10)
+    t = md.topics.get(topic)
+    if t is None or t.error is None:
+        fail(f"metadata auto-created {topic} for a principal without produce or admin")
+    futures = a.create_topics([NewTopic(topic, 2, 1)], operation_timeout=10)
+    try:
+        futures[topic].result(15)
+    except KafkaException as e:
+        err = e.args[0]
+        if err.code() != KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            fail(f"expected TOPIC_AUTHORIZATION_FAILED, got {err}")
+        print(f"OK: {err}")
+        return
+    fail("the topic was created")
+
+
+def group_denied(base, topic):
+    c = Consumer({**base, "group.id": "denied-group", "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    until = time.time() + 15
+    while time.time() < until:
+        m = c.poll(0.2)
+        if m is not None and m.error():
+            if m.error().code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+                print(f"OK: {m.error()}")
+                c.close()
+                return
+            fail(f"unexpected consumer error {m.error()}")
+        if m is not None:
+            fail("a message was consumed in a group without the group grant")
+    fail("no GROUP_AUTHORIZATION_FAILED within 15 s")
+
+
 def main():
     bootstrap, topic, n, conf, mode = sys.argv[1:6]
     base = {"bootstrap.servers": bootstrap, **json.loads(conf)}
@@ -123,6 +162,10 @@ def main():
         auth_failure(base, topic)
     elif mode == "topic-denied":
         topic_denied(base, topic)
+    elif mode == "admin-denied":
+        admin_denied(base, topic)
+    elif mode == "group-denied":
+        group_denied(base, topic)
     elif mode == "refused":
         refused(base)
     else:
