@@ -266,22 +266,40 @@ fn a_plaintext_client_on_the_tls_port_gets_no_kafka_answer() {
     assert!(got.is_empty() || got[0] == 0x15, "{got:?}");
 }
 
+/// With `--tls-client-ca`, a client without a certificate gets no metadata; with one, its
+/// principal is the certificate's DNS name, else its common name: `carol` (a common name only)
+/// is granted everything by the ACL and round-trips, `mallory` (granted nothing) is refused
+/// Produce with TOPIC_AUTHORIZATION_FAILED.
 #[test]
 fn mutual_tls_refuses_a_client_without_a_certificate() {
     require_python("confluent_kafka");
     let certs = Certs::new();
+    let carol = certs.ca.issue_common_name_only("carol");
+    let mallory = certs.ca.issue("mallory");
+    let dir = tempfile::tempdir().unwrap();
+    let acl = write(
+        dir.path(),
+        "acl",
+        "allow alice produce,read,group\nallow carol produce,read,group\n",
+    );
     let mut flags = certs.tls_flags();
     flags.extend([
         "--tls-client-ca".to_string(),
         Certs::path(&certs.ca.ca_path()).to_string(),
+        "--acl".to_string(),
+        Certs::path(&acl).to_string(),
     ]);
     let mut serve = start(&flags);
     secure(&serve, "mtls", 0, &certs.client("SSL"), "refused");
-    let with_cert = certs
-        .client("SSL")
-        .set("ssl.certificate.location", Certs::path(&certs.alice.cert))
-        .set("ssl.key.location", Certs::path(&certs.alice.key));
-    secure(&serve, "mtls", 20, &with_cert, "roundtrip");
+    let presenting = |who: &CertPaths| {
+        certs
+            .client("SSL")
+            .set("ssl.certificate.location", Certs::path(&who.cert))
+            .set("ssl.key.location", Certs::path(&who.key))
+    };
+    secure(&serve, "mtls", 20, &presenting(&certs.alice), "roundtrip");
+    secure(&serve, "mtls-cn", 20, &presenting(&carol), "roundtrip");
+    secure(&serve, "mtls", 1, &presenting(&mallory), "topic-denied");
     assert!(serve.stop().success(), "{}", serve.stderr());
     assert!(
         serve.stderr().contains("TLS handshake"),

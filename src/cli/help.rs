@@ -272,7 +272,7 @@ pub const COMMANDS: &[Command] = &[
                 "--tls-client-ca",
                 "FILE",
                 "mutual TLS: every client must present a certificate signed by a CA in FILE \
-                 (its DNS name is the principal)",
+                 (its DNS name, else its CN, is the principal)",
             ),
             flag(
                 "--sasl-users",

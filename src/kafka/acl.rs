@@ -9,8 +9,9 @@
 //! allow app   read,group,txn
 //! ```
 //!
-//! The principal is the SASL user when SASL is on, else the DNS subject alternative name of
-//! the client's certificate under mutual TLS, else `ANONYMOUS`. The operations
+//! The principal is the SASL user when SASL is on, else the first DNS subject alternative name
+//! of the client's certificate under mutual TLS (its common name when it has none), else
+//! `ANONYMOUS`. The operations
 //! ([`KafkaOp`]) and the requests they cover:
 //!
 //! | operation | requests | refused with |

@@ -91,7 +91,8 @@ enum Reply {
 /// Who is on the other end of one connection, and how far its SASL exchange got.
 #[derive(Debug)]
 struct Session {
-    /// The SASL user, else the client certificate's first DNS name, else `ANONYMOUS`.
+    /// The SASL user, else the client certificate's first DNS name or its common name, else
+    /// `ANONYMOUS`.
     principal: String,
     /// `None` when SASL is off.
     sasl: Option<SaslStep>,
@@ -140,17 +141,14 @@ pub fn serve_connection(state: &State, tcp: TcpStream) -> Result<(), ConnError> 
     tcp.set_nonblocking(false).map_err(ConnError::Io)?;
     tcp.set_nodelay(true).map_err(ConnError::Io)?;
     let deadline = state.config.frame_deadline;
-    let (mut stream, names) = match &state.tls {
-        None => (NetStream::Plain(tcp), Vec::new()),
+    let (mut stream, name) = match &state.tls {
+        None => (NetStream::Plain(tcp), None),
         Some(tls) => tls
-            .accept(tcp, Instant::now() + deadline)
+            .accept_named(tcp, Instant::now() + deadline)
             .map_err(ConnError::Handshake)?,
     };
     let mut session = Session {
-        principal: names
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| acl::ANONYMOUS.to_string()),
+        principal: name.unwrap_or_else(|| acl::ANONYMOUS.to_string()),
         sasl: state.users.as_ref().map(|_| SaslStep::Handshake),
     };
     loop {

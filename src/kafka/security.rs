@@ -16,7 +16,8 @@ pub struct ServeTls {
     /// The certificate chain and private key (PEM) the server presents.
     pub identity: CertPaths,
     /// With it, every client must present a certificate signed by a CA in this file (mutual
-    /// TLS); its DNS subject alternative name is the client's principal.
+    /// TLS); its first DNS subject alternative name (else its common name) is the client's
+    /// principal.
     pub client_ca: Option<PathBuf>,
 }
 

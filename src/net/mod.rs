@@ -22,6 +22,8 @@
 //! `docs/replication.md` ("TCP driver") describes how a node uses them.
 
 pub mod authorize;
+#[cfg(feature = "tls")]
+mod cert_name;
 pub mod cluster_file;
 mod codec;
 pub mod controller_client;

@@ -223,6 +223,14 @@ mod imp {
         ) -> io::Result<(NetStream, Vec<String>)> {
             Err(unsupported())
         }
+
+        pub(crate) fn accept_named(
+            &self,
+            _: TcpStream,
+            _: Instant,
+        ) -> io::Result<(NetStream, Option<String>)> {
+            Err(unsupported())
+        }
     }
 }
 
@@ -442,29 +450,63 @@ mod imp {
             ))))
         }
 
-        /// The server end of a TLS connection over `tcp`, handshaken before `deadline`, and
-        /// the DNS names of the client's verified certificate (empty: it presented none).
-        pub(crate) fn accept(
+        /// The server end of a TLS connection over `tcp`, handshaken before `deadline`.
+        fn handshaken(
             &self,
             mut tcp: TcpStream,
             deadline: Instant,
-        ) -> io::Result<(NetStream, Vec<String>)> {
+        ) -> io::Result<(ServerConnection, TcpStream)> {
             let config = self.server.as_ref().ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidInput, "no certificate to serve with")
             })?;
             let mut conn = ServerConnection::new(Arc::clone(config))
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             handshake(&mut conn, &mut tcp, deadline)?;
-            let names = conn
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|leaf| webpki::EndEntityCert::try_from(leaf).ok())
-                .map(|leaf| leaf.valid_dns_names().map(str::to_string).collect())
-                .unwrap_or_default();
+            Ok((conn, tcp))
+        }
+
+        /// The server end of a TLS connection over `tcp`, handshaken before `deadline`, and
+        /// the DNS names of the client's verified certificate (empty: it presented none).
+        pub(crate) fn accept(
+            &self,
+            tcp: TcpStream,
+            deadline: Instant,
+        ) -> io::Result<(NetStream, Vec<String>)> {
+            let (conn, tcp) = self.handshaken(tcp, deadline)?;
+            let names = dns_names(&conn);
             Ok((
                 NetStream::TlsServer(Box::new(rustls::StreamOwned::new(conn, tcp))),
                 names,
             ))
         }
+
+        /// [`Security::accept`] for a listener that names a client by one name (`oncelog
+        /// serve`): the first DNS name of its verified certificate, else the certificate's
+        /// subject common name; `None` when it presented none.
+        pub(crate) fn accept_named(
+            &self,
+            tcp: TcpStream,
+            deadline: Instant,
+        ) -> io::Result<(NetStream, Option<String>)> {
+            let (conn, tcp) = self.handshaken(tcp, deadline)?;
+            let name = dns_names(&conn).into_iter().next().or_else(|| {
+                conn.peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| crate::net::cert_name::subject_common_name(leaf))
+            });
+            Ok((
+                NetStream::TlsServer(Box::new(rustls::StreamOwned::new(conn, tcp))),
+                name,
+            ))
+        }
+    }
+
+    /// The DNS names of the peer's verified certificate (empty: it presented none).
+    fn dns_names(conn: &ServerConnection) -> Vec<String> {
+        conn.peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| webpki::EndEntityCert::try_from(leaf).ok())
+            .map(|leaf| leaf.valid_dns_names().map(str::to_string).collect())
+            .unwrap_or_default()
     }
 }
