@@ -61,8 +61,9 @@ pub fn read_frame<S: Socket + ?Sized>(
     stop: &AtomicBool,
 ) -> Result<Vec<u8>, FrameError> {
     let idle_until = Instant::now() + limits.idle;
-    let mut first = [0u8; 1];
-    loop {
+    // The size header; the first read takes what of it has arrived (usually all of it).
+    let mut head = [0u8; 4];
+    let got = loop {
         if stop.load(Ordering::Relaxed) {
             return Err(FrameError::Closed);
         }
@@ -74,9 +75,9 @@ pub fn read_frame<S: Socket + ?Sized>(
         s.tcp()
             .set_read_timeout(Some(wait))
             .map_err(FrameError::Io)?;
-        match s.read(&mut first) {
+        match s.read(&mut head) {
             Ok(0) => return Err(FrameError::Closed),
-            Ok(_) => break,
+            Ok(n) => break n,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -88,16 +89,16 @@ pub fn read_frame<S: Socket + ?Sized>(
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
             Err(e) => return Err(FrameError::Io(e)),
         }
-    }
+    };
     let deadline = Instant::now() + limits.deadline;
     let in_frame = |e: io::Error| match e.kind() {
         io::ErrorKind::TimedOut => FrameError::Deadline(limits.deadline),
         _ => FrameError::Io(e),
     };
-    let mut rest = [0u8; 3];
-    frame_io::read_before(s, &mut rest, deadline).map_err(in_frame)?;
-    let [b1, b2, b3] = rest;
-    let size = i32::from_be_bytes([first[0], b1, b2, b3]);
+    if let Some(rest) = head.get_mut(got..) {
+        frame_io::read_before(s, rest, deadline).map_err(in_frame)?;
+    }
+    let size = i32::from_be_bytes(head);
     let len = u32::try_from(size)
         .ok()
         .filter(|&n| (limits.min..=limits.max).contains(&(n as usize)))
