@@ -351,6 +351,18 @@ fn sasl_plain_over_tls_authenticates_and_the_acl_refuses_produce_to_a_reader() {
         &as_user("alice", "alice-secret"),
         "roundtrip",
     );
+    // kafka-python authenticates with SaslHandshake v1 and SaslAuthenticate.
+    require_python("kafka");
+    let out = run(
+        Command::new("python3")
+            .arg(script("kafka_python_secure.py"))
+            .args([serve.bootstrap().as_str(), "sasl-kp", "30"])
+            .arg(certs.ca.ca_path())
+            .args(["alice", "alice-secret"]),
+        None,
+        &serve,
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
     secure(
         &serve,
         "denied",
