@@ -221,26 +221,26 @@ impl Server {
         let slots = ConnectionSlots::new(self.state.config.max_connections);
         while !stop() {
             match self.listener.accept() {
-                Ok((stream, peer)) => {
-                    let Some(slot) = slots.take() else {
-                        // Over the cap: closed at once (dropped), counted and logged.
-                        drop(stream);
-                        continue;
-                    };
-                    let state = Arc::clone(&self.state);
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("kafka-conn-{peer}"))
-                        .spawn(move || {
-                            serve(&state, stream, peer);
-                            drop(slot);
-                        });
-                    match spawned {
-                        Ok(t) => threads.push(t),
-                        Err(e) => {
-                            tracing::error!("oncelog serve: cannot start a thread for {peer}: {e}")
+                Ok((stream, peer)) => match slots.take() {
+                    // Over the cap: closed at once (dropped), counted and logged; the loop's
+                    // periodic work below still runs however fast connections arrive.
+                    None => drop(stream),
+                    Some(slot) => {
+                        let state = Arc::clone(&self.state);
+                        let spawned = std::thread::Builder::new()
+                            .name(format!("kafka-conn-{peer}"))
+                            .spawn(move || {
+                                serve(&state, stream, peer);
+                                drop(slot);
+                            });
+                        match spawned {
+                            Ok(t) => threads.push(t),
+                            Err(e) => tracing::error!(
+                                "oncelog serve: cannot start a thread for {peer}: {e}"
+                            ),
                         }
                     }
-                }
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
