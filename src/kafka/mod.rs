@@ -7,6 +7,10 @@
 //! answered), so responses leave in request order however many requests a client pipelines.
 //! What is supported, version by version, and how Kafka batches map to ours:
 //! `docs/kafka-wire.md`.
+//!
+//! A listener may serve TLS (optionally mutual, `net::tls`), SASL/PLAIN ([`sasl`]) and an ACL
+//! ([`acl`]), under a connection cap, a frame deadline and an idle timeout; [`security`] loads
+//! and checks those settings (`docs/kafka-wire.md`, "Security and limits").
 
 pub mod acl;
 pub mod batch;
