@@ -263,6 +263,50 @@ pub const COMMANDS: &[Command] = &[
                 "largest request frame; a larger one closes the connection (default 104857600)",
             ),
             flag(
+                "--tls-cert",
+                "FILE",
+                "serve TLS only, presenting this certificate chain (PEM; needs --tls-key)",
+            ),
+            flag("--tls-key", "FILE", "the private key (PEM) of --tls-cert"),
+            flag(
+                "--tls-client-ca",
+                "FILE",
+                "mutual TLS: every client must present a certificate signed by a CA in FILE \
+                 (its DNS name, else its CN, is the principal)",
+            ),
+            flag(
+                "--sasl-users",
+                "FILE",
+                "SASL/PLAIN: users file, lines USER:sha256:HEX or USER:plain:PASSWORD \
+                 (docs/kafka-wire.md)",
+            ),
+            switch(
+                "--sasl-allow-plaintext",
+                "allow SASL/PLAIN without TLS (passwords in the clear: loopback tests only)",
+            ),
+            flag(
+                "--acl",
+                "FILE",
+                "lines 'allow PRINCIPAL OP[,OP]' (produce, read, admin, group, txn); default: \
+                 every authenticated client may do everything",
+            ),
+            flag(
+                "--max-connections",
+                "N",
+                "connections served at once; more are closed on accept (default 1024)",
+            ),
+            flag(
+                "--frame-deadline-ms",
+                "N",
+                "a request frame (and a TLS handshake, and a response) must be whole within N \
+                 ms of its first byte (default 30000)",
+            ),
+            flag(
+                "--idle-timeout-ms",
+                "N",
+                "close a connection that starts no request for N ms (default 600000)",
+            ),
+            flag(
                 "--test-drop-after-append",
                 "N",
                 "TEST FAULT: close the connection unanswered after every N-th Produce that \

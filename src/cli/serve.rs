@@ -17,7 +17,10 @@ pub fn main(args: &[String]) -> CliResult {
 
     use oncelog::broker::{Broker, BrokerConfig};
     use oncelog::io::signals;
-    use oncelog::kafka::{ServeConfig, Server};
+    use std::time::Duration;
+
+    use oncelog::kafka::{ServeConfig, ServeSasl, ServeTls, Server};
+    use oncelog::net::CertPaths;
 
     use super::cluster::Options;
 
@@ -69,6 +72,50 @@ pub fn main(args: &[String]) -> CliResult {
         );
         config.test_ack_without_storing = true;
     }
+    match (o.value("--tls-cert"), o.value("--tls-key")) {
+        (Some(cert), Some(key)) => {
+            config.tls = Some(ServeTls {
+                identity: CertPaths {
+                    cert: cert.into(),
+                    key: key.into(),
+                },
+                client_ca: o.value("--tls-client-ca").map(Into::into),
+            })
+        }
+        (None, None) if o.value("--tls-client-ca").is_none() => {}
+        _ => {
+            return Err(CliError::Usage(
+                "--tls-cert and --tls-key go together (and --tls-client-ca needs them)".into(),
+            ))
+        }
+    }
+    match o.value("--sasl-users") {
+        Some(users) => {
+            config.sasl = Some(ServeSasl {
+                users: users.into(),
+                allow_plaintext: o.switch("--sasl-allow-plaintext"),
+            })
+        }
+        None if o.switch("--sasl-allow-plaintext") => {
+            return Err(CliError::Usage(
+                "--sasl-allow-plaintext needs --sasl-users".into(),
+            ))
+        }
+        None => {}
+    }
+    config.acl = o.value("--acl").map(Into::into);
+    if let Some(n) = o.number::<usize>("--max-connections")? {
+        config.max_connections = n;
+    }
+    if let Some(n) = o.number::<u64>("--frame-deadline-ms")? {
+        config.frame_deadline = Duration::from_millis(n);
+    }
+    if let Some(n) = o.number::<u64>("--idle-timeout-ms")? {
+        config.idle_timeout = Duration::from_millis(n);
+    }
+    config
+        .validate()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let mut broker_config = BrokerConfig::default();
     broker_config.log = super::cluster::segment_bytes(&o, broker_config.log)?;
     signals::install_termination_handler()
@@ -77,11 +124,18 @@ pub fn main(args: &[String]) -> CliResult {
     let _metrics = super::metrics::start(o.value("--metrics"))?;
     let broker = Broker::open(&dir, broker_config)
         .map_err(|e| CliError::Failed(format!("opening {dir}: {e}")))?;
+    let (tls, sasl) = (config.tls.clone(), config.sasl.is_some());
     let server = Server::bind(broker, config).map_err(|e| CliError::Failed(e.to_string()))?;
     // One line a script can wait for and parse (the tests read the port from it).
     println!(
-        "oncelog serve: listening on {} (data {dir})",
-        server.local_addr()
+        "oncelog serve: listening on {} (data {dir}){}",
+        server.local_addr(),
+        match (&tls, sasl) {
+            (Some(_), true) => ", SASL_SSL",
+            (Some(_), false) => ", SSL",
+            (None, true) => ", SASL_PLAINTEXT",
+            (None, false) => "",
+        }
     );
     std::io::stdout().flush()?;
     server

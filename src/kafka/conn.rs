@@ -7,7 +7,7 @@ use std::fmt;
 use std::io;
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
@@ -16,24 +16,42 @@ use kafka_protocol::messages::{
     FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
     JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, ListTransactionsRequest,
     MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
-    ResponseHeader, SyncGroupRequest, TxnOffsetCommitRequest,
+    ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse, SyncGroupRequest, TxnOffsetCommitRequest,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnResponse, BrokerId, EndTxnResponse, FindCoordinatorResponse, HeartbeatResponse,
+    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, ListTransactionsResponse,
+    ProducerId, SyncGroupResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::ResponseError;
 
-use super::frame::{self, FrameError};
+use super::acl::{self, KafkaOp};
+use super::frame::{self, FrameError, FrameLimits};
+use super::sasl::{self, SaslStep};
 use super::server::State;
 use super::{
-    delete_topics, fetch, group_api, metadata, produce, topics, txn_admin, txn_api, versions,
+    delete_topics, fetch, group_api, metadata, produce, refuse, topics, txn_admin, txn_api,
+    versions,
 };
+use crate::net::stream::NetStream;
 
 /// Why a connection was closed by the server.
 #[derive(Debug)]
 pub enum ConnError {
+    /// Framing: a bad size, a frame past its deadline, an idle connection, a socket error.
     Frame(FrameError),
-    /// A request we cannot answer: unknown API or version, or bytes that do not decode.
+    /// A request we cannot answer: unknown API or version, or bytes that do not decode, or a
+    /// request before SASL authentication.
     BadRequest(String),
+    /// The TLS handshake failed or missed its deadline.
+    Handshake(io::Error),
+    /// SASL authentication failed (the answer, if any, was sent).
+    Authentication(String),
     /// A response that would not encode (a bug: logged loudly, the connection closed).
     Encode(String),
+    /// Writing a response failed or missed the deadline.
     Io(io::Error),
 }
 
@@ -42,8 +60,18 @@ impl fmt::Display for ConnError {
         match self {
             ConnError::Frame(FrameError::Closed) => f.write_str("closed"),
             ConnError::Frame(FrameError::BadSize(n)) => write!(f, "bad frame size {n}"),
+            ConnError::Frame(FrameError::Idle(t)) => {
+                write!(f, "idle for {} ms (--idle-timeout-ms)", t.as_millis())
+            }
+            ConnError::Frame(FrameError::Deadline(t)) => write!(
+                f,
+                "a request frame did not arrive whole within {} ms (--frame-deadline-ms)",
+                t.as_millis()
+            ),
             ConnError::Frame(FrameError::Io(e)) | ConnError::Io(e) => write!(f, "I/O: {e}"),
             ConnError::BadRequest(m) => write!(f, "bad request: {m}"),
+            ConnError::Handshake(e) => write!(f, "TLS handshake: {e}"),
+            ConnError::Authentication(m) => write!(f, "SASL authentication failed: {m}"),
             ConnError::Encode(m) => write!(f, "response does not encode (a bug): {m}"),
         }
     }
@@ -56,33 +84,182 @@ enum Reply {
     Nothing,
     /// Test fault: close without answering.
     Drop,
+    /// Send, then close the connection for this reason (a failed authentication).
+    Close(Vec<u8>, String),
 }
 
-/// Serves `stream` until the peer closes it, a bad request or shutdown. A clean end is `Ok`.
-pub fn serve_connection(state: &State, mut stream: TcpStream) -> Result<(), ConnError> {
-    stream.set_nonblocking(false).map_err(ConnError::Io)?;
-    // The read timeout only lets the thread notice shutdown between requests.
-    stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .map_err(ConnError::Io)?;
-    stream.set_nodelay(true).map_err(ConnError::Io)?;
+/// Who is on the other end of one connection, and how far its SASL exchange got.
+#[derive(Debug)]
+struct Session {
+    /// The SASL user, else the client certificate's first DNS name or its common name, else
+    /// `ANONYMOUS`.
+    principal: String,
+    /// `None` when SASL is off.
+    sasl: Option<SaslStep>,
+}
+
+impl Session {
+    /// True once nothing stands between the client and its requests.
+    fn authenticated(&self) -> bool {
+        matches!(self.sasl, None | Some(SaslStep::Done(_)))
+    }
+
+    /// True when the next frame is a bare SASL token (after a v0 handshake).
+    fn awaits_raw_token(&self) -> bool {
+        self.sasl == Some(SaslStep::Token { raw: true })
+    }
+
+    /// Whether the ACL (if any) grants this connection `op`.
+    fn may(&self, state: &State, op: KafkaOp) -> bool {
+        state
+            .acl
+            .as_ref()
+            .is_none_or(|acl| acl.allows(&self.principal, op))
+    }
+
+    /// Checks a PLAIN token; on success the connection is authenticated as its user.
+    fn authenticate(&mut self, state: &State, token: &[u8]) -> Result<(), String> {
+        let Some(users) = &state.users else {
+            return Err("SASL is off".into());
+        };
+        let (user, password) = sasl::plain_token(token).ok_or("not a PLAIN token")?;
+        if !users.check(user, password) {
+            return Err(format!("wrong user or password (user '{user}')"));
+        }
+        self.principal = user.to_string();
+        self.sasl = Some(SaslStep::Done(user.to_string()));
+        Ok(())
+    }
+}
+
+/// The largest bare SASL token read (a PLAIN token is a user name and a password).
+const MAX_RAW_TOKEN: usize = 64 << 10;
+
+/// Serves `tcp` until the peer closes it, a bad request, a limit or shutdown: over TLS when
+/// the server has TLS material (handshaken within the frame deadline). A clean end is `Ok`.
+pub fn serve_connection(state: &State, tcp: TcpStream) -> Result<(), ConnError> {
+    tcp.set_nonblocking(false).map_err(ConnError::Io)?;
+    tcp.set_nodelay(true).map_err(ConnError::Io)?;
+    let deadline = state.config.frame_deadline;
+    let (mut stream, name) = match &state.tls {
+        None => (NetStream::Plain(tcp), None),
+        Some(tls) => tls
+            .accept_named(tcp, Instant::now() + deadline)
+            .map_err(ConnError::Handshake)?,
+    };
+    let mut session = Session {
+        principal: name.unwrap_or_else(|| acl::ANONYMOUS.to_string()),
+        sasl: state.users.as_ref().map(|_| SaslStep::Handshake),
+    };
     loop {
-        let request =
-            match frame::read_frame(&mut stream, state.config.max_frame_bytes, &state.stop) {
-                Ok(f) => f,
-                Err(FrameError::Closed) => return Ok(()),
-                Err(e) => return Err(ConnError::Frame(e)),
-            };
-        match handle(state, request)? {
-            Reply::Send(body) => frame::write_frame(&mut stream, &body).map_err(ConnError::Io)?,
+        let raw = session.awaits_raw_token();
+        let limits = FrameLimits {
+            min: if raw { 0 } else { frame::MIN_REQUEST },
+            max: if raw {
+                MAX_RAW_TOKEN
+            } else {
+                state.config.max_frame_bytes
+            },
+            deadline,
+            idle: state.config.idle_timeout,
+        };
+        let request = match frame::read_frame(&mut stream, limits, &state.stop) {
+            Ok(f) => f,
+            Err(FrameError::Closed) => return Ok(()),
+            Err(e) => return Err(ConnError::Frame(e)),
+        };
+        let reply = if raw {
+            // KIP-43's v0 exchange: an empty frame answers a good token; a bad one is
+            // answered by closing the connection.
+            session
+                .authenticate(state, &request)
+                .map_err(ConnError::Authentication)?;
+            Reply::Send(Vec::new())
+        } else {
+            handle(state, &mut session, request)?
+        };
+        match reply {
+            Reply::Send(body) => {
+                frame::write_frame(&mut stream, &body, deadline).map_err(ConnError::Io)?
+            }
             Reply::Nothing => {}
             Reply::Drop => return Ok(()),
+            Reply::Close(body, why) => {
+                // The answer is best effort: the connection closes either way.
+                let _ = frame::write_frame(&mut stream, &body, deadline);
+                return Err(ConnError::Authentication(why));
+            }
         }
     }
 }
 
+/// SaslHandshake: PLAIN is chosen (the token comes next), another mechanism is refused with
+/// the list; a handshake out of turn is ILLEGAL_SASL_STATE and closes the connection.
+fn sasl_handshake(
+    session: &mut Session,
+    req: &SaslHandshakeRequest,
+    correlation: i32,
+    version: i16,
+) -> Result<Reply, ConnError> {
+    let mut resp = SaslHandshakeResponse::default();
+    resp.mechanisms = vec![StrBytes::from_static_str(sasl::PLAIN)];
+    if session.sasl != Some(SaslStep::Handshake) {
+        resp.error_code = ResponseError::IllegalSaslState.code();
+        return close_after(
+            respond(correlation, version, &resp)?,
+            "a SaslHandshake out of turn (no re-authentication)".into(),
+        );
+    }
+    if req.mechanism.as_str() == sasl::PLAIN {
+        session.sasl = Some(SaslStep::Token { raw: version == 0 });
+    } else {
+        resp.error_code = ResponseError::UnsupportedSaslMechanism.code();
+    }
+    respond(correlation, version, &resp)
+}
+
+/// SaslAuthenticate after a v1 handshake: the PLAIN token checked; a failure is answered
+/// SASL_AUTHENTICATION_FAILED and closes the connection.
+fn sasl_authenticate(
+    state: &State,
+    session: &mut Session,
+    req: &SaslAuthenticateRequest,
+    correlation: i32,
+    version: i16,
+) -> Result<Reply, ConnError> {
+    let mut resp = SaslAuthenticateResponse::default();
+    if session.sasl != Some(SaslStep::Token { raw: false }) {
+        resp.error_code = ResponseError::IllegalSaslState.code();
+        resp.error_message = Some(StrBytes::from_static_str(
+            "SaslAuthenticate without a v1 SaslHandshake choosing PLAIN",
+        ));
+        return close_after(
+            respond(correlation, version, &resp)?,
+            "a SaslAuthenticate out of turn".into(),
+        );
+    }
+    match session.authenticate(state, &req.auth_bytes) {
+        Ok(()) => respond(correlation, version, &resp),
+        Err(why) => {
+            resp.error_code = ResponseError::SaslAuthenticationFailed.code();
+            resp.error_message = Some(StrBytes::from_static_str(
+                "Authentication failed: invalid username or password",
+            ));
+            close_after(respond(correlation, version, &resp)?, why)
+        }
+    }
+}
+
+/// `reply`, sent and then the connection closed for `why`.
+fn close_after(reply: Reply, why: String) -> Result<Reply, ConnError> {
+    Ok(match reply {
+        Reply::Send(body) => Reply::Close(body, why),
+        other => other,
+    })
+}
+
 /// Decodes, dispatches and encodes one request.
-fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
+fn handle(state: &State, session: &mut Session, request: Vec<u8>) -> Result<Reply, ConnError> {
     let (Some(key), Some(version), Some(correlation)) = (
         request
             .get(0..2)
@@ -103,13 +280,25 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
     };
     let api = ApiKey::try_from(key)
         .map_err(|()| ConnError::BadRequest(format!("unknown API key {key}")))?;
-    if !versions::is_supported(api, version) {
+    let sasl = state.users.is_some();
+    if !versions::is_supported_with(api, version, sasl) {
         if api == ApiKey::ApiVersions {
             // KIP-511: a v0 body with UNSUPPORTED_VERSION and our list; the client retries.
-            return respond(correlation, 0, &versions::api_versions(false));
+            return respond(correlation, 0, &versions::api_versions_with(false, sasl));
         }
         return Err(ConnError::BadRequest(format!(
             "{api:?} v{version} is not supported (ApiVersions lists what is)"
+        )));
+    }
+    if !session.authenticated()
+        && !matches!(
+            api,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        )
+    {
+        // Kafka's behaviour: nothing else is answered before authentication.
+        return Err(ConnError::BadRequest(format!(
+            "{api:?} before SASL authentication"
         )));
     }
     let mut body = Bytes::from(request);
@@ -118,18 +307,43 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
     match api {
         ApiKey::ApiVersions => {
             decode::<ApiVersionsRequest>(&mut body, api, version)?;
-            respond(correlation, version, &versions::api_versions(true))
-        }
-        ApiKey::Metadata => {
-            let req: MetadataRequest = decode(&mut body, api, version)?;
             respond(
                 correlation,
                 version,
-                &metadata::metadata(state, req, version),
+                &versions::api_versions_with(true, sasl),
+            )
+        }
+        ApiKey::SaslHandshake => {
+            let req: SaslHandshakeRequest = decode(&mut body, api, version)?;
+            sasl_handshake(session, &req, correlation, version)
+        }
+        ApiKey::SaslAuthenticate => {
+            let req: SaslAuthenticateRequest = decode(&mut body, api, version)?;
+            sasl_authenticate(state, session, &req, correlation, version)
+        }
+        ApiKey::Metadata => {
+            let req: MetadataRequest = decode(&mut body, api, version)?;
+            let may_create =
+                session.may(state, KafkaOp::Produce) || session.may(state, KafkaOp::Admin);
+            respond(
+                correlation,
+                version,
+                &metadata::metadata_for(state, req, version, may_create),
             )
         }
         ApiKey::InitProducerId => {
             let req = decode::<InitProducerIdRequest>(&mut body, api, version)?;
+            let (op, code) = match req.transactional_id {
+                Some(_) => (KafkaOp::Txn, refuse::txn()),
+                None => (KafkaOp::Produce, refuse::cluster()),
+            };
+            if !session.may(state, op) {
+                let mut r = InitProducerIdResponse::default();
+                r.error_code = code;
+                r.producer_id = ProducerId(-1);
+                r.producer_epoch = -1;
+                return respond(correlation, version, &r);
+            }
             respond(
                 correlation,
                 version,
@@ -138,6 +352,9 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         }
         ApiKey::AddPartitionsToTxn => {
             let req: AddPartitionsToTxnRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Txn) {
+                return respond(correlation, version, &refuse::add_partitions(&req));
+            }
             respond(
                 correlation,
                 version,
@@ -146,6 +363,11 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         }
         ApiKey::AddOffsetsToTxn => {
             let req: AddOffsetsToTxnRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Txn) {
+                let mut r = AddOffsetsToTxnResponse::default();
+                r.error_code = refuse::txn();
+                return respond(correlation, version, &r);
+            }
             respond(
                 correlation,
                 version,
@@ -154,6 +376,9 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         }
         ApiKey::TxnOffsetCommit => {
             let req: TxnOffsetCommitRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Txn) {
+                return respond(correlation, version, &refuse::txn_offset_commit(&req));
+            }
             respond(
                 correlation,
                 version,
@@ -162,6 +387,11 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         }
         ApiKey::EndTxn => {
             let req: EndTxnRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Txn) {
+                let mut r = EndTxnResponse::default();
+                r.error_code = refuse::txn();
+                return respond(correlation, version, &r);
+            }
             respond(
                 correlation,
                 version,
@@ -171,6 +401,16 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         ApiKey::Produce => {
             let req: ProduceRequest = decode(&mut body, api, version)?;
             let acks = req.acks;
+            if !session.may(state, KafkaOp::Produce) {
+                if acks == 0 {
+                    // No answer to carry the error: the connection is closed, as Kafka does.
+                    return Err(ConnError::BadRequest(format!(
+                        "acks=0 Produce refused to '{}' by the ACL",
+                        session.principal
+                    )));
+                }
+                return respond(correlation, version, &refuse::produce(&req));
+            }
             let (resp, appended) = produce::produce(state, req, version);
             if appended {
                 let n = state.produces.fetch_add(1, Ordering::SeqCst) + 1;
@@ -192,6 +432,9 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         }
         ApiKey::ListOffsets => {
             let req: ListOffsetsRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Read) {
+                return respond(correlation, version, &refuse::list_offsets(&req));
+            }
             respond(
                 correlation,
                 version,
@@ -200,10 +443,24 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         }
         ApiKey::Fetch => {
             let req: FetchRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Read) {
+                return respond(correlation, version, &refuse::fetch(&req));
+            }
             respond(correlation, version, &fetch::fetch(state, req, version))
         }
         ApiKey::FindCoordinator => {
             let req = decode::<FindCoordinatorRequest>(&mut body, api, version)?;
+            let (op, code) = match req.key_type {
+                1 => (KafkaOp::Txn, refuse::txn()),
+                _ => (KafkaOp::Group, refuse::group()),
+            };
+            if !session.may(state, op) {
+                let mut r = FindCoordinatorResponse::default();
+                r.error_code = code;
+                r.node_id = BrokerId(-1);
+                r.port = -1;
+                return respond(correlation, version, &r);
+            }
             respond(
                 correlation,
                 version,
@@ -212,6 +469,12 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         }
         ApiKey::JoinGroup => {
             let req: JoinGroupRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Group) {
+                let mut r = JoinGroupResponse::default();
+                r.error_code = refuse::group();
+                r.generation_id = -1;
+                return respond(correlation, version, &r);
+            }
             respond(
                 correlation,
                 version,
@@ -220,6 +483,11 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         }
         ApiKey::SyncGroup => {
             let req: SyncGroupRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Group) {
+                let mut r = SyncGroupResponse::default();
+                r.error_code = refuse::group();
+                return respond(correlation, version, &r);
+            }
             respond(
                 correlation,
                 version,
@@ -228,10 +496,20 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         }
         ApiKey::Heartbeat => {
             let req: HeartbeatRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Group) {
+                let mut r = HeartbeatResponse::default();
+                r.error_code = refuse::group();
+                return respond(correlation, version, &r);
+            }
             respond(correlation, version, &group_api::heartbeat(state, &req))
         }
         ApiKey::LeaveGroup => {
             let req: LeaveGroupRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Group) {
+                let mut r = LeaveGroupResponse::default();
+                r.error_code = refuse::group();
+                return respond(correlation, version, &r);
+            }
             respond(
                 correlation,
                 version,
@@ -240,10 +518,16 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         }
         ApiKey::OffsetCommit => {
             let req: OffsetCommitRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Group) {
+                return respond(correlation, version, &refuse::offset_commit(&req));
+            }
             respond(correlation, version, &group_api::offset_commit(state, req))
         }
         ApiKey::OffsetFetch => {
             let req: OffsetFetchRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Group) {
+                return respond(correlation, version, &refuse::offset_fetch(&req, version));
+            }
             respond(
                 correlation,
                 version,
@@ -252,6 +536,9 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         }
         ApiKey::CreateTopics => {
             let req: CreateTopicsRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Admin) {
+                return respond(correlation, version, &refuse::create_topics(&req));
+            }
             respond(
                 correlation,
                 version,
@@ -260,6 +547,9 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         }
         ApiKey::DeleteTopics => {
             let req: DeleteTopicsRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Admin) {
+                return respond(correlation, version, &refuse::delete_topics(&req, version));
+            }
             respond(
                 correlation,
                 version,
@@ -268,6 +558,9 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         }
         ApiKey::DescribeTransactions => {
             let req: DescribeTransactionsRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Txn) {
+                return respond(correlation, version, &refuse::describe_transactions(&req));
+            }
             respond(
                 correlation,
                 version,
@@ -276,6 +569,11 @@ fn handle(state: &State, request: Vec<u8>) -> Result<Reply, ConnError> {
         }
         ApiKey::ListTransactions => {
             let req: ListTransactionsRequest = decode(&mut body, api, version)?;
+            if !session.may(state, KafkaOp::Txn) {
+                let mut r = ListTransactionsResponse::default();
+                r.error_code = refuse::cluster();
+                return respond(correlation, version, &r);
+            }
             respond(
                 correlation,
                 version,
@@ -478,6 +776,140 @@ mod tests {
                 assert_eq!(parts[1].error_code, 1, "offset out of range");
                 encodes("Fetch", v, &resp);
             }
+        }
+    }
+
+    /// The ACL's refusals (`refuse`, and the top-level ones built in `handle`) encode at every
+    /// advertised version with the request's items in them.
+    #[test]
+    fn refused_answers_encode_at_every_advertised_version() {
+        use kafka_protocol::messages::create_topics_request::CreatableTopic;
+        use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::list_offsets_request::{
+            ListOffsetsPartition, ListOffsetsTopic,
+        };
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::TransactionalId;
+
+        let mut produce = ProduceRequest::default();
+        let mut t = TopicProduceData::default();
+        t.name = name("t");
+        t.partition_data = vec![PartitionProduceData::default()];
+        produce.topic_data = vec![t];
+        let r = refuse::produce(&produce);
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 29);
+        for v in range(ApiKey::Produce) {
+            encodes("refused Produce", v, &r);
+        }
+        let mut fetch = FetchRequest::default();
+        let mut t = FetchTopic::default();
+        t.topic = name("t");
+        t.partitions = vec![FetchPartition::default()];
+        fetch.topics = vec![t];
+        let r = refuse::fetch(&fetch);
+        assert_eq!(r.responses[0].partitions[0].error_code, 29);
+        for v in range(ApiKey::Fetch) {
+            encodes("refused Fetch", v, &r);
+        }
+        let mut lo = ListOffsetsRequest::default();
+        let mut t = ListOffsetsTopic::default();
+        t.name = name("t");
+        t.partitions = vec![ListOffsetsPartition::default()];
+        lo.topics = vec![t];
+        for v in range(ApiKey::ListOffsets) {
+            encodes("refused ListOffsets", v, &refuse::list_offsets(&lo));
+        }
+        let mut ct = CreateTopicsRequest::default();
+        let mut t = CreatableTopic::default();
+        t.name = name("t");
+        ct.topics = vec![t];
+        for v in range(ApiKey::CreateTopics) {
+            encodes("refused CreateTopics", v, &refuse::create_topics(&ct));
+        }
+        let mut dt = DeleteTopicsRequest::default();
+        dt.topic_names = vec![name("t")];
+        let mut st = DeleteTopicState::default();
+        st.name = Some(name("t"));
+        dt.topics = vec![st];
+        for v in range(ApiKey::DeleteTopics) {
+            let r = refuse::delete_topics(&dt, v);
+            assert_eq!(r.responses.len(), 1);
+            encodes("refused DeleteTopics", v, &r);
+        }
+        let mut oc = OffsetCommitRequest::default();
+        let mut t = OffsetCommitRequestTopic::default();
+        t.name = name("t");
+        t.partitions = vec![OffsetCommitRequestPartition::default()];
+        oc.topics = vec![t];
+        for v in range(ApiKey::OffsetCommit) {
+            encodes("refused OffsetCommit", v, &refuse::offset_commit(&oc));
+        }
+        let mut of = OffsetFetchRequest::default();
+        let mut t = OffsetFetchRequestTopic::default();
+        t.name = name("t");
+        t.partition_indexes = vec![0];
+        of.topics = Some(vec![t]);
+        for v in range(ApiKey::OffsetFetch) {
+            encodes("refused OffsetFetch", v, &refuse::offset_fetch(&of, v));
+        }
+        let mut ap = AddPartitionsToTxnRequest::default();
+        let mut t = kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
+        t.name = name("t");
+        t.partitions = vec![0];
+        ap.v3_and_below_topics = vec![t];
+        for v in range(ApiKey::AddPartitionsToTxn) {
+            encodes(
+                "refused AddPartitionsToTxn",
+                v,
+                &refuse::add_partitions(&ap),
+            );
+        }
+        let mut to = TxnOffsetCommitRequest::default();
+        let mut t = kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestTopic::default();
+        t.name = name("t");
+        t.partitions = vec![Default::default()];
+        to.topics = vec![t];
+        for v in range(ApiKey::TxnOffsetCommit) {
+            encodes(
+                "refused TxnOffsetCommit",
+                v,
+                &refuse::txn_offset_commit(&to),
+            );
+        }
+        let mut dtx = DescribeTransactionsRequest::default();
+        dtx.transactional_ids = vec![TransactionalId(StrBytes::from_static_str("x"))];
+        for v in range(ApiKey::DescribeTransactions) {
+            encodes(
+                "refused DescribeTransactions",
+                v,
+                &refuse::describe_transactions(&dtx),
+            );
+        }
+        // The top-level refusals built in `handle`.
+        let mut ip = InitProducerIdResponse::default();
+        ip.error_code = refuse::cluster();
+        ip.producer_id = ProducerId(-1);
+        ip.producer_epoch = -1;
+        for v in range(ApiKey::InitProducerId) {
+            encodes("refused InitProducerId", v, &ip);
+        }
+        let mut fc = FindCoordinatorResponse::default();
+        fc.error_code = refuse::group();
+        fc.node_id = BrokerId(-1);
+        fc.port = -1;
+        for v in range(ApiKey::FindCoordinator) {
+            encodes("refused FindCoordinator", v, &fc);
+        }
+        let mut jg = JoinGroupResponse::default();
+        jg.error_code = refuse::group();
+        jg.generation_id = -1;
+        for v in range(ApiKey::JoinGroup) {
+            encodes("refused JoinGroup", v, &jg);
         }
     }
 

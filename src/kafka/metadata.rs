@@ -17,7 +17,19 @@ pub const NODE_ID: i32 = 0;
 /// The cluster id Metadata v2+ reports.
 pub const CLUSTER_ID: &str = "oncelog";
 
+#[cfg(test)]
 pub fn metadata(state: &State, req: MetadataRequest, version: i16) -> MetadataResponse {
+    metadata_for(state, req, version, true)
+}
+
+/// [`metadata`] for a principal that may (`may_create`) or may not create topics (the ACL,
+/// `acl`): a topic it names that does not exist is answered UNKNOWN_TOPIC_OR_PARTITION.
+pub fn metadata_for(
+    state: &State,
+    req: MetadataRequest,
+    version: i16,
+    may_create: bool,
+) -> MetadataResponse {
     let mut r = MetadataResponse::default();
     let mut broker = MetadataResponseBroker::default();
     broker.node_id = BrokerId(NODE_ID);
@@ -43,7 +55,7 @@ pub fn metadata(state: &State, req: MetadataRequest, version: i16) -> MetadataRe
         }
     };
     // Auto-creation is asked for explicitly from v4; before, a broker decided (ours: yes).
-    let create = version < 4 || req.allow_auto_topic_creation;
+    let create = (version < 4 || req.allow_auto_topic_creation) && may_create;
     r.topics = names
         .into_iter()
         .map(|name| topic(state, name, create, version))

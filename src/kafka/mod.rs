@@ -7,7 +7,12 @@
 //! answered), so responses leave in request order however many requests a client pipelines.
 //! What is supported, version by version, and how Kafka batches map to ours:
 //! `docs/kafka-wire.md`.
+//!
+//! A listener may serve TLS (optionally mutual, `net::tls`), SASL/PLAIN ([`sasl`]) and an ACL
+//! ([`acl`]), under a connection cap, a frame deadline and an idle timeout; [`security`] loads
+//! and checks those settings (`docs/kafka-wire.md`, "Security and limits").
 
+pub mod acl;
 pub mod batch;
 pub mod compression;
 mod conn;
@@ -17,8 +22,12 @@ mod fetch;
 mod frame;
 mod group_api;
 pub mod groups;
+mod limits;
 mod metadata;
 mod produce;
+mod refuse;
+pub mod sasl;
+pub mod security;
 mod server;
 mod sessions_file;
 mod topics;
@@ -26,4 +35,5 @@ mod txn_admin;
 mod txn_api;
 pub mod versions;
 
+pub use security::{LineError, ServeError, ServeSasl, ServeTls};
 pub use server::{ServeConfig, Server};

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -9,8 +10,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::acl::Acl;
+use super::limits::ConnectionSlots;
+use super::sasl::Users;
+use super::security::{ServeError, ServeSasl, ServeTls};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
+use crate::net::Security;
 
 /// Settings of `oncelog serve`.
 #[derive(Debug, Clone)]
@@ -31,6 +37,20 @@ pub struct ServeConfig {
     /// with made-up offsets, but nothing is stored (no log append, no deduplication), which
     /// measures the protocol's own cost. Never set it on a server holding real data.
     pub test_ack_without_storing: bool,
+    /// TLS on the listener (every connection), if set; plaintext otherwise.
+    pub tls: Option<ServeTls>,
+    /// SASL/PLAIN authentication, if set.
+    pub sasl: Option<ServeSasl>,
+    /// The ACL file (`acl`); `None`: every authenticated principal may do everything.
+    pub acl: Option<PathBuf>,
+    /// Connections served at once; one beyond is closed on accept.
+    pub max_connections: usize,
+    /// From a request frame's first byte to its last (and the TLS handshake, and writing a
+    /// response); a connection that misses it is closed.
+    pub frame_deadline: Duration,
+    /// A connection that starts no request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`).
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServeConfig {
@@ -42,6 +62,12 @@ impl Default for ServeConfig {
             max_frame_bytes: 100 << 20,
             test_drop_after_append: None,
             test_ack_without_storing: false,
+            tls: None,
+            sasl: None,
+            acl: None,
+            max_connections: 1024,
+            frame_deadline: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -70,6 +96,12 @@ pub(super) struct State {
     /// The next made-up offset under `test_ack_without_storing` (one counter for every
     /// partition: each partition still sees its offsets grow).
     pub unstored_offsets: AtomicU64,
+    /// The listener's TLS material, when it serves TLS.
+    pub tls: Option<Security>,
+    /// The SASL/PLAIN users, when SASL is on.
+    pub users: Option<Users>,
+    /// The ACL, if one was given.
+    pub acl: Option<Acl>,
 }
 
 impl State {
@@ -105,8 +137,19 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listener; connections are accepted by [`Server::run_until`].
-    pub fn bind(broker: Broker, config: ServeConfig) -> Result<Server> {
+    /// Loads the security material (TLS, users, ACL: a bad setting or file is a typed
+    /// [`ServeError`]) and binds the listener; connections are accepted by
+    /// [`Server::run_until`].
+    pub fn bind(broker: Broker, config: ServeConfig) -> std::result::Result<Server, ServeError> {
+        let loaded = config.load_security()?;
+        Server::bind_listener(broker, config, loaded).map_err(ServeError::Bind)
+    }
+
+    fn bind_listener(
+        broker: Broker,
+        config: ServeConfig,
+        loaded: super::security::Loaded,
+    ) -> Result<Server> {
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| Error::io("bind", config.listen.to_string(), e))?;
         let local_addr = listener
@@ -115,11 +158,6 @@ impl Server {
         listener
             .set_nonblocking(true)
             .map_err(|e| Error::io("set_nonblocking", local_addr.to_string(), e))?;
-        if config.default_partitions == 0 {
-            return Err(Error::InvalidConfig(
-                "default partitions must be at least 1".into(),
-            ));
-        }
         let (host, port) = match &config.advertised {
             Some((h, p)) => (h.clone(), *p),
             None if local_addr.ip().is_unspecified() => ("127.0.0.1".into(), local_addr.port()),
@@ -141,6 +179,9 @@ impl Server {
                 topic_creation: Mutex::new(()),
                 groups: super::groups::Groups::default(),
                 txn,
+                tls: loaded.tls,
+                users: loaded.users,
+                acl: loaded.acl,
             }),
             listener,
             local_addr,
@@ -178,20 +219,29 @@ impl Server {
     pub fn run_until(self, stop: impl Fn() -> bool) -> Result<()> {
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         let mut last_tick = Instant::now();
+        let slots = ConnectionSlots::new(self.state.config.max_connections);
         while !stop() {
             match self.listener.accept() {
-                Ok((stream, peer)) => {
-                    let state = Arc::clone(&self.state);
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("kafka-conn-{peer}"))
-                        .spawn(move || serve(&state, stream, peer));
-                    match spawned {
-                        Ok(t) => threads.push(t),
-                        Err(e) => {
-                            tracing::error!("oncelog serve: cannot start a thread for {peer}: {e}")
+                Ok((stream, peer)) => match slots.take() {
+                    // Over the cap: closed at once (dropped), counted and logged; the loop's
+                    // periodic work below still runs however fast connections arrive.
+                    None => drop(stream),
+                    Some(slot) => {
+                        let state = Arc::clone(&self.state);
+                        let spawned = std::thread::Builder::new()
+                            .name(format!("kafka-conn-{peer}"))
+                            .spawn(move || {
+                                serve(&state, stream, peer);
+                                drop(slot);
+                            });
+                        match spawned {
+                            Ok(t) => threads.push(t),
+                            Err(e) => tracing::error!(
+                                "oncelog serve: cannot start a thread for {peer}: {e}"
+                            ),
                         }
                     }
-                }
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
@@ -201,6 +251,7 @@ impl Server {
                 }
             }
             threads.retain(|t| !t.is_finished());
+            slots.log_refusals();
             self.state.groups.tick();
             if last_tick.elapsed() >= Duration::from_secs(1) {
                 last_tick = Instant::now();

@@ -22,13 +22,15 @@
 //! `docs/replication.md` ("TCP driver") describes how a node uses them.
 
 pub mod authorize;
+#[cfg(feature = "tls")]
+mod cert_name;
 pub mod cluster_file;
 mod codec;
 pub mod controller_client;
 pub mod controller_record;
 pub mod controller_server;
 pub mod controller_store;
-mod frame_io;
+pub(crate) mod frame_io;
 pub mod producer_ids;
 pub mod remote_error;
 pub mod replica_client;

@@ -13,6 +13,9 @@
 //!   (`controller`, `replica-N`: [`Member::name`]), not merely that the CA signed it;
 //! - a handshake is bounded by a deadline (every socket read and write is given the time
 //!   left), so a peer trickling handshake bytes cannot hold a connection thread;
+//! - a listener that is not a member (`oncelog serve`, [`Security::for_listener`]) trusts no
+//!   cluster CA: it presents its certificate and, given a client CA, requires a client
+//!   certificate signed by it (the handshake fails without one); it cannot connect;
 //! - the server sends no TLS 1.3 session tickets: nothing arrives on an idle client connection,
 //!   so a byte found there still means the server closed it (`frame_io::unusable`).
 //!
@@ -45,8 +48,9 @@ pub const MAX_PEM_BYTES: u64 = 1 << 20;
 /// clone.
 #[derive(Clone)]
 pub struct Security {
+    /// `None` for a listener's material ([`Security::for_listener`]), which connects nowhere.
     #[cfg(feature = "tls")]
-    client: std::sync::Arc<rustls::ClientConfig>,
+    client: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Only with a certificate to serve with.
     #[cfg(feature = "tls")]
     server: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -150,6 +154,18 @@ impl Security {
         imp::load(ca, crl, identity)
     }
 
+    /// The material of a listener that is not a cluster member (`oncelog serve`): it presents
+    /// `identity` (PEM chain and key) to every client. With `client_ca`, every client must
+    /// present a certificate signed by a CA in that file (mutual TLS; a client without one
+    /// fails the handshake); without it, no client certificate is asked for. Such material
+    /// serves only: it cannot connect.
+    pub fn for_listener(
+        identity: &CertPaths,
+        client_ca: Option<&Path>,
+    ) -> Result<Security, SecurityError> {
+        imp::for_listener(identity, client_ca)
+    }
+
     /// Whether this material can serve (it has a certificate).
     pub fn can_serve(&self) -> bool {
         self.identity.is_some()
@@ -187,6 +203,10 @@ mod imp {
         ))
     }
 
+    pub(super) fn for_listener(_: &CertPaths, _: Option<&Path>) -> Result<Security, SecurityError> {
+        load(Path::new(""), None, None)
+    }
+
     fn unsupported() -> io::Error {
         io::Error::new(io::ErrorKind::Unsupported, "built without TLS")
     }
@@ -201,6 +221,14 @@ mod imp {
             _: TcpStream,
             _: Instant,
         ) -> io::Result<(NetStream, Vec<String>)> {
+            Err(unsupported())
+        }
+
+        pub(crate) fn accept_named(
+            &self,
+            _: TcpStream,
+            _: Instant,
+        ) -> io::Result<(NetStream, Option<String>)> {
             Err(unsupported())
         }
     }
@@ -285,7 +313,7 @@ mod imp {
             .with_webpki_verifier(server_verifier);
         let Some(id) = identity else {
             return Ok(Security {
-                client: Arc::new(client.with_no_client_auth()),
+                client: Some(Arc::new(client.with_no_client_auth())),
                 server: None,
                 identity: None,
             });
@@ -308,7 +336,45 @@ mod imp {
             .map_err(|e| rustls_err(&id.key, e))?;
         server.send_tls13_tickets = 0;
         Ok(Security {
-            client: Arc::new(client),
+            client: Some(Arc::new(client)),
+            server: Some(Arc::new(server)),
+            identity: Some(id.cert.clone()),
+        })
+    }
+
+    pub(super) fn for_listener(
+        id: &CertPaths,
+        client_ca: Option<&Path>,
+    ) -> Result<Security, SecurityError> {
+        let chain = certs(&id.cert)?;
+        let key = key(&id.key)?;
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| SecurityError::new(Some(&id.cert), e.to_string()))?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for c in certs(ca)? {
+                    roots.add(c).map_err(|e| {
+                        SecurityError::new(Some(ca), format!("not a CA certificate: {e}"))
+                    })?;
+                }
+                // No `allow_unauthenticated`: a client without a certificate fails the
+                // handshake.
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                        .build()
+                        .map_err(|e| SecurityError::new(Some(ca), e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut server = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| SecurityError::new(Some(&id.key), e.to_string()))?;
+        server.send_tls13_tickets = 0;
+        Ok(Security {
+            client: None,
             server: Some(Arc::new(server)),
             identity: Some(id.cert.clone()),
         })
@@ -370,7 +436,13 @@ mod imp {
         ) -> io::Result<NetStream> {
             let name = ServerName::try_from(server.name())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let mut conn = ClientConnection::new(Arc::clone(&self.client), name)
+            let client = self.client.as_ref().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "listener material cannot connect",
+                )
+            })?;
+            let mut conn = ClientConnection::new(Arc::clone(client), name)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             handshake(&mut conn, &mut tcp, deadline)?;
             Ok(NetStream::TlsClient(Box::new(rustls::StreamOwned::new(
@@ -378,29 +450,63 @@ mod imp {
             ))))
         }
 
-        /// The server end of a TLS connection over `tcp`, handshaken before `deadline`, and
-        /// the DNS names of the client's verified certificate (empty: it presented none).
-        pub(crate) fn accept(
+        /// The server end of a TLS connection over `tcp`, handshaken before `deadline`.
+        fn handshaken(
             &self,
             mut tcp: TcpStream,
             deadline: Instant,
-        ) -> io::Result<(NetStream, Vec<String>)> {
+        ) -> io::Result<(ServerConnection, TcpStream)> {
             let config = self.server.as_ref().ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidInput, "no certificate to serve with")
             })?;
             let mut conn = ServerConnection::new(Arc::clone(config))
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             handshake(&mut conn, &mut tcp, deadline)?;
-            let names = conn
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|leaf| webpki::EndEntityCert::try_from(leaf).ok())
-                .map(|leaf| leaf.valid_dns_names().map(str::to_string).collect())
-                .unwrap_or_default();
+            Ok((conn, tcp))
+        }
+
+        /// The server end of a TLS connection over `tcp`, handshaken before `deadline`, and
+        /// the DNS names of the client's verified certificate (empty: it presented none).
+        pub(crate) fn accept(
+            &self,
+            tcp: TcpStream,
+            deadline: Instant,
+        ) -> io::Result<(NetStream, Vec<String>)> {
+            let (conn, tcp) = self.handshaken(tcp, deadline)?;
+            let names = dns_names(&conn);
             Ok((
                 NetStream::TlsServer(Box::new(rustls::StreamOwned::new(conn, tcp))),
                 names,
             ))
         }
+
+        /// [`Security::accept`] for a listener that names a client by one name (`oncelog
+        /// serve`): the first DNS name of its verified certificate, else the certificate's
+        /// subject common name; `None` when it presented none.
+        pub(crate) fn accept_named(
+            &self,
+            tcp: TcpStream,
+            deadline: Instant,
+        ) -> io::Result<(NetStream, Option<String>)> {
+            let (conn, tcp) = self.handshaken(tcp, deadline)?;
+            let name = dns_names(&conn).into_iter().next().or_else(|| {
+                conn.peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| crate::net::cert_name::subject_common_name(leaf))
+            });
+            Ok((
+                NetStream::TlsServer(Box::new(rustls::StreamOwned::new(conn, tcp))),
+                name,
+            ))
+        }
+    }
+
+    /// The DNS names of the peer's verified certificate (empty: it presented none).
+    fn dns_names(conn: &ServerConnection) -> Vec<String> {
+        conn.peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| webpki::EndEntityCert::try_from(leaf).ok())
+            .map(|leaf| leaf.valid_dns_names().map(str::to_string).collect())
+            .unwrap_or_default()
     }
 }

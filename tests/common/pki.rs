@@ -84,6 +84,23 @@ impl Ca {
 }
 
 impl Ca {
+    /// A client certificate naming `cn` only as its subject common name (no subject
+    /// alternative name), written to `<cn>.pem` and `<cn>.key`.
+    pub fn issue_common_name_only(&self, cn: &str) -> CertPaths {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        let paths = CertPaths {
+            cert: self.dir.join(format!("{cn}.pem")),
+            key: self.dir.join(format!("{cn}.key")),
+        };
+        std::fs::write(&paths.cert, cert.pem()).unwrap();
+        std::fs::write(&paths.key, key.serialize_pem()).unwrap();
+        paths
+    }
+
     /// Writes `crl.pem`: a revocation list signed by this CA naming the `revoked` serials.
     pub fn revoke(&self, revoked: &[u64]) -> PathBuf {
         let crl = CertificateRevocationListParams {
