@@ -117,10 +117,19 @@ impl TxnSessions {
     pub fn rebuild(broker: &Broker) -> crate::error::Result<TxnSessions> {
         let storage = Arc::clone(&broker.config().log.storage);
         let dir = broker.dir().to_path_buf();
-        let handed = sessions_file::load(storage.as_ref(), &dir)?;
+        let mut handed = sessions_file::load(storage.as_ref(), &dir)?;
         let coordinator = broker.coordinator();
         if let Err(e) = coordinator.tick(broker.partitions()) {
             tracing::warn!("oncelog serve: finishing transactions at start: {e}");
+        }
+        // Ids the coordinator no longer knows (expired, or an init that never reached it) can
+        // get no session back: their entries go, so the file does not grow with dead ids.
+        let before = handed.len();
+        handed.retain(|tid, _| coordinator.describe(tid).is_some());
+        if handed.len() != before {
+            if let Err(e) = sessions_file::store(storage.as_ref(), &dir, &handed) {
+                tracing::warn!("oncelog serve: pruning the transaction sessions: {e}");
+            }
         }
         let mut by_tid = HashMap::new();
         for (tid, h) in &handed {
@@ -614,6 +623,34 @@ mod tests {
     use crate::format::batch::BatchBuilder;
     use crate::kafka::server::Server;
     use crate::kafka::{batch, produce, versions};
+
+    /// A restart's rebuild serves the recorded identity of an id the coordinator knows, and
+    /// drops the entries of ids it does not (expired, or never initialised) from the file.
+    #[test]
+    fn the_rebuild_serves_recorded_identities_and_prunes_unknown_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::broker::BrokerConfig::default();
+        cfg.log = cfg.log.with_segment_bytes(1 << 20);
+        let broker = Broker::open(dir.path(), cfg.clone()).unwrap();
+        let id = broker
+            .coordinator()
+            .init_transactions("real", Duration::from_secs(60), broker.partitions())
+            .unwrap();
+        let mut entries = Entries::new();
+        entries.insert("real".into(), Handed::Identity(id.0, id.1));
+        entries.insert("ghost".into(), Handed::Identity(ProducerId(99), 3));
+        entries.insert("half".into(), Handed::Pending);
+        let storage = Arc::clone(&cfg.log.storage);
+        sessions_file::store(storage.as_ref(), dir.path(), &entries).unwrap();
+        let sessions = TxnSessions::rebuild(&broker).unwrap();
+        assert_eq!(sessions.internal("real", id.0 .0, id.1, 4, 4), Ok(id));
+        assert_eq!(
+            sessions.internal("ghost", 99, 3, 4, 4),
+            Err(K::InvalidProducerIdMapping.code())
+        );
+        let left = sessions_file::load(storage.as_ref(), dir.path()).unwrap();
+        assert_eq!(left.keys().collect::<Vec<_>>(), ["real"]);
+    }
 
     fn encodes<R: Encodable>(what: &str, v: i16, r: &R) {
         if let Err(e) = r.encode(&mut BytesMut::new(), v) {
