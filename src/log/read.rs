@@ -113,6 +113,11 @@ impl Log {
         let segments = self.segments();
         let i = segments.partition_point(|s| s.base_offset() <= offset.0);
         let Some(seg) = i.checked_sub(1).and_then(|i| segments.get(i)) else {
+            // Retention deleted the segments below since `start` was loaded (fuzz finding 17):
+            // it stores the new start before it swaps the list, so a load after the list sees
+            // it, and the error names the start to resume from, not a stale one at or below
+            // `offset`.
+            let start = self.inner.log_start.load(Ordering::Acquire);
             return Err(Error::OffsetOutOfRange {
                 requested: offset,
                 log_start: Offset(start),
