@@ -38,20 +38,8 @@ impl Serve {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let stderr = dir.path().join("serve.stderr");
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--data")
-            .arg(&data)
-            .args(["--listen", "127.0.0.1:0", "--segment-bytes", "1048576"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let log = std::fs::File::create(&stderr).unwrap();
+        let (child, line) = spawn(&data, "127.0.0.1:0", log, extra);
         let port = line
             .split("127.0.0.1:")
             .nth(1)
@@ -79,25 +67,11 @@ impl Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let listen = format!("127.0.0.1:{}", self.port);
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--data")
-            .arg(&self.data)
-            .args(["--listen", &listen, "--segment-bytes", "1048576"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(&self.stderr)
-                    .unwrap(),
-            )
-            .spawn()
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.stderr)
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (child, line) = spawn(&self.data, &listen, log, extra);
         assert!(
             line.contains(&listen),
             "the restarted server is not on {listen}: {line:?}; stderr: {}",
@@ -134,6 +108,26 @@ impl Serve {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// `oncelog serve --data DATA --listen LISTEN` (1 MiB segments) with `extra` flags, its
+/// stderr to `log`; returns the child and its first stdout line (where it listens).
+fn spawn(data: &Path, listen: &str, log: std::fs::File, extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .arg("--data")
+        .arg(data)
+        .args(["--listen", listen, "--segment-bytes", "1048576"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
 }
 
 /// Fails the test, saying how to install it, when `program --version`-like `probe` fails.
