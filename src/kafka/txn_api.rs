@@ -122,21 +122,16 @@ impl TxnSessions {
         if let Err(e) = coordinator.tick(broker.partitions()) {
             tracing::warn!("oncelog serve: finishing transactions at start: {e}");
         }
+        let mut by_tid = HashMap::new();
         // Ids the coordinator no longer knows (expired, or an init that never reached it) can
         // get no session back: their entries go, so the file does not grow with dead ids.
-        let before = handed.len();
-        handed.retain(|tid, _| coordinator.describe(tid).is_some());
-        if handed.len() != before {
-            if let Err(e) = sessions_file::store(storage.as_ref(), &dir, &handed) {
-                tracing::warn!("oncelog serve: pruning the transaction sessions: {e}");
-            }
-        }
-        let mut by_tid = HashMap::new();
+        let mut unknown = Vec::new();
         for (tid, h) in &handed {
-            let Handed::Identity(pid, epoch) = *h else {
+            let Some(md) = coordinator.describe(tid) else {
+                unknown.push(tid.clone());
                 continue;
             };
-            let Some(md) = coordinator.describe(tid) else {
+            let Handed::Identity(pid, epoch) = *h else {
                 continue;
             };
             let current = (md.producer_id, md.producer_epoch);
@@ -178,6 +173,14 @@ impl TxnSessions {
                     ended,
                 },
             );
+        }
+        if !unknown.is_empty() {
+            for tid in &unknown {
+                handed.remove(tid);
+            }
+            if let Err(e) = sessions_file::store(storage.as_ref(), &dir, &handed) {
+                tracing::warn!("oncelog serve: pruning the transaction sessions: {e}");
+            }
         }
         if !by_tid.is_empty() {
             tracing::info!(
